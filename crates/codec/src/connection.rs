@@ -1,0 +1,679 @@
+//! The per-connection state machine: frames in, events out; messages in, bytes out.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, Bytes, BytesMut};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use crate::frame::{FrameHeader, MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN, OpCode, PreparedMessage};
+use crate::mask::apply_mask;
+use crate::utf8::Utf8Validator;
+use crate::{CloseCode, Error};
+
+/// Which end of the connection this is. Decides masking (RFC 6455 §5.1).
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+pub enum Role {
+    /// Expects masked frames, sends unmasked ones.
+    Server,
+    /// Expects unmasked frames, masks what it sends.
+    Client,
+}
+
+/// Size limits, checked against declared lengths before any payload is buffered.
+#[derive(Clone, Debug, Eq, PartialEq)]
+#[non_exhaustive]
+pub struct Limits {
+    /// Largest payload of one frame. Default 16 MiB. A larger declared length fails the
+    /// connection with 1009 before a byte of payload is buffered.
+    pub max_frame_size: usize,
+    /// Largest message after reassembling fragments. Default 16 MiB. This bounds what one
+    /// connection can make the process hold for its read side.
+    pub max_message_size: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self { max_frame_size: 16 << 20, max_message_size: 16 << 20 }
+    }
+}
+
+impl Limits {
+    /// Limits with both sizes set to `max`.
+    pub fn with_max_message_size(max: usize) -> Self {
+        Self { max_frame_size: max, max_message_size: max }
+    }
+}
+
+/// Keepalive and closing timers. `None` turns a timer off; all are off by default.
+#[derive(Clone, Debug, Default, Eq, PartialEq)]
+#[non_exhaustive]
+pub struct Timeouts {
+    /// Send a ping this often. Servers usually use 25 s: below the 30–60 s idle cut-off of
+    /// common proxies and load balancers.
+    pub ping_interval: Option<Duration>,
+    /// Fail the connection when no pong arrives this long after a ping.
+    pub pong_timeout: Option<Duration>,
+    /// Close the connection when nothing at all arrives for this long.
+    pub idle_timeout: Option<Duration>,
+    /// After sending a close frame, give up on the peer's answer after this long.
+    pub close_timeout: Option<Duration>,
+}
+
+/// Something to send. Build text from `&str`/`String` so it is UTF-8 by construction.
+#[derive(Clone, Debug, Eq, PartialEq)]
+pub enum Message {
+    /// A text message; the bytes must be UTF-8.
+    Text(Bytes),
+    /// A binary message.
+    Binary(Bytes),
+    /// A ping, at most 125 bytes.
+    Ping(Bytes),
+    /// An unsolicited pong, at most 125 bytes.
+    Pong(Bytes),
+}
+
+impl Message {
+    /// A text message.
+    pub fn text(text: impl Into<String>) -> Self {
+        Message::Text(Bytes::from(text.into()))
+    }
+
+    /// A binary message.
+    pub fn binary(data: impl Into<Bytes>) -> Self {
+        Message::Binary(data.into())
+    }
+}
+
+/// A close frame's status and reason.
+#[derive(Clone, Debug, Eq, PartialEq)]
+pub struct CloseFrame {
+    /// The status code.
+    pub code: CloseCode,
+    /// The UTF-8 reason, at most 123 bytes.
+    pub reason: String,
+}
+
+/// What the peer sent.
+#[derive(Clone, Debug, Eq, PartialEq)]
+pub enum Event {
+    /// A complete text message, validated as UTF-8.
+    Text(Bytes),
+    /// A complete binary message.
+    Binary(Bytes),
+    /// A ping; the pong has already been queued.
+    Ping(Bytes),
+    /// A pong.
+    Pong(Bytes),
+    /// The peer's close frame; `None` when it carried no status code. The answer, if one
+    /// was owed, has already been queued.
+    Close(Option<CloseFrame>),
+}
+
+/// Where the connection is in its lifecycle.
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+pub enum State {
+    /// Messages flow both ways.
+    Open,
+    /// This end sent a close frame and waits for the peer's.
+    Closing,
+    /// The close handshake finished, failed or timed out: flush the transmit queue and
+    /// close the transport.
+    Closed,
+}
+
+/// Why the connection reached [`State::Closed`].
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+pub enum CloseCause {
+    /// This end started the close handshake and the peer answered.
+    Local,
+    /// The peer started the close handshake.
+    Remote,
+    /// The peer violated the protocol; the connection was failed.
+    ProtocolError,
+    /// No pong arrived within the pong timeout.
+    PongTimeout,
+    /// The peer did not answer a close frame within the close timeout.
+    CloseTimeout,
+}
+
+/// Above this size, server frames are queued as their own shared buffer instead of being
+/// copied into the coalescing buffer.
+const SHARE_THRESHOLD: usize = 4 * 1024;
+
+/// One WebSocket connection's protocol state, without I/O.
+///
+/// Call order, repeated for the life of the connection:
+/// 1. [`handle_read`](Self::handle_read) with the bytes read from the transport (whole
+///    frames are consumed; a partial frame stays in the buffer), and
+///    [`handle_timeout`](Self::handle_timeout) when [`poll_timeout`](Self::poll_timeout)
+///    passes;
+/// 2. [`poll_event`](Self::poll_event) until `None`;
+/// 3. [`send`](Self::send), [`send_prepared`](Self::send_prepared) or
+///    [`close`](Self::close) as the application wishes (these only queue);
+/// 4. [`poll_transmit`](Self::poll_transmit) until `None`, writing each buffer in order;
+/// 5. when [`state`](Self::state) is [`State::Closed`], close the transport.
+///
+/// ```
+/// use bytes::BytesMut;
+/// use std::time::Instant;
+/// use switchboard_codec::{Connection, Event, Limits, Message, Role};
+///
+/// let mut conn = Connection::new(Role::Server, Limits::default());
+/// // A masked text frame "Hello" from RFC 6455 §5.7.
+/// let mut read_buf = BytesMut::from(&[0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58][..]);
+/// conn.handle_read(&mut read_buf, Instant::now())?;
+/// assert_eq!(conn.poll_event(), Some(Event::Text("Hello".into())));
+/// conn.send(Message::text("Hello"))?;
+/// assert_eq!(conn.poll_transmit().as_deref(), Some(&b"\x81\x05Hello"[..]));
+/// # Ok::<(), switchboard_codec::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct Connection {
+    role: Role,
+    limits: Limits,
+    timeouts: Timeouts,
+    state: State,
+    /// RSV bits a negotiated extension defines; none without one.
+    allowed_rsv: u8,
+    /// The header of the frame whose payload is arriving.
+    header: Option<FrameHeader>,
+    /// How many payload bytes of that frame are already unmasked and validated.
+    progress: usize,
+    /// The opcode of the fragmented message in progress.
+    message: Option<OpCode>,
+    fragments: BytesMut,
+    utf8: Utf8Validator,
+    events: VecDeque<Event>,
+    out: BytesMut,
+    chunks: VecDeque<Bytes>,
+    queued: usize,
+    /// Masking keys for the client role (RFC 6455 §10.3 wants them unpredictable).
+    rng: Option<Box<StdRng>>,
+    last_recv: Option<Instant>,
+    next_ping: Option<Instant>,
+    pong_deadline: Option<Instant>,
+    close_deadline: Option<Instant>,
+    close_cause: Option<CloseCause>,
+    close_code: Option<CloseCode>,
+}
+
+impl Connection {
+    /// A connection in [`State::Open`], just after the opening handshake.
+    pub fn new(role: Role, limits: Limits) -> Self {
+        let rng = match role {
+            Role::Client => Some(Box::new(StdRng::from_os_rng())),
+            Role::Server => None,
+        };
+        Self {
+            role,
+            limits,
+            timeouts: Timeouts::default(),
+            state: State::Open,
+            allowed_rsv: 0,
+            header: None,
+            progress: 0,
+            message: None,
+            fragments: BytesMut::new(),
+            utf8: Utf8Validator::new(),
+            events: VecDeque::new(),
+            out: BytesMut::new(),
+            chunks: VecDeque::new(),
+            queued: 0,
+            rng,
+            last_recv: None,
+            next_ping: None,
+            pong_deadline: None,
+            close_deadline: None,
+            close_cause: None,
+            close_code: None,
+        }
+    }
+
+    /// Starts the keepalive and closing timers, counting from `now`.
+    pub fn set_timeouts(&mut self, timeouts: Timeouts, now: Instant) {
+        self.next_ping = timeouts.ping_interval.map(|i| now + i);
+        self.last_recv = Some(now);
+        self.timeouts = timeouts;
+    }
+
+    /// This end's role.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// The lifecycle state.
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    /// Whether the transport should be closed now (after flushing the transmit queue).
+    pub fn is_closed(&self) -> bool {
+        self.state == State::Closed
+    }
+
+    /// Why the connection closed, once it has.
+    pub fn close_cause(&self) -> Option<CloseCause> {
+        self.close_cause
+    }
+
+    /// The status code of the close handshake, or of the failure, once closing has begun.
+    /// [`CloseCode::NO_STATUS`] when the peer's close frame had none, and
+    /// [`CloseCode::ABNORMAL`] when no close frame was exchanged.
+    pub fn close_code(&self) -> Option<CloseCode> {
+        self.close_code
+    }
+
+    /// Decodes the frames at the front of `buf`, consuming each complete one.
+    ///
+    /// A partial frame is left in `buf`, which is grown to fit the rest of it (within the
+    /// limits) so the next read can complete it. Text payloads are validated as they arrive,
+    /// so invalid UTF-8 fails the connection at the first bad byte, even mid-frame.
+    ///
+    /// # Errors
+    ///
+    /// A peer violation. The connection is then [`State::Closed`] with a close frame
+    /// carrying [`Error::close_code`] queued for transmission, and `buf` is cleared.
+    pub fn handle_read(&mut self, buf: &mut BytesMut, now: Instant) -> Result<(), Error> {
+        if self.state == State::Closed {
+            buf.clear();
+            return Ok(());
+        }
+        if !buf.is_empty() {
+            self.last_recv = Some(now);
+        }
+        let result = self.read_frames(buf);
+        if self.state == State::Closed {
+            buf.clear();
+        }
+        if let Err(e) = &result {
+            buf.clear();
+            self.fail(e);
+        }
+        result
+    }
+
+    /// The next event decoded by [`handle_read`](Self::handle_read).
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// Queues a message.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closing`] once the close handshake has begun;
+    /// [`Error::ControlPayloadTooLarge`] for a ping or pong over 125 bytes.
+    pub fn send(&mut self, msg: Message) -> Result<(), Error> {
+        if self.state != State::Open {
+            return Err(Error::Closing);
+        }
+        match msg {
+            Message::Text(data) => self.write_frame(OpCode::Text, data),
+            Message::Binary(data) => self.write_frame(OpCode::Binary, data),
+            Message::Ping(data) | Message::Pong(data) if data.len() > MAX_CONTROL_PAYLOAD => {
+                return Err(Error::ControlPayloadTooLarge(data.len()));
+            }
+            Message::Ping(data) => self.write_frame(OpCode::Ping, data),
+            Message::Pong(data) => self.write_frame(OpCode::Pong, data),
+        }
+        Ok(())
+    }
+
+    /// Queues a message encoded once for many connections (server role only).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closing`] once the close handshake has begun;
+    /// [`Error::PreparedFromClient`] in the client role, whose frames must be masked.
+    pub fn send_prepared(&mut self, msg: &PreparedMessage) -> Result<(), Error> {
+        if self.role == Role::Client {
+            return Err(Error::PreparedFromClient);
+        }
+        if self.state != State::Open {
+            return Err(Error::Closing);
+        }
+        self.push_shared(msg.as_bytes().clone());
+        Ok(())
+    }
+
+    /// Starts the close handshake (RFC 6455 §7.1.2). Does nothing if it has already begun.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnsendableCloseCode`] for a code that may not appear on the wire;
+    /// [`Error::ControlPayloadTooLarge`] for a reason over 123 bytes.
+    pub fn close(&mut self, code: CloseCode, reason: &str, now: Instant) -> Result<(), Error> {
+        if !code.is_sendable() {
+            return Err(Error::UnsendableCloseCode(code.0));
+        }
+        if reason.len() + 2 > MAX_CONTROL_PAYLOAD {
+            return Err(Error::ControlPayloadTooLarge(reason.len() + 2));
+        }
+        if self.state != State::Open {
+            return Ok(());
+        }
+        self.queue_close(Some(code), reason);
+        self.state = State::Closing;
+        self.close_code = Some(code);
+        self.close_deadline = self.timeouts.close_timeout.map(|t| now + t);
+        Ok(())
+    }
+
+    /// The next buffer to write to the transport, in order. Small frames queued together
+    /// come out as one buffer, so a burst costs one write.
+    pub fn poll_transmit(&mut self) -> Option<Bytes> {
+        let next = match self.chunks.pop_front() {
+            Some(chunk) => chunk,
+            None if !self.out.is_empty() => self.out.split().freeze(),
+            None => return None,
+        };
+        self.queued -= next.len();
+        Some(next)
+    }
+
+    /// Bytes queued for transmission and not yet taken by
+    /// [`poll_transmit`](Self::poll_transmit).
+    pub fn queued_len(&self) -> usize {
+        self.queued
+    }
+
+    /// The earliest instant at which [`handle_timeout`](Self::handle_timeout) has work.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let idle = match (self.state, self.last_recv, self.timeouts.idle_timeout) {
+            (State::Open, Some(last), Some(idle)) => Some(last + idle),
+            _ => None,
+        };
+        let ping = if self.state == State::Open { self.next_ping } else { None };
+        [ping, self.pong_deadline, idle, self.close_deadline].into_iter().flatten().min()
+    }
+
+    /// Runs the timers that are due at `now`: pings, pong and idle deadlines, close timeout.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.state == State::Closed {
+            return;
+        }
+        if self.close_deadline.is_some_and(|d| now >= d) {
+            self.finish(CloseCause::CloseTimeout, CloseCode::ABNORMAL);
+            return;
+        }
+        if self.pong_deadline.is_some_and(|d| now >= d) {
+            // The peer is gone or wedged: tell it why, best effort, and stop waiting.
+            if self.state == State::Open {
+                self.queue_close(Some(CloseCode::GOING_AWAY), "pong timeout");
+            }
+            self.finish(CloseCause::PongTimeout, CloseCode::ABNORMAL);
+            return;
+        }
+        if self.state != State::Open {
+            return;
+        }
+        let idle_expired = match (self.last_recv, self.timeouts.idle_timeout) {
+            (Some(last), Some(idle)) => now >= last + idle,
+            _ => false,
+        };
+        if idle_expired {
+            // An orderly close: the peer is alive enough to answer, or the close timeout
+            // ends it.
+            let _ = self.close(CloseCode::GOING_AWAY, "idle timeout", now);
+            return;
+        }
+        if let (Some(due), Some(interval)) = (self.next_ping, self.timeouts.ping_interval)
+            && now >= due
+        {
+            self.write_frame(OpCode::Ping, Bytes::new());
+            self.next_ping = Some(now + interval);
+            if self.pong_deadline.is_none() {
+                self.pong_deadline = self.timeouts.pong_timeout.map(|t| now + t);
+            }
+        }
+    }
+
+    /// Marks the transport as gone without a close handshake (EOF or I/O error).
+    pub fn handle_transport_closed(&mut self) {
+        if self.state != State::Closed {
+            let cause = if self.state == State::Closing {
+                CloseCause::Local
+            } else {
+                CloseCause::Remote
+            };
+            self.finish(cause, CloseCode::ABNORMAL);
+        }
+    }
+
+    fn read_frames(&mut self, buf: &mut BytesMut) -> Result<(), Error> {
+        while self.state != State::Closed {
+            let header = match self.header {
+                Some(h) => h,
+                None => {
+                    let Some((h, n)) = FrameHeader::parse(buf)? else { return Ok(()) };
+                    self.check_header(&h)?;
+                    buf.advance(n);
+                    self.header = Some(h);
+                    self.progress = 0;
+                    h
+                }
+            };
+            // `check_header` bounded the length by `max_frame_size`, a usize.
+            let len = header.payload_len as usize;
+            let available = buf.len().min(len);
+            if available > self.progress {
+                let fresh = &mut buf[self.progress..available];
+                if let Some(key) = header.mask {
+                    apply_mask(fresh, key, self.progress);
+                }
+                if self.is_text(&header) {
+                    // RFC 6455 §8.1 and §5.6: fail as soon as the bytes cannot be UTF-8.
+                    self.utf8.feed(fresh).map_err(|()| Error::InvalidUtf8)?;
+                }
+                self.progress = available;
+            }
+            if buf.len() < len {
+                buf.reserve(len - buf.len() + MAX_HEADER_LEN);
+                return Ok(());
+            }
+            let payload = buf.split_to(len);
+            self.header = None;
+            self.progress = 0;
+            self.on_frame(header, payload)?;
+        }
+        Ok(())
+    }
+
+    fn check_header(&mut self, h: &FrameHeader) -> Result<(), Error> {
+        // RFC 6455 §5.1: clients mask every frame, servers none.
+        match (self.role, h.mask.is_some()) {
+            (Role::Server, false) => return Err(Error::UnmaskedFrame),
+            (Role::Client, true) => return Err(Error::MaskedFrame),
+            _ => {}
+        }
+        // RFC 6455 §5.2: RSV bits must be 0 unless an extension defines them.
+        if h.rsv & !self.allowed_rsv != 0 {
+            return Err(Error::ReservedBits(h.rsv));
+        }
+        let max_frame = self.limits.max_frame_size as u64;
+        if h.payload_len > max_frame {
+            return Err(Error::FrameTooLarge { len: h.payload_len, max: max_frame });
+        }
+        let max_message = self.limits.max_message_size as u64;
+        match h.opcode {
+            OpCode::Continuation => {
+                // RFC 6455 §5.4: a continuation only follows an unfinished data frame.
+                if self.message.is_none() {
+                    return Err(Error::UnexpectedContinuation);
+                }
+                let total = self.fragments.len() as u64 + h.payload_len;
+                if total > max_message {
+                    return Err(Error::MessageTooLarge { len: total, max: max_message });
+                }
+            }
+            OpCode::Text | OpCode::Binary => {
+                if self.message.is_some() {
+                    return Err(Error::ExpectedContinuation);
+                }
+                if h.payload_len > max_message {
+                    return Err(Error::MessageTooLarge { len: h.payload_len, max: max_message });
+                }
+                if h.opcode == OpCode::Text {
+                    self.utf8.reset();
+                }
+            }
+            OpCode::Close | OpCode::Ping | OpCode::Pong => {}
+        }
+        Ok(())
+    }
+
+    fn is_text(&self, h: &FrameHeader) -> bool {
+        match h.opcode {
+            OpCode::Text => true,
+            OpCode::Continuation => self.message == Some(OpCode::Text),
+            _ => false,
+        }
+    }
+
+    fn on_frame(&mut self, h: FrameHeader, payload: BytesMut) -> Result<(), Error> {
+        match h.opcode {
+            OpCode::Text | OpCode::Binary if h.fin => {
+                self.deliver(h.opcode, payload.freeze())?;
+            }
+            OpCode::Text | OpCode::Binary => {
+                self.message = Some(h.opcode);
+                self.fragments.extend_from_slice(&payload);
+            }
+            OpCode::Continuation => {
+                self.fragments.extend_from_slice(&payload);
+                if h.fin {
+                    let opcode = self.message.take().unwrap_or(OpCode::Binary);
+                    let data = self.fragments.split().freeze();
+                    self.deliver(opcode, data)?;
+                }
+            }
+            OpCode::Ping => {
+                let data = payload.freeze();
+                // RFC 6455 §5.5.2: answer with a pong carrying the same data, unless a close
+                // frame has already been sent.
+                if self.state == State::Open {
+                    self.write_frame(OpCode::Pong, data.clone());
+                }
+                self.events.push_back(Event::Ping(data));
+            }
+            OpCode::Pong => {
+                self.pong_deadline = None;
+                self.events.push_back(Event::Pong(payload.freeze()));
+            }
+            OpCode::Close => self.on_close(&payload)?,
+        }
+        Ok(())
+    }
+
+    fn deliver(&mut self, opcode: OpCode, data: Bytes) -> Result<(), Error> {
+        if opcode == OpCode::Text && !self.utf8.is_complete() {
+            return Err(Error::InvalidUtf8);
+        }
+        // RFC 6455 §1.4: after sending a close frame, data from the peer is discarded.
+        if self.state == State::Open {
+            self.events.push_back(match opcode {
+                OpCode::Text => Event::Text(data),
+                _ => Event::Binary(data),
+            });
+        }
+        Ok(())
+    }
+
+    fn on_close(&mut self, payload: &[u8]) -> Result<(), Error> {
+        let frame = match payload {
+            [] => None,
+            // RFC 6455 §5.5.1: a body starts with a 2-byte code.
+            [_] => return Err(Error::CloseFrameTooShort),
+            [hi, lo, reason @ ..] => {
+                let code = CloseCode(u16::from_be_bytes([*hi, *lo]));
+                if !code.is_sendable() {
+                    return Err(Error::InvalidCloseCode(code.0));
+                }
+                let reason = simdutf8::basic::from_utf8(reason).map_err(|_| Error::InvalidUtf8)?;
+                Some(CloseFrame { code, reason: reason.to_owned() })
+            }
+        };
+        let code = frame.as_ref().map_or(CloseCode::NO_STATUS, |f| f.code);
+        if self.state == State::Open {
+            // RFC 6455 §5.5.1: answer, echoing the status code received.
+            self.queue_close(frame.as_ref().map(|f| f.code), "");
+            self.close_code = Some(code);
+            self.finish(CloseCause::Remote, code);
+        } else {
+            self.finish(CloseCause::Local, self.close_code.unwrap_or(code));
+        }
+        self.events.push_back(Event::Close(frame));
+        Ok(())
+    }
+
+    /// Fails the connection (RFC 6455 §7.1.7): queue a close frame with the error's code,
+    /// unless one was already sent, and stop.
+    fn fail(&mut self, err: &Error) {
+        let code = err.close_code().unwrap_or(CloseCode::PROTOCOL_ERROR);
+        if self.state == State::Open {
+            self.queue_close(Some(code), &err.to_string());
+        }
+        self.finish(CloseCause::ProtocolError, code);
+    }
+
+    fn finish(&mut self, cause: CloseCause, code: CloseCode) {
+        self.state = State::Closed;
+        self.close_cause.get_or_insert(cause);
+        self.close_code.get_or_insert(code);
+        self.close_deadline = None;
+        self.pong_deadline = None;
+        self.header = None;
+        self.message = None;
+        self.fragments = BytesMut::new();
+    }
+
+    fn queue_close(&mut self, code: Option<CloseCode>, reason: &str) {
+        let mut body = Vec::with_capacity(2 + reason.len());
+        if let Some(code) = code {
+            body.extend_from_slice(&code.0.to_be_bytes());
+            // Reasons come from this crate's own messages; cut at a char boundary to fit.
+            let mut end = reason.len().min(MAX_CONTROL_PAYLOAD - 2);
+            while !reason.is_char_boundary(end) {
+                end -= 1;
+            }
+            body.extend_from_slice(&reason.as_bytes()[..end]);
+        }
+        self.write_frame(OpCode::Close, Bytes::from(body));
+    }
+
+    fn write_frame(&mut self, opcode: OpCode, payload: Bytes) {
+        let mask = self.rng.as_mut().map(|rng| rng.random::<[u8; 4]>());
+        let header =
+            FrameHeader { fin: true, rsv: 0, opcode, mask, payload_len: payload.len() as u64 };
+        if mask.is_none() && payload.len() >= SHARE_THRESHOLD {
+            // Big unmasked payloads go out as they are, without a copy.
+            let mut head = bytes::BytesMut::with_capacity(MAX_HEADER_LEN);
+            header.encode(&mut head);
+            self.push_shared(head.freeze());
+            self.push_shared(payload);
+            return;
+        }
+        self.out.reserve(header.encoded_len() + payload.len());
+        header.encode(&mut self.out);
+        let start = self.out.len();
+        self.out.extend_from_slice(&payload);
+        if let Some(key) = mask {
+            apply_mask(&mut self.out[start..], key, 0);
+        }
+        self.queued += header.encoded_len() + payload.len();
+    }
+
+    fn push_shared(&mut self, bytes: Bytes) {
+        self.queued += bytes.len();
+        if bytes.len() < SHARE_THRESHOLD {
+            self.out.extend_from_slice(&bytes);
+            return;
+        }
+        if !self.out.is_empty() {
+            self.chunks.push_back(self.out.split().freeze());
+        }
+        self.chunks.push_back(bytes);
+    }
+}
