@@ -121,9 +121,8 @@ fn handshake(c: &mut Criterion) {
     let limits = HandshakeLimits::default();
     c.bench_function("handshake/parse_and_respond", |b| {
         b.iter(|| {
-            let (hs, _) = ServerHandshake::parse(black_box(req), &limits)
-                .expect("valid")
-                .expect("complete");
+            let (hs, _) =
+                ServerHandshake::parse(black_box(req), &limits).expect("valid").expect("complete");
             black_box(hs.response(hs.select_protocol(&["switchboard.v1.json"]), None))
         });
     });

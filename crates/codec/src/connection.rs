@@ -197,6 +197,10 @@ pub struct Connection {
     close_deadline: Option<Instant>,
     close_cause: Option<CloseCause>,
     close_code: Option<CloseCode>,
+    /// A violation found after valid frames in the same read, applied once their events
+    /// have been polled.
+    pending_failure: Option<Error>,
+    error: Option<Error>,
 }
 
 impl Connection {
@@ -228,6 +232,8 @@ impl Connection {
             close_deadline: None,
             close_cause: None,
             close_code: None,
+            pending_failure: None,
+            error: None,
         }
     }
 
@@ -273,8 +279,10 @@ impl Connection {
     ///
     /// # Errors
     ///
-    /// A peer violation. The connection is then [`State::Closed`] with a close frame
-    /// carrying [`Error::close_code`] queued for transmission, and `buf` is cleared.
+    /// A peer violation found before any event was decoded in this call. The connection is
+    /// then [`State::Closed`] with a close frame carrying [`Error::close_code`] queued for
+    /// transmission, and `buf` is cleared. A violation that follows valid frames is
+    /// reported through [`poll_event`](Self::poll_event) and [`error`](Self::error) instead.
     pub fn handle_read(&mut self, buf: &mut BytesMut, now: Instant) -> Result<(), Error> {
         if self.state == State::Closed {
             buf.clear();
@@ -283,20 +291,50 @@ impl Connection {
         if !buf.is_empty() {
             self.last_recv = Some(now);
         }
+        if self.pending_failure.is_some() {
+            // Already failed; the events before the violation are still being polled.
+            buf.clear();
+            return Ok(());
+        }
         let result = self.read_frames(buf);
         if self.state == State::Closed {
             buf.clear();
         }
-        if let Err(e) = &result {
-            buf.clear();
-            self.fail(e);
+        match result {
+            Ok(()) => Ok(()),
+            Err(e) if self.events.is_empty() => {
+                buf.clear();
+                self.fail(e.clone());
+                Err(e)
+            }
+            Err(e) => {
+                // Frames before the violation were valid and are answered first (their
+                // echoes, pongs) as RFC 6455 processes frames in order; the connection fails
+                // once their events have been polled.
+                buf.clear();
+                self.pending_failure = Some(e);
+                Ok(())
+            }
         }
-        result
     }
 
     /// The next event decoded by [`handle_read`](Self::handle_read).
+    ///
+    /// When a violation followed valid frames in the same read, the connection fails when
+    /// this returns `None` after their events: [`error`](Self::error) then tells why.
     pub fn poll_event(&mut self) -> Option<Event> {
-        self.events.pop_front()
+        let event = self.events.pop_front();
+        if event.is_none()
+            && let Some(e) = self.pending_failure.take()
+        {
+            self.fail(e);
+        }
+        event
+    }
+
+    /// The peer violation that failed the connection, if one did.
+    pub fn error(&self) -> Option<&Error> {
+        self.error.as_ref()
     }
 
     /// Queues a message.
@@ -433,11 +471,8 @@ impl Connection {
     /// Marks the transport as gone without a close handshake (EOF or I/O error).
     pub fn handle_transport_closed(&mut self) {
         if self.state != State::Closed {
-            let cause = if self.state == State::Closing {
-                CloseCause::Local
-            } else {
-                CloseCause::Remote
-            };
+            let cause =
+                if self.state == State::Closing { CloseCause::Local } else { CloseCause::Remote };
             self.finish(cause, CloseCode::ABNORMAL);
         }
     }
@@ -610,12 +645,13 @@ impl Connection {
 
     /// Fails the connection (RFC 6455 §7.1.7): queue a close frame with the error's code,
     /// unless one was already sent, and stop.
-    fn fail(&mut self, err: &Error) {
+    fn fail(&mut self, err: Error) {
         let code = err.close_code().unwrap_or(CloseCode::PROTOCOL_ERROR);
         if self.state == State::Open {
             self.queue_close(Some(code), &err.to_string());
         }
         self.finish(CloseCause::ProtocolError, code);
+        self.error = Some(err);
     }
 
     fn finish(&mut self, cause: CloseCause, code: CloseCode) {

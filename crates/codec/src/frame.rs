@@ -208,8 +208,13 @@ impl PreparedMessage {
     }
 
     fn encode(opcode: OpCode, payload: &[u8]) -> Self {
-        let header =
-            FrameHeader { fin: true, rsv: 0, opcode, mask: None, payload_len: payload.len() as u64 };
+        let header = FrameHeader {
+            fin: true,
+            rsv: 0,
+            opcode,
+            mask: None,
+            payload_len: payload.len() as u64,
+        };
         let mut out = BytesMut::with_capacity(header.encoded_len() + payload.len());
         header.encode(&mut out);
         out.put_slice(payload);

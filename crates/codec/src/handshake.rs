@@ -213,11 +213,8 @@ impl ServerHandshake {
         let method = req.method.unwrap_or_default();
         let minor = req.version.unwrap_or_default();
         let path = req.path.unwrap_or_default().to_owned();
-        let mut hs = Self::from_parts(
-            method,
-            minor >= 1,
-            req.headers.iter().map(|h| (h.name, h.value)),
-        )?;
+        let mut hs =
+            Self::from_parts(method, minor >= 1, req.headers.iter().map(|h| (h.name, h.value)))?;
         hs.path = Some(path);
         Ok(Some((hs, used)))
     }
@@ -592,8 +589,7 @@ impl Cursor<'_> {
         while self.peek().is_some_and(is_tchar) {
             self.pos += 1;
         }
-        (self.pos > start)
-            .then(|| String::from_utf8_lossy(&self.buf[start..self.pos]).into_owned())
+        (self.pos > start).then(|| String::from_utf8_lossy(&self.buf[start..self.pos]).into_owned())
     }
 
     /// RFC 7230 §3.2.6 quoted-string; RFC 6455 §9.1 wants a token inside.
@@ -672,10 +668,9 @@ mod tests {
 
     #[test]
     fn token_lists_are_case_insensitive() {
-        let req = request("").replace("Upgrade: websocket", "Upgrade: h2c, WebSocket").replace(
-            "Connection: Upgrade",
-            "Connection: keep-alive, UPGRADE",
-        );
+        let req = request("")
+            .replace("Upgrade: websocket", "Upgrade: h2c, WebSocket")
+            .replace("Connection: Upgrade", "Connection: keep-alive, UPGRADE");
         assert!(parse(&req).is_ok());
     }
 
@@ -727,11 +722,7 @@ mod tests {
                 HandshakeError::InvalidProtocols,
                 400,
             ),
-            (
-                request("Sec-WebSocket-Extensions: ;x\r\n"),
-                HandshakeError::InvalidExtensions,
-                400,
-            ),
+            (request("Sec-WebSocket-Extensions: ;x\r\n"), HandshakeError::InvalidExtensions, 400),
         ];
         for (req, err, status) in cases {
             assert_eq!(parse(&req), Err(err.clone()), "{req}");
