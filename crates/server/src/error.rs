@@ -1,0 +1,20 @@
+//! The server's error type.
+
+use std::net::SocketAddr;
+
+/// Why the server could not start or keep running.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The listen address could not be bound (in use, not local, no permission).
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// What the operating system said.
+        source: std::io::Error,
+    },
+    /// Another I/O failure of the listener.
+    #[error("listener failed: {0}")]
+    Io(#[from] std::io::Error),
+}

@@ -1,0 +1,106 @@
+//! HTTP/1.1 routes and the hand-over of upgraded connections to the WebSocket driver.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response, StatusCode, Version, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use switchboard_codec::{Connection, HandshakeError, Role, ServerHandshake};
+use tokio::net::TcpStream;
+
+use crate::Shared;
+use crate::ws::{Endpoint, drive};
+
+/// The body type of every response.
+pub(crate) type Body = Full<Bytes>;
+
+/// Routes one request.
+pub(crate) async fn route(
+    req: Request<Incoming>,
+    shared: Arc<Shared>,
+) -> Result<Response<Body>, std::convert::Infallible> {
+    let response = match req.uri().path() {
+        "/healthz" => health(&req),
+        "/echo" if shared.config.echo => upgrade(req, &shared, Endpoint::Echo),
+        _ => text(StatusCode::NOT_FOUND, "not found\n"),
+    };
+    Ok(response)
+}
+
+fn health(req: &Request<Incoming>) -> Response<Body> {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        let mut resp = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+        resp.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return resp;
+    }
+    let mut resp = Response::new(Body::from("{\"status\":\"ok\"}\n"));
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp
+}
+
+/// Validates the upgrade with the codec, answers 101 and spawns the connection driver, or
+/// answers with the refusal's status before any upgrade.
+fn upgrade(mut req: Request<Incoming>, shared: &Arc<Shared>, endpoint: Endpoint) -> Response<Body> {
+    let http11 = req.version() >= Version::HTTP_11;
+    let headers = req.headers().iter().map(|(name, value)| (name.as_str(), value.as_bytes()));
+    let handshake = match ServerHandshake::from_parts(req.method().as_str(), http11, headers) {
+        Ok(hs) => hs,
+        Err(e) => return refuse(&e),
+    };
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    let task_shared = Arc::clone(shared);
+    shared.tracker.spawn(async move {
+        let upgraded = match on_upgrade.await {
+            Ok(upgraded) => upgraded,
+            Err(e) => {
+                tracing::debug!(error = %e, "upgrade failed");
+                return;
+            }
+        };
+        let conn = Connection::new(Role::Server, task_shared.config.limits.clone());
+        let config = &task_shared.config;
+        let token = task_shared.shutdown.clone();
+        // Take the raw socket back from hyper so the driver reads and writes it directly.
+        match upgraded.downcast::<TokioIo<TcpStream>>() {
+            Ok(parts) => {
+                let io = parts.io.into_inner();
+                drive(io, parts.read_buf, conn, endpoint, config, token).await;
+            }
+            Err(upgraded) => {
+                drive(TokioIo::new(upgraded), Bytes::new(), conn, endpoint, config, token).await;
+            }
+        }
+    });
+    let mut resp = Response::new(Body::default());
+    *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = resp.headers_mut();
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    if let Ok(accept) = HeaderValue::from_str(&handshake.accept_key()) {
+        h.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+    }
+    resp
+}
+
+/// The HTTP answer to a refused handshake.
+fn refuse(err: &HandshakeError) -> Response<Body> {
+    tracing::debug!(reason = err.as_label(), status = err.status(), "handshake refused");
+    let status = StatusCode::from_u16(err.status()).unwrap_or(StatusCode::BAD_REQUEST);
+    let mut resp = text(status, &format!("{err}\n"));
+    for (name, value) in err.headers() {
+        resp.headers_mut().insert(*name, HeaderValue::from_static(value));
+    }
+    // A client that failed to upgrade has nothing more to say on this connection.
+    resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    resp
+}
+
+fn text(status: StatusCode, body: &str) -> Response<Body> {
+    let mut resp = Response::new(Body::from(body.to_owned()));
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    resp
+}

@@ -1,0 +1,167 @@
+//! Switchboard's server: tokio, HTTP/1.1 routes, and the WebSocket connection driver.
+//!
+//! This crate owns sockets, timers and tasks. The protocol itself lives in
+//! `switchboard-codec`: hyper parses the HTTP request head, the codec validates the upgrade,
+//! and after the 101 the driver hands raw socket bytes to the codec and writes what it
+//! queues. One task per connection; one timer per connection.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), switchboard_server::Error> {
+//! let server = switchboard_server::Server::bind(switchboard_server::Config::default()).await?;
+//! println!("listening on {}", server.local_addr());
+//! let shutdown = server.shutdown_handle();
+//! tokio::spawn(async move {
+//!     let _ = tokio::signal::ctrl_c().await;
+//!     shutdown.shutdown();
+//! });
+//! server.run().await
+//! # }
+//! ```
+
+mod config;
+mod error;
+mod http;
+mod ws;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use config::Config;
+pub use error::Error;
+pub use switchboard_codec::{HandshakeLimits, Limits};
+
+/// State shared by every connection task.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) config: Config,
+    pub(crate) shutdown: CancellationToken,
+    pub(crate) tracker: TaskTracker,
+}
+
+/// A bound, not yet running, server.
+#[derive(Debug)]
+pub struct Server {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    shared: Arc<Shared>,
+}
+
+/// Starts a graceful shutdown of the server it came from. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct ShutdownHandle(CancellationToken);
+
+impl ShutdownHandle {
+    /// Stops accepting connections and closes every open one with 1001 (going away).
+    pub fn shutdown(&self) {
+        self.0.cancel();
+    }
+}
+
+impl Server {
+    /// Binds the listen address.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Bind`] when the address is in use or cannot be bound.
+    pub async fn bind(config: Config) -> Result<Self, Error> {
+        let addr = config.listen;
+        let listener =
+            TcpListener::bind(addr).await.map_err(|source| Error::Bind { addr, source })?;
+        let local_addr = listener.local_addr()?;
+        let shared = Arc::new(Shared {
+            config,
+            shutdown: CancellationToken::new(),
+            tracker: TaskTracker::new(),
+        });
+        Ok(Self { listener, local_addr, shared })
+    }
+
+    /// The bound address (with the real port when asked for port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// A handle that starts a graceful shutdown.
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        ShutdownHandle(self.shared.shutdown.clone())
+    }
+
+    /// Serves until a shutdown is requested, then drains: stops accepting, closes every
+    /// WebSocket with 1001, finishes in-flight HTTP requests, and returns once all
+    /// connections are gone or [`Config::shutdown_timeout`] has passed.
+    ///
+    /// # Errors
+    ///
+    /// None today; the signature leaves room for listener failures that cannot be retried.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future stops accepting but leaves spawned connection tasks running.
+    pub async fn run(self) -> Result<(), Error> {
+        let Server { listener, shared, .. } = self;
+        loop {
+            tokio::select! {
+                () = shared.shutdown.cancelled() => break,
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, peer)) => serve_http(stream, peer, &shared),
+                    Err(e) => {
+                        // EMFILE and friends: back off instead of spinning; the listener
+                        // stays usable.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                },
+            }
+        }
+        drop(listener);
+        shared.tracker.close();
+        let open = shared.tracker.len();
+        tracing::info!(open, "shutting down: closing connections");
+        if tokio::time::timeout(shared.config.shutdown_timeout, shared.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                left = shared.tracker.len(),
+                "shutdown timeout reached with connections still open"
+            );
+        }
+        Ok(())
+    }
+}
+
+fn serve_http(stream: TcpStream, peer: SocketAddr, shared: &Arc<Shared>) {
+    // Small frames must leave at once; coalescing happens in the driver, not in Nagle.
+    let _ = stream.set_nodelay(true);
+    let task_shared = Arc::clone(shared);
+    shared.tracker.spawn(async move {
+        let service_shared = Arc::clone(&task_shared);
+        let service = service_fn(move |req| http::route(req, Arc::clone(&service_shared)));
+        let mut builder = http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(task_shared.config.handshake_timeout)
+            .max_headers(task_shared.config.handshake_limits.max_headers)
+            .max_header_size(task_shared.config.handshake_limits.max_header_bytes);
+        let conn = builder.serve_connection(TokioIo::new(stream), service).with_upgrades();
+        let mut conn = std::pin::pin!(conn);
+        let result = tokio::select! {
+            result = conn.as_mut() => result,
+            () = task_shared.shutdown.cancelled() => {
+                conn.as_mut().graceful_shutdown();
+                conn.await
+            }
+        };
+        if let Err(e) = result {
+            tracing::debug!(%peer, error = %e, "http connection ended with an error");
+        }
+    });
+}
