@@ -1,0 +1,154 @@
+//! The `switchboard` command.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand, ValueEnum};
+use switchboard_server::{Config, Server};
+
+#[derive(Debug, Parser)]
+#[command(name = "switchboard", version, about = "A real-time WebSocket messaging server")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server (defaults need no configuration: http://127.0.0.1:8080).
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    /// Address and port to listen on.
+    #[arg(long, env = "SWITCHBOARD_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Do not serve the /echo endpoint.
+    #[arg(long, env = "SWITCHBOARD_NO_ECHO")]
+    no_echo: bool,
+    /// Interval between server pings ("0s" disables pings).
+    #[arg(long, env = "SWITCHBOARD_PING_INTERVAL", default_value = "25s", value_parser = duration)]
+    ping_interval: Duration,
+    /// Close a connection whose pong is this late.
+    #[arg(long, env = "SWITCHBOARD_PONG_TIMEOUT", default_value = "10s", value_parser = duration)]
+    pong_timeout: Duration,
+    /// Close a connection that sent nothing for this long ("0s" disables).
+    #[arg(long, env = "SWITCHBOARD_IDLE_TIMEOUT", default_value = "120s", value_parser = duration)]
+    idle_timeout: Duration,
+    /// Drop a connection that has not completed its request head in this time.
+    #[arg(long, env = "SWITCHBOARD_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = duration)]
+    handshake_timeout: Duration,
+    /// How long shutdown waits for connections to close.
+    #[arg(long, env = "SWITCHBOARD_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = duration)]
+    shutdown_timeout: Duration,
+    /// Largest WebSocket message (and frame) accepted, in bytes.
+    #[arg(long, env = "SWITCHBOARD_MAX_MESSAGE_SIZE", default_value_t = 16 << 20)]
+    max_message_size: usize,
+    /// Log output format.
+    #[arg(long, env = "SWITCHBOARD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum LogFormat {
+    Human,
+    Json,
+}
+
+fn duration(s: &str) -> Result<Duration, humantime::DurationError> {
+    humantime::parse_duration(s)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => {
+            init_logging(args.log_format);
+            match serve(&args) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    // One line: the reason chain, most specific last.
+                    eprintln!("switchboard: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SWITCHBOARD_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn config_from(args: &ServeArgs) -> Config {
+    let nonzero = |d: Duration| (!d.is_zero()).then_some(d);
+    let mut config = Config::default();
+    config.listen = args.listen;
+    config.echo = !args.no_echo;
+    config.ping_interval = nonzero(args.ping_interval);
+    config.pong_timeout = args.pong_timeout;
+    config.idle_timeout = nonzero(args.idle_timeout);
+    config.handshake_timeout = args.handshake_timeout;
+    config.shutdown_timeout = args.shutdown_timeout;
+    config.limits = switchboard_server::Limits::with_max_message_size(args.max_message_size);
+    config
+}
+
+fn serve(args: &ServeArgs) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let config = config_from(args);
+        let echo = config.echo;
+        let server = Server::bind(config).await?;
+        let addr = server.local_addr();
+        if echo {
+            tracing::info!("switchboard listening on http://{addr} (echo at ws://{addr}/echo)");
+        } else {
+            tracing::info!("switchboard listening on http://{addr}");
+        }
+        let handle = server.shutdown_handle();
+        tokio::spawn(async move {
+            let signal = shutdown_signal().await;
+            tracing::info!(signal, "shutdown requested");
+            handle.shutdown();
+        });
+        server.run().await?;
+        tracing::info!("stopped");
+        Ok(())
+    })
+}
+
+/// Resolves on SIGINT or SIGTERM, naming the signal.
+async fn shutdown_signal() -> &'static str {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let Ok(mut term) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        else {
+            let _ = interrupt.await;
+            return "SIGINT";
+        };
+        tokio::select! {
+            _ = interrupt => "SIGINT",
+            _ = term.recv() => "SIGTERM",
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+        "SIGINT"
+    }
+}
