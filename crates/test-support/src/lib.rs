@@ -2,5 +2,10 @@
 //!
 //! - [`pair`]: an in-memory client/server [`pair::Pair`] of codec connections, with a
 //!   virtual clock and byte-level control of what crosses the wire.
+//! - [`client`]: a small tokio WebSocket client on the codec, with raw access for sending
+//!   malformed bytes.
+//! - [`server`]: a real server on `127.0.0.1:0`, shut down when dropped.
 
+pub mod client;
 pub mod pair;
+pub mod server;

@@ -1,0 +1,47 @@
+//! A real server on `127.0.0.1:0` for integration tests.
+
+use std::net::SocketAddr;
+
+use switchboard_server::{Config, Server, ShutdownHandle};
+use tokio::task::JoinHandle;
+
+/// A running server; shut down (gracefully) when dropped.
+#[derive(Debug)]
+pub struct TestServer {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    handle: ShutdownHandle,
+    task: Option<JoinHandle<()>>,
+}
+
+impl TestServer {
+    /// Starts a server with `config`, forcing the listen address to `127.0.0.1:0`.
+    ///
+    /// # Panics
+    ///
+    /// When the loopback port cannot be bound: the test cannot run at all then.
+    pub async fn start(mut config: Config) -> Self {
+        config.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        let server = Server::bind(config).await.expect("bind 127.0.0.1:0");
+        let addr = server.local_addr();
+        let handle = server.shutdown_handle();
+        let task = tokio::spawn(async move {
+            let _ = server.run().await;
+        });
+        Self { addr, handle, task: Some(task) }
+    }
+
+    /// Starts a graceful shutdown and waits for `run` to return.
+    pub async fn shutdown(mut self) {
+        self.handle.shutdown();
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.handle.shutdown();
+    }
+}
