@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 #[non_exhaustive]
 pub enum Error {
     /// The listen address could not be bound (in use, not local, no permission).
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}")]
     Bind {
         /// The address asked for.
         addr: SocketAddr,
