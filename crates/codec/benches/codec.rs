@@ -1,5 +1,8 @@
 //! Throughput of the hot paths: masking, decoding client frames, encoding server frames.
 
+// criterion_group! and criterion_main! generate undocumented public items.
+#![allow(missing_docs)]
+
 use std::hint::black_box;
 use std::time::Instant;
 
