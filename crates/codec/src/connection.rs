@@ -142,6 +142,9 @@ pub enum CloseCause {
 /// copied into the coalescing buffer.
 const SHARE_THRESHOLD: usize = 4 * 1024;
 
+/// How much room a partial frame asks the read buffer for at a time.
+const READ_CHUNK: usize = 64 * 1024;
+
 /// One WebSocket connection's protocol state, without I/O.
 ///
 /// Call order, repeated for the life of the connection:
@@ -273,16 +276,17 @@ impl Connection {
 
     /// Decodes the frames at the front of `buf`, consuming each complete one.
     ///
-    /// A partial frame is left in `buf`, which is grown to fit the rest of it (within the
-    /// limits) so the next read can complete it. Text payloads are validated as they arrive,
+    /// A partial frame is left in `buf`, which is grown a chunk (64 KiB) at a time as its
+    /// payload arrives, never beyond what the limits allow. Text payloads are validated as they arrive,
     /// so invalid UTF-8 fails the connection at the first bad byte, even mid-frame.
     ///
     /// # Errors
     ///
-    /// A peer violation found before any event was decoded in this call. The connection is
+    /// A peer violation found while no event was waiting to be polled. The connection is
     /// then [`State::Closed`] with a close frame carrying [`Error::close_code`] queued for
-    /// transmission, and `buf` is cleared. A violation that follows valid frames is
-    /// reported through [`poll_event`](Self::poll_event) and [`error`](Self::error) instead.
+    /// transmission, and `buf` is cleared. A violation behind events still waiting (from
+    /// this read or an earlier one) is reported through [`poll_event`](Self::poll_event) and
+    /// [`error`](Self::error) once they are polled, so they are answered first.
     pub fn handle_read(&mut self, buf: &mut BytesMut, now: Instant) -> Result<(), Error> {
         if self.state == State::Closed {
             buf.clear();
@@ -441,7 +445,7 @@ impl Connection {
             if self.state == State::Open {
                 self.queue_close(Some(CloseCode::GOING_AWAY), "pong timeout");
             }
-            self.finish(CloseCause::PongTimeout, CloseCode::ABNORMAL);
+            self.finish(CloseCause::PongTimeout, CloseCode::GOING_AWAY);
             return;
         }
         if self.state != State::Open {
@@ -505,7 +509,9 @@ impl Connection {
                 self.progress = available;
             }
             if buf.len() < len {
-                buf.reserve(len - buf.len() + MAX_HEADER_LEN);
+                // Grow with the data, a chunk at a time: a 14-byte header declaring 16 MiB must
+                // not make the process allocate 16 MiB before a byte of it has arrived.
+                buf.reserve((len - buf.len()).min(READ_CHUNK) + MAX_HEADER_LEN);
                 return Ok(());
             }
             let payload = buf.split_to(len);

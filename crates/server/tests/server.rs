@@ -139,13 +139,13 @@ async fn malformed_handshakes_get_their_status_before_the_upgrade() {
 
 /// Opens a connection, writes raw bytes after the handshake and returns the close code.
 async fn violation(addr: SocketAddr, bytes: &[u8]) -> Option<CloseCode> {
-    let mut ws = WsClient::connect(addr, "/echo").await.unwrap();
-    ws.send_raw(bytes).await.unwrap();
+    let mut ws = WsClient::connect(addr, "/echo").await.expect("handshake");
+    ws.send_raw(bytes).await.expect("write");
     let code = match ws.expect_close(LIMIT).await {
         Ok(code) => code,
         Err(e) => panic!("no close for {bytes:x?}: {e}"),
     };
-    ws.expect_eof(LIMIT).await.unwrap();
+    ws.expect_eof(LIMIT).await.expect("the server closes tcp");
     code
 }
 

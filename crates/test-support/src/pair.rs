@@ -136,40 +136,42 @@ impl Frame {
     }
 }
 
-/// Feeds `bytes` to `conn` in pieces cut at `splits` (ascending offsets into `bytes`), one
-/// [`Connection::handle_read`] per piece, through a single read buffer as a transport
-/// driver would. Stops at the first error.
+/// Feeds `bytes` to `conn` in pieces cut at `splits` (ascending offsets into `bytes`)
+/// through one read buffer, as a transport driver would: one
+/// [`Connection::handle_read`] per piece, then [`Connection::poll_event`] until `None`.
 ///
-/// # Errors
-///
-/// The first error `handle_read` returned.
+/// Returns every event, in order. A failure, whether `handle_read` returned it or it was
+/// deferred behind earlier events, shows in [`Connection::error`] and the state.
 pub fn feed_split(
     conn: &mut Connection,
     bytes: &[u8],
     splits: &[usize],
     now: Instant,
-) -> Result<(), Error> {
+) -> Vec<Event> {
     let mut buf = BytesMut::new();
+    let mut events = Vec::new();
     let mut start = 0;
     for end in splits.iter().copied().chain([bytes.len()]) {
         let end = end.clamp(start, bytes.len());
         buf.extend_from_slice(&bytes[start..end]);
-        conn.handle_read(&mut buf, now)?;
+        // The error is also kept by the connection, in `error()`.
+        let _ = conn.handle_read(&mut buf, now);
+        events.extend(drain_events(conn));
         start = end;
     }
-    Ok(())
+    events
 }
 
 /// What a fresh connection made of a byte stream: comparable between two ways of cutting
 /// the same stream, since the answers are compared unmasked.
 #[derive(Clone, Debug, Eq, PartialEq)]
 pub struct Outcome {
-    /// The first error a read returned, if any.
-    pub result: Result<(), Error>,
     /// The events decoded, in order.
     pub events: Vec<Event>,
     /// The frames queued in answer (pongs, close frames): opcode and unmasked payload.
     pub answers: Vec<(OpCode, Bytes)>,
+    /// The peer violation that failed the connection, if one did.
+    pub error: Option<Error>,
     /// The state after the last read.
     pub state: State,
 }
@@ -178,12 +180,11 @@ pub struct Outcome {
 /// collects what it made of it.
 pub fn decode_split(role: Role, limits: Limits, wire: &[u8], splits: &[usize]) -> Outcome {
     let mut conn = Connection::new(role, limits);
-    let result = feed_split(&mut conn, wire, splits, Instant::now());
-    let answers = decode_frames(&drain_transmit(&mut conn));
+    let events = feed_split(&mut conn, wire, splits, Instant::now());
     Outcome {
-        result,
-        events: drain_events(&mut conn),
-        answers: answers.into_iter().map(|f| (f.header.opcode, f.payload)).collect(),
+        events,
+        answers: sent_frames(&mut conn).into_iter().map(|f| (f.header.opcode, f.payload)).collect(),
+        error: conn.error().cloned(),
         state: conn.state(),
     }
 }
@@ -200,6 +201,12 @@ pub fn drain_transmit(conn: &mut Connection) -> BytesMut {
         wire.extend_from_slice(&bytes);
     }
     wire
+}
+
+/// Every frame `conn` has queued for the transport, decoded: [`drain_transmit`] then
+/// [`decode_frames`].
+pub fn sent_frames(conn: &mut Connection) -> Vec<Frame> {
+    decode_frames(&drain_transmit(conn))
 }
 
 /// Decodes a stream of complete frames, such as [`drain_transmit`] returns, unmasking the
