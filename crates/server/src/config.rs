@@ -1,5 +1,6 @@
 //! Server configuration.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -39,6 +40,73 @@ pub struct Config {
     pub limits: Limits,
     /// Request head limits. Default 8 KiB and 64 headers.
     pub handshake_limits: HandshakeLimits,
+    /// Channels, namespaces and per-connection limits of the `/ws` endpoint.
+    pub hub: HubOptions,
+}
+
+/// Options of the real-time hub on `/ws`.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct HubOptions {
+    /// Namespaces by name; `""` is the default namespace, for channels without `:`.
+    /// A channel in a namespace missing here is refused with `unknown_namespace`.
+    /// Default: only the default namespace, with [`NamespaceOptions::default`].
+    pub namespaces: BTreeMap<String, NamespaceOptions>,
+    /// Most channels one connection may subscribe to. Default 128.
+    pub max_subscriptions: usize,
+    /// Bytes that may wait in one connection's outbound queue; past this the connection
+    /// is a slow consumer and is closed with 4001. Default 1 MiB: a few seconds of a busy
+    /// feed, small enough that 10,000 stalled clients cannot exhaust memory.
+    pub outbound_queue_bytes: usize,
+    /// Largest WebSocket message a client may send on `/ws`. Default 64 KiB.
+    pub max_message_size: usize,
+    /// Hub shards: publishes on channels in different shards never contend. Default 64.
+    pub shards: usize,
+}
+
+impl Default for HubOptions {
+    fn default() -> Self {
+        Self {
+            namespaces: BTreeMap::from([(String::new(), NamespaceOptions::default())]),
+            max_subscriptions: 128,
+            outbound_queue_bytes: 1 << 20,
+            max_message_size: 64 << 10,
+            shards: 64,
+        }
+    }
+}
+
+/// What a namespace's channels do.
+#[derive(Clone, Debug, Eq, PartialEq)]
+#[non_exhaustive]
+pub struct NamespaceOptions {
+    /// Publications kept per channel for history and recovery. Default 100; 0 disables
+    /// history (and recovery).
+    pub history_size: usize,
+    /// How long publications stay in history. Default 5 minutes: long enough to cover a
+    /// laptop waking up or a phone changing networks.
+    pub history_ttl: Duration,
+    /// Keep a presence list (who is subscribed). Default on.
+    pub presence: bool,
+    /// Push join and leave events to subscribers. Default on.
+    pub join_leave: bool,
+    /// Let clients publish (the HTTP API always may). Default on.
+    pub allow_publish: bool,
+    /// Most subscribers per channel on one node; 0 for no limit. Default 0.
+    pub max_subscribers: usize,
+}
+
+impl Default for NamespaceOptions {
+    fn default() -> Self {
+        Self {
+            history_size: 100,
+            history_ttl: Duration::from_secs(300),
+            presence: true,
+            join_leave: true,
+            allow_publish: true,
+            max_subscribers: 0,
+        }
+    }
 }
 
 impl Default for Config {
@@ -55,6 +123,7 @@ impl Default for Config {
             shutdown_timeout: Duration::from_secs(10),
             limits: Limits::default(),
             handshake_limits: HandshakeLimits::default(),
+            hub: HubOptions::default(),
         }
     }
 }

@@ -7,11 +7,23 @@ use http::{HeaderValue, Method, Request, Response, StatusCode, Version, header};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use switchboard_codec::{Connection, HandshakeError, Role, ServerHandshake};
+use switchboard_codec::{Connection, HandshakeError, Limits, Role, ServerHandshake};
 use tokio::net::TcpStream;
 
 use crate::Shared;
-use crate::ws::{Endpoint, drive};
+use crate::node::ConnSink;
+use crate::session::Session;
+use crate::ws::{App, HubApp, drive};
+use switchboard_proto::Format;
+
+/// The WebSocket endpoints.
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+enum Endpoint {
+    /// `/echo`: conformance and benchmarks.
+    Echo,
+    /// `/ws`: protocol v1 with the hub.
+    Hub,
+}
 
 /// The body type of every response.
 pub(crate) type Body = Full<Bytes>;
@@ -23,6 +35,7 @@ pub(crate) async fn route(
 ) -> Result<Response<Body>, std::convert::Infallible> {
     let response = match req.uri().path() {
         "/healthz" => health(&req),
+        "/ws" => upgrade(req, &shared, Endpoint::Hub),
         "/echo" if shared.config.echo => upgrade(req, &shared, Endpoint::Echo),
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     };
@@ -49,6 +62,18 @@ fn upgrade(mut req: Request<Incoming>, shared: &Arc<Shared>, endpoint: Endpoint)
         Ok(hs) => hs,
         Err(e) => return refuse(&e),
     };
+    let format = match endpoint {
+        Endpoint::Echo => None,
+        Endpoint::Hub => match handshake.select_protocol(&Format::SUBPROTOCOLS) {
+            Some(name) => Format::from_subprotocol(name),
+            // RFC 6455 §4.2.2: a client offering subprotocols expects one of them chosen.
+            None if !handshake.protocols.is_empty() => {
+                return refuse_protocols(&handshake.protocols);
+            }
+            None => Some(Format::Json),
+        },
+    };
+    let offered_format = format.filter(|_| !handshake.protocols.is_empty());
     let on_upgrade = hyper::upgrade::on(&mut req);
     let task_shared = Arc::clone(shared);
     shared.tracker.spawn(async move {
@@ -59,17 +84,30 @@ fn upgrade(mut req: Request<Incoming>, shared: &Arc<Shared>, endpoint: Endpoint)
                 return;
             }
         };
-        let conn = Connection::new(Role::Server, task_shared.config.limits.clone());
         let config = &task_shared.config;
+        let (conn, app) = match format {
+            None => (Connection::new(Role::Server, config.limits.clone()), App::Echo),
+            Some(format) => {
+                let node = Arc::clone(&task_shared.node);
+                let limits = Limits::with_max_message_size(node.options.max_message_size);
+                let (sink, pushes) = ConnSink::new(format, node.options.outbound_queue_bytes);
+                let ping = config.ping_interval.map_or(0, |d| d.as_secs());
+                let ping = u32::try_from(ping).unwrap_or(u32::MAX);
+                let session = Session::new(Arc::clone(&node), format, Arc::clone(&sink), ping);
+                let kicks = node.register(session.id(), session.user().map(str::to_owned));
+                let app = App::Hub(HubApp { session, sink, pushes, kicks });
+                (Connection::new(Role::Server, limits), app)
+            }
+        };
         let token = task_shared.shutdown.clone();
         // Take the raw socket back from hyper so the driver reads and writes it directly.
         match upgraded.downcast::<TokioIo<TcpStream>>() {
             Ok(parts) => {
                 let io = parts.io.into_inner();
-                drive(io, parts.read_buf, conn, endpoint, config, token).await;
+                drive(io, parts.read_buf, conn, app, config, token).await;
             }
             Err(upgraded) => {
-                drive(TokioIo::new(upgraded), Bytes::new(), conn, endpoint, config, token).await;
+                drive(TokioIo::new(upgraded), Bytes::new(), conn, app, config, token).await;
             }
         }
     });
@@ -81,6 +119,22 @@ fn upgrade(mut req: Request<Incoming>, shared: &Arc<Shared>, endpoint: Endpoint)
     if let Ok(accept) = HeaderValue::from_str(&handshake.accept_key()) {
         h.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
     }
+    if let Some(format) = offered_format {
+        h.insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(format.subprotocol()));
+    }
+    resp
+}
+
+/// The answer to a client offering only subprotocols this server does not speak.
+fn refuse_protocols(offered: &[String]) -> Response<Body> {
+    tracing::debug!(?offered, "handshake refused: no supported subprotocol");
+    let body = format!(
+        "unsupported subprotocol: offered {}; supported are {}\n",
+        offered.join(", "),
+        Format::SUBPROTOCOLS.join(", ")
+    );
+    let mut resp = text(StatusCode::BAD_REQUEST, &body);
+    resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
     resp
 }
 

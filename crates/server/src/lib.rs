@@ -21,6 +21,8 @@
 mod config;
 mod error;
 mod http;
+mod node;
+mod session;
 mod ws;
 
 use std::net::SocketAddr;
@@ -34,14 +36,18 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use config::Config;
+use crate::node::Node;
+
+pub use config::{Config, HubOptions, NamespaceOptions};
 pub use error::Error;
+pub use switchboard_broker::{Broker, MemoryBroker};
 pub use switchboard_codec::{HandshakeLimits, Limits};
 
 /// State shared by every connection task.
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) config: Config,
+    pub(crate) node: Arc<Node>,
     pub(crate) shutdown: CancellationToken,
     pub(crate) tracker: TaskTracker,
 }
@@ -66,18 +72,42 @@ impl ShutdownHandle {
 }
 
 impl Server {
-    /// Binds the listen address.
+    /// Binds the listen address, with the in-memory broker: one node, nothing else to run.
     ///
     /// # Errors
     ///
     /// [`Error::Bind`] when the address is in use or cannot be bound.
     pub async fn bind(config: Config) -> Result<Self, Error> {
+        let broker = Arc::new(MemoryBroker::new());
+        let server = Self::bind_with_broker(config, Arc::clone(&broker) as Arc<dyn Broker>).await?;
+        // The in-memory broker forgets idle streams when asked; ask twice a TTL's worth.
+        let token = server.shared.shutdown.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(SWEEP_INTERVAL);
+            loop {
+                tokio::select! {
+                    () = token.cancelled() => break,
+                    _ = every.tick() => broker.sweep(),
+                }
+            }
+        });
+        Ok(server)
+    }
+
+    /// Binds the listen address, sharing channels with other nodes through `broker`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Bind`] when the address is in use or cannot be bound.
+    pub async fn bind_with_broker(config: Config, broker: Arc<dyn Broker>) -> Result<Self, Error> {
         let addr = config.listen;
         let listener =
             TcpListener::bind(addr).await.map_err(|source| Error::Bind { addr, source })?;
         let local_addr = listener.local_addr()?;
+        let node = Arc::new(Node::new(broker, config.hub.clone()));
         let shared = Arc::new(Shared {
             config,
+            node,
             shutdown: CancellationToken::new(),
             tracker: TaskTracker::new(),
         });
@@ -137,6 +167,9 @@ impl Server {
         Ok(())
     }
 }
+
+/// How often the in-memory broker drops streams nobody uses.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(30);
 
 fn serve_http(stream: TcpStream, peer: SocketAddr, shared: &Arc<Shared>) {
     // Small frames must leave at once; coalescing happens in the driver, not in Nagle.

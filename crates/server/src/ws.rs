@@ -1,24 +1,45 @@
 //! The per-connection driver: one task owns the socket and the codec connection.
 
+use std::future::pending;
 use std::pin::pin;
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use switchboard_codec::{CloseCode, Connection, Event, Message, Timeouts};
+use switchboard_hub::Delivery;
+use switchboard_proto::{Push, advice, codes};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::time::{Duration, sleep_until, timeout};
 use tokio_util::sync::CancellationToken;
 
 use crate::Config;
+use crate::node::{ConnSink, Kick};
+use crate::session::Session;
 
 /// Initial read buffer; grows to fit large frames (within the codec limits).
 const READ_BUF: usize = 8 * 1024;
 
+/// Pushes taken off the outbound queue per write, in bytes: enough to coalesce a burst,
+/// little enough that one connection's write buffer stays small.
+const PUSH_BATCH: usize = 256 * 1024;
+
 /// What a WebSocket endpoint does with the messages it receives.
-#[derive(Clone, Copy, Debug)]
-pub(crate) enum Endpoint {
+pub(crate) enum App {
     /// Send every text and binary message straight back.
     Echo,
+    /// Speak protocol v1 with the hub.
+    Hub(HubApp),
+}
+
+/// A hub connection's session and the receiving end of its outbound queue.
+pub(crate) struct HubApp {
+    pub(crate) session: Session,
+    pub(crate) sink: Arc<ConnSink>,
+    pub(crate) pushes: UnboundedReceiver<Bytes>,
+    /// Requests to close this connection (API disconnects, drains).
+    pub(crate) kicks: UnboundedReceiver<Kick>,
 }
 
 /// Runs one upgraded connection until it closes.
@@ -28,7 +49,7 @@ pub(crate) async fn drive<S>(
     mut io: S,
     early: Bytes,
     mut conn: Connection,
-    endpoint: Endpoint,
+    mut app: App,
     config: &Config,
     shutdown: CancellationToken,
 ) where
@@ -40,19 +61,26 @@ pub(crate) async fn drive<S>(
     timeouts.idle_timeout = config.idle_timeout;
     timeouts.close_timeout = Some(config.close_timeout);
     conn.set_timeouts(timeouts, Instant::now());
+    let overflow = match &app {
+        App::Hub(hub) => hub.sink.overflow().clone(),
+        App::Echo => CancellationToken::new(),
+    };
 
     let mut buf = BytesMut::with_capacity(READ_BUF.max(early.len()));
     buf.extend_from_slice(&early);
     if !buf.is_empty() {
-        on_read(&mut conn, &mut buf, endpoint);
+        on_read(&mut conn, &mut buf, &mut app).await;
     }
 
     let far_future = tokio::time::Instant::now() + Duration::from_secs(86_400 * 365);
     let mut timer = pin!(sleep_until(far_future));
     let mut armed = None;
     let mut draining = false;
+    let mut slow = false;
     let error = loop {
-        if let Err(e) = flush(&mut io, &mut conn, config.write_timeout).await {
+        // A slow consumer's close frame gets a short, bounded chance to go out.
+        let write_limit = if slow { config.close_timeout } else { config.write_timeout };
+        if let Err(e) = flush(&mut io, &mut conn, write_limit, &overflow, slow).await {
             break Some(e);
         }
         if conn.is_closed() {
@@ -74,15 +102,26 @@ pub(crate) async fn drive<S>(
                 // A valid code and a short reason: cannot fail.
                 let _ = conn.close(CloseCode::GOING_AWAY, "server shutting down", Instant::now());
             }
+            () = overflow.cancelled(), if !slow => {
+                slow = true;
+                disconnect(&mut conn, &app, codes::close::SLOW_CONSUMER, "slow consumer");
+            }
             read = io.read_buf(&mut buf) => match read {
                 Ok(0) => {
                     conn.handle_transport_closed();
                     break None;
                 }
-                Ok(_) => on_read(&mut conn, &mut buf, endpoint),
+                Ok(_) => on_read(&mut conn, &mut buf, &mut app).await,
                 Err(e) => {
                     conn.handle_transport_closed();
                     break Some(e);
+                }
+            },
+            input = next_input(&mut app) => match input {
+                Input::Push(bytes) => take_pushes(&mut conn, &mut app, bytes),
+                Input::Kick(kick) => {
+                    tracing::debug!(code = kick.code, reason = %kick.reason, "disconnect requested");
+                    disconnect(&mut conn, &app, kick.code, &kick.reason);
                 }
             },
             () = &mut timer, if armed.is_some() => {
@@ -97,41 +136,110 @@ pub(crate) async fn drive<S>(
     if let Some(e) = conn.error() {
         tracing::debug!(error = %e, "protocol violation");
     }
-    tracing::debug!(
-        cause = ?conn.close_cause(),
-        code = conn.close_code().map(|c| c.0),
-        "connection closed"
-    );
+    if let App::Hub(hub) = app {
+        tracing::debug!(
+            client = %hub.session.id(),
+            cause = ?conn.close_cause(),
+            code = conn.close_code().map(|c| c.0),
+            "connection closed"
+        );
+        hub.session.close().await;
+    }
     linger(io, config).await;
 }
 
 /// Decodes what was read and acts on each event.
-fn on_read(conn: &mut Connection, buf: &mut BytesMut, endpoint: Endpoint) {
+async fn on_read(conn: &mut Connection, buf: &mut BytesMut, app: &mut App) {
     // A violation queues the close frame with the right code; the loop sends it after the
     // answers to any valid frames that preceded it.
     let _ = conn.handle_read(buf, Instant::now());
     while let Some(event) = conn.poll_event() {
-        match (endpoint, event) {
-            (Endpoint::Echo, Event::Text(data)) => {
+        match (&mut *app, event) {
+            (App::Echo, Event::Text(data)) => {
                 // Only fails once closing has begun, when the echo is owed to no one.
                 let _ = conn.send(Message::Text(data));
             }
-            (Endpoint::Echo, Event::Binary(data)) => {
+            (App::Echo, Event::Binary(data)) => {
                 let _ = conn.send(Message::Binary(data));
             }
+            (App::Hub(hub), Event::Text(data)) => hub.session.handle(&data, false, conn).await,
+            (App::Hub(hub), Event::Binary(data)) => hub.session.handle(&data, true, conn).await,
             (_, Event::Ping(_) | Event::Pong(_) | Event::Close(_)) => {}
         }
     }
 }
 
-/// Writes everything the codec has queued.
-async fn flush<S>(io: &mut S, conn: &mut Connection, limit: Duration) -> std::io::Result<()>
+/// What a hub connection hears from the rest of the server.
+enum Input {
+    /// A payload from the outbound queue.
+    Push(Bytes),
+    /// A request to close.
+    Kick(Kick),
+}
+
+/// The next payload or close request for a hub connection; never resolves for echo, nor
+/// once both senders are gone (the node and the hub hold them while the server runs).
+async fn next_input(app: &mut App) -> Input {
+    let App::Hub(hub) = app else { return pending().await };
+    tokio::select! {
+        Some(bytes) = hub.pushes.recv() => Input::Push(bytes),
+        Some(kick) = hub.kicks.recv() => Input::Kick(kick),
+        else => pending().await,
+    }
+}
+
+/// Moves `first` and whatever else is queued (up to a batch) into the codec, so one write
+/// carries them all.
+fn take_pushes(conn: &mut Connection, app: &mut App, first: Bytes) {
+    let App::Hub(hub) = app else { return };
+    let mut next = Some(first);
+    while let Some(bytes) = next {
+        hub.sink.taken(&bytes);
+        // Fails only once closing, when pushes are owed to no one.
+        let _ = conn.send(hub.session.push_message(bytes));
+        next = if conn.queued_len() < PUSH_BATCH { hub.pushes.try_recv().ok() } else { None };
+    }
+}
+
+/// Tells the client why it is being closed (a `disconnect` push), then starts the close
+/// handshake with `code`.
+fn disconnect(conn: &mut Connection, app: &App, code: u16, reason: &str) {
+    if let App::Hub(hub) = app {
+        let push = Push::Disconnect { code, reason: reason.to_owned(), advice: advice(code) };
+        if let Some(bytes) = Delivery::push(push).encoded(hub.sink.format()) {
+            let _ = conn.send(hub.session.push_message(bytes));
+        }
+    }
+    // Application codes are in 4000–4999: always sendable.
+    let _ = conn.close(CloseCode(code), reason, Instant::now());
+}
+
+/// Writes everything the codec has queued. A slow consumer whose queue overflowed while a
+/// write was blocked is cut off at once; its close frame was best effort.
+async fn flush<S>(
+    io: &mut S,
+    conn: &mut Connection,
+    limit: Duration,
+    overflow: &CancellationToken,
+    already_slow: bool,
+) -> std::io::Result<()>
 where
     S: AsyncWrite + Unpin,
 {
     while let Some(bytes) = conn.poll_transmit() {
-        match timeout(limit, io.write_all(&bytes)).await {
-            Ok(result) => result?,
+        let write = timeout(limit, io.write_all(&bytes));
+        let result = tokio::select! {
+            result = write => result,
+            () = overflow.cancelled(), if !already_slow => {
+                conn.handle_transport_closed();
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "slow consumer: outbound queue overflowed while a write was blocked",
+                ));
+            }
+        };
+        match result {
+            Ok(written) => written?,
             Err(_) => {
                 conn.handle_transport_closed();
                 return Err(std::io::Error::new(

@@ -1,0 +1,338 @@
+//! Switchboard's local fan-out: which connections of this node hear which channels.
+//!
+//! The hub owns the subscriber lists and delivers each publication to every local
+//! subscriber of its channel, in offset order, encoded once per wire format and shared as
+//! [`Bytes`]. It owns no sockets, no runtime and no history: the broker assigns offsets and
+//! keeps history; connections receive through a non-blocking [`Sink`] that the server
+//! implements with a queue bounded in bytes.
+//!
+//! Subscribing is two-step so that recovery has no gap and no duplicate: [`Hub::add`]
+//! registers a *pending* subscriber whose live publications are held back while the server
+//! reads history; [`Hub::activate`] then releases the held publications newer than the
+//! position the reply covered, and the subscriber goes live.
+//!
+//! ```
+//! use std::sync::{Arc, Mutex};
+//! use switchboard_hub::{Delivery, Hub, Sink};
+//! use switchboard_proto::{Format, Publication, Value};
+//!
+//! #[derive(Default)]
+//! struct Collect(Mutex<Vec<Arc<Delivery>>>);
+//! impl Sink for Collect {
+//!     fn deliver(&self, d: &Arc<Delivery>) -> bool {
+//!         self.0.lock().unwrap().push(Arc::clone(d));
+//!         true
+//!     }
+//! }
+//!
+//! let hub = Hub::new(4);
+//! let sink = Arc::new(Collect::default());
+//! let client: Arc<str> = "c1".into();
+//! assert!(hub.add("chat:a", &client, sink.clone(), 0).unwrap());
+//! hub.activate("chat:a", &client, 0);
+//! hub.publish("chat:a", Arc::new(Publication { offset: 1, data: Value::from("hi"), info: None }));
+//! let got = sink.0.lock().unwrap();
+//! assert_eq!(&got[0].encoded(Format::Json).unwrap()[..],
+//!            br#"{"push":"publication","channel":"chat:a","offset":1,"data":"hi"}"#);
+//! ```
+
+use std::collections::HashMap;
+use std::collections::hash_map::{Entry, RandomState};
+use std::hash::BuildHasher;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+
+use bytes::Bytes;
+use switchboard_proto::{Format, Publication, PublicationPush, Push};
+
+/// A connection's id.
+pub type ClientId = Arc<str>;
+
+/// Most publications held for one pending subscriber while its history is read.
+pub const PENDING_LIMIT: usize = 10_000;
+
+/// Where a connection's pushes go. Implemented by the server.
+pub trait Sink: Send + Sync + 'static {
+    /// Queues `delivery` for the connection. Must not block: the hub calls it while holding
+    /// a shard lock. Returns `false` when the connection takes no more (its queue overflowed
+    /// and it is being disconnected).
+    fn deliver(&self, delivery: &Arc<Delivery>) -> bool;
+}
+
+/// One push on its way to many connections, encoded at most once per format.
+#[derive(Debug)]
+pub struct Delivery {
+    body: Body,
+    json: OnceLock<Option<Bytes>>,
+    msgpack: OnceLock<Option<Bytes>>,
+}
+
+#[derive(Debug)]
+enum Body {
+    Publication { channel: Arc<str>, publication: Arc<Publication> },
+    Push(Push),
+}
+
+impl Delivery {
+    /// A publication push.
+    pub fn publication(channel: Arc<str>, publication: Arc<Publication>) -> Self {
+        Self::new(Body::Publication { channel, publication })
+    }
+
+    /// Any other push (join, leave, unsubscribe, disconnect).
+    pub fn push(push: Push) -> Self {
+        Self::new(Body::Push(push))
+    }
+
+    fn new(body: Body) -> Self {
+        Self { body, json: OnceLock::new(), msgpack: OnceLock::new() }
+    }
+
+    /// The publication's offset, for publication pushes.
+    pub fn offset(&self) -> Option<u64> {
+        match &self.body {
+            Body::Publication { publication, .. } => Some(publication.offset),
+            Body::Push(_) => None,
+        }
+    }
+
+    /// The push encoded in `format`; the first call per format encodes, later calls share
+    /// the same bytes. `None` only if the payload cannot be represented (a JSON value from
+    /// this crate's types always can).
+    pub fn encoded(&self, format: Format) -> Option<Bytes> {
+        let cell = match format {
+            Format::Json => &self.json,
+            Format::Msgpack => &self.msgpack,
+        };
+        cell.get_or_init(|| match &self.body {
+            Body::Publication { channel, publication } => {
+                format.encode(&PublicationPush::new(channel, publication)).ok()
+            }
+            Body::Push(push) => format.encode(push).ok(),
+        })
+        .clone()
+    }
+}
+
+/// Why a subscriber could not be added.
+#[derive(Clone, Debug, Eq, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum HubError {
+    /// The connection is already subscribed to the channel.
+    #[error("already subscribed")]
+    AlreadySubscribed,
+    /// The channel has its maximum number of subscribers on this node.
+    #[error("channel full: {max} subscribers")]
+    ChannelFull {
+        /// The limit.
+        max: usize,
+    },
+}
+
+/// The subscriber lists of one node, sharded by channel so publishes on different channels
+/// do not contend.
+#[derive(Debug)]
+pub struct Hub {
+    shards: Box<[Mutex<Shard>]>,
+    hasher: RandomState,
+}
+
+#[derive(Debug, Default)]
+struct Shard {
+    channels: HashMap<Arc<str>, Channel>,
+}
+
+struct Channel {
+    /// The name, shared by every delivery on the channel.
+    name: Arc<str>,
+    subscribers: HashMap<ClientId, Subscriber>,
+}
+
+impl std::fmt::Debug for Channel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Channel").field("subscribers", &self.subscribers.len()).finish()
+    }
+}
+
+struct Subscriber {
+    sink: Arc<dyn Sink>,
+    state: SubState,
+}
+
+enum SubState {
+    /// Waiting for the subscribe reply; live publications are held here.
+    Pending(Vec<Arc<Delivery>>),
+    /// Held more than [`PENDING_LIMIT`]: activation must fail.
+    Overflowed,
+    /// Receiving; `last` is the offset of the last publication delivered.
+    Live { last: u64 },
+}
+
+impl Hub {
+    /// A hub with `shards` shards (at least 1).
+    pub fn new(shards: usize) -> Self {
+        let shards = (0..shards.max(1)).map(|_| Mutex::default()).collect();
+        Self { shards, hasher: RandomState::new() }
+    }
+
+    /// Registers `client` as a pending subscriber of `channel`. Returns whether it is the
+    /// channel's first subscriber on this node (the node should then subscribe to the
+    /// broker). `max_subscribers` 0 means no limit.
+    ///
+    /// # Errors
+    ///
+    /// [`HubError::AlreadySubscribed`] or [`HubError::ChannelFull`].
+    pub fn add(
+        &self,
+        channel: &str,
+        client: &ClientId,
+        sink: Arc<dyn Sink>,
+        max_subscribers: usize,
+    ) -> Result<bool, HubError> {
+        let mut shard = self.shard(channel);
+        let entry = shard.channels.entry(Arc::from(channel)).or_insert_with_key(|name| Channel {
+            name: Arc::clone(name),
+            subscribers: HashMap::new(),
+        });
+        let first = entry.subscribers.is_empty();
+        if max_subscribers > 0 && entry.subscribers.len() >= max_subscribers {
+            return Err(HubError::ChannelFull { max: max_subscribers });
+        }
+        match entry.subscribers.entry(Arc::clone(client)) {
+            Entry::Occupied(_) => Err(HubError::AlreadySubscribed),
+            Entry::Vacant(slot) => {
+                slot.insert(Subscriber { sink, state: SubState::Pending(Vec::new()) });
+                Ok(first)
+            }
+        }
+    }
+
+    /// Makes a pending subscriber live. Publications held since [`add`](Self::add) with an
+    /// offset above `position` (the offset the subscribe reply brought the client to) are
+    /// delivered first, in order; the others were already in the reply.
+    ///
+    /// Returns `false` when the subscriber is gone, or held more than [`PENDING_LIMIT`]
+    /// publications (then it is removed: the client must resubscribe and recover).
+    pub fn activate(&self, channel: &str, client: &ClientId, position: u64) -> bool {
+        let mut shard = self.shard(channel);
+        let Some(ch) = shard.channels.get_mut(channel) else { return false };
+        let Some(sub) = ch.subscribers.get_mut(client) else { return false };
+        match std::mem::replace(&mut sub.state, SubState::Live { last: position }) {
+            SubState::Pending(held) => {
+                let mut last = position;
+                for delivery in held {
+                    let offset = delivery.offset().unwrap_or(0);
+                    if offset > last {
+                        last = offset;
+                        sub.sink.deliver(&delivery);
+                    }
+                }
+                sub.state = SubState::Live { last };
+                true
+            }
+            SubState::Overflowed => {
+                ch.subscribers.remove(client);
+                if ch.subscribers.is_empty() {
+                    shard.channels.remove(channel);
+                }
+                false
+            }
+            SubState::Live { last } => {
+                sub.state = SubState::Live { last };
+                true
+            }
+        }
+    }
+
+    /// Removes `client` from `channel`. Returns `None` when it was not subscribed, else
+    /// whether the channel has no subscriber left on this node (the node should then
+    /// unsubscribe from the broker).
+    pub fn remove(&self, channel: &str, client: &ClientId) -> Option<bool> {
+        let mut shard = self.shard(channel);
+        let ch = shard.channels.get_mut(channel)?;
+        ch.subscribers.remove(client)?;
+        let last = ch.subscribers.is_empty();
+        if last {
+            shard.channels.remove(channel);
+        }
+        Some(last)
+    }
+
+    /// Delivers a publication to every subscriber of `channel` on this node. Returns how
+    /// many live subscribers it was queued for.
+    ///
+    /// Publications must come in offset order per channel (the broker guarantees it); one at
+    /// or below a subscriber's last delivered offset is a duplicate and skipped.
+    pub fn publish(&self, channel: &str, publication: Arc<Publication>) -> usize {
+        let mut shard = self.shard(channel);
+        let Some(ch) = shard.channels.get_mut(channel) else { return 0 };
+        let offset = publication.offset;
+        let delivery = Arc::new(Delivery::publication(Arc::clone(&ch.name), publication));
+        let mut delivered = 0;
+        for sub in ch.subscribers.values_mut() {
+            match &mut sub.state {
+                SubState::Live { last } => {
+                    if offset > *last {
+                        *last = offset;
+                        sub.sink.deliver(&delivery);
+                        delivered += 1;
+                    }
+                }
+                SubState::Pending(held) if held.len() < PENDING_LIMIT => {
+                    held.push(Arc::clone(&delivery));
+                }
+                SubState::Pending(_) => sub.state = SubState::Overflowed,
+                SubState::Overflowed => {}
+            }
+        }
+        delivered
+    }
+
+    /// Delivers a push other than a publication (join, leave) to the live subscribers of
+    /// `channel`. Returns how many it was queued for.
+    pub fn push(&self, channel: &str, push: Push) -> usize {
+        let shard = self.shard(channel);
+        let Some(ch) = shard.channels.get(channel) else { return 0 };
+        let delivery = Arc::new(Delivery::push(push));
+        let mut delivered = 0;
+        for sub in ch.subscribers.values() {
+            if matches!(sub.state, SubState::Live { .. }) {
+                sub.sink.deliver(&delivery);
+                delivered += 1;
+            }
+        }
+        delivered
+    }
+
+    /// The live and pending subscribers of `channel` on this node.
+    pub fn subscribers(&self, channel: &str) -> Vec<ClientId> {
+        let shard = self.shard(channel);
+        shard
+            .channels
+            .get(channel)
+            .map_or_else(Vec::new, |ch| ch.subscribers.keys().cloned().collect())
+    }
+
+    /// How many channels have subscribers on this node.
+    pub fn channel_count(&self) -> usize {
+        self.shards.iter().map(|s| lock(s).channels.len()).sum()
+    }
+
+    /// How many subscriptions this node holds, over all channels.
+    pub fn subscription_count(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| lock(s).channels.values().map(|c| c.subscribers.len()).sum::<usize>())
+            .sum()
+    }
+
+    fn shard(&self, channel: &str) -> MutexGuard<'_, Shard> {
+        let index = self.hasher.hash_one(channel) as usize % self.shards.len();
+        lock(&self.shards[index])
+    }
+}
+
+/// Locks a shard. A panic while holding the lock cannot leave a shard half-updated in a way
+/// that matters more than losing it, so a poisoned lock is used as is.
+fn lock(shard: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
+    shard.lock().unwrap_or_else(PoisonError::into_inner)
+}

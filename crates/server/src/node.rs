@@ -1,0 +1,200 @@
+//! The node: one server's hub wired to the broker, and the per-connection outbound queue.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use bytes::Bytes;
+use switchboard_broker::{Broker, BrokerHandler, ClientInfo, Publication};
+use switchboard_hub::{ClientId, Delivery, Hub, Sink};
+use switchboard_proto::{ErrorCode, Format, Push};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{HubOptions, NamespaceOptions};
+
+/// The hub and the broker of one server process, and its live hub connections.
+pub(crate) struct Node {
+    pub(crate) hub: Arc<Hub>,
+    pub(crate) broker: Arc<dyn Broker>,
+    pub(crate) options: HubOptions,
+    connections: Mutex<HashMap<ClientId, Registered>>,
+}
+
+/// A request to close a connection with an application close code.
+#[derive(Clone, Debug, Eq, PartialEq)]
+pub(crate) struct Kick {
+    /// The close code, 4000–4999.
+    pub(crate) code: u16,
+    /// Why, for the client and the logs.
+    pub(crate) reason: String,
+}
+
+/// What the node knows of a live connection.
+struct Registered {
+    user: Option<String>,
+    kick: mpsc::UnboundedSender<Kick>,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node").field("hub", &self.hub).field("options", &self.options).finish()
+    }
+}
+
+impl Node {
+    /// A node on `broker`, which from now on delivers this node's channels to its hub.
+    pub(crate) fn new(broker: Arc<dyn Broker>, options: HubOptions) -> Self {
+        let hub = Arc::new(Hub::new(options.shards));
+        broker.set_handler(Arc::new(HubHandler { hub: Arc::clone(&hub) }));
+        Self { hub, broker, options, connections: Mutex::default() }
+    }
+
+    /// Registers a live connection; kicks for it arrive on the returned receiver.
+    pub(crate) fn register(
+        &self,
+        id: &ClientId,
+        user: Option<String>,
+    ) -> mpsc::UnboundedReceiver<Kick> {
+        let (kick, kicks) = mpsc::unbounded_channel();
+        self.connections().insert(Arc::clone(id), Registered { user, kick });
+        kicks
+    }
+
+    /// Forgets a connection that has ended.
+    pub(crate) fn unregister(&self, id: &str) {
+        self.connections().remove(id);
+    }
+
+    /// Asks connection `id` to close with `kick`. Returns whether it was connected here.
+    #[expect(dead_code, reason = "the HTTP API's disconnect, which comes next")]
+    pub(crate) fn disconnect_client(&self, id: &str, kick: Kick) -> bool {
+        self.connections().get(id).is_some_and(|c| c.kick.send(kick).is_ok())
+    }
+
+    /// Asks every connection of `user` to close with `kick`. Returns how many were asked.
+    #[expect(dead_code, reason = "the HTTP API's disconnect, which comes next")]
+    pub(crate) fn disconnect_user(&self, user: &str, kick: &Kick) -> usize {
+        self.connections()
+            .values()
+            .filter(|c| c.user.as_deref() == Some(user))
+            .filter(|c| c.kick.send(kick.clone()).is_ok())
+            .count()
+    }
+
+    /// How many hub connections are live.
+    #[expect(dead_code, reason = "the HTTP API and metrics, which come next")]
+    pub(crate) fn connection_count(&self) -> usize {
+        self.connections().len()
+    }
+
+    fn connections(&self) -> MutexGuard<'_, HashMap<ClientId, Registered>> {
+        self.connections.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The options of the namespace `channel` belongs to.
+    pub(crate) fn namespace(&self, namespace: &str) -> Option<&NamespaceOptions> {
+        self.options.namespaces.get(namespace)
+    }
+}
+
+/// Routes broker events into the hub.
+struct HubHandler {
+    hub: Arc<Hub>,
+}
+
+impl BrokerHandler for HubHandler {
+    fn on_publication(&self, channel: &str, publication: Arc<Publication>) {
+        self.hub.publish(channel, publication);
+    }
+
+    fn on_join(&self, channel: &str, client: &ClientInfo) {
+        self.hub.push(channel, Push::Join { channel: channel.to_owned(), client: client.clone() });
+    }
+
+    fn on_leave(&self, channel: &str, client: &ClientInfo) {
+        self.hub.push(channel, Push::Leave { channel: channel.to_owned(), client: client.clone() });
+    }
+
+    fn on_resync(&self, channel: &str) {
+        // Publications may have been missed: tell every subscriber to resubscribe with its
+        // last position, which recovers exactly the gap from history or says it cannot.
+        tracing::warn!(channel, "broker asked for a resync");
+        let push = Push::Unsubscribe {
+            channel: channel.to_owned(),
+            code: ErrorCode::Unavailable,
+            reason: "publications may have been missed: resubscribe with `since` to recover"
+                .to_owned(),
+        };
+        self.hub.push(channel, push);
+        for client in self.hub.subscribers(channel) {
+            self.hub.remove(channel, &client);
+        }
+    }
+}
+
+/// A connection's outbound queue, bounded in bytes. The hub queues shared encoded pushes
+/// here without blocking; the connection task drains it into the socket.
+pub(crate) struct ConnSink {
+    tx: mpsc::UnboundedSender<Bytes>,
+    queued: AtomicUsize,
+    limit: usize,
+    format: Format,
+    /// Cancelled when the queue overflowed: the connection is a slow consumer.
+    overflow: CancellationToken,
+}
+
+impl std::fmt::Debug for ConnSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnSink")
+            .field("queued", &self.queued.load(Ordering::Relaxed))
+            .field("limit", &self.limit)
+            .finish()
+    }
+}
+
+impl ConnSink {
+    /// A sink and the receiving end its connection drains.
+    pub(crate) fn new(format: Format, limit: usize) -> (Arc<Self>, mpsc::UnboundedReceiver<Bytes>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let sink = Arc::new(Self {
+            tx,
+            queued: AtomicUsize::new(0),
+            limit,
+            format,
+            overflow: CancellationToken::new(),
+        });
+        (sink, rx)
+    }
+
+    /// Marks `bytes` as taken off the queue.
+    pub(crate) fn taken(&self, bytes: &Bytes) {
+        self.queued.fetch_sub(bytes.len(), Ordering::Relaxed);
+    }
+
+    /// The connection's wire format.
+    pub(crate) fn format(&self) -> Format {
+        self.format
+    }
+
+    /// Cancelled when the queue overflowed.
+    pub(crate) fn overflow(&self) -> &CancellationToken {
+        &self.overflow
+    }
+}
+
+impl Sink for ConnSink {
+    fn deliver(&self, delivery: &Arc<Delivery>) -> bool {
+        if self.overflow.is_cancelled() {
+            return false;
+        }
+        let Some(bytes) = delivery.encoded(self.format) else { return true };
+        let queued = self.queued.fetch_add(bytes.len(), Ordering::Relaxed) + bytes.len();
+        if queued > self.limit {
+            // Never block the publisher and never grow: this subscriber is cut off.
+            self.overflow.cancel();
+            return false;
+        }
+        self.tx.send(bytes).is_ok()
+    }
+}

@@ -1,0 +1,369 @@
+//! One `/ws` connection's protocol state: who it is, what it subscribed to, and how each
+//! command is carried out.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use switchboard_broker::{BrokerError, HistoryQuery, StreamOptions};
+use switchboard_codec::{Connection, Message};
+use switchboard_hub::{ClientId, HubError, Sink};
+use switchboard_proto::channel::namespace_of;
+use switchboard_proto::{
+    ChannelRequest, ClientInfo, ClientLimits, Command, CommandKind, CommandResult, ConnectRequest,
+    ConnectResult, Empty, ErrorBody, ErrorCode, Format, HistoryRequest, HistoryResult,
+    PresenceResult, Publication, PublishRequest, PublishResult, Push, Reply, SubscribeRequest,
+    SubscribeResult,
+};
+
+use crate::config::NamespaceOptions;
+use crate::node::{ConnSink, Node};
+
+/// What a command failed with.
+type CommandError = ErrorBody;
+
+/// The state of one hub connection.
+pub(crate) struct Session {
+    node: Arc<Node>,
+    id: ClientId,
+    info: ClientInfo,
+    format: Format,
+    sink: Arc<ConnSink>,
+    /// Subscribed channels, with what leaving them must undo.
+    subscriptions: HashMap<Arc<str>, Membership>,
+    connected: bool,
+    ping_interval_secs: u32,
+}
+
+/// What a subscription registered besides the hub entry.
+#[derive(Clone, Copy)]
+struct Membership {
+    presence: bool,
+    announce: bool,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("id", &self.id)
+            .field("format", &self.format)
+            .field("subscriptions", &self.subscriptions.len())
+            .finish()
+    }
+}
+
+impl Session {
+    /// A session for a new connection speaking `format`.
+    pub(crate) fn new(
+        node: Arc<Node>,
+        format: Format,
+        sink: Arc<ConnSink>,
+        ping_interval_secs: u32,
+    ) -> Self {
+        let id: ClientId = Arc::from(format!("{:016x}", rand::random::<u64>()));
+        let info = ClientInfo { id: id.to_string(), user: None, info: None };
+        Self {
+            node,
+            id,
+            info,
+            format,
+            sink,
+            subscriptions: HashMap::new(),
+            connected: false,
+            ping_interval_secs,
+        }
+    }
+
+    /// The connection's id.
+    pub(crate) fn id(&self) -> &ClientId {
+        &self.id
+    }
+
+    /// The authenticated user, if any.
+    pub(crate) fn user(&self) -> Option<&str> {
+        self.info.user.as_deref()
+    }
+
+    /// Handles one WebSocket message: decodes the command, carries it out, and queues the
+    /// reply on `conn`. Malformed and unknown commands get an error reply; the connection
+    /// stays open.
+    pub(crate) async fn handle(&mut self, data: &[u8], binary: bool, conn: &mut Connection) {
+        if binary != self.format.is_binary() {
+            let (expected, got) = if binary { ("text", "binary") } else { ("binary", "text") };
+            let message = format!(
+                "this connection speaks {}: send {expected} frames, not {got}",
+                self.format.subprotocol()
+            );
+            self.reply(conn, &Reply::<CommandResult>::err(0, ErrorCode::BadRequest, message));
+            return;
+        }
+        let command = match self.format.decode_command(data) {
+            Ok(command) => command,
+            Err(e) => {
+                let reply = Reply::<CommandResult>::err(e.id.unwrap_or(0), e.code, e.message);
+                self.reply(conn, &reply);
+                return;
+            }
+        };
+        self.run(command, conn).await;
+    }
+
+    async fn run(&mut self, command: Command, conn: &mut Connection) {
+        let id = command.id;
+        let result = match command.kind {
+            CommandKind::Connect(req) => self.connect(&req),
+            CommandKind::Subscribe(req) => {
+                // Replies itself: the reply must precede the publications it releases.
+                self.subscribe(id, req, conn).await;
+                return;
+            }
+            CommandKind::Unsubscribe(req) => self.unsubscribe(&req).await,
+            CommandKind::Publish(req) => self.publish(req).await,
+            CommandKind::Presence(req) => self.presence(&req).await,
+            CommandKind::History(req) => self.history(&req).await,
+            CommandKind::Ping(Empty {}) => Ok(CommandResult::Empty(Empty {})),
+        };
+        let reply = match result {
+            Ok(result) => Reply::ok(id, result),
+            Err(error) => Reply { id, result: None, error: Some(error) },
+        };
+        self.reply(conn, &reply);
+    }
+
+    fn connect(&mut self, _req: &ConnectRequest) -> Result<CommandResult, CommandError> {
+        if self.connected {
+            return Err(ErrorBody::new(ErrorCode::BadRequest, "already connected"));
+        }
+        self.connected = true;
+        let options = &self.node.options;
+        Ok(CommandResult::Connect(ConnectResult {
+            client: self.id.to_string(),
+            user: self.info.user.clone(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            ping_interval: self.ping_interval_secs,
+            limits: ClientLimits {
+                max_message_size: options.max_message_size as u64,
+                max_subscriptions: u32::try_from(options.max_subscriptions).unwrap_or(u32::MAX),
+            },
+        }))
+    }
+
+    async fn subscribe(&mut self, id: u64, req: SubscribeRequest, conn: &mut Connection) {
+        let channel: Arc<str> = Arc::from(req.channel.as_str());
+        let (result, position) = match self.try_subscribe(&channel, &req).await {
+            Ok((result, position)) => (Ok(CommandResult::Subscribe(result)), Some(position)),
+            Err(error) => (Err(error), None),
+        };
+        let reply = match result {
+            Ok(result) => Reply::ok(id, result),
+            Err(error) => Reply { id, result: None, error: Some(error) },
+        };
+        self.reply(conn, &reply);
+        let Some(position) = position else { return };
+        // The reply covered everything up to `position`; release what arrived meanwhile.
+        if !self.node.hub.activate(&channel, &self.id, position) {
+            self.subscriptions.remove(&channel);
+            let push = Push::Unsubscribe {
+                channel: channel.to_string(),
+                code: ErrorCode::Unavailable,
+                reason: "too many publications while subscribing: resubscribe with `since`"
+                    .to_owned(),
+            };
+            self.sink.deliver(&Arc::new(switchboard_hub::Delivery::push(push)));
+        }
+    }
+
+    async fn try_subscribe(
+        &mut self,
+        channel: &Arc<str>,
+        req: &SubscribeRequest,
+    ) -> Result<(SubscribeResult, u64), CommandError> {
+        let ns = self.namespace(channel)?.clone();
+        if self.subscriptions.contains_key(channel) {
+            return Err(ErrorBody::new(ErrorCode::AlreadySubscribed, "already subscribed"));
+        }
+        let max = self.node.options.max_subscriptions;
+        if self.subscriptions.len() >= max {
+            return Err(ErrorBody::new(
+                ErrorCode::LimitExceeded,
+                format!("at most {max} subscriptions per connection"),
+            ));
+        }
+        let sink: Arc<dyn Sink> = self.sink.clone();
+        self.node.hub.add(channel, &self.id, sink, ns.max_subscribers).map_err(|e| match e {
+            HubError::AlreadySubscribed => {
+                ErrorBody::new(ErrorCode::AlreadySubscribed, "already subscribed")
+            }
+            other => ErrorBody::new(ErrorCode::LimitExceeded, other.to_string()),
+        })?;
+        let broker = &self.node.broker;
+        let options = StreamOptions::new(ns.history_size, ns.history_ttl);
+        let query = match &req.since {
+            Some(since) => HistoryQuery::since(since.clone(), Some(ns.history_size)),
+            None => HistoryQuery::latest(Some(0)),
+        };
+        let read = async {
+            broker.subscribe(channel).await?;
+            broker.history(channel, &query, &options).await
+        };
+        let history = match read.await {
+            Ok(history) => history,
+            Err(e) => {
+                self.release(channel).await;
+                return Err(unavailable(&e));
+            }
+        };
+        let membership = Membership { presence: ns.presence, announce: ns.join_leave };
+        if ns.presence
+            && let Err(e) = broker.join(channel, &self.info, ns.join_leave).await
+        {
+            tracing::debug!(client = %self.id, channel = %channel, error = %e, "presence join failed");
+        }
+        self.subscriptions.insert(Arc::clone(channel), membership);
+        let recovered = req.since.as_ref().map(|_| history.complete);
+        let publications = if recovered == Some(true) {
+            history.publications.iter().map(|p| Publication::clone(p)).collect()
+        } else {
+            Vec::new()
+        };
+        let position = history.position.offset;
+        let result = SubscribeResult {
+            epoch: history.position.epoch,
+            offset: position,
+            recoverable: ns.history_size > 0,
+            recovered,
+            publications,
+        };
+        Ok((result, position))
+    }
+
+    async fn unsubscribe(&mut self, req: &ChannelRequest) -> Result<CommandResult, CommandError> {
+        let Some(membership) = self.subscriptions.remove(req.channel.as_str()) else {
+            return Err(ErrorBody::new(ErrorCode::NotSubscribed, "not subscribed"));
+        };
+        self.leave(&req.channel, membership).await;
+        Ok(CommandResult::Empty(Empty {}))
+    }
+
+    async fn publish(&mut self, req: PublishRequest) -> Result<CommandResult, CommandError> {
+        let ns = self.namespace(&req.channel)?;
+        if !ns.allow_publish {
+            return Err(ErrorBody::new(
+                ErrorCode::PermissionDenied,
+                "clients may not publish in this namespace",
+            ));
+        }
+        let options = StreamOptions::new(ns.history_size, ns.history_ttl);
+        let position = self
+            .node
+            .broker
+            .publish(&req.channel, req.data, Some(self.info.clone()), &options)
+            .await
+            .map_err(|e| unavailable(&e))?;
+        Ok(CommandResult::Publish(PublishResult { offset: position.offset, epoch: position.epoch }))
+    }
+
+    async fn presence(&self, req: &ChannelRequest) -> Result<CommandResult, CommandError> {
+        let ns = self.namespace(&req.channel)?;
+        if !ns.presence {
+            return Err(ErrorBody::new(
+                ErrorCode::PermissionDenied,
+                "presence is off in this namespace",
+            ));
+        }
+        let clients = self.node.broker.presence(&req.channel).await.map_err(|e| unavailable(&e))?;
+        Ok(CommandResult::Presence(PresenceResult { clients }))
+    }
+
+    async fn history(&self, req: &HistoryRequest) -> Result<CommandResult, CommandError> {
+        let ns = self.namespace(&req.channel)?;
+        if ns.history_size == 0 {
+            return Err(ErrorBody::new(
+                ErrorCode::PermissionDenied,
+                "history is off in this namespace",
+            ));
+        }
+        let limit = req.limit.map_or(ns.history_size, |l| (l as usize).min(ns.history_size));
+        let query = match &req.since {
+            Some(since) => HistoryQuery::since(since.clone(), Some(limit)),
+            None => HistoryQuery::latest(Some(limit)),
+        };
+        let options = StreamOptions::new(ns.history_size, ns.history_ttl);
+        let history = self
+            .node
+            .broker
+            .history(&req.channel, &query, &options)
+            .await
+            .map_err(|e| unavailable(&e))?;
+        Ok(CommandResult::History(HistoryResult {
+            epoch: history.position.epoch,
+            offset: history.position.offset,
+            publications: history.publications.iter().map(|p| Publication::clone(p)).collect(),
+        }))
+    }
+
+    /// Undoes every subscription: called once the connection is gone, however it ended, so
+    /// presence is cleaned and subscribers hear "X has left" even after a crash or timeout.
+    pub(crate) async fn close(mut self) {
+        self.node.unregister(&self.id);
+        for (channel, membership) in std::mem::take(&mut self.subscriptions) {
+            self.leave(&channel, membership).await;
+        }
+    }
+
+    async fn leave(&self, channel: &str, membership: Membership) {
+        // Leave presence while still subscribed: the broker announces leaves only on
+        // channels the node is subscribed to.
+        if membership.presence
+            && let Err(e) = self.node.broker.leave(channel, &self.info, membership.announce).await
+        {
+            tracing::debug!(client = %self.id, channel, error = %e, "presence leave failed");
+        }
+        self.release(channel).await;
+    }
+
+    /// Removes the hub entry, and the node's broker subscription with the last one.
+    async fn release(&self, channel: &str) {
+        if self.node.hub.remove(channel, &self.id) == Some(true)
+            && let Err(e) = self.node.broker.unsubscribe(channel).await
+        {
+            tracing::debug!(channel, error = %e, "broker unsubscribe failed");
+        }
+    }
+
+    fn namespace(&self, channel: &str) -> Result<&NamespaceOptions, CommandError> {
+        let name = namespace_of(channel)
+            .map_err(|e| ErrorBody::new(ErrorCode::InvalidChannel, e.to_string()))?;
+        self.node.namespace(name).ok_or_else(|| {
+            ErrorBody::new(ErrorCode::UnknownNamespace, format!("unknown namespace {name:?}"))
+        })
+    }
+
+    fn reply(&self, conn: &mut Connection, reply: &Reply<CommandResult>) {
+        let bytes = match self.format.encode(reply) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot encode a reply");
+                return;
+            }
+        };
+        // Fails only once the connection is closing, when no reply is owed.
+        let _ = conn.send(self.frame(bytes));
+    }
+
+    fn frame(&self, bytes: Bytes) -> Message {
+        if self.format.is_binary() { Message::Binary(bytes) } else { Message::Text(bytes) }
+    }
+
+    /// The WebSocket message for a payload taken off the outbound queue.
+    pub(crate) fn push_message(&self, bytes: Bytes) -> Message {
+        self.frame(bytes)
+    }
+}
+
+fn unavailable(e: &BrokerError) -> ErrorBody {
+    match e {
+        BrokerError::Unavailable(_) => ErrorBody::new(ErrorCode::Unavailable, e.to_string()),
+        _ => ErrorBody::new(ErrorCode::Internal, e.to_string()),
+    }
+}
