@@ -95,30 +95,62 @@ impl Format {
     /// Decodes a client command. On failure, still recovers the command's `id` when it can,
     /// and tells an unknown `type` from a malformed command.
     ///
+    /// The envelope is checked first: an object with an integer `id` and a string `type`
+    /// (a number is not a type, even though serde would read it as a variant index).
+    ///
     /// # Errors
     ///
     /// A [`DecodeError`] ready to become an error reply.
     pub fn decode_command(self, bytes: &[u8]) -> Result<Command, DecodeError> {
-        let message = match self.decode::<Command>(bytes) {
-            Ok(command) => return Ok(command),
-            Err(message) => message,
+        let bad = |id, message: String| DecodeError { id, code: ErrorCode::BadRequest, message };
+        let value: serde_json::Value = self.decode(bytes).map_err(|e| bad(None, e))?;
+        let Some(object) = value.as_object() else {
+            return Err(bad(None, "a command is an object".to_owned()));
         };
-        #[derive(serde::Deserialize)]
-        struct Probe {
-            #[serde(default)]
-            id: Option<u64>,
-            #[serde(default, rename = "type")]
-            kind: Option<String>,
+        let id = object.get("id").and_then(serde_json::Value::as_u64);
+        if id.is_none() {
+            return Err(bad(None, "a command needs an unsigned integer `id`".to_owned()));
         }
-        let probe = self.decode::<Probe>(bytes).ok();
-        let id = probe.as_ref().and_then(|p| p.id);
-        match probe.and_then(|p| p.kind) {
-            Some(kind) if !COMMAND_TYPES.contains(&kind.as_str()) => Err(DecodeError {
+        let kind = match object.get("type") {
+            Some(serde_json::Value::String(kind)) => kind,
+            Some(_) => return Err(bad(id, "`type` must be a string".to_owned())),
+            None => return Err(bad(id, "a command needs a `type`".to_owned())),
+        };
+        if !COMMAND_TYPES.contains(&kind.as_str()) {
+            return Err(DecodeError {
                 id,
                 code: ErrorCode::UnknownCommand,
                 message: format!("unknown command type {kind:?}"),
-            }),
-            _ => Err(DecodeError { id, code: ErrorCode::BadRequest, message }),
+            });
+        }
+        serde_json::from_value(value).map_err(|e| bad(id, e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_numeric_type_is_not_a_variant_index() {
+        let err = Format::Json.decode_command(br#"{"id":3,"type":6}"#).unwrap_err();
+        assert_eq!((err.id, err.code), (Some(3), ErrorCode::BadRequest));
+        assert_eq!(err.message, "`type` must be a string");
+    }
+
+    #[test]
+    fn the_id_survives_a_bad_body() {
+        let err = Format::Json.decode_command(br#"{"id":4,"type":"publish","channel":1}"#);
+        assert_eq!(err.unwrap_err().id, Some(4));
+        let packed = rmp_serde::to_vec_named(&serde_json::json!({"id": 5, "type": ["x"]})).unwrap();
+        assert_eq!(Format::Msgpack.decode_command(&packed).unwrap_err().id, Some(5));
+    }
+
+    #[test]
+    fn a_command_needs_an_object_with_an_id() {
+        for input in [&b"[3,\"ping\"]"[..], br#"{"type":"ping"}"#, br#"{"id":-1,"type":"ping"}"#] {
+            let err = Format::Json.decode_command(input).unwrap_err();
+            assert_eq!((err.id, err.code), (None, ErrorCode::BadRequest), "{input:?}");
         }
     }
 }

@@ -24,7 +24,7 @@ pub struct ClientInfo {
     /// The authenticated user, when there is one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
-    /// Application data attached at connect time.
+    /// Application data about the connection (from its credentials, when authenticated).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub info: Option<Value>,
 }
@@ -155,10 +155,10 @@ pub struct Reply<T = Value> {
     /// The command's id.
     pub id: u64,
     /// The result, on success.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub result: Option<T>,
     /// The error, on failure.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<ErrorBody>,
 }
 
@@ -282,6 +282,10 @@ pub struct HistoryResult {
     pub offset: u64,
     /// Publications, oldest first.
     pub publications: Vec<Publication>,
+    /// With `since`: whether `publications` are exactly every publication after it (same
+    /// epoch, still in history, within `limit`). `false` comes with no publications.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub complete: Option<bool>,
 }
 
 /// A message the server sends without being asked, tagged by `push`.
@@ -328,6 +332,9 @@ pub enum Push {
         /// What the client should do.
         advice: Advice,
     },
+    /// A push kind this library does not know yet (sent by a newer server): ignore it.
+    #[serde(other)]
+    Unknown,
 }
 
 /// The encoding side of [`Push::Publication`], borrowing its parts: a publication shared by
@@ -361,6 +368,21 @@ pub enum ServerMessage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn typed_replies_decode_without_default() {
+        let json = r#"{"id":1,"result":{"client":"c","version":"0.1.0","ping_interval":25,
+            "limits":{"max_message_size":65536,"max_subscriptions":128}}}"#;
+        let reply: Reply<ConnectResult> = serde_json::from_str(json).unwrap();
+        assert_eq!(reply.result.unwrap().ping_interval, 25);
+    }
+
+    #[test]
+    fn unknown_push_kinds_are_ignorable() {
+        let msg: ServerMessage =
+            serde_json::from_str(r#"{"push":"from_the_future","x":1}"#).unwrap();
+        assert_eq!(msg, ServerMessage::Push(Push::Unknown));
+    }
 
     #[test]
     fn borrowed_publication_push_encodes_like_the_owned_one() {

@@ -122,20 +122,24 @@ const PERMISSION_DENIED: &str = r#"{
   "id": 9,
   "error": {
     "code": "permission_denied",
-    "message": "clients may not publish in namespace news",
+    "message": "clients may not publish in this namespace",
     "temporary": false
   }
 }"#;
 const UNAVAILABLE: &str = r#"{
   "id": 3,
-  "error": {"code": "unavailable", "message": "broker unavailable", "temporary": true}
+  "error": {
+    "code": "unavailable",
+    "message": "broker unavailable: connection refused",
+    "temporary": true
+  }
 }"#;
 const BAD_SUBSCRIBE: &str = r#"{"id": 7, "type": "subscribe"}"#;
 const BAD_SUBSCRIBE_ERROR: &str = r#"{
   "id": 7,
   "error": {
     "code": "bad_request",
-    "message": "missing field `channel` at line 1 column 30",
+    "message": "missing field `channel`",
     "temporary": false
   }
 }"#;
@@ -161,7 +165,7 @@ const WRONG_FRAME_ERROR: &str = r#"{
   "id": 0,
   "error": {
     "code": "bad_request",
-    "message": "binary frame on a JSON connection",
+    "message": "this connection speaks switchboard.v1.json: send text frames, not binary",
     "temporary": false
   }
 }"#;
@@ -184,8 +188,8 @@ const LEAVE: &str =
 const UNSUBSCRIBE_PUSH: &str = r#"{
   "push": "unsubscribe",
   "channel": "chat:lobby",
-  "code": "permission_denied",
-  "reason": "subscription revoked"
+  "code": "unavailable",
+  "reason": "too many publications while subscribing: resubscribe with `since`"
 }"#;
 const DISCONNECT: &str =
     r#"{"push": "disconnect", "code": 4001, "reason": "slow consumer", "advice": "reconnect"}"#;
@@ -232,7 +236,8 @@ const PING_MSGPACK: &str = "82 a2 69 64 08 a4 74 79 70 65 a4 70 69 6e 67";
 const PING_RESULT_MSGPACK: &str = "82 a2 69 64 08 a6 72 65 73 75 6c 74 80";
 
 /// The document's end-to-end session: `>` client to server, `<` server to client, `#` notes.
-const TRANSCRIPT: &str = r#"> {"id":1,"type":"connect","token":"eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhbm4ifQ.bWFj"}
+const TRANSCRIPT: &str = r#"
+> {"id":1,"type":"connect","token":"eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhbm4ifQ.bWFj"}
 < {"id":1,"result":{"client":"c1a9f","user":"ann","version":"0.1.0","ping_interval":25,"limits":{"max_message_size":65536,"max_subscriptions":128}}}
 > {"id":2,"type":"subscribe","channel":"chat:lobby"}
 < {"id":2,"result":{"epoch":"b3e1f0a9","offset":41,"recoverable":true}}
@@ -404,6 +409,7 @@ fn results_encode_as_documented() {
                 epoch: "b3e1f0a9".into(),
                 offset: 42,
                 publications: lobby_history,
+                complete: None,
             }),
             6,
         ),
@@ -436,12 +442,17 @@ fn error_replies_encode_as_documented() {
     let permission = Reply::<Empty>::err(
         9,
         ErrorCode::PermissionDenied,
-        "clients may not publish in namespace news",
+        "clients may not publish in this namespace",
     );
     assert_wire(&permission, PERMISSION_DENIED);
-    let unavailable = Reply::<Empty>::err(3, ErrorCode::Unavailable, "broker unavailable");
+    let unavailable =
+        Reply::<Empty>::err(3, ErrorCode::Unavailable, "broker unavailable: connection refused");
     assert_wire(&unavailable, UNAVAILABLE);
-    let frame = Reply::<Empty>::err(0, ErrorCode::BadRequest, "binary frame on a JSON connection");
+    let frame = Reply::<Empty>::err(
+        0,
+        ErrorCode::BadRequest,
+        "this connection speaks switchboard.v1.json: send text frames, not binary",
+    );
     assert_wire(&frame, WRONG_FRAME_ERROR);
     for code in ErrorCode::ALL {
         let reply = serde_json::to_value(Reply::<Empty>::err(1, code, "x")).unwrap();
@@ -482,8 +493,8 @@ fn pushes_encode_as_documented() {
             UNSUBSCRIBE_PUSH,
             Push::Unsubscribe {
                 channel: "chat:lobby".into(),
-                code: ErrorCode::PermissionDenied,
-                reason: "subscription revoked".into(),
+                code: ErrorCode::Unavailable,
+                reason: "too many publications while subscribing: resubscribe with `since`".into(),
             },
         ),
         (
@@ -538,7 +549,12 @@ fn every_message_survives_msgpack() {
     round_trip(&Reply::ok(4, PresenceResult { clients: vec![ann(), bob()] }));
     round_trip(&Reply::ok(
         6,
-        HistoryResult { epoch: "b3e1f0a9".into(), offset: 45, publications: publications.clone() },
+        HistoryResult {
+            epoch: "b3e1f0a9".into(),
+            offset: 45,
+            publications: publications.clone(),
+            complete: Some(true),
+        },
     ));
     round_trip(&Reply::ok(8, Empty {}));
     for code in ErrorCode::ALL {
@@ -849,10 +865,12 @@ proptest! {
             let bytes = format.encode(&publication).unwrap();
             prop_assert_eq!(&format.decode::<Publication>(&bytes).unwrap(), &publication);
 
-            let push = Push::Publication { channel: channel.clone(), publication: publication.clone() };
+            let push =
+                Push::Publication { channel: channel.clone(), publication: publication.clone() };
             let bytes = format.encode(&PublicationPush::new(&channel, &publication)).unwrap();
             prop_assert_eq!(&bytes, &format.encode(&push).unwrap());
-            prop_assert_eq!(format.decode::<ServerMessage>(&bytes).unwrap(), ServerMessage::Push(push));
+            let decoded = format.decode::<ServerMessage>(&bytes).unwrap();
+            prop_assert_eq!(decoded, ServerMessage::Push(push));
 
             let command = Command {
                 id: publication.offset,
