@@ -1,0 +1,78 @@
+//! Where a channel's state lives in Redis.
+//!
+//! Every key and the pub/sub topic of channel `C` under prefix `P` start with the hash tag
+//! `{P:C}`, so they share one Redis Cluster slot and one script can touch them all. The
+//! crate docs list them.
+//!
+//! Keys are injective: two channels never share a key, even when a name holds `}`, since
+//! every name ends in a suffix only that kind of key has.
+
+/// Builds key and topic names for one deployment's prefix.
+#[derive(Clone, Debug)]
+pub(crate) struct Keys {
+    prefix: String,
+}
+
+/// The names of one channel's keys, in the order the scripts take them.
+#[derive(Debug)]
+pub(crate) struct ChannelKeys {
+    pub(crate) meta: String,
+    pub(crate) history: String,
+    pub(crate) presence: String,
+    pub(crate) presence_expiry: String,
+    pub(crate) topic: String,
+}
+
+impl Keys {
+    /// Names under `prefix`, which must hold no `{` or `}` (checked by the config).
+    pub(crate) fn new(prefix: &str) -> Self {
+        Self { prefix: prefix.to_owned() }
+    }
+
+    /// Every name of `channel`.
+    pub(crate) fn channel(&self, channel: &str) -> ChannelKeys {
+        let tag = self.tag(channel);
+        ChannelKeys {
+            meta: format!("{tag}:meta"),
+            history: format!("{tag}:history"),
+            presence: format!("{tag}:presence"),
+            presence_expiry: format!("{tag}:presence-expiry"),
+            topic: format!("{tag}:topic"),
+        }
+    }
+
+    /// The pub/sub topic of `channel`.
+    pub(crate) fn topic(&self, channel: &str) -> String {
+        format!("{}:topic", self.tag(channel))
+    }
+
+    fn tag(&self, channel: &str) -> String {
+        format!("{{{}:{channel}}}", self.prefix)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_share_the_channel_hash_tag() {
+        let keys = Keys::new("switchboard").channel("chat:lobby");
+        assert_eq!(keys.meta, "{switchboard:chat:lobby}:meta");
+        assert_eq!(keys.history, "{switchboard:chat:lobby}:history");
+        assert_eq!(keys.presence, "{switchboard:chat:lobby}:presence");
+        assert_eq!(keys.presence_expiry, "{switchboard:chat:lobby}:presence-expiry");
+        assert_eq!(keys.topic, "{switchboard:chat:lobby}:topic");
+        assert_eq!(Keys::new("switchboard").topic("chat:lobby"), keys.topic);
+    }
+
+    #[test]
+    fn braces_in_a_channel_name_do_not_make_keys_collide() {
+        let keys = Keys::new("p");
+        let a = keys.channel("a");
+        let b = keys.channel("a}:history");
+        let all = [&a.meta, &a.history, &a.presence, &a.topic, &b.meta, &b.history, &b.topic];
+        let unique: std::collections::HashSet<_> = all.iter().collect();
+        assert_eq!(unique.len(), all.len());
+    }
+}

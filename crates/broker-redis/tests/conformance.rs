@@ -1,0 +1,57 @@
+//! The broker conformance suite against `RedisBroker`, each check on its own `redis-server`.
+
+use switchboard_broker::conformance::{self, Task};
+use switchboard_broker_redis::{RedisBroker, RedisConfig};
+use switchboard_test_support::redis::RedisServer;
+
+async fn broker(redis: &RedisServer) -> RedisBroker {
+    RedisBroker::connect(RedisConfig::new(redis.url())).await.expect("connecting to redis")
+}
+
+fn spawn(task: Task) -> Task {
+    let task = tokio::spawn(task);
+    Box::pin(async move { task.await.expect("publisher task panicked") })
+}
+
+macro_rules! conformance {
+    ($($check:ident),* $(,)?) => {$(
+        #[tokio::test]
+        async fn $check() {
+            let redis = RedisServer::start();
+            conformance::$check(&broker(&redis).await).await;
+        }
+    )*};
+}
+
+conformance!(
+    offsets_are_consecutive_from_one,
+    publish_position_matches_history,
+    history_creates_the_stream,
+    history_returns_the_latest,
+    history_returns_everything_since_a_position,
+    unrecoverable_since_returns_nothing,
+    zero_history_size_still_assigns_offsets,
+    delivers_only_subscribed_channels,
+    presence_lists_joined_clients,
+    announces_joins_and_leaves,
+    channels_are_independent,
+);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_publishers_are_delivered_in_offset_order() {
+    let redis = RedisServer::start();
+    conformance::concurrent_publishers_are_delivered_in_offset_order(broker(&redis).await, spawn)
+        .await;
+}
+
+/// The whole suite, so checks added to it later run here too; every check gets a new
+/// broker (a new node) on one shared server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn runs_the_whole_suite() {
+    let redis = RedisServer::start();
+    let make = || {
+        // `run_all` wants a plain constructor; connecting is async.
+        tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(broker(&redis)))
+    };
+    conformance::run_all(make, spawn).await;
+}
