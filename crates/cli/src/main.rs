@@ -48,6 +48,11 @@ struct ServeArgs {
     /// Largest WebSocket message (and frame) accepted, in bytes.
     #[arg(long, env = "SWITCHBOARD_MAX_MESSAGE_SIZE", default_value_t = 16 << 20)]
     max_message_size: usize,
+    /// Key that application backends send as `Authorization: apikey <key>` to use the HTTP
+    /// API under /api/. Without one the API is disabled. Prefer the environment variable: a
+    /// command-line argument is visible to every user of the machine.
+    #[arg(long, env = "SWITCHBOARD_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
     /// Log output format.
     #[arg(long, env = "SWITCHBOARD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
     log_format: LogFormat,
@@ -114,6 +119,7 @@ fn config_from(args: &ServeArgs) -> Config {
     config.handshake_timeout = args.handshake_timeout;
     config.shutdown_timeout = args.shutdown_timeout;
     config.limits = switchboard_server::Limits::with_max_message_size(args.max_message_size);
+    config.api_key.clone_from(&args.api_key);
     config
 }
 

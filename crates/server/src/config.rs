@@ -8,7 +8,9 @@ use switchboard_codec::{HandshakeLimits, Limits};
 
 /// Everything the server needs to run. Plain data with working defaults: `Config::default()`
 /// serves `/echo` and `/healthz` on `127.0.0.1:8080`.
-#[derive(Clone, Debug)]
+///
+/// `Debug` shows whether an API key is set, never the key.
+#[derive(Clone)]
 #[non_exhaustive]
 pub struct Config {
     /// Address to listen on. Default `127.0.0.1:8080`: loopback only until an operator
@@ -42,6 +44,12 @@ pub struct Config {
     pub handshake_limits: HandshakeLimits,
     /// Channels, namespaces and per-connection limits of the `/ws` endpoint.
     pub hub: HubOptions,
+    /// The key application backends send as `Authorization: apikey <key>` to use the HTTP
+    /// API under `/api/` (see `docs/api.md`). Default `None`: the API is disabled and
+    /// answers 403, so a server started without configuration cannot be driven by anyone
+    /// who reaches its port. An empty key counts as none. Use a long random key (32 bytes
+    /// or more): it is the only thing between the network and publishing to every channel.
+    pub api_key: Option<String>,
 }
 
 /// Options of the real-time hub on `/ws`.
@@ -124,6 +132,45 @@ impl Default for Config {
             limits: Limits::default(),
             handshake_limits: HandshakeLimits::default(),
             hub: HubOptions::default(),
+            api_key: None,
         }
+    }
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Destructured so that a new field cannot be forgotten here.
+        let Self {
+            listen,
+            echo,
+            ping_interval,
+            pong_timeout,
+            idle_timeout,
+            handshake_timeout,
+            close_timeout,
+            write_timeout,
+            shutdown_timeout,
+            limits,
+            handshake_limits,
+            hub,
+            api_key,
+        } = self;
+        // The key is a secret: configs end up in logs and panic messages.
+        let api_key = api_key.as_ref().map(|_| "<redacted>");
+        f.debug_struct("Config")
+            .field("listen", listen)
+            .field("echo", echo)
+            .field("ping_interval", ping_interval)
+            .field("pong_timeout", pong_timeout)
+            .field("idle_timeout", idle_timeout)
+            .field("handshake_timeout", handshake_timeout)
+            .field("close_timeout", close_timeout)
+            .field("write_timeout", write_timeout)
+            .field("shutdown_timeout", shutdown_timeout)
+            .field("limits", limits)
+            .field("handshake_limits", handshake_limits)
+            .field("hub", hub)
+            .field("api_key", &api_key)
+            .finish()
     }
 }

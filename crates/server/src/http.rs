@@ -11,6 +11,7 @@ use switchboard_codec::{Connection, HandshakeError, Limits, Role, ServerHandshak
 use tokio::net::TcpStream;
 
 use crate::Shared;
+use crate::api;
 use crate::node::ConnSink;
 use crate::session::Session;
 use crate::ws::{App, HubApp, drive};
@@ -35,6 +36,7 @@ pub(crate) async fn route(
 ) -> Result<Response<Body>, std::convert::Infallible> {
     let response = match req.uri().path() {
         "/healthz" => health(&req),
+        path if api::is_api_path(path) => api::handle(req, &shared).await,
         "/ws" => upgrade(req, &shared, Endpoint::Hub),
         "/echo" if shared.config.echo => upgrade(req, &shared, Endpoint::Echo),
         _ => text(StatusCode::NOT_FOUND, "not found\n"),

@@ -18,6 +18,7 @@
 //! # }
 //! ```
 
+mod api;
 mod config;
 mod error;
 mod http;

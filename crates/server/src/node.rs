@@ -5,9 +5,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use bytes::Bytes;
-use switchboard_broker::{Broker, BrokerHandler, ClientInfo, Publication};
+use switchboard_broker::{
+    Broker, BrokerError, BrokerHandler, ClientInfo, HistoryQuery, Publication, StreamOptions,
+};
 use switchboard_hub::{ClientId, Delivery, Hub, Sink};
-use switchboard_proto::{ErrorCode, Format, Push};
+use switchboard_proto::channel::namespace_of;
+use switchboard_proto::{
+    ErrorBody, ErrorCode, Format, HistoryRequest, HistoryResult, PresenceResult, Push,
+};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -67,13 +72,11 @@ impl Node {
     }
 
     /// Asks connection `id` to close with `kick`. Returns whether it was connected here.
-    #[expect(dead_code, reason = "the HTTP API's disconnect, which comes next")]
     pub(crate) fn disconnect_client(&self, id: &str, kick: Kick) -> bool {
         self.connections().get(id).is_some_and(|c| c.kick.send(kick).is_ok())
     }
 
     /// Asks every connection of `user` to close with `kick`. Returns how many were asked.
-    #[expect(dead_code, reason = "the HTTP API's disconnect, which comes next")]
     pub(crate) fn disconnect_user(&self, user: &str, kick: &Kick) -> usize {
         self.connections()
             .values()
@@ -92,9 +95,70 @@ impl Node {
         self.connections.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The options of the namespace `channel` belongs to.
+    /// The options of the namespace named `namespace`.
     pub(crate) fn namespace(&self, namespace: &str) -> Option<&NamespaceOptions> {
         self.options.namespaces.get(namespace)
+    }
+
+    /// Checks `channel`'s name and returns the options of the namespace it belongs to, or
+    /// the error to answer with (`invalid_channel`, `unknown_namespace`).
+    pub(crate) fn channel_namespace(&self, channel: &str) -> Result<&NamespaceOptions, ErrorBody> {
+        let name = namespace_of(channel)
+            .map_err(|e| ErrorBody::new(ErrorCode::InvalidChannel, e.to_string()))?;
+        self.namespace(name).ok_or_else(|| {
+            ErrorBody::new(ErrorCode::UnknownNamespace, format!("unknown namespace {name:?}"))
+        })
+    }
+
+    /// Everyone present in `channel`, on every node (`presence`, for clients and the API).
+    pub(crate) async fn presence(&self, channel: &str) -> Result<PresenceResult, ErrorBody> {
+        let ns = self.channel_namespace(channel)?;
+        if !ns.presence {
+            return Err(ErrorBody::new(
+                ErrorCode::PermissionDenied,
+                "presence is off in this namespace",
+            ));
+        }
+        let clients = self.broker.presence(channel).await.map_err(|e| broker_error(&e))?;
+        Ok(PresenceResult { clients })
+    }
+
+    /// Reads history (`history`, for clients and the API): `limit` is capped at the
+    /// namespace's history size, and `complete` is set only with `since`.
+    pub(crate) async fn history(&self, req: &HistoryRequest) -> Result<HistoryResult, ErrorBody> {
+        let ns = self.channel_namespace(&req.channel)?;
+        if ns.history_size == 0 {
+            return Err(ErrorBody::new(
+                ErrorCode::PermissionDenied,
+                "history is off in this namespace",
+            ));
+        }
+        let limit = req.limit.map_or(ns.history_size, |l| (l as usize).min(ns.history_size));
+        let query = match &req.since {
+            Some(since) => HistoryQuery::since(since.clone(), Some(limit)),
+            None => HistoryQuery::latest(Some(limit)),
+        };
+        let options = StreamOptions::new(ns.history_size, ns.history_ttl);
+        let history = self
+            .broker
+            .history(&req.channel, &query, &options)
+            .await
+            .map_err(|e| broker_error(&e))?;
+        Ok(HistoryResult {
+            epoch: history.position.epoch,
+            offset: history.position.offset,
+            publications: history.publications.iter().map(|p| Publication::clone(p)).collect(),
+            complete: req.since.as_ref().map(|_| history.complete),
+        })
+    }
+}
+
+/// The error to answer with when the broker failed: `unavailable` (temporary) when it
+/// cannot be reached, `internal` otherwise.
+pub(crate) fn broker_error(e: &BrokerError) -> ErrorBody {
+    match e {
+        BrokerError::Unavailable(_) => ErrorBody::new(ErrorCode::Unavailable, e.to_string()),
+        _ => ErrorBody::new(ErrorCode::Internal, e.to_string()),
     }
 }
 
@@ -172,6 +236,21 @@ impl ConnSink {
         self.queued.fetch_sub(bytes.len(), Ordering::Relaxed);
     }
 
+    /// Queues a payload (a reply) behind the pushes already queued, within the same byte
+    /// budget: a client that sends commands but never reads overflows it too.
+    pub(crate) fn enqueue(&self, bytes: Bytes) {
+        if self.overflow.is_cancelled() {
+            return;
+        }
+        let queued = self.queued.fetch_add(bytes.len(), Ordering::Relaxed) + bytes.len();
+        if queued > self.limit {
+            self.overflow.cancel();
+            return;
+        }
+        // The receiver lives as long as the connection; after it, nothing is owed.
+        let _ = self.tx.send(bytes);
+    }
+
     /// The connection's wire format.
     pub(crate) fn format(&self) -> Format {
         self.format
@@ -189,12 +268,9 @@ impl Sink for ConnSink {
             return false;
         }
         let Some(bytes) = delivery.encoded(self.format) else { return true };
-        let queued = self.queued.fetch_add(bytes.len(), Ordering::Relaxed) + bytes.len();
-        if queued > self.limit {
-            // Never block the publisher and never grow: this subscriber is cut off.
-            self.overflow.cancel();
-            return false;
-        }
-        self.tx.send(bytes).is_ok()
+        // Never block the publisher and never grow: past the budget this subscriber is cut
+        // off.
+        self.enqueue(bytes);
+        !self.overflow.is_cancelled()
     }
 }

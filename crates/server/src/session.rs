@@ -5,19 +5,17 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use switchboard_broker::{BrokerError, HistoryQuery, StreamOptions};
-use switchboard_codec::{Connection, Message};
+use switchboard_broker::{HistoryQuery, StreamOptions};
+use switchboard_codec::Message;
 use switchboard_hub::{ClientId, HubError, Sink};
-use switchboard_proto::channel::namespace_of;
 use switchboard_proto::{
     ChannelRequest, ClientInfo, ClientLimits, Command, CommandKind, CommandResult, ConnectRequest,
-    ConnectResult, Empty, ErrorBody, ErrorCode, Format, HistoryRequest, HistoryResult,
-    PresenceResult, Publication, PublishRequest, PublishResult, Push, Reply, SubscribeRequest,
-    SubscribeResult,
+    ConnectResult, Empty, ErrorBody, ErrorCode, Format, HistoryRequest, Publication,
+    PublishRequest, PublishResult, Push, Reply, SubscribeRequest, SubscribeResult,
 };
 
 use crate::config::NamespaceOptions;
-use crate::node::{ConnSink, Node};
+use crate::node::{ConnSink, Node, broker_error};
 
 /// What a command failed with.
 type CommandError = ErrorBody;
@@ -31,7 +29,8 @@ pub(crate) struct Session {
     sink: Arc<ConnSink>,
     /// Subscribed channels, with what leaving them must undo.
     subscriptions: HashMap<Arc<str>, Membership>,
-    connected: bool,
+    /// Commands carried out so far; `connect`, when sent, must be the first.
+    commands: u64,
     ping_interval_secs: u32,
 }
 
@@ -69,7 +68,7 @@ impl Session {
             format,
             sink,
             subscriptions: HashMap::new(),
-            connected: false,
+            commands: 0,
             ping_interval_secs,
         }
     }
@@ -85,36 +84,43 @@ impl Session {
     }
 
     /// Handles one WebSocket message: decodes the command, carries it out, and queues the
-    /// reply on `conn`. Malformed and unknown commands get an error reply; the connection
+    /// reply. Malformed and unknown commands get an error reply; the connection
     /// stays open.
-    pub(crate) async fn handle(&mut self, data: &[u8], binary: bool, conn: &mut Connection) {
+    pub(crate) async fn handle(&mut self, data: &[u8], binary: bool) {
         if binary != self.format.is_binary() {
             let (expected, got) = if binary { ("text", "binary") } else { ("binary", "text") };
             let message = format!(
                 "this connection speaks {}: send {expected} frames, not {got}",
                 self.format.subprotocol()
             );
-            self.reply(conn, &Reply::<CommandResult>::err(0, ErrorCode::BadRequest, message));
+            self.reply(&Reply::<CommandResult>::err(0, ErrorCode::BadRequest, message));
             return;
         }
         let command = match self.format.decode_command(data) {
             Ok(command) => command,
             Err(e) => {
                 let reply = Reply::<CommandResult>::err(e.id.unwrap_or(0), e.code, e.message);
-                self.reply(conn, &reply);
+                self.reply(&reply);
                 return;
             }
         };
-        self.run(command, conn).await;
+        self.run(command).await;
     }
 
-    async fn run(&mut self, command: Command, conn: &mut Connection) {
+    async fn run(&mut self, command: Command) {
         let id = command.id;
+        let is_connect = matches!(command.kind, CommandKind::Connect(_));
+        if is_connect && self.commands > 0 {
+            let message = "`connect` must be the first command";
+            self.reply(&Reply::<CommandResult>::err(id, ErrorCode::BadRequest, message));
+            return;
+        }
+        self.commands += 1;
         let result = match command.kind {
             CommandKind::Connect(req) => self.connect(&req),
             CommandKind::Subscribe(req) => {
                 // Replies itself: the reply must precede the publications it releases.
-                self.subscribe(id, req, conn).await;
+                self.subscribe(id, req).await;
                 return;
             }
             CommandKind::Unsubscribe(req) => self.unsubscribe(&req).await,
@@ -127,14 +133,10 @@ impl Session {
             Ok(result) => Reply::ok(id, result),
             Err(error) => Reply { id, result: None, error: Some(error) },
         };
-        self.reply(conn, &reply);
+        self.reply(&reply);
     }
 
-    fn connect(&mut self, _req: &ConnectRequest) -> Result<CommandResult, CommandError> {
-        if self.connected {
-            return Err(ErrorBody::new(ErrorCode::BadRequest, "already connected"));
-        }
-        self.connected = true;
+    fn connect(&self, _req: &ConnectRequest) -> Result<CommandResult, CommandError> {
         let options = &self.node.options;
         Ok(CommandResult::Connect(ConnectResult {
             client: self.id.to_string(),
@@ -148,7 +150,7 @@ impl Session {
         }))
     }
 
-    async fn subscribe(&mut self, id: u64, req: SubscribeRequest, conn: &mut Connection) {
+    async fn subscribe(&mut self, id: u64, req: SubscribeRequest) {
         let channel: Arc<str> = Arc::from(req.channel.as_str());
         let (result, position) = match self.try_subscribe(&channel, &req).await {
             Ok((result, position)) => (Ok(CommandResult::Subscribe(result)), Some(position)),
@@ -158,7 +160,7 @@ impl Session {
             Ok(result) => Reply::ok(id, result),
             Err(error) => Reply { id, result: None, error: Some(error) },
         };
-        self.reply(conn, &reply);
+        self.reply(&reply);
         let Some(position) = position else { return };
         // The reply covered everything up to `position`; release what arrived meanwhile.
         if !self.node.hub.activate(&channel, &self.id, position) {
@@ -210,7 +212,7 @@ impl Session {
             Ok(history) => history,
             Err(e) => {
                 self.release(channel).await;
-                return Err(unavailable(&e));
+                return Err(broker_error(&e));
             }
         };
         let membership = Membership { presence: ns.presence, announce: ns.join_leave };
@@ -259,47 +261,16 @@ impl Session {
             .broker
             .publish(&req.channel, req.data, Some(self.info.clone()), &options)
             .await
-            .map_err(|e| unavailable(&e))?;
+            .map_err(|e| broker_error(&e))?;
         Ok(CommandResult::Publish(PublishResult { offset: position.offset, epoch: position.epoch }))
     }
 
     async fn presence(&self, req: &ChannelRequest) -> Result<CommandResult, CommandError> {
-        let ns = self.namespace(&req.channel)?;
-        if !ns.presence {
-            return Err(ErrorBody::new(
-                ErrorCode::PermissionDenied,
-                "presence is off in this namespace",
-            ));
-        }
-        let clients = self.node.broker.presence(&req.channel).await.map_err(|e| unavailable(&e))?;
-        Ok(CommandResult::Presence(PresenceResult { clients }))
+        self.node.presence(&req.channel).await.map(CommandResult::Presence)
     }
 
     async fn history(&self, req: &HistoryRequest) -> Result<CommandResult, CommandError> {
-        let ns = self.namespace(&req.channel)?;
-        if ns.history_size == 0 {
-            return Err(ErrorBody::new(
-                ErrorCode::PermissionDenied,
-                "history is off in this namespace",
-            ));
-        }
-        let limit = req.limit.map_or(ns.history_size, |l| (l as usize).min(ns.history_size));
-        let query = match &req.since {
-            Some(since) => HistoryQuery::since(since.clone(), Some(limit)),
-            None => HistoryQuery::latest(Some(limit)),
-        };
-        let options = StreamOptions::new(ns.history_size, ns.history_ttl);
-        let history = self
-            .node
-            .broker
-            .history(&req.channel, &query, &options)
-            .await
-            .map_err(|e| unavailable(&e))?;
-        Ok(CommandResult::History(HistoryResult {
-            epoch: history.position.epoch,
-            offset: history.position.offset,
-            publications: history.publications.iter().map(|p| Publication::clone(p)).collect(),
-        }))
+        self.node.history(req).await.map(CommandResult::History)
     }
 
     /// Undoes every subscription: called once the connection is gone, however it ended, so
@@ -312,43 +283,47 @@ impl Session {
     }
 
     async fn leave(&self, channel: &str, membership: Membership) {
-        // Leave presence while still subscribed: the broker announces leaves only on
-        // channels the node is subscribed to.
+        // Out of the hub first, so nothing more for the channel reaches this connection (not
+        // even its own leave); out of presence while the node is still subscribed to the
+        // broker, which announces leaves only on subscribed channels; then the broker
+        // subscription, with the last local subscriber.
+        let last = self.node.hub.remove(channel, &self.id) == Some(true);
         if membership.presence
             && let Err(e) = self.node.broker.leave(channel, &self.info, membership.announce).await
         {
             tracing::debug!(client = %self.id, channel, error = %e, "presence leave failed");
         }
-        self.release(channel).await;
+        if last {
+            self.unsubscribe_node(channel).await;
+        }
     }
 
     /// Removes the hub entry, and the node's broker subscription with the last one.
     async fn release(&self, channel: &str) {
-        if self.node.hub.remove(channel, &self.id) == Some(true)
-            && let Err(e) = self.node.broker.unsubscribe(channel).await
-        {
+        if self.node.hub.remove(channel, &self.id) == Some(true) {
+            self.unsubscribe_node(channel).await;
+        }
+    }
+
+    async fn unsubscribe_node(&self, channel: &str) {
+        if let Err(e) = self.node.broker.unsubscribe(channel).await {
             tracing::debug!(channel, error = %e, "broker unsubscribe failed");
         }
     }
 
     fn namespace(&self, channel: &str) -> Result<&NamespaceOptions, CommandError> {
-        let name = namespace_of(channel)
-            .map_err(|e| ErrorBody::new(ErrorCode::InvalidChannel, e.to_string()))?;
-        self.node.namespace(name).ok_or_else(|| {
-            ErrorBody::new(ErrorCode::UnknownNamespace, format!("unknown namespace {name:?}"))
-        })
+        self.node.channel_namespace(channel)
     }
 
-    fn reply(&self, conn: &mut Connection, reply: &Reply<CommandResult>) {
-        let bytes = match self.format.encode(reply) {
-            Ok(bytes) => bytes,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot encode a reply");
-                return;
-            }
-        };
-        // Fails only once the connection is closing, when no reply is owed.
-        let _ = conn.send(self.frame(bytes));
+    /// Queues a reply behind every push already queued for this connection: one queue
+    /// carries both, so a client sees them in the order they happened (nothing for a
+    /// channel after its `unsubscribe` reply, publications released by a subscribe after
+    /// its reply).
+    fn reply(&self, reply: &Reply<CommandResult>) {
+        match self.format.encode(reply) {
+            Ok(bytes) => self.sink.enqueue(bytes),
+            Err(e) => tracing::error!(error = %e, "cannot encode a reply"),
+        }
     }
 
     fn frame(&self, bytes: Bytes) -> Message {
@@ -358,12 +333,5 @@ impl Session {
     /// The WebSocket message for a payload taken off the outbound queue.
     pub(crate) fn push_message(&self, bytes: Bytes) -> Message {
         self.frame(bytes)
-    }
-}
-
-fn unavailable(e: &BrokerError) -> ErrorBody {
-    match e {
-        BrokerError::Unavailable(_) => ErrorBody::new(ErrorCode::Unavailable, e.to_string()),
-        _ => ErrorBody::new(ErrorCode::Internal, e.to_string()),
     }
 }

@@ -162,8 +162,8 @@ async fn on_read(conn: &mut Connection, buf: &mut BytesMut, app: &mut App) {
             (App::Echo, Event::Binary(data)) => {
                 let _ = conn.send(Message::Binary(data));
             }
-            (App::Hub(hub), Event::Text(data)) => hub.session.handle(&data, false, conn).await,
-            (App::Hub(hub), Event::Binary(data)) => hub.session.handle(&data, true, conn).await,
+            (App::Hub(hub), Event::Text(data)) => hub.session.handle(&data, false).await,
+            (App::Hub(hub), Event::Binary(data)) => hub.session.handle(&data, true).await,
             (_, Event::Ping(_) | Event::Pong(_) | Event::Close(_)) => {}
         }
     }
