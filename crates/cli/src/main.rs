@@ -53,6 +53,48 @@ struct ServeArgs {
     /// command-line argument is visible to every user of the machine.
     #[arg(long, env = "SWITCHBOARD_API_KEY", hide_env_values = true)]
     api_key: Option<String>,
+    /// HMAC secret verifying HS256 tokens (at least 32 bytes).
+    #[arg(long, env = "SWITCHBOARD_JWT_SECRET", hide_env_values = true, conflicts_with_all = ["jwt_public_key", "jwks"])]
+    jwt_secret: Option<String>,
+    /// PEM public key file verifying tokens of --jwt-algorithm (RS*, ES*, EdDSA).
+    #[arg(
+        long,
+        env = "SWITCHBOARD_JWT_PUBLIC_KEY",
+        requires = "jwt_algorithm",
+        conflicts_with = "jwks"
+    )]
+    jwt_public_key: Option<std::path::PathBuf>,
+    /// The algorithm tokens must use with --jwt-public-key (e.g. RS256, ES256, EdDSA).
+    #[arg(long, env = "SWITCHBOARD_JWT_ALGORITHM")]
+    jwt_algorithm: Option<String>,
+    /// JWKS file with the keys verifying tokens (selected by `kid`).
+    #[arg(long, env = "SWITCHBOARD_JWKS")]
+    jwks: Option<std::path::PathBuf>,
+    /// Required token issuer (`iss`).
+    #[arg(long, env = "SWITCHBOARD_JWT_ISSUER")]
+    jwt_issuer: Option<String>,
+    /// Required token audience (`aud`).
+    #[arg(long, env = "SWITCHBOARD_JWT_AUDIENCE")]
+    jwt_audience: Option<String>,
+    /// Refuse connections without valid credentials (401 before the upgrade).
+    #[arg(long, env = "SWITCHBOARD_REQUIRE_AUTH")]
+    require_auth: bool,
+    /// Accept the WebSocket first and require a `connect` with a token within 5 s.
+    #[arg(long, env = "SWITCHBOARD_FIRST_MESSAGE_AUTH")]
+    first_message_auth: bool,
+    /// Cookie carrying the token.
+    #[arg(long, env = "SWITCHBOARD_TOKEN_COOKIE")]
+    token_cookie: Option<String>,
+    /// Browser origin allowed besides the server's own (repeat; `https://*.example.com` for
+    /// subdomains).
+    #[arg(long = "allowed-origin", env = "SWITCHBOARD_ALLOWED_ORIGINS", value_delimiter = ',')]
+    allowed_origins: Vec<String>,
+    /// Refuse browser origins on localhost (allowed by default for development).
+    #[arg(long, env = "SWITCHBOARD_NO_LOCALHOST_ORIGINS")]
+    no_localhost_origins: bool,
+    /// Refuse requests without an Origin header (non-browser clients).
+    #[arg(long, env = "SWITCHBOARD_REQUIRE_ORIGIN")]
+    require_origin: bool,
     /// Log output format.
     #[arg(long, env = "SWITCHBOARD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
     log_format: LogFormat,
@@ -108,7 +150,7 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-fn config_from(args: &ServeArgs) -> Config {
+fn config_from(args: &ServeArgs) -> anyhow::Result<Config> {
     let nonzero = |d: Duration| (!d.is_zero()).then_some(d);
     let mut config = Config::default();
     config.listen = args.listen;
@@ -120,7 +162,43 @@ fn config_from(args: &ServeArgs) -> Config {
     config.shutdown_timeout = args.shutdown_timeout;
     config.limits = switchboard_server::Limits::with_max_message_size(args.max_message_size);
     config.api_key.clone_from(&args.api_key);
-    config
+    config.auth.verifier = verifier(args)?.map(std::sync::Arc::new);
+    config.auth.required = args.require_auth;
+    config.auth.first_message = args.first_message_auth;
+    config.auth.token_cookie.clone_from(&args.token_cookie);
+    config.origins.allowed.clone_from(&args.allowed_origins);
+    config.origins.allow_localhost = !args.no_localhost_origins;
+    config.origins.allow_missing = !args.require_origin;
+    Ok(config)
+}
+
+/// The token verifier the flags describe, if any.
+fn verifier(args: &ServeArgs) -> anyhow::Result<Option<switchboard_auth::Verifier>> {
+    use switchboard_auth::{Algorithm, VerifierBuilder};
+    let builder = if let Some(secret) = &args.jwt_secret {
+        VerifierBuilder::hmac(Algorithm::Hs256, secret.as_bytes().to_vec())
+    } else if let Some(path) = &args.jwt_public_key {
+        let name = args.jwt_algorithm.as_deref().unwrap_or_default();
+        let alg: Algorithm =
+            name.parse().map_err(|_| anyhow::anyhow!("unknown --jwt-algorithm {name:?}"))?;
+        let pem = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        VerifierBuilder::pem(alg, pem)
+    } else if let Some(path) = &args.jwks {
+        let json =
+            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        VerifierBuilder::jwks(json)
+    } else {
+        return Ok(None);
+    };
+    let builder = match &args.jwt_issuer {
+        Some(iss) => builder.issuer(iss.clone()),
+        None => builder,
+    };
+    let builder = match &args.jwt_audience {
+        Some(aud) => builder.audience(aud.clone()),
+        None => builder,
+    };
+    Ok(Some(builder.build().context("invalid token verification settings")?))
 }
 
 fn serve(args: &ServeArgs) -> anyhow::Result<()> {
@@ -129,7 +207,7 @@ fn serve(args: &ServeArgs) -> anyhow::Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async {
-        let config = config_from(args);
+        let config = config_from(args)?;
         let echo = config.echo;
         let server = Server::bind(config).await?;
         let addr = server.local_addr();

@@ -257,6 +257,11 @@ impl Connection {
         self.state
     }
 
+    /// Whether the close handshake has begun (or ended): no more messages may be sent.
+    pub fn is_closing(&self) -> bool {
+        self.state != State::Open
+    }
+
     /// Whether the transport should be closed now (after flushing the transmit queue).
     pub fn is_closed(&self) -> bool {
         self.state == State::Closed

@@ -24,7 +24,7 @@ pub use format::{DecodeError, EncodeError, Format, JSON_SUBPROTOCOL, MSGPACK_SUB
 pub use message::{
     COMMAND_TYPES, ChannelRequest, ClientInfo, ClientLimits, Command, CommandKind, CommandResult,
     ConnectRequest, ConnectResult, Empty, ErrorBody, HistoryRequest, HistoryResult, PresenceResult,
-    Publication, PublicationPush, PublishRequest, PublishResult, Push, Reply, ServerMessage,
-    StreamPosition, SubscribeRequest, SubscribeResult,
+    Publication, PublicationPush, PublishRequest, PublishResult, Push, RefreshRequest,
+    RefreshResult, Reply, ServerMessage, StreamPosition, SubscribeRequest, SubscribeResult,
 };
 pub use serde_json::Value;

@@ -69,6 +69,8 @@ pub enum CommandKind {
     History(HistoryRequest),
     /// Application-level keepalive; answered with an empty result.
     Ping(Empty),
+    /// Replaces the connection's token before it expires.
+    Refresh(RefreshRequest),
 }
 
 impl CommandKind {
@@ -82,13 +84,14 @@ impl CommandKind {
             CommandKind::Presence(_) => "presence",
             CommandKind::History(_) => "history",
             CommandKind::Ping(_) => "ping",
+            CommandKind::Refresh(_) => "refresh",
         }
     }
 }
 
 /// The command types a server understands.
-pub const COMMAND_TYPES: [&str; 7] =
-    ["connect", "subscribe", "unsubscribe", "publish", "presence", "history", "ping"];
+pub const COMMAND_TYPES: [&str; 8] =
+    ["connect", "subscribe", "unsubscribe", "publish", "presence", "history", "ping", "refresh"];
 
 /// Nothing: for commands and results without fields.
 #[derive(Clone, Debug, Default, Deserialize, Eq, PartialEq, Serialize)]
@@ -133,6 +136,13 @@ pub struct PublishRequest {
     pub channel: String,
     /// The payload, any JSON value.
     pub data: Value,
+}
+
+/// `refresh`: a new token for the same user.
+#[derive(Clone, Debug, Default, Deserialize, Eq, PartialEq, Serialize)]
+pub struct RefreshRequest {
+    /// The new token.
+    pub token: String,
 }
 
 /// `history`.
@@ -207,6 +217,8 @@ pub enum CommandResult {
     Presence(PresenceResult),
     /// For `history`.
     History(HistoryResult),
+    /// For `refresh`.
+    Refresh(RefreshResult),
     /// For `unsubscribe` and `ping`.
     Empty(Empty),
 }
@@ -264,6 +276,14 @@ pub struct PublishResult {
     pub offset: u64,
     /// The stream's epoch.
     pub epoch: String,
+}
+
+/// What `refresh` returns.
+#[derive(Clone, Debug, Default, Deserialize, Eq, PartialEq, Serialize)]
+pub struct RefreshResult {
+    /// When the new token expires, in seconds since the Unix epoch. Refresh before then, or
+    /// the connection is closed with 4200.
+    pub expires_at: u64,
 }
 
 /// What `presence` returns.

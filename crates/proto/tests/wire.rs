@@ -17,8 +17,9 @@ use switchboard_proto::codes::close;
 use switchboard_proto::{
     Advice, ChannelRequest, ClientInfo, ClientLimits, Command, CommandKind, CommandResult,
     ConnectRequest, ConnectResult, Empty, ErrorCode, Format, HistoryRequest, HistoryResult,
-    PresenceResult, Publication, PublicationPush, PublishRequest, PublishResult, Push, Reply,
-    ServerMessage, StreamPosition, SubscribeRequest, SubscribeResult, Value, advice,
+    PresenceResult, Publication, PublicationPush, PublishRequest, PublishResult, Push,
+    RefreshRequest, RefreshResult, Reply, ServerMessage, StreamPosition, SubscribeRequest,
+    SubscribeResult, Value, advice,
 };
 
 // Commands.
@@ -51,6 +52,7 @@ const HISTORY_SINCE: &str = r#"{
   "since": {"offset": 40, "epoch": "b3e1f0a9"}
 }"#;
 const PING: &str = r#"{"id": 8, "type": "ping"}"#;
+const REFRESH: &str = r#"{"id": 11, "type": "refresh", "token": "eyJhbGciOiJIUzI1NiJ9.e30.c2ln"}"#;
 
 // Results.
 
@@ -115,6 +117,7 @@ const HISTORY_RESULT: &str = r#"{
   }
 }"#;
 const PING_RESULT: &str = r#"{"id": 8, "result": {}}"#;
+const REFRESH_RESULT: &str = r#"{"id": 11, "result": {"expires_at": 1795000000}}"#;
 
 // Error replies, and the inputs of those that answer undecodable commands.
 
@@ -195,7 +198,7 @@ const DISCONNECT: &str =
     r#"{"push": "disconnect", "code": 4001, "reason": "slow consumer", "advice": "reconnect"}"#;
 
 /// Every JSON block of the document.
-const EXAMPLES: [&str; 32] = [
+const EXAMPLES: [&str; 34] = [
     CONNECT,
     CONNECT_BARE,
     CONNECT_RESULT,
@@ -216,6 +219,8 @@ const EXAMPLES: [&str; 32] = [
     HISTORY_SINCE,
     PING,
     PING_RESULT,
+    REFRESH,
+    REFRESH_RESULT,
     PERMISSION_DENIED,
     UNAVAILABLE,
     BAD_SUBSCRIBE_ERROR,
@@ -331,6 +336,15 @@ fn commands_decode_to_the_documented_structs() {
             },
         ),
         (PING, Command { id: 8, kind: CommandKind::Ping(Empty {}) }),
+        (
+            REFRESH,
+            Command {
+                id: 11,
+                kind: CommandKind::Refresh(RefreshRequest {
+                    token: "eyJhbGciOiJIUzI1NiJ9.e30.c2ln".into(),
+                }),
+            },
+        ),
     ];
     for (doc, expected) in cases {
         let decoded = Format::Json.decode_command(doc.as_bytes()).unwrap();
@@ -347,7 +361,7 @@ fn results_encode_as_documented() {
     let lobby_history = vec![publication(41, "anyone?", bob()), publication(42, "hello", ann())];
     let recovered =
         vec![publication(44, "still there?", bob()), publication(45, "ok, later", bob())];
-    let cases: [(&str, CommandResult, u64); 10] = [
+    let cases: [(&str, CommandResult, u64); 11] = [
         (CONNECT_RESULT, CommandResult::Connect(connect_result("c1a9f", Some("ann"))), 1),
         (CONNECT_RESULT_ANONYMOUS, CommandResult::Connect(connect_result("c1a9f", None)), 1),
         (
@@ -414,6 +428,7 @@ fn results_encode_as_documented() {
             6,
         ),
         (PING_RESULT, CommandResult::Empty(Empty {}), 8),
+        (REFRESH_RESULT, CommandResult::Refresh(RefreshResult { expires_at: 1_795_000_000 }), 11),
     ];
     for (doc, result, id) in cases {
         // The server's path (one enum for every result) and a typed reply agree.
@@ -433,6 +448,7 @@ fn results_encode_as_documented() {
             CommandResult::Presence(r) => assert_typed_reply(doc, &Reply::ok(id, r)),
             CommandResult::History(r) => assert_typed_reply(doc, &Reply::ok(id, r)),
             CommandResult::Empty(r) => assert_typed_reply(doc, &Reply::ok(id, r)),
+            CommandResult::Refresh(r) => assert_typed_reply(doc, &Reply::ok(id, r)),
         }
     }
 }

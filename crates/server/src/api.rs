@@ -29,9 +29,13 @@ pub(crate) fn is_api_path(path: &str) -> bool {
 
 /// Answers one API request; never fails: every error becomes a JSON error response.
 pub(crate) async fn handle(req: Request<Incoming>, shared: &Shared) -> Response<Body> {
-    let result = match authenticate(req.headers(), shared.config.api_key.as_deref()) {
-        Ok(()) => dispatch(req, &shared.node).await,
-        Err(e) => Err(e),
+    let result = if req.uri().path() == "/api/ticket" {
+        ticket(req, shared).await
+    } else {
+        match authenticate(req.headers(), shared.config.api_key.as_deref()) {
+            Ok(()) => dispatch(req, &shared.node).await,
+            Err(e) => Err(e),
+        }
     };
     result.unwrap_or_else(|e| {
         tracing::debug!(status = e.status.as_u16(), code = %e.body.code, "api request refused");
@@ -238,6 +242,73 @@ async fn dispatch(req: Request<Incoming>, node: &Node) -> Result<Response<Body>,
             Ok(json(&disconnect(node, req)?))
         }
     }
+}
+
+/// `POST /api/ticket` with the API key: the identity the ticket stands for.
+#[derive(Debug, Deserialize)]
+struct TicketRequest {
+    user: String,
+    #[serde(default)]
+    channels: Vec<String>,
+    #[serde(default)]
+    publish: Vec<String>,
+    #[serde(default)]
+    info: Option<Value>,
+    /// How long the connection's identity lasts, in seconds. Default one hour.
+    #[serde(default)]
+    expires_in: Option<u64>,
+}
+
+/// What `POST /api/ticket` returns.
+#[derive(Debug, Serialize)]
+struct TicketResponse {
+    ticket: String,
+    /// Seconds the ticket stays redeemable.
+    expires_in: u64,
+}
+
+/// `POST /api/ticket`: a one-time ticket, for a browser to pass as `?ticket=` instead of a
+/// long-lived token in the URL. Authenticated by a valid token (`Authorization: Bearer`;
+/// the ticket carries its claims) or by the API key (the body names the user and rights).
+async fn ticket(req: Request<Incoming>, shared: &Shared) -> Result<Response<Body>, ApiError> {
+    if req.method() != Method::POST {
+        let message = format!("{} /api/ticket is not allowed: use POST", req.method());
+        return Err(ApiError::new(StatusCode::METHOD_NOT_ALLOWED, ErrorCode::BadRequest, message)
+            .with_header(header::ALLOW, "POST"));
+    }
+    let bearer = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::to_owned);
+    let claims = match bearer {
+        Some(token) => shared.auth.verify(token.trim()).map_err(|f| {
+            let code = if f.expired { ErrorCode::TokenExpired } else { ErrorCode::Unauthorized };
+            ApiError::new(StatusCode::UNAUTHORIZED, code, f.message)
+                .with_header(header::WWW_AUTHENTICATE, "Bearer")
+        })?,
+        None => {
+            authenticate(req.headers(), shared.config.api_key.as_deref())?;
+            let body: TicketRequest = read_json(req).await?;
+            if body.user.is_empty() || body.user.len() > switchboard_auth::MAX_USER_LEN {
+                return Err(ApiError::bad_request("`user` must be 1 to 255 bytes"));
+            }
+            let lifetime = std::time::Duration::from_secs(body.expires_in.unwrap_or(3600));
+            let mut claims =
+                switchboard_auth::Claims::new(body.user, lifetime, std::time::SystemTime::now());
+            claims.channels = body.channels;
+            claims.publish = body.publish;
+            claims.info = body.info;
+            claims
+        }
+    };
+    let store = shared.auth.tickets();
+    let ticket = store.issue(claims, std::time::Instant::now()).map_err(|e| {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Unavailable, e.reason())
+    })?;
+    let expires_in = store.config().ttl.as_secs();
+    Ok(json(&TicketResponse { ticket: ticket.into_string(), expires_in }))
 }
 
 /// Publishes through the broker like a client's `publish`, without client info and

@@ -2,7 +2,10 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
+
+use switchboard_auth::{TicketConfig, Verifier};
 
 use switchboard_codec::{HandshakeLimits, Limits};
 
@@ -44,6 +47,10 @@ pub struct Config {
     pub handshake_limits: HandshakeLimits,
     /// Channels, namespaces and per-connection limits of the `/ws` endpoint.
     pub hub: HubOptions,
+    /// Credentials: JWT verification, token sources, tickets, first-message mode.
+    pub auth: AuthOptions,
+    /// Which browser origins may open WebSockets.
+    pub origins: OriginOptions,
     /// The key application backends send as `Authorization: apikey <key>` to use the HTTP
     /// API under `/api/` (see `docs/api.md`). Default `None`: the API is disabled and
     /// answers 403, so a server started without configuration cannot be driven by anyone
@@ -58,7 +65,8 @@ pub struct Config {
 pub struct HubOptions {
     /// Namespaces by name; `""` is the default namespace, for channels without `:`.
     /// A channel in a namespace missing here is refused with `unknown_namespace`.
-    /// Default: only the default namespace, with [`NamespaceOptions::default`].
+    /// Default: the default namespace, for authenticated users only, and `chat`, where
+    /// anonymous connections may subscribe and publish (for trying things out).
     pub namespaces: BTreeMap<String, NamespaceOptions>,
     /// Most channels one connection may subscribe to. Default 128.
     pub max_subscriptions: usize,
@@ -75,7 +83,16 @@ pub struct HubOptions {
 impl Default for HubOptions {
     fn default() -> Self {
         Self {
-            namespaces: BTreeMap::from([(String::new(), NamespaceOptions::default())]),
+            namespaces: BTreeMap::from([
+                (String::new(), NamespaceOptions::default()),
+                (
+                    "chat".to_owned(),
+                    NamespaceOptions {
+                        anonymous: Anonymous::Publish,
+                        ..NamespaceOptions::default()
+                    },
+                ),
+            ]),
             max_subscriptions: 128,
             outbound_queue_bytes: 1 << 20,
             max_message_size: 64 << 10,
@@ -102,6 +119,21 @@ pub struct NamespaceOptions {
     pub allow_publish: bool,
     /// Most subscribers per channel on one node; 0 for no limit. Default 0.
     pub max_subscribers: usize,
+    /// What connections without credentials may do here. Default [`Anonymous::Deny`]:
+    /// channels are for authenticated users whose token grants them.
+    pub anonymous: Anonymous,
+}
+
+/// What anonymous connections may do in a namespace.
+#[derive(Clone, Copy, Debug, Default, Eq, PartialEq)]
+pub enum Anonymous {
+    /// Nothing.
+    #[default]
+    Deny,
+    /// Subscribe, read presence and history.
+    Subscribe,
+    /// Subscribe, read presence and history, and publish (when `allow_publish`).
+    Publish,
 }
 
 impl Default for NamespaceOptions {
@@ -113,6 +145,7 @@ impl Default for NamespaceOptions {
             join_leave: true,
             allow_publish: true,
             max_subscribers: 0,
+            anonymous: Anonymous::Deny,
         }
     }
 }
@@ -132,6 +165,8 @@ impl Default for Config {
             limits: Limits::default(),
             handshake_limits: HandshakeLimits::default(),
             hub: HubOptions::default(),
+            auth: AuthOptions::default(),
+            origins: OriginOptions::default(),
             api_key: None,
         }
     }
@@ -154,6 +189,8 @@ impl std::fmt::Debug for Config {
             handshake_limits,
             hub,
             api_key,
+            auth,
+            origins,
         } = self;
         // The key is a secret: configs end up in logs and panic messages.
         let api_key = api_key.as_ref().map(|_| "<redacted>");
@@ -171,6 +208,70 @@ impl std::fmt::Debug for Config {
             .field("handshake_limits", handshake_limits)
             .field("hub", hub)
             .field("api_key", &api_key)
+            .field("auth", auth)
+            .field("origins", origins)
             .finish()
+    }
+}
+
+/// Who may connect and how they prove it.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct AuthOptions {
+    /// Verifies JWTs from the handshake, `connect` and `refresh`. `None` (the default):
+    /// tokens are refused, only anonymous access and tickets remain.
+    pub verifier: Option<Arc<Verifier>>,
+    /// Refuse connections without valid credentials (401 before the upgrade, or the
+    /// first-message deadline). Default off: anonymous connections are accepted but may use
+    /// only namespaces whose [`NamespaceOptions::anonymous`] allows it.
+    pub required: bool,
+    /// A cookie carrying the token, for browsers on the same site. Default none.
+    pub token_cookie: Option<String>,
+    /// Accept `?token=` in the URL. Default off: URLs end up in proxy logs and browser
+    /// history; the value is redacted from this server's logs when on.
+    pub danger_token_in_query: bool,
+    /// First-message mode: accept the WebSocket without credentials and allow nothing
+    /// but a `connect` carrying a token until it arrives. Default off.
+    pub first_message: bool,
+    /// How long first-message mode waits for that `connect`. Default 5 s; then the
+    /// connection is closed with 4102.
+    pub first_message_timeout: Duration,
+    /// One-time tickets from `POST /api/ticket`: lifetime and how many may be pending.
+    pub tickets: TicketConfig,
+}
+
+impl Default for AuthOptions {
+    fn default() -> Self {
+        Self {
+            verifier: None,
+            required: false,
+            token_cookie: None,
+            danger_token_in_query: false,
+            first_message: false,
+            first_message_timeout: Duration::from_secs(5),
+            tickets: TicketConfig::default(),
+        }
+    }
+}
+
+/// Which browser origins may open WebSockets (RFC 6455 §10.2: the server must check).
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct OriginOptions {
+    /// Allowed origins besides the server's own: exact `scheme://host[:port]`, or
+    /// `scheme://*.example.com[:port]` for any subdomain. Compared on the parsed scheme,
+    /// host and port, never as substrings. Default empty.
+    pub allowed: Vec<String>,
+    /// Allow `http(s)://localhost`, `127.0.0.1` and `[::1]` on any port, for development.
+    /// Default on.
+    pub allow_localhost: bool,
+    /// Allow requests without an `Origin` header (non-browser clients; browsers always
+    /// send one). Default on.
+    pub allow_missing: bool,
+}
+
+impl Default for OriginOptions {
+    fn default() -> Self {
+        Self { allowed: Vec::new(), allow_localhost: true, allow_missing: true }
     }
 }

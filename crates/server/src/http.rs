@@ -12,6 +12,7 @@ use tokio::net::TcpStream;
 
 use crate::Shared;
 use crate::api;
+use crate::auth::{AuthFailure, BEARER_PROTOCOL_PREFIX, Identity, check_origin, find_credential};
 use crate::node::ConnSink;
 use crate::session::Session;
 use crate::ws::{App, HubApp, drive};
@@ -64,18 +65,43 @@ fn upgrade(mut req: Request<Incoming>, shared: &Arc<Shared>, endpoint: Endpoint)
         Ok(hs) => hs,
         Err(e) => return refuse(&e),
     };
-    let format = match endpoint {
-        Endpoint::Echo => None,
-        Endpoint::Hub => match handshake.select_protocol(&Format::SUBPROTOCOLS) {
-            Some(name) => Format::from_subprotocol(name),
-            // RFC 6455 §4.2.2: a client offering subprotocols expects one of them chosen.
-            None if !handshake.protocols.is_empty() => {
-                return refuse_protocols(&handshake.protocols);
-            }
-            None => Some(Format::Json),
-        },
+    let host = req.headers().get(header::HOST).and_then(|v| v.to_str().ok());
+    if let Err(reason) = check_origin(handshake.origin.as_deref(), host, &shared.config.origins) {
+        tracing::debug!(reason = %reason, "handshake refused: origin");
+        return json_error(StatusCode::FORBIDDEN, "origin_not_allowed", &reason);
+    }
+    // Bearer entries carry credentials, not a choice of protocol: never chosen or echoed.
+    let offered: Vec<String> = handshake
+        .protocols
+        .iter()
+        .filter(|p| !p.starts_with(BEARER_PROTOCOL_PREFIX))
+        .cloned()
+        .collect();
+    let (format, identity) = match endpoint {
+        Endpoint::Echo => (None, Identity::anonymous()),
+        Endpoint::Hub => {
+            let format = match handshake.select_protocol(&Format::SUBPROTOCOLS) {
+                Some(name) => Format::from_subprotocol(name),
+                // RFC 6455 §4.2.2: a client offering subprotocols expects one of them chosen.
+                None if !offered.is_empty() => return refuse_protocols(&offered),
+                None => Some(Format::Json),
+            };
+            let auth = &shared.config.auth;
+            let identity = match find_credential(req.headers(), req.uri().query(), auth) {
+                Some(credential) => match shared.auth.authenticate(credential) {
+                    Ok(identity) => identity,
+                    Err(failure) => return refuse_auth(&failure),
+                },
+                // First-message mode defers the requirement to the `connect` command.
+                None if auth.required && !auth.first_message => {
+                    return refuse_auth(&AuthFailure::required());
+                }
+                None => Identity::anonymous(),
+            };
+            (format, identity)
+        }
     };
-    let offered_format = format.filter(|_| !handshake.protocols.is_empty());
+    let offered_format = format.filter(|_| !offered.is_empty());
     let on_upgrade = hyper::upgrade::on(&mut req);
     let task_shared = Arc::clone(shared);
     shared.tracker.spawn(async move {
@@ -95,9 +121,16 @@ fn upgrade(mut req: Request<Incoming>, shared: &Arc<Shared>, endpoint: Endpoint)
                 let (sink, pushes) = ConnSink::new(format, node.options.outbound_queue_bytes);
                 let ping = config.ping_interval.map_or(0, |d| d.as_secs());
                 let ping = u32::try_from(ping).unwrap_or(u32::MAX);
-                let session = Session::new(Arc::clone(&node), format, Arc::clone(&sink), ping);
+                let session = Session::new(
+                    Arc::clone(&node),
+                    Arc::clone(&task_shared),
+                    identity,
+                    format,
+                    Arc::clone(&sink),
+                    ping,
+                );
                 let kicks = node.register(session.id(), session.user().map(str::to_owned));
-                let app = App::Hub(HubApp { session, sink, pushes, kicks });
+                let app = App::Hub(Box::new(HubApp { session, sink, pushes, kicks }));
                 (Connection::new(Role::Server, limits), app)
             }
         };
@@ -123,6 +156,29 @@ fn upgrade(mut req: Request<Incoming>, shared: &Arc<Shared>, endpoint: Endpoint)
     }
     if let Some(format) = offered_format {
         h.insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(format.subprotocol()));
+    }
+    resp
+}
+
+/// A JSON refusal before the upgrade: `{"error": {"code": …, "message": …}}`.
+fn json_error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
+    let body = serde_json::json!({"error": {"code": code, "message": message}}).to_string() + "\n";
+    let mut resp = Response::new(Body::from(body));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    resp
+}
+
+/// The answer to refused credentials: 401 with a challenge, or 503 when tickets cannot be
+/// checked.
+fn refuse_auth(failure: &AuthFailure) -> Response<Body> {
+    tracing::debug!(code = failure.code, "handshake refused: credentials");
+    let status = StatusCode::from_u16(failure.status).unwrap_or(StatusCode::UNAUTHORIZED);
+    let mut resp = json_error(status, failure.code, failure.message);
+    if status == StatusCode::UNAUTHORIZED {
+        resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
     }
     resp
 }

@@ -19,6 +19,7 @@
 //! ```
 
 mod api;
+mod auth;
 mod config;
 mod error;
 mod http;
@@ -39,7 +40,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::node::Node;
 
-pub use config::{Config, HubOptions, NamespaceOptions};
+pub use config::{Anonymous, AuthOptions, Config, HubOptions, NamespaceOptions, OriginOptions};
 pub use error::Error;
 pub use switchboard_broker::{Broker, MemoryBroker};
 pub use switchboard_codec::{HandshakeLimits, Limits};
@@ -49,6 +50,7 @@ pub use switchboard_codec::{HandshakeLimits, Limits};
 pub(crate) struct Shared {
     pub(crate) config: Config,
     pub(crate) node: Arc<Node>,
+    pub(crate) auth: auth::Authenticator,
     pub(crate) shutdown: CancellationToken,
     pub(crate) tracker: TaskTracker,
 }
@@ -106,9 +108,11 @@ impl Server {
             TcpListener::bind(addr).await.map_err(|source| Error::Bind { addr, source })?;
         let local_addr = listener.local_addr()?;
         let node = Arc::new(Node::new(broker, config.hub.clone()));
+        let auth = auth::Authenticator::new(&config.auth);
         let shared = Arc::new(Shared {
             config,
             node,
+            auth,
             shutdown: CancellationToken::new(),
             tracker: TaskTracker::new(),
         });

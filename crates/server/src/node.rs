@@ -66,6 +66,13 @@ impl Node {
         kicks
     }
 
+    /// Records the user a connection authenticated as (for disconnects by user).
+    pub(crate) fn set_user(&self, id: &str, user: Option<String>) {
+        if let Some(registered) = self.connections().get_mut(id) {
+            registered.user = user;
+        }
+    }
+
     /// Forgets a connection that has ended.
     pub(crate) fn unregister(&self, id: &str) {
         self.connections().remove(id);

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use switchboard_broker::{HistoryQuery, StreamOptions};
@@ -11,11 +12,15 @@ use switchboard_hub::{ClientId, HubError, Sink};
 use switchboard_proto::{
     ChannelRequest, ClientInfo, ClientLimits, Command, CommandKind, CommandResult, ConnectRequest,
     ConnectResult, Empty, ErrorBody, ErrorCode, Format, HistoryRequest, Publication,
-    PublishRequest, PublishResult, Push, Reply, SubscribeRequest, SubscribeResult,
+    PublishRequest, PublishResult, Push, RefreshRequest, RefreshResult, Reply, SubscribeRequest,
+    SubscribeResult, codes,
 };
+use tokio::time::Instant;
 
-use crate::config::NamespaceOptions;
-use crate::node::{ConnSink, Node, broker_error};
+use crate::Shared;
+use crate::auth::Identity;
+use crate::config::{Anonymous, NamespaceOptions};
+use crate::node::{ConnSink, Kick, Node, broker_error};
 
 /// What a command failed with.
 type CommandError = ErrorBody;
@@ -23,6 +28,12 @@ type CommandError = ErrorBody;
 /// The state of one hub connection.
 pub(crate) struct Session {
     node: Arc<Node>,
+    shared: Arc<Shared>,
+    identity: Identity,
+    /// First-message mode: nothing but `connect` with a token until this deadline.
+    awaiting_connect: Option<Instant>,
+    /// When the credentials run out (expiry plus leeway).
+    token_deadline: Option<Instant>,
     id: ClientId,
     info: ClientInfo,
     format: Format,
@@ -55,14 +66,23 @@ impl Session {
     /// A session for a new connection speaking `format`.
     pub(crate) fn new(
         node: Arc<Node>,
+        shared: Arc<Shared>,
+        identity: Identity,
         format: Format,
         sink: Arc<ConnSink>,
         ping_interval_secs: u32,
     ) -> Self {
         let id: ClientId = Arc::from(format!("{:016x}", rand::random::<u64>()));
         let info = ClientInfo { id: id.to_string(), user: None, info: None };
-        Self {
+        let auth = &shared.config.auth;
+        let awaiting_connect = (auth.first_message && !identity.is_authenticated())
+            .then(|| Instant::now() + auth.first_message_timeout);
+        let mut session = Self {
             node,
+            shared,
+            identity: Identity::anonymous(),
+            awaiting_connect,
+            token_deadline: None,
             id,
             info,
             format,
@@ -70,7 +90,39 @@ impl Session {
             subscriptions: HashMap::new(),
             commands: 0,
             ping_interval_secs,
+        };
+        session.set_identity(identity);
+        session
+    }
+
+    /// Adopts new credentials: who the connection is, what it may do, when it runs out.
+    fn set_identity(&mut self, identity: Identity) {
+        self.info.user = identity.user().map(str::to_owned);
+        self.info.info = identity.info().cloned();
+        let leeway = self.shared.auth.leeway();
+        self.token_deadline = identity.expires_at().map(|at| {
+            let left = at.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO);
+            Instant::now() + left + leeway
+        });
+        self.node.set_user(&self.id, self.info.user.clone());
+        self.identity = identity;
+    }
+
+    /// The next moment the connection must be closed unless something happens, and how:
+    /// the first-message deadline (4102) or the token's expiry (4200).
+    pub(crate) fn deadline(&self) -> Option<(Instant, Kick)> {
+        if let Some(at) = self.awaiting_connect {
+            let kick = Kick {
+                code: codes::close::CONNECT_TIMEOUT,
+                reason: "no connect with a token in time".to_owned(),
+            };
+            return Some((at, kick));
         }
+        self.token_deadline.map(|at| {
+            let kick =
+                Kick { code: codes::close::TOKEN_EXPIRED, reason: "token expired".to_owned() };
+            (at, kick)
+        })
     }
 
     /// The connection's id.
@@ -115,9 +167,15 @@ impl Session {
             self.reply(&Reply::<CommandResult>::err(id, ErrorCode::BadRequest, message));
             return;
         }
+        if !is_connect && self.awaiting_connect.is_some() {
+            let message = "send `connect` with a token first";
+            self.reply(&Reply::<CommandResult>::err(id, ErrorCode::Unauthorized, message));
+            return;
+        }
         self.commands += 1;
         let result = match command.kind {
             CommandKind::Connect(req) => self.connect(&req),
+            CommandKind::Refresh(req) => self.refresh(&req),
             CommandKind::Subscribe(req) => {
                 // Replies itself: the reply must precede the publications it releases.
                 self.subscribe(id, req).await;
@@ -136,7 +194,29 @@ impl Session {
         self.reply(&reply);
     }
 
-    fn connect(&self, _req: &ConnectRequest) -> Result<CommandResult, CommandError> {
+    fn connect(&mut self, req: &ConnectRequest) -> Result<CommandResult, CommandError> {
+        match &req.token {
+            Some(token) => {
+                let claims = self.shared.auth.verify(token).map_err(|f| auth_error(&f))?;
+                if let Some(user) = self.identity.user()
+                    && user != claims.user()
+                {
+                    return Err(ErrorBody::new(
+                        ErrorCode::Unauthorized,
+                        "the token is for another user than the handshake's",
+                    ));
+                }
+                self.set_identity(Identity::from_claims(claims));
+                self.awaiting_connect = None;
+            }
+            None if self.awaiting_connect.is_some() => {
+                return Err(ErrorBody::new(
+                    ErrorCode::Unauthorized,
+                    "this server requires a token in `connect`",
+                ));
+            }
+            None => {}
+        }
         let options = &self.node.options;
         Ok(CommandResult::Connect(ConnectResult {
             client: self.id.to_string(),
@@ -181,6 +261,7 @@ impl Session {
         req: &SubscribeRequest,
     ) -> Result<(SubscribeResult, u64), CommandError> {
         let ns = self.namespace(channel)?.clone();
+        self.may_read(channel, &ns)?;
         if self.subscriptions.contains_key(channel) {
             return Err(ErrorBody::new(ErrorCode::AlreadySubscribed, "already subscribed"));
         }
@@ -249,12 +330,7 @@ impl Session {
 
     async fn publish(&mut self, req: PublishRequest) -> Result<CommandResult, CommandError> {
         let ns = self.namespace(&req.channel)?;
-        if !ns.allow_publish {
-            return Err(ErrorBody::new(
-                ErrorCode::PermissionDenied,
-                "clients may not publish in this namespace",
-            ));
-        }
+        self.may_publish(&req.channel, ns)?;
         let options = StreamOptions::new(ns.history_size, ns.history_ttl);
         let position = self
             .node
@@ -266,10 +342,12 @@ impl Session {
     }
 
     async fn presence(&self, req: &ChannelRequest) -> Result<CommandResult, CommandError> {
+        self.may_read(&req.channel, self.namespace(&req.channel)?)?;
         self.node.presence(&req.channel).await.map(CommandResult::Presence)
     }
 
     async fn history(&self, req: &HistoryRequest) -> Result<CommandResult, CommandError> {
+        self.may_read(&req.channel, self.namespace(&req.channel)?)?;
         self.node.history(req).await.map(CommandResult::History)
     }
 
@@ -311,6 +389,60 @@ impl Session {
         }
     }
 
+    fn refresh(&mut self, req: &RefreshRequest) -> Result<CommandResult, CommandError> {
+        let claims = self.shared.auth.verify(&req.token).map_err(|f| auth_error(&f))?;
+        if self.identity.user() != Some(claims.user()) {
+            return Err(ErrorBody::new(
+                ErrorCode::Unauthorized,
+                "a refresh must be for the connection's user",
+            ));
+        }
+        let expires_at = claims.exp;
+        self.set_identity(Identity::from_claims(claims));
+        Ok(CommandResult::Refresh(RefreshResult { expires_at }))
+    }
+
+    /// Whether this connection may subscribe to `channel`, read its presence and history:
+    /// its token grants it, or the namespace lets anyone in (user-limited channels aside).
+    fn may_read(&self, channel: &str, ns: &NamespaceOptions) -> Result<(), CommandError> {
+        let open = ns.anonymous != Anonymous::Deny && !channel.contains('#');
+        if open || self.identity.permissions().can_subscribe(channel) {
+            Ok(())
+        } else {
+            Err(self.denied("subscribe to"))
+        }
+    }
+
+    /// Whether this connection may publish to `channel`.
+    fn may_publish(&self, channel: &str, ns: &NamespaceOptions) -> Result<(), CommandError> {
+        if !ns.allow_publish {
+            return Err(ErrorBody::new(
+                ErrorCode::PermissionDenied,
+                "clients may not publish in this namespace",
+            ));
+        }
+        let open = ns.anonymous == Anonymous::Publish && !channel.contains('#');
+        if open || self.identity.permissions().can_publish(channel) {
+            Ok(())
+        } else {
+            Err(self.denied("publish to"))
+        }
+    }
+
+    fn denied(&self, what: &str) -> ErrorBody {
+        if self.identity.is_authenticated() {
+            ErrorBody::new(
+                ErrorCode::PermissionDenied,
+                format!("the token does not allow to {what} this channel"),
+            )
+        } else {
+            ErrorBody::new(
+                ErrorCode::Unauthorized,
+                format!("anonymous connections may not {what} this channel"),
+            )
+        }
+    }
+
     fn namespace(&self, channel: &str) -> Result<&NamespaceOptions, CommandError> {
         self.node.channel_namespace(channel)
     }
@@ -334,4 +466,10 @@ impl Session {
     pub(crate) fn push_message(&self, bytes: Bytes) -> Message {
         self.frame(bytes)
     }
+}
+
+/// The reply error for a refused token.
+fn auth_error(failure: &crate::auth::AuthFailure) -> ErrorBody {
+    let code = if failure.expired { ErrorCode::TokenExpired } else { ErrorCode::Unauthorized };
+    ErrorBody::new(code, failure.message)
 }

@@ -30,7 +30,7 @@ pub(crate) enum App {
     /// Send every text and binary message straight back.
     Echo,
     /// Speak protocol v1 with the hub.
-    Hub(HubApp),
+    Hub(Box<HubApp>),
 }
 
 /// A hub connection's session and the receiving end of its outbound queue.
@@ -75,6 +75,9 @@ pub(crate) async fn drive<S>(
     let far_future = tokio::time::Instant::now() + Duration::from_secs(86_400 * 365);
     let mut timer = pin!(sleep_until(far_future));
     let mut armed = None;
+    // The session's own deadline: first-message mode and token expiry.
+    let mut session_timer = pin!(sleep_until(far_future));
+    let mut session_armed = None;
     let mut draining = false;
     let mut slow = false;
     let error = loop {
@@ -91,6 +94,14 @@ pub(crate) async fn drive<S>(
             armed = deadline;
             let at = deadline.map_or(far_future, tokio::time::Instant::from_std);
             timer.as_mut().reset(at);
+        }
+        let session_deadline = match &app {
+            App::Hub(hub) if !conn.is_closing() => hub.session.deadline().map(|(at, _)| at),
+            _ => None,
+        };
+        if session_deadline != session_armed {
+            session_armed = session_deadline;
+            session_timer.as_mut().reset(session_deadline.unwrap_or(far_future));
         }
         if buf.capacity() - buf.len() < READ_BUF / 2 {
             buf.reserve(READ_BUF);
@@ -124,6 +135,16 @@ pub(crate) async fn drive<S>(
                     disconnect(&mut conn, &app, kick.code, &kick.reason);
                 }
             },
+            () = &mut session_timer, if session_armed.is_some() => {
+                session_armed = None;
+                if let App::Hub(hub) = &app
+                    && let Some((at, kick)) = hub.session.deadline()
+                    && at <= tokio::time::Instant::now()
+                {
+                    tracing::debug!(code = kick.code, reason = %kick.reason, "session deadline");
+                    disconnect(&mut conn, &app, kick.code, &kick.reason);
+                }
+            }
             () = &mut timer, if armed.is_some() => {
                 armed = None;
                 conn.handle_timeout(Instant::now());

@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use switchboard_codec::{CloseCode, Event, Message};
-use switchboard_server::{Config, NamespaceOptions};
+use switchboard_server::Config;
 use switchboard_test_support::client::WsClient;
-use switchboard_test_support::server::TestServer;
+use switchboard_test_support::server::{TestServer, open_config, open_namespace};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -18,15 +18,15 @@ const MIB: usize = 1 << 20;
 /// A config with the API on, and namespaces `chat` (defaults), `quiet` (no presence, no
 /// history) and `readonly` (clients may not publish).
 fn config() -> Config {
-    let mut config = Config::default();
+    let mut config = open_config();
     config.api_key = Some(KEY.to_owned());
     let namespaces = &mut config.hub.namespaces;
-    namespaces.insert("chat".to_owned(), NamespaceOptions::default());
-    let mut quiet = NamespaceOptions::default();
+    namespaces.insert("chat".to_owned(), open_namespace());
+    let mut quiet = open_namespace();
     quiet.presence = false;
     quiet.history_size = 0;
     namespaces.insert("quiet".to_owned(), quiet);
-    let mut readonly = NamespaceOptions::default();
+    let mut readonly = open_namespace();
     readonly.allow_publish = false;
     namespaces.insert("readonly".to_owned(), readonly);
     config
@@ -380,7 +380,7 @@ async fn disconnect_refuses_bad_requests() {
 
 #[tokio::test]
 async fn the_api_is_disabled_without_a_key() {
-    let server = TestServer::start(Config::default()).await;
+    let server = TestServer::start(open_config()).await;
     for (method, path) in [("POST", "/api/publish"), ("GET", "/api/presence?channel=a")] {
         let resp = api(server.addr, method, path, r#"{"channel":"a","data":1}"#).await;
         let error = resp.error(403, "unauthorized");
@@ -514,5 +514,5 @@ fn config_debug_hides_the_api_key() {
     let shown = format!("{:?}", config());
     assert!(!shown.contains(KEY), "{shown}");
     assert!(shown.contains("api_key: Some(\"<redacted>\")"), "{shown}");
-    assert!(format!("{:?}", Config::default()).contains("api_key: None"));
+    assert!(format!("{:?}", open_config()).contains("api_key: None"));
 }

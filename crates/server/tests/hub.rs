@@ -14,7 +14,7 @@ use switchboard_codec::{
 use switchboard_proto::{JSON_SUBPROTOCOL, MSGPACK_SUBPROTOCOL};
 use switchboard_server::{Config, NamespaceOptions};
 use switchboard_test_support::client::WsClient;
-use switchboard_test_support::server::TestServer;
+use switchboard_test_support::server::{TestServer, open_config, open_namespace};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
@@ -26,7 +26,7 @@ const LIMIT: Duration = Duration::from_secs(5);
 
 #[tokio::test]
 async fn connect_reports_client_id_version_ping_interval_and_limits() {
-    let server = TestServer::start(Config::default()).await;
+    let server = TestServer::start(open_config()).await;
     let mut a = Client::connect(server.addr).await;
     let result = a.ok("connect", json!({"name": "tests", "version": "0"})).await;
     let id = result["client"].as_str().expect("a client id");
@@ -43,7 +43,7 @@ async fn connect_reports_client_id_version_ping_interval_and_limits() {
 
 #[tokio::test]
 async fn connect_reports_configured_limits() {
-    let mut config = Config::default();
+    let mut config = open_config();
     config.hub.max_subscriptions = 3;
     config.hub.max_message_size = 1000;
     config.ping_interval = None;
@@ -56,7 +56,7 @@ async fn connect_reports_configured_limits() {
 
 #[tokio::test]
 async fn second_connect_is_a_bad_request() {
-    let server = TestServer::start(Config::default()).await;
+    let server = TestServer::start(open_config()).await;
     let mut a = Client::connect(server.addr).await;
     a.ok("connect", json!({})).await;
     let reply = a.call("connect", json!({})).await;
@@ -68,7 +68,7 @@ async fn second_connect_is_a_bad_request() {
 
 #[tokio::test]
 async fn connect_after_another_command_is_a_bad_request() {
-    let server = TestServer::start(Config::default()).await;
+    let server = TestServer::start(open_config()).await;
     let mut a = Client::connect(server.addr).await;
     a.ok("ping", json!({})).await;
     assert_eq!(a.error("connect", json!({})).await, "bad_request");
@@ -76,7 +76,7 @@ async fn connect_after_another_command_is_a_bad_request() {
 
 #[tokio::test]
 async fn commands_work_without_connect() {
-    let server = TestServer::start(Config::default()).await;
+    let server = TestServer::start(open_config()).await;
     let mut a = Client::connect(server.addr).await;
     a.ok("ping", json!({})).await;
     a.subscribe("room").await;
@@ -96,7 +96,7 @@ async fn commands_work_without_connect() {
 
 #[tokio::test]
 async fn malformed_json_gets_an_error_with_id_zero_and_the_connection_stays_open() {
-    let server = TestServer::start(Config::default()).await;
+    let server = TestServer::start(open_config()).await;
     let mut a = Client::connect(server.addr).await;
     for garbage in ["{\"id\": 10, \"type\": \"ping\"", "not json", "", "[1, 2]", "{\"id\": \"7\"}"]
     {
@@ -110,7 +110,7 @@ async fn malformed_json_gets_an_error_with_id_zero_and_the_connection_stays_open
 
 #[tokio::test]
 async fn missing_channel_is_a_bad_request_with_the_command_id() {
-    let server = TestServer::start(Config::default()).await;
+    let server = TestServer::start(open_config()).await;
     let mut a = Client::connect(server.addr).await;
     for kind in ["subscribe", "unsubscribe", "publish", "presence", "history"] {
         a.ws.send(Message::text(json!({"id": 7, "type": kind}).to_string())).await.expect("send");
@@ -122,7 +122,7 @@ async fn missing_channel_is_a_bad_request_with_the_command_id() {
 
 #[tokio::test]
 async fn publish_without_data_is_a_bad_request_but_null_data_is_published() {
-    let server = TestServer::start(Config::default()).await;
+    let server = TestServer::start(open_config()).await;
     let mut a = Client::connect(server.addr).await;
     assert_eq!(a.error("publish", json!({"channel": "room"})).await, "bad_request");
     let result = a.ok("publish", json!({"channel": "room", "data": null})).await;
@@ -131,7 +131,7 @@ async fn publish_without_data_is_a_bad_request_but_null_data_is_published() {
 
 #[tokio::test]
 async fn unknown_type_is_unknown_command_with_the_command_id() {
-    let server = TestServer::start(Config::default()).await;
+    let server = TestServer::start(open_config()).await;
     let mut a = Client::connect(server.addr).await;
     for kind in ["teleport", "Ping"] {
         a.ws.send(Message::text(json!({"id": 9, "type": kind}).to_string())).await.expect("send");
@@ -143,7 +143,7 @@ async fn unknown_type_is_unknown_command_with_the_command_id() {
 
 #[tokio::test]
 async fn binary_frame_on_a_json_connection_is_a_bad_request() {
-    let server = TestServer::start(Config::default()).await;
+    let server = TestServer::start(open_config()).await;
     let mut a = Client::connect(server.addr).await;
     let ping = rmp_serde::to_vec_named(&json!({"id": 5, "type": "ping"})).expect("encode");
     a.ws.send(Message::binary(ping)).await.expect("send binary");
@@ -154,7 +154,7 @@ async fn binary_frame_on_a_json_connection_is_a_bad_request() {
 
 #[tokio::test]
 async fn text_frame_on_a_msgpack_connection_is_a_bad_request() {
-    let server = TestServer::start(Config::default()).await;
+    let server = TestServer::start(open_config()).await;
     let mut a = Client::connect_msgpack(server.addr).await;
     a.ws.send(Message::text(json!({"id": 5, "type": "ping"}).to_string())).await.expect("send");
     let reply = a.reply(0).await;
@@ -167,7 +167,7 @@ async fn text_frame_on_a_msgpack_connection_is_a_bad_request() {
 
 #[tokio::test]
 async fn invalid_channel_names_are_refused() {
-    let server = TestServer::start(Config::default()).await;
+    let server = TestServer::start(open_config()).await;
     let mut a = Client::connect(server.addr).await;
     let long = "x".repeat(256);
     for channel in ["", "chat:", ":lobby", "ch@t:lobby", "chat:a b", "tab\there", long.as_str()] {
@@ -182,14 +182,14 @@ async fn invalid_channel_names_are_refused() {
 
 #[tokio::test]
 async fn unsubscribe_from_an_invalid_channel_is_not_subscribed() {
-    let server = TestServer::start(Config::default()).await;
+    let server = TestServer::start(open_config()).await;
     let mut a = Client::connect(server.addr).await;
     assert_eq!(a.error("unsubscribe", json!({"channel": "chat:"})).await, "not_subscribed");
 }
 
 #[tokio::test]
 async fn unknown_namespaces_are_refused() {
-    let server = TestServer::start(Config::default()).await;
+    let server = TestServer::start(open_config()).await;
     let mut a = Client::connect(server.addr).await;
     for kind in ["subscribe", "presence", "history"] {
         assert_eq!(a.error(kind, json!({"channel": "nope:room"})).await, "unknown_namespace");
@@ -200,7 +200,7 @@ async fn unknown_namespaces_are_refused() {
 
 #[tokio::test]
 async fn configured_namespaces_accept_their_channels() {
-    let server = TestServer::start(config_with("chat", NamespaceOptions::default())).await;
+    let server = TestServer::start(config_with("chat", open_namespace())).await;
     let mut a = Client::connect(server.addr).await;
     a.subscribe("chat:lobby").await;
     a.subscribe("chat:a:b").await;
@@ -214,7 +214,7 @@ async fn configured_namespaces_accept_their_channels() {
 
 #[tokio::test]
 async fn subscribe_reports_the_stream_position() {
-    let server = TestServer::start(Config::default()).await;
+    let server = TestServer::start(open_config()).await;
     let mut publisher = Client::connect(server.addr).await;
     let ack = publisher.ok("publish", json!({"channel": "room", "data": 1})).await;
     publisher.publish("room", json!(2)).await;
@@ -231,7 +231,7 @@ async fn subscribe_reports_the_stream_position() {
 
 #[tokio::test]
 async fn subscribing_twice_is_already_subscribed() {
-    let server = TestServer::start(Config::default()).await;
+    let server = TestServer::start(open_config()).await;
     let mut a = Client::connect(server.addr).await;
     a.subscribe("room").await;
     a.subscribe("marker").await;
@@ -245,7 +245,7 @@ async fn subscribing_twice_is_already_subscribed() {
 
 #[tokio::test]
 async fn unsubscribing_when_not_subscribed_is_not_subscribed() {
-    let server = TestServer::start(Config::default()).await;
+    let server = TestServer::start(open_config()).await;
     let mut a = Client::connect(server.addr).await;
     assert_eq!(a.error("unsubscribe", json!({"channel": "room"})).await, "not_subscribed");
     a.subscribe("room").await;
@@ -255,7 +255,7 @@ async fn unsubscribing_when_not_subscribed_is_not_subscribed() {
 
 #[tokio::test]
 async fn unsubscribed_channels_deliver_nothing_more() {
-    let server = TestServer::start(Config::default()).await;
+    let server = TestServer::start(open_config()).await;
     let mut a = Client::connect(server.addr).await;
     let mut b = Client::connect(server.addr).await;
     a.subscribe("room").await;
@@ -270,7 +270,7 @@ async fn unsubscribed_channels_deliver_nothing_more() {
 
 #[tokio::test]
 async fn resubscribing_after_unsubscribe_starts_from_the_new_top() {
-    let server = TestServer::start(Config::default()).await;
+    let server = TestServer::start(open_config()).await;
     let mut a = Client::connect(server.addr).await;
     let mut b = Client::connect(server.addr).await;
     a.subscribe("room").await;
@@ -285,7 +285,7 @@ async fn resubscribing_after_unsubscribe_starts_from_the_new_top() {
 
 #[tokio::test]
 async fn no_push_for_the_channel_follows_the_unsubscribe_reply() {
-    let server = TestServer::start(Config::default()).await;
+    let server = TestServer::start(open_config()).await;
     let mut a = Client::connect(server.addr).await;
     let mut b = Client::connect(server.addr).await;
     a.subscribe("room").await;
@@ -346,7 +346,7 @@ async fn no_publication_follows_the_unsubscribe_reply_when_pushes_are_backed_up(
 
 #[tokio::test]
 async fn publish_acks_with_consecutive_offsets_in_one_epoch() {
-    let server = TestServer::start(Config::default()).await;
+    let server = TestServer::start(open_config()).await;
     let mut a = Client::connect(server.addr).await;
     let first = a.ok("publish", json!({"channel": "room", "data": 1})).await;
     let second = a.ok("publish", json!({"channel": "room", "data": 2})).await;
@@ -359,7 +359,7 @@ async fn publish_acks_with_consecutive_offsets_in_one_epoch() {
 
 #[tokio::test]
 async fn publications_carry_data_and_the_publisher() {
-    let server = TestServer::start(Config::default()).await;
+    let server = TestServer::start(open_config()).await;
     let mut a = Client::connect(server.addr).await;
     let mut b = Client::connect(server.addr).await;
     a.subscribe("room").await;
@@ -376,7 +376,7 @@ async fn publications_carry_data_and_the_publisher() {
 
 #[tokio::test]
 async fn publisher_subscribed_to_the_channel_gets_its_ack_and_its_own_publication() {
-    let server = TestServer::start(Config::default()).await;
+    let server = TestServer::start(open_config()).await;
     let mut a = Client::connect(server.addr).await;
     let id = a.connect_id().await;
     a.subscribe("room").await;
@@ -392,7 +392,7 @@ async fn publisher_subscribed_to_the_channel_gets_its_ack_and_its_own_publicatio
 
 #[tokio::test]
 async fn publish_is_denied_where_clients_may_not_publish() {
-    let mut options = NamespaceOptions::default();
+    let mut options = open_namespace();
     options.allow_publish = false;
     let server = TestServer::start(config_with("news", options)).await;
     let mut a = Client::connect(server.addr).await;
@@ -409,7 +409,7 @@ async fn publish_is_denied_where_clients_may_not_publish() {
 
 #[tokio::test]
 async fn subscriptions_per_connection_are_limited() {
-    let mut config = Config::default();
+    let mut config = open_config();
     config.hub.max_subscriptions = 2;
     let server = TestServer::start(config).await;
     let mut a = Client::connect(server.addr).await;
@@ -427,7 +427,7 @@ async fn subscriptions_per_connection_are_limited() {
 
 #[tokio::test]
 async fn subscribers_per_channel_are_limited() {
-    let mut options = NamespaceOptions::default();
+    let mut options = open_namespace();
     options.max_subscribers = 2;
     let server = TestServer::start(config_with("small", options)).await;
     let mut a = Client::connect(server.addr).await;
@@ -444,7 +444,7 @@ async fn subscribers_per_channel_are_limited() {
 
 #[tokio::test]
 async fn a_full_channel_frees_a_slot_when_a_subscriber_disconnects() {
-    let mut options = NamespaceOptions::default();
+    let mut options = open_namespace();
     options.max_subscribers = 1;
     let server = TestServer::start(config_with("small", options)).await;
     let mut a = Client::connect(server.addr).await;
@@ -469,7 +469,7 @@ async fn a_full_channel_frees_a_slot_when_a_subscriber_disconnects() {
 
 #[tokio::test]
 async fn unsupported_subprotocol_is_refused_with_400_before_upgrade() {
-    let server = TestServer::start(Config::default()).await;
+    let server = TestServer::start(open_config()).await;
     let err = WsClient::connect_with(server.addr, "/ws", &["chat.v2", "switchboard.v2.json"], &[])
         .await
         .expect_err("no supported subprotocol offered");
@@ -489,7 +489,7 @@ async fn unsupported_subprotocol_is_refused_with_400_before_upgrade() {
 
 #[tokio::test]
 async fn subprotocol_selection_prefers_json_and_defaults_to_json() {
-    let server = TestServer::start(Config::default()).await;
+    let server = TestServer::start(open_config()).await;
     let none = WsClient::connect(server.addr, "/ws").await.expect("connect");
     assert_eq!(none.protocol, None);
     let both = [MSGPACK_SUBPROTOCOL, JSON_SUBPROTOCOL];
@@ -503,7 +503,7 @@ async fn subprotocol_selection_prefers_json_and_defaults_to_json() {
 
 #[tokio::test]
 async fn msgpack_connection_subscribes_publishes_and_receives_binary_frames() {
-    let server = TestServer::start(Config::default()).await;
+    let server = TestServer::start(open_config()).await;
     let mut a = Client::connect_msgpack(server.addr).await;
     let mut json_client = Client::connect(server.addr).await;
     let result = a.subscribe("room").await;
@@ -529,7 +529,7 @@ async fn msgpack_connection_subscribes_publishes_and_receives_binary_frames() {
 
 #[tokio::test]
 async fn msgpack_ping_matches_the_documented_bytes() {
-    let server = TestServer::start(Config::default()).await;
+    let server = TestServer::start(open_config()).await;
     let mut a = Client::connect_msgpack(server.addr).await;
     let ping =
         [0x82, 0xa2, 0x69, 0x64, 0x08, 0xa4, 0x74, 0x79, 0x70, 0x65, 0xa4, 0x70, 0x69, 0x6e, 0x67];
@@ -549,7 +549,7 @@ async fn msgpack_ping_matches_the_documented_bytes() {
 
 #[tokio::test]
 async fn malformed_msgpack_gets_an_error_with_id_zero() {
-    let server = TestServer::start(Config::default()).await;
+    let server = TestServer::start(open_config()).await;
     let mut a = Client::connect_msgpack(server.addr).await;
     a.ws.send(Message::binary(vec![0xc1, 0xff, 0x00])).await.expect("send");
     assert_eq!(a.reply(0).await["error"]["code"], "bad_request");
@@ -564,7 +564,7 @@ async fn malformed_msgpack_gets_an_error_with_id_zero() {
 
 #[tokio::test]
 async fn presence_lists_the_subscribers() {
-    let server = TestServer::start(Config::default()).await;
+    let server = TestServer::start(open_config()).await;
     let mut a = Client::connect(server.addr).await;
     let mut b = Client::connect(server.addr).await;
     let mut c = Client::connect(server.addr).await;
@@ -581,7 +581,7 @@ async fn presence_lists_the_subscribers() {
 
 #[tokio::test]
 async fn presence_is_denied_where_presence_is_off() {
-    let mut options = NamespaceOptions::default();
+    let mut options = open_namespace();
     options.presence = false;
     let server = TestServer::start(config_with("anon", options)).await;
     let mut a = Client::connect(server.addr).await;
@@ -591,7 +591,7 @@ async fn presence_is_denied_where_presence_is_off() {
 
 #[tokio::test]
 async fn subscribers_hear_a_join_when_another_client_subscribes() {
-    let server = TestServer::start(Config::default()).await;
+    let server = TestServer::start(open_config()).await;
     let mut a = Client::connect(server.addr).await;
     let mut b = Client::connect(server.addr).await;
     let b_id = b.connect_id().await;
@@ -603,7 +603,7 @@ async fn subscribers_hear_a_join_when_another_client_subscribes() {
 
 #[tokio::test]
 async fn subscribers_hear_a_leave_when_a_client_unsubscribes() {
-    let server = TestServer::start(Config::default()).await;
+    let server = TestServer::start(open_config()).await;
     let mut a = Client::connect(server.addr).await;
     let mut b = Client::connect(server.addr).await;
     let b_id = b.connect_id().await;
@@ -617,7 +617,7 @@ async fn subscribers_hear_a_leave_when_a_client_unsubscribes() {
 
 #[tokio::test]
 async fn subscribers_hear_a_leave_when_a_client_connection_drops() {
-    let server = TestServer::start(Config::default()).await;
+    let server = TestServer::start(open_config()).await;
     let mut a = Client::connect(server.addr).await;
     let mut b = Client::connect(server.addr).await;
     let (a_id, b_id) = (a.connect_id().await, b.connect_id().await);
@@ -635,7 +635,7 @@ async fn subscribers_hear_a_leave_when_a_client_connection_drops() {
 
 #[tokio::test]
 async fn no_joins_or_leaves_where_announcements_are_off() {
-    let mut options = NamespaceOptions::default();
+    let mut options = open_namespace();
     options.join_leave = false;
     let server = TestServer::start(config_with("calm", options)).await;
     let mut a = Client::connect(server.addr).await;
@@ -654,7 +654,7 @@ async fn no_joins_or_leaves_where_announcements_are_off() {
 
 #[tokio::test]
 async fn history_returns_the_last_n_publications() {
-    let server = TestServer::start(Config::default()).await;
+    let server = TestServer::start(open_config()).await;
     let mut a = Client::connect(server.addr).await;
     let epoch = publish_numbers(&mut a, "room", 1..=5).await;
     let result = a.ok("history", json!({"channel": "room", "limit": 3})).await;
@@ -681,7 +681,7 @@ async fn history_keeps_only_the_namespace_history_size() {
 
 #[tokio::test]
 async fn history_of_an_unused_channel_is_empty_at_offset_zero() {
-    let server = TestServer::start(Config::default()).await;
+    let server = TestServer::start(open_config()).await;
     let mut a = Client::connect(server.addr).await;
     let result = a.ok("history", json!({"channel": "void"})).await;
     assert_eq!(result["offset"], 0, "{result}");
@@ -690,7 +690,7 @@ async fn history_of_an_unused_channel_is_empty_at_offset_zero() {
 
 #[tokio::test]
 async fn history_since_an_offset_returns_what_followed() {
-    let server = TestServer::start(Config::default()).await;
+    let server = TestServer::start(open_config()).await;
     let mut a = Client::connect(server.addr).await;
     let epoch = publish_numbers(&mut a, "room", 1..=5).await;
     let since = json!({"offset": 2, "epoch": epoch});
@@ -704,7 +704,7 @@ async fn history_since_an_offset_returns_what_followed() {
 
 #[tokio::test]
 async fn history_since_reports_whether_it_is_complete() {
-    let server = TestServer::start(Config::default()).await;
+    let server = TestServer::start(open_config()).await;
     let mut a = Client::connect(server.addr).await;
     let epoch = publish_numbers(&mut a, "room", 1..=5).await;
     let since = json!({"offset": 1, "epoch": epoch});
@@ -721,7 +721,7 @@ async fn history_since_reports_whether_it_is_complete() {
 
 #[tokio::test]
 async fn history_since_a_wrong_epoch_returns_nothing() {
-    let server = TestServer::start(Config::default()).await;
+    let server = TestServer::start(open_config()).await;
     let mut a = Client::connect(server.addr).await;
     let epoch = publish_numbers(&mut a, "room", 1..=3).await;
     let since = json!({"offset": 1, "epoch": "notmine"});
@@ -746,7 +746,7 @@ async fn history_is_denied_where_history_is_off() {
 
 #[tokio::test]
 async fn recovery_within_history_replays_exactly_the_gap_then_continues_live() {
-    let server = TestServer::start(Config::default()).await;
+    let server = TestServer::start(open_config()).await;
     let mut a = Client::connect(server.addr).await;
     let mut publisher = Client::connect(server.addr).await;
     a.subscribe("room").await;
@@ -796,7 +796,7 @@ async fn recovery_while_publishing_has_no_gap_and_no_duplicate() {
 
 #[tokio::test]
 async fn recovery_from_another_epoch_is_not_recovered() {
-    let server = TestServer::start(Config::default()).await;
+    let server = TestServer::start(open_config()).await;
     let mut publisher = Client::connect(server.addr).await;
     let epoch = publish_numbers(&mut publisher, "room", 1..=3).await;
     let mut a = Client::connect(server.addr).await;
@@ -870,7 +870,7 @@ async fn recovery_after_an_unused_stream_expired_is_not_recovered() {
 
 #[tokio::test]
 async fn recovery_from_the_current_top_is_recovered_and_empty() {
-    let server = TestServer::start(Config::default()).await;
+    let server = TestServer::start(open_config()).await;
     let mut publisher = Client::connect(server.addr).await;
     let epoch = publish_numbers(&mut publisher, "room", 1..=3).await;
     let mut a = Client::connect(server.addr).await;
@@ -884,7 +884,7 @@ async fn recovery_from_the_current_top_is_recovered_and_empty() {
 
 #[tokio::test]
 async fn recovery_from_an_offset_beyond_the_top_is_not_recovered() {
-    let server = TestServer::start(Config::default()).await;
+    let server = TestServer::start(open_config()).await;
     let mut publisher = Client::connect(server.addr).await;
     let epoch = publish_numbers(&mut publisher, "room", 1..=3).await;
     let mut a = Client::connect(server.addr).await;
@@ -1183,28 +1183,28 @@ impl Client {
 
 /// A config with namespace `name` next to the default one.
 fn config_with(name: &str, options: NamespaceOptions) -> Config {
-    let mut config = Config::default();
+    let mut config = open_config();
     config.hub.namespaces.insert(name.into(), options);
     config
 }
 
 /// Namespace options keeping `size` publications.
 fn history(size: usize) -> NamespaceOptions {
-    let mut options = NamespaceOptions::default();
+    let mut options = open_namespace();
     options.history_size = size;
     options
 }
 
 /// Namespace options keeping history for `ttl`.
 fn ttl(ttl: Duration) -> NamespaceOptions {
-    let mut options = NamespaceOptions::default();
+    let mut options = open_namespace();
     options.history_ttl = ttl;
     options
 }
 
 /// Namespace options without presence or announcements: only publications are pushed.
 fn quiet() -> NamespaceOptions {
-    let mut options = NamespaceOptions::default();
+    let mut options = open_namespace();
     options.presence = false;
     options.join_leave = false;
     options

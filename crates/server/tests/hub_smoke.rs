@@ -4,9 +4,8 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use switchboard_codec::{Event, Message};
-use switchboard_server::Config;
 use switchboard_test_support::client::WsClient;
-use switchboard_test_support::server::TestServer;
+use switchboard_test_support::server::{TestServer, open_config};
 
 const LIMIT: Duration = Duration::from_secs(5);
 
@@ -38,7 +37,7 @@ async fn next_push(ws: &mut WsClient) -> Value {
 
 #[tokio::test]
 async fn subscribe_publish_receive_and_recover() {
-    let server = TestServer::start(Config::default()).await;
+    let server = TestServer::start(open_config()).await;
     let mut a = WsClient::connect(server.addr, "/ws").await.unwrap();
     let mut b = WsClient::connect(server.addr, "/ws").await.unwrap();
     let hello = call(&mut a, json!({"id": 1, "type": "connect"})).await;

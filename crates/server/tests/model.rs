@@ -9,9 +9,9 @@ use std::time::Duration;
 use proptest::prelude::*;
 use serde_json::{Value, json};
 use switchboard_codec::{Event, Message};
-use switchboard_server::Config;
+
 use switchboard_test_support::client::WsClient;
-use switchboard_test_support::server::TestServer;
+use switchboard_test_support::server::{TestServer, open_config};
 
 const CLIENTS: usize = 3;
 const CHANNELS: usize = 2;
@@ -59,7 +59,7 @@ struct Model {
 }
 
 async fn run(ops: &[Op]) {
-    let server = TestServer::start(Config::default()).await;
+    let server = TestServer::start(open_config()).await;
     let mut model = Model::default();
     let mut clients = Vec::new();
     for _ in 0..CLIENTS {

@@ -45,3 +45,18 @@ impl Drop for TestServer {
         self.handle.shutdown();
     }
 }
+
+/// A config whose default namespace lets anonymous connections subscribe and publish, as
+/// tests of hub behaviour (rather than of access control) need.
+pub fn open_config() -> Config {
+    let mut config = Config::default();
+    config.hub.namespaces.insert(String::new(), open_namespace());
+    config
+}
+
+/// Namespace options open to anonymous subscribers and publishers.
+pub fn open_namespace() -> switchboard_server::NamespaceOptions {
+    let mut options = switchboard_server::NamespaceOptions::default();
+    options.anonymous = switchboard_server::Anonymous::Publish;
+    options
+}
