@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
-use switchboard_server::{Config, Server};
+use switchboard_server::{Config, Server, TlsSource};
 
 #[derive(Debug, Parser)]
 #[command(name = "switchboard", version, about = "A real-time WebSocket messaging server")]
@@ -95,6 +95,15 @@ struct ServeArgs {
     /// Refuse requests without an Origin header (non-browser clients).
     #[arg(long, env = "SWITCHBOARD_REQUIRE_ORIGIN")]
     require_origin: bool,
+    /// PEM certificate chain: serve HTTPS and WSS (with --tls-key). Reloaded on SIGHUP.
+    #[arg(long, env = "SWITCHBOARD_TLS_CERT", requires = "tls_key", conflicts_with = "dev_tls")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "SWITCHBOARD_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
+    /// Serve TLS with a generated self-signed certificate for localhost (testing only).
+    #[arg(long, env = "SWITCHBOARD_DEV_TLS")]
+    dev_tls: bool,
     /// Log output format.
     #[arg(long, env = "SWITCHBOARD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
     log_format: LogFormat,
@@ -169,6 +178,11 @@ fn config_from(args: &ServeArgs) -> anyhow::Result<Config> {
     config.origins.allowed.clone_from(&args.allowed_origins);
     config.origins.allow_localhost = !args.no_localhost_origins;
     config.origins.allow_missing = !args.require_origin;
+    config.tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(TlsSource::Files { cert: cert.clone(), key: key.clone() }),
+        _ if args.dev_tls => Some(TlsSource::DevSelfSigned),
+        _ => None,
+    };
     Ok(config)
 }
 
@@ -211,10 +225,35 @@ fn serve(args: &ServeArgs) -> anyhow::Result<()> {
         let echo = config.echo;
         let server = Server::bind(config).await?;
         let addr = server.local_addr();
+        let (http, ws) = if server.is_tls() { ("https", "wss") } else { ("http", "ws") };
+        if let Some(pem) = server.dev_certificate() {
+            let path = std::env::temp_dir().join("switchboard-dev-cert.pem");
+            std::fs::write(&path, pem)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            tracing::warn!(
+                "DEVELOPMENT TLS: serving a self-signed certificate for localhost, written to {}; \
+                 never use --dev-tls in production",
+                path.display()
+            );
+        }
         if echo {
-            tracing::info!("switchboard listening on http://{addr} (echo at ws://{addr}/echo)");
+            tracing::info!("switchboard listening on {http}://{addr} (echo at {ws}://{addr}/echo)");
         } else {
-            tracing::info!("switchboard listening on http://{addr}");
+            tracing::info!("switchboard listening on {http}://{addr}");
+        }
+        #[cfg(unix)]
+        if server.is_tls() {
+            let reloader = server.tls_reloader();
+            let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+                .context("cannot listen for SIGHUP")?;
+            tokio::spawn(async move {
+                while hup.recv().await.is_some() {
+                    match reloader.reload() {
+                        Ok(()) => tracing::info!("SIGHUP: tls certificate reloaded"),
+                        Err(e) => tracing::error!(error = %e, "SIGHUP: tls reload failed, keeping the old certificate"),
+                    }
+                }
+            });
         }
         let handle = server.shutdown_handle();
         tokio::spawn(async move {

@@ -378,8 +378,7 @@ mod tests {
     #[test]
     fn credentials_are_found_in_order() {
         let mut headers = HeaderMap::new();
-        let mut options =
-            AuthOptions { token_cookie: Some("sb".into()), ..AuthOptions::default() };
+        let mut options = AuthOptions { token_cookie: Some("sb".into()), ..AuthOptions::default() };
         headers.insert(COOKIE, "a=1; sb=cookie-token".parse().unwrap());
         assert_eq!(
             find_credential(&headers, Some("ticket=t1"), &options),

@@ -51,6 +51,8 @@ pub struct Config {
     pub auth: AuthOptions,
     /// Which browser origins may open WebSockets.
     pub origins: OriginOptions,
+    /// Serve HTTPS and WSS instead of plain HTTP. Default `None`.
+    pub tls: Option<crate::TlsSource>,
     /// The key application backends send as `Authorization: apikey <key>` to use the HTTP
     /// API under `/api/` (see `docs/api.md`). Default `None`: the API is disabled and
     /// answers 403, so a server started without configuration cannot be driven by anyone
@@ -167,6 +169,7 @@ impl Default for Config {
             hub: HubOptions::default(),
             auth: AuthOptions::default(),
             origins: OriginOptions::default(),
+            tls: None,
             api_key: None,
         }
     }
@@ -191,6 +194,7 @@ impl std::fmt::Debug for Config {
             api_key,
             auth,
             origins,
+            tls,
         } = self;
         // The key is a secret: configs end up in logs and panic messages.
         let api_key = api_key.as_ref().map(|_| "<redacted>");
@@ -210,6 +214,7 @@ impl std::fmt::Debug for Config {
             .field("api_key", &api_key)
             .field("auth", auth)
             .field("origins", origins)
+            .field("tls", tls)
             .finish()
     }
 }

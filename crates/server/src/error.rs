@@ -14,6 +14,9 @@ pub enum Error {
         /// What the operating system said.
         source: std::io::Error,
     },
+    /// The TLS certificate or key cannot be used.
+    #[error("tls: {0}")]
+    Tls(String),
     /// Another I/O failure of the listener.
     #[error("listener failed: {0}")]
     Io(#[from] std::io::Error),

@@ -9,6 +9,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use switchboard_codec::{Connection, HandshakeError, Limits, Role, ServerHandshake};
 use tokio::net::TcpStream;
+use tokio_rustls::server::TlsStream;
 
 use crate::Shared;
 use crate::api;
@@ -136,7 +137,14 @@ fn upgrade(mut req: Request<Incoming>, shared: &Arc<Shared>, endpoint: Endpoint)
         };
         let token = task_shared.shutdown.clone();
         // Take the raw socket back from hyper so the driver reads and writes it directly.
-        match upgraded.downcast::<TokioIo<TcpStream>>() {
+        let upgraded = match upgraded.downcast::<TokioIo<TcpStream>>() {
+            Ok(parts) => {
+                let io = parts.io.into_inner();
+                return drive(io, parts.read_buf, conn, app, config, token).await;
+            }
+            Err(upgraded) => upgraded,
+        };
+        match upgraded.downcast::<TokioIo<TlsStream<TcpStream>>>() {
             Ok(parts) => {
                 let io = parts.io.into_inner();
                 drive(io, parts.read_buf, conn, app, config, token).await;

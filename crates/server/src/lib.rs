@@ -25,6 +25,7 @@ mod error;
 mod http;
 mod node;
 mod session;
+mod tls;
 mod ws;
 
 use std::net::SocketAddr;
@@ -44,6 +45,7 @@ pub use config::{Anonymous, AuthOptions, Config, HubOptions, NamespaceOptions, O
 pub use error::Error;
 pub use switchboard_broker::{Broker, MemoryBroker};
 pub use switchboard_codec::{HandshakeLimits, Limits};
+pub use tls::TlsSource;
 
 /// State shared by every connection task.
 #[derive(Debug)]
@@ -51,6 +53,7 @@ pub(crate) struct Shared {
     pub(crate) config: Config,
     pub(crate) node: Arc<Node>,
     pub(crate) auth: auth::Authenticator,
+    pub(crate) tls: Option<tls::TlsState>,
     pub(crate) shutdown: CancellationToken,
     pub(crate) tracker: TaskTracker,
 }
@@ -61,6 +64,23 @@ pub struct Server {
     listener: TcpListener,
     local_addr: SocketAddr,
     shared: Arc<Shared>,
+}
+
+/// Re-reads the TLS certificate and key of the server it came from. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct TlsReloader(Arc<Shared>);
+
+impl TlsReloader {
+    /// Swaps in the certificate and key from their files: new connections use them, open
+    /// connections are not touched. Does nothing without TLS or with a generated
+    /// certificate.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Tls`] when the files are unusable; the previous certificate stays in use.
+    pub fn reload(&self) -> Result<(), Error> {
+        self.0.tls.as_ref().map_or(Ok(()), tls::TlsState::reload)
+    }
 }
 
 /// Starts a graceful shutdown of the server it came from. Cheap to clone.
@@ -109,10 +129,12 @@ impl Server {
         let local_addr = listener.local_addr()?;
         let node = Arc::new(Node::new(broker, config.hub.clone()));
         let auth = auth::Authenticator::new(&config.auth);
+        let tls = config.tls.clone().map(tls::TlsState::load).transpose()?;
         let shared = Arc::new(Shared {
             config,
             node,
             auth,
+            tls,
             shutdown: CancellationToken::new(),
             tracker: TaskTracker::new(),
         });
@@ -122,6 +144,21 @@ impl Server {
     /// The bound address (with the real port when asked for port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Whether the server speaks TLS.
+    pub fn is_tls(&self) -> bool {
+        self.shared.tls.is_some()
+    }
+
+    /// The generated development certificate (PEM), with [`TlsSource::DevSelfSigned`].
+    pub fn dev_certificate(&self) -> Option<&str> {
+        self.shared.tls.as_ref().and_then(tls::TlsState::dev_cert_pem)
+    }
+
+    /// A handle that re-reads the TLS certificate and key (on SIGHUP, say).
+    pub fn tls_reloader(&self) -> TlsReloader {
+        TlsReloader(Arc::clone(&self.shared))
     }
 
     /// A handle that starts a graceful shutdown.
@@ -173,6 +210,10 @@ impl Server {
     }
 }
 
+/// The TCP peer of a request, in its extensions.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct PeerAddr(pub(crate) SocketAddr);
+
 /// How often the in-memory broker drops streams nobody uses.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(30);
 
@@ -181,25 +222,47 @@ fn serve_http(stream: TcpStream, peer: SocketAddr, shared: &Arc<Shared>) {
     let _ = stream.set_nodelay(true);
     let task_shared = Arc::clone(shared);
     shared.tracker.spawn(async move {
-        let service_shared = Arc::clone(&task_shared);
-        let service = service_fn(move |req| http::route(req, Arc::clone(&service_shared)));
-        let mut builder = http1::Builder::new();
-        builder
-            .timer(TokioTimer::new())
-            .header_read_timeout(task_shared.config.handshake_timeout)
-            .max_headers(task_shared.config.handshake_limits.max_headers)
-            .max_header_size(task_shared.config.handshake_limits.max_header_bytes);
-        let conn = builder.serve_connection(TokioIo::new(stream), service).with_upgrades();
-        let mut conn = std::pin::pin!(conn);
-        let result = tokio::select! {
-            result = conn.as_mut() => result,
-            () = task_shared.shutdown.cancelled() => {
-                conn.as_mut().graceful_shutdown();
-                conn.await
-            }
+        let Some(tls) = &task_shared.tls else {
+            serve_connection(stream, peer, task_shared).await;
+            return;
         };
-        if let Err(e) = result {
-            tracing::debug!(%peer, error = %e, "http connection ended with an error");
+        // The TLS handshake counts against the same deadline as the request head.
+        let accept = tls.acceptor().accept(stream);
+        match tokio::time::timeout(task_shared.config.handshake_timeout, accept).await {
+            Ok(Ok(stream)) => serve_connection(stream, peer, task_shared).await,
+            Ok(Err(e)) => tracing::debug!(%peer, error = %e, "tls handshake failed"),
+            Err(_) => tracing::debug!(%peer, "tls handshake timed out"),
         }
     });
+}
+
+/// Serves HTTP/1.1 (with upgrades) on a plain or TLS stream until it closes.
+async fn serve_connection<I>(io: I, peer: SocketAddr, shared: Arc<Shared>)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service_shared = Arc::clone(&shared);
+    let service = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+        // Handlers that limit or log per client read the peer from the request.
+        req.extensions_mut().insert(PeerAddr(peer));
+        http::route(req, Arc::clone(&service_shared))
+    });
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(shared.config.handshake_timeout)
+        .max_headers(shared.config.handshake_limits.max_headers)
+        .max_header_size(shared.config.handshake_limits.max_header_bytes);
+    let conn = builder.serve_connection(TokioIo::new(io), service).with_upgrades();
+    let mut conn = std::pin::pin!(conn);
+    let result = tokio::select! {
+        result = conn.as_mut() => result,
+        () = shared.shutdown.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(%peer, error = %e, "http connection ended with an error");
+    }
 }
