@@ -60,6 +60,10 @@ pub struct Claims {
     pub publish: Vec<String>,
 }
 
+/// Seconds to a moment later than any token's expiry that matters: about 10,000 years after
+/// the epoch, representable on every platform's clock.
+const FAR_FUTURE_SECS: u64 = 315_569_520_000;
+
 impl Claims {
     /// Claims for `sub`, issued at `now` and expiring `ttl` later, with no channels: what the
     /// CLI's `switchboard token` starts from before adding `channels` and `publish`.
@@ -69,7 +73,8 @@ impl Claims {
         let iat = unix_seconds(now);
         Claims {
             sub: sub.into(),
-            exp: unix_seconds(now + ttl),
+            // A lifetime past the end of representable time saturates instead of panicking.
+            exp: iat.saturating_add(ttl.as_secs()),
             nbf: None,
             iat: Some(iat),
             iss: None,
@@ -89,7 +94,9 @@ impl Claims {
     /// connection without a refreshed token should be closed (add
     /// [`Verifier::leeway`](crate::Verifier::leeway) to match the verifier exactly).
     pub fn expires_at(&self) -> SystemTime {
-        UNIX_EPOCH + Duration::from_secs(self.exp)
+        // `exp` comes from a token: one far beyond what the platform's clock can represent
+        // is clamped, never a panic.
+        UNIX_EPOCH + Duration::from_secs(self.exp.min(FAR_FUTURE_SECS))
     }
 
     /// Whether the token has expired at `now`, allowing `leeway` for clock skew: the rule
@@ -286,5 +293,19 @@ mod tests {
         assert!(claims.is_expired_at(at(10), Duration::ZERO));
         assert!(!claims.is_expired_at(at(14), Duration::from_secs(5)));
         assert!(claims.is_expired_at(at(15), Duration::from_secs(5)));
+    }
+}
+
+#[cfg(test)]
+mod overflow_tests {
+    use super::*;
+
+    #[test]
+    fn extreme_times_saturate() {
+        let now = SystemTime::now();
+        let claims = Claims::new("alice", Duration::from_secs(u64::MAX), now);
+        assert_eq!(claims.exp, u64::MAX);
+        assert!(claims.expires_at() > now);
+        assert!(!claims.is_expired_at(now, Duration::ZERO));
     }
 }
