@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
-use switchboard_server::{Config, Server, TlsSource};
+use switchboard_server::{Config, LimitOptions, Rate, Server, TlsSource};
 
 #[derive(Debug, Parser)]
 #[command(name = "switchboard", version, about = "A real-time WebSocket messaging server")]
@@ -104,6 +104,48 @@ struct ServeArgs {
     /// Serve TLS with a generated self-signed certificate for localhost (testing only).
     #[arg(long, env = "SWITCHBOARD_DEV_TLS")]
     dev_tls: bool,
+    /// Most WebSocket connections open at once (0: no limit); past it, 503.
+    #[arg(long, env = "SWITCHBOARD_MAX_CONNECTIONS", default_value_t = limits().max_connections)]
+    max_connections: usize,
+    /// Most WebSocket connections open at once from one IPv4 address or IPv6 /64 (0: no
+    /// limit); past it, 429. Loopback clients are exempt unless --limit-loopback.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_MAX_CONNECTIONS_PER_IP",
+        default_value_t = limits().max_connections_per_ip
+    )]
+    max_connections_per_ip: usize,
+    /// Upgrade requests to /ws per second from one address, as RATE[:BURST] (the burst
+    /// defaults to the rate) or "off"; past it, 429.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_HANDSHAKE_RATE",
+        default_value_t = RateArg(limits().handshake_rate),
+        value_name = "RATE[:BURST]"
+    )]
+    handshake_rate: RateArg,
+    /// Commands per second on one /ws connection, as RATE[:BURST] or "off"; past it,
+    /// `rate_limited` replies, then a close with 4100.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_RATE_LIMIT_MESSAGES",
+        default_value_t = RateArg(limits().message_rate),
+        value_name = "RATE[:BURST]"
+    )]
+    rate_limit_messages: RateArg,
+    /// Message bytes per second on one /ws connection, as RATE[:BURST] (K, M, G: KiB,
+    /// MiB, GiB) or "off"; past it, as --rate-limit-messages.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_RATE_LIMIT_BYTES",
+        default_value_t = RateArg(limits().byte_rate),
+        value_name = "RATE[:BURST]"
+    )]
+    rate_limit_bytes: RateArg,
+    /// Apply the per-address limits to loopback clients too (off by default: a loopback
+    /// peer is usually a reverse proxy on this host, carrying every user).
+    #[arg(long, env = "SWITCHBOARD_LIMIT_LOOPBACK")]
+    limit_loopback: bool,
     /// Log output format.
     #[arg(long, env = "SWITCHBOARD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
     log_format: LogFormat,
@@ -117,6 +159,73 @@ enum LogFormat {
 
 fn duration(s: &str) -> Result<Duration, humantime::DurationError> {
     humantime::parse_duration(s)
+}
+
+/// The library's limits: the flags' defaults.
+fn limits() -> LimitOptions {
+    LimitOptions::default()
+}
+
+/// A rate flag: `RATE[:BURST]` with optional binary suffixes, or `off`.
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+struct RateArg(Option<Rate>);
+
+impl std::str::FromStr for RateArg {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.eq_ignore_ascii_case("off") {
+            return Ok(Self(None));
+        }
+        let (rate, burst) = s.split_once(':').unwrap_or((s, s));
+        let rate = quantity(rate)?;
+        let burst = quantity(burst)?;
+        Ok(Self(Some(Rate::new(rate, burst))))
+    }
+}
+
+impl std::fmt::Display for RateArg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(rate) => write!(f, "{}:{}", Quantity(rate.per_second), Quantity(rate.burst)),
+            None => f.write_str("off"),
+        }
+    }
+}
+
+/// A positive number with an optional K, M or G suffix (KiB, MiB, GiB: powers of 1024).
+fn quantity(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let digits = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (number, suffix) = s.split_at(digits);
+    let shift = match suffix.to_ascii_lowercase().as_str() {
+        "" => 0,
+        "k" | "kib" => 10,
+        "m" | "mib" => 20,
+        "g" | "gib" => 30,
+        _ => return Err(format!("{s:?}: expected a number with K, M or G, or \"off\"")),
+    };
+    let number: u64 = number.parse().map_err(|_| format!("{s:?}: expected a number"))?;
+    match number.checked_mul(1 << shift) {
+        Some(0) => Err(format!("{s:?}: must be positive (\"off\" turns the limit off)")),
+        Some(value) => Ok(value),
+        None => Err(format!("{s:?}: too large")),
+    }
+}
+
+/// Shows a number with the largest binary suffix that divides it.
+struct Quantity(u64);
+
+impl std::fmt::Display for Quantity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let n = self.0;
+        for (shift, suffix) in [(30, "GiB"), (20, "MiB"), (10, "KiB")] {
+            if n != 0 && n.is_multiple_of(1 << shift) {
+                return write!(f, "{}{suffix}", n >> shift);
+            }
+        }
+        write!(f, "{n}")
+    }
 }
 
 fn main() -> ExitCode {
@@ -178,6 +287,12 @@ fn config_from(args: &ServeArgs) -> anyhow::Result<Config> {
     config.origins.allowed.clone_from(&args.allowed_origins);
     config.origins.allow_localhost = !args.no_localhost_origins;
     config.origins.allow_missing = !args.require_origin;
+    config.rate_limits.max_connections = args.max_connections;
+    config.rate_limits.max_connections_per_ip = args.max_connections_per_ip;
+    config.rate_limits.handshake_rate = args.handshake_rate.0;
+    config.rate_limits.message_rate = args.rate_limit_messages.0;
+    config.rate_limits.byte_rate = args.rate_limit_bytes.0;
+    config.rate_limits.exempt_loopback = !args.limit_loopback;
     config.tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => Some(TlsSource::Files { cert: cert.clone(), key: key.clone() }),
         _ if args.dev_tls => Some(TlsSource::DevSelfSigned),
@@ -287,5 +402,60 @@ async fn shutdown_signal() -> &'static str {
     {
         let _ = interrupt.await;
         "SIGINT"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rate_flags_parse_rates_bursts_suffixes_and_off() {
+        let rate = |s: &str| s.parse::<RateArg>().map(|r| r.0);
+        assert_eq!(rate("200:4000"), Ok(Some(Rate::new(200, 4_000))));
+        assert_eq!(rate("20"), Ok(Some(Rate::new(20, 20))));
+        assert_eq!(rate("1MiB:16m"), Ok(Some(Rate::new(1 << 20, 16 << 20))));
+        assert_eq!(rate("64K"), Ok(Some(Rate::new(64 << 10, 64 << 10))));
+        assert_eq!(rate("OFF"), Ok(None));
+        for bad in ["0", "10:0", "x", "10:", "1T", "-5", "99999999999G"] {
+            assert!(rate(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn rate_flag_defaults_show_the_library_defaults_and_read_back() {
+        for default in [limits().handshake_rate, limits().message_rate, limits().byte_rate] {
+            let shown = RateArg(default).to_string();
+            assert_eq!(shown.parse::<RateArg>(), Ok(RateArg(default)), "{shown}");
+        }
+        assert_eq!(RateArg(limits().byte_rate).to_string(), "1MiB:16MiB");
+        assert_eq!(RateArg(None).to_string(), "off");
+    }
+
+    #[test]
+    fn limit_flags_reach_the_config() {
+        let cli = Cli::try_parse_from([
+            "switchboard",
+            "serve",
+            "--max-connections",
+            "10",
+            "--max-connections-per-ip=0",
+            "--rate-limit-messages",
+            "5:50",
+            "--rate-limit-bytes",
+            "off",
+            "--handshake-rate",
+            "1:2",
+            "--limit-loopback",
+        ])
+        .expect("valid flags");
+        let Command::Serve(args) = cli.command;
+        let limits = config_from(&args).expect("a config").rate_limits;
+        assert_eq!(limits.max_connections, 10);
+        assert_eq!(limits.max_connections_per_ip, 0);
+        assert_eq!(limits.message_rate, Some(Rate::new(5, 50)));
+        assert_eq!(limits.byte_rate, None);
+        assert_eq!(limits.handshake_rate, Some(Rate::new(1, 2)));
+        assert!(!limits.exempt_loopback);
     }
 }

@@ -259,6 +259,10 @@ struct TicketRequest {
     expires_in: Option<u64>,
 }
 
+/// The longest identity a ticket issued with the API key may carry: a week, after which the
+/// connection must come back with fresh credentials.
+const MAX_TICKET_IDENTITY_SECS: u64 = 7 * 24 * 3600;
+
 /// What `POST /api/ticket` returns.
 #[derive(Debug, Serialize)]
 struct TicketResponse {
@@ -294,7 +298,13 @@ async fn ticket(req: Request<Incoming>, shared: &Shared) -> Result<Response<Body
             if body.user.is_empty() || body.user.len() > switchboard_auth::MAX_USER_LEN {
                 return Err(ApiError::bad_request("`user` must be 1 to 255 bytes"));
             }
-            let lifetime = std::time::Duration::from_secs(body.expires_in.unwrap_or(3600));
+            let expires_in = body.expires_in.unwrap_or(3600);
+            if expires_in == 0 || expires_in > MAX_TICKET_IDENTITY_SECS {
+                return Err(ApiError::bad_request(format!(
+                    "`expires_in` must be 1 to {MAX_TICKET_IDENTITY_SECS} seconds"
+                )));
+            }
+            let lifetime = std::time::Duration::from_secs(expires_in);
             let mut claims =
                 switchboard_auth::Claims::new(body.user, lifetime, std::time::SystemTime::now());
             claims.channels = body.channels;

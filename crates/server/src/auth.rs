@@ -160,6 +160,16 @@ impl Authenticator {
         Ok(Identity::from_claims(claims))
     }
 
+    /// Authenticates what a client sent in `connect`: a JWT (three dot-separated parts) or
+    /// a one-time ticket (no dots).
+    pub(crate) fn authenticate_token(&self, token: &str) -> Result<Identity, AuthFailure> {
+        if token.contains('.') {
+            self.verify(token).map(Identity::from_claims)
+        } else {
+            self.authenticate(Credential::Ticket(token))
+        }
+    }
+
     /// The ticket store, for `POST /api/ticket`.
     pub(crate) fn tickets(&self) -> &TicketStore {
         &self.tickets

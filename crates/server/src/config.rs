@@ -53,12 +53,120 @@ pub struct Config {
     pub origins: OriginOptions,
     /// Serve HTTPS and WSS instead of plain HTTP. Default `None`.
     pub tls: Option<crate::TlsSource>,
+    /// Connections in total and per client address, handshakes per address, commands and
+    /// bytes per `/ws` connection.
+    pub rate_limits: LimitOptions,
     /// The key application backends send as `Authorization: apikey <key>` to use the HTTP
     /// API under `/api/` (see `docs/api.md`). Default `None`: the API is disabled and
     /// answers 403, so a server started without configuration cannot be driven by anyone
     /// who reaches its port. An empty key counts as none. Use a long random key (32 bytes
     /// or more): it is the only thing between the network and publishing to every channel.
     pub api_key: Option<String>,
+}
+
+/// Limits on what one client, or all of them, may cost the server. Each refusal is logged
+/// at debug level with its reason and counted.
+///
+/// Per-address limits key IPv4 clients by address and IPv6 clients by /64 prefix: a host
+/// picks its own interface identifier (RFC 4291 §2.5.1), so one host can hold any number
+/// of addresses within its /64. Behind a reverse proxy or load balancer on another host,
+/// every client shares the proxy's address: raise or turn off the per-address limits
+/// there and let the proxy enforce its own (see [`LimitOptions::exempt_loopback`] for a
+/// proxy on this host).
+#[derive(Clone, Debug, Eq, PartialEq)]
+#[non_exhaustive]
+pub struct LimitOptions {
+    /// Most WebSocket connections (`/ws` and `/echo` together) open at once; past it the
+    /// upgrade is refused with 503 and `Retry-After`. 0 for no limit. Default 100,000: a
+    /// ceiling for floods and accidents, past what one default-sized node serves, so that
+    /// excess connections fail at the door (where a load balancer can try another node)
+    /// instead of exhausting file descriptors or memory once open. Size it to the machine.
+    pub max_connections: usize,
+    /// Most WebSocket connections open at once from one client address; past it the
+    /// upgrade is refused with 429 and `Retry-After`. 0 for no limit. Default 1,000: one
+    /// host cannot take the whole server, yet carrier-grade NATs, corporate proxies and
+    /// campus networks put hundreds of real users behind one address, so the limit stays
+    /// far above what one person opens.
+    pub max_connections_per_ip: usize,
+    /// Upgrade requests to `/ws` per client address, counted before any parsing or
+    /// credential check; past it the request is refused with 429 and `Retry-After`.
+    /// `None` for no limit. Default 20 a second in bursts of 50: a reconnecting page
+    /// opens one or two, while a flood (each upgrade may verify a token signature) is
+    /// throttled early. The cost: a whole office behind one NAT reconnecting at once is
+    /// spread out by the refusals' `Retry-After` (a thousand clients take under a minute).
+    /// `/echo`, for conformance suites and load tools that open hundreds of connections in
+    /// a row, is not counted.
+    pub handshake_rate: Option<Rate>,
+    /// Client addresses whose handshake rate is remembered. Default 65,536 (a few MiB).
+    /// An address whose allowance has refilled is forgotten first (it loses nothing);
+    /// when a flood of distinct addresses fills the table anyway, arbitrary entries are
+    /// dropped and those addresses start over with a full burst: the table never grows
+    /// past this, at the cost of leniency towards whoever controls that many addresses.
+    pub max_tracked_ips: usize,
+    /// Commands per second on one `/ws` connection; a command over it gets a
+    /// `rate_limited` error reply (temporary) and is not carried out. `None` for no limit.
+    /// Default 200 a second in bursts of 4,000: well above an interactive client (chat,
+    /// cursors or game state at 60 Hz), so only a runaway or hostile client meets it,
+    /// while the burst lets a client flush a backlog (resubscriptions and publishes
+    /// queued while offline) at full speed. One connection can then hold only a small,
+    /// bounded share of the server's command processing.
+    pub message_rate: Option<Rate>,
+    /// WebSocket message bytes per second on one `/ws` connection, counted with the
+    /// command rate and refused the same way. `None` for no limit. Default 1 MiB a second
+    /// in bursts of 16 MiB: 16 maximum-size (64 KiB) messages a second after a burst of
+    /// 256, far more than a person types or a browser uploads through this protocol.
+    /// A message larger than the burst costs the whole burst.
+    pub byte_rate: Option<Rate>,
+    /// Commands refused for rate in one streak before the connection is closed with 4100
+    /// (`rate_limited`, advice `backoff`), after a `disconnect` push. A streak is a run of
+    /// refusals each less than a second after the previous one; a second without a
+    /// refusal ends it, whether or not commands were accepted in between. Default 1,000:
+    /// more than a well-behaved client can have in flight when the first `rate_limited`
+    /// reply reaches it, so one that backs off is never closed, while one that ignores the
+    /// replies costs at most a thousand of them before it is cut off. 0 closes at the first
+    /// refusal.
+    pub max_rejections: u32,
+    /// Leave loopback clients (`127.0.0.0/8`, `::1`) out of the per-address limits
+    /// (connections per address, handshake rate); the total still counts them. Default
+    /// on: a loopback peer is a reverse proxy or service-mesh sidecar on this host, which
+    /// carries every user under one address and would otherwise cap the whole server at
+    /// one address's share, or a local tool (tests, benchmarks, conformance suites). An
+    /// attacker on loopback already runs on the machine. Turn off to limit local clients
+    /// like remote ones.
+    pub exempt_loopback: bool,
+}
+
+impl Default for LimitOptions {
+    fn default() -> Self {
+        Self {
+            max_connections: 100_000,
+            max_connections_per_ip: 1_000,
+            handshake_rate: Some(Rate::new(20, 50)),
+            max_tracked_ips: 65_536,
+            message_rate: Some(Rate::new(200, 4_000)),
+            byte_rate: Some(Rate::new(1 << 20, 16 << 20)),
+            max_rejections: 1_000,
+            exempt_loopback: true,
+        }
+    }
+}
+
+/// A token bucket: `per_second` units refill a bucket that holds `burst`; each message
+/// or request takes its cost. 0 counts as 1 in either field.
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+#[non_exhaustive]
+pub struct Rate {
+    /// Units per second, sustained.
+    pub per_second: u64,
+    /// Units that may be used at once after a quiet period.
+    pub burst: u64,
+}
+
+impl Rate {
+    /// `per_second` sustained, in bursts of up to `burst`.
+    pub const fn new(per_second: u64, burst: u64) -> Self {
+        Self { per_second, burst }
+    }
 }
 
 /// Options of the real-time hub on `/ws`.
@@ -170,6 +278,7 @@ impl Default for Config {
             auth: AuthOptions::default(),
             origins: OriginOptions::default(),
             tls: None,
+            rate_limits: LimitOptions::default(),
             api_key: None,
         }
     }
@@ -195,6 +304,7 @@ impl std::fmt::Debug for Config {
             auth,
             origins,
             tls,
+            rate_limits,
         } = self;
         // The key is a secret: configs end up in logs and panic messages.
         let api_key = api_key.as_ref().map(|_| "<redacted>");
@@ -215,6 +325,7 @@ impl std::fmt::Debug for Config {
             .field("auth", auth)
             .field("origins", origins)
             .field("tls", tls)
+            .field("rate_limits", rate_limits)
             .finish()
     }
 }

@@ -9,14 +9,16 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use switchboard_codec::{Connection, HandshakeError, Limits, Role, ServerHandshake};
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 use tokio_rustls::server::TlsStream;
 
-use crate::Shared;
 use crate::api;
 use crate::auth::{AuthFailure, BEARER_PROTOCOL_PREFIX, Identity, check_origin, find_credential};
+use crate::limits::Refusal;
 use crate::node::ConnSink;
 use crate::session::Session;
 use crate::ws::{App, HubApp, drive};
+use crate::{PeerAddr, Shared};
 use switchboard_proto::Format;
 
 /// The WebSocket endpoints.
@@ -60,6 +62,20 @@ fn health(req: &Request<Incoming>) -> Response<Body> {
 /// Validates the upgrade with the codec, answers 101 and spawns the connection driver, or
 /// answers with the refusal's status before any upgrade.
 fn upgrade(mut req: Request<Incoming>, shared: &Arc<Shared>, endpoint: Endpoint) -> Response<Body> {
+    // Limits first: the cheapest refusals, before any parsing or credential check.
+    let ip = req.extensions().get::<PeerAddr>().map(|peer| peer.0.ip());
+    let options = &shared.config.rate_limits;
+    if endpoint == Endpoint::Hub
+        && let Some(ip) = ip
+        && let Err(refusal) = shared.limits.check_handshake(ip, options, Instant::now())
+    {
+        return refuse_limit(refusal);
+    }
+    // Held by the connection task from here on: the slot is given back however it ends.
+    let slot = match shared.limits.acquire(ip, options) {
+        Ok(slot) => slot,
+        Err(refusal) => return refuse_limit(refusal),
+    };
     let http11 = req.version() >= Version::HTTP_11;
     let headers = req.headers().iter().map(|(name, value)| (name.as_str(), value.as_bytes()));
     let handshake = match ServerHandshake::from_parts(req.method().as_str(), http11, headers) {
@@ -78,34 +94,31 @@ fn upgrade(mut req: Request<Incoming>, shared: &Arc<Shared>, endpoint: Endpoint)
         .filter(|p| !p.starts_with(BEARER_PROTOCOL_PREFIX))
         .cloned()
         .collect();
-    let (format, identity) = match endpoint {
-        Endpoint::Echo => (None, Identity::anonymous()),
-        Endpoint::Hub => {
-            let format = match handshake.select_protocol(&Format::SUBPROTOCOLS) {
-                Some(name) => Format::from_subprotocol(name),
-                // RFC 6455 §4.2.2: a client offering subprotocols expects one of them chosen.
-                None if !offered.is_empty() => return refuse_protocols(&offered),
-                None => Some(Format::Json),
-            };
-            let auth = &shared.config.auth;
-            let identity = match find_credential(req.headers(), req.uri().query(), auth) {
-                Some(credential) => match shared.auth.authenticate(credential) {
-                    Ok(identity) => identity,
-                    Err(failure) => return refuse_auth(&failure),
-                },
-                // First-message mode defers the requirement to the `connect` command.
-                None if auth.required && !auth.first_message => {
-                    return refuse_auth(&AuthFailure::required());
-                }
-                None => Identity::anonymous(),
-            };
-            (format, identity)
-        }
+    let format = match endpoint {
+        Endpoint::Echo => None,
+        Endpoint::Hub => match handshake.select_protocol(&Format::SUBPROTOCOLS) {
+            Some(name) => Format::from_subprotocol(name),
+            // RFC 6455 §4.2.2: a client offering subprotocols expects one of them chosen.
+            None if !offered.is_empty() => return refuse_protocols(&offered),
+            None => Some(Format::Json),
+        },
+    };
+    let auth = &shared.config.auth;
+    // First-message mode (on the hub) defers the requirement to the `connect` command.
+    let deferred = endpoint == Endpoint::Hub && auth.first_message;
+    let identity = match find_credential(req.headers(), req.uri().query(), auth) {
+        Some(credential) => match shared.auth.authenticate(credential) {
+            Ok(identity) => identity,
+            Err(failure) => return refuse_auth(&failure),
+        },
+        None if auth.required && !deferred => return refuse_auth(&AuthFailure::required()),
+        None => Identity::anonymous(),
     };
     let offered_format = format.filter(|_| !offered.is_empty());
     let on_upgrade = hyper::upgrade::on(&mut req);
     let task_shared = Arc::clone(shared);
     shared.tracker.spawn(async move {
+        let _slot = slot;
         let upgraded = match on_upgrade.await {
             Ok(upgraded) => upgraded,
             Err(e) => {
@@ -176,6 +189,14 @@ fn json_error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
     let h = resp.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    resp
+}
+
+/// The answer to an upgrade refused by a connection or handshake limit (counted and logged
+/// by the limiter): 503 or 429 with `Retry-After` (RFC 9110 §10.2.3, RFC 6585 §4).
+fn refuse_limit(refusal: Refusal) -> Response<Body> {
+    let mut resp = json_error(refusal.status(), refusal.code(), refusal.message());
+    resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(refusal.retry_after_secs()));
     resp
 }
 

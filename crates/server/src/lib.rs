@@ -23,6 +23,7 @@ mod auth;
 mod config;
 mod error;
 mod http;
+mod limits;
 mod node;
 mod session;
 mod tls;
@@ -41,7 +42,9 @@ use tokio_util::task::TaskTracker;
 
 use crate::node::Node;
 
-pub use config::{Anonymous, AuthOptions, Config, HubOptions, NamespaceOptions, OriginOptions};
+pub use config::{
+    Anonymous, AuthOptions, Config, HubOptions, LimitOptions, NamespaceOptions, OriginOptions, Rate,
+};
 pub use error::Error;
 pub use switchboard_broker::{Broker, MemoryBroker};
 pub use switchboard_codec::{HandshakeLimits, Limits};
@@ -56,6 +59,8 @@ pub(crate) struct Shared {
     pub(crate) tls: Option<tls::TlsState>,
     pub(crate) shutdown: CancellationToken,
     pub(crate) tracker: TaskTracker,
+    /// Connection counts, per-address tables and refusal counters.
+    pub(crate) limits: Arc<limits::Limiter>,
 }
 
 /// A bound, not yet running, server.
@@ -137,6 +142,7 @@ impl Server {
             tls,
             shutdown: CancellationToken::new(),
             tracker: TaskTracker::new(),
+            limits: Arc::default(),
         });
         Ok(Self { listener, local_addr, shared })
     }

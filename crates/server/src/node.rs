@@ -18,12 +18,18 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{HubOptions, NamespaceOptions};
 
+/// Shards of the per-channel subscription locks.
+const CHANNEL_LOCKS: usize = 64;
+
 /// The hub and the broker of one server process, and its live hub connections.
 pub(crate) struct Node {
     pub(crate) hub: Arc<Hub>,
     pub(crate) broker: Arc<dyn Broker>,
     pub(crate) options: HubOptions,
     connections: Mutex<HashMap<ClientId, Registered>>,
+    /// Serializes hub entry and broker subscription changes per channel (sharded).
+    channel_locks: Box<[tokio::sync::Mutex<()>]>,
+    lock_hasher: std::collections::hash_map::RandomState,
 }
 
 /// A request to close a connection with an application close code.
@@ -52,7 +58,23 @@ impl Node {
     pub(crate) fn new(broker: Arc<dyn Broker>, options: HubOptions) -> Self {
         let hub = Arc::new(Hub::new(options.shards));
         broker.set_handler(Arc::new(HubHandler { hub: Arc::clone(&hub) }));
-        Self { hub, broker, options, connections: Mutex::default() }
+        let channel_locks = (0..CHANNEL_LOCKS).map(|_| tokio::sync::Mutex::new(())).collect();
+        Self {
+            hub,
+            broker,
+            options,
+            connections: Mutex::default(),
+            channel_locks,
+            lock_hasher: std::collections::hash_map::RandomState::new(),
+        }
+    }
+
+    /// Holds `channel`'s subscription lock: while held, no other connection of this node
+    /// joins or leaves the channel's hub entry or changes the broker subscription.
+    pub(crate) async fn lock_channel(&self, channel: &str) -> tokio::sync::MutexGuard<'_, ()> {
+        use std::hash::BuildHasher as _;
+        let index = self.lock_hasher.hash_one(channel) as usize % self.channel_locks.len();
+        self.channel_locks[index].lock().await
     }
 
     /// Registers a live connection; kicks for it arrive on the returned receiver.

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
+use serde::Deserialize;
 use switchboard_broker::{HistoryQuery, StreamOptions};
 use switchboard_codec::Message;
 use switchboard_hub::{ClientId, HubError, Sink};
@@ -19,7 +20,8 @@ use tokio::time::Instant;
 
 use crate::Shared;
 use crate::auth::Identity;
-use crate::config::{Anonymous, NamespaceOptions};
+use crate::config::{Anonymous, LimitOptions, NamespaceOptions};
+use crate::limits::{ConnRate, Reason, Verdict};
 use crate::node::{ConnSink, Kick, Node, broker_error};
 
 /// What a command failed with.
@@ -34,6 +36,8 @@ pub(crate) struct Session {
     awaiting_connect: Option<Instant>,
     /// When the credentials run out (expiry plus leeway).
     token_deadline: Option<Instant>,
+    /// Credentials were refused where they are required: close at once with this.
+    refused: Option<Kick>,
     id: ClientId,
     info: ClientInfo,
     format: Format,
@@ -43,6 +47,8 @@ pub(crate) struct Session {
     /// Commands carried out so far; `connect`, when sent, must be the first.
     commands: u64,
     ping_interval_secs: u32,
+    /// Command and byte allowances.
+    rate: ConnRate,
 }
 
 /// What a subscription registered besides the hub entry.
@@ -83,6 +89,7 @@ impl Session {
             identity: Identity::anonymous(),
             awaiting_connect,
             token_deadline: None,
+            refused: None,
             id,
             info,
             format,
@@ -90,6 +97,7 @@ impl Session {
             subscriptions: HashMap::new(),
             commands: 0,
             ping_interval_secs,
+            rate: ConnRate::new(Instant::now()),
         };
         session.set_identity(identity);
         session
@@ -100,9 +108,10 @@ impl Session {
         self.info.user = identity.user().map(str::to_owned);
         self.info.info = identity.info().cloned();
         let leeway = self.shared.auth.leeway();
-        self.token_deadline = identity.expires_at().map(|at| {
+        // A deadline beyond what the clock can represent is no deadline.
+        self.token_deadline = identity.expires_at().and_then(|at| {
             let left = at.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO);
-            Instant::now() + left + leeway
+            Instant::now().checked_add(left.saturating_add(leeway))
         });
         self.node.set_user(&self.id, self.info.user.clone());
         self.identity = identity;
@@ -111,6 +120,9 @@ impl Session {
     /// The next moment the connection must be closed unless something happens, and how:
     /// the first-message deadline (4102) or the token's expiry (4200).
     pub(crate) fn deadline(&self) -> Option<(Instant, Kick)> {
+        if let Some(kick) = &self.refused {
+            return Some((Instant::now(), kick.clone()));
+        }
         if let Some(at) = self.awaiting_connect {
             let kick = Kick {
                 code: codes::close::CONNECT_TIMEOUT,
@@ -137,8 +149,29 @@ impl Session {
 
     /// Handles one WebSocket message: decodes the command, carries it out, and queues the
     /// reply. Malformed and unknown commands get an error reply; the connection
-    /// stays open.
-    pub(crate) async fn handle(&mut self, data: &[u8], binary: bool) {
+    /// stays open. Commands over the connection's rate get a `rate_limited` reply and are
+    /// not carried out; returns how to close the connection when that went on too long.
+    pub(crate) async fn handle(&mut self, data: &[u8], binary: bool) -> Option<Kick> {
+        let options = &self.shared.config.rate_limits;
+        match self.rate.check(&self.id, data.len(), options, &self.shared.limits, Instant::now()) {
+            Verdict::Allow => {}
+            Verdict::Refuse(reason) => {
+                let id = command_id(self.format, data);
+                let message = rate_message(reason, options);
+                self.reply(&Reply::<CommandResult>::err(id, ErrorCode::RateLimited, message));
+                return None;
+            }
+            Verdict::Close => {
+                let reason = "too many commands too fast".to_owned();
+                return Some(Kick { code: codes::close::RATE_LIMITED, reason });
+            }
+            Verdict::Ignore => return None,
+        }
+        self.dispatch(data, binary).await;
+        None
+    }
+
+    async fn dispatch(&mut self, data: &[u8], binary: bool) {
         if binary != self.format.is_binary() {
             let (expected, got) = if binary { ("text", "binary") } else { ("binary", "text") };
             let message = format!(
@@ -197,23 +230,37 @@ impl Session {
     fn connect(&mut self, req: &ConnectRequest) -> Result<CommandResult, CommandError> {
         match &req.token {
             Some(token) => {
-                let claims = self.shared.auth.verify(token).map_err(|f| auth_error(&f))?;
+                let identity = match self.shared.auth.authenticate_token(token) {
+                    Ok(identity) => identity,
+                    Err(failure) => {
+                        // Where credentials are required, a refused one ends the connection.
+                        if self.awaiting_connect.is_some() {
+                            let code = if failure.expired {
+                                codes::close::TOKEN_EXPIRED
+                            } else {
+                                codes::close::UNAUTHORIZED
+                            };
+                            self.refused = Some(Kick { code, reason: failure.message.to_owned() });
+                        }
+                        return Err(auth_error(&failure));
+                    }
+                };
                 if let Some(user) = self.identity.user()
-                    && user != claims.user()
+                    && Some(user) != identity.user()
                 {
                     return Err(ErrorBody::new(
                         ErrorCode::Unauthorized,
                         "the token is for another user than the handshake's",
                     ));
                 }
-                self.set_identity(Identity::from_claims(claims));
+                self.set_identity(identity);
                 self.awaiting_connect = None;
             }
             None if self.awaiting_connect.is_some() => {
-                return Err(ErrorBody::new(
-                    ErrorCode::Unauthorized,
-                    "this server requires a token in `connect`",
-                ));
+                let reason = "this server requires a token in `connect`";
+                self.refused =
+                    Some(Kick { code: codes::close::UNAUTHORIZED, reason: reason.to_owned() });
+                return Err(ErrorBody::new(ErrorCode::Unauthorized, reason));
             }
             None => {}
         }
@@ -273,23 +320,33 @@ impl Session {
             ));
         }
         let sink: Arc<dyn Sink> = self.sink.clone();
-        self.node.hub.add(channel, &self.id, sink, ns.max_subscribers).map_err(|e| match e {
-            HubError::AlreadySubscribed => {
-                ErrorBody::new(ErrorCode::AlreadySubscribed, "already subscribed")
-            }
-            other => ErrorBody::new(ErrorCode::LimitExceeded, other.to_string()),
-        })?;
         let broker = &self.node.broker;
+        {
+            // The hub entry and the node's broker subscription change together, so a
+            // subscriber arriving while the last one leaves never ends up in the hub of a
+            // node that the broker no longer delivers to.
+            let _channel = self.node.lock_channel(channel).await;
+            self.node.hub.add(channel, &self.id, sink, ns.max_subscribers).map_err(
+                |e| match e {
+                    HubError::AlreadySubscribed => {
+                        ErrorBody::new(ErrorCode::AlreadySubscribed, "already subscribed")
+                    }
+                    other => ErrorBody::new(ErrorCode::LimitExceeded, other.to_string()),
+                },
+            )?;
+            if let Err(e) = broker.subscribe(channel).await {
+                if self.node.hub.remove(channel, &self.id) == Some(true) {
+                    self.unsubscribe_node(channel).await;
+                }
+                return Err(broker_error(&e));
+            }
+        }
         let options = StreamOptions::new(ns.history_size, ns.history_ttl);
         let query = match &req.since {
             Some(since) => HistoryQuery::since(since.clone(), Some(ns.history_size)),
             None => HistoryQuery::latest(Some(0)),
         };
-        let read = async {
-            broker.subscribe(channel).await?;
-            broker.history(channel, &query, &options).await
-        };
-        let history = match read.await {
+        let history = match broker.history(channel, &query, &options).await {
             Ok(history) => history,
             Err(e) => {
                 self.release(channel).await;
@@ -365,6 +422,7 @@ impl Session {
         // even its own leave); out of presence while the node is still subscribed to the
         // broker, which announces leaves only on subscribed channels; then the broker
         // subscription, with the last local subscriber.
+        let _channel = self.node.lock_channel(channel).await;
         let last = self.node.hub.remove(channel, &self.id) == Some(true);
         if membership.presence
             && let Err(e) = self.node.broker.leave(channel, &self.info, membership.announce).await
@@ -378,6 +436,7 @@ impl Session {
 
     /// Removes the hub entry, and the node's broker subscription with the last one.
     async fn release(&self, channel: &str) {
+        let _channel = self.node.lock_channel(channel).await;
         if self.node.hub.remove(channel, &self.id) == Some(true) {
             self.unsubscribe_node(channel).await;
         }
@@ -468,8 +527,52 @@ impl Session {
     }
 }
 
+/// The id of a command refused before decoding, to answer it by: read without building the
+/// rest of the command. 0 when there is none.
+fn command_id(format: Format, data: &[u8]) -> u64 {
+    #[derive(Deserialize)]
+    struct Id {
+        id: u64,
+    }
+    format.decode::<Id>(data).map_or(0, |command| command.id)
+}
+
+/// What a `rate_limited` reply says.
+fn rate_message(reason: Reason, options: &LimitOptions) -> String {
+    let (rate, unit) = match reason {
+        Reason::ByteRate => (options.byte_rate, "bytes"),
+        _ => (options.message_rate, "commands"),
+    };
+    match rate {
+        Some(rate) => format!(
+            "too many {unit}: at most {} a second, in bursts of {}; slow down",
+            rate.per_second, rate.burst
+        ),
+        None => format!("too many {unit}; slow down"),
+    }
+}
+
 /// The reply error for a refused token.
 fn auth_error(failure: &crate::auth::AuthFailure) -> ErrorBody {
     let code = if failure.expired { ErrorCode::TokenExpired } else { ErrorCode::Unauthorized };
     ErrorBody::new(code, failure.message)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn refused_commands_are_answered_by_their_id_when_it_can_be_read() {
+        let command = json!({"id": 7, "type": "publish", "channel": "a", "data": {"x": [1, 2]}});
+        for format in [Format::Json, Format::Msgpack] {
+            let bytes = format.encode(&command).unwrap();
+            assert_eq!(command_id(format, &bytes), 7, "{format:?}");
+        }
+        for garbage in [&b"not json"[..], b"{\"id\": -1}", b"{\"type\": \"ping\"}", b""] {
+            assert_eq!(command_id(Format::Json, garbage), 0);
+        }
+    }
 }

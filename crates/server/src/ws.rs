@@ -132,16 +132,22 @@ pub(crate) async fn drive<S>(
                 Input::Push(bytes) => take_pushes(&mut conn, &mut app, bytes),
                 Input::Kick(kick) => {
                     tracing::debug!(code = kick.code, reason = %kick.reason, "disconnect requested");
+                    take_queued(&mut conn, &mut app);
                     disconnect(&mut conn, &app, kick.code, &kick.reason);
                 }
             },
             () = &mut session_timer, if session_armed.is_some() => {
                 session_armed = None;
-                if let App::Hub(hub) = &app
-                    && let Some((at, kick)) = hub.session.deadline()
+                let due = match &app {
+                    App::Hub(hub) => hub.session.deadline(),
+                    App::Echo => None,
+                };
+                if let Some((at, kick)) = due
                     && at <= tokio::time::Instant::now()
                 {
                     tracing::debug!(code = kick.code, reason = %kick.reason, "session deadline");
+                    // Replies already queued (the refusal of a `connect`, say) go out first.
+                    take_queued(&mut conn, &mut app);
                     disconnect(&mut conn, &app, kick.code, &kick.reason);
                 }
             }
@@ -175,17 +181,25 @@ async fn on_read(conn: &mut Connection, buf: &mut BytesMut, app: &mut App) {
     // answers to any valid frames that preceded it.
     let _ = conn.handle_read(buf, Instant::now());
     while let Some(event) = conn.poll_event() {
-        match (&mut *app, event) {
+        let kick = match (&mut *app, event) {
             (App::Echo, Event::Text(data)) => {
                 // Only fails once closing has begun, when the echo is owed to no one.
                 let _ = conn.send(Message::Text(data));
+                None
             }
             (App::Echo, Event::Binary(data)) => {
                 let _ = conn.send(Message::Binary(data));
+                None
             }
             (App::Hub(hub), Event::Text(data)) => hub.session.handle(&data, false).await,
             (App::Hub(hub), Event::Binary(data)) => hub.session.handle(&data, true).await,
-            (_, Event::Ping(_) | Event::Pong(_) | Event::Close(_)) => {}
+            (_, Event::Ping(_) | Event::Pong(_) | Event::Close(_)) => None,
+        };
+        // Over the rate limit for too long; the session ignores whatever follows. The
+        // replies to the commands before go out first, then the `disconnect` push.
+        if let Some(kick) = kick {
+            take_queued(conn, app);
+            disconnect(conn, app, kick.code, &kick.reason);
         }
     }
 }
@@ -219,6 +233,16 @@ fn take_pushes(conn: &mut Connection, app: &mut App, first: Bytes) {
         // Fails only once closing, when pushes are owed to no one.
         let _ = conn.send(hub.session.push_message(bytes));
         next = if conn.queued_len() < PUSH_BATCH { hub.pushes.try_recv().ok() } else { None };
+    }
+}
+
+/// Moves everything queued so far into the codec, ahead of a close.
+fn take_queued(conn: &mut Connection, app: &mut App) {
+    let App::Hub(hub) = app else { return };
+    while let Ok(bytes) = hub.pushes.try_recv() {
+        hub.sink.taken(&bytes);
+        // Fails only once closing, when pushes are owed to no one.
+        let _ = conn.send(hub.session.push_message(bytes));
     }
 }
 

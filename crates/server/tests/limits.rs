@@ -1,0 +1,384 @@
+//! Limits over real sockets: commands and bytes per `/ws` connection, connections in total
+//! and per address, handshakes per address, channel name length.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use switchboard_codec::{ClientHandshake, CloseCode, Event, Message};
+use switchboard_server::Rate;
+use switchboard_test_support::client::WsClient;
+use switchboard_test_support::server::{TestServer, open_config};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+
+/// How long any single expected message may take.
+const LIMIT: Duration = Duration::from_secs(5);
+
+// ---------------------------------------------------------------------------------------
+// Commands and bytes per connection
+
+#[tokio::test]
+async fn commands_over_the_rate_get_rate_limited_and_are_not_carried_out() {
+    let mut config = open_config();
+    // Three commands, then one more a minute: nothing refills during the test.
+    config.rate_limits.message_rate = Some(Rate::new(1, 3));
+    let server = TestServer::start(config).await;
+    let mut a = connect(server.addr).await;
+    for id in 1..=5 {
+        send(&mut a, &json!({"id": id, "type": "publish", "channel": "room", "data": id})).await;
+    }
+    send_text(&mut a, "not json").await;
+    for id in 1..=3 {
+        let reply = next_json(&mut a).await;
+        assert_eq!(
+            (reply["id"].clone(), reply["result"]["offset"].clone()),
+            (json!(id), json!(id))
+        );
+    }
+    for id in [4, 5, 0] {
+        let reply = next_json(&mut a).await;
+        assert_eq!(reply["id"], id, "{reply}");
+        assert_eq!(reply["error"]["code"], "rate_limited", "{reply}");
+        assert_eq!(reply["error"]["temporary"], true, "{reply}");
+        let message = reply["error"]["message"].as_str().expect("a message");
+        assert!(message.contains("at most 1 a second, in bursts of 3"), "{message}");
+    }
+    // Another connection has its own allowance, and sees that only three were published.
+    let mut b = connect(server.addr).await;
+    send(&mut b, &json!({"id": 1, "type": "history", "channel": "room"})).await;
+    let history = next_json(&mut b).await;
+    assert_eq!(history["result"]["offset"], 3, "{history}");
+}
+
+#[tokio::test]
+async fn the_allowance_refills_at_the_rate() {
+    let mut config = open_config();
+    config.rate_limits.message_rate = Some(Rate::new(10, 1));
+    let server = TestServer::start(config).await;
+    let mut a = connect(server.addr).await;
+    send(&mut a, &json!({"id": 1, "type": "ping"})).await;
+    send(&mut a, &json!({"id": 2, "type": "ping"})).await;
+    assert_eq!(next_json(&mut a).await, json!({"id": 1, "result": {}}));
+    assert_eq!(next_json(&mut a).await["error"]["code"], "rate_limited");
+    // One command refills every 100 ms.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(ping(&mut a, 3).await, json!({"id": 3, "result": {}}));
+}
+
+#[tokio::test]
+async fn bytes_over_the_byte_rate_get_rate_limited() {
+    let mut config = open_config();
+    config.rate_limits.byte_rate = Some(Rate::new(1, 1_000));
+    let server = TestServer::start(config).await;
+    let mut a = connect(server.addr).await;
+    let data = "x".repeat(600);
+    let publish = |id: u64| json!({"id": id, "type": "publish", "channel": "room", "data": data});
+    send(&mut a, &publish(1)).await;
+    assert_eq!(next_json(&mut a).await["result"]["offset"], 1);
+    send(&mut a, &publish(2)).await;
+    let reply = next_json(&mut a).await;
+    assert_eq!(reply["error"]["code"], "rate_limited", "{reply}");
+    let message = reply["error"]["message"].as_str().expect("a message");
+    assert!(message.starts_with("too many bytes"), "{message}");
+    // A small command still fits in what is left.
+    assert_eq!(ping(&mut a, 3).await, json!({"id": 3, "result": {}}));
+}
+
+#[tokio::test]
+async fn sustained_excess_closes_with_a_disconnect_push_and_4100() {
+    let mut config = open_config();
+    config.rate_limits.message_rate = Some(Rate::new(1, 1));
+    config.rate_limits.max_rejections = 3;
+    let server = TestServer::start(config).await;
+    let mut a = connect(server.addr).await;
+    for id in 1..=6 {
+        send(&mut a, &json!({"id": id, "type": "ping"})).await;
+    }
+    assert_eq!(next_json(&mut a).await, json!({"id": 1, "result": {}}));
+    for id in 2..=4 {
+        let reply = next_json(&mut a).await;
+        let code = reply["error"]["code"].clone();
+        assert_eq!((reply["id"].clone(), code), (json!(id), json!("rate_limited")));
+    }
+    // A fourth refusal in one streak is more than `max_rejections`: it closes the
+    // connection, and nothing after it is answered.
+    let push = next_json(&mut a).await;
+    assert_eq!(
+        push,
+        json!({
+            "push": "disconnect",
+            "code": 4100,
+            "reason": "too many commands too fast",
+            "advice": "backoff",
+        })
+    );
+    assert_eq!(a.expect_close(LIMIT).await.expect("a close"), Some(CloseCode(4100)));
+    a.expect_eof(LIMIT).await.expect("the server closes tcp");
+}
+
+#[tokio::test]
+async fn echo_is_not_rate_limited() {
+    let mut config = open_config();
+    config.rate_limits.message_rate = Some(Rate::new(1, 1));
+    config.rate_limits.byte_rate = Some(Rate::new(1, 1));
+    config.rate_limits.max_rejections = 0;
+    let server = TestServer::start(config).await;
+    let mut ws = WsClient::connect(server.addr, "/echo").await.expect("handshake");
+    for n in 0..50 {
+        ws.send(Message::text(format!("message {n}"))).await.expect("send");
+        match ws.recv_timeout(LIMIT).await.expect("an echo") {
+            Some(Event::Text(data)) => assert_eq!(data, format!("message {n}").as_bytes()),
+            other => panic!("expected the echo of {n}, got {other:?}"),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Connections in total and per address
+
+#[tokio::test]
+async fn connections_past_the_total_get_503_with_retry_after_until_one_closes() {
+    let mut config = open_config();
+    config.rate_limits.max_connections = 2;
+    let server = TestServer::start(config).await;
+    let hub = WsClient::connect(server.addr, "/ws").await.expect("first");
+    let _echo = WsClient::connect(server.addr, "/echo").await.expect("second");
+    for path in ["/ws", "/echo"] {
+        let refusal = refusal(server.addr, path).await;
+        assert_eq!(refusal.status, 503, "{}", refusal.response);
+        assert_eq!(refusal.header("retry-after").as_deref(), Some("5"), "{}", refusal.response);
+        assert_eq!(refusal.error_code(), "connection_limit", "{}", refusal.response);
+    }
+    drop(hub);
+    connect_eventually(server.addr, "/ws").await;
+}
+
+#[tokio::test]
+async fn connections_past_the_per_address_limit_get_429_with_retry_after() {
+    let mut config = open_config();
+    config.rate_limits.max_connections_per_ip = 2;
+    config.rate_limits.exempt_loopback = false;
+    let server = TestServer::start(config).await;
+    let _a = WsClient::connect(server.addr, "/ws").await.expect("first");
+    let b = WsClient::connect(server.addr, "/echo").await.expect("second");
+    let refusal = refusal(server.addr, "/ws").await;
+    assert_eq!(refusal.status, 429, "{}", refusal.response);
+    assert_eq!(refusal.header("retry-after").as_deref(), Some("5"), "{}", refusal.response);
+    assert_eq!(refusal.error_code(), "ip_connection_limit", "{}", refusal.response);
+    assert!(refusal.header("content-type").is_some_and(|t| t == "application/json"));
+    if cfg!(target_os = "linux") {
+        // Linux routes all of 127.0.0.0/8 to loopback: another address, another count.
+        let (status, _other) = upgrade_from(other_loopback(), server.addr, "/ws").await;
+        assert_eq!(status, 101);
+    }
+    drop(b);
+    connect_eventually(server.addr, "/ws").await;
+}
+
+#[tokio::test]
+async fn slots_are_given_back_however_connections_end() {
+    let mut config = open_config();
+    config.rate_limits.max_connections = 1;
+    let server = TestServer::start(config).await;
+    for round in 0..5 {
+        // A close handshake.
+        let mut ws = connect_eventually(server.addr, "/ws").await;
+        ws.close(CloseCode::NORMAL, "bye").await.expect("close");
+        assert_eq!(ws.expect_close(LIMIT).await.expect("close answered"), Some(CloseCode::NORMAL));
+        drop(ws);
+        // A dropped socket.
+        drop(connect_eventually(server.addr, "/echo").await);
+        // A protocol violation: an unmasked frame.
+        let mut ws = connect_eventually(server.addr, "/ws").await;
+        ws.send_raw(&[0x81, 0x01, b'x']).await.expect("send");
+        let code = ws.expect_close(LIMIT).await.expect("a close");
+        assert_eq!(code, Some(CloseCode::PROTOCOL_ERROR), "round {round}");
+        drop(ws);
+        // A request refused after it took the slot (not for want of one): no upgrade.
+        let head = format!("GET /ws HTTP/1.1\r\nHost: {}\r\n\r\n", server.addr);
+        let deadline = tokio::time::Instant::now() + LIMIT;
+        loop {
+            let refused = WsClient::expect_refusal(server.addr, head.as_bytes()).await;
+            let refused = refused.expect("an answer");
+            if refused.status != 503 {
+                assert!(matches!(refused.status, 400 | 426), "{}", refused.response);
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "no slot came free");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    connect_eventually(server.addr, "/ws").await;
+}
+
+#[tokio::test]
+async fn loopback_clients_are_exempt_from_per_address_limits_by_default() {
+    let mut config = open_config();
+    config.rate_limits.max_connections_per_ip = 1;
+    config.rate_limits.handshake_rate = Some(Rate::new(1, 1));
+    let server = TestServer::start(config).await;
+    let mut open = Vec::new();
+    for _ in 0..5 {
+        open.push(WsClient::connect(server.addr, "/ws").await.expect("exempt from both limits"));
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Handshakes per address
+
+#[tokio::test]
+async fn upgrades_past_the_handshake_rate_get_429_with_retry_after() {
+    let mut config = open_config();
+    config.rate_limits.handshake_rate = Some(Rate::new(1, 3));
+    config.rate_limits.exempt_loopback = false;
+    let server = TestServer::start(config).await;
+    for _ in 0..3 {
+        let ws = WsClient::connect(server.addr, "/ws").await.expect("within the burst");
+        drop(ws);
+    }
+    let refusal = refusal(server.addr, "/ws").await;
+    assert_eq!(refusal.status, 429, "{}", refusal.response);
+    assert_eq!(refusal.header("retry-after").as_deref(), Some("1"), "{}", refusal.response);
+    assert_eq!(refusal.error_code(), "handshake_rate_limited", "{}", refusal.response);
+    // `/echo` is not counted; other addresses have their own allowance.
+    WsClient::connect(server.addr, "/echo").await.expect("echo is not counted");
+    if cfg!(target_os = "linux") {
+        let (status, _other) = upgrade_from(other_loopback(), server.addr, "/ws").await;
+        assert_eq!(status, 101);
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Channel names
+
+#[tokio::test]
+async fn channel_names_of_255_bytes_are_accepted_and_longer_ones_are_invalid() {
+    let server = TestServer::start(open_config()).await;
+    let mut a = connect(server.addr).await;
+    let longest = "c".repeat(255);
+    let subscribe = json!({"id": 1, "type": "subscribe", "channel": longest});
+    send(&mut a, &subscribe).await;
+    assert_eq!(next_json(&mut a).await["result"]["offset"], 0);
+    send(&mut a, &json!({"id": 2, "type": "publish", "channel": longest, "data": 1})).await;
+    let mut replies = vec![next_json(&mut a).await, next_json(&mut a).await];
+    replies.sort_by_key(|m| m.get("push").is_some());
+    assert_eq!(replies[0]["result"]["offset"], 1, "{replies:?}");
+    assert_eq!(replies[1]["channel"], json!(longest), "{replies:?}");
+
+    let too_long = "c".repeat(256);
+    for (id, kind) in [(3, "subscribe"), (4, "publish"), (5, "presence"), (6, "history")] {
+        let mut command = json!({"id": id, "type": kind, "channel": too_long});
+        if kind == "publish" {
+            command["data"] = json!(1);
+        }
+        send(&mut a, &command).await;
+        let reply = next_json(&mut a).await;
+        assert_eq!(reply["id"], id, "{kind}: {reply}");
+        assert_eq!(reply["error"]["code"], "invalid_channel", "{kind}: {reply}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Helpers
+
+/// What the server answered instead of 101.
+struct Refused {
+    status: u16,
+    response: String,
+}
+
+impl Refused {
+    /// A header's value (the name in lowercase).
+    fn header(&self, name: &str) -> Option<String> {
+        let head = self.response.split("\r\n\r\n").next().unwrap_or_default();
+        head.lines()
+            .filter_map(|line| line.split_once(':'))
+            .find(|(n, _)| n.trim().eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.trim().to_owned())
+    }
+
+    /// `error.code` of the JSON body.
+    fn error_code(&self) -> String {
+        let body = self.response.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or_default();
+        let body: Value = serde_json::from_str(body).expect("a JSON body");
+        body["error"]["code"].as_str().expect("error.code").to_owned()
+    }
+}
+
+/// A valid upgrade request to `path` that the server must refuse.
+async fn refusal(addr: SocketAddr, path: &str) -> Refused {
+    let request = ClientHandshake::new().request(&addr.to_string(), path, &[]);
+    let refusal = WsClient::expect_refusal(addr, &request).await.expect("a refusal");
+    Refused { status: refusal.status, response: refusal.response }
+}
+
+/// Connects to `path`, retrying while refused (a closed connection gives its slot back
+/// once its task has ended).
+async fn connect_eventually(addr: SocketAddr, path: &str) -> WsClient {
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    loop {
+        match WsClient::connect(addr, path).await {
+            Ok(ws) => return ws,
+            Err(e) => {
+                assert!(tokio::time::Instant::now() < deadline, "no slot came free: {e}");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
+/// Connects to `/ws` (JSON).
+async fn connect(addr: SocketAddr) -> WsClient {
+    WsClient::connect(addr, "/ws").await.expect("handshake")
+}
+
+async fn send(ws: &mut WsClient, command: &Value) {
+    send_text(ws, &command.to_string()).await;
+}
+
+async fn send_text(ws: &mut WsClient, text: &str) {
+    ws.send(Message::text(text.to_owned())).await.expect("send");
+}
+
+/// The next text message, as JSON.
+async fn next_json(ws: &mut WsClient) -> Value {
+    loop {
+        match ws.recv_timeout(LIMIT).await.expect("a message in time") {
+            Some(Event::Text(data)) => return serde_json::from_slice(&data).expect("JSON"),
+            Some(Event::Ping(_) | Event::Pong(_)) => continue,
+            other => panic!("expected a text message, got {other:?}"),
+        }
+    }
+}
+
+/// Sends a `ping` command and returns its reply.
+async fn ping(ws: &mut WsClient, id: u64) -> Value {
+    send(ws, &json!({"id": id, "type": "ping"})).await;
+    next_json(ws).await
+}
+
+/// A loopback address other than 127.0.0.1 (Linux routes the whole /8 to `lo`).
+fn other_loopback() -> IpAddr {
+    IpAddr::from([127, 0, 0, 2])
+}
+
+/// Sends an upgrade request to `path` from local address `from`; returns the status and the
+/// socket, left open.
+async fn upgrade_from(from: IpAddr, addr: SocketAddr, path: &str) -> (u16, TcpStream) {
+    let socket = TcpSocket::new_v4().expect("a socket");
+    socket.bind(SocketAddr::new(from, 0)).expect("bind a second loopback address");
+    let mut stream = socket.connect(addr).await.expect("connect");
+    let request = ClientHandshake::new().request(&addr.to_string(), path, &[]);
+    stream.write_all(&request).await.expect("send the request");
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        let read = tokio::time::timeout(LIMIT, stream.read(&mut byte)).await;
+        assert_eq!(read.expect("an answer in time").expect("read"), 1, "closed early");
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head);
+    let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).expect("a status line");
+    (status, stream)
+}
