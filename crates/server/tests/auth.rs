@@ -1,0 +1,1047 @@
+//! Authentication and authorization over real sockets: each credential source, refusals
+//! before the upgrade (RFC 6455 §4.2.2: an HTTP status instead of 101), Origin checks
+//! (RFC 6455 §10.2), channel permissions, first-message mode, token expiry and `refresh`.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use switchboard_auth::{Algorithm, Claims, VerifierBuilder, mint_hs256};
+use switchboard_codec::{CloseCode, Event, Message};
+use switchboard_proto::JSON_SUBPROTOCOL;
+use switchboard_server::{Config, NamespaceOptions};
+use switchboard_test_support::client::WsClient;
+use switchboard_test_support::server::TestServer;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// How long any single expected answer may take.
+const LIMIT: Duration = Duration::from_secs(5);
+/// The HS256 secret every test server verifies with: exactly the 32 bytes RFC 7518 §3.2 asks.
+const SECRET: &[u8; 32] = b"auth-tests-hs256-secret-32-bytes";
+/// Another valid secret, for tokens the servers must refuse.
+const OTHER_SECRET: &[u8; 32] = b"another-secret-of-exactly-32-byt";
+const API_KEY: &str = "api-key-for-the-auth-tests-0123456789";
+/// A 2048-bit RSA public key (PEM), test-only.
+const RSA_PUBLIC_KEY: &[u8] = include_bytes!("../../auth/tests/keys/rsa.pub.pem");
+/// The header `mint_hs256` writes.
+const HS256_HEADER: &str = r#"{"alg":"HS256","typ":"JWT"}"#;
+const COOKIE: &str = "sb_token";
+/// `first_message_timeout` in first-message tests.
+const FIRST_MESSAGE_TIMEOUT: Duration = Duration::from_millis(300);
+
+// ---------------------------------------------------------------------------------------
+// Credential sources
+
+#[tokio::test]
+async fn bearer_header_authenticates() {
+    let server = TestServer::start(config()).await;
+    let bearer = format!("Bearer {}", token("alice", &[], &[]));
+    let mut alice = Session::open(server.addr, "/ws", &[], &[("Authorization", &bearer)]).await;
+    assert_eq!(alice.user().await.as_deref(), Some("alice"));
+}
+
+#[tokio::test]
+async fn bearer_subprotocol_entry_authenticates_and_is_never_echoed() {
+    let server = TestServer::start(config()).await;
+    let entry = format!("switchboard.bearer.{}", token("alice", &[], &[]));
+
+    let offered = format!("Sec-WebSocket-Protocol: {JSON_SUBPROTOCOL}, {entry}\r\n");
+    let head = switching_head(server.addr, &upgrade(server.addr, "/ws", &offered)).await;
+    assert_eq!(header(&head, "sec-websocket-protocol"), Some(JSON_SUBPROTOCOL), "{head}");
+    assert!(!head.contains("switchboard.bearer"), "the token came back: {head}");
+
+    // Offered alone, the entry is not a protocol choice: no Sec-WebSocket-Protocol at all.
+    let alone = format!("Sec-WebSocket-Protocol: {entry}\r\n");
+    let head = switching_head(server.addr, &upgrade(server.addr, "/ws", &alone)).await;
+    assert_eq!(header(&head, "sec-websocket-protocol"), None, "{head}");
+
+    let mut alice = Session::open(server.addr, "/ws", &[JSON_SUBPROTOCOL, &entry], &[]).await;
+    assert_eq!(alice.ws.protocol.as_deref(), Some(JSON_SUBPROTOCOL));
+    assert_eq!(alice.user().await.as_deref(), Some("alice"));
+}
+
+#[tokio::test]
+async fn cookie_authenticates_when_configured() {
+    let cookie = format!("theme=dark; {COOKIE}={}; lang=en", token("alice", &[], &[]));
+
+    // Without a configured cookie name, cookies carry no credentials.
+    let server = TestServer::start(config()).await;
+    let mut anonymous = Session::open(server.addr, "/ws", &[], &[("Cookie", &cookie)]).await;
+    assert_eq!(anonymous.user().await, None);
+
+    let mut config = config();
+    config.auth.token_cookie = Some(COOKIE.to_owned());
+    let server = TestServer::start(config).await;
+    let mut alice = Session::open(server.addr, "/ws", &[], &[("Cookie", &cookie)]).await;
+    assert_eq!(alice.user().await.as_deref(), Some("alice"));
+}
+
+#[tokio::test]
+async fn query_token_is_ignored_without_the_danger_switch() {
+    let path = format!("/ws?token={}", token("alice", &[], &[]));
+
+    let server = TestServer::start(config()).await;
+    let mut anonymous = Session::open(server.addr, &path, &[], &[]).await;
+    assert_eq!(anonymous.user().await, None);
+
+    let mut config = config();
+    config.auth.required = true;
+    let server = TestServer::start(config).await;
+    let request = upgrade(server.addr, &path, "");
+    assert_unauthorized(
+        server.addr,
+        &request,
+        "credentials_required",
+        "this server requires a token or a ticket",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn query_token_authenticates_with_the_danger_switch() {
+    let mut config = config();
+    config.auth.danger_token_in_query = true;
+    let server = TestServer::start(config).await;
+    let path = format!("/ws?v=1&token={}", token("alice", &[], &[]));
+    let mut alice = Session::open(server.addr, &path, &[], &[]).await;
+    assert_eq!(alice.user().await.as_deref(), Some("alice"));
+}
+
+#[tokio::test]
+async fn ticket_from_the_api_key_authenticates_once() {
+    let server = TestServer::start(config()).await;
+    let body = json!({"user": "alice", "channels": ["news:*"]}).to_string();
+    let response = http(
+        server.addr,
+        "POST",
+        "/api/ticket",
+        &format!("Authorization: apikey {API_KEY}\r\nContent-Type: application/json\r\n"),
+        &body,
+    )
+    .await;
+    let ticket = ticket_of(&response);
+
+    let path = format!("/ws?ticket={ticket}");
+    let mut alice = Session::open(server.addr, &path, &[], &[]).await;
+    assert_eq!(alice.user().await.as_deref(), Some("alice"));
+    alice.ok("subscribe", json!({"channel": "news:a"})).await;
+    assert_eq!(alice.error("subscribe", json!({"channel": "sports:a"})).await, "permission_denied");
+
+    let request = upgrade(server.addr, &path, "");
+    assert_unauthorized(server.addr, &request, "ticket_invalid", "unknown or already used ticket")
+        .await;
+}
+
+#[tokio::test]
+async fn ticket_from_a_bearer_token_carries_its_claims() {
+    let server = TestServer::start(config()).await;
+    let bearer = format!("Authorization: Bearer {}\r\n", token("alice", &["news:*"], &["news:a"]));
+    let response = http(server.addr, "POST", "/api/ticket", &bearer, "").await;
+    let ticket = ticket_of(&response);
+
+    let path = format!("/ws?ticket={ticket}");
+    let mut alice = Session::open(server.addr, &path, &[], &[]).await;
+    assert_eq!(alice.user().await.as_deref(), Some("alice"));
+    alice.ok("subscribe", json!({"channel": "news:b"})).await;
+    alice.ok("publish", json!({"channel": "news:a", "data": 1})).await;
+    let code = alice.error("publish", json!({"channel": "news:b", "data": 1})).await;
+    assert_eq!(code, "permission_denied");
+
+    let request = upgrade(server.addr, &path, "");
+    assert_unauthorized(server.addr, &request, "ticket_invalid", "unknown or already used ticket")
+        .await;
+}
+
+#[tokio::test]
+async fn ticket_endpoint_refuses_bad_credentials() {
+    let server = TestServer::start(config()).await;
+    let bearer = "Authorization: Bearer not.a.token\r\n";
+    let response = http(server.addr, "POST", "/api/ticket", bearer, "").await;
+    assert_eq!(response.status, 401, "{response:?}");
+    assert_eq!(header(&response.head, "www-authenticate"), Some("Bearer"), "{response:?}");
+    assert_eq!(response.json()["error"]["code"], "unauthorized", "{response:?}");
+
+    let expired = format!("Authorization: Bearer {}\r\n", expired_token("alice"));
+    let response = http(server.addr, "POST", "/api/ticket", &expired, "").await;
+    assert_eq!(response.status, 401, "{response:?}");
+    assert_eq!(response.json()["error"]["code"], "token_expired", "{response:?}");
+
+    let wrong_key = "Authorization: apikey wrong\r\n";
+    let response = http(server.addr, "POST", "/api/ticket", wrong_key, "{\"user\":\"a\"}").await;
+    assert_eq!(response.status, 401, "{response:?}");
+    assert_eq!(header(&response.head, "www-authenticate"), Some("apikey"), "{response:?}");
+}
+
+#[tokio::test]
+async fn forged_ticket_is_refused() {
+    let server = TestServer::start(config()).await;
+    // The shape of a real ticket: 32 bytes in base64url.
+    let forged = URL_SAFE_NO_PAD.encode([0x5a; 32]);
+    let request = upgrade(server.addr, &format!("/ws?ticket={forged}"), "");
+    assert_unauthorized(server.addr, &request, "ticket_invalid", "unknown or already used ticket")
+        .await;
+    let request = upgrade(server.addr, "/ws?ticket=", "");
+    assert_unauthorized(server.addr, &request, "ticket_invalid", "unknown or already used ticket")
+        .await;
+}
+
+#[tokio::test]
+async fn ticket_lifetime_past_the_clock_is_a_bad_request() {
+    let server = TestServer::start(config()).await;
+    let body = json!({"user": "alice", "expires_in": u64::MAX}).to_string();
+    let headers = format!("Authorization: apikey {API_KEY}\r\nContent-Type: application/json\r\n");
+    let response = http(server.addr, "POST", "/api/ticket", &headers, &body).await;
+    assert_eq!(response.status, 400, "{response:?}");
+    assert_eq!(response.json()["error"]["code"], "bad_request", "{response:?}");
+}
+
+#[tokio::test]
+async fn credentials_are_taken_from_the_first_source_present() {
+    let mut config = config();
+    config.auth.token_cookie = Some(COOKIE.to_owned());
+    let server = TestServer::start(config).await;
+    let bearer = format!("Bearer {}", token("alice", &[], &[]));
+    let entry = format!("switchboard.bearer.{}", token("bob", &[], &[]));
+    let cookie = format!("{COOKIE}={}", token("carol", &[], &[]));
+
+    let headers = [("Authorization", bearer.as_str()), ("Cookie", cookie.as_str())];
+    let mut first = Session::open(server.addr, "/ws", &[JSON_SUBPROTOCOL, &entry], &headers).await;
+    assert_eq!(first.user().await.as_deref(), Some("alice"));
+    let headers = [("Cookie", cookie.as_str())];
+    let mut second = Session::open(server.addr, "/ws", &[JSON_SUBPROTOCOL, &entry], &headers).await;
+    assert_eq!(second.user().await.as_deref(), Some("bob"));
+
+    // A refused credential is never skipped in favour of a later one.
+    let request = upgrade(
+        server.addr,
+        "/ws",
+        &format!("Authorization: Bearer {}\r\nCookie: {cookie}\r\n", token_with(OTHER_SECRET)),
+    );
+    assert_unauthorized(server.addr, &request, "bad_signature", "bad token signature").await;
+}
+
+// ---------------------------------------------------------------------------------------
+// Refused tokens
+
+#[tokio::test]
+async fn invalid_token_is_refused_with_a_bearer_challenge() {
+    let mut config = config();
+    config.auth.token_cookie = Some(COOKIE.to_owned());
+    let server = TestServer::start(config).await;
+    let addr = server.addr;
+    for garbage in ["not-a-jwt", "a.b", "a.b.c.d", "e30.e30.", "%%%.%%%.%%%"] {
+        for headers in [
+            format!("Authorization: Bearer {garbage}\r\n"),
+            format!("Sec-WebSocket-Protocol: {JSON_SUBPROTOCOL}, switchboard.bearer.{garbage}\r\n"),
+            format!("Cookie: {COOKIE}={garbage}\r\n"),
+        ] {
+            let request = upgrade(addr, "/ws", &headers);
+            assert_unauthorized(addr, &request, "malformed", "malformed token").await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn expired_token_is_refused_as_token_expired() {
+    let server = TestServer::start(config()).await;
+    let headers = format!("Authorization: Bearer {}\r\n", expired_token("alice"));
+    let request = upgrade(server.addr, "/ws", &headers);
+    assert_unauthorized(server.addr, &request, "token_expired", "token expired").await;
+}
+
+#[tokio::test]
+async fn alg_none_token_is_refused() {
+    let server = TestServer::start(config()).await;
+    let claims = serde_json::to_vec(&claims("alice", Duration::from_secs(3600), &["*"], &["*"]))
+        .expect("serialize claims");
+    let signed = token("alice", &["*"], &["*"]);
+    let signature = signed.rsplit_once('.').map(|(_, s)| s).expect("a signature");
+    let mut forgeries = Vec::new();
+    for alg in ["none", "None", "NONE", "nOnE"] {
+        let header = format!(r#"{{"alg":"{alg}","typ":"JWT"}}"#);
+        let unsigned = format!("{}.{}", b64(header.as_bytes()), b64(&claims));
+        // RFC 7519 §6.1: an unsecured JWT has an empty signature; some libraries also
+        // accepted one with the original signature left on.
+        forgeries.push(format!("{unsigned}."));
+        forgeries.push(format!("{unsigned}.{signature}"));
+    }
+    for forged in forgeries {
+        let request = upgrade(server.addr, "/ws", &format!("Authorization: Bearer {forged}\r\n"));
+        assert_unauthorized(
+            server.addr,
+            &request,
+            "wrong_algorithm",
+            "token algorithm not allowed",
+        )
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn token_signed_with_another_secret_is_refused() {
+    let server = TestServer::start(config()).await;
+    let headers = format!("Authorization: Bearer {}\r\n", token_with(OTHER_SECRET));
+    let request = upgrade(server.addr, "/ws", &headers);
+    assert_unauthorized(server.addr, &request, "bad_signature", "bad token signature").await;
+}
+
+#[tokio::test]
+async fn hmac_token_is_refused_by_an_rs256_verifier() {
+    let mut config = config();
+    let verifier = VerifierBuilder::pem(Algorithm::Rs256, RSA_PUBLIC_KEY).build();
+    config.auth.verifier = Some(Arc::new(verifier.expect("an RS256 verifier")));
+    let server = TestServer::start(config).await;
+
+    let claims = claims("alice", Duration::from_secs(3600), &["*"], &["*"]);
+    let payload = serde_json::to_vec(&claims).expect("serialize claims");
+    // The hand-made HMAC signs exactly as `mint_hs256` does.
+    let by_hand = hs256(HS256_HEADER.as_bytes(), &payload, SECRET);
+    assert_eq!(by_hand, mint_hs256(SECRET, &claims).expect("mint"));
+    // The key-confusion attack (RFC 8725 §2.1): HMAC keyed with the public key, which
+    // anyone has. A verifier taking the algorithm from the token would accept it.
+    let confused = hs256(HS256_HEADER.as_bytes(), &payload, RSA_PUBLIC_KEY);
+    for forged in [by_hand, confused] {
+        let request = upgrade(server.addr, "/ws", &format!("Authorization: Bearer {forged}\r\n"));
+        assert_unauthorized(
+            server.addr,
+            &request,
+            "wrong_algorithm",
+            "token algorithm not allowed",
+        )
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn token_expiring_past_the_clock_range_is_handled() {
+    let server = TestServer::start(config()).await;
+    let mut far = claims("alice", Duration::from_secs(3600), &[], &[]);
+    far.exp = u64::MAX;
+    let bearer = format!("Authorization: Bearer {}\r\n", sign(&far));
+    let request = upgrade(server.addr, "/ws", &bearer);
+    // Refused as an invalid claim, or accepted as a working connection: either, not a panic.
+    match WsClient::expect_refusal(server.addr, request.as_bytes()).await {
+        Ok(refusal) => assert_eq!(refusal.status, 401, "{}", refusal.response),
+        Err(_) => {
+            let mut alice = authenticated(server.addr, &sign(&far)).await;
+            assert_eq!(alice.user().await.as_deref(), Some("alice"));
+        }
+    }
+}
+
+#[tokio::test]
+async fn missing_credentials_are_refused_when_required() {
+    let mut config = config();
+    config.auth.required = true;
+    let server = TestServer::start(config).await;
+    for path in ["/ws", "/ws?token=", "/ws?other=1"] {
+        let request = upgrade(server.addr, path, "Authorization: Basic YTpi\r\n");
+        assert_unauthorized(
+            server.addr,
+            &request,
+            "credentials_required",
+            "this server requires a token or a ticket",
+        )
+        .await;
+    }
+    let bearer = format!("Bearer {}", token("alice", &[], &[]));
+    let mut alice = Session::open(server.addr, "/ws", &[], &[("Authorization", &bearer)]).await;
+    assert_eq!(alice.user().await.as_deref(), Some("alice"));
+}
+
+#[tokio::test]
+async fn required_credentials_guard_the_echo_endpoint() {
+    let mut config = config();
+    config.auth.required = true;
+    let server = TestServer::start(config).await;
+    let request = upgrade(server.addr, "/echo", "");
+    assert_unauthorized(
+        server.addr,
+        &request,
+        "credentials_required",
+        "this server requires a token or a ticket",
+    )
+    .await;
+}
+
+// ---------------------------------------------------------------------------------------
+// Origin
+
+#[tokio::test]
+async fn own_origin_is_allowed() {
+    let mut config = config();
+    config.origins.allow_localhost = false;
+    let server = TestServer::start(config).await;
+    let addr = server.addr;
+    let behind_proxy = upgrade(addr, "/ws", "Origin: https://chat.example.com\r\n")
+        .replace(&format!("Host: {addr}"), "Host: chat.example.com");
+    switching_head(addr, &behind_proxy).await;
+    let direct = upgrade(addr, "/ws", &format!("Origin: http://{addr}\r\n"));
+    switching_head(addr, &direct).await;
+
+    let other_port = SocketAddr::new(addr.ip(), addr.port().wrapping_add(1));
+    let request = upgrade(addr, "/ws", &format!("Origin: http://{other_port}\r\n"));
+    assert_forbidden(addr, &request, &format!("origin \"http://{other_port}\" is not allowed"))
+        .await;
+}
+
+#[tokio::test]
+async fn localhost_origins_are_allowed_by_default() {
+    let server = TestServer::start(config()).await;
+    for origin in ["http://localhost:3000", "http://127.0.0.1:5173", "http://[::1]:8000"] {
+        let request = upgrade(server.addr, "/ws", &format!("Origin: {origin}\r\n"));
+        switching_head(server.addr, &request).await;
+    }
+    let mut config = config();
+    config.origins.allow_localhost = false;
+    let server = TestServer::start(config).await;
+    let request = upgrade(server.addr, "/ws", "Origin: http://localhost:3000\r\n");
+    assert_forbidden(server.addr, &request, "origin \"http://localhost:3000\" is not allowed")
+        .await;
+}
+
+#[tokio::test]
+async fn foreign_origin_is_refused_even_with_valid_credentials() {
+    let mut config = config();
+    config.auth.token_cookie = Some(COOKIE.to_owned());
+    let server = TestServer::start(config).await;
+    let request = upgrade(server.addr, "/ws", "Origin: https://evil.example\r\n");
+    assert_forbidden(server.addr, &request, "origin \"https://evil.example\" is not allowed").await;
+    // Cross-site WebSocket hijacking: the browser attaches the victim's cookie.
+    let cookie = format!("Cookie: {COOKIE}={}\r\n", token("alice", &["*"], &["*"]));
+    let request = upgrade(server.addr, "/ws", &format!("Origin: https://evil.example\r\n{cookie}"));
+    assert_forbidden(server.addr, &request, "origin \"https://evil.example\" is not allowed").await;
+    // The echo endpoint is guarded too.
+    let request = upgrade(server.addr, "/echo", "Origin: https://evil.example\r\n");
+    assert_forbidden(server.addr, &request, "origin \"https://evil.example\" is not allowed").await;
+}
+
+#[tokio::test]
+async fn look_alike_origins_are_refused() {
+    let mut config = config();
+    config.origins.allowed = vec!["https://example.com".to_owned()];
+    let server = TestServer::start(config).await;
+    let allowed = upgrade(server.addr, "/ws", "Origin: https://example.com\r\n");
+    switching_head(server.addr, &allowed).await;
+    for origin in [
+        "https://example.com.evil.org",
+        "https://evilexample.com",
+        "null",
+        "http://example.com",
+        "https://example.com:8443",
+        "https://sub.example.com",
+        "https://example.com@evil.org",
+        "https://example.com/",
+        "example.com",
+    ] {
+        let request = upgrade(server.addr, "/ws", &format!("Origin: {origin}\r\n"));
+        assert_forbidden(server.addr, &request, &format!("origin {origin:?} is not allowed")).await;
+    }
+}
+
+#[tokio::test]
+async fn wildcard_origin_admits_subdomains_only() {
+    let mut config = config();
+    config.origins.allowed = vec!["https://*.example.com".to_owned()];
+    let server = TestServer::start(config).await;
+    for origin in ["https://a.example.com", "https://A.B.Example.COM"] {
+        let request = upgrade(server.addr, "/ws", &format!("Origin: {origin}\r\n"));
+        switching_head(server.addr, &request).await;
+    }
+    for origin in [
+        "https://example.com",
+        "https://.example.com",
+        "https://a.example.com.evil.org",
+        "https://evilexample.com",
+        "https://a-example.com",
+        "http://a.example.com",
+        "https://a.example.com:8443",
+    ] {
+        let request = upgrade(server.addr, "/ws", &format!("Origin: {origin}\r\n"));
+        assert_forbidden(server.addr, &request, &format!("origin {origin:?} is not allowed")).await;
+    }
+}
+
+#[tokio::test]
+async fn missing_origin_is_refused_when_required() {
+    let mut config = config();
+    config.origins.allow_missing = false;
+    let server = TestServer::start(config).await;
+    let request = upgrade(server.addr, "/ws", "");
+    assert_forbidden(server.addr, &request, "an Origin header is required").await;
+    let request = upgrade(server.addr, "/ws", "Origin: http://localhost:3000\r\n");
+    switching_head(server.addr, &request).await;
+}
+
+// ---------------------------------------------------------------------------------------
+// Channel permissions
+
+#[tokio::test]
+async fn anonymous_connections_are_unauthorized_in_the_default_namespace() {
+    let server = TestServer::start(Config::default()).await;
+    let mut anonymous = Session::open(server.addr, "/ws", &[], &[]).await;
+    for (kind, fields) in [
+        ("subscribe", json!({"channel": "room"})),
+        ("publish", json!({"channel": "room", "data": 1})),
+        ("presence", json!({"channel": "room"})),
+        ("history", json!({"channel": "room"})),
+    ] {
+        assert_eq!(anonymous.error(kind, fields).await, "unauthorized", "{kind}");
+    }
+}
+
+#[tokio::test]
+async fn chat_namespace_is_open_to_anonymous_connections() {
+    let server = TestServer::start(Config::default()).await;
+    let mut anonymous = Session::open(server.addr, "/ws", &[], &[]).await;
+    anonymous.ok("subscribe", json!({"channel": "chat:lobby"})).await;
+    anonymous.ok("publish", json!({"channel": "chat:lobby", "data": "hi"})).await;
+    anonymous.ok("presence", json!({"channel": "chat:lobby"})).await;
+    anonymous.ok("history", json!({"channel": "chat:lobby"})).await;
+}
+
+#[tokio::test]
+async fn channel_patterns_limit_what_a_token_may_read() {
+    let server = TestServer::start(config()).await;
+    let mut alice = authenticated(server.addr, &token("alice", &["news:*"], &[])).await;
+    alice.ok("subscribe", json!({"channel": "news:a"})).await;
+    alice.ok("presence", json!({"channel": "news:a"})).await;
+    alice.ok("history", json!({"channel": "news:a"})).await;
+    for kind in ["subscribe", "presence", "history"] {
+        let code = alice.error(kind, json!({"channel": "sports:a"})).await;
+        assert_eq!(code, "permission_denied", "{kind}");
+    }
+    // The default namespace is closed to anonymous users, and the token grants none of it.
+    assert_eq!(alice.error("subscribe", json!({"channel": "room"})).await, "permission_denied");
+}
+
+#[tokio::test]
+async fn publishing_needs_a_publish_pattern() {
+    let server = TestServer::start(config()).await;
+    let mut reader = authenticated(server.addr, &token("alice", &["news:*"], &[])).await;
+    let code = reader.error("publish", json!({"channel": "news:a", "data": 1})).await;
+    assert_eq!(code, "permission_denied");
+
+    let mut writer = authenticated(server.addr, &token("bob", &["news:*"], &["news:a"])).await;
+    writer.ok("publish", json!({"channel": "news:a", "data": 1})).await;
+    let code = writer.error("publish", json!({"channel": "news:b", "data": 1})).await;
+    assert_eq!(code, "permission_denied");
+}
+
+#[tokio::test]
+async fn user_limited_channels_admit_only_their_users() {
+    let server = TestServer::start(config()).await;
+    let mut alice = authenticated(server.addr, &token("alice", &[], &[])).await;
+    alice.ok("subscribe", json!({"channel": "chat:#alice"})).await;
+    alice.ok("publish", json!({"channel": "chat:#alice", "data": "note to self"})).await;
+    alice.ok("presence", json!({"channel": "chat:#alice"})).await;
+
+    // Even a token granting every channel does not open another user's channel.
+    let mut bob = authenticated(server.addr, &token("bob", &["*"], &["*"])).await;
+    for (kind, fields) in [
+        ("subscribe", json!({"channel": "chat:#alice"})),
+        ("publish", json!({"channel": "chat:#alice", "data": 1})),
+        ("presence", json!({"channel": "chat:#alice"})),
+        ("history", json!({"channel": "chat:#alice"})),
+    ] {
+        assert_eq!(bob.error(kind, fields).await, "permission_denied", "bob {kind}");
+    }
+    bob.ok("subscribe", json!({"channel": "chat:#alice,bob"})).await;
+
+    // `chat` is open to anonymous connections, but not its user-limited channels.
+    let mut anonymous = Session::open(server.addr, "/ws", &[], &[]).await;
+    for (kind, fields) in [
+        ("subscribe", json!({"channel": "chat:#alice"})),
+        ("publish", json!({"channel": "chat:#alice", "data": 1})),
+    ] {
+        assert_eq!(anonymous.error(kind, fields).await, "unauthorized", "anonymous {kind}");
+    }
+}
+
+#[tokio::test]
+async fn connect_cannot_switch_users() {
+    let server = TestServer::start(config()).await;
+    let mut alice = Session::open(
+        server.addr,
+        "/ws",
+        &[],
+        &[("Authorization", &format!("Bearer {}", token("alice", &[], &[])))],
+    )
+    .await;
+    let code = alice.error("connect", json!({"token": token("bob", &["*"], &["*"])})).await;
+    assert_eq!(code, "unauthorized");
+    assert_eq!(alice.error("subscribe", json!({"channel": "news:a"})).await, "permission_denied");
+}
+
+// ---------------------------------------------------------------------------------------
+// First-message mode
+
+#[tokio::test]
+async fn first_message_mode_refuses_commands_before_connect() {
+    let server = TestServer::start(first_message_config()).await;
+    let mut client = Session::open(server.addr, "/ws", &[], &[]).await;
+    for (kind, fields) in [
+        ("ping", json!({})),
+        // Open to anonymous connections otherwise: first-message mode comes first.
+        ("subscribe", json!({"channel": "chat:lobby"})),
+        ("publish", json!({"channel": "chat:lobby", "data": 1})),
+        ("refresh", json!({"token": token("alice", &[], &[])})),
+    ] {
+        assert_eq!(client.error(kind, fields).await, "unauthorized", "{kind}");
+    }
+    let result = client.ok("connect", json!({"token": token("alice", &["news:*"], &[])})).await;
+    assert_eq!(result["user"], "alice", "{result}");
+    client.ok("subscribe", json!({"channel": "news:a"})).await;
+    // Past the deadline the connection stays open: `connect` cleared it.
+    tokio::time::sleep(FIRST_MESSAGE_TIMEOUT * 2).await;
+    client.ok("ping", json!({})).await;
+}
+
+#[tokio::test]
+async fn first_message_mode_closes_without_connect() {
+    let server = TestServer::start(first_message_config()).await;
+    let started = Instant::now();
+    let mut client = Session::open(server.addr, "/ws", &[], &[]).await;
+    let (messages, code) = client.closed().await;
+    let elapsed = started.elapsed();
+    assert_eq!(code, Some(4102), "{messages:?}");
+    assert_eq!(
+        messages,
+        [json!({
+            "push": "disconnect",
+            "code": 4102,
+            "reason": "no connect with a token in time",
+            "advice": "backoff"
+        })]
+    );
+    assert!(elapsed >= FIRST_MESSAGE_TIMEOUT, "closed early: {elapsed:?}");
+}
+
+#[tokio::test]
+async fn first_message_deadline_holds_while_commands_are_refused() {
+    let server = TestServer::start(first_message_config()).await;
+    let started = Instant::now();
+    let mut client = Session::open(server.addr, "/ws", &[], &[]).await;
+    // Chatting does not buy an unauthenticated connection more time.
+    while started.elapsed() < FIRST_MESSAGE_TIMEOUT / 2 {
+        assert_eq!(client.error("ping", json!({})).await, "unauthorized");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (messages, code) = client.closed().await;
+    assert_eq!(code, Some(4102), "{messages:?}");
+    assert!(started.elapsed() < FIRST_MESSAGE_TIMEOUT * 3, "{:?}", started.elapsed());
+}
+
+#[tokio::test]
+async fn first_message_mode_skips_the_wait_for_handshake_credentials() {
+    let server = TestServer::start(first_message_config()).await;
+    let bearer = format!("Bearer {}", token("alice", &[], &[]));
+    let mut alice = Session::open(server.addr, "/ws", &[], &[("Authorization", &bearer)]).await;
+    alice.ok("ping", json!({})).await;
+    tokio::time::sleep(FIRST_MESSAGE_TIMEOUT * 2).await;
+    alice.ok("ping", json!({})).await;
+}
+
+#[tokio::test]
+async fn first_message_mode_closes_after_a_refused_connect_token() {
+    let server = TestServer::start(first_message_config_with(Duration::from_secs(3))).await;
+    let mut client = Session::open(server.addr, "/ws", &[], &[]).await;
+    let code = client.error("connect", json!({"token": token_with(OTHER_SECRET)})).await;
+    assert_eq!(code, "unauthorized");
+    let (messages, code) = client.closed().await;
+    assert_eq!(code, Some(4401), "{messages:?}");
+
+    let mut client = Session::open(server.addr, "/ws", &[], &[]).await;
+    let code = client.error("connect", json!({"token": expired_token("alice")})).await;
+    assert_eq!(code, "token_expired");
+    let (messages, code) = client.closed().await;
+    assert_eq!(code, Some(4200), "{messages:?}");
+}
+
+#[tokio::test]
+async fn first_message_connect_accepts_a_ticket() {
+    let server = TestServer::start(first_message_config()).await;
+    let bearer = format!("Authorization: Bearer {}\r\n", token("alice", &[], &[]));
+    let ticket = ticket_of(&http(server.addr, "POST", "/api/ticket", &bearer, "").await);
+    let mut client = Session::open(server.addr, "/ws", &[], &[]).await;
+    let result = client.ok("connect", json!({"token": ticket})).await;
+    assert_eq!(result["user"], "alice", "{result}");
+}
+
+// ---------------------------------------------------------------------------------------
+// Expiry and refresh
+
+#[tokio::test]
+async fn expired_token_closes_the_connection_with_4200() {
+    let server = TestServer::start(strict_config()).await;
+    let short = claims("alice", Duration::from_secs(2), &[], &[]);
+    let mut alice = authenticated(server.addr, &sign(&short)).await;
+    let (messages, code) = alice.closed().await;
+    let closed_at = SystemTime::now();
+    assert_eq!(code, Some(4200), "{messages:?}");
+    assert_eq!(
+        messages,
+        [json!({
+            "push": "disconnect",
+            "code": 4200,
+            "reason": "token expired",
+            "advice": "refresh_token"
+        })]
+    );
+    // Not before `exp` (less a little for the clocks of the two sides).
+    let exp = UNIX_EPOCH + Duration::from_secs(short.exp);
+    assert!(closed_at + Duration::from_millis(100) >= exp, "closed before exp");
+}
+
+#[tokio::test]
+async fn refresh_extends_the_connection_and_applies_the_new_claims() {
+    let server = TestServer::start(strict_config()).await;
+    let short = claims("alice", Duration::from_secs(2), &[], &[]);
+    let mut alice = authenticated(server.addr, &sign(&short)).await;
+    assert_eq!(alice.error("subscribe", json!({"channel": "news:a"})).await, "permission_denied");
+
+    let long = claims("alice", Duration::from_secs(3600), &["news:*"], &[]);
+    let result = alice.ok("refresh", json!({"token": sign(&long)})).await;
+    assert_eq!(result, json!({"expires_at": long.exp}));
+    alice.ok("subscribe", json!({"channel": "news:a"})).await;
+
+    // Past the old expiry the connection is still open and answers.
+    let old_exp = UNIX_EPOCH + Duration::from_secs(short.exp);
+    let wait = old_exp.duration_since(SystemTime::now()).unwrap_or_default();
+    tokio::time::sleep(wait + Duration::from_millis(500)).await;
+    alice.ok("ping", json!({})).await;
+    assert!(alice.pushes.iter().all(|p| p["push"] != "disconnect"), "{:?}", alice.pushes);
+}
+
+#[tokio::test]
+async fn refresh_with_another_users_token_is_unauthorized_and_changes_nothing() {
+    let server = TestServer::start(strict_config()).await;
+    let short = claims("alice", Duration::from_secs(2), &[], &[]);
+    let mut alice = authenticated(server.addr, &sign(&short)).await;
+    let code = alice.error("refresh", json!({"token": token("bob", &["*"], &["*"])})).await;
+    assert_eq!(code, "unauthorized");
+    let code = alice.error("refresh", json!({"token": expired_token("alice")})).await;
+    assert_eq!(code, "token_expired");
+    let code = alice.error("refresh", json!({"token": token_with(OTHER_SECRET)})).await;
+    assert_eq!(code, "unauthorized");
+    assert_eq!(alice.error("subscribe", json!({"channel": "news:a"})).await, "permission_denied");
+    // The old expiry still holds.
+    let (messages, code) = alice.closed().await;
+    assert_eq!(code, Some(4200), "{messages:?}");
+
+    let mut anonymous = Session::open(server.addr, "/ws", &[], &[]).await;
+    let code = anonymous.error("refresh", json!({"token": token("bob", &[], &[])})).await;
+    assert_eq!(code, "unauthorized");
+}
+
+// ---------------------------------------------------------------------------------------
+// Helpers
+
+/// `Config::default()` (the default namespace closed to anonymous connections, `chat` open
+/// to them) with an HS256 verifier for [`SECRET`], the API key, and namespaces `news` and
+/// `sports` with default options (for token holders only).
+fn config() -> Config {
+    let mut config = Config::default();
+    let verifier = VerifierBuilder::hmac(Algorithm::Hs256, SECRET.as_slice()).build();
+    config.auth.verifier = Some(Arc::new(verifier.expect("an HS256 verifier")));
+    config.api_key = Some(API_KEY.to_owned());
+    for ns in ["news", "sports"] {
+        config.hub.namespaces.insert(ns.to_owned(), NamespaceOptions::default());
+    }
+    config
+}
+
+/// [`config`] with a verifier allowing no clock skew, so a token's connection ends at `exp`.
+fn strict_config() -> Config {
+    let mut config = config();
+    let verifier = VerifierBuilder::hmac(Algorithm::Hs256, SECRET.as_slice())
+        .leeway(Duration::ZERO)
+        .build()
+        .expect("an HS256 verifier without leeway");
+    config.auth.verifier = Some(Arc::new(verifier));
+    config
+}
+
+/// [`config`] requiring credentials, in first-message mode with a short deadline.
+fn first_message_config() -> Config {
+    first_message_config_with(FIRST_MESSAGE_TIMEOUT)
+}
+
+fn first_message_config_with(timeout: Duration) -> Config {
+    let mut config = config();
+    config.auth.required = true;
+    config.auth.first_message = true;
+    config.auth.first_message_timeout = timeout;
+    config
+}
+
+/// Claims for `user` valid from now for `ttl`, granting the given patterns.
+fn claims(user: &str, ttl: Duration, channels: &[&str], publish: &[&str]) -> Claims {
+    let mut claims = Claims::new(user, ttl, SystemTime::now());
+    claims.channels = channels.iter().map(|&c| c.to_owned()).collect();
+    claims.publish = publish.iter().map(|&p| p.to_owned()).collect();
+    claims
+}
+
+/// `claims` signed with [`SECRET`].
+fn sign(claims: &Claims) -> String {
+    mint_hs256(SECRET, claims).expect("mint a token")
+}
+
+/// A token for `user`, valid for an hour.
+fn token(user: &str, channels: &[&str], publish: &[&str]) -> String {
+    sign(&claims(user, Duration::from_secs(3600), channels, publish))
+}
+
+/// A valid-looking token for `alice` signed with `secret`.
+fn token_with(secret: &[u8]) -> String {
+    let claims = claims("alice", Duration::from_secs(3600), &["*"], &["*"]);
+    mint_hs256(secret, &claims).expect("mint a token")
+}
+
+/// A token that expired an hour ago, well past any leeway.
+fn expired_token(user: &str) -> String {
+    let issued = SystemTime::now() - Duration::from_secs(7200);
+    sign(&Claims::new(user, Duration::from_secs(3600), issued))
+}
+
+fn b64(bytes: &[u8]) -> String {
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// A JWT with `header` and `payload`, signed HS256 with `key` (RFC 7515 §3.1, RFC 7518 §3.2).
+fn hs256(header: &[u8], payload: &[u8], key: &[u8]) -> String {
+    let message = format!("{}.{}", b64(header), b64(payload));
+    let signature = hmac_sha256(key, message.as_bytes());
+    format!("{message}.{}", b64(&signature))
+}
+
+/// HMAC-SHA-256 (RFC 2104), by hand: the library's minting refuses PEM keys as secrets.
+fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
+    let mut block = [0u8; 64];
+    if key.len() > block.len() {
+        block[..32].copy_from_slice(&Sha256::digest(key));
+    } else {
+        block[..key.len()].copy_from_slice(key);
+    }
+    let pad = |byte: u8| block.map(|b| b ^ byte);
+    let inner = Sha256::new().chain_update(pad(0x36)).chain_update(message).finalize();
+    Sha256::new().chain_update(pad(0x5c)).chain_update(inner).finalize().into()
+}
+
+/// An upgrade request head for `path` with extra header lines (each ending in CRLF).
+fn upgrade(addr: SocketAddr, path: &str, headers: &str) -> String {
+    format!(
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{headers}\r\n"
+    )
+}
+
+/// The value of header `name` in a response head.
+fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+    head.lines().skip(1).find_map(|line| {
+        let (n, v) = line.split_once(':')?;
+        n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+/// An HTTP response: a refusal before the upgrade, or an API answer.
+#[derive(Debug)]
+struct HttpResponse {
+    status: u16,
+    head: String,
+    body: String,
+}
+
+impl HttpResponse {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body).expect("a JSON body")
+    }
+}
+
+/// Sends an upgrade request the server must refuse.
+async fn refused(addr: SocketAddr, request: &str) -> HttpResponse {
+    let refusal =
+        WsClient::expect_refusal(addr, request.as_bytes()).await.expect("a refusal, not a 101");
+    let (head, body) = refusal.response.split_once("\r\n\r\n").expect("a response head");
+    HttpResponse { status: refusal.status, head: head.to_owned(), body: body.to_owned() }
+}
+
+/// Asserts a 401 with `WWW-Authenticate: Bearer` and exactly this JSON body.
+async fn assert_unauthorized(addr: SocketAddr, request: &str, code: &str, message: &str) {
+    let refusal = refused(addr, request).await;
+    assert_eq!(refusal.status, 401, "{request}\n---\n{refusal:?}");
+    assert_eq!(header(&refusal.head, "www-authenticate"), Some("Bearer"), "{refusal:?}");
+    assert_eq!(header(&refusal.head, "content-type"), Some("application/json"), "{refusal:?}");
+    assert_eq!(header(&refusal.head, "connection"), Some("close"), "{refusal:?}");
+    let expected = json!({"error": {"code": code, "message": message}});
+    assert_eq!(refusal.json(), expected, "{request}");
+}
+
+/// Asserts a 403 `origin_not_allowed` with exactly this message.
+async fn assert_forbidden(addr: SocketAddr, request: &str, message: &str) {
+    let refusal = refused(addr, request).await;
+    assert_eq!(refusal.status, 403, "{request}\n---\n{refusal:?}");
+    assert_eq!(header(&refusal.head, "www-authenticate"), None, "{refusal:?}");
+    let expected = json!({"error": {"code": "origin_not_allowed", "message": message}});
+    assert_eq!(refusal.json(), expected, "{request}");
+}
+
+/// Sends an upgrade request the server must accept and returns the 101 response head.
+async fn switching_head(addr: SocketAddr, request: &str) -> String {
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    stream.write_all(request.as_bytes()).await.expect("write the request");
+    let mut raw = Vec::new();
+    tokio::time::timeout(LIMIT, async {
+        while !raw.windows(4).any(|w| w == b"\r\n\r\n") {
+            let read = stream.read_buf(&mut raw).await.expect("read the response");
+            assert!(read > 0, "closed: {}", String::from_utf8_lossy(&raw));
+        }
+    })
+    .await
+    .expect("a response head in time");
+    let text = String::from_utf8_lossy(&raw);
+    let head = text.split_once("\r\n\r\n").map(|(h, _)| h).expect("a response head");
+    assert!(head.starts_with("HTTP/1.1 101 "), "{request}\n---\n{text}");
+    head.to_owned()
+}
+
+/// Sends one HTTP request with `Connection: close` and reads the response to the end.
+async fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &str,
+    body: &str,
+) -> HttpResponse {
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{headers}\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    stream.write_all(request.as_bytes()).await.expect("write the request");
+    let mut raw = Vec::new();
+    tokio::time::timeout(LIMIT, stream.read_to_end(&mut raw))
+        .await
+        .expect("the server answers and closes in time")
+        .expect("read the response");
+    let text = String::from_utf8(raw).expect("a UTF-8 response");
+    let (head, body) = text.split_once("\r\n\r\n").expect("a response head");
+    let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).expect("a status line");
+    HttpResponse { status, head: head.to_owned(), body: body.to_owned() }
+}
+
+/// The ticket in a `POST /api/ticket` response, checking the rest of it.
+fn ticket_of(response: &HttpResponse) -> String {
+    assert_eq!(response.status, 200, "{response:?}");
+    let body = response.json();
+    assert_eq!(body["expires_in"], 30, "{body}");
+    let ticket = body["ticket"].as_str().expect("a ticket").to_owned();
+    assert_eq!(ticket.len(), 43, "32 bytes in base64url: {ticket}");
+    ticket
+}
+
+/// A `/ws` connection speaking JSON, with its pushes kept aside.
+struct Session {
+    ws: WsClient,
+    next_id: u64,
+    pushes: VecDeque<Value>,
+}
+
+impl Session {
+    async fn open(
+        addr: SocketAddr,
+        path: &str,
+        protocols: &[&str],
+        headers: &[(&str, &str)],
+    ) -> Self {
+        let ws = WsClient::connect_with(addr, path, protocols, headers)
+            .await
+            .expect("a WebSocket handshake");
+        Self { ws, next_id: 1, pushes: VecDeque::new() }
+    }
+
+    /// The next JSON message, skipping control frames.
+    async fn recv(&mut self) -> Value {
+        loop {
+            match self.ws.recv_timeout(LIMIT).await.expect("a message in time") {
+                Some(Event::Text(text)) => {
+                    return serde_json::from_slice(&text).expect("a JSON message");
+                }
+                Some(Event::Ping(_) | Event::Pong(_)) => {}
+                other => panic!("expected a message, got {other:?}"),
+            }
+        }
+    }
+
+    /// Sends command `kind` with `fields` and returns the reply.
+    async fn call(&mut self, kind: &str, fields: Value) -> Value {
+        let id = self.next_id;
+        self.next_id += 1;
+        let mut command = json!({"id": id, "type": kind});
+        if let (Some(command), Value::Object(fields)) = (command.as_object_mut(), fields) {
+            command.extend(fields);
+        }
+        self.ws.send(Message::text(command.to_string())).await.expect("send a command");
+        loop {
+            let message = self.recv().await;
+            if message.get("push").is_some() {
+                self.pushes.push_back(message);
+                continue;
+            }
+            assert_eq!(message["id"], id, "replies come in command order: {message}");
+            return message;
+        }
+    }
+
+    /// The result of a command that must succeed.
+    async fn ok(&mut self, kind: &str, fields: Value) -> Value {
+        let reply = self.call(kind, fields).await;
+        assert!(reply.get("error").is_none(), "{kind} failed: {reply}");
+        reply.get("result").cloned().expect("a result")
+    }
+
+    /// The error code of a command that must fail.
+    async fn error(&mut self, kind: &str, fields: Value) -> String {
+        let reply = self.call(kind, fields).await;
+        assert!(reply.get("result").is_none(), "{kind} succeeded: {reply}");
+        reply["error"]["code"].as_str().expect("an error code").to_owned()
+    }
+
+    /// Sends `connect` and returns the user the server sees.
+    async fn user(&mut self) -> Option<String> {
+        let result = self.ok("connect", json!({})).await;
+        result.get("user").map(|u| u.as_str().expect("a user id").to_owned())
+    }
+
+    /// Reads until the server's close frame: the messages before it and its code.
+    async fn closed(&mut self) -> (Vec<Value>, Option<u16>) {
+        let mut messages: Vec<Value> = self.pushes.drain(..).collect();
+        loop {
+            match self.ws.recv_timeout(LIMIT).await.expect("a close in time") {
+                Some(Event::Text(text)) => {
+                    messages.push(serde_json::from_slice(&text).expect("a JSON message"));
+                }
+                Some(Event::Close(frame)) => {
+                    let code = frame.map_or(CloseCode::NO_STATUS, |f| f.code);
+                    return (messages, Some(code.0));
+                }
+                Some(_) => {}
+                None => return (messages, None),
+            }
+        }
+    }
+}
+
+/// A connection authenticated with `token` in `Authorization`.
+async fn authenticated(addr: SocketAddr, token: &str) -> Session {
+    let bearer = format!("Bearer {token}");
+    Session::open(addr, "/ws", &[], &[("Authorization", &bearer)]).await
+}
