@@ -33,7 +33,7 @@ pub(crate) async fn handle(req: Request<Incoming>, shared: &Shared) -> Response<
         ticket(req, shared).await
     } else {
         match authenticate(req.headers(), shared.config.api_key.as_deref()) {
-            Ok(()) => dispatch(req, &shared.node).await,
+            Ok(()) => dispatch(req, shared).await,
             Err(e) => Err(e),
         }
     };
@@ -208,7 +208,8 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     std::hint::black_box(diff) == 0
 }
 
-async fn dispatch(req: Request<Incoming>, node: &Node) -> Result<Response<Body>, ApiError> {
+async fn dispatch(req: Request<Incoming>, shared: &Shared) -> Result<Response<Body>, ApiError> {
+    let node = &shared.node;
     let path = req.uri().path();
     let Some(endpoint) = Endpoint::from_path(path) else {
         let message = format!("no API endpoint at {path}: see docs/api.md");
@@ -223,7 +224,9 @@ async fn dispatch(req: Request<Incoming>, node: &Node) -> Result<Response<Body>,
     match endpoint {
         Endpoint::Publish => {
             let req: PublishRequest = read_json(req).await?;
-            Ok(json(&publish(node, &req.channel, req.data).await?))
+            let published = publish(node, &req.channel, req.data).await?;
+            shared.metrics.publications.inc();
+            Ok(json(&published))
         }
         Endpoint::Broadcast => {
             let req: BroadcastRequest = read_json(req).await?;

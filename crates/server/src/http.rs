@@ -15,6 +15,7 @@ use tokio_rustls::server::TlsStream;
 use crate::api;
 use crate::auth::{AuthFailure, BEARER_PROTOCOL_PREFIX, Identity, check_origin, find_credential};
 use crate::limits::Refusal;
+use crate::metrics::{Metrics, Sampled, resident_memory_bytes};
 use crate::node::ConnSink;
 use crate::session::Session;
 use crate::ws::{App, HubApp, drive};
@@ -40,6 +41,7 @@ pub(crate) async fn route(
 ) -> Result<Response<Body>, std::convert::Infallible> {
     let response = match req.uri().path() {
         "/healthz" => health(&req),
+        "/metrics" => metrics(&req, &shared),
         path if api::is_api_path(path) => api::handle(req, &shared).await,
         "/ws" => upgrade(req, &shared, Endpoint::Hub),
         "/echo" if shared.config.echo => upgrade(req, &shared, Endpoint::Echo),
@@ -59,6 +61,59 @@ fn health(req: &Request<Incoming>) -> Response<Body> {
     resp
 }
 
+/// `GET /metrics`: the Prometheus exposition.
+fn metrics(req: &Request<Incoming>, shared: &Shared) -> Response<Body> {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        let mut resp = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+        resp.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return resp;
+    }
+    let node = &shared.node;
+    let limited = Sampled {
+        name: "rate_limited",
+        help: "Requests and commands refused by a limit, by reason",
+        counter: true,
+        samples: crate::limits::Reason::ALL
+            .iter()
+            .map(|r| (Some(("reason", r.as_str())), shared.limits.rejections(*r)))
+            .collect(),
+    };
+    let extra = [
+        Sampled::gauge(
+            "channels",
+            "Channels with subscribers on this node",
+            count(node.hub.channel_count()),
+        ),
+        Sampled::gauge(
+            "subscriptions",
+            "Subscriptions on this node",
+            count(node.hub.subscription_count()),
+        ),
+        Sampled::gauge("hub_connections", "Connections on /ws", count(node.connection_count())),
+        Sampled::gauge(
+            "websocket_slots",
+            "WebSocket connections counted by the connection limits",
+            count(shared.limits.connections()),
+        ),
+        Sampled::gauge(
+            "process_resident_memory_bytes",
+            "Resident memory of the process",
+            resident_memory_bytes(),
+        ),
+        limited,
+    ];
+    let mut resp = Response::new(Body::from(shared.metrics.render(&extra)));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+    );
+    resp
+}
+
+fn count(n: usize) -> u64 {
+    u64::try_from(n).unwrap_or(u64::MAX)
+}
+
 /// Validates the upgrade with the codec, answers 101 and spawns the connection driver, or
 /// answers with the refusal's status before any upgrade.
 fn upgrade(mut req: Request<Incoming>, shared: &Arc<Shared>, endpoint: Endpoint) -> Response<Body> {
@@ -69,22 +124,23 @@ fn upgrade(mut req: Request<Incoming>, shared: &Arc<Shared>, endpoint: Endpoint)
         && let Some(ip) = ip
         && let Err(refusal) = shared.limits.check_handshake(ip, options, Instant::now())
     {
-        return refuse_limit(refusal);
+        return refuse_limit(refusal, &shared.metrics);
     }
     // Held by the connection task from here on: the slot is given back however it ends.
     let slot = match shared.limits.acquire(ip, options) {
         Ok(slot) => slot,
-        Err(refusal) => return refuse_limit(refusal),
+        Err(refusal) => return refuse_limit(refusal, &shared.metrics),
     };
     let http11 = req.version() >= Version::HTTP_11;
     let headers = req.headers().iter().map(|(name, value)| (name.as_str(), value.as_bytes()));
     let handshake = match ServerHandshake::from_parts(req.method().as_str(), http11, headers) {
         Ok(hs) => hs,
-        Err(e) => return refuse(&e),
+        Err(e) => return refuse(&e, &shared.metrics),
     };
     let host = req.headers().get(header::HOST).and_then(|v| v.to_str().ok());
     if let Err(reason) = check_origin(handshake.origin.as_deref(), host, &shared.config.origins) {
         tracing::debug!(reason = %reason, "handshake refused: origin");
+        shared.metrics.handshake_failed("origin_not_allowed");
         return json_error(StatusCode::FORBIDDEN, "origin_not_allowed", &reason);
     }
     // Bearer entries carry credentials, not a choice of protocol: never chosen or echoed.
@@ -99,7 +155,10 @@ fn upgrade(mut req: Request<Incoming>, shared: &Arc<Shared>, endpoint: Endpoint)
         Endpoint::Hub => match handshake.select_protocol(&Format::SUBPROTOCOLS) {
             Some(name) => Format::from_subprotocol(name),
             // RFC 6455 §4.2.2: a client offering subprotocols expects one of them chosen.
-            None if !offered.is_empty() => return refuse_protocols(&offered),
+            None if !offered.is_empty() => {
+                shared.metrics.handshake_failed("unsupported_subprotocol");
+                return refuse_protocols(&offered);
+            }
             None => Some(Format::Json),
         },
     };
@@ -109,9 +168,11 @@ fn upgrade(mut req: Request<Incoming>, shared: &Arc<Shared>, endpoint: Endpoint)
     let identity = match find_credential(req.headers(), req.uri().query(), auth) {
         Some(credential) => match shared.auth.authenticate(credential) {
             Ok(identity) => identity,
-            Err(failure) => return refuse_auth(&failure),
+            Err(failure) => return refuse_auth(&failure, &shared.metrics),
         },
-        None if auth.required && !deferred => return refuse_auth(&AuthFailure::required()),
+        None if auth.required && !deferred => {
+            return refuse_auth(&AuthFailure::required(), &shared.metrics);
+        }
         None => Identity::anonymous(),
     };
     let offered_format = format.filter(|_| !offered.is_empty());
@@ -148,22 +209,21 @@ fn upgrade(mut req: Request<Incoming>, shared: &Arc<Shared>, endpoint: Endpoint)
                 (Connection::new(Role::Server, limits), app)
             }
         };
-        let token = task_shared.shutdown.clone();
         // Take the raw socket back from hyper so the driver reads and writes it directly.
         let upgraded = match upgraded.downcast::<TokioIo<TcpStream>>() {
             Ok(parts) => {
                 let io = parts.io.into_inner();
-                return drive(io, parts.read_buf, conn, app, config, token).await;
+                return drive(io, parts.read_buf, conn, app, &task_shared).await;
             }
             Err(upgraded) => upgraded,
         };
         match upgraded.downcast::<TokioIo<TlsStream<TcpStream>>>() {
             Ok(parts) => {
                 let io = parts.io.into_inner();
-                drive(io, parts.read_buf, conn, app, config, token).await;
+                drive(io, parts.read_buf, conn, app, &task_shared).await;
             }
             Err(upgraded) => {
-                drive(TokioIo::new(upgraded), Bytes::new(), conn, app, config, token).await;
+                drive(TokioIo::new(upgraded), Bytes::new(), conn, app, &task_shared).await;
             }
         }
     });
@@ -194,7 +254,8 @@ fn json_error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
 
 /// The answer to an upgrade refused by a connection or handshake limit (counted and logged
 /// by the limiter): 503 or 429 with `Retry-After` (RFC 9110 §10.2.3, RFC 6585 §4).
-fn refuse_limit(refusal: Refusal) -> Response<Body> {
+fn refuse_limit(refusal: Refusal, metrics: &Metrics) -> Response<Body> {
+    metrics.handshake_failed(refusal.code());
     let mut resp = json_error(refusal.status(), refusal.code(), refusal.message());
     resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(refusal.retry_after_secs()));
     resp
@@ -202,7 +263,8 @@ fn refuse_limit(refusal: Refusal) -> Response<Body> {
 
 /// The answer to refused credentials: 401 with a challenge, or 503 when tickets cannot be
 /// checked.
-fn refuse_auth(failure: &AuthFailure) -> Response<Body> {
+fn refuse_auth(failure: &AuthFailure, metrics: &Metrics) -> Response<Body> {
+    metrics.handshake_failed(failure.code);
     tracing::debug!(code = failure.code, "handshake refused: credentials");
     let status = StatusCode::from_u16(failure.status).unwrap_or(StatusCode::UNAUTHORIZED);
     let mut resp = json_error(status, failure.code, failure.message);
@@ -226,7 +288,8 @@ fn refuse_protocols(offered: &[String]) -> Response<Body> {
 }
 
 /// The HTTP answer to a refused handshake.
-fn refuse(err: &HandshakeError) -> Response<Body> {
+fn refuse(err: &HandshakeError, metrics: &Metrics) -> Response<Body> {
+    metrics.handshake_failed(err.as_label());
     tracing::debug!(reason = err.as_label(), status = err.status(), "handshake refused");
     let status = StatusCode::from_u16(err.status()).unwrap_or(StatusCode::BAD_REQUEST);
     let mut resp = text(status, &format!("{err}\n"));

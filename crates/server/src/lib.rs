@@ -24,6 +24,7 @@ mod config;
 mod error;
 mod http;
 mod limits;
+mod metrics;
 mod node;
 mod session;
 mod tls;
@@ -61,6 +62,7 @@ pub(crate) struct Shared {
     pub(crate) tracker: TaskTracker,
     /// Connection counts, per-address tables and refusal counters.
     pub(crate) limits: Arc<limits::Limiter>,
+    pub(crate) metrics: metrics::Metrics,
 }
 
 /// A bound, not yet running, server.
@@ -143,6 +145,7 @@ impl Server {
             shutdown: CancellationToken::new(),
             tracker: TaskTracker::new(),
             limits: Arc::default(),
+            metrics: metrics::Metrics::new(),
         });
         Ok(Self { listener, local_addr, shared })
     }
@@ -236,8 +239,14 @@ fn serve_http(stream: TcpStream, peer: SocketAddr, shared: &Arc<Shared>) {
         let accept = tls.acceptor().accept(stream);
         match tokio::time::timeout(task_shared.config.handshake_timeout, accept).await {
             Ok(Ok(stream)) => serve_connection(stream, peer, task_shared).await,
-            Ok(Err(e)) => tracing::debug!(%peer, error = %e, "tls handshake failed"),
-            Err(_) => tracing::debug!(%peer, "tls handshake timed out"),
+            Ok(Err(e)) => {
+                task_shared.metrics.handshake_failed("tls_handshake");
+                tracing::debug!(%peer, error = %e, "tls handshake failed");
+            }
+            Err(_) => {
+                task_shared.metrics.handshake_failed("tls_timeout");
+                tracing::debug!(%peer, "tls handshake timed out");
+            }
         }
     });
 }

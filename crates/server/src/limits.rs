@@ -42,7 +42,6 @@ pub(crate) enum Reason {
 
 impl Reason {
     /// Every reason, in counter order.
-    #[cfg_attr(not(test), expect(dead_code, reason = "the metrics export reads every reason"))]
     pub(crate) const ALL: [Reason; 6] = [
         Reason::HandshakeRate,
         Reason::MaxConnections,
@@ -80,13 +79,11 @@ pub(crate) struct Limiter {
 
 impl Limiter {
     /// How many times `reason` refused something since the server started.
-    #[cfg_attr(not(test), expect(dead_code, reason = "the metrics export reads the counters"))]
     pub(crate) fn rejections(&self, reason: Reason) -> u64 {
         self.rejections[reason as usize].load(Ordering::Relaxed)
     }
 
     /// Open WebSocket connections: guards alive.
-    #[cfg_attr(not(test), expect(dead_code, reason = "the metrics export reads the gauge"))]
     pub(crate) fn connections(&self) -> usize {
         self.connections.load(Ordering::Relaxed)
     }

@@ -115,7 +115,6 @@ impl Node {
     }
 
     /// How many hub connections are live.
-    #[expect(dead_code, reason = "the HTTP API and metrics, which come next")]
     pub(crate) fn connection_count(&self) -> usize {
         self.connections().len()
     }

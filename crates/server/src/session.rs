@@ -22,6 +22,7 @@ use crate::Shared;
 use crate::auth::Identity;
 use crate::config::{Anonymous, LimitOptions, NamespaceOptions};
 use crate::limits::{ConnRate, Reason, Verdict};
+use crate::metrics::{self, Outcome};
 use crate::node::{ConnSink, Kick, Node, broker_error};
 
 /// What a command failed with.
@@ -511,6 +512,28 @@ impl Session {
     /// channel after its `unsubscribe` reply, publications released by a subscribe after
     /// its reply).
     fn reply(&self, reply: &Reply<CommandResult>) {
+        let metrics = &self.shared.metrics;
+        match (&reply.result, &reply.error) {
+            (_, Some(error)) => {
+                metrics
+                    .command_errors
+                    .get_or_create(&metrics::Reason { reason: error.code.as_str() })
+                    .inc();
+                if matches!(error.code, ErrorCode::Unavailable | ErrorCode::Internal) {
+                    metrics.broker_errors.inc();
+                }
+            }
+            (Some(CommandResult::Publish(_)), None) => {
+                metrics.publications.inc();
+            }
+            (Some(CommandResult::Subscribe(result)), None) => {
+                if let Some(recovered) = result.recovered {
+                    let outcome = Outcome { result: if recovered { "ok" } else { "failed" } };
+                    metrics.recoveries.get_or_create(&outcome).inc();
+                }
+            }
+            _ => {}
+        }
         match self.format.encode(reply) {
             Ok(bytes) => self.sink.enqueue(bytes),
             Err(e) => tracing::error!(error = %e, "cannot encode a reply"),

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
-use switchboard_codec::{CloseCode, Connection, Event, Message, Timeouts};
+use switchboard_codec::{CloseCause, CloseCode, Connection, Event, Message, Timeouts};
 use switchboard_hub::Delivery;
 use switchboard_proto::{Push, advice, codes};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -14,9 +14,10 @@ use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::time::{Duration, sleep_until, timeout};
 use tokio_util::sync::CancellationToken;
 
-use crate::Config;
+use crate::metrics::{Closed, Metrics, Reason, Transport};
 use crate::node::{ConnSink, Kick};
 use crate::session::Session;
+use crate::{Config, Shared};
 
 /// Initial read buffer; grows to fit large frames (within the codec limits).
 const READ_BUF: usize = 8 * 1024;
@@ -50,11 +51,16 @@ pub(crate) async fn drive<S>(
     early: Bytes,
     mut conn: Connection,
     mut app: App,
-    config: &Config,
-    shutdown: CancellationToken,
+    shared: &Shared,
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    let config = &shared.config;
+    let shutdown = shared.shutdown.clone();
+    let metrics = &shared.metrics;
+    let transport = Transport { transport: if matches!(app, App::Echo) { "echo" } else { "ws" } };
+    metrics.connections_opened.get_or_create(&transport).inc();
+    metrics.connections_active.get_or_create(&transport).inc();
     let mut timeouts = Timeouts::default();
     timeouts.ping_interval = config.ping_interval;
     timeouts.pong_timeout = Some(config.pong_timeout);
@@ -69,7 +75,7 @@ pub(crate) async fn drive<S>(
     let mut buf = BytesMut::with_capacity(READ_BUF.max(early.len()));
     buf.extend_from_slice(&early);
     if !buf.is_empty() {
-        on_read(&mut conn, &mut buf, &mut app).await;
+        on_read(&mut conn, &mut buf, &mut app, metrics).await;
     }
 
     let far_future = tokio::time::Instant::now() + Duration::from_secs(86_400 * 365);
@@ -115,6 +121,7 @@ pub(crate) async fn drive<S>(
             }
             () = overflow.cancelled(), if !slow => {
                 slow = true;
+                metrics.slow_consumers.inc();
                 disconnect(&mut conn, &app, codes::close::SLOW_CONSUMER, "slow consumer");
             }
             read = io.read_buf(&mut buf) => match read {
@@ -122,7 +129,7 @@ pub(crate) async fn drive<S>(
                     conn.handle_transport_closed();
                     break None;
                 }
-                Ok(_) => on_read(&mut conn, &mut buf, &mut app).await,
+                Ok(_) => on_read(&mut conn, &mut buf, &mut app, metrics).await,
                 Err(e) => {
                     conn.handle_transport_closed();
                     break Some(e);
@@ -162,7 +169,20 @@ pub(crate) async fn drive<S>(
     }
     if let Some(e) = conn.error() {
         tracing::debug!(error = %e, "protocol violation");
+        metrics.protocol_errors.get_or_create(&Reason { reason: e.as_label() }).inc();
     }
+    metrics.connections_active.get_or_create(&transport).dec();
+    let code = conn.close_code().map_or(CloseCode::ABNORMAL.0, |c| c.0);
+    let cause = match conn.close_cause() {
+        Some(CloseCause::Local) => "local",
+        Some(CloseCause::Remote) => "remote",
+        Some(CloseCause::ProtocolError) => "protocol_error",
+        Some(CloseCause::PongTimeout) => "pong_timeout",
+        Some(CloseCause::CloseTimeout) => "close_timeout",
+        None => "transport",
+    };
+    let closed = Closed { transport: transport.transport, code, cause };
+    metrics.connections_closed.get_or_create(&closed).inc();
     if let App::Hub(hub) = app {
         tracing::debug!(
             client = %hub.session.id(),
@@ -176,11 +196,17 @@ pub(crate) async fn drive<S>(
 }
 
 /// Decodes what was read and acts on each event.
-async fn on_read(conn: &mut Connection, buf: &mut BytesMut, app: &mut App) {
+async fn on_read(conn: &mut Connection, buf: &mut BytesMut, app: &mut App, metrics: &Metrics) {
     // A violation queues the close frame with the right code; the loop sends it after the
     // answers to any valid frames that preceded it.
     let _ = conn.handle_read(buf, Instant::now());
+    // Counted once per read, not per message: one shared atomic per burst.
+    let (mut messages, mut bytes) = (0u64, 0u64);
     while let Some(event) = conn.poll_event() {
+        if let Event::Text(data) | Event::Binary(data) = &event {
+            messages += 1;
+            bytes += data.len() as u64;
+        }
         let kick = match (&mut *app, event) {
             (App::Echo, Event::Text(data)) => {
                 // Only fails once closing has begun, when the echo is owed to no one.
@@ -201,6 +227,10 @@ async fn on_read(conn: &mut Connection, buf: &mut BytesMut, app: &mut App) {
             take_queued(conn, app);
             disconnect(conn, app, kick.code, &kick.reason);
         }
+    }
+    if messages > 0 {
+        metrics.messages_in.inc_by(messages);
+        metrics.bytes_in.inc_by(bytes);
     }
 }
 

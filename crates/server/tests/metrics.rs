@@ -1,0 +1,154 @@
+//! `/metrics` over real sockets: every kind of refusal and disconnect shows up, counted once.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde_json::json;
+use switchboard_codec::{CloseCode, Event, Message};
+use switchboard_server::Rate;
+use switchboard_test_support::client::WsClient;
+use switchboard_test_support::server::{TestServer, open_config};
+
+const LIMIT: Duration = Duration::from_secs(5);
+
+async fn scrape(addr: SocketAddr) -> String {
+    let request = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    let response = WsClient::expect_refusal(addr, request.as_bytes()).await.expect("a response");
+    assert_eq!(response.status, 200, "{}", response.response);
+    assert!(response.response.contains("application/openmetrics-text"), "{}", response.response);
+    response.response
+}
+
+/// The value of one sample, e.g. `switchboard_handshake_failures_total{reason="invalid_key"}`.
+fn sample(text: &str, name: &str) -> Option<f64> {
+    text.lines().find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+fn upgrade(addr: SocketAddr, path: &str, extra: &str) -> String {
+    format!(
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
+    )
+}
+
+#[tokio::test]
+async fn refusals_before_the_upgrade_are_counted_by_reason() {
+    let server = TestServer::start(open_config()).await;
+    let addr = server.addr;
+    let bad_key = upgrade(addr, "/ws", "").replace("dGhlIHNhbXBsZSBub25jZQ==", "c2hvcnQ=");
+    let foreign = upgrade(addr, "/ws", "Origin: https://evil.example\r\n");
+    let protocol = upgrade(addr, "/ws", "Sec-WebSocket-Protocol: mqtt\r\n");
+    for (request, status) in
+        [(bad_key, 400), (foreign.clone(), 403), (foreign, 403), (protocol, 400)]
+    {
+        let refusal = WsClient::expect_refusal(addr, request.as_bytes()).await.unwrap();
+        assert_eq!(refusal.status, status);
+    }
+    let text = scrape(addr).await;
+    let failures = "switchboard_handshake_failures_total";
+    assert_eq!(
+        sample(&text, &format!("{failures}{{reason=\"invalid_key\"}}")),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(sample(&text, &format!("{failures}{{reason=\"origin_not_allowed\"}}")), Some(2.0));
+    assert_eq!(
+        sample(&text, &format!("{failures}{{reason=\"unsupported_subprotocol\"}}")),
+        Some(1.0)
+    );
+}
+
+#[tokio::test]
+async fn connections_messages_and_close_codes_are_counted() {
+    let server = TestServer::start(open_config()).await;
+    let addr = server.addr;
+    let mut ws = WsClient::connect(addr, "/echo").await.unwrap();
+    for _ in 0..3 {
+        ws.send(Message::text("hello")).await.unwrap();
+        assert!(matches!(ws.recv_timeout(LIMIT).await.unwrap(), Some(Event::Text(_))));
+    }
+    let text = scrape(addr).await;
+    assert_eq!(sample(&text, "switchboard_connections_active{transport=\"echo\"}"), Some(1.0));
+    assert_eq!(sample(&text, "switchboard_messages_received_total"), Some(3.0), "{text}");
+    assert_eq!(sample(&text, "switchboard_bytes_received_total"), Some(15.0));
+
+    // An unmasked frame: a protocol error, closed with 1002.
+    ws.send_raw(&[0x81, 0x01, b'x']).await.unwrap();
+    assert_eq!(ws.expect_close(LIMIT).await.unwrap(), Some(CloseCode::PROTOCOL_ERROR));
+    ws.expect_eof(LIMIT).await.unwrap();
+    drop(ws);
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    let closed = "switchboard_connections_closed_total{transport=\"echo\",code=\"1002\",cause=\"protocol_error\"}";
+    loop {
+        let text = scrape(addr).await;
+        if sample(&text, closed) == Some(1.0) {
+            assert_eq!(
+                sample(&text, "switchboard_protocol_errors_total{reason=\"unmasked_frame\"}"),
+                Some(1.0)
+            );
+            assert_eq!(
+                sample(&text, "switchboard_connections_active{transport=\"echo\"}"),
+                Some(0.0)
+            );
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no close counted: {text}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn rate_limits_and_command_errors_are_counted() {
+    let mut config = open_config();
+    config.rate_limits.message_rate = Some(Rate::new(1, 2));
+    let server = TestServer::start(config).await;
+    let mut ws = WsClient::connect(server.addr, "/ws").await.unwrap();
+    for id in 1..=4 {
+        let command = json!({"id": id, "type": "subscribe", "channel": "bad name"});
+        ws.send(Message::text(command.to_string())).await.unwrap();
+    }
+    let mut codes = Vec::new();
+    while codes.len() < 4 {
+        if let Some(Event::Text(t)) = ws.recv_timeout(LIMIT).await.unwrap() {
+            let reply: serde_json::Value = serde_json::from_slice(&t).unwrap();
+            codes.push(reply["error"]["code"].as_str().unwrap().to_owned());
+        }
+    }
+    assert_eq!(codes, ["invalid_channel", "invalid_channel", "rate_limited", "rate_limited"]);
+    let text = scrape(server.addr).await;
+    assert_eq!(
+        sample(&text, "switchboard_command_errors_total{reason=\"invalid_channel\"}"),
+        Some(2.0),
+        "{text}"
+    );
+    assert_eq!(sample(&text, "switchboard_rate_limited_total{reason=\"message_rate\"}"), Some(2.0));
+    assert!(sample(&text, "switchboard_process_resident_memory_bytes").is_some_and(|v| v > 0.0));
+}
+
+#[tokio::test]
+async fn refused_credentials_and_address_limits_are_counted() {
+    use std::sync::Arc;
+    use switchboard_auth::{Algorithm, VerifierBuilder};
+    let mut config = open_config();
+    let verifier = VerifierBuilder::hmac(Algorithm::Hs256, vec![7u8; 32]).build().unwrap();
+    config.auth.verifier = Some(Arc::new(verifier));
+    config.rate_limits.max_connections_per_ip = 1;
+    config.rate_limits.exempt_loopback = false;
+    let server = TestServer::start(config).await;
+    let addr = server.addr;
+    let forged = upgrade(addr, "/ws", "Authorization: Bearer aaa.bbb.ccc\r\n");
+    let refusal = WsClient::expect_refusal(addr, forged.as_bytes()).await.unwrap();
+    assert_eq!(refusal.status, 401);
+    let _held = WsClient::connect(addr, "/ws").await.unwrap();
+    let second = WsClient::expect_refusal(addr, upgrade(addr, "/ws", "").as_bytes()).await.unwrap();
+    assert_eq!(second.status, 429);
+    let text = scrape(addr).await;
+    let failures = "switchboard_handshake_failures_total";
+    assert_eq!(sample(&text, &format!("{failures}{{reason=\"malformed\"}}")), Some(1.0), "{text}");
+    assert_eq!(sample(&text, &format!("{failures}{{reason=\"ip_connection_limit\"}}")), Some(1.0));
+    assert_eq!(
+        sample(&text, "switchboard_rate_limited_total{reason=\"max_connections_per_ip\"}"),
+        Some(1.0),
+        "{text}"
+    );
+}
