@@ -115,7 +115,7 @@ struct ServeArgs {
         default_value_t = limits().max_connections_per_ip
     )]
     max_connections_per_ip: usize,
-    /// Upgrade requests to /ws per second from one address, as RATE[:BURST] (the burst
+    /// Upgrade requests to /ws per second from one address, as RATE or RATE:BURST (the burst
     /// defaults to the rate) or "off"; past it, 429.
     #[arg(
         long,
@@ -124,7 +124,7 @@ struct ServeArgs {
         value_name = "RATE[:BURST]"
     )]
     handshake_rate: RateArg,
-    /// Commands per second on one /ws connection, as RATE[:BURST] or "off"; past it,
+    /// Commands per second on one /ws connection, as RATE or RATE:BURST or "off"; past it,
     /// `rate_limited` replies, then a close with 4100.
     #[arg(
         long,
@@ -133,7 +133,7 @@ struct ServeArgs {
         value_name = "RATE[:BURST]"
     )]
     rate_limit_messages: RateArg,
-    /// Message bytes per second on one /ws connection, as RATE[:BURST] (K, M, G: KiB,
+    /// Message bytes per second on one /ws connection, as RATE or RATE:BURST (K, M, G: KiB,
     /// MiB, GiB) or "off"; past it, as --rate-limit-messages.
     #[arg(
         long,
@@ -341,6 +341,22 @@ fn serve(args: &ServeArgs) -> anyhow::Result<()> {
         let server = Server::bind(config).await?;
         let addr = server.local_addr();
         let (http, ws) = if server.is_tls() { ("https", "wss") } else { ("http", "ws") };
+        // Installed before the URL is logged, so a SIGHUP from anyone who saw it reloads
+        // instead of killing the process.
+        #[cfg(unix)]
+        if server.is_tls() {
+            let reloader = server.tls_reloader();
+            let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+                .context("cannot listen for SIGHUP")?;
+            tokio::spawn(async move {
+                while hup.recv().await.is_some() {
+                    match reloader.reload() {
+                        Ok(()) => tracing::info!("SIGHUP: tls certificate reloaded"),
+                        Err(e) => tracing::error!(error = %e, "SIGHUP: tls reload failed, keeping the old certificate"),
+                    }
+                }
+            });
+        }
         if let Some(pem) = server.dev_certificate() {
             let path = std::env::temp_dir().join("switchboard-dev-cert.pem");
             std::fs::write(&path, pem)
@@ -355,20 +371,6 @@ fn serve(args: &ServeArgs) -> anyhow::Result<()> {
             tracing::info!("switchboard listening on {http}://{addr} (echo at {ws}://{addr}/echo)");
         } else {
             tracing::info!("switchboard listening on {http}://{addr}");
-        }
-        #[cfg(unix)]
-        if server.is_tls() {
-            let reloader = server.tls_reloader();
-            let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-                .context("cannot listen for SIGHUP")?;
-            tokio::spawn(async move {
-                while hup.recv().await.is_some() {
-                    match reloader.reload() {
-                        Ok(()) => tracing::info!("SIGHUP: tls certificate reloaded"),
-                        Err(e) => tracing::error!(error = %e, "SIGHUP: tls reload failed, keeping the old certificate"),
-                    }
-                }
-            });
         }
         let handle = server.shutdown_handle();
         tokio::spawn(async move {

@@ -73,3 +73,47 @@ fn listen_address_comes_from_the_environment() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("256.0.0.1:80"));
 }
+
+#[test]
+fn sighup_reloads_the_tls_certificate() {
+    let dir = std::env::temp_dir().join(format!("switchboard-cli-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let write = |names: &str| {
+        let generated = rcgen::generate_simple_self_signed(vec![names.to_owned()]).unwrap();
+        std::fs::write(&cert, generated.cert.pem()).unwrap();
+        std::fs::write(&key, generated.signing_key.serialize_pem()).unwrap();
+    };
+    write("localhost");
+    let mut child = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--tls-cert"])
+        .arg(&cert)
+        .arg("--tls-key")
+        .arg(&key)
+        .env("SWITCHBOARD_LOG", "info")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    stderr.read_line(&mut line).unwrap();
+    assert!(line.contains("https://") && line.contains("wss://"), "{line}");
+    let hup = || {
+        let status = Command::new("kill").args(["-HUP", &child.id().to_string()]).status().unwrap();
+        assert!(status.success());
+    };
+    write("localhost");
+    hup();
+    line.clear();
+    stderr.read_line(&mut line).unwrap();
+    assert!(line.contains("tls certificate reloaded"), "{line}");
+    std::fs::write(&key, "not a key").unwrap();
+    hup();
+    line.clear();
+    stderr.read_line(&mut line).unwrap();
+    assert!(line.contains("tls reload failed"), "{line}");
+    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    assert!(child.wait().unwrap().success());
+    let _ = std::fs::remove_dir_all(dir);
+}
