@@ -117,8 +117,8 @@ pub struct LimitOptions {
     /// 256, far more than a person types or a browser uploads through this protocol.
     /// A message larger than the burst costs the whole burst.
     pub byte_rate: Option<Rate>,
-    /// Commands refused for rate in one streak before the connection is closed with 4100
-    /// (`rate_limited`, advice `backoff`), after a `disconnect` push. A streak is a run of
+    /// Commands refused for rate in one streak before the connection is closed with 1008
+    /// (policy violation, advice `backoff`), after a `disconnect` push. A streak is a run of
     /// refusals each less than a second after the previous one; a second without a
     /// refusal ends it, whether or not commands were accepted in between. Default 1,000:
     /// more than a well-behaved client can have in flight when the first `rate_limited`

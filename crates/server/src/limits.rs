@@ -36,7 +36,7 @@ pub(crate) enum Reason {
     MessageRate,
     /// A command over its connection's byte rate (`rate_limited`).
     ByteRate,
-    /// A connection closed with 4100 after `max_rejections` refusals in a streak.
+    /// A connection closed with 1008 after `max_rejections` refusals in a streak.
     SustainedExcess,
 }
 
@@ -272,7 +272,7 @@ pub(crate) enum Verdict {
     Allow,
     /// Answer `rate_limited` and do nothing else.
     Refuse(Reason),
-    /// Close the connection with 4100: the limit was exceeded for too long.
+    /// Close the connection with 1008 (policy violation): the limit was exceeded for too long.
     Close,
     /// Ignore it: the connection is closing for sustained excess.
     Ignore,

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use serde::Deserialize;
 use switchboard_broker::{HistoryQuery, StreamOptions};
-use switchboard_codec::Message;
+use switchboard_codec::{CloseCode, Message};
 use switchboard_hub::{ClientId, HubError, Sink};
 use switchboard_proto::{
     ChannelRequest, ClientInfo, ClientLimits, Command, CommandKind, CommandResult, ConnectRequest,
@@ -164,7 +164,8 @@ impl Session {
             }
             Verdict::Close => {
                 let reason = "too many commands too fast".to_owned();
-                return Some(Kick { code: codes::close::RATE_LIMITED, reason });
+                // RFC 6455 §7.4.1: 1008, the policy-violation close; its advice is backoff.
+                return Some(Kick { code: CloseCode::POLICY_VIOLATION.0, reason });
             }
             Verdict::Ignore => return None,
         }

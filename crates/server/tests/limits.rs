@@ -86,7 +86,7 @@ async fn bytes_over_the_byte_rate_get_rate_limited() {
 }
 
 #[tokio::test]
-async fn sustained_excess_closes_with_a_disconnect_push_and_4100() {
+async fn sustained_excess_closes_with_a_disconnect_push_and_1008() {
     let mut config = open_config();
     config.rate_limits.message_rate = Some(Rate::new(1, 1));
     config.rate_limits.max_rejections = 3;
@@ -108,12 +108,12 @@ async fn sustained_excess_closes_with_a_disconnect_push_and_4100() {
         push,
         json!({
             "push": "disconnect",
-            "code": 4100,
+            "code": 1008,
             "reason": "too many commands too fast",
             "advice": "backoff",
         })
     );
-    assert_eq!(a.expect_close(LIMIT).await.expect("a close"), Some(CloseCode(4100)));
+    assert_eq!(a.expect_close(LIMIT).await.expect("a close"), Some(CloseCode::POLICY_VIOLATION));
     a.expect_eof(LIMIT).await.expect("the server closes tcp");
 }
 

@@ -152,3 +152,130 @@ async fn refused_credentials_and_address_limits_are_counted() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn tickets_required_credentials_and_handshake_rates_are_counted() {
+    let mut config = open_config();
+    config.auth.required = true;
+    config.rate_limits.exempt_loopback = false;
+    config.rate_limits.handshake_rate = Some(Rate::new(1, 3));
+    let server = TestServer::start(config).await;
+    let addr = server.addr;
+    let statuses: Vec<u16> = {
+        let mut out = Vec::new();
+        for request in [
+            upgrade(addr, "/ws", ""),
+            upgrade(addr, "/ws?ticket=forged", ""),
+            upgrade(addr, "/ws", ""),
+            upgrade(addr, "/ws", ""),
+        ] {
+            out.push(WsClient::expect_refusal(addr, request.as_bytes()).await.unwrap().status);
+        }
+        out
+    };
+    assert_eq!(statuses, [401, 401, 401, 429]);
+    let text = scrape(addr).await;
+    let failures = "switchboard_handshake_failures_total";
+    assert_eq!(sample(&text, &format!("{failures}{{reason=\"credentials_required\"}}")), Some(2.0));
+    assert_eq!(
+        sample(&text, &format!("{failures}{{reason=\"ticket_invalid\"}}")),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, &format!("{failures}{{reason=\"handshake_rate_limited\"}}")),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "switchboard_rate_limited_total{reason=\"handshake_rate\"}"),
+        Some(1.0)
+    );
+}
+
+#[tokio::test]
+async fn failed_tls_handshakes_are_counted() {
+    use switchboard_server::{Server, TlsSource};
+    let mut config = open_config();
+    config.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+    config.tls = Some(TlsSource::DevSelfSigned);
+    let server = Server::bind(config).await.unwrap();
+    let addr = server.local_addr();
+    tokio::spawn(server.run());
+    // Plain HTTP to the TLS port: the TLS handshake fails.
+    let plain = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+    let _ = WsClient::expect_refusal(addr, plain.as_bytes()).await;
+    let text = tls_scrape(addr).await;
+    assert!(
+        sample(&text, "switchboard_handshake_failures_total{reason=\"tls_handshake\"}")
+            .is_some_and(|v| v >= 1.0),
+        "{text}"
+    );
+}
+
+/// `GET /metrics` over TLS, accepting the server's self-signed certificate.
+async fn tls_scrape(addr: SocketAddr) -> String {
+    use std::sync::Arc;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    #[derive(Debug)]
+    struct AcceptAny(Arc<rustls::crypto::CryptoProvider>);
+    impl rustls::client::danger::ServerCertVerifier for AcceptAny {
+        fn verify_server_cert(
+            &self,
+            _: &rustls::pki_types::CertificateDer<'_>,
+            _: &[rustls::pki_types::CertificateDer<'_>],
+            _: &rustls::pki_types::ServerName<'_>,
+            _: &[u8],
+            _: rustls::pki_types::UnixTime,
+        ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+            Ok(rustls::client::danger::ServerCertVerified::assertion())
+        }
+        fn verify_tls12_signature(
+            &self,
+            message: &[u8],
+            cert: &rustls::pki_types::CertificateDer<'_>,
+            dss: &rustls::DigitallySignedStruct,
+        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls12_signature(
+                message,
+                cert,
+                dss,
+                &self.0.signature_verification_algorithms,
+            )
+        }
+        fn verify_tls13_signature(
+            &self,
+            message: &[u8],
+            cert: &rustls::pki_types::CertificateDer<'_>,
+            dss: &rustls::DigitallySignedStruct,
+        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls13_signature(
+                message,
+                cert,
+                dss,
+                &self.0.signature_verification_algorithms,
+            )
+        }
+        fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+            self.0.signature_verification_algorithms.supported_schemes()
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let client = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
+        .with_safe_default_protocol_versions()
+        .expect("protocol versions")
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AcceptAny(provider)))
+        .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let name = rustls::pki_types::ServerName::try_from("localhost").expect("a name");
+    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(client))
+        .connect(name, tcp)
+        .await
+        .expect("tls handshake");
+    let request = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    tls.write_all(request.as_bytes()).await.expect("write");
+    let mut body = Vec::new();
+    let _ = tokio::time::timeout(LIMIT, tls.read_to_end(&mut body)).await;
+    String::from_utf8_lossy(&body).into_owned()
+}
