@@ -279,3 +279,55 @@ async fn tls_scrape(addr: SocketAddr) -> String {
     let _ = tokio::time::timeout(LIMIT, tls.read_to_end(&mut body)).await;
     String::from_utf8_lossy(&body).into_owned()
 }
+
+#[tokio::test]
+async fn connection_caps_byte_rates_and_their_closes_are_counted() {
+    let mut config = open_config();
+    config.rate_limits.max_connections = 2;
+    config.rate_limits.byte_rate = Some(Rate::new(1, 100));
+    config.rate_limits.max_rejections = 2;
+    let server = TestServer::start(config).await;
+    let addr = server.addr;
+    let mut a = WsClient::connect(addr, "/ws").await.unwrap();
+    let _b = WsClient::connect(addr, "/ws").await.unwrap();
+    let third = WsClient::expect_refusal(addr, upgrade(addr, "/ws", "").as_bytes()).await.unwrap();
+    assert_eq!(third.status, 503);
+    // 200-byte commands against a 100-byte burst (the first, with a full bucket, takes it all):
+    // refused until a streak of more than 2 closes with 1008.
+    let pad = "x".repeat(200);
+    for id in 1..=6 {
+        let command = json!({"id": id, "type": "ping", "pad": pad});
+        if a.send(Message::text(command.to_string())).await.is_err() {
+            break;
+        }
+    }
+    assert_eq!(a.expect_close(LIMIT).await.unwrap(), Some(CloseCode::POLICY_VIOLATION));
+    a.expect_eof(LIMIT).await.unwrap();
+    drop(a);
+    let closed =
+        "switchboard_connections_closed_total{transport=\"ws\",code=\"1008\",cause=\"local\"}";
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    let text = loop {
+        let text = scrape(addr).await;
+        if sample(&text, closed) == Some(1.0) {
+            break text;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no 1008 close counted: {text}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let failures = "switchboard_handshake_failures_total";
+    assert_eq!(sample(&text, &format!("{failures}{{reason=\"connection_limit\"}}")), Some(1.0));
+    assert_eq!(
+        sample(&text, "switchboard_rate_limited_total{reason=\"max_connections\"}"),
+        Some(1.0)
+    );
+    assert!(
+        sample(&text, "switchboard_rate_limited_total{reason=\"byte_rate\"}")
+            .is_some_and(|v| v >= 2.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "switchboard_rate_limited_total{reason=\"sustained_excess\"}"),
+        Some(1.0)
+    );
+}
