@@ -1,5 +1,8 @@
 //! The `switchboard` command.
 
+// A command-line tool: its results (tokens, messages) go to standard output.
+#![allow(clippy::print_stdout)]
+
 use std::io::IsTerminal as _;
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -7,6 +10,8 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
+mod token;
+
 use switchboard_server::{Config, LimitOptions, Rate, Server, TlsSource};
 
 #[derive(Debug, Parser)]
@@ -20,6 +25,8 @@ struct Cli {
 enum Command {
     /// Run the server (defaults need no configuration: http://127.0.0.1:8080).
     Serve(ServeArgs),
+    /// Mint a development token (HS256) for a server started with --jwt-secret.
+    Token(token::TokenArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -241,6 +248,16 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
+        Command::Token(args) => match token::mint(&args) {
+            Ok(token) => {
+                println!("{token}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("switchboard: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Serve(args) => {
             init_logging(args.log_format);
             match serve(&args) {

@@ -117,3 +117,68 @@ fn sighup_reloads_the_tls_certificate() {
     assert!(child.wait().unwrap().success());
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Starts `switchboard serve` with `args` on a free port and returns it with its address.
+fn spawn_server(args: &[&str]) -> (std::process::Child, String) {
+    let mut child = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(args)
+        .env("SWITCHBOARD_LOG", "info")
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn the server");
+    let mut stderr = BufReader::new(child.stderr.take().expect("stderr"));
+    let mut line = String::new();
+    stderr.read_line(&mut line).expect("the first log line");
+    let addr = line
+        .split("://")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("a URL in the first line")
+        .to_owned();
+    (child, addr)
+}
+
+/// The HTTP status of a WebSocket upgrade to `/ws` with `extra` headers.
+fn upgrade_status(addr: &str, extra: &str) -> u16 {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    write!(
+        stream,
+        "GET /ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
+    )
+    .expect("write");
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head).expect("a status line");
+    String::from_utf8_lossy(&head[9..12]).parse().expect("a status")
+}
+
+#[test]
+fn token_mints_what_serve_accepts() {
+    let secret = "a-development-secret-of-32-bytes!";
+    let out = Command::new(BIN)
+        .args(["token", "--user", "ann", "--channels", "chat:*", "--ttl", "5m"])
+        .env("SWITCHBOARD_JWT_SECRET", secret)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    assert_eq!(token.split('.').count(), 3, "{token}");
+
+    let (mut child, addr) = spawn_server(&["--require-auth", "--jwt-secret", secret]);
+    assert_eq!(upgrade_status(&addr, &format!("Authorization: Bearer {token}\r\n")), 101);
+    assert_eq!(upgrade_status(&addr, "Authorization: Bearer x.y.z\r\n"), 401);
+    assert_eq!(upgrade_status(&addr, ""), 401);
+    child.kill().unwrap();
+    let _ = child.wait();
+}
+
+#[test]
+fn token_refuses_a_short_secret_in_one_line() {
+    let out =
+        Command::new(BIN).args(["token", "--user", "ann", "--secret", "short"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+}
