@@ -24,7 +24,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the server (defaults need no configuration: http://127.0.0.1:8080).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Mint a development token (HS256) for a server started with --jwt-secret.
     Token(token::TokenArgs),
 }
@@ -468,7 +468,7 @@ mod tests {
             "--limit-loopback",
         ])
         .expect("valid flags");
-        let Command::Serve(args) = cli.command;
+        let Command::Serve(args) = cli.command else { panic!("expected serve") };
         let limits = config_from(&args).expect("a config").rate_limits;
         assert_eq!(limits.max_connections, 10);
         assert_eq!(limits.max_connections_per_ip, 0);
