@@ -140,11 +140,21 @@ impl Authenticator {
     /// Turns a credential into an identity.
     pub(crate) fn authenticate(&self, credential: Credential<'_>) -> Result<Identity, AuthFailure> {
         let claims = match credential {
+            // A JWT has three dot-separated parts; a ticket has no dot and is accepted in
+            // every slot a token is (a browser that holds only tickets uses the same code).
             Credential::Bearer(token)
             | Credential::Protocol(token)
             | Credential::Cookie(token)
-            | Credential::Query(token) => self.verify(token)?,
-            Credential::Ticket(ticket) => {
+            | Credential::Query(token)
+                if token.contains('.') =>
+            {
+                self.verify(token)?
+            }
+            Credential::Bearer(ticket)
+            | Credential::Protocol(ticket)
+            | Credential::Cookie(ticket)
+            | Credential::Query(ticket)
+            | Credential::Ticket(ticket) => {
                 let claims = self
                     .tickets
                     .redeem(ticket, Instant::now())
@@ -163,11 +173,7 @@ impl Authenticator {
     /// Authenticates what a client sent in `connect`: a JWT (three dot-separated parts) or
     /// a one-time ticket (no dots).
     pub(crate) fn authenticate_token(&self, token: &str) -> Result<Identity, AuthFailure> {
-        if token.contains('.') {
-            self.verify(token).map(Identity::from_claims)
-        } else {
-            self.authenticate(Credential::Ticket(token))
-        }
+        self.authenticate(Credential::Bearer(token))
     }
 
     /// The ticket store, for `POST /api/ticket`.
@@ -383,6 +389,20 @@ mod tests {
         assert!(check_origin(None, Some("h"), &o).is_err());
         o.allow_missing = true;
         assert!(check_origin(None, Some("h"), &o).is_ok());
+    }
+
+    #[test]
+    fn a_ticket_works_in_any_token_slot_once() {
+        let auth = Authenticator::new(&AuthOptions::default());
+        let claims = Claims::new("ann", std::time::Duration::from_secs(60), SystemTime::now());
+        let ticket = auth.tickets().issue(claims, Instant::now()).unwrap().into_string();
+        let identity = auth.authenticate(Credential::Protocol(&ticket)).unwrap();
+        assert_eq!(identity.user(), Some("ann"));
+        let again = auth.authenticate(Credential::Bearer(&ticket)).unwrap_err();
+        assert_eq!(again.code, "ticket_invalid");
+        // Without a verifier a JWT-shaped token is refused, not taken for a ticket.
+        let jwt = auth.authenticate(Credential::Bearer("a.b.c")).unwrap_err();
+        assert_eq!(jwt.code, "tokens_not_accepted");
     }
 
     #[test]

@@ -42,6 +42,7 @@ pub(crate) async fn route(
     let response = match req.uri().path() {
         "/healthz" => health(&req),
         "/metrics" => metrics(&req, &shared),
+        "/switchboard.js" => js_client(&req),
         path if api::is_api_path(path) => api::handle(req, &shared).await,
         "/ws" => upgrade(req, &shared, Endpoint::Hub),
         "/echo" if shared.config.echo => upgrade(req, &shared, Endpoint::Echo),
@@ -58,6 +59,22 @@ fn health(req: &Request<Incoming>) -> Response<Body> {
     }
     let mut resp = Response::new(Body::from("{\"status\":\"ok\"}\n"));
     resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp
+}
+
+/// `GET /switchboard.js`: the browser client (`clients/js`), so pages can import it from the
+/// server they connect to. A public static script: any origin may load it as a module
+/// (module scripts are fetched with CORS).
+fn js_client(req: &Request<Incoming>) -> Response<Body> {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        let mut resp = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+        resp.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return resp;
+    }
+    let mut resp = Response::new(Body::from(JS_CLIENT));
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/javascript; charset=utf-8"));
+    h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
     resp
 }
 
@@ -308,3 +325,6 @@ fn text(status: StatusCode, body: &str) -> Response<Body> {
         .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
     resp
 }
+
+/// The browser client (`clients/js`), built into the binary.
+const JS_CLIENT: &str = include_str!("../../../clients/js/switchboard.js");

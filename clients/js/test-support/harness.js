@@ -1,0 +1,179 @@
+// Test harness: the real `switchboard` binary, a TCP proxy that can cut connections, HS256
+// tokens and bounded waits. Not a test file itself.
+
+import { spawn } from 'node:child_process';
+import { createHmac } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
+
+/** The server binary: `$SWITCHBOARD_BIN`, or the debug build of this checkout. */
+export const serverBinary =
+  process.env.SWITCHBOARD_BIN ?? path.join(repoRoot, 'target', 'debug', 'switchboard');
+
+/** A port that was free a moment ago. */
+export async function freePort() {
+  const server = net.createServer();
+  await new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', resolve);
+  });
+  const { port } = server.address();
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}
+
+/**
+ * Starts `switchboard serve --listen 127.0.0.1:PORT ...args` and waits for its listening
+ * line on stderr. Stop it with `stop()` (by PID).
+ */
+export async function startServer({ port, args = [], env = {} } = {}) {
+  if (!existsSync(serverBinary)) {
+    throw new Error(`no server binary at ${serverBinary}: run \`cargo build -p switchboard\``);
+  }
+  port ??= await freePort();
+  const child = spawn(serverBinary, ['serve', '--listen', `127.0.0.1:${port}`, ...args], {
+    env: { ...process.env, SWITCHBOARD_LOG: 'info', NO_COLOR: '1', ...env },
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  let log = '';
+  const exited = new Promise((resolve) => child.once('exit', resolve));
+  await withTimeout(
+    new Promise((resolve, reject) => {
+      child.stderr.setEncoding('utf8');
+      child.stderr.on('data', (chunk) => {
+        log += chunk;
+        if (log.includes('switchboard listening on')) resolve();
+      });
+      child.once('exit', (code) => reject(new Error(`server exited with ${code}:\n${log}`)));
+      child.once('error', reject);
+    }),
+    10000,
+    () => `server did not log that it listens:\n${log}`,
+  ).catch((error) => {
+    child.kill('SIGKILL');
+    throw error;
+  });
+  return {
+    port,
+    pid: child.pid,
+    url: `ws://127.0.0.1:${port}/ws`,
+    http: `http://127.0.0.1:${port}`,
+    log: () => log,
+    /** Kills the process by its PID and waits (bounded) for it to exit. */
+    async stop(signal = 'SIGKILL') {
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      process.kill(child.pid, signal);
+      await withTimeout(exited, 5000, () => `server ${child.pid} did not exit`);
+    },
+  };
+}
+
+/**
+ * A TCP proxy on 127.0.0.1 to `target`: counts connections, cuts them all on demand, can
+ * refuse new ones for a while, and can silence existing ones (a dead path that stays open).
+ */
+export async function startProxy(target) {
+  const pairs = new Set();
+  let refuseUntil = 0;
+  const proxy = {
+    port: 0,
+    connections: 0,
+    target,
+    get url() {
+      return `ws://127.0.0.1:${this.port}/ws`;
+    },
+    /** Destroys every proxied connection; new ones are refused for `holdMs`. */
+    dropAll({ holdMs = 0 } = {}) {
+      refuseUntil = Date.now() + holdMs;
+      for (const pair of pairs) {
+        pair.client.destroy();
+        pair.upstream.destroy();
+      }
+      pairs.clear();
+    },
+    /** Stops forwarding bytes on the current connections, in both directions. */
+    silence() {
+      for (const pair of pairs) pair.silent = true;
+    },
+    close() {
+      proxy.dropAll();
+      return new Promise((resolve) => server.close(resolve));
+    },
+  };
+  const server = net.createServer((client) => {
+    proxy.connections += 1;
+    if (Date.now() < refuseUntil) {
+      client.destroy();
+      return;
+    }
+    const upstream = net.connect(proxy.target, '127.0.0.1');
+    const pair = { client, upstream, silent: false };
+    pairs.add(pair);
+    const end = () => {
+      pairs.delete(pair);
+      client.destroy();
+      upstream.destroy();
+    };
+    client.on('data', (chunk) => pair.silent || upstream.write(chunk));
+    upstream.on('data', (chunk) => pair.silent || client.write(chunk));
+    client.on('error', end).on('close', end);
+    upstream.on('error', end).on('close', end);
+  });
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  proxy.port = server.address().port;
+  return proxy;
+}
+
+/** An HS256 JWT (RFC 7519) signed with `secret`. */
+export function mintToken(secret, claims) {
+  const encode = (value) => Buffer.from(JSON.stringify(value)).toString('base64url');
+  const input = `${encode({ alg: 'HS256', typ: 'JWT' })}.${encode(claims)}`;
+  const signature = createHmac('sha256', secret).update(input).digest('base64url');
+  return `${input}.${signature}`;
+}
+
+/** Resolves `promise`, or rejects after `ms` with `describe()`. */
+export function withTimeout(promise, ms, describe = () => `timed out after ${ms} ms`) {
+  let timer;
+  const timeout = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(describe())), ms);
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
+/** Polls `predicate` every 20 ms until it holds, for at most `ms`. */
+export async function waitFor(predicate, ms, describe = () => 'condition') {
+  const deadline = Date.now() + ms;
+  while (!predicate()) {
+    if (Date.now() > deadline) {
+      throw new Error(`timed out after ${ms} ms waiting for ${describe()}`);
+    }
+    await sleep(20);
+  }
+}
+
+/** Resolves when `client` enters `state` (at once if it is there), within `ms`. */
+export function stateReached(client, state, ms = 5000) {
+  if (client.state === state) return Promise.resolve({ state });
+  let off;
+  return withTimeout(
+    new Promise((resolve) => {
+      off = client.on(state, resolve);
+    }),
+    ms,
+    () => `client did not reach ${state} (it is ${client.state})`,
+  ).finally(() => off());
+}
+
+export function sleep(ms) {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/** A unique channel in the `chat` namespace, which the default config opens to anyone. */
+export function channel(name) {
+  return `chat:test-${name}-${process.pid}-${Math.random().toString(36).slice(2, 8)}`;
+}
