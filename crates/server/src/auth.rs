@@ -140,13 +140,13 @@ impl Authenticator {
     /// Turns a credential into an identity.
     pub(crate) fn authenticate(&self, credential: Credential<'_>) -> Result<Identity, AuthFailure> {
         let claims = match credential {
-            // A JWT has three dot-separated parts; a ticket has no dot and is accepted in
-            // every slot a token is (a browser that holds only tickets uses the same code).
+            // A ticket is accepted in every slot a token is (a browser that holds only
+            // tickets uses the same code); anything not shaped like one is a token.
             Credential::Bearer(token)
             | Credential::Protocol(token)
             | Credential::Cookie(token)
             | Credential::Query(token)
-                if token.contains('.') =>
+                if !is_ticket_shaped(token) =>
             {
                 self.verify(token)?
             }
@@ -185,6 +185,11 @@ impl Authenticator {
     pub(crate) fn leeway(&self) -> std::time::Duration {
         self.verifier.as_ref().map(|v| v.leeway()).unwrap_or_default()
     }
+}
+
+/// Whether `s` looks like a ticket: 32 random bytes in unpadded URL-safe base64.
+fn is_ticket_shaped(s: &str) -> bool {
+    s.len() == 43 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 /// Finds the request's credential, looking in order at `Authorization: Bearer`, the
