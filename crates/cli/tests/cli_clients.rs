@@ -1,0 +1,580 @@
+//! `switchboard connect`, `subscribe` and `publish` as a user runs them: spawned binaries
+//! against a spawned `switchboard serve`, every wait bounded.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{self, Receiver};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
+/// The longest any single wait in these tests may take.
+const WAIT: Duration = Duration::from_secs(10);
+const SECRET: &str = "a-development-secret-of-32-bytes!";
+
+#[test]
+fn subscribe_prints_what_publish_publishes() {
+    let server = Server::start(&[]);
+    let sub = Proc::spawn(&["subscribe", &server.ws(), "chat:lobby"], &[]);
+    sub.stderr_until("subscribed to chat:lobby");
+
+    let ack = ok_json(&run(&["publish", &server.ws(), "chat:lobby", r#"{"text":"hi"}"#], ""));
+    assert_eq!(ack["offset"], 1, "{ack}");
+    let epoch = ack["epoch"].as_str().expect("an epoch").to_owned();
+    let line = sub.json_line();
+    assert_eq!(line["channel"], "chat:lobby", "{line}");
+    assert_eq!(line["offset"], 1, "{line}");
+    assert_eq!(line["epoch"], epoch.as_str(), "{line}");
+    assert_eq!(line["data"], json!({"text": "hi"}), "{line}");
+    assert!(line["info"]["client"].is_string(), "a client's publication names it: {line}");
+
+    // Not JSON: published as a string. No joins or leaves without --presence-events.
+    let ack = ok_json(&run(&["publish", &server.http(), "chat:lobby", "hello world"], ""));
+    assert_eq!(ack["offset"], 2, "{ack}");
+    let line = sub.json_line();
+    assert_eq!((line["offset"].clone(), line["data"].clone()), (json!(2), json!("hello world")));
+
+    sub.signal("TERM");
+    let (status, stdout, _) = sub.finish();
+    assert!(status.success(), "SIGTERM exits 0: {status:?}");
+    assert!(stdout.is_empty(), "{stdout:?}");
+}
+
+#[test]
+fn publish_reads_stdin_and_acks_each_line() {
+    let server = Server::start(&[]);
+    let out = run(&["publish", &server.ws(), "chat:feed"], "{\"n\":1}\n\nplain text\n42\n");
+    assert!(out.status.success(), "{}", out.stderr);
+    let acks: Vec<Value> = out.stdout.lines().map(parse).collect();
+    assert_eq!(acks.len(), 3, "one ack per non-blank line: {}", out.stdout);
+    for (i, ack) in acks.iter().enumerate() {
+        assert_eq!(ack["offset"], i + 1, "{ack}");
+        assert_eq!(ack["epoch"], acks[0]["epoch"], "{ack}");
+        assert_eq!(ack.as_object().map(|o| o.len()), Some(2), "only offset and epoch: {ack}");
+    }
+}
+
+#[test]
+fn subscribe_since_replays_history_in_order() {
+    let server = Server::start(&[]);
+    let out = run(&["publish", &server.ws(), "chat:log"], "one\ntwo\nthree\n");
+    assert!(out.status.success(), "{}", out.stderr);
+    let first = parse(out.stdout.lines().next().expect("an ack"));
+    let epoch = first["epoch"].as_str().expect("an epoch").to_owned();
+
+    let since = format!("1:{epoch}");
+    let sub = Proc::spawn(&["subscribe", &server.ws(), "chat:log", "--since", &since], &[]);
+    for (offset, data) in [(2, "two"), (3, "three")] {
+        let line = sub.json_line();
+        assert_eq!((line["offset"].clone(), line["data"].clone()), (json!(offset), json!(data)));
+        assert_eq!(line["epoch"], epoch.as_str(), "{line}");
+    }
+    // Live publications follow the replayed ones.
+    ok_json(&run(&["publish", &server.ws(), "chat:log", "four"], ""));
+    assert_eq!(sub.json_line()["offset"], 4);
+    sub.signal("INT");
+    assert!(sub.finish().0.success());
+
+    // A position from another epoch cannot be recovered: a warning, then live publications.
+    let sub = Proc::spawn(
+        &["subscribe", &server.ws(), "chat:log", "--since-offset", "1", "--since-epoch", "nope"],
+        &[],
+    );
+    let warning = sub.stderr_until("cannot be recovered");
+    assert!(warning.contains("1:nope"), "{warning}");
+    ok_json(&run(&["publish", &server.ws(), "chat:log", "five"], ""));
+    assert_eq!(sub.json_line()["data"], "five");
+    sub.signal("TERM");
+    assert!(sub.finish().0.success());
+}
+
+#[test]
+fn subscribe_prints_joins_and_leaves_when_asked() {
+    let server = Server::start(&[]);
+    let watcher = Proc::spawn(&["subscribe", &server.ws(), "chat:room", "--presence-events"], &[]);
+    watcher.stderr_until("subscribed to chat:room");
+    let other = Proc::spawn(&["subscribe", &server.ws(), "chat:room"], &[]);
+    other.stderr_until("subscribed to chat:room");
+    other.signal("TERM");
+    assert!(other.finish().0.success());
+
+    // Joins (the watcher's own may be among them, protocol §4), then the other's leave.
+    let mut joined = Vec::new();
+    let left = loop {
+        let line = watcher.json_line();
+        assert_eq!(line["channel"], "chat:room", "{line}");
+        if let Some(id) = line["join"]["client"].as_str() {
+            joined.push(id.to_owned());
+        } else {
+            break line["leave"]["client"].as_str().expect("a join or a leave").to_owned();
+        }
+    };
+    assert!(joined.contains(&left), "{left} left without a join: {joined:?}");
+    watcher.signal("TERM");
+    assert!(watcher.finish().0.success());
+}
+
+#[test]
+fn subscribe_exits_0_when_stdout_closes() {
+    let server = Server::start(&[]);
+    let mut sub = Proc::spawn_without_stdout_reader(&["subscribe", &server.ws(), "chat:pipe"]);
+    sub.stderr_until("subscribed to chat:pipe");
+    let stdout = sub.child.stdout.take().expect("stdout");
+    ok_json(&run(&["publish", &server.ws(), "chat:pipe", "first"], ""));
+    // Read one line, then close the pipe, as `head -n 1` does.
+    let line = first_line_then_close(stdout);
+    assert_eq!(parse(&line)["data"], "first");
+    ok_json(&run(&["publish", &server.ws(), "chat:pipe", "second"], ""));
+    let (status, _, stderr) = sub.finish();
+    assert!(status.success(), "a closed stdout is not a failure: {status:?} {stderr}");
+    assert!(!stderr.contains("Broken pipe"), "{stderr}");
+}
+
+#[test]
+fn publish_with_an_api_key_goes_through_http() {
+    let key = "an-api-key-for-the-cli-tests";
+    let server = Server::start(&["--api-key", key]);
+    // The HTTP API publishes in every namespace, even the default one closed to anonymous
+    // connections.
+    let out =
+        run_env(&["publish", &server.ws(), "news", "[1,2]"], "", &[("SWITCHBOARD_API_KEY", key)]);
+    let ack = ok_json(&out);
+    assert_eq!(ack["offset"], 1, "{ack}");
+
+    let out = run_env(
+        &["publish", &server.http(), "chat:api"],
+        "a\nb\n",
+        &[("SWITCHBOARD_API_KEY", key)],
+    );
+    assert!(out.status.success(), "{}", out.stderr);
+    let offsets: Vec<Value> = out.stdout.lines().map(|l| parse(l)["offset"].clone()).collect();
+    assert_eq!(offsets, [json!(1), json!(2)]);
+
+    let out = run(&["publish", &server.ws(), "chat:api", "x", "--api-key", "wrong"], "");
+    assert_failed_with(&out, &["401", "unauthorized", "/api/publish"]);
+}
+
+#[test]
+fn connect_sends_json_commands_and_prints_each_message() {
+    let server = Server::start(&[]);
+    for protocol in ["json", "msgpack"] {
+        let channel = format!("chat:{protocol}");
+        let input = format!(
+            "{{\"type\":\"subscribe\",\"channel\":\"{channel}\"}}\n\
+             hello\n\
+             {{\"id\":7,\"type\":\"publish\",\"channel\":\"{channel}\",\"data\":\"x\"}}\n\
+             {{\"type\":\"ping\"}}\n"
+        );
+        let out = run(&["connect", &server.ws(), "--protocol", protocol], &input);
+        assert!(out.status.success(), "{protocol}: {}", out.stderr);
+        let lines: Vec<Value> = out.stdout.lines().map(parse).collect();
+        assert_eq!(lines.len(), 4, "{protocol}: {}", out.stdout);
+        let reply = |id: u64| lines.iter().find(|l| l["id"] == id).cloned();
+        let subscribed = reply(1).expect("the subscribe reply, numbered 1");
+        assert!(subscribed["result"]["epoch"].is_string(), "{subscribed}");
+        assert_eq!(reply(7).expect("the publish reply")["result"]["offset"], 1);
+        let ping = reply(8).expect("the ping reply, numbered after 7");
+        assert_eq!(ping, json!({"id": 8, "result": {}}));
+        let push = lines.iter().find(|l| l["push"] == "publication").expect("the publication");
+        assert_eq!(
+            (push["channel"].as_str(), &push["data"]),
+            (Some(channel.as_str()), &json!("x"))
+        );
+        assert!(out.stderr.contains("not JSON") && out.stderr.contains("--raw"), "{}", out.stderr);
+    }
+}
+
+#[test]
+fn connect_raw_talks_plain_text_to_any_websocket() {
+    let server = Server::start(&[]);
+    let out = run(
+        &["connect", "--raw", &format!("{}/echo", server.ws())],
+        "hello\n{\"not\":\"parsed\"}\n",
+    );
+    assert!(out.status.success(), "{}", out.stderr);
+    assert_eq!(out.stdout, "hello\n{\"not\":\"parsed\"}\n");
+}
+
+#[test]
+fn wss_works_with_a_trusted_certificate() {
+    let dir = std::env::temp_dir().join(format!("switchboard-cli-clients-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("a temp dir");
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let generated =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("a certificate");
+    std::fs::write(&cert, generated.cert.pem()).expect("write the certificate");
+    std::fs::write(&key, generated.signing_key.serialize_pem()).expect("write the key");
+    let server = Server::start(&[
+        "--tls-cert",
+        cert.to_str().expect("a UTF-8 path"),
+        "--tls-key",
+        key.to_str().expect("a UTF-8 path"),
+    ]);
+    let port = server.addr.rsplit(':').next().expect("a port");
+    let cacert = cert.to_str().expect("a UTF-8 path");
+
+    let echo = format!("wss://localhost:{port}/echo");
+    let out = run(&["connect", "--raw", &echo, "--cacert", cacert], "secure\n");
+    assert!(out.status.success(), "{}", out.stderr);
+    assert_eq!(out.stdout, "secure\n");
+    let ack = ok_json(&run(
+        &["publish", &format!("https://localhost:{port}"), "chat:tls", "hi", "--cacert", cacert],
+        "",
+    ));
+    assert_eq!(ack["offset"], 1);
+
+    // Without it, the certificate is not trusted, and the error says what to do.
+    let out = run(&["connect", "--raw", &echo], "x\n");
+    assert_failed_with(&out, &["certificate", "--cacert"]);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn bad_urls_are_one_line_usage_errors() {
+    for (url, why) in [
+        ("ftp://127.0.0.1/", "ws://, wss://, http:// or https://"),
+        ("127.0.0.1:8080", "ws://, wss://, http:// or https://"),
+        ("ws:///ws", "no host"),
+    ] {
+        for args in [
+            vec!["connect", url],
+            vec!["subscribe", url, "chat:x"],
+            vec!["publish", url, "chat:x", "1"],
+        ] {
+            let out = run(&args, "");
+            assert_eq!(out.status.code(), Some(2), "{args:?}: {}", out.stderr);
+            assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
+            assert!(out.stderr.contains(why), "{args:?}: {}", out.stderr);
+        }
+    }
+}
+
+#[test]
+fn a_refused_connection_names_the_address() {
+    let addr = free_addr();
+    let url = format!("ws://{addr}");
+    for args in [
+        vec!["connect", url.as_str()],
+        vec!["connect", "--raw", url.as_str()],
+        vec!["subscribe", url.as_str(), "chat:x"],
+        vec!["publish", url.as_str(), "chat:x", "1"],
+        vec!["publish", url.as_str(), "chat:x", "1", "--api-key", "k"],
+    ] {
+        let out = run(&args, "");
+        assert_failed_with(&out, &[&addr, "connection refused"]);
+    }
+}
+
+#[test]
+fn a_401_says_why_the_server_refused() {
+    let server = Server::start(&["--require-auth", "--jwt-secret", SECRET]);
+    let why = "requires a token";
+    assert_failed_with(&run(&["connect", &server.ws()], ""), &["401", why]);
+    assert_failed_with(&run(&["subscribe", &server.ws(), "chat:x"], ""), &["401", why]);
+    assert_failed_with(&run(&["publish", &server.ws(), "chat:x", "1"], ""), &["401", why]);
+    let bad_token = [("SWITCHBOARD_TOKEN", "x.y.z")];
+    let out = run_env(&["subscribe", &server.ws(), "chat:x"], "", &bad_token);
+    assert_failed_with(&out, &["401"]);
+
+    // A token from `switchboard token` gets in.
+    let token = mint_token();
+    let out =
+        run_env(&["publish", &server.ws(), "chat:x", "1"], "", &[("SWITCHBOARD_TOKEN", &token)]);
+    assert_eq!(ok_json(&out)["offset"], 1);
+}
+
+#[test]
+fn refused_commands_are_errors_with_the_servers_code() {
+    let server = Server::start(&["--jwt-secret", SECRET]);
+    // The default namespace is closed to anonymous connections: `unauthorized`, and to a
+    // token that does not grant the channel: `permission_denied`.
+    assert_failed_with(
+        &run(&["subscribe", &server.ws(), "news"], ""),
+        &["cannot subscribe to news", "unauthorized", "anonymous"],
+    );
+    let token = mint_token();
+    let ann = [("SWITCHBOARD_TOKEN", token.as_str())];
+    assert_failed_with(
+        &run_env(&["subscribe", &server.ws(), "chat:ok", "news"], "", &ann),
+        &["cannot subscribe to news", "permission_denied"],
+    );
+    assert_failed_with(
+        &run_env(&["publish", &server.ws(), "news", "1"], "", &ann),
+        &["cannot publish to news", "permission_denied"],
+    );
+    assert_failed_with(&run(&["publish", &server.ws(), "nope:x", "1"], ""), &["unknown_namespace"]);
+    // A refusal stops publishing from standard input: what follows is not sent.
+    let out = run_env(&["publish", &server.ws(), "news"], "1\n2\n", &ann);
+    assert_failed_with(&out, &["permission_denied"]);
+    // `connect` prints error replies like any other message.
+    let out = run_env(
+        &["connect", &server.ws()],
+        "{\"type\":\"subscribe\",\"channel\":\"news\"}\n",
+        &ann,
+    );
+    assert!(out.status.success(), "{}", out.stderr);
+    assert_eq!(parse(out.stdout.trim())["error"]["code"], "permission_denied", "{}", out.stdout);
+}
+
+/// A token for `ann`, who may subscribe and publish to `chat:*` only.
+fn mint_token() -> String {
+    let out = Command::new(BIN)
+        .args(["token", "--user", "ann", "--channels", "chat:*", "--publish", "chat:*"])
+        .env("SWITCHBOARD_JWT_SECRET", SECRET)
+        .output()
+        .expect("mint a token");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).expect("a UTF-8 token").trim().to_owned()
+}
+
+/// A `switchboard serve` on a free port, killed (by its PID) when dropped.
+struct Server {
+    child: Child,
+    /// `127.0.0.1:port`.
+    addr: String,
+}
+
+impl Server {
+    fn start(args: &[&str]) -> Self {
+        let mut child = Command::new(BIN)
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(args)
+            .env("SWITCHBOARD_LOG", "info")
+            .env_remove("SWITCHBOARD_API_KEY")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn the server");
+        let stderr = child.stderr.take().expect("the server's stderr");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stderr).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx.recv_timeout(WAIT).expect("the server's first log line");
+        let addr = line
+            .split("://")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .expect("a URL in the first line")
+            .to_owned();
+        Self { child, addr }
+    }
+
+    fn ws(&self) -> String {
+        format!("ws://{}", self.addr)
+    }
+
+    fn http(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A spawned client command whose output is read on threads, so every read can be bounded.
+struct Proc {
+    child: Child,
+    stdout: Option<Receiver<String>>,
+    stderr: Receiver<String>,
+}
+
+impl Proc {
+    fn spawn(args: &[&str], env: &[(&str, &str)]) -> Self {
+        let mut proc = Self::spawn_without_stdout_reader_env(args, env);
+        let stdout = proc.child.stdout.take().expect("stdout");
+        proc.stdout = Some(lines(stdout));
+        proc
+    }
+
+    fn spawn_without_stdout_reader(args: &[&str]) -> Self {
+        Self::spawn_without_stdout_reader_env(args, &[])
+    }
+
+    fn spawn_without_stdout_reader_env(args: &[&str], env: &[(&str, &str)]) -> Self {
+        let mut child = command(args, env)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn switchboard");
+        let stderr = lines(child.stderr.take().expect("stderr"));
+        Self { child, stdout: None, stderr }
+    }
+
+    /// The next line on standard output, as JSON.
+    fn json_line(&self) -> Value {
+        let stdout = self.stdout.as_ref().expect("stdout is read");
+        let line = stdout.recv_timeout(WAIT).unwrap_or_else(|_| panic!("no line within {WAIT:?}"));
+        parse(&line)
+    }
+
+    /// Reads standard error until a line contains `needle`; returns that line.
+    fn stderr_until(&self, needle: &str) -> String {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.stderr.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(_) => {}
+                Err(_) => panic!("no {needle:?} on stderr within {WAIT:?}"),
+            }
+        }
+    }
+
+    fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([format!("-{name}"), self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success());
+    }
+
+    /// Closes standard input, waits for the exit and returns the status with what is left on
+    /// standard output and standard error.
+    fn finish(mut self) -> (ExitStatus, Vec<String>, String) {
+        drop(self.child.stdin.take());
+        let status = wait_bounded(&mut self.child);
+        let stdout = self.stdout.take().map(|rx| rx.try_iter().collect()).unwrap_or_default();
+        let stderr: Vec<String> = self.stderr.try_iter().collect();
+        (status, stdout, stderr.join("\n"))
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// A finished command.
+struct Output {
+    status: ExitStatus,
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs a client command with `input` on standard input, to its end, within [`WAIT`].
+fn run(args: &[&str], input: &str) -> Output {
+    run_env(args, input, &[])
+}
+
+fn run_env(args: &[&str], input: &str, env: &[(&str, &str)]) -> Output {
+    let mut child = command(args, env)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn switchboard");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let input = input.to_owned();
+    std::thread::spawn(move || {
+        // A command that fails early stops reading: its error is the finding, not this.
+        let _ = stdin.write_all(input.as_bytes());
+    });
+    let stdout = read_all(child.stdout.take().expect("stdout"));
+    let stderr = read_all(child.stderr.take().expect("stderr"));
+    let status = wait_bounded(&mut child);
+    let text = |rx: Receiver<String>| rx.recv_timeout(WAIT).expect("the output");
+    Output { status, stdout: text(stdout), stderr: text(stderr) }
+}
+
+fn command(args: &[&str], env: &[(&str, &str)]) -> Command {
+    let mut command = Command::new(BIN);
+    command.args(args).env_remove("SWITCHBOARD_TOKEN").env_remove("SWITCHBOARD_API_KEY");
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    command
+}
+
+/// Waits for `child` to exit within [`WAIT`], killing it (by its PID) if it does not.
+fn wait_bounded(child: &mut Child) -> ExitStatus {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Some(status) = child.try_wait().expect("wait for the child") {
+            return status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("switchboard did not exit within {WAIT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Lines of `pipe`, as they come.
+fn lines(pipe: impl Read + Send + 'static) -> Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(pipe).lines() {
+            let Ok(line) = line else { return };
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+/// All of `pipe`, once it closes.
+fn read_all(mut pipe: impl Read + Send + 'static) -> Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = pipe.read_to_string(&mut text);
+        let _ = tx.send(text);
+    });
+    rx
+}
+
+/// Reads one line from `stdout` and closes it.
+fn first_line_then_close(stdout: ChildStdout) -> String {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    rx.recv_timeout(WAIT).expect("a line on stdout")
+}
+
+fn parse(line: &str) -> Value {
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("{line:?} is not JSON: {e}"))
+}
+
+/// A successful command's only line of output, as JSON.
+fn ok_json(out: &Output) -> Value {
+    assert!(out.status.success(), "{:?}: {}", out.status, out.stderr);
+    assert_eq!(out.stdout.lines().count(), 1, "{}", out.stdout);
+    parse(out.stdout.trim())
+}
+
+/// A failure (exit 1) with one line on standard error holding every one of `needles`.
+fn assert_failed_with(out: &Output, needles: &[&str]) {
+    assert_eq!(out.status.code(), Some(1), "{}", out.stderr);
+    assert_eq!(out.stderr.lines().count(), 1, "one line: {}", out.stderr);
+    for needle in needles {
+        assert!(out.stderr.contains(needle), "{needle:?} in {}", out.stderr);
+    }
+    assert!(out.stdout.is_empty(), "{}", out.stdout);
+}
+
+/// A loopback address where nothing listens.
+fn free_addr() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    listener.local_addr().expect("its address").to_string()
+}
