@@ -1,0 +1,117 @@
+// The demo page: one Switchboard connection shared by the chat and the ticker, and the
+// banner that says what the connection is doing.
+
+import { Switchboard } from '/switchboard.js';
+import { startChat } from './chat.js';
+import { startTicker } from './ticker.js';
+
+const client = new Switchboard('/ws');
+const banner = createBanner(document.getElementById('banner'));
+client.on('state', (event) => banner.state(event));
+
+/** `client.subscribe` that also tells the banner what was recovered after a cut. */
+function subscribe(channel, handlers) {
+  return client.subscribe(channel, {
+    ...handlers,
+    publication: (publication) => {
+      banner.delivered(channel);
+      handlers.publication?.(publication);
+    },
+    recovered: (context) => {
+      banner.recovered(context);
+      handlers.recovered?.(context);
+    },
+    subscribed: (context) => {
+      banner.subscribed(channel);
+      handlers.subscribed?.(context);
+    },
+    unsubscribed: (context) => {
+      banner.unsubscribed(channel);
+      handlers.unsubscribed?.(context);
+    },
+  });
+}
+
+startChat(client, subscribe);
+startTicker(client, subscribe);
+
+/**
+ * The banner: "Connected", "Connection lost — reconnecting in 3 s…", then, once every
+ * subscription is back, how many publications were recovered or that history was reloaded.
+ * The client replays missed publications before its `recovered` event (clients/js/README.md,
+ * Recovery), so the publications a channel delivers between the cut and that event are
+ * exactly the missed ones.
+ */
+function createBanner(element) {
+  let countdown = null;
+  /** Channels subscribed when the connection was lost, until each has recovered. */
+  let waiting = null;
+  const subscribed = new Set();
+  let replayed = 0;
+  let failed = false;
+
+  const show = (message, tone) => {
+    element.textContent = message;
+    element.dataset.tone = tone;
+  };
+  const stopCountdown = () => {
+    clearInterval(countdown);
+    countdown = null;
+  };
+  const settle = () => {
+    if (!waiting || waiting.size > 0) return;
+    waiting = null;
+    if (failed) show('Could not recover: reloaded history', 'warn');
+    else if (replayed === 0) show('Reconnected — nothing was missed', 'ok');
+    else show(`Recovered ${replayed} missed message${replayed === 1 ? '' : 's'}`, 'ok');
+  };
+
+  return {
+    state({ state, delay, reason }) {
+      stopCountdown();
+      if (state === 'connecting') show('Connecting…', 'idle');
+      if (state === 'reconnecting') show('Reconnecting…', 'warn');
+      if (state === 'closed') show(`Disconnected: ${reason ?? 'closed'}`, 'bad');
+      if (state === 'disconnected') {
+        // Cut again before every channel recovered: keep counting from the first cut.
+        if (!waiting) {
+          replayed = 0;
+          failed = false;
+        }
+        waiting = new Set(subscribed);
+        const until = Date.now() + (delay ?? 0);
+        const tick = () => {
+          const seconds = Math.ceil((until - Date.now()) / 1000);
+          show(`Connection lost — reconnecting in ${Math.max(seconds, 1)} s…`, 'bad');
+        };
+        tick();
+        countdown = setInterval(tick, 250);
+      }
+      if (state === 'connected') {
+        if (waiting) {
+          show('Connected — recovering…', 'warn');
+          settle();
+        } else {
+          show('Connected', 'ok');
+        }
+      }
+    },
+    subscribed(channel) {
+      subscribed.add(channel);
+    },
+    unsubscribed(channel) {
+      subscribed.delete(channel);
+      waiting?.delete(channel);
+      if (client.state === 'connected') settle();
+    },
+    delivered(channel) {
+      if (waiting?.has(channel)) replayed += 1;
+    },
+    recovered({ channel, recovered }) {
+      if (!waiting?.has(channel)) return;
+      waiting.delete(channel);
+      if (!recovered) failed = true;
+      settle();
+    },
+  };
+}
