@@ -243,7 +243,10 @@ impl Subscriptions {
                     None => return,
                 },
                 _ = ping.tick() => {
-                    let pong = tokio::time::timeout(self.timeout, sink.ping::<String>()).await;
+                    // A subscribed RESP2 connection answers `["pong", ""]`, not `+PONG`:
+                    // any reply proves it alive.
+                    let pong =
+                        tokio::time::timeout(self.timeout, sink.ping::<redis::Value>()).await;
                     if !matches!(pong, Ok(Ok(_))) {
                         tracing::warn!("redis pubsub connection did not answer a ping");
                         return;

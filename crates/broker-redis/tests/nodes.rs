@@ -155,6 +155,9 @@ async fn operations_time_out_while_redis_hangs() {
     expect_unavailable("leave", within, broker.leave("c", &x, true)).await;
     expect_unavailable("presence", within, broker.presence("c")).await;
     eventually("is_ready turns false", || !broker.is_ready()).await;
+    // Hung past a PubSub ping (every 2 s) and its timeout: the PubSub connection is given
+    // up too, so the node resyncs once Redis answers again.
+    tokio::time::sleep(PUBSUB_PING_EVERY + COMMAND_TIMEOUT).await;
 
     redis.resume();
     assert!(events.wait_until(RECONNECT, |e| resyncs(e, "c") == 1).await, "resynced");
@@ -399,6 +402,9 @@ const HEARTBEAT: Duration = Duration::from_millis(100);
 
 /// Command timeout in these tests.
 const COMMAND_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// How often the broker pings its PubSub connection (`pubsub.rs`).
+const PUBSUB_PING_EVERY: Duration = Duration::from_secs(2);
 
 /// Scheduling and round trips on a loaded test machine.
 const SLACK: Duration = Duration::from_millis(700);

@@ -1,0 +1,131 @@
+//! `switchboard serve --broker redis://…` as separate processes on a private
+//! `redis-server`: starting without Redis, and a node killed with `kill -9` while another
+//! node's publisher keeps publishing.
+
+mod support;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use switchboard_client::{ConnectionState, Subscription};
+use switchboard_test_support::redis::RedisServer;
+use tokio::time::{sleep, timeout};
+
+use support::{BIN, Balancer, LIMIT, Node, connected, expect_every_publication, fast, wait_state};
+
+/// A channel of the `chat` namespace, which the default config opens to anonymous
+/// publishers, with a history of 100.
+const CHANNEL: &str = "chat:feed";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_killed_node_s_clients_reconnect_to_a_live_one_and_lose_nothing() {
+    const N: u64 = 400;
+    const THROUGH_BALANCER: usize = 4;
+    let redis = RedisServer::start();
+    let mut doomed = Node::start(&redis.url());
+    let survivor = Node::start(&redis.url());
+    let balancer = Balancer::start(vec![doomed.addr, survivor.addr]).await;
+
+    // Clients of the doomed node come through the balancer; two more sit on the survivor.
+    let mut clients = Vec::new();
+    let mut subs: Vec<Subscription> = Vec::new();
+    for i in 0..THROUGH_BALANCER + 2 {
+        let url = if i < THROUGH_BALANCER { balancer.url() } else { survivor.url() };
+        let client = fast(&url).build().expect("build");
+        connected(&client).await;
+        subs.push(client.subscribe(CHANNEL).await.expect("subscribe"));
+        clients.push(client);
+    }
+    assert_eq!(balancer.forwarded(0), THROUGH_BALANCER, "all went to the first node");
+
+    let publisher = fast(&survivor.url()).build().expect("build");
+    let publishing = tokio::spawn(async move {
+        for n in 1..=N {
+            let ack = publisher.publish(CHANNEL, n).await.expect("publish on the survivor");
+            assert_eq!(ack.offset, n);
+            sleep(Duration::from_millis(5)).await;
+        }
+    });
+    // A third of the way in, with publications in flight.
+    let started = Instant::now();
+    let readers: Vec<_> = subs
+        .into_iter()
+        .map(|mut sub| tokio::spawn(async move { expect_every_publication(&mut sub, N).await }))
+        .collect();
+    sleep(Duration::from_millis(600)).await;
+    assert!(!publishing.is_finished(), "publishing ended before the kill");
+    doomed.kill9();
+
+    for client in &clients[..THROUGH_BALANCER] {
+        wait_state(client, |s| s.state == ConnectionState::Connected && s.connections >= 2).await;
+    }
+    assert!(balancer.forwarded(1) >= THROUGH_BALANCER, "reconnections went to the survivor");
+    timeout(LIMIT * 2, publishing).await.expect("publishing in time").expect("the publisher");
+    for (i, reader) in readers.into_iter().enumerate() {
+        let recoveries = timeout(LIMIT, reader).await.expect("reader in time").expect("reader");
+        if i < THROUGH_BALANCER {
+            assert!(recoveries >= 1, "client {i} of the dead node never recovered");
+        } else {
+            assert_eq!(recoveries, 0, "client {i} of the survivor was cut: {}", survivor.log());
+        }
+    }
+    for client in &clients[THROUGH_BALANCER..] {
+        assert_eq!(client.state().connections, 1);
+    }
+    assert!(started.elapsed() < LIMIT * 2);
+}
+
+#[test]
+fn serve_without_redis_fails_fast_with_one_line() {
+    let mut redis = RedisServer::start();
+    redis.stop();
+    let started = Instant::now();
+    let out = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--broker", &redis.url()])
+        .output()
+        .expect("run switchboard");
+    assert!(started.elapsed() < LIMIT, "took {:?}", started.elapsed());
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8(out.stderr).expect("utf-8");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("cannot start the redis broker"), "{stderr}");
+    assert!(stderr.contains(&format!("127.0.0.1:{}", redis.port())), "{stderr}");
+}
+
+#[test]
+fn bad_broker_urls_are_one_line_and_a_failure() {
+    let out = Command::new(BIN)
+        .args(["serve", "--broker", "http://127.0.0.1:6379"])
+        .output()
+        .expect("run switchboard");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8(out.stderr).expect("utf-8");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("--broker"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_with_redis_wait_starts_once_redis_answers() {
+    let mut redis = RedisServer::start();
+    redis.stop();
+    let url = redis.url();
+    let starting = std::thread::spawn(move || {
+        Node::start_with(&["--broker", &url, "--redis-wait", "--redis-key-prefix", "waited"])
+    });
+    sleep(Duration::from_millis(500)).await;
+    assert!(!starting.is_finished(), "the node listened without redis");
+    redis.restart();
+    let node = timeout(LIMIT, async {
+        while !starting.is_finished() {
+            sleep(Duration::from_millis(20)).await;
+        }
+        starting.join().expect("the node started")
+    })
+    .await
+    .expect("the node listens once redis is up");
+    assert!(node.log().contains("waiting for redis"), "{}", node.log());
+    let client = fast(&node.url()).build().expect("build");
+    connected(&client).await;
+    let ack = client.publish(CHANNEL, 1).await.expect("publish");
+    assert_eq!(ack.offset, 1);
+}

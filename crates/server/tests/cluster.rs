@@ -1,0 +1,331 @@
+//! Several nodes in this process sharing one channel space over their own `redis-server`:
+//! cross-node fan-out, presence from every node, `/readyz` following Redis, and a Redis
+//! restart mid-stream that fails publishes loudly and never leaves a silent gap.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use switchboard_broker_redis::{RedisBroker, RedisConfig};
+use switchboard_client::{Client, ClientBuilder, ErrorCode, Subscription, SubscriptionEvent};
+use switchboard_server::{Config, Server, ShutdownHandle};
+use switchboard_test_support::redis::RedisServer;
+use switchboard_test_support::server::{TestServer, open_config};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::{sleep, timeout};
+
+/// Every single wait in these tests is bounded by this.
+const LIMIT: Duration = Duration::from_secs(10);
+
+/// The HTTP API key of every node.
+const API_KEY: &str = "cluster-tests-api-key-0123456789abcdef";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn publications_on_one_node_reach_subscribers_on_the_others_in_order() {
+    const N: u64 = 300;
+    let redis = RedisServer::start();
+    let (a, b, c) =
+        (Node::start(&redis).await, Node::start(&redis).await, Node::start(&redis).await);
+    let on_b = fast(b.url()).build().expect("build");
+    let on_c = fast(c.url()).build().expect("build");
+    let mut subs = vec![
+        on_b.subscribe("feed").await.expect("subscribe on b"),
+        on_c.subscribe("feed").await.expect("subscribe on c"),
+    ];
+    let publisher = fast(a.url()).build().expect("build");
+    for n in 1..=N {
+        let ack = publisher.publish("feed", n).await.expect("publish on a");
+        assert_eq!(ack.offset, n);
+    }
+    // And one through the HTTP API of node A, which goes through the same broker.
+    let api = http(a.addr, "POST", "/api/publish", r#"{"channel":"feed","data":"api"}"#).await;
+    assert!(api.starts_with("HTTP/1.1 200"), "{api}");
+    for sub in &mut subs {
+        for n in 1..=N {
+            assert_eq!(next_publication(sub).await, (n, json!(n)), "on {}", sub.channel());
+        }
+        assert_eq!(next_publication(sub).await, (N + 1, json!("api")));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn presence_lists_clients_from_every_node() {
+    let redis = RedisServer::start();
+    let nodes = [Node::start(&redis).await, Node::start(&redis).await, Node::start(&redis).await];
+    let mut clients = Vec::new();
+    let mut subs = Vec::new();
+    for node in &nodes {
+        let client = fast(node.url()).build().expect("build");
+        subs.push(client.subscribe("room").await.expect("subscribe"));
+        clients.push(client);
+    }
+    // Every node answers with the same three clients, one per node.
+    for client in &clients {
+        let ids: HashSet<String> =
+            client.presence("room").await.expect("presence").into_iter().map(|c| c.id).collect();
+        assert_eq!(ids.len(), 3, "{ids:?}");
+    }
+    // The first subscriber hears the other two join, whichever node they are on.
+    let mut joins = HashSet::new();
+    while joins.len() < 2 {
+        match next_event(&mut subs[0]).await {
+            SubscriptionEvent::Join(who) => {
+                joins.insert(who.id);
+            }
+            other => panic!("expected joins, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_follows_redis_and_healthz_does_not() {
+    let mut redis = RedisServer::start();
+    let node = Node::start(&redis).await;
+    assert_eq!(readyz(node.addr).await, (200, json!({"status": "ready"})));
+
+    redis.stop();
+    let unready = wait_readyz(node.addr, 503).await;
+    assert_eq!(unready, json!({"status": "unready", "reason": "broker unreachable"}));
+    let health = http(node.addr, "GET", "/healthz", "").await;
+    assert!(health.starts_with("HTTP/1.1 200"), "the process is alive: {health}");
+
+    redis.restart();
+    assert_eq!(wait_readyz(node.addr, 200).await, json!({"status": "ready"}));
+
+    // The in-memory broker is always ready.
+    let memory = TestServer::start(open_config()).await;
+    assert_eq!(readyz(memory.addr).await, (200, json!({"status": "ready"})));
+    let head = http(memory.addr, "HEAD", "/readyz", "").await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let post = http(memory.addr, "POST", "/readyz", "").await;
+    assert!(post.starts_with("HTTP/1.1 405"), "{post}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_redis_restart_fails_publishes_loudly_and_never_leaves_a_silent_gap() {
+    let mut redis = RedisServer::start();
+    let (a, b) = (Node::start(&redis).await, Node::start(&redis).await);
+    let (target, targets) = tokio::sync::watch::channel(None);
+    let mut readers = Vec::new();
+    for url in [b.url(), b.url(), a.url()] {
+        let client = fast(url).build().expect("build");
+        let sub = client.subscribe("feed").await.expect("subscribe");
+        readers.push(tokio::spawn(read_until(client, sub, targets.clone())));
+    }
+    let publisher = fast(a.url()).build().expect("build");
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let publishing = tokio::spawn(publish_until_stopped(publisher, stopped));
+
+    sleep(Duration::from_millis(500)).await;
+    redis.stop();
+    sleep(Duration::from_millis(800)).await;
+    redis.restart();
+    wait_readyz(a.addr, 200).await;
+    wait_readyz(b.addr, 200).await;
+    // Long enough for the subscribers to come back and see live publications again.
+    sleep(Duration::from_millis(1500)).await;
+    stop.send(true).expect("the publisher is running");
+    let acks = timeout(LIMIT, publishing).await.expect("publisher in time").expect("publisher");
+
+    // Loud: every publish during the outage was refused with `unavailable`.
+    let refused = acks.iter().filter(|ack| ack.is_err()).count();
+    assert!(refused > 0, "no publish failed while redis was down");
+    assert!(
+        acks.iter()
+            .all(|ack| ack.as_ref().err().is_none_or(|code| *code == ErrorCode::Unavailable))
+    );
+    let done: Vec<&(u64, String)> = acks.iter().filter_map(|ack| ack.as_ref().ok()).collect();
+    let (first, last) = (done[0].clone(), done[done.len() - 1].clone());
+    assert_ne!(first.1, last.1, "a restarted, empty redis starts a new epoch");
+    target.send(Some(last.clone())).expect("readers are running");
+
+    for reader in readers {
+        let seen = timeout(LIMIT, reader).await.expect("reader in time").expect("reader");
+        check_no_silent_gap(&seen, &first, &last);
+    }
+}
+
+/// What a reader saw.
+#[derive(Debug)]
+enum Seen {
+    /// A publication's offset, in the epoch of the subscription's position.
+    Publication(u64, String),
+    /// A `Recovered` event.
+    Recovered(bool),
+}
+
+/// Reads `sub` until it has delivered the publication `target` names once it is set.
+async fn read_until(
+    client: Client,
+    mut sub: Subscription,
+    mut target: tokio::sync::watch::Receiver<Option<(u64, String)>>,
+) -> Vec<Seen> {
+    let mut seen = Vec::new();
+    let reached = |seen: &[Seen], target: &Option<(u64, String)>| match (seen.last(), target) {
+        (Some(Seen::Publication(offset, epoch)), Some((top, top_epoch))) => {
+            epoch == top_epoch && offset >= top
+        }
+        _ => false,
+    };
+    loop {
+        if reached(&seen, &target.borrow_and_update()) {
+            break;
+        }
+        tokio::select! {
+            _ = target.changed() => {}
+            event = sub.recv() => match event.expect("the subscription stays open") {
+                SubscriptionEvent::Publication(p) => {
+                    let epoch = sub.position().expect("a position").epoch;
+                    seen.push(Seen::Publication(p.offset, epoch));
+                }
+                SubscriptionEvent::Recovered { recovered } => seen.push(Seen::Recovered(recovered)),
+                SubscriptionEvent::Join(_) | SubscriptionEvent::Leave(_) => {}
+                other => panic!("unexpected {other:?}"),
+            },
+        }
+    }
+    drop(client);
+    seen
+}
+
+/// Offsets are consecutive within an epoch, from the first publication `first` to the
+/// last `last`; a jump or a new epoch comes only right after a `recovered: false`.
+fn check_no_silent_gap(seen: &[Seen], first: &(u64, String), last: &(u64, String)) {
+    let mut position: Option<(u64, &str)> = None;
+    let mut told = false;
+    for event in seen {
+        match event {
+            Seen::Recovered(false) => told = true,
+            Seen::Recovered(true) => {}
+            Seen::Publication(offset, epoch) => {
+                match position {
+                    None => assert_eq!((*offset, epoch), (first.0, &first.1), "{seen:?}"),
+                    Some((previous, previous_epoch)) => {
+                        let next = previous_epoch == epoch && *offset == previous + 1;
+                        assert!(next || told, "silent gap after {previous} to {offset}: {seen:?}");
+                    }
+                }
+                position = Some((*offset, epoch));
+                told = false;
+            }
+        }
+    }
+    assert_eq!(position, Some((last.0, last.1.as_str())), "{seen:?}");
+}
+
+/// Publishes 1, 2, 3… every few milliseconds until told to stop; returns each publish's
+/// outcome: its offset and epoch, or the error code.
+async fn publish_until_stopped(
+    publisher: Client,
+    stopped: tokio::sync::watch::Receiver<bool>,
+) -> Vec<Result<(u64, String), ErrorCode>> {
+    let mut acks = Vec::new();
+    let mut n = 0u64;
+    while !*stopped.borrow() {
+        n += 1;
+        let ack = timeout(LIMIT, publisher.publish("feed", n)).await.expect("an ack in time");
+        acks.push(match ack {
+            Ok(ack) => Ok((ack.offset, ack.epoch)),
+            Err(e) => Err(e.code().expect("a refusal by the server, not a lost connection")),
+        });
+        sleep(Duration::from_millis(5)).await;
+    }
+    acks
+}
+
+/// A node on its own `RedisBroker`, listening on `127.0.0.1:0`; shut down when dropped.
+struct Node {
+    addr: SocketAddr,
+    handle: ShutdownHandle,
+}
+
+impl Node {
+    async fn start(redis: &RedisServer) -> Self {
+        let mut redis_config = RedisConfig::new(redis.url());
+        redis_config.presence_heartbeat = Duration::from_millis(500);
+        let broker = RedisBroker::connect(redis_config).await.expect("connect to redis");
+        let mut config: Config = open_config();
+        config.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        config.shutdown_timeout = Duration::from_secs(1);
+        config.hub.namespaces.get_mut("").expect("the default namespace").history_size = 10_000;
+        config.api_key = Some(API_KEY.to_owned());
+        let server =
+            Server::bind_with_broker(config, Arc::new(broker)).await.expect("bind 127.0.0.1:0");
+        let addr = server.local_addr();
+        let handle = server.shutdown_handle();
+        tokio::spawn(server.run());
+        Self { addr, handle }
+    }
+
+    fn url(&self) -> String {
+        format!("ws://{}/ws", self.addr)
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.handle.shutdown();
+    }
+}
+
+/// A client builder with fast reconnects and resubscribes.
+fn fast(url: String) -> ClientBuilder {
+    Client::builder(url).reconnect_delay(Duration::from_millis(20), Duration::from_millis(200))
+}
+
+async fn next_event(sub: &mut Subscription) -> SubscriptionEvent {
+    timeout(LIMIT, sub.recv()).await.expect("an event in time").expect("an open subscription")
+}
+
+/// The next publication's offset and data, skipping joins and leaves.
+async fn next_publication(sub: &mut Subscription) -> (u64, serde_json::Value) {
+    loop {
+        match next_event(sub).await {
+            SubscriptionEvent::Publication(p) => return (p.offset, p.data),
+            SubscriptionEvent::Join(_) | SubscriptionEvent::Leave(_) => {}
+            other => panic!("expected a publication, got {other:?}"),
+        }
+    }
+}
+
+/// One HTTP/1.1 request with `Connection: close`; the whole response as text.
+async fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> String {
+    let exchange = async {
+        let mut stream = TcpStream::connect(addr).await.expect("connect");
+        let request = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
+             Authorization: apikey {API_KEY}\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        stream.write_all(request.as_bytes()).await.expect("write the request");
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.expect("read the response");
+        response
+    };
+    timeout(LIMIT, exchange).await.expect("a response in time")
+}
+
+/// `GET /readyz`: the status and the JSON body.
+async fn readyz(addr: SocketAddr) -> (u16, serde_json::Value) {
+    let response = http(addr, "GET", "/readyz", "").await;
+    let status = response.get(9..12).and_then(|s| s.parse().ok()).expect("a status line");
+    let body = response.split("\r\n\r\n").nth(1).expect("a body");
+    (status, serde_json::from_str(body).expect("a JSON body"))
+}
+
+/// Polls `/readyz` until it answers `status`; its body.
+async fn wait_readyz(addr: SocketAddr, status: u16) -> serde_json::Value {
+    let started = Instant::now();
+    loop {
+        let (now, body) = readyz(addr).await;
+        if now == status {
+            return body;
+        }
+        assert!(started.elapsed() < LIMIT, "/readyz still {now} {body} after {LIMIT:?}");
+        sleep(Duration::from_millis(20)).await;
+    }
+}
