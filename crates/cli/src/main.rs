@@ -10,8 +10,12 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
+mod connect;
+mod publish;
+mod subscribe;
 mod token;
 
+use switchboard_broker_redis::{RedisBroker, RedisConfig};
 use switchboard_server::{Config, LimitOptions, Rate, Server, TlsSource};
 
 #[derive(Debug, Parser)]
@@ -27,6 +31,12 @@ enum Command {
     Serve(Box<ServeArgs>),
     /// Mint a development token (HS256) for a server started with --jwt-secret.
     Token(token::TokenArgs),
+    /// Open a WebSocket session: send each line of input, print each message received.
+    Connect(Box<connect::ConnectArgs>),
+    /// Print the publications of channels as JSON lines, reconnecting when needed.
+    Subscribe(Box<subscribe::SubscribeArgs>),
+    /// Publish DATA (or each line of input) to a channel and print each acknowledgement.
+    Publish(Box<publish::PublishArgs>),
 }
 
 #[derive(Debug, clap::Args)]
@@ -34,6 +44,10 @@ struct ServeArgs {
     /// Address and port to listen on.
     #[arg(long, env = "SWITCHBOARD_LISTEN", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
+    /// Do not serve the demo at / nor run its simulated ticker (turn off in production and
+    /// on every node but one of a cluster).
+    #[arg(long, env = "SWITCHBOARD_NO_DEMO")]
+    no_demo: bool,
     /// Do not serve the /echo endpoint.
     #[arg(long, env = "SWITCHBOARD_NO_ECHO")]
     no_echo: bool,
@@ -153,6 +167,25 @@ struct ServeArgs {
     /// peer is usually a reverse proxy on this host, carrying every user).
     #[arg(long, env = "SWITCHBOARD_LIMIT_LOOPBACK")]
     limit_loopback: bool,
+    /// The backplane: "memory" (one node, nothing else to run) or a Redis URL,
+    /// `redis://[[user]:password@]host[:port][/db]` or `rediss://…` for TLS, shared by every
+    /// node of a deployment (docs/scaling.md).
+    #[arg(
+        long,
+        env = "SWITCHBOARD_BROKER",
+        default_value = "memory",
+        hide_env_values = true,
+        value_name = "memory|URL"
+    )]
+    broker: BrokerArg,
+    /// Prefix of every Redis key and pub/sub topic, so several deployments can share one
+    /// Redis; every node of a deployment needs the same one.
+    #[arg(long, env = "SWITCHBOARD_REDIS_KEY_PREFIX", default_value = "switchboard")]
+    redis_key_prefix: String,
+    /// At start, wait (retrying with backoff) until Redis answers instead of exiting with an
+    /// error.
+    #[arg(long, env = "SWITCHBOARD_REDIS_WAIT")]
+    redis_wait: bool,
     /// Log output format.
     #[arg(long, env = "SWITCHBOARD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
     log_format: LogFormat,
@@ -269,6 +302,22 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Connect(args) => exit_code(connect::run(&args)),
+        Command::Subscribe(args) => exit_code(subscribe::run(&args)),
+        Command::Publish(args) => exit_code(publish::run(&args)),
+    }
+}
+
+/// A client command's exit code: its own, 1 with its error on one line, or 0 when standard
+/// output closed under it (a reader such as `head` that has seen enough).
+fn exit_code(result: anyhow::Result<ExitCode>) -> ExitCode {
+    match result {
+        Ok(code) => code,
+        Err(e) if connect::is_broken_pipe(&e) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("switchboard: {e:#}");
+            ExitCode::FAILURE
+        }
     }
 }
 
@@ -285,11 +334,41 @@ fn init_logging(format: LogFormat) {
     }
 }
 
+/// The `--broker` flag: the in-memory broker, or Redis at a URL.
+#[derive(Clone, Debug, Eq, PartialEq)]
+enum BrokerArg {
+    Memory,
+    Redis(String),
+}
+
+impl std::str::FromStr for BrokerArg {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.eq_ignore_ascii_case("memory") {
+            Ok(Self::Memory)
+        } else if s.starts_with("redis://") || s.starts_with("rediss://") {
+            Ok(Self::Redis(s.to_owned()))
+        } else {
+            Err("expected \"memory\" or a redis:// or rediss:// URL".to_owned())
+        }
+    }
+}
+
+/// The Redis broker's settings from the flags, for `url`.
+fn redis_config(args: &ServeArgs, url: &str) -> RedisConfig {
+    let mut config = RedisConfig::new(url);
+    config.key_prefix.clone_from(&args.redis_key_prefix);
+    config.wait_for_redis = args.redis_wait;
+    config
+}
+
 fn config_from(args: &ServeArgs) -> anyhow::Result<Config> {
     let nonzero = |d: Duration| (!d.is_zero()).then_some(d);
     let mut config = Config::default();
     config.listen = args.listen;
     config.echo = !args.no_echo;
+    config.demo = !args.no_demo;
     config.ping_interval = nonzero(args.ping_interval);
     config.pong_timeout = args.pong_timeout;
     config.idle_timeout = nonzero(args.idle_timeout);
@@ -355,7 +434,16 @@ fn serve(args: &ServeArgs) -> anyhow::Result<()> {
     runtime.block_on(async {
         let config = config_from(args)?;
         let echo = config.echo;
-        let server = Server::bind(config).await?;
+        let server = match &args.broker {
+            BrokerArg::Memory => Server::bind(config).await?,
+            BrokerArg::Redis(url) => {
+                let redis = RedisBroker::connect(redis_config(args, url))
+                    .await
+                    .context("cannot start the redis broker")?;
+                tracing::info!(config = ?redis.config(), "redis broker connected");
+                Server::bind_with_broker(config, std::sync::Arc::new(redis)).await?
+            }
+        };
         let addr = server.local_addr();
         let (http, ws) = if server.is_tls() { ("https", "wss") } else { ("http", "ws") };
         // Installed before the URL is logged, so a SIGHUP from anyone who saw it reloads

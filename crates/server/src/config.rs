@@ -62,6 +62,12 @@ pub struct Config {
     /// who reaches its port. An empty key counts as none. Use a long random key (32 bytes
     /// or more): it is the only thing between the network and publishing to every channel.
     pub api_key: Option<String>,
+    /// Serve the demo app at `/` and run its simulated price feed, which publishes about 20
+    /// messages a second to `ticker:<SYMBOL>` channels (see `docs/demo.md`). Default on, so
+    /// that `switchboard serve` shows what the server is for. Turn off in production: the
+    /// feed is made-up data, and with several nodes on one broker each node runs its own.
+    /// The status page (`/status`) is served either way.
+    pub demo: bool,
 }
 
 /// Limits on what one client, or all of them, may cost the server. Each refusal is logged
@@ -175,8 +181,10 @@ impl Rate {
 pub struct HubOptions {
     /// Namespaces by name; `""` is the default namespace, for channels without `:`.
     /// A channel in a namespace missing here is refused with `unknown_namespace`.
-    /// Default: the default namespace, for authenticated users only, and `chat`, where
-    /// anonymous connections may subscribe and publish (for trying things out).
+    /// Default: the default namespace, for authenticated users only; `chat`, where
+    /// anonymous connections may subscribe and publish (for trying things out); and
+    /// `ticker`, the demo's price feed, which anonymous connections may read but only the
+    /// server publishes to (history 50, no presence).
     pub namespaces: BTreeMap<String, NamespaceOptions>,
     /// Most channels one connection may subscribe to. Default 128.
     pub max_subscriptions: usize,
@@ -199,6 +207,17 @@ impl Default for HubOptions {
                     "chat".to_owned(),
                     NamespaceOptions {
                         anonymous: Anonymous::Publish,
+                        ..NamespaceOptions::default()
+                    },
+                ),
+                (
+                    "ticker".to_owned(),
+                    NamespaceOptions {
+                        history_size: 50,
+                        presence: false,
+                        join_leave: false,
+                        allow_publish: false,
+                        anonymous: Anonymous::Subscribe,
                         ..NamespaceOptions::default()
                     },
                 ),
@@ -280,6 +299,7 @@ impl Default for Config {
             tls: None,
             rate_limits: LimitOptions::default(),
             api_key: None,
+            demo: true,
         }
     }
 }
@@ -305,6 +325,7 @@ impl std::fmt::Debug for Config {
             origins,
             tls,
             rate_limits,
+            demo,
         } = self;
         // The key is a secret: configs end up in logs and panic messages.
         let api_key = api_key.as_ref().map(|_| "<redacted>");
@@ -326,6 +347,7 @@ impl std::fmt::Debug for Config {
             .field("origins", origins)
             .field("tls", tls)
             .field("rate_limits", rate_limits)
+            .field("demo", demo)
             .finish()
     }
 }

@@ -12,7 +12,6 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_rustls::server::TlsStream;
 
-use crate::api;
 use crate::auth::{AuthFailure, BEARER_PROTOCOL_PREFIX, Identity, check_origin, find_credential};
 use crate::limits::Refusal;
 use crate::metrics::{Metrics, Sampled, resident_memory_bytes};
@@ -20,6 +19,7 @@ use crate::node::ConnSink;
 use crate::session::Session;
 use crate::ws::{App, HubApp, drive};
 use crate::{PeerAddr, Shared};
+use crate::{api, demo};
 use switchboard_proto::Format;
 
 /// The WebSocket endpoints.
@@ -41,12 +41,17 @@ pub(crate) async fn route(
 ) -> Result<Response<Body>, std::convert::Infallible> {
     let response = match req.uri().path() {
         "/healthz" => health(&req),
+        "/readyz" => ready(&req, &shared),
         "/metrics" => metrics(&req, &shared),
         "/switchboard.js" => js_client(&req),
         path if api::is_api_path(path) => api::handle(req, &shared).await,
         "/ws" => upgrade(req, &shared, Endpoint::Hub),
         "/echo" if shared.config.echo => upgrade(req, &shared, Endpoint::Echo),
-        _ => text(StatusCode::NOT_FOUND, "not found\n"),
+        "/status.json" => demo::status(&req, &shared),
+        path => match demo::asset(path, shared.config.demo) {
+            Some(asset) => demo::serve(&req, asset),
+            None => text(StatusCode::NOT_FOUND, "not found\n"),
+        },
     };
     Ok(response)
 }
@@ -59,6 +64,40 @@ fn health(req: &Request<Incoming>) -> Response<Body> {
     }
     let mut resp = Response::new(Body::from("{\"status\":\"ok\"}\n"));
     resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp
+}
+
+/// `GET /readyz`: whether a load balancer should send this node new connections. 200
+/// `{"status":"ready"}` while the broker reaches its backing store and the server is not
+/// shutting down; otherwise 503 `{"status":"unready","reason":…}` with `broker unreachable`
+/// or `draining`. `/healthz` stays "the process is alive": a node that lost Redis is not
+/// restarted, it waits for Redis with its connections open.
+fn ready(req: &Request<Incoming>, shared: &Shared) -> Response<Body> {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        let mut resp = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+        resp.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return resp;
+    }
+    let unready = if shared.shutdown.is_cancelled() {
+        Some("draining")
+    } else if !shared.node.broker.is_ready() {
+        Some("broker unreachable")
+    } else {
+        None
+    };
+    let (status, body) = match unready {
+        None => (StatusCode::OK, "{\"status\":\"ready\"}\n".to_owned()),
+        Some(reason) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            serde_json::json!({"status": "unready", "reason": reason}).to_string() + "\n",
+        ),
+    };
+    let mut resp = Response::new(Body::from(body));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    // A probe must see the state now, never a cached answer.
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     resp
 }
 
@@ -318,7 +357,7 @@ fn refuse(err: &HandshakeError, metrics: &Metrics) -> Response<Body> {
     resp
 }
 
-fn text(status: StatusCode, body: &str) -> Response<Body> {
+pub(crate) fn text(status: StatusCode, body: &str) -> Response<Body> {
     let mut resp = Response::new(Body::from(body.to_owned()));
     *resp.status_mut() = status;
     resp.headers_mut()

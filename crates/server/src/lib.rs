@@ -21,6 +21,7 @@
 mod api;
 mod auth;
 mod config;
+mod demo;
 mod error;
 mod http;
 mod limits;
@@ -63,6 +64,8 @@ pub(crate) struct Shared {
     /// Connection counts, per-address tables and refusal counters.
     pub(crate) limits: Arc<limits::Limiter>,
     pub(crate) metrics: metrics::Metrics,
+    /// When the server was bound, for the status page's uptime.
+    pub(crate) started: std::time::Instant,
 }
 
 /// A bound, not yet running, server.
@@ -146,6 +149,7 @@ impl Server {
             tracker: TaskTracker::new(),
             limits: Arc::default(),
             metrics: metrics::Metrics::new(),
+            started: std::time::Instant::now(),
         });
         Ok(Self { listener, local_addr, shared })
     }
@@ -188,6 +192,9 @@ impl Server {
     /// Dropping the future stops accepting but leaves spawned connection tasks running.
     pub async fn run(self) -> Result<(), Error> {
         let Server { listener, shared, .. } = self;
+        if shared.config.demo {
+            demo::spawn_ticker(&shared);
+        }
         loop {
             tokio::select! {
                 () = shared.shutdown.cancelled() => break,

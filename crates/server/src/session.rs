@@ -312,7 +312,12 @@ impl Session {
         let ns = self.namespace(channel)?.clone();
         self.may_read(channel, &ns)?;
         if self.subscriptions.contains_key(channel) {
-            return Err(ErrorBody::new(ErrorCode::AlreadySubscribed, "already subscribed"));
+            if self.node.hub.subscribers(channel).contains(&self.id) {
+                return Err(ErrorBody::new(ErrorCode::AlreadySubscribed, "already subscribed"));
+            }
+            // A broker resync dropped this subscription from the hub and told the client
+            // to resubscribe with `since` (node.rs, `on_resync`): this is that resubscribe.
+            self.subscriptions.remove(channel);
         }
         let max = self.node.options.max_subscriptions;
         if self.subscriptions.len() >= max {
