@@ -1,0 +1,222 @@
+//! `switchboard config` and `switchboard serve --config` as a user runs them.
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use switchboard_codec::{Event, Message};
+use switchboard_test_support::client::WsClient;
+
+const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
+const LIMIT: Duration = Duration::from_secs(10);
+
+/// Writes `text` to a file of this test process named `name`.
+fn write_file(name: &str, text: &str) -> PathBuf {
+    let path =
+        std::env::temp_dir().join(format!("switchboard-config-{}-{name}.toml", std::process::id()));
+    std::fs::write(&path, text).expect("test setup");
+    path
+}
+
+fn check(path: &PathBuf) -> Output {
+    Command::new(BIN).args(["config", "check"]).arg(path).output().expect("test setup")
+}
+
+/// The error `config check` prints for `text`, after `switchboard: PATH:`.
+fn check_error(name: &str, text: &str) -> String {
+    let path = write_file(name, text);
+    let out = check(&path);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let stderr = String::from_utf8(out.stderr).expect("test setup");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    let prefix = format!("switchboard: {}:", path.display());
+    std::fs::remove_file(&path).expect("test setup");
+    stderr.strip_prefix(&prefix).unwrap_or_else(|| panic!("{stderr}")).trim_end().to_owned()
+}
+
+/// A port that was free a moment ago.
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").expect("test setup").local_addr().expect("test setup").port()
+}
+
+/// `switchboard serve` with `args` and `env`, and the address it logs; killed on drop.
+struct Served {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Served {
+    fn start(args: &[&str], env: &[(&str, &str)]) -> Self {
+        let mut child = Command::new(BIN)
+            .arg("serve")
+            .args(args)
+            .envs(env.iter().copied())
+            .env("SWITCHBOARD_LOG", "info")
+            .stdin(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("test setup");
+        let mut stderr = BufReader::new(child.stderr.take().expect("test setup"));
+        let mut line = String::new();
+        stderr.read_line(&mut line).expect("test setup");
+        let addr = line
+            .split("listening on http://")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|addr| addr.parse().ok());
+        let Some(addr) = addr else {
+            let _ = child.kill();
+            panic!("no address in {line:?}");
+        };
+        // Drained so the server never blocks on a full pipe.
+        std::thread::spawn(move || for _ in stderr.lines() {});
+        Self { child, addr }
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn default_config_passes_check() {
+    let out = Command::new(BIN).args(["config", "default"]).output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("[namespaces.\"\"]"), "{text}");
+    let path = write_file("default", &text);
+    let out = check(&path);
+    std::fs::remove_file(&path).unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), "ok\n");
+}
+
+#[test]
+fn unknown_key_is_reported_at_its_line_and_column() {
+    let error = check_error(
+        "unknown",
+        "listen = \"127.0.0.1:8080\"\n\n[namespaces.news]\nhistory_size = 5\nhistroy_size = 3\n",
+    );
+    assert!(error.starts_with("5:1: unknown field `histroy_size`, expected one of"), "{error}");
+}
+
+#[test]
+fn bad_type_is_reported_at_its_line_and_column() {
+    let error = check_error("type", "[limits]\nmax_connections = \"many\"\n");
+    assert!(error.starts_with("2:19: invalid type"), "{error}");
+}
+
+#[test]
+fn bad_rate_is_reported_at_its_line_and_column() {
+    let error = check_error("rate", "[limits]\n\nmessage_rate = \"10:x\"\n");
+    assert!(error.starts_with("3:16: "), "{error}");
+    assert!(error.contains("\"x\""), "{error}");
+}
+
+#[test]
+fn bad_values_are_refused() {
+    let cases = [
+        ("[timeouts]\nidle_timeout = \"soon\"\n", "2:16: "),
+        ("[namespaces.\"bad name\"]\n", "invalid namespace name"),
+        ("[auth]\njwt_secret = \"short\"\n", "2:14: jwt_secret too short"),
+        ("[tls]\ncert = \"cert.pem\"\n", "2:8: tls.cert needs tls.key"),
+        ("[namespaces.x]\nanonymous = \"maybe\"\n", "2:13: unknown variant"),
+        ("listen = \"nowhere\"\n", "1:10: "),
+    ];
+    for (i, (text, expected)) in cases.into_iter().enumerate() {
+        let error = check_error(&format!("bad{i}"), text);
+        assert!(error.contains(expected), "{text:?}: {error}");
+    }
+}
+
+#[test]
+fn serve_applies_namespaces_and_listen_from_the_file() {
+    let port = free_port();
+    let path = write_file(
+        "serve",
+        &format!(
+            "listen = \"127.0.0.1:{port}\"\ndemo = false\n\n\
+             [namespaces.news]\nanonymous = \"subscribe\"\n"
+        ),
+    );
+    let served = Served::start(&["--config", path.to_str().unwrap()], &[]);
+    assert_eq!(served.addr.port(), port);
+    let addr = served.addr;
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(
+        async move {
+            let mut ws = WsClient::connect(addr, "/ws").await.unwrap();
+            let hello = call(&mut ws, json!({"id": 1, "type": "connect"})).await;
+            assert!(hello["result"]["client"].is_string(), "{hello}");
+            let sub = call(&mut ws, json!({"id": 2, "type": "subscribe", "channel": "news:x"}));
+            let sub = sub.await;
+            assert!(sub["result"]["epoch"].is_string(), "{sub}");
+            let publish = json!({"id": 3, "type": "publish", "channel": "news:x", "data": 1});
+            let publish = call(&mut ws, publish).await;
+            assert_eq!(publish["error"]["code"], "unauthorized", "{publish}");
+            // The file's namespaces replace the built-in ones.
+            let chat = call(&mut ws, json!({"id": 4, "type": "subscribe", "channel": "chat:x"}));
+            let chat = chat.await;
+            assert_eq!(chat["error"]["code"], "unknown_namespace", "{chat}");
+        },
+    );
+    drop(served);
+    std::fs::remove_file(&path).unwrap();
+}
+
+#[test]
+fn environment_overrides_the_file_and_a_flag_the_environment() {
+    let (file_port, env_port, flag_port) = (free_port(), free_port(), free_port());
+    let path = write_file("precedence", &format!("listen = \"127.0.0.1:{file_port}\"\n"));
+    let config = path.to_str().unwrap();
+    let env_listen = format!("127.0.0.1:{env_port}");
+    let env = [("SWITCHBOARD_LISTEN", env_listen.as_str())];
+
+    let from_env = Served::start(&["--config", config], &env);
+    assert_eq!(from_env.addr.port(), env_port);
+    drop(from_env);
+
+    let flag_listen = format!("127.0.0.1:{flag_port}");
+    let from_flag = Served::start(&["--config", config, "--listen", &flag_listen], &env);
+    assert_eq!(from_flag.addr.port(), flag_port);
+    drop(from_flag);
+
+    // SWITCHBOARD_CONFIG names the file too.
+    let from_file = Served::start(&[], &[("SWITCHBOARD_CONFIG", config)]);
+    assert_eq!(from_file.addr.port(), file_port);
+    drop(from_file);
+    std::fs::remove_file(&path).unwrap();
+}
+
+#[test]
+fn serve_refuses_a_bad_file_in_one_line() {
+    let path = write_file("serve-bad", "[hub]\nmax_subscriptions = -1\n");
+    let out = Command::new(BIN).args(["serve", "--config"]).arg(&path).output().unwrap();
+    std::fs::remove_file(&path).unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains(&format!("{}:2:21: ", path.display())), "{stderr}");
+}
+
+/// Sends a command and returns the reply carrying an id.
+async fn call(ws: &mut WsClient, command: Value) -> Value {
+    ws.send(Message::text(command.to_string())).await.expect("test setup");
+    loop {
+        match ws.recv_timeout(LIMIT).await.expect("a message in time") {
+            Some(Event::Text(t)) => {
+                let message: Value = serde_json::from_slice(&t).expect("test setup");
+                if message.get("id").is_some() {
+                    return message;
+                }
+            }
+            Some(Event::Ping(_)) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
