@@ -9,7 +9,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand, ValueEnum};
+mod config_file;
 mod connect;
 mod publish;
 mod subscribe;
@@ -37,10 +38,16 @@ enum Command {
     Subscribe(Box<subscribe::SubscribeArgs>),
     /// Publish DATA (or each line of input) to a channel and print each acknowledgement.
     Publish(Box<publish::PublishArgs>),
+    /// Print the default configuration file (`config default`) or check one (`config check`).
+    Config(config_file::ConfigArgs),
 }
 
 #[derive(Debug, clap::Args)]
 struct ServeArgs {
+    /// TOML configuration file (docs/configuration.md); flags and environment variables
+    /// override its keys.
+    #[arg(long, env = "SWITCHBOARD_CONFIG")]
+    config: Option<std::path::PathBuf>,
     /// Address and port to listen on.
     #[arg(long, env = "SWITCHBOARD_LISTEN", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
@@ -66,6 +73,10 @@ struct ServeArgs {
     /// How long shutdown waits for connections to close.
     #[arg(long, env = "SWITCHBOARD_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = duration)]
     shutdown_timeout: Duration,
+    /// On shutdown, the time over which open /ws connections are closed (code 4003, in
+    /// batches) so that their clients reconnect elsewhere spread out.
+    #[arg(long, env = "SWITCHBOARD_DRAIN_WINDOW", default_value = "10s", value_parser = duration)]
+    drain_window: Duration,
     /// Largest WebSocket message (and frame) accepted, in bytes.
     #[arg(long, env = "SWITCHBOARD_MAX_MESSAGE_SIZE", default_value_t = 16 << 20)]
     max_message_size: usize,
@@ -269,8 +280,11 @@ impl std::fmt::Display for Quantity {
 }
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
+    let parsed = Cli::command()
+        .try_get_matches()
+        .and_then(|matches| Ok((Cli::from_arg_matches(&matches)?, matches)));
+    let (cli, matches) = match parsed {
+        Ok(parsed) => parsed,
         Err(e) if !e.use_stderr() => e.exit(),
         Err(e) => {
             // One line with the reason; `--help` has the rest.
@@ -291,9 +305,33 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Serve(args) => {
+        Command::Serve(mut args) => {
+            // Flag > environment > file: only what clap did not take from either comes
+            // from the file.
+            let file = match &args.config {
+                Some(path) => match config_file::load(path) {
+                    Ok(file) => {
+                        let serve = matches.subcommand_matches("serve");
+                        let explicit = |id: &str| {
+                            use clap::parser::ValueSource;
+                            let source = serve.and_then(|m| m.value_source(id));
+                            matches!(
+                                source,
+                                Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+                            )
+                        };
+                        config_file::apply(&file, &mut args, &explicit);
+                        Some(file)
+                    }
+                    Err(e) => {
+                        eprintln!("switchboard: {e:#}");
+                        return ExitCode::FAILURE;
+                    }
+                },
+                None => None,
+            };
             init_logging(args.log_format);
-            match serve(&args) {
+            match serve(&args, file.as_ref()) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     // One line: the reason chain, most specific last.
@@ -305,6 +343,7 @@ fn main() -> ExitCode {
         Command::Connect(args) => exit_code(connect::run(&args)),
         Command::Subscribe(args) => exit_code(subscribe::run(&args)),
         Command::Publish(args) => exit_code(publish::run(&args)),
+        Command::Config(args) => config_file::run(&args),
     }
 }
 
@@ -327,7 +366,10 @@ fn init_logging(format: LogFormat) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
+        .with_ansi(std::io::stderr().is_terminal())
+        // A failed log write would be reported with `eprintln!`, which panics when standard
+        // error is gone (a closed pipe): losing a log line must not kill a connection task.
+        .log_internal_errors(false);
     match format {
         LogFormat::Human => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -374,6 +416,7 @@ fn config_from(args: &ServeArgs) -> anyhow::Result<Config> {
     config.idle_timeout = nonzero(args.idle_timeout);
     config.handshake_timeout = args.handshake_timeout;
     config.shutdown_timeout = args.shutdown_timeout;
+    config.drain_window = args.drain_window;
     config.limits = switchboard_server::Limits::with_max_message_size(args.max_message_size);
     config.api_key.clone_from(&args.api_key);
     config.auth.verifier = verifier(args)?.map(std::sync::Arc::new);
@@ -426,13 +469,16 @@ fn verifier(args: &ServeArgs) -> anyhow::Result<Option<switchboard_auth::Verifie
     Ok(Some(builder.build().context("invalid token verification settings")?))
 }
 
-fn serve(args: &ServeArgs) -> anyhow::Result<()> {
+fn serve(args: &ServeArgs, file: Option<&config_file::FileConfig>) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async {
-        let config = config_from(args)?;
+        let mut config = config_from(args)?;
+        if let Some(file) = file {
+            config_file::apply_hub(file, &mut config);
+        }
         let echo = config.echo;
         let server = match &args.broker {
             BrokerArg::Memory => Server::bind(config).await?,

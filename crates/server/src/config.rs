@@ -41,6 +41,14 @@ pub struct Config {
     /// On shutdown, how long connections get to finish their close handshakes before the
     /// process stops waiting. Default 10 s.
     pub shutdown_timeout: Duration,
+    /// On shutdown, the time over which open `/ws` connections are closed with 4003
+    /// (`draining`, advice `reconnect`), in evenly spaced batches, so that their clients do
+    /// not all reconnect to the remaining nodes in the same instant. Default 10 s: short
+    /// enough for a rolling restart, long enough to spread tens of thousands of reconnects.
+    /// The process waits for up to this plus [`Config::shutdown_timeout`] (size a
+    /// supervisor's stop timeout above it). `/readyz` answers 503 and upgrades are refused
+    /// from the start of the window.
+    pub drain_window: Duration,
     /// Frame and message size limits for WebSocket connections. Default 16 MiB each.
     pub limits: Limits,
     /// Request head limits. Default 8 KiB and 64 headers.
@@ -291,6 +299,7 @@ impl Default for Config {
             close_timeout: Duration::from_secs(5),
             write_timeout: Duration::from_secs(10),
             shutdown_timeout: Duration::from_secs(10),
+            drain_window: Duration::from_secs(10),
             limits: Limits::default(),
             handshake_limits: HandshakeLimits::default(),
             hub: HubOptions::default(),
@@ -317,6 +326,7 @@ impl std::fmt::Debug for Config {
             close_timeout,
             write_timeout,
             shutdown_timeout,
+            drain_window,
             limits,
             handshake_limits,
             hub,
@@ -339,6 +349,7 @@ impl std::fmt::Debug for Config {
             .field("close_timeout", close_timeout)
             .field("write_timeout", write_timeout)
             .field("shutdown_timeout", shutdown_timeout)
+            .field("drain_window", drain_window)
             .field("limits", limits)
             .field("handshake_limits", handshake_limits)
             .field("hub", hub)

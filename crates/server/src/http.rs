@@ -17,7 +17,7 @@ use crate::limits::Refusal;
 use crate::metrics::{Metrics, Sampled, resident_memory_bytes};
 use crate::node::ConnSink;
 use crate::session::Session;
-use crate::ws::{App, HubApp, drive};
+use crate::ws::{App, ConnInfo, HubApp, drive};
 use crate::{PeerAddr, Shared};
 use crate::{api, demo};
 use switchboard_proto::Format;
@@ -173,8 +173,21 @@ fn count(n: usize) -> u64 {
 /// Validates the upgrade with the codec, answers 101 and spawns the connection driver, or
 /// answers with the refusal's status before any upgrade.
 fn upgrade(mut req: Request<Incoming>, shared: &Arc<Shared>, endpoint: Endpoint) -> Response<Body> {
+    // A draining node takes no new connections; the listener is closed, but keep-alive
+    // connections opened before may still ask.
+    if shared.shutdown.is_cancelled() {
+        shared.metrics.handshake_failed("draining");
+        let mut resp = json_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "draining",
+            "server is shutting down: connect again (to another node)",
+        );
+        resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        return resp;
+    }
     // Limits first: the cheapest refusals, before any parsing or credential check.
-    let ip = req.extensions().get::<PeerAddr>().map(|peer| peer.0.ip());
+    let peer = req.extensions().get::<PeerAddr>().map(|peer| peer.0);
+    let ip = peer.map(|peer| peer.ip());
     let options = &shared.config.rate_limits;
     if endpoint == Endpoint::Hub
         && let Some(ip) = ip
@@ -232,6 +245,7 @@ fn upgrade(mut req: Request<Incoming>, shared: &Arc<Shared>, endpoint: Endpoint)
         None => Identity::anonymous(),
     };
     let offered_format = format.filter(|_| !offered.is_empty());
+    let info = ConnInfo { peer, subprotocol: offered_format.map(Format::subprotocol) };
     let on_upgrade = hyper::upgrade::on(&mut req);
     let task_shared = Arc::clone(shared);
     shared.tracker.spawn(async move {
@@ -269,17 +283,17 @@ fn upgrade(mut req: Request<Incoming>, shared: &Arc<Shared>, endpoint: Endpoint)
         let upgraded = match upgraded.downcast::<TokioIo<TcpStream>>() {
             Ok(parts) => {
                 let io = parts.io.into_inner();
-                return drive(io, parts.read_buf, conn, app, &task_shared).await;
+                return drive(io, parts.read_buf, conn, app, info, &task_shared).await;
             }
             Err(upgraded) => upgraded,
         };
         match upgraded.downcast::<TokioIo<TlsStream<TcpStream>>>() {
             Ok(parts) => {
                 let io = parts.io.into_inner();
-                drive(io, parts.read_buf, conn, app, &task_shared).await;
+                drive(io, parts.read_buf, conn, app, info, &task_shared).await;
             }
             Err(upgraded) => {
-                drive(TokioIo::new(upgraded), Bytes::new(), conn, app, &task_shared).await;
+                drive(TokioIo::new(upgraded), Bytes::new(), conn, app, info, &task_shared).await;
             }
         }
     });

@@ -59,7 +59,12 @@ pub(crate) struct Shared {
     pub(crate) node: Arc<Node>,
     pub(crate) auth: auth::Authenticator,
     pub(crate) tls: Option<tls::TlsState>,
+    /// Cancelled when a shutdown is requested: the drain starts (`/readyz` unready, upgrades
+    /// refused, `/ws` connections closed in batches).
     pub(crate) shutdown: CancellationToken,
+    /// Cancelled once the drain's batches are done: whatever is still open (`/echo`, late
+    /// upgrades, keep-alive HTTP connections) is closed now.
+    pub(crate) closing: CancellationToken,
     pub(crate) tracker: TaskTracker,
     /// Connection counts, per-address tables and refusal counters.
     pub(crate) limits: Arc<limits::Limiter>,
@@ -98,7 +103,8 @@ impl TlsReloader {
 pub struct ShutdownHandle(CancellationToken);
 
 impl ShutdownHandle {
-    /// Stops accepting connections and closes every open one with 1001 (going away).
+    /// Starts the drain described at [`Server::run`]: stops accepting connections and closes
+    /// the open ones over [`Config::drain_window`].
     pub fn shutdown(&self) {
         self.0.cancel();
     }
@@ -146,6 +152,7 @@ impl Server {
             auth,
             tls,
             shutdown: CancellationToken::new(),
+            closing: CancellationToken::new(),
             tracker: TaskTracker::new(),
             limits: Arc::default(),
             metrics: metrics::Metrics::new(),
@@ -179,9 +186,20 @@ impl Server {
         ShutdownHandle(self.shared.shutdown.clone())
     }
 
-    /// Serves until a shutdown is requested, then drains: stops accepting, closes every
-    /// WebSocket with 1001, finishes in-flight HTTP requests, and returns once all
-    /// connections are gone or [`Config::shutdown_timeout`] has passed.
+    /// Serves until a shutdown is requested, then drains:
+    ///
+    /// 1. The listener closes; `/readyz` answers 503 `draining`, and upgrade requests on
+    ///    HTTP connections still open are refused with 503 `draining`.
+    /// 2. The `/ws` connections open at that moment are closed with 4003 (`draining`,
+    ///    advice `reconnect`, after a `disconnect` push) in up to 100 evenly spaced
+    ///    batches over [`Config::drain_window`]: the first at once, the last one batch
+    ///    interval before the window ends, so their reconnects reach other nodes spread
+    ///    out rather than all at once. The schedule ends early when none are left.
+    /// 3. Then everything else still open is closed: `/echo` connections with 1001 (going
+    ///    away: echo clients speak no Switchboard protocol), any `/ws` connection upgraded
+    ///    after the drain began with 4003, and idle keep-alive HTTP connections.
+    /// 4. Returns once all connections are gone or [`Config::shutdown_timeout`] has
+    ///    passed since step 3.
     ///
     /// # Errors
     ///
@@ -211,6 +229,8 @@ impl Server {
         }
         drop(listener);
         shared.tracker.close();
+        drain(&shared).await;
+        shared.closing.cancel();
         let open = shared.tracker.len();
         tracing::info!(open, "shutting down: closing connections");
         if tokio::time::timeout(shared.config.shutdown_timeout, shared.tracker.wait())
@@ -232,6 +252,39 @@ pub(crate) struct PeerAddr(pub(crate) SocketAddr);
 
 /// How often the in-memory broker drops streams nobody uses.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Most batches a drain closes `/ws` connections in: with many connections, one kick every
+/// `window / 100` for a hundredth of them each, rather than a timer per connection.
+const DRAIN_BATCHES: usize = 100;
+
+/// Closes the `/ws` connections open now with 4003, in evenly spaced batches over the drain
+/// window (see [`Server::run`]).
+async fn drain(shared: &Shared) {
+    let node = &shared.node;
+    let clients = node.client_ids();
+    let window = shared.config.drain_window;
+    tracing::info!(connections = clients.len(), ?window, "draining");
+    if clients.is_empty() {
+        return;
+    }
+    let batches = clients.len().min(DRAIN_BATCHES);
+    let per_batch = clients.len().div_ceil(batches);
+    let interval = window / u32::try_from(batches).unwrap_or(u32::MAX);
+    let start = tokio::time::Instant::now();
+    for (n, batch) in clients.chunks(per_batch).enumerate() {
+        if node.connection_count() == 0 {
+            break;
+        }
+        tokio::time::sleep_until(start + interval * u32::try_from(n).unwrap_or(u32::MAX)).await;
+        for id in batch {
+            let kick = node::Kick {
+                code: switchboard_proto::codes::close::DRAINING,
+                reason: "server draining".to_owned(),
+            };
+            node.disconnect_client(id, kick);
+        }
+    }
+}
 
 fn serve_http(stream: TcpStream, peer: SocketAddr, shared: &Arc<Shared>) {
     // Small frames must leave at once; coalescing happens in the driver, not in Nagle.
@@ -279,7 +332,9 @@ where
     let mut conn = std::pin::pin!(conn);
     let result = tokio::select! {
         result = conn.as_mut() => result,
-        () = shared.shutdown.cancelled() => {
+        // Kept open through the drain window: a load balancer's probe on a keep-alive
+        // connection sees `/readyz` go unready instead of a reset.
+        () = shared.closing.cancelled() => {
             conn.as_mut().graceful_shutdown();
             conn.await
         }

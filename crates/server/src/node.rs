@@ -114,6 +114,11 @@ impl Node {
             .count()
     }
 
+    /// The ids of the live hub connections, in no particular order.
+    pub(crate) fn client_ids(&self) -> Vec<ClientId> {
+        self.connections().keys().cloned().collect()
+    }
+
     /// How many hub connections are live.
     pub(crate) fn connection_count(&self) -> usize {
         self.connections().len()

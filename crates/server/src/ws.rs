@@ -43,6 +43,22 @@ pub(crate) struct HubApp {
     pub(crate) kicks: UnboundedReceiver<Kick>,
 }
 
+/// What the logs say about a connection, known at the upgrade.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ConnInfo {
+    /// The TCP peer (a proxy's address behind a reverse proxy).
+    pub(crate) peer: Option<std::net::SocketAddr>,
+    /// The subprotocol chosen, if the client offered any.
+    pub(crate) subprotocol: Option<&'static str>,
+}
+
+/// Messages a connection received and sent, for its close log line.
+#[derive(Clone, Copy, Debug, Default)]
+struct Counts {
+    messages_in: u64,
+    messages_out: u64,
+}
+
 /// Runs one upgraded connection until it closes.
 ///
 /// `early` holds bytes that arrived after the request head, before the upgrade completed.
@@ -51,14 +67,28 @@ pub(crate) async fn drive<S>(
     early: Bytes,
     mut conn: Connection,
     mut app: App,
+    info: ConnInfo,
     shared: &Shared,
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let config = &shared.config;
-    let shutdown = shared.shutdown.clone();
+    let closing = shared.closing.clone();
     let metrics = &shared.metrics;
     let transport = Transport { transport: if matches!(app, App::Echo) { "echo" } else { "ws" } };
+    let opened = Instant::now();
+    let client = match &app {
+        App::Hub(hub) => Some(Arc::clone(hub.session.id())),
+        App::Echo => None,
+    };
+    tracing::info!(
+        client = client.as_deref(),
+        peer = info.peer.map(tracing::field::display),
+        transport = transport.transport,
+        subprotocol = info.subprotocol,
+        "connection opened"
+    );
+    let mut counts = Counts::default();
     metrics.connections_opened.get_or_create(&transport).inc();
     metrics.connections_active.get_or_create(&transport).inc();
     let mut timeouts = Timeouts::default();
@@ -75,7 +105,7 @@ pub(crate) async fn drive<S>(
     let mut buf = BytesMut::with_capacity(READ_BUF.max(early.len()));
     buf.extend_from_slice(&early);
     if !buf.is_empty() {
-        on_read(&mut conn, &mut buf, &mut app, metrics).await;
+        on_read(&mut conn, &mut buf, &mut app, metrics, &mut counts).await;
     }
 
     let far_future = tokio::time::Instant::now() + Duration::from_secs(86_400 * 365);
@@ -114,10 +144,18 @@ pub(crate) async fn drive<S>(
         }
         tokio::select! {
             biased;
-            () = shutdown.cancelled(), if !draining => {
+            () = closing.cancelled(), if !draining => {
                 draining = true;
-                // A valid code and a short reason: cannot fail.
-                let _ = conn.close(CloseCode::GOING_AWAY, "server shutting down", Instant::now());
+                if let App::Hub(_) = &app {
+                    // Upgraded after the drain's batches were planned.
+                    take_queued(&mut conn, &mut app, &mut counts);
+                    disconnect(&mut conn, &app, codes::close::DRAINING, "server draining");
+                } else {
+                    // RFC 6455 §7.4.1: echo clients speak no Switchboard protocol, 1001 is
+                    // the close code they know. A valid code and a short reason: cannot fail.
+                    let _ =
+                        conn.close(CloseCode::GOING_AWAY, "server shutting down", Instant::now());
+                }
             }
             () = overflow.cancelled(), if !slow => {
                 slow = true;
@@ -129,17 +167,17 @@ pub(crate) async fn drive<S>(
                     conn.handle_transport_closed();
                     break None;
                 }
-                Ok(_) => on_read(&mut conn, &mut buf, &mut app, metrics).await,
+                Ok(_) => on_read(&mut conn, &mut buf, &mut app, metrics, &mut counts).await,
                 Err(e) => {
                     conn.handle_transport_closed();
                     break Some(e);
                 }
             },
             input = next_input(&mut app) => match input {
-                Input::Push(bytes) => take_pushes(&mut conn, &mut app, bytes),
+                Input::Push(bytes) => take_pushes(&mut conn, &mut app, bytes, &mut counts),
                 Input::Kick(kick) => {
                     tracing::debug!(code = kick.code, reason = %kick.reason, "disconnect requested");
-                    take_queued(&mut conn, &mut app);
+                    take_queued(&mut conn, &mut app, &mut counts);
                     disconnect(&mut conn, &app, kick.code, &kick.reason);
                 }
             },
@@ -154,7 +192,7 @@ pub(crate) async fn drive<S>(
                 {
                     tracing::debug!(code = kick.code, reason = %kick.reason, "session deadline");
                     // Replies already queued (the refusal of a `connect`, say) go out first.
-                    take_queued(&mut conn, &mut app);
+                    take_queued(&mut conn, &mut app, &mut counts);
                     disconnect(&mut conn, &app, kick.code, &kick.reason);
                 }
             }
@@ -183,20 +221,31 @@ pub(crate) async fn drive<S>(
     };
     let closed = Closed { transport: transport.transport, code, cause };
     metrics.connections_closed.get_or_create(&closed).inc();
+    tracing::info!(
+        client = client.as_deref(),
+        peer = info.peer.map(tracing::field::display),
+        transport = transport.transport,
+        code,
+        cause,
+        duration_ms = u64::try_from(opened.elapsed().as_millis()).unwrap_or(u64::MAX),
+        messages_in = counts.messages_in,
+        messages_out = counts.messages_out,
+        "connection closed"
+    );
     if let App::Hub(hub) = app {
-        tracing::debug!(
-            client = %hub.session.id(),
-            cause = ?conn.close_cause(),
-            code = conn.close_code().map(|c| c.0),
-            "connection closed"
-        );
         hub.session.close().await;
     }
     linger(io, config).await;
 }
 
 /// Decodes what was read and acts on each event.
-async fn on_read(conn: &mut Connection, buf: &mut BytesMut, app: &mut App, metrics: &Metrics) {
+async fn on_read(
+    conn: &mut Connection,
+    buf: &mut BytesMut,
+    app: &mut App,
+    metrics: &Metrics,
+    counts: &mut Counts,
+) {
     // A violation queues the close frame with the right code; the loop sends it after the
     // answers to any valid frames that preceded it.
     let _ = conn.handle_read(buf, Instant::now());
@@ -210,11 +259,11 @@ async fn on_read(conn: &mut Connection, buf: &mut BytesMut, app: &mut App, metri
         let kick = match (&mut *app, event) {
             (App::Echo, Event::Text(data)) => {
                 // Only fails once closing has begun, when the echo is owed to no one.
-                let _ = conn.send(Message::Text(data));
+                counts.messages_out += u64::from(conn.send(Message::Text(data)).is_ok());
                 None
             }
             (App::Echo, Event::Binary(data)) => {
-                let _ = conn.send(Message::Binary(data));
+                counts.messages_out += u64::from(conn.send(Message::Binary(data)).is_ok());
                 None
             }
             (App::Hub(hub), Event::Text(data)) => hub.session.handle(&data, false).await,
@@ -224,10 +273,11 @@ async fn on_read(conn: &mut Connection, buf: &mut BytesMut, app: &mut App, metri
         // Over the rate limit for too long; the session ignores whatever follows. The
         // replies to the commands before go out first, then the `disconnect` push.
         if let Some(kick) = kick {
-            take_queued(conn, app);
+            take_queued(conn, app, counts);
             disconnect(conn, app, kick.code, &kick.reason);
         }
     }
+    counts.messages_in += messages;
     if messages > 0 {
         metrics.messages_in.inc_by(messages);
         metrics.bytes_in.inc_by(bytes);
@@ -255,24 +305,24 @@ async fn next_input(app: &mut App) -> Input {
 
 /// Moves `first` and whatever else is queued (up to a batch) into the codec, so one write
 /// carries them all.
-fn take_pushes(conn: &mut Connection, app: &mut App, first: Bytes) {
+fn take_pushes(conn: &mut Connection, app: &mut App, first: Bytes, counts: &mut Counts) {
     let App::Hub(hub) = app else { return };
     let mut next = Some(first);
     while let Some(bytes) = next {
         hub.sink.taken(&bytes);
         // Fails only once closing, when pushes are owed to no one.
-        let _ = conn.send(hub.session.push_message(bytes));
+        counts.messages_out += u64::from(conn.send(hub.session.push_message(bytes)).is_ok());
         next = if conn.queued_len() < PUSH_BATCH { hub.pushes.try_recv().ok() } else { None };
     }
 }
 
 /// Moves everything queued so far into the codec, ahead of a close.
-fn take_queued(conn: &mut Connection, app: &mut App) {
+fn take_queued(conn: &mut Connection, app: &mut App, counts: &mut Counts) {
     let App::Hub(hub) = app else { return };
     while let Ok(bytes) = hub.pushes.try_recv() {
         hub.sink.taken(&bytes);
         // Fails only once closing, when pushes are owed to no one.
-        let _ = conn.send(hub.session.push_message(bytes));
+        counts.messages_out += u64::from(conn.send(hub.session.push_message(bytes)).is_ok());
     }
 }
 
