@@ -156,6 +156,12 @@ fn metrics(req: &Request<Incoming>, shared: &Shared) -> Response<Body> {
             "Resident memory of the process",
             resident_memory_bytes(),
         ),
+        Sampled {
+            name: "deliveries",
+            help: "Publications queued to subscribers on this node, one per subscriber",
+            counter: true,
+            samples: vec![(None, node.deliveries())],
+        },
         limited,
     ];
     let mut resp = Response::new(Body::from(shared.metrics.render(&extra)));

@@ -58,6 +58,10 @@ pub(crate) struct Metrics {
     pub(crate) messages_in: Counter<u64, AtomicU64>,
     /// Payload bytes received on WebSocket connections.
     pub(crate) bytes_in: Counter<u64, AtomicU64>,
+    /// Messages handed to the codec on WebSocket connections: replies, pushes, echoes.
+    pub(crate) messages_out: Counter<u64, AtomicU64>,
+    /// Payload bytes of those messages.
+    pub(crate) bytes_out: Counter<u64, AtomicU64>,
     /// Publications accepted from clients and the API.
     pub(crate) publications: Counter<u64, AtomicU64>,
     /// Connections cut off as slow consumers.
@@ -81,6 +85,8 @@ impl Metrics {
             command_errors: Family::default(),
             messages_in: Counter::default(),
             bytes_in: Counter::default(),
+            messages_out: Counter::default(),
+            bytes_out: Counter::default(),
             publications: Counter::default(),
             slow_consumers: Counter::default(),
             recoveries: Family::default(),
@@ -128,6 +134,12 @@ impl Metrics {
             metrics.bytes_in.clone(),
         );
         registry.register(
+            "messages_sent",
+            "WebSocket messages sent: replies, pushes and echoes",
+            metrics.messages_out.clone(),
+        );
+        registry.register("bytes_sent", "WebSocket payload bytes sent", metrics.bytes_out.clone());
+        registry.register(
             "publications",
             "Publications accepted from clients and the HTTP API",
             metrics.publications.clone(),
@@ -153,6 +165,14 @@ impl Metrics {
     /// Counts a handshake refused for `reason`.
     pub(crate) fn handshake_failed(&self, reason: &'static str) {
         self.handshake_failures.get_or_create(&Reason { reason }).inc();
+    }
+
+    /// Counts `messages` sent with `bytes` of payload: once per batch, not per message.
+    pub(crate) fn sent(&self, messages: u64, bytes: u64) {
+        if messages > 0 {
+            self.messages_out.inc_by(messages);
+            self.bytes_out.inc_by(bytes);
+        }
     }
 
     /// The exposition (OpenMetrics text), with `extra` families whose values are read at

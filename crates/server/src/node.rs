@@ -1,7 +1,7 @@
 //! The node: one server's hub wired to the broker, and the per-connection outbound queue.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use bytes::Bytes;
@@ -30,6 +30,8 @@ pub(crate) struct Node {
     /// Serializes hub entry and broker subscription changes per channel (sharded).
     channel_locks: Box<[tokio::sync::Mutex<()>]>,
     lock_hasher: std::collections::hash_map::RandomState,
+    /// Publications queued to subscribers on this node, counted by the broker's handler.
+    deliveries: Arc<AtomicU64>,
 }
 
 /// A request to close a connection with an application close code.
@@ -57,7 +59,9 @@ impl Node {
     /// A node on `broker`, which from now on delivers this node's channels to its hub.
     pub(crate) fn new(broker: Arc<dyn Broker>, options: HubOptions) -> Self {
         let hub = Arc::new(Hub::new(options.shards));
-        broker.set_handler(Arc::new(HubHandler { hub: Arc::clone(&hub) }));
+        let deliveries = Arc::new(AtomicU64::new(0));
+        let handler = HubHandler { hub: Arc::clone(&hub), deliveries: Arc::clone(&deliveries) };
+        broker.set_handler(Arc::new(handler));
         let channel_locks = (0..CHANNEL_LOCKS).map(|_| tokio::sync::Mutex::new(())).collect();
         Self {
             hub,
@@ -66,7 +70,13 @@ impl Node {
             connections: Mutex::default(),
             channel_locks,
             lock_hasher: std::collections::hash_map::RandomState::new(),
+            deliveries,
         }
+    }
+
+    /// Publications queued to subscribers on this node so far (one per subscriber).
+    pub(crate) fn deliveries(&self) -> u64 {
+        self.deliveries.load(Ordering::Relaxed)
     }
 
     /// Holds `channel`'s subscription lock: while held, no other connection of this node
@@ -198,11 +208,16 @@ pub(crate) fn broker_error(e: &BrokerError) -> ErrorBody {
 /// Routes broker events into the hub.
 struct HubHandler {
     hub: Arc<Hub>,
+    /// Shared with [`Node::deliveries`].
+    deliveries: Arc<AtomicU64>,
 }
 
 impl BrokerHandler for HubHandler {
     fn on_publication(&self, channel: &str, publication: Arc<Publication>) {
-        self.hub.publish(channel, publication);
+        let queued = self.hub.publish(channel, publication);
+        if queued > 0 {
+            self.deliveries.fetch_add(queued as u64, Ordering::Relaxed);
+        }
     }
 
     fn on_join(&self, channel: &str, client: &ClientInfo) {

@@ -148,7 +148,7 @@ pub(crate) async fn drive<S>(
                 draining = true;
                 if let App::Hub(_) = &app {
                     // Upgraded after the drain's batches were planned.
-                    take_queued(&mut conn, &mut app, &mut counts);
+                    take_queued(&mut conn, &mut app, metrics, &mut counts);
                     disconnect(&mut conn, &app, codes::close::DRAINING, "server draining");
                 } else {
                     // RFC 6455 §7.4.1: echo clients speak no Switchboard protocol, 1001 is
@@ -174,10 +174,10 @@ pub(crate) async fn drive<S>(
                 }
             },
             input = next_input(&mut app) => match input {
-                Input::Push(bytes) => take_pushes(&mut conn, &mut app, bytes, &mut counts),
+                Input::Push(bytes) => take_pushes(&mut conn, &mut app, bytes, metrics, &mut counts),
                 Input::Kick(kick) => {
                     tracing::debug!(code = kick.code, reason = %kick.reason, "disconnect requested");
-                    take_queued(&mut conn, &mut app, &mut counts);
+                    take_queued(&mut conn, &mut app, metrics, &mut counts);
                     disconnect(&mut conn, &app, kick.code, &kick.reason);
                 }
             },
@@ -192,7 +192,7 @@ pub(crate) async fn drive<S>(
                 {
                     tracing::debug!(code = kick.code, reason = %kick.reason, "session deadline");
                     // Replies already queued (the refusal of a `connect`, say) go out first.
-                    take_queued(&mut conn, &mut app, &mut counts);
+                    take_queued(&mut conn, &mut app, metrics, &mut counts);
                     disconnect(&mut conn, &app, kick.code, &kick.reason);
                 }
             }
@@ -251,6 +251,7 @@ async fn on_read(
     let _ = conn.handle_read(buf, Instant::now());
     // Counted once per read, not per message: one shared atomic per burst.
     let (mut messages, mut bytes) = (0u64, 0u64);
+    let (mut echoed, mut echoed_bytes) = (0u64, 0u64);
     while let Some(event) = conn.poll_event() {
         if let Event::Text(data) | Event::Binary(data) = &event {
             messages += 1;
@@ -258,12 +259,20 @@ async fn on_read(
         }
         let kick = match (&mut *app, event) {
             (App::Echo, Event::Text(data)) => {
+                let len = data.len() as u64;
                 // Only fails once closing has begun, when the echo is owed to no one.
-                counts.messages_out += u64::from(conn.send(Message::Text(data)).is_ok());
+                if conn.send(Message::Text(data)).is_ok() {
+                    echoed += 1;
+                    echoed_bytes += len;
+                }
                 None
             }
             (App::Echo, Event::Binary(data)) => {
-                counts.messages_out += u64::from(conn.send(Message::Binary(data)).is_ok());
+                let len = data.len() as u64;
+                if conn.send(Message::Binary(data)).is_ok() {
+                    echoed += 1;
+                    echoed_bytes += len;
+                }
                 None
             }
             (App::Hub(hub), Event::Text(data)) => hub.session.handle(&data, false).await,
@@ -273,11 +282,13 @@ async fn on_read(
         // Over the rate limit for too long; the session ignores whatever follows. The
         // replies to the commands before go out first, then the `disconnect` push.
         if let Some(kick) = kick {
-            take_queued(conn, app, counts);
+            take_queued(conn, app, metrics, counts);
             disconnect(conn, app, kick.code, &kick.reason);
         }
     }
     counts.messages_in += messages;
+    counts.messages_out += echoed;
+    metrics.sent(echoed, echoed_bytes);
     if messages > 0 {
         metrics.messages_in.inc_by(messages);
         metrics.bytes_in.inc_by(bytes);
@@ -305,25 +316,45 @@ async fn next_input(app: &mut App) -> Input {
 
 /// Moves `first` and whatever else is queued (up to a batch) into the codec, so one write
 /// carries them all.
-fn take_pushes(conn: &mut Connection, app: &mut App, first: Bytes, counts: &mut Counts) {
+fn take_pushes(
+    conn: &mut Connection,
+    app: &mut App,
+    first: Bytes,
+    metrics: &Metrics,
+    counts: &mut Counts,
+) {
     let App::Hub(hub) = app else { return };
+    let (mut sent, mut sent_bytes) = (0u64, 0u64);
     let mut next = Some(first);
     while let Some(bytes) = next {
         hub.sink.taken(&bytes);
+        let len = bytes.len() as u64;
         // Fails only once closing, when pushes are owed to no one.
-        counts.messages_out += u64::from(conn.send(hub.session.push_message(bytes)).is_ok());
+        if conn.send(hub.session.push_message(bytes)).is_ok() {
+            sent += 1;
+            sent_bytes += len;
+        }
         next = if conn.queued_len() < PUSH_BATCH { hub.pushes.try_recv().ok() } else { None };
     }
+    counts.messages_out += sent;
+    metrics.sent(sent, sent_bytes);
 }
 
 /// Moves everything queued so far into the codec, ahead of a close.
-fn take_queued(conn: &mut Connection, app: &mut App, counts: &mut Counts) {
+fn take_queued(conn: &mut Connection, app: &mut App, metrics: &Metrics, counts: &mut Counts) {
     let App::Hub(hub) = app else { return };
+    let (mut sent, mut sent_bytes) = (0u64, 0u64);
     while let Ok(bytes) = hub.pushes.try_recv() {
         hub.sink.taken(&bytes);
+        let len = bytes.len() as u64;
         // Fails only once closing, when pushes are owed to no one.
-        counts.messages_out += u64::from(conn.send(hub.session.push_message(bytes)).is_ok());
+        if conn.send(hub.session.push_message(bytes)).is_ok() {
+            sent += 1;
+            sent_bytes += len;
+        }
     }
+    counts.messages_out += sent;
+    metrics.sent(sent, sent_bytes);
 }
 
 /// Tells the client why it is being closed (a `disconnect` push), then starts the close

@@ -59,6 +59,63 @@ async fn refusals_before_the_upgrade_are_counted_by_reason() {
 }
 
 #[tokio::test]
+async fn deliveries_count_one_per_subscriber_and_replies_are_sent_messages() {
+    let server = TestServer::start(open_config()).await;
+    let addr = server.addr;
+    let channel = "chat:metrics";
+    let mut subscribers = Vec::new();
+    for id in 1..=2 {
+        let mut ws = WsClient::connect(addr, "/ws").await.unwrap();
+        let reply = call(&mut ws, json!({"id": id, "type": "subscribe", "channel": channel})).await;
+        assert!(reply.get("result").is_some(), "{reply}");
+        subscribers.push(ws);
+    }
+    let mut publisher = WsClient::connect(addr, "/ws").await.unwrap();
+    let before = scrape(addr).await;
+    assert_eq!(sample(&before, "switchboard_deliveries_total"), Some(0.0), "{before}");
+    let command = json!({"id": 1, "type": "publish", "channel": channel, "data": "hi"});
+    let reply = call(&mut publisher, command).await;
+    assert!(reply.get("result").is_some(), "{reply}");
+    for ws in &mut subscribers {
+        loop {
+            let push = next_json(ws).await;
+            if push["push"] == "publication" {
+                break;
+            }
+        }
+    }
+    let text = scrape(addr).await;
+    assert_eq!(sample(&text, "switchboard_deliveries_total"), Some(2.0), "{text}");
+    // Two subscribe replies, a join, the publish reply and the two publications (the
+    // second subscriber's join may or may not have reached the first yet).
+    let sent = sample(&text, "switchboard_messages_sent_total").unwrap_or_default();
+    assert!(sent >= 5.0, "{text}");
+    assert!(sample(&text, "switchboard_bytes_sent_total").unwrap_or_default() > 0.0);
+}
+
+/// Sends `command` and returns its reply, skipping pushes.
+async fn call(ws: &mut WsClient, command: serde_json::Value) -> serde_json::Value {
+    ws.send(Message::text(command.to_string())).await.expect("send");
+    loop {
+        let message = next_json(ws).await;
+        if message.get("id").is_some() {
+            return message;
+        }
+    }
+}
+
+/// The next JSON message, reply or push.
+async fn next_json(ws: &mut WsClient) -> serde_json::Value {
+    loop {
+        match ws.recv_timeout(LIMIT).await.expect("a message in time") {
+            Some(Event::Text(t)) => return serde_json::from_slice(&t).expect("json"),
+            Some(Event::Ping(_)) => continue,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
 async fn connections_messages_and_close_codes_are_counted() {
     let server = TestServer::start(open_config()).await;
     let addr = server.addr;
@@ -71,6 +128,9 @@ async fn connections_messages_and_close_codes_are_counted() {
     assert_eq!(sample(&text, "switchboard_connections_active{transport=\"echo\"}"), Some(1.0));
     assert_eq!(sample(&text, "switchboard_messages_received_total"), Some(3.0), "{text}");
     assert_eq!(sample(&text, "switchboard_bytes_received_total"), Some(15.0));
+    // Each echo counted once, with its payload.
+    assert_eq!(sample(&text, "switchboard_messages_sent_total"), Some(3.0), "{text}");
+    assert_eq!(sample(&text, "switchboard_bytes_sent_total"), Some(15.0));
 
     // An unmasked frame: a protocol error, closed with 1002.
     ws.send_raw(&[0x81, 0x01, b'x']).await.unwrap();
