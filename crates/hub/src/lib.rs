@@ -40,6 +40,7 @@ use std::collections::HashMap;
 use std::collections::hash_map::{Entry, RandomState};
 use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::time::Instant;
 
 use bytes::Bytes;
 use switchboard_proto::{Format, Publication, PublicationPush, Push};
@@ -62,6 +63,8 @@ pub trait Sink: Send + Sync + 'static {
 #[derive(Debug)]
 pub struct Delivery {
     body: Body,
+    /// When the hub received it, for the publish → deliver latency.
+    created: Instant,
     json: OnceLock<Option<Bytes>>,
     msgpack: OnceLock<Option<Bytes>>,
 }
@@ -84,7 +87,16 @@ impl Delivery {
     }
 
     fn new(body: Body) -> Self {
-        Self { body, json: OnceLock::new(), msgpack: OnceLock::new() }
+        Self { body, created: Instant::now(), json: OnceLock::new(), msgpack: OnceLock::new() }
+    }
+
+    /// When a publication reached the hub (`None` for other pushes): the start of its
+    /// publish → deliver latency on this node.
+    pub fn received_at(&self) -> Option<Instant> {
+        match self.body {
+            Body::Publication { .. } => Some(self.created),
+            Body::Push(_) => None,
+        }
     }
 
     /// The publication's offset, for publication pushes.

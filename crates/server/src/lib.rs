@@ -28,6 +28,7 @@ mod limits;
 mod metrics;
 mod node;
 mod session;
+mod timed;
 mod tls;
 mod ws;
 
@@ -143,6 +144,8 @@ impl Server {
         let listener =
             TcpListener::bind(addr).await.map_err(|source| Error::Bind { addr, source })?;
         let local_addr = listener.local_addr()?;
+        let metrics = metrics::Metrics::new();
+        let broker = Arc::new(timed::TimedBroker::new(broker, Arc::clone(&metrics.broker)));
         let node = Arc::new(Node::new(broker, config.hub.clone()));
         let auth = auth::Authenticator::new(&config.auth);
         let tls = config.tls.clone().map(tls::TlsState::load).transpose()?;
@@ -155,7 +158,7 @@ impl Server {
             closing: CancellationToken::new(),
             tracker: TaskTracker::new(),
             limits: Arc::default(),
-            metrics: metrics::Metrics::new(),
+            metrics,
             started: std::time::Instant::now(),
         });
         Ok(Self { listener, local_addr, shared })

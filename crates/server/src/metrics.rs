@@ -3,7 +3,10 @@
 //! Every refusal and disconnect is counted with a bounded, stable reason label (never a
 //! client-controlled string), so cardinality stays fixed whatever clients send.
 
-use std::sync::atomic::{AtomicI64, AtomicU64};
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::text::encode;
@@ -68,8 +71,11 @@ pub(crate) struct Metrics {
     pub(crate) slow_consumers: Counter<u64, AtomicU64>,
     /// Subscribes with a recovery position, by whether they recovered.
     pub(crate) recoveries: Family<Outcome, Counter>,
-    /// Broker operations that failed.
-    pub(crate) broker_errors: Counter<u64, AtomicU64>,
+    /// Time from a publication reaching this node's hub to its hand-off to a subscriber's
+    /// socket write.
+    pub(crate) delivery_latency: LatencyHistogram,
+    /// Broker operations: latency and failures, by operation.
+    pub(crate) broker: Arc<BrokerStats>,
 }
 
 impl Metrics {
@@ -90,7 +96,8 @@ impl Metrics {
             publications: Counter::default(),
             slow_consumers: Counter::default(),
             recoveries: Family::default(),
-            broker_errors: Counter::default(),
+            delivery_latency: LatencyHistogram::default(),
+            broker: Arc::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -154,11 +161,6 @@ impl Metrics {
             "Subscribes with a recovery position, by result",
             metrics.recoveries.clone(),
         );
-        registry.register(
-            "broker_errors",
-            "Broker operations that failed",
-            metrics.broker_errors.clone(),
-        );
         Self { registry, ..metrics }
     }
 
@@ -184,6 +186,14 @@ impl Metrics {
         }
         // `encode` ends with `# EOF`; the scrape-time families go before it.
         let mut body = out.strip_suffix("# EOF\n").unwrap_or(&out).to_owned();
+        self.delivery_latency.render(
+            &mut body,
+            "delivery_latency_seconds",
+            "Time from a publication reaching this node's hub (a local publish, or the broker's \
+             pub/sub) to its hand-off to a subscriber's socket write",
+            None,
+        );
+        self.broker.render(&mut body);
         for family in extra {
             let kind = if family.counter { "counter" } else { "gauge" };
             let suffix = if family.counter { "_total" } else { "" };
@@ -219,6 +229,179 @@ impl Sampled {
     /// A gauge with one unlabelled sample.
     pub(crate) fn gauge(name: &'static str, help: &'static str, value: u64) -> Self {
         Self { name, help, counter: false, samples: vec![(None, value)] }
+    }
+}
+
+/// Upper bounds of the latency buckets, in seconds (Prometheus' `le`).
+const LATENCY_BOUNDS: [f64; 15] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+
+/// The same bounds in nanoseconds, for comparisons without floating point.
+const LATENCY_BOUNDS_NANOS: [u64; 15] = [
+    100_000,
+    250_000,
+    500_000,
+    1_000_000,
+    2_500_000,
+    5_000_000,
+    10_000_000,
+    25_000_000,
+    50_000_000,
+    100_000_000,
+    250_000_000,
+    500_000_000,
+    1_000_000_000,
+    2_500_000_000,
+    5_000_000_000,
+];
+
+/// A latency histogram with fixed buckets, lock-free: observers add with relaxed atomics,
+/// usually a whole [`LatencyBatch`] at a time, so a hot path costs a few adds per write
+/// rather than a lock per observation.
+#[derive(Debug, Default)]
+pub(crate) struct LatencyHistogram {
+    /// Per-bucket (not cumulative) counts; the last one is `+Inf`.
+    buckets: [AtomicU64; LATENCY_BOUNDS.len() + 1],
+    sum_nanos: AtomicU64,
+    count: AtomicU64,
+}
+
+impl LatencyHistogram {
+    /// Records one observation.
+    pub(crate) fn observe(&self, elapsed: Duration) {
+        let mut batch = LatencyBatch::default();
+        batch.observe(elapsed);
+        self.add(&batch);
+    }
+
+    /// Adds a batch of observations made locally.
+    pub(crate) fn add(&self, batch: &LatencyBatch) {
+        if batch.count == 0 {
+            return;
+        }
+        for (bucket, &n) in self.buckets.iter().zip(&batch.buckets) {
+            if n > 0 {
+                bucket.fetch_add(n, Ordering::Relaxed);
+            }
+        }
+        self.sum_nanos.fetch_add(batch.sum_nanos, Ordering::Relaxed);
+        self.count.fetch_add(batch.count, Ordering::Relaxed);
+    }
+
+    /// Writes the family `switchboard_{name}` (one label pair optional) in OpenMetrics text.
+    fn render(&self, out: &mut String, name: &str, help: &str, label: Option<(&str, &str)>) {
+        if help.is_empty() {
+            // A further sample of a family whose header was written already.
+        } else {
+            let _ = write!(
+                out,
+                "# HELP switchboard_{name} {help}.\n# TYPE switchboard_{name} histogram\n"
+            );
+        }
+        let prefix = label.map(|(k, v)| format!("{k}=\"{v}\",")).unwrap_or_default();
+        let mut cumulative = 0;
+        for (i, bucket) in self.buckets.iter().enumerate() {
+            cumulative += bucket.load(Ordering::Relaxed);
+            let le = LATENCY_BOUNDS.get(i).map_or_else(|| "+Inf".to_owned(), |b| format!("{b:?}"));
+            let _ = writeln!(out, "switchboard_{name}_bucket{{{prefix}le=\"{le}\"}} {cumulative}");
+        }
+        let labels = label.map(|(k, v)| format!("{{{k}=\"{v}\"}}")).unwrap_or_default();
+        let sum = self.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
+        let _ = writeln!(out, "switchboard_{name}_sum{labels} {sum}");
+        // The count is the +Inf bucket: read from the buckets, so the two always agree.
+        let _ = writeln!(out, "switchboard_{name}_count{labels} {cumulative}");
+    }
+}
+
+/// Observations gathered without touching shared state, added to a [`LatencyHistogram`]
+/// at once.
+#[derive(Debug, Default)]
+pub(crate) struct LatencyBatch {
+    buckets: [u64; LATENCY_BOUNDS.len() + 1],
+    sum_nanos: u64,
+    count: u64,
+}
+
+impl LatencyBatch {
+    /// Records one observation.
+    pub(crate) fn observe(&mut self, elapsed: Duration) {
+        let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
+        let index = LATENCY_BOUNDS_NANOS.partition_point(|&bound| bound < nanos);
+        self.buckets[index] += 1;
+        self.sum_nanos = self.sum_nanos.saturating_add(nanos);
+        self.count += 1;
+    }
+}
+
+/// A broker operation, the `op` label of the broker families.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum BrokerOp {
+    Subscribe,
+    Unsubscribe,
+    Publish,
+    History,
+    Join,
+    Leave,
+    Presence,
+}
+
+impl BrokerOp {
+    const ALL: [Self; 7] = [
+        Self::Subscribe,
+        Self::Unsubscribe,
+        Self::Publish,
+        Self::History,
+        Self::Join,
+        Self::Leave,
+        Self::Presence,
+    ];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Subscribe => "subscribe",
+            Self::Unsubscribe => "unsubscribe",
+            Self::Publish => "publish",
+            Self::History => "history",
+            Self::Join => "join",
+            Self::Leave => "leave",
+            Self::Presence => "presence",
+        }
+    }
+}
+
+/// Latency and failures of broker operations, by operation.
+#[derive(Debug, Default)]
+pub(crate) struct BrokerStats {
+    latency: [LatencyHistogram; BrokerOp::ALL.len()],
+    errors: [AtomicU64; BrokerOp::ALL.len()],
+}
+
+impl BrokerStats {
+    /// Records one operation: how long it took and whether it failed.
+    pub(crate) fn record(&self, op: BrokerOp, elapsed: Duration, failed: bool) {
+        self.latency[op as usize].observe(elapsed);
+        if failed {
+            self.errors[op as usize].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn render(&self, out: &mut String) {
+        let mut help = "Time broker operations took (for Redis: round trips and scripts), by \
+                        operation";
+        for op in BrokerOp::ALL {
+            let histogram = &self.latency[op as usize];
+            histogram.render(out, "broker_latency_seconds", help, Some(("op", op.as_str())));
+            help = "";
+        }
+        out.push_str(
+            "# HELP switchboard_broker_errors Broker operations that failed, by operation.\n\
+             # TYPE switchboard_broker_errors counter\n",
+        );
+        for op in BrokerOp::ALL {
+            let n = self.errors[op as usize].load(Ordering::Relaxed);
+            let _ = writeln!(out, "switchboard_broker_errors_total{{op=\"{}\"}} {n}", op.as_str());
+        }
     }
 }
 

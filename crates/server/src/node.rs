@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Instant;
 
 use bytes::Bytes;
 use switchboard_broker::{
@@ -245,10 +246,19 @@ impl BrokerHandler for HubHandler {
     }
 }
 
+/// A payload on a connection's outbound queue.
+#[derive(Debug)]
+pub(crate) struct Outbound {
+    /// The encoded push or reply.
+    pub(crate) bytes: Bytes,
+    /// For a publication, when it reached the hub: the start of its delivery latency.
+    pub(crate) since: Option<Instant>,
+}
+
 /// A connection's outbound queue, bounded in bytes. The hub queues shared encoded pushes
 /// here without blocking; the connection task drains it into the socket.
 pub(crate) struct ConnSink {
-    tx: mpsc::UnboundedSender<Bytes>,
+    tx: mpsc::UnboundedSender<Outbound>,
     queued: AtomicUsize,
     limit: usize,
     format: Format,
@@ -267,7 +277,10 @@ impl std::fmt::Debug for ConnSink {
 
 impl ConnSink {
     /// A sink and the receiving end its connection drains.
-    pub(crate) fn new(format: Format, limit: usize) -> (Arc<Self>, mpsc::UnboundedReceiver<Bytes>) {
+    pub(crate) fn new(
+        format: Format,
+        limit: usize,
+    ) -> (Arc<Self>, mpsc::UnboundedReceiver<Outbound>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let sink = Arc::new(Self {
             tx,
@@ -286,7 +299,7 @@ impl ConnSink {
 
     /// Queues a payload (a reply) behind the pushes already queued, within the same byte
     /// budget: a client that sends commands but never reads overflows it too.
-    pub(crate) fn enqueue(&self, bytes: Bytes) {
+    pub(crate) fn enqueue(&self, bytes: Bytes, since: Option<Instant>) {
         if self.overflow.is_cancelled() {
             return;
         }
@@ -296,7 +309,7 @@ impl ConnSink {
             return;
         }
         // The receiver lives as long as the connection; after it, nothing is owed.
-        let _ = self.tx.send(bytes);
+        let _ = self.tx.send(Outbound { bytes, since });
     }
 
     /// The connection's wire format.
@@ -318,7 +331,7 @@ impl Sink for ConnSink {
         let Some(bytes) = delivery.encoded(self.format) else { return true };
         // Never block the publisher and never grow: past the budget this subscriber is cut
         // off.
-        self.enqueue(bytes);
+        self.enqueue(bytes, delivery.received_at());
         !self.overflow.is_cancelled()
     }
 }

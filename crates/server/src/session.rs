@@ -525,9 +525,6 @@ impl Session {
                     .command_errors
                     .get_or_create(&metrics::Reason { reason: error.code.as_str() })
                     .inc();
-                if matches!(error.code, ErrorCode::Unavailable | ErrorCode::Internal) {
-                    metrics.broker_errors.inc();
-                }
             }
             (Some(CommandResult::Publish(_)), None) => {
                 metrics.publications.inc();
@@ -541,7 +538,7 @@ impl Session {
             _ => {}
         }
         match self.format.encode(reply) {
-            Ok(bytes) => self.sink.enqueue(bytes),
+            Ok(bytes) => self.sink.enqueue(bytes, None),
             Err(e) => tracing::error!(error = %e, "cannot encode a reply"),
         }
     }

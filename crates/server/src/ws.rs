@@ -14,8 +14,9 @@ use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::time::{Duration, sleep_until, timeout};
 use tokio_util::sync::CancellationToken;
 
+use crate::metrics::LatencyBatch;
 use crate::metrics::{Closed, Metrics, Reason, Transport};
-use crate::node::{ConnSink, Kick};
+use crate::node::{ConnSink, Kick, Outbound};
 use crate::session::Session;
 use crate::{Config, Shared};
 
@@ -38,7 +39,7 @@ pub(crate) enum App {
 pub(crate) struct HubApp {
     pub(crate) session: Session,
     pub(crate) sink: Arc<ConnSink>,
-    pub(crate) pushes: UnboundedReceiver<Bytes>,
+    pub(crate) pushes: UnboundedReceiver<Outbound>,
     /// Requests to close this connection (API disconnects, drains).
     pub(crate) kicks: UnboundedReceiver<Kick>,
 }
@@ -174,7 +175,7 @@ pub(crate) async fn drive<S>(
                 }
             },
             input = next_input(&mut app) => match input {
-                Input::Push(bytes) => take_pushes(&mut conn, &mut app, bytes, metrics, &mut counts),
+                Input::Push(item) => take_pushes(&mut conn, &mut app, item, metrics, &mut counts),
                 Input::Kick(kick) => {
                     tracing::debug!(code = kick.code, reason = %kick.reason, "disconnect requested");
                     take_queued(&mut conn, &mut app, metrics, &mut counts);
@@ -298,7 +299,7 @@ async fn on_read(
 /// What a hub connection hears from the rest of the server.
 enum Input {
     /// A payload from the outbound queue.
-    Push(Bytes),
+    Push(Outbound),
     /// A request to close.
     Kick(Kick),
 }
@@ -308,7 +309,7 @@ enum Input {
 async fn next_input(app: &mut App) -> Input {
     let App::Hub(hub) = app else { return pending().await };
     tokio::select! {
-        Some(bytes) = hub.pushes.recv() => Input::Push(bytes),
+        Some(item) = hub.pushes.recv() => Input::Push(item),
         Some(kick) = hub.kicks.recv() => Input::Kick(kick),
         else => pending().await,
     }
@@ -319,42 +320,60 @@ async fn next_input(app: &mut App) -> Input {
 fn take_pushes(
     conn: &mut Connection,
     app: &mut App,
-    first: Bytes,
+    first: Outbound,
     metrics: &Metrics,
     counts: &mut Counts,
 ) {
     let App::Hub(hub) = app else { return };
-    let (mut sent, mut sent_bytes) = (0u64, 0u64);
+    let mut taken = Taken::default();
     let mut next = Some(first);
-    while let Some(bytes) = next {
-        hub.sink.taken(&bytes);
-        let len = bytes.len() as u64;
-        // Fails only once closing, when pushes are owed to no one.
-        if conn.send(hub.session.push_message(bytes)).is_ok() {
-            sent += 1;
-            sent_bytes += len;
-        }
+    while let Some(item) = next {
+        taken.push(conn, hub, item);
         next = if conn.queued_len() < PUSH_BATCH { hub.pushes.try_recv().ok() } else { None };
     }
-    counts.messages_out += sent;
-    metrics.sent(sent, sent_bytes);
+    taken.count(metrics, counts);
 }
 
 /// Moves everything queued so far into the codec, ahead of a close.
 fn take_queued(conn: &mut Connection, app: &mut App, metrics: &Metrics, counts: &mut Counts) {
     let App::Hub(hub) = app else { return };
-    let (mut sent, mut sent_bytes) = (0u64, 0u64);
-    while let Ok(bytes) = hub.pushes.try_recv() {
-        hub.sink.taken(&bytes);
-        let len = bytes.len() as u64;
+    let mut taken = Taken::default();
+    while let Ok(item) = hub.pushes.try_recv() {
+        taken.push(conn, hub, item);
+    }
+    taken.count(metrics, counts);
+}
+
+/// Payloads moved from the outbound queue into the codec, counted into the metrics once.
+#[derive(Default)]
+struct Taken {
+    messages: u64,
+    bytes: u64,
+    latency: LatencyBatch,
+    /// Read once, on the first publication.
+    now: Option<Instant>,
+}
+
+impl Taken {
+    fn push(&mut self, conn: &mut Connection, hub: &HubApp, item: Outbound) {
+        hub.sink.taken(&item.bytes);
+        let len = item.bytes.len() as u64;
         // Fails only once closing, when pushes are owed to no one.
-        if conn.send(hub.session.push_message(bytes)).is_ok() {
-            sent += 1;
-            sent_bytes += len;
+        if conn.send(hub.session.push_message(item.bytes)).is_ok() {
+            self.messages += 1;
+            self.bytes += len;
+            if let Some(since) = item.since {
+                let now = *self.now.get_or_insert_with(Instant::now);
+                self.latency.observe(now.saturating_duration_since(since));
+            }
         }
     }
-    counts.messages_out += sent;
-    metrics.sent(sent, sent_bytes);
+
+    fn count(&self, metrics: &Metrics, counts: &mut Counts) {
+        counts.messages_out += self.messages;
+        metrics.sent(self.messages, self.bytes);
+        metrics.delivery_latency.add(&self.latency);
+    }
 }
 
 /// Tells the client why it is being closed (a `disconnect` push), then starts the close

@@ -137,6 +137,14 @@ async fn a_redis_restart_fails_publishes_loudly_and_never_leaves_a_silent_gap() 
         acks.iter()
             .all(|ack| ack.as_ref().err().is_none_or(|code| *code == ErrorCode::Unavailable))
     );
+    // Counted where an operator sees it: a broker error per refused publish.
+    let metrics = http(a.addr, "GET", "/metrics", "").await;
+    let errors = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("switchboard_broker_errors_total{op=\"publish\"} "))
+        .and_then(|n| n.trim().parse::<usize>().ok())
+        .expect("broker errors are exposed");
+    assert_eq!(errors, refused, "{metrics}");
     let done: Vec<&(u64, String)> = acks.iter().filter_map(|ack| ack.as_ref().ok()).collect();
     let (first, last) = (done[0].clone(), done[done.len() - 1].clone());
     assert_ne!(first.1, last.1, "a restarted, empty redis starts a new epoch");
@@ -250,6 +258,8 @@ impl Node {
         let mut config: Config = open_config();
         config.listen = SocketAddr::from(([127, 0, 0, 1], 0));
         config.shutdown_timeout = Duration::from_secs(1);
+        // No simulated ticker: the broker carries only what the tests publish.
+        config.demo = false;
         config.hub.namespaces.get_mut("").expect("the default namespace").history_size = 10_000;
         config.api_key = Some(API_KEY.to_owned());
         let server =

@@ -49,6 +49,10 @@ async fn dashboard_queries_only_exposed_metrics() {
         "switchboard_process_resident_memory_bytes",
         "switchboard_channels",
         "switchboard_subscriptions",
+        "switchboard_delivery_latency_seconds_bucket",
+        "switchboard_broker_latency_seconds_bucket",
+        "switchboard_broker_errors_total",
+        "switchboard_deliveries_total",
     ] {
         assert!(used.contains(wanted), "no panel shows {wanted}");
     }
@@ -99,9 +103,10 @@ fn exposed_names(exposition: &str) -> BTreeSet<String> {
         .lines()
         .filter_map(|line| line.strip_prefix("# TYPE "))
         .filter_map(|rest| rest.split_once(' '))
-        .map(|(name, kind)| match kind {
-            "counter" if !name.ends_with("_total") => format!("{name}_total"),
-            _ => name.to_owned(),
+        .flat_map(|(name, kind)| match kind {
+            "counter" if !name.ends_with("_total") => vec![format!("{name}_total")],
+            "histogram" => ["bucket", "sum", "count"].map(|s| format!("{name}_{s}")).to_vec(),
+            _ => vec![name.to_owned()],
         })
         .collect()
 }

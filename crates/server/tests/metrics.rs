@@ -60,7 +60,10 @@ async fn refusals_before_the_upgrade_are_counted_by_reason() {
 
 #[tokio::test]
 async fn deliveries_count_one_per_subscriber_and_replies_are_sent_messages() {
-    let server = TestServer::start(open_config()).await;
+    let mut config = open_config();
+    // No simulated ticker: only this test's publications go through the broker.
+    config.demo = false;
+    let server = TestServer::start(config).await;
     let addr = server.addr;
     let channel = "chat:metrics";
     let mut subscribers = Vec::new();
@@ -91,6 +94,31 @@ async fn deliveries_count_one_per_subscriber_and_replies_are_sent_messages() {
     let sent = sample(&text, "switchboard_messages_sent_total").unwrap_or_default();
     assert!(sent >= 5.0, "{text}");
     assert!(sample(&text, "switchboard_bytes_sent_total").unwrap_or_default() > 0.0);
+    // One latency observation per delivery, in cumulative buckets ending at +Inf.
+    assert_eq!(sample(&text, "switchboard_delivery_latency_seconds_count"), Some(2.0), "{text}");
+    assert_eq!(
+        sample(&text, "switchboard_delivery_latency_seconds_bucket{le=\"+Inf\"}"),
+        Some(2.0),
+        "{text}"
+    );
+    let sum = sample(&text, "switchboard_delivery_latency_seconds_sum").expect("a sum");
+    assert!(sum > 0.0 && sum < 2.0 * LIMIT.as_secs_f64(), "{text}");
+    // The broker timed each operation: one publish, two subscribes' history reads.
+    let publish = "switchboard_broker_latency_seconds_count{op=\"publish\"}";
+    assert_eq!(sample(&text, publish), Some(1.0), "{text}");
+    let history = "switchboard_broker_latency_seconds_count{op=\"history\"}";
+    assert_eq!(sample(&text, history), Some(2.0), "{text}");
+    assert_eq!(sample(&text, "switchboard_broker_errors_total{op=\"publish\"}"), Some(0.0));
+
+    // A second publication moves each by exactly one per subscriber / per publish.
+    let command = json!({"id": 2, "type": "publish", "channel": channel, "data": "again"});
+    assert!(call(&mut publisher, command).await.get("result").is_some());
+    for ws in &mut subscribers {
+        while next_json(ws).await["push"] != "publication" {}
+    }
+    let text = scrape(addr).await;
+    assert_eq!(sample(&text, "switchboard_delivery_latency_seconds_count"), Some(4.0), "{text}");
+    assert_eq!(sample(&text, publish), Some(2.0), "{text}");
 }
 
 /// Sends `command` and returns its reply, skipping pushes.
