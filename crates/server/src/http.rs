@@ -269,7 +269,7 @@ fn upgrade(mut req: Request<Incoming>, shared: &Arc<Shared>, endpoint: Endpoint)
             Some(format) => {
                 let node = Arc::clone(&task_shared.node);
                 let limits = Limits::with_max_message_size(node.options.max_message_size);
-                let (sink, pushes) = ConnSink::new(format, node.options.outbound_queue_bytes);
+                let sink = ConnSink::new(format, node.options.outbound_queue_bytes);
                 let ping = config.ping_interval.map_or(0, |d| d.as_secs());
                 let ping = u32::try_from(ping).unwrap_or(u32::MAX);
                 let session = Session::new(
@@ -280,8 +280,8 @@ fn upgrade(mut req: Request<Incoming>, shared: &Arc<Shared>, endpoint: Endpoint)
                     Arc::clone(&sink),
                     ping,
                 );
-                let kicks = node.register(session.id(), session.user().map(str::to_owned));
-                let app = App::Hub(Box::new(HubApp { session, sink, pushes, kicks }));
+                node.register(session.id(), session.user().map(str::to_owned), &sink);
+                let app = App::Hub(Box::new(HubApp { session, sink }));
                 (Connection::new(Role::Server, limits), app)
             }
         };
@@ -293,13 +293,15 @@ fn upgrade(mut req: Request<Incoming>, shared: &Arc<Shared>, endpoint: Endpoint)
             }
             Err(upgraded) => upgraded,
         };
+        // Boxed: each driver instance would otherwise add its size to every task's.
         match upgraded.downcast::<TokioIo<TlsStream<TcpStream>>>() {
             Ok(parts) => {
                 let io = parts.io.into_inner();
-                drive(io, parts.read_buf, conn, app, info, &task_shared).await;
+                Box::pin(drive(io, parts.read_buf, conn, app, info, &task_shared)).await;
             }
             Err(upgraded) => {
-                drive(TokioIo::new(upgraded), Bytes::new(), conn, app, info, &task_shared).await;
+                let io = TokioIo::new(upgraded);
+                Box::pin(drive(io, Bytes::new(), conn, app, info, &task_shared)).await;
             }
         }
     });

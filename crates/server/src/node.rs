@@ -1,6 +1,6 @@
 //! The node: one server's hub wired to the broker, and the per-connection outbound queue.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
@@ -14,7 +14,7 @@ use switchboard_proto::channel::namespace_of;
 use switchboard_proto::{
     ErrorBody, ErrorCode, Format, HistoryRequest, HistoryResult, PresenceResult, Push,
 };
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{HubOptions, NamespaceOptions};
@@ -47,7 +47,7 @@ pub(crate) struct Kick {
 /// What the node knows of a live connection.
 struct Registered {
     user: Option<String>,
-    kick: mpsc::UnboundedSender<Kick>,
+    sink: Arc<ConnSink>,
 }
 
 impl std::fmt::Debug for Node {
@@ -88,15 +88,10 @@ impl Node {
         self.channel_locks[index].lock().await
     }
 
-    /// Registers a live connection; kicks for it arrive on the returned receiver.
-    pub(crate) fn register(
-        &self,
-        id: &ClientId,
-        user: Option<String>,
-    ) -> mpsc::UnboundedReceiver<Kick> {
-        let (kick, kicks) = mpsc::unbounded_channel();
-        self.connections().insert(Arc::clone(id), Registered { user, kick });
-        kicks
+    /// Registers a live connection; kicks for it arrive on its outbound queue.
+    pub(crate) fn register(&self, id: &ClientId, user: Option<String>, sink: &Arc<ConnSink>) {
+        let registered = Registered { user, sink: Arc::clone(sink) };
+        self.connections().insert(Arc::clone(id), registered);
     }
 
     /// Records the user a connection authenticated as (for disconnects by user).
@@ -113,7 +108,12 @@ impl Node {
 
     /// Asks connection `id` to close with `kick`. Returns whether it was connected here.
     pub(crate) fn disconnect_client(&self, id: &str, kick: Kick) -> bool {
-        self.connections().get(id).is_some_and(|c| c.kick.send(kick).is_ok())
+        let connections = self.connections();
+        let found = connections.get(id);
+        if let Some(c) = found {
+            c.sink.kick(kick);
+        }
+        found.is_some()
     }
 
     /// Asks every connection of `user` to close with `kick`. Returns how many were asked.
@@ -121,7 +121,7 @@ impl Node {
         self.connections()
             .values()
             .filter(|c| c.user.as_deref() == Some(user))
-            .filter(|c| c.kick.send(kick.clone()).is_ok())
+            .inspect(|c| c.sink.kick(kick.clone()))
             .count()
     }
 
@@ -255,10 +255,24 @@ pub(crate) struct Outbound {
     pub(crate) since: Option<Instant>,
 }
 
+/// What a connection task takes off its queue.
+#[derive(Debug)]
+pub(crate) enum Input {
+    /// A payload to send.
+    Push(Outbound),
+    /// A request to close.
+    Kick(Kick),
+}
+
 /// A connection's outbound queue, bounded in bytes. The hub queues shared encoded pushes
-/// here without blocking; the connection task drains it into the socket.
+/// here without blocking; the connection task drains it into the socket. Kicks (API
+/// disconnects, drains) wait here too, behind what was queued before them.
+///
+/// An idle connection's queue holds no allocation: a deque that is empty has none, and the
+/// wake-up is one `Notify`.
 pub(crate) struct ConnSink {
-    tx: mpsc::UnboundedSender<Outbound>,
+    queue: Mutex<VecDeque<Input>>,
+    ready: Notify,
     queued: AtomicUsize,
     limit: usize,
     format: Format,
@@ -276,25 +290,51 @@ impl std::fmt::Debug for ConnSink {
 }
 
 impl ConnSink {
-    /// A sink and the receiving end its connection drains.
-    pub(crate) fn new(
-        format: Format,
-        limit: usize,
-    ) -> (Arc<Self>, mpsc::UnboundedReceiver<Outbound>) {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let sink = Arc::new(Self {
-            tx,
+    /// An empty queue for a connection speaking `format`, holding at most `limit` bytes.
+    pub(crate) fn new(format: Format, limit: usize) -> Arc<Self> {
+        Arc::new(Self {
+            queue: Mutex::default(),
+            ready: Notify::new(),
             queued: AtomicUsize::new(0),
             limit,
             format,
             overflow: CancellationToken::new(),
-        });
-        (sink, rx)
+        })
     }
 
-    /// Marks `bytes` as taken off the queue.
-    pub(crate) fn taken(&self, bytes: &Bytes) {
-        self.queued.fetch_sub(bytes.len(), Ordering::Relaxed);
+    fn queue(&self) -> MutexGuard<'_, VecDeque<Input>> {
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn push(&self, input: Input) {
+        self.queue().push_back(input);
+        // Stores a permit when the task is not waiting: no wake-up is lost.
+        self.ready.notify_one();
+    }
+
+    /// The next input, waiting for one.
+    pub(crate) async fn recv(&self) -> Input {
+        loop {
+            if let Some(input) = self.try_recv() {
+                return input;
+            }
+            self.ready.notified().await;
+        }
+    }
+
+    /// The next input if one is queued. A payload taken is no longer counted in the budget.
+    pub(crate) fn try_recv(&self) -> Option<Input> {
+        let mut queue = self.queue();
+        let input = queue.pop_front()?;
+        if queue.is_empty() && queue.capacity() > SHRINK_ABOVE {
+            // A burst is over: do not keep its memory for an idle connection.
+            *queue = VecDeque::new();
+        }
+        drop(queue);
+        if let Input::Push(item) = &input {
+            self.queued.fetch_sub(item.bytes.len(), Ordering::Relaxed);
+        }
+        Some(input)
     }
 
     /// Queues a payload (a reply) behind the pushes already queued, within the same byte
@@ -308,8 +348,12 @@ impl ConnSink {
             self.overflow.cancel();
             return;
         }
-        // The receiver lives as long as the connection; after it, nothing is owed.
-        let _ = self.tx.send(Outbound { bytes, since });
+        self.push(Input::Push(Outbound { bytes, since }));
+    }
+
+    /// Asks the connection to close, after what is queued.
+    pub(crate) fn kick(&self, kick: Kick) {
+        self.push(Input::Kick(kick));
     }
 
     /// The connection's wire format.
@@ -322,6 +366,9 @@ impl ConnSink {
         &self.overflow
     }
 }
+
+/// Queue capacity (entries) kept once the queue empties; a larger one is freed.
+const SHRINK_ABOVE: usize = 16;
 
 impl Sink for ConnSink {
     fn deliver(&self, delivery: &Arc<Delivery>) -> bool {

@@ -1,27 +1,35 @@
 //! The per-connection driver: one task owns the socket and the codec connection.
 
-use std::future::pending;
-use std::pin::pin;
+use std::cell::RefCell;
+use std::future::{pending, poll_fn};
+use std::pin::{Pin, pin};
 use std::sync::Arc;
+use std::task::{Poll, ready};
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use switchboard_codec::{CloseCause, CloseCode, Connection, Event, Message, Timeouts};
 use switchboard_hub::Delivery;
 use switchboard_proto::{Push, advice, codes};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::time::{Duration, sleep_until, timeout};
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::LatencyBatch;
 use crate::metrics::{Closed, Metrics, Reason, Transport};
-use crate::node::{ConnSink, Kick, Outbound};
+use crate::node::{ConnSink, Input, Kick, Outbound};
 use crate::session::Session;
 use crate::{Config, Shared};
 
-/// Initial read buffer; grows to fit large frames (within the codec limits).
-const READ_BUF: usize = 8 * 1024;
+/// Bytes taken from the socket per read, through a buffer each worker thread shares among
+/// its connections.
+const READ_CHUNK: usize = 64 * 1024;
+
+thread_local! {
+    /// The worker's read buffer: only the bytes of frames not complete yet are kept per
+    /// connection, so an idle connection holds no read buffer at all.
+    static SCRATCH: RefCell<Box<[u8]>> = RefCell::new(vec![0; READ_CHUNK].into_boxed_slice());
+}
 
 /// Pushes taken off the outbound queue per write, in bytes: enough to coalesce a burst,
 /// little enough that one connection's write buffer stays small.
@@ -35,13 +43,10 @@ pub(crate) enum App {
     Hub(Box<HubApp>),
 }
 
-/// A hub connection's session and the receiving end of its outbound queue.
+/// A hub connection's session and its outbound queue (pushes, replies, requests to close).
 pub(crate) struct HubApp {
     pub(crate) session: Session,
     pub(crate) sink: Arc<ConnSink>,
-    pub(crate) pushes: UnboundedReceiver<Outbound>,
-    /// Requests to close this connection (API disconnects, drains).
-    pub(crate) kicks: UnboundedReceiver<Kick>,
 }
 
 /// What the logs say about a connection, known at the upgrade.
@@ -103,10 +108,12 @@ pub(crate) async fn drive<S>(
         App::Echo => CancellationToken::new(),
     };
 
-    let mut buf = BytesMut::with_capacity(READ_BUF.max(early.len()));
+    let mut buf = BytesMut::new();
     buf.extend_from_slice(&early);
+    // A slice of hyper's request buffer: kept, it would pin all of that buffer.
+    drop(early);
     if !buf.is_empty() {
-        on_read(&mut conn, &mut buf, &mut app, metrics, &mut counts).await;
+        Box::pin(on_read(&mut conn, &mut buf, &mut app, metrics, &mut counts)).await;
     }
 
     let far_future = tokio::time::Instant::now() + Duration::from_secs(86_400 * 365);
@@ -140,9 +147,6 @@ pub(crate) async fn drive<S>(
             session_armed = session_deadline;
             session_timer.as_mut().reset(session_deadline.unwrap_or(far_future));
         }
-        if buf.capacity() - buf.len() < READ_BUF / 2 {
-            buf.reserve(READ_BUF);
-        }
         tokio::select! {
             biased;
             () = closing.cancelled(), if !draining => {
@@ -163,24 +167,22 @@ pub(crate) async fn drive<S>(
                 metrics.slow_consumers.inc();
                 disconnect(&mut conn, &app, codes::close::SLOW_CONSUMER, "slow consumer");
             }
-            read = io.read_buf(&mut buf) => match read {
+            read = read_into(&mut io, &mut buf) => match read {
                 Ok(0) => {
                     conn.handle_transport_closed();
                     break None;
                 }
-                Ok(_) => on_read(&mut conn, &mut buf, &mut app, metrics, &mut counts).await,
+                // Boxed: the commands' futures are large and live only while a read is
+                // handled, so an idle connection's task does not carry their space.
+                Ok(_) => Box::pin(on_read(&mut conn, &mut buf, &mut app, metrics, &mut counts)).await,
                 Err(e) => {
                     conn.handle_transport_closed();
                     break Some(e);
                 }
             },
-            input = next_input(&mut app) => match input {
+            input = next_input(&app) => match input {
                 Input::Push(item) => take_pushes(&mut conn, &mut app, item, metrics, &mut counts),
-                Input::Kick(kick) => {
-                    tracing::debug!(code = kick.code, reason = %kick.reason, "disconnect requested");
-                    take_queued(&mut conn, &mut app, metrics, &mut counts);
-                    disconnect(&mut conn, &app, kick.code, &kick.reason);
-                }
+                Input::Kick(kick) => kicked(&mut conn, &mut app, &kick, metrics, &mut counts),
             },
             () = &mut session_timer, if session_armed.is_some() => {
                 session_armed = None;
@@ -234,9 +236,26 @@ pub(crate) async fn drive<S>(
         "connection closed"
     );
     if let App::Hub(hub) = app {
-        hub.session.close().await;
+        Box::pin(hub.session.close()).await;
     }
-    linger(io, config).await;
+    // Boxed: its read buffer would otherwise sit in every connection's task for its life.
+    Box::pin(linger(io, config)).await;
+}
+
+/// Reads what the socket has into `buf`, through the worker's shared buffer.
+async fn read_into<S>(io: &mut S, buf: &mut BytesMut) -> std::io::Result<usize>
+where
+    S: AsyncRead + Unpin,
+{
+    poll_fn(|cx| {
+        SCRATCH.with_borrow_mut(|scratch| {
+            let mut read = ReadBuf::new(scratch);
+            ready!(Pin::new(&mut *io).poll_read(cx, &mut read))?;
+            buf.extend_from_slice(read.filled());
+            Poll::Ready(Ok(read.filled().len()))
+        })
+    })
+    .await
 }
 
 /// Decodes what was read and acts on each event.
@@ -294,29 +313,24 @@ async fn on_read(
         metrics.messages_in.inc_by(messages);
         metrics.bytes_in.inc_by(bytes);
     }
+    if buf.is_empty() {
+        // Every frame was whole: give the memory back (the messages decoded from it keep
+        // their part alive only as long as they need it).
+        *buf = BytesMut::new();
+    }
 }
 
-/// What a hub connection hears from the rest of the server.
-enum Input {
-    /// A payload from the outbound queue.
-    Push(Outbound),
-    /// A request to close.
-    Kick(Kick),
-}
-
-/// The next payload or close request for a hub connection; never resolves for echo, nor
-/// once both senders are gone (the node and the hub hold them while the server runs).
-async fn next_input(app: &mut App) -> Input {
-    let App::Hub(hub) = app else { return pending().await };
-    tokio::select! {
-        Some(item) = hub.pushes.recv() => Input::Push(item),
-        Some(kick) = hub.kicks.recv() => Input::Kick(kick),
-        else => pending().await,
+/// The next payload or close request for a hub connection; never resolves for echo.
+async fn next_input(app: &App) -> Input {
+    match app {
+        App::Hub(hub) => hub.sink.recv().await,
+        App::Echo => pending().await,
     }
 }
 
 /// Moves `first` and whatever else is queued (up to a batch) into the codec, so one write
-/// carries them all.
+/// carries them all. A request to close met on the way is carried out after what preceded
+/// it.
 fn take_pushes(
     conn: &mut Connection,
     app: &mut App,
@@ -326,20 +340,46 @@ fn take_pushes(
 ) {
     let App::Hub(hub) = app else { return };
     let mut taken = Taken::default();
-    let mut next = Some(first);
-    while let Some(item) = next {
-        taken.push(conn, hub, item);
-        next = if conn.queued_len() < PUSH_BATCH { hub.pushes.try_recv().ok() } else { None };
+    taken.push(conn, hub, first);
+    let mut kick = None;
+    while conn.queued_len() < PUSH_BATCH {
+        match hub.sink.try_recv() {
+            Some(Input::Push(item)) => taken.push(conn, hub, item),
+            Some(Input::Kick(k)) => {
+                kick = Some(k);
+                break;
+            }
+            None => break,
+        }
     }
     taken.count(metrics, counts);
+    if let Some(kick) = kick {
+        kicked(conn, app, &kick, metrics, counts);
+    }
+}
+
+/// Closes for `kick`, after everything queued so far.
+fn kicked(
+    conn: &mut Connection,
+    app: &mut App,
+    kick: &Kick,
+    metrics: &Metrics,
+    counts: &mut Counts,
+) {
+    tracing::debug!(code = kick.code, reason = %kick.reason, "disconnect requested");
+    take_queued(conn, app, metrics, counts);
+    disconnect(conn, app, kick.code, &kick.reason);
 }
 
 /// Moves everything queued so far into the codec, ahead of a close.
 fn take_queued(conn: &mut Connection, app: &mut App, metrics: &Metrics, counts: &mut Counts) {
     let App::Hub(hub) = app else { return };
     let mut taken = Taken::default();
-    while let Ok(item) = hub.pushes.try_recv() {
-        taken.push(conn, hub, item);
+    while let Some(input) = hub.sink.try_recv() {
+        // Once closing, a further request to close changes nothing.
+        if let Input::Push(item) = input {
+            taken.push(conn, hub, item);
+        }
     }
     taken.count(metrics, counts);
 }
@@ -356,7 +396,6 @@ struct Taken {
 
 impl Taken {
     fn push(&mut self, conn: &mut Connection, hub: &HubApp, item: Outbound) {
-        hub.sink.taken(&item.bytes);
         let len = item.bytes.len() as u64;
         // Fails only once closing, when pushes are owed to no one.
         if conn.send(hub.session.push_message(item.bytes)).is_ok() {
