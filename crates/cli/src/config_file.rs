@@ -1,7 +1,8 @@
 //! `switchboard serve --config FILE`: every serve setting in one TOML file, beneath the flags
-//! and `SWITCHBOARD_*` variables (flag > environment > file > built-in default), plus the
-//! namespaces, which only the file can describe. `switchboard config default` prints the
-//! defaults as a file; `switchboard config check FILE` validates one.
+//! and `SWITCHBOARD_*` variables (flag > environment > file > built-in default); namespaces
+//! given with `--namespace` or `SWITCHBOARD_NAMESPACES` are set over the file's.
+//! `switchboard config default` prints the defaults as a file; `switchboard config check
+//! FILE` validates one.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -94,6 +95,8 @@ struct Timeouts {
     handshake_timeout: Option<Duration>,
     #[serde(default, deserialize_with = "duration")]
     shutdown_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "duration")]
+    drain_window: Option<Duration>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -283,6 +286,7 @@ pub(crate) fn apply(file: &FileConfig, args: &mut ServeArgs, explicit: &dyn Fn(&
     set!("idle_timeout", args.idle_timeout, t.idle_timeout);
     set!("handshake_timeout", args.handshake_timeout, t.handshake_timeout);
     set!("shutdown_timeout", args.shutdown_timeout, t.shutdown_timeout);
+    set!("drain_window", args.drain_window, t.drain_window);
 
     let l = &file.limits;
     set!("max_message_size", args.max_message_size, l.max_message_size);
@@ -322,55 +326,110 @@ pub(crate) fn apply(file: &FileConfig, args: &mut ServeArgs, explicit: &dyn Fn(&
     set!("broker", args.broker, b.url.clone());
     set!("redis_key_prefix", args.redis_key_prefix, b.redis_key_prefix.clone());
     set!("redis_wait", args.redis_wait, b.redis_wait);
+
+    let h = &file.hub;
+    set!("max_subscriptions", args.max_subscriptions, h.max_subscriptions);
+    set!("outbound_queue_bytes", args.outbound_queue_bytes, h.outbound_queue_bytes);
+    set!("hub_max_message_size", args.hub_max_message_size, h.max_message_size);
 }
 
-/// Applies what only the file describes: `[hub]` and `[namespaces]`, which replace the
-/// built-in namespaces whole.
-pub(crate) fn apply_hub(file: &FileConfig, config: &mut Config) {
-    let hub = &mut config.hub;
-    if let Some(n) = file.hub.max_subscriptions {
-        hub.max_subscriptions = n;
-    }
-    if let Some(n) = file.hub.outbound_queue_bytes {
-        hub.outbound_queue_bytes = n;
-    }
-    if let Some(n) = file.hub.max_message_size {
-        hub.max_message_size = n;
-    }
+/// Applies the file's `[namespaces]`, which replace the built-in namespaces whole.
+pub(crate) fn apply_namespaces(file: &FileConfig, config: &mut Config) {
     if let Some(namespaces) = &file.namespaces {
-        hub.namespaces = namespaces
+        config.hub.namespaces = namespaces
             .iter()
-            .map(|(name, ns)| {
-                let mut options = NamespaceOptions::default();
-                if let Some(v) = ns.history_size {
-                    options.history_size = v;
-                }
-                if let Some(v) = ns.history_ttl {
-                    options.history_ttl = v;
-                }
-                if let Some(v) = ns.presence {
-                    options.presence = v;
-                }
-                if let Some(v) = ns.join_leave {
-                    options.join_leave = v;
-                }
-                if let Some(v) = ns.allow_publish {
-                    options.allow_publish = v;
-                }
-                if let Some(v) = ns.max_subscribers {
-                    options.max_subscribers = v;
-                }
-                if let Some(v) = ns.anonymous {
-                    options.anonymous = match v {
-                        AnonymousValue::Deny => Anonymous::Deny,
-                        AnonymousValue::Subscribe => Anonymous::Subscribe,
-                        AnonymousValue::Publish => Anonymous::Publish,
-                    };
-                }
-                (name.0.clone(), options)
-            })
+            .map(|(name, ns)| (name.0.clone(), ns.over(NamespaceOptions::default())))
             .collect();
     }
+}
+
+impl Namespace {
+    /// `base` with the keys this one sets.
+    fn over(&self, mut options: NamespaceOptions) -> NamespaceOptions {
+        if let Some(v) = self.history_size {
+            options.history_size = v;
+        }
+        if let Some(v) = self.history_ttl {
+            options.history_ttl = v;
+        }
+        if let Some(v) = self.presence {
+            options.presence = v;
+        }
+        if let Some(v) = self.join_leave {
+            options.join_leave = v;
+        }
+        if let Some(v) = self.allow_publish {
+            options.allow_publish = v;
+        }
+        if let Some(v) = self.max_subscribers {
+            options.max_subscribers = v;
+        }
+        if let Some(v) = self.anonymous {
+            options.anonymous = match v {
+                AnonymousValue::Deny => Anonymous::Deny,
+                AnonymousValue::Subscribe => Anonymous::Subscribe,
+                AnonymousValue::Publish => Anonymous::Publish,
+            };
+        }
+        options
+    }
+}
+
+/// `--namespace NAME:KEY=VALUE,…`: a namespace's keys, over the file's or built-in ones.
+#[derive(Clone, Debug)]
+pub(crate) struct NamespaceSpec {
+    name: String,
+    keys: std::sync::Arc<Namespace>,
+}
+
+impl NamespaceSpec {
+    /// Sets the keys on the namespace, creating it (from the defaults) when it is new.
+    pub(crate) fn apply(&self, config: &mut Config) {
+        let namespaces = &mut config.hub.namespaces;
+        let base = namespaces.remove(&self.name).unwrap_or_default();
+        namespaces.insert(self.name.clone(), self.keys.over(base));
+    }
+}
+
+impl std::str::FromStr for NamespaceSpec {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (name, keys) = s.split_once(':').unwrap_or((s, ""));
+        let name = name.trim();
+        let mut table = toml::Table::new();
+        for pair in keys.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let Some((key, value)) = pair.split_once('=') else {
+                return Err(format!("{pair:?}: expected KEY=VALUE"));
+            };
+            let (key, value) = (key.trim(), value.trim());
+            let value = if let Ok(n) = value.parse::<i64>() {
+                toml::Value::Integer(n)
+            } else if let Ok(b) = value.parse::<bool>() {
+                toml::Value::Boolean(b)
+            } else {
+                toml::Value::String(value.to_owned())
+            };
+            // Each key on its own first, so that an error names the key it is about.
+            let one = toml::Table::from_iter([(key.to_owned(), value.clone())]);
+            namespace_file(name, one).map_err(|e| format!("namespace {name:?}: {pair}: {e}"))?;
+            table.insert(key.to_owned(), value);
+        }
+        let (name, keys) = namespace_file(name, table)
+            .map_err(|e| format!("namespace {name:?}: {e}"))?
+            .namespaces
+            .and_then(|n| n.into_iter().next())
+            .ok_or_else(|| format!("{s:?}: expected NAME:KEY=VALUE,…"))?;
+        Ok(Self { name: name.0, keys: std::sync::Arc::new(keys) })
+    }
+}
+
+/// A file with the single table `[namespaces.NAME]`: the same rules and messages as a
+/// file's.
+fn namespace_file(name: &str, keys: toml::Table) -> Result<FileConfig, String> {
+    let namespaces = toml::Table::from_iter([(name.to_owned(), toml::Value::Table(keys))]);
+    let root = toml::Table::from_iter([("namespaces".to_owned(), toml::Value::Table(namespaces))]);
+    root.try_into().map_err(|e: toml::de::Error| e.message().to_owned())
 }
 
 /// The configuration file of the built-in defaults, every key with a comment.
@@ -405,6 +464,8 @@ idle_timeout = "{idle}"
 handshake_timeout = "{handshake}"
 # How long shutdown waits for connections to close.
 shutdown_timeout = "{shutdown}"
+# On shutdown, the time over which open /ws connections are closed (4003) in batches.
+drain_window = "{drain}"
 
 [limits]
 # Largest WebSocket message (and frame) accepted, in bytes.
@@ -474,6 +535,8 @@ max_message_size = {hub_max_message_size}
 
 # Namespaces by name ("" is the default one, for channels without `:`). A [namespaces]
 # section replaces this built-in set whole: a namespace left out refuses its channels.
+# `--namespace NAME:KEY=VALUE,…` (SWITCHBOARD_NAMESPACES, `;` between namespaces) sets keys
+# over these, e.g. `--namespace chat:history_size=500,anonymous=subscribe`.
 "#,
         listen = config.listen,
         echo = config.echo,
@@ -483,6 +546,7 @@ max_message_size = {hub_max_message_size}
         idle = d(config.idle_timeout),
         handshake = d(Some(config.handshake_timeout)),
         shutdown = d(Some(config.shutdown_timeout)),
+        drain = d(Some(config.drain_window)),
         max_message_size = config.limits.max_message_size,
         max_connections = limits.max_connections,
         max_connections_per_ip = limits.max_connections_per_ip,
@@ -606,7 +670,7 @@ mod tests {
         apply(&file, &mut from_file, &|_| false);
         assert_eq!(format!("{from_file:?}"), format!("{plain:?}"));
         let mut config = config_from(&from_file).unwrap();
-        apply_hub(&file, &mut config);
+        apply_namespaces(&file, &mut config);
         let expected = config_from(&plain).unwrap();
         assert_eq!(format!("{config:?}"), format!("{expected:?}"));
         assert_eq!(config.hub.namespaces, HubOptions::default().namespaces);
@@ -635,5 +699,43 @@ mod tests {
         apply(&file, &mut args, &|id| id == "listen");
         assert_eq!(args.listen, serve_args().listen);
         assert!(args.no_echo);
+    }
+
+    #[test]
+    fn hub_keys_come_from_the_file_unless_a_flag_sets_them() {
+        let file = parse("[hub]\nmax_subscriptions = 7\noutbound_queue_bytes = 4096\n").unwrap();
+        let mut args = serve_args();
+        apply(&file, &mut args, &|id| id == "outbound_queue_bytes");
+        let config = config_from(&args).unwrap();
+        assert_eq!(config.hub.max_subscriptions, 7);
+        assert_eq!(config.hub.outbound_queue_bytes, HubOptions::default().outbound_queue_bytes);
+    }
+
+    #[test]
+    fn namespace_flags_set_keys_over_the_file() {
+        let file = parse("[namespaces.news]\nhistory_size = 20\npresence = false\n").unwrap();
+        let mut config = config_from(&serve_args()).unwrap();
+        apply_namespaces(&file, &mut config);
+        for spec in ["news:presence=true, anonymous=subscribe", ":anonymous=publish", "bench"] {
+            spec.parse::<NamespaceSpec>().unwrap().apply(&mut config);
+        }
+        let news = &config.hub.namespaces["news"];
+        assert_eq!(news.history_size, 20, "a key the flag leaves alone keeps the file's value");
+        assert!(news.presence);
+        assert_eq!(news.anonymous, Anonymous::Subscribe);
+        assert_eq!(config.hub.namespaces[""].anonymous, Anonymous::Publish);
+        assert_eq!(config.hub.namespaces["bench"], NamespaceOptions::default());
+        assert_eq!(config.hub.namespaces.len(), 3);
+    }
+
+    #[test]
+    fn bad_namespace_flags_say_what_is_wrong() {
+        let error = |s: &str| s.parse::<NamespaceSpec>().unwrap_err();
+        assert!(error("news:histroy_size=3").contains("unknown field `histroy_size`"));
+        assert!(error("news:history_size=many").contains("history_size=many: invalid type"));
+        assert!(error("news:anonymous=everyone").contains("unknown variant `everyone`"));
+        assert!(error("news:history_ttl=soon").contains("soon"));
+        assert!(error("news:presence").contains("expected KEY=VALUE"));
+        assert!(error("bad name:presence=true").contains("invalid namespace name"));
     }
 }

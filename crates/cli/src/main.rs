@@ -178,6 +178,35 @@ struct ServeArgs {
     /// peer is usually a reverse proxy on this host, carrying every user).
     #[arg(long, env = "SWITCHBOARD_LIMIT_LOOPBACK")]
     limit_loopback: bool,
+    /// Most channels one connection may subscribe to.
+    #[arg(long, env = "SWITCHBOARD_MAX_SUBSCRIPTIONS", default_value_t = hub().max_subscriptions)]
+    max_subscriptions: usize,
+    /// Bytes that may wait in one connection's outbound queue; past it the connection is
+    /// cut off as a slow consumer (close code 4001).
+    #[arg(
+        long,
+        env = "SWITCHBOARD_OUTBOUND_QUEUE_BYTES",
+        default_value_t = hub().outbound_queue_bytes
+    )]
+    outbound_queue_bytes: usize,
+    /// Largest message a client may send on /ws, in bytes.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_HUB_MAX_MESSAGE_SIZE",
+        default_value_t = hub().max_message_size
+    )]
+    hub_max_message_size: usize,
+    /// Namespace settings, over those of the configuration file (or the built-in ones), as
+    /// `NAME:KEY=VALUE,…` with the keys of `[namespaces.NAME]` (`:KEY=VALUE,…` for the
+    /// default namespace); repeat per namespace, or separate with `;` in the variable. A
+    /// namespace not defined yet starts from the defaults.
+    #[arg(
+        long = "namespace",
+        env = "SWITCHBOARD_NAMESPACES",
+        value_delimiter = ';',
+        value_name = "NAME:KEY=VALUE,…"
+    )]
+    namespaces: Vec<config_file::NamespaceSpec>,
     /// The backplane: "memory" (one node, nothing else to run) or a Redis URL,
     /// `redis://[[user]:password@]host[:port][/db]` or `rediss://…` for TLS, shared by every
     /// node of a deployment (docs/scaling.md).
@@ -210,6 +239,11 @@ enum LogFormat {
 
 fn duration(s: &str) -> Result<Duration, humantime::DurationError> {
     humantime::parse_duration(s)
+}
+
+/// The hub's defaults: the flags' defaults.
+fn hub() -> switchboard_server::HubOptions {
+    switchboard_server::HubOptions::default()
 }
 
 /// The library's limits: the flags' defaults.
@@ -432,6 +466,9 @@ fn config_from(args: &ServeArgs) -> anyhow::Result<Config> {
     config.rate_limits.message_rate = args.rate_limit_messages.0;
     config.rate_limits.byte_rate = args.rate_limit_bytes.0;
     config.rate_limits.exempt_loopback = !args.limit_loopback;
+    config.hub.max_subscriptions = args.max_subscriptions;
+    config.hub.outbound_queue_bytes = args.outbound_queue_bytes;
+    config.hub.max_message_size = args.hub_max_message_size;
     config.tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => Some(TlsSource::Files { cert: cert.clone(), key: key.clone() }),
         _ if args.dev_tls => Some(TlsSource::DevSelfSigned),
@@ -477,7 +514,10 @@ fn serve(args: &ServeArgs, file: Option<&config_file::FileConfig>) -> anyhow::Re
     runtime.block_on(async {
         let mut config = config_from(args)?;
         if let Some(file) = file {
-            config_file::apply_hub(file, &mut config);
+            config_file::apply_namespaces(file, &mut config);
+        }
+        for spec in &args.namespaces {
+            spec.apply(&mut config);
         }
         let echo = config.echo;
         let server = match &args.broker {

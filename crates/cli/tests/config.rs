@@ -170,6 +170,40 @@ fn serve_applies_namespaces_and_listen_from_the_file() {
 }
 
 #[test]
+fn namespaces_from_the_environment_set_keys_over_the_file() {
+    let port = free_port();
+    let path = write_file(
+        "namespaces-env",
+        &format!(
+            "listen = \"127.0.0.1:{port}\"\ndemo = false\n\
+             [namespaces.news]\nanonymous = \"subscribe\"\nhistory_size = 5\n"
+        ),
+    );
+    let env = [("SWITCHBOARD_NAMESPACES", "news:anonymous=publish; extra:anonymous=subscribe")];
+    let served = Served::start(&["--config", path.to_str().unwrap()], &env);
+    let addr = served.addr;
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(
+        async move {
+            let mut ws = WsClient::connect(addr, "/ws").await.unwrap();
+            let publish = json!({"id": 1, "type": "publish", "channel": "news:x", "data": 1});
+            let publish = call(&mut ws, publish).await;
+            assert_eq!(publish["result"]["offset"], 1, "{publish}");
+            // The file's history size is kept: only `anonymous` was set over it.
+            let history = json!({"id": 2, "type": "history", "channel": "news:x", "limit": 100});
+            let history = call(&mut ws, history).await;
+            assert_eq!(history["result"]["publications"].as_array().map(Vec::len), Some(1));
+            let sub = call(&mut ws, json!({"id": 3, "type": "subscribe", "channel": "extra:y"}));
+            assert!(sub.await["result"]["epoch"].is_string());
+            let publish = json!({"id": 4, "type": "publish", "channel": "extra:y", "data": 1});
+            let publish = call(&mut ws, publish).await;
+            assert_eq!(publish["error"]["code"], "unauthorized", "{publish}");
+        },
+    );
+    drop(served);
+    std::fs::remove_file(&path).unwrap();
+}
+
+#[test]
 fn environment_overrides_the_file_and_a_flag_the_environment() {
     let (file_port, env_port, flag_port) = (free_port(), free_port(), free_port());
     let path = write_file("precedence", &format!("listen = \"127.0.0.1:{file_port}\"\n"));
