@@ -40,6 +40,8 @@ enum Command {
     Publish(Box<publish::PublishArgs>),
     /// Print the default configuration file (`config default`) or check one (`config check`).
     Config(config_file::ConfigArgs),
+    /// Generate load against a WebSocket server and measure it (docs/benchmarks.md).
+    Bench(Box<switchboard_load::BenchArgs>),
 }
 
 #[derive(Debug, clap::Args)]
@@ -378,6 +380,7 @@ fn main() -> ExitCode {
         Command::Subscribe(args) => exit_code(subscribe::run(&args)),
         Command::Publish(args) => exit_code(publish::run(&args)),
         Command::Config(args) => config_file::run(&args),
+        Command::Bench(args) => exit_code(switchboard_load::run(&args).map_err(Into::into)),
     }
 }
 

@@ -1,0 +1,660 @@
+//! The client side of one WebSocket connection, tuned for generating load.
+//!
+//! The opening handshake is the codec's [`ClientHandshake`]; after it, frames are read by a
+//! small reader of our own: server frames are unmasked (RFC 6455 §5.1), so a message is
+//! a header parse and a split of the read buffer, with no copy and no per-byte work. The
+//! reader still checks what a broken server could get wrong: header encoding and control
+//! frame rules ([`FrameHeader::parse`]), masking, reserved bits and a length bound. It does
+//! not validate UTF-8: the tool measures the server, it does not police it.
+
+use std::collections::VecDeque;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use bytes::{Buf as _, BufMut as _, Bytes, BytesMut};
+use switchboard_codec::{
+    ClientHandshake, FrameHeader, HandshakeError, HandshakeLimits, MAX_HEADER_LEN, OpCode,
+};
+use tokio::io::Interest;
+use tokio::net::{TcpSocket, TcpStream};
+
+/// Where to connect and what to ask for.
+#[derive(Clone, Debug)]
+pub(crate) struct Target {
+    /// The resolved server address.
+    pub(crate) addr: SocketAddr,
+    /// `host[:port]` as written in the URL, for the `Host` header.
+    pub(crate) host: String,
+    /// Path and query of the request target.
+    pub(crate) path: String,
+    /// Extra request headers (`Authorization`).
+    pub(crate) headers: Vec<(String, String)>,
+}
+
+impl Target {
+    /// Parses `ws://host[:port]/path?query` and resolves the host.
+    pub(crate) async fn resolve(url: &str) -> Result<Self, String> {
+        let (host, path) = split_url(url, "ws://", 80)?;
+        let addr = tokio::net::lookup_host(&host.1)
+            .await
+            .map_err(|e| format!("cannot resolve {}: {e}", host.1))?
+            .next()
+            .ok_or_else(|| format!("{} resolves to no address", host.1))?;
+        Ok(Self { addr, host: host.0, path, headers: Vec::new() })
+    }
+}
+
+/// Splits `scheme://authority/path` into ((Host header, host:port to resolve), path).
+pub(crate) fn split_url(
+    url: &str,
+    scheme: &str,
+    default_port: u16,
+) -> Result<((String, String), String), String> {
+    let rest = url.strip_prefix(scheme).ok_or_else(|| {
+        if url.starts_with("wss://") || url.starts_with("https://") {
+            format!("{url}: TLS is not supported by the load generator; use {scheme}")
+        } else {
+            format!("{url}: expected a {scheme} URL")
+        }
+    })?;
+    let (authority, path) = match rest.find(['/', '?']) {
+        Some(i) if rest.as_bytes()[i] == b'?' => (&rest[..i], format!("/{}", &rest[i..])),
+        Some(i) => (&rest[..i], rest[i..].to_owned()),
+        None => (rest, "/".to_owned()),
+    };
+    if authority.is_empty() {
+        return Err(format!("{url}: no host"));
+    }
+    // An authority ends with `:port` unless it is a bare name or a bracketed IPv6 address.
+    let has_port = authority.rsplit_once(':').is_some_and(|(h, p)| {
+        !p.is_empty()
+            && p.bytes().all(|b| b.is_ascii_digit())
+            && (!h.contains(':') || h.ends_with(']'))
+    });
+    let resolve =
+        if has_port { authority.to_owned() } else { format!("{authority}:{default_port}") };
+    Ok(((authority.to_owned(), resolve), path))
+}
+
+/// Why a connection failed, as a short name for the report's `error_kinds`.
+#[derive(Debug)]
+pub(crate) enum ConnError {
+    /// A socket error.
+    Io(io::Error),
+    /// The server refused the upgrade with this status.
+    Status(u16),
+    /// The 101 response did not verify.
+    Handshake(HandshakeError),
+    /// The peer broke RFC 6455 or the protocol spoken over it.
+    Protocol(&'static str),
+    /// The server closed the connection (close frame with this code, or none).
+    Closed(Option<u16>),
+    /// The peer ended the TCP stream without a close frame.
+    Eof,
+    /// A step took longer than allowed.
+    Timeout,
+    /// The server answered a command with an error reply carrying this code.
+    Reply(String),
+}
+
+impl ConnError {
+    /// A short, stable name for counting.
+    pub(crate) fn kind(&self) -> String {
+        match self {
+            ConnError::Io(e) => match e.kind() {
+                io::ErrorKind::ConnectionRefused => "connection_refused".to_owned(),
+                io::ErrorKind::ConnectionReset => "connection_reset".to_owned(),
+                io::ErrorKind::AddrNotAvailable => "address_not_available".to_owned(),
+                io::ErrorKind::BrokenPipe => "broken_pipe".to_owned(),
+                io::ErrorKind::TimedOut => "timeout".to_owned(),
+                _ if e.raw_os_error() == Some(24) => "too_many_open_files".to_owned(),
+                _ => "io".to_owned(),
+            },
+            ConnError::Status(status) => format!("http_{status}"),
+            ConnError::Handshake(_) => "bad_handshake".to_owned(),
+            ConnError::Protocol(_) => "protocol".to_owned(),
+            ConnError::Closed(Some(code)) => format!("closed_{code}"),
+            ConnError::Closed(None) => "closed".to_owned(),
+            ConnError::Eof => "eof".to_owned(),
+            ConnError::Timeout => "timeout".to_owned(),
+            ConnError::Reply(code) => format!("reply_{code}"),
+        }
+    }
+}
+
+impl std::fmt::Display for ConnError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConnError::Io(e) => write!(f, "{e}"),
+            ConnError::Status(status) => write!(f, "upgrade refused with HTTP {status}"),
+            ConnError::Handshake(e) => write!(f, "bad handshake response: {e}"),
+            ConnError::Protocol(what) => write!(f, "protocol violation: {what}"),
+            ConnError::Closed(Some(code)) => write!(f, "server closed the connection ({code})"),
+            ConnError::Closed(None) => write!(f, "server closed the connection"),
+            ConnError::Eof => write!(f, "connection ended without a close frame"),
+            ConnError::Timeout => write!(f, "timed out"),
+            ConnError::Reply(code) => write!(f, "error reply {code:?}"),
+        }
+    }
+}
+
+impl From<io::Error> for ConnError {
+    fn from(e: io::Error) -> Self {
+        ConnError::Io(e)
+    }
+}
+
+/// A complete message from the server, owned (for the setup and close paths).
+#[derive(Debug)]
+pub(crate) enum Msg {
+    /// A text or binary message (fragments joined).
+    Data(Bytes),
+    /// The server's close frame, with its code if any. The echo is already queued.
+    Close(Option<u16>),
+}
+
+/// What a message handler passed to [`Ws::drain`] wants next.
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+pub(crate) enum Step {
+    /// Hand over the next message.
+    Continue,
+    /// Stop after this one; the rest stays buffered.
+    Stop,
+}
+
+/// Why [`Ws::drain`] returned.
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+pub(crate) enum Drained {
+    /// No complete message is left in the buffer: read more.
+    Empty,
+    /// The handler asked to stop.
+    Stopped,
+    /// The server's close frame came, with its code if any; its echo is queued.
+    Closed(Option<u16>),
+}
+
+/// Bytes waiting to be written, and how to frame more.
+#[derive(Debug)]
+pub(crate) struct Outbox {
+    out: BytesMut,
+    mask: [u8; 4],
+    sent_close: bool,
+}
+
+impl Outbox {
+    /// Queues bytes already encoded as frames (with this connection's mask).
+    pub(crate) fn queue_raw(&mut self, frames: &[u8]) {
+        self.out.extend_from_slice(frames);
+    }
+
+    /// Encodes and queues one masked frame.
+    pub(crate) fn queue(&mut self, opcode: OpCode, payload: &[u8]) {
+        encode_into(&mut self.out, opcode, payload, self.mask);
+    }
+
+    /// Queues a close frame (1000) unless one was already sent.
+    fn queue_close(&mut self) {
+        if !self.sent_close {
+            self.sent_close = true;
+            self.queue(OpCode::Close, &1000u16.to_be_bytes());
+        }
+    }
+}
+
+/// One open WebSocket connection.
+#[derive(Debug)]
+pub(crate) struct Ws {
+    stream: TcpStream,
+    rbuf: BytesMut,
+    outbox: Outbox,
+    fragments: Option<BytesMut>,
+}
+
+impl Ws {
+    /// Connects (from `local` if given), sends the upgrade and waits for the 101.
+    ///
+    /// Returns the connection; bytes that followed the response head are kept as frames.
+    pub(crate) async fn connect(target: &Target, local: Option<IpAddr>) -> Result<Self, ConnError> {
+        let stream = tcp_connect(target.addr, local).await?;
+        let handshake = ClientHandshake::with_key(rand_bytes());
+        let headers: Vec<(&str, &str)> =
+            target.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+        let request = handshake.request(&target.host, &target.path, &headers);
+        let mut ws = Ws::plain(stream);
+        ws.outbox =
+            Outbox { out: BytesMut::from(&request[..]), mask: rand_bytes(), sent_close: false };
+        let limits = HandshakeLimits::default();
+        loop {
+            ws.fill().await?;
+            match handshake.verify(&ws.rbuf, &limits) {
+                Ok(Some((_, used))) => {
+                    ws.rbuf.advance(used);
+                    return Ok(ws);
+                }
+                Ok(None) => {}
+                Err(HandshakeError::UnexpectedStatus(status)) => {
+                    return Err(ConnError::Status(status));
+                }
+                Err(e) => return Err(ConnError::Handshake(e)),
+            }
+        }
+    }
+
+    /// A plain byte pipe over `stream`, for HTTP/1.1: [`Ws::fill`], [`Ws::queue_raw`] and
+    /// [`Ws::read_buf`] without frames.
+    pub(crate) fn plain(stream: TcpStream) -> Self {
+        Ws {
+            stream,
+            rbuf: BytesMut::with_capacity(FIRST_READ_BUFFER),
+            outbox: Outbox { out: BytesMut::new(), mask: [0; 4], sent_close: true },
+            fragments: None,
+        }
+    }
+
+    /// The bytes read and not yet consumed.
+    pub(crate) fn read_buf(&mut self) -> &mut BytesMut {
+        &mut self.rbuf
+    }
+
+    /// This connection's masking key, for frames encoded ahead of time with [`encode`].
+    pub(crate) fn mask(&self) -> [u8; 4] {
+        self.outbox.mask
+    }
+
+    /// Queues bytes already encoded as frames (with this connection's mask).
+    pub(crate) fn queue_raw(&mut self, frames: &[u8]) {
+        self.outbox.queue_raw(frames);
+    }
+
+    /// Encodes and queues one masked frame.
+    pub(crate) fn queue(&mut self, opcode: OpCode, payload: &[u8]) {
+        self.outbox.queue(opcode, payload);
+    }
+
+    /// Sends `count` copies of a frame encoded ahead of time: written straight from `frame`
+    /// with one vectored write when nothing else is waiting, so large payloads are not
+    /// copied; what the socket does not take now is queued.
+    pub(crate) fn send_frames(&mut self, frame: &[u8], count: usize) -> Result<(), ConnError> {
+        let mut written = 0;
+        if self.outbox.out.is_empty() && !frame.is_empty() {
+            let slices = vec![io::IoSlice::new(frame); count.min(MAX_IOVECS)];
+            match self.stream.try_write_vectored(&slices) {
+                Ok(n) => written = n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let (whole, offset) = (written / frame.len().max(1), written % frame.len().max(1));
+        let out = &mut self.outbox.out;
+        if whole < count {
+            out.extend_from_slice(&frame[offset..]);
+            for _ in whole + 1..count {
+                out.extend_from_slice(frame);
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes as much of the queued bytes as the socket takes now, without waiting.
+    pub(crate) fn try_flush(&mut self) -> Result<(), ConnError> {
+        let out = &mut self.outbox.out;
+        while !out.is_empty() {
+            match self.stream.try_write(out) {
+                Ok(n) => out.advance(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if out.is_empty() && out.capacity() > MAX_IDLE_CAPACITY {
+            *out = BytesMut::new();
+        }
+        Ok(())
+    }
+
+    /// Waits until more bytes have been read, writing queued bytes meanwhile.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it only waits in `ready`, and bytes read are kept in the buffer.
+    pub(crate) async fn fill(&mut self) -> Result<usize, ConnError> {
+        loop {
+            self.try_flush()?;
+            if self.rbuf.capacity() - self.rbuf.len() < FIRST_READ_BUFFER / 2 {
+                self.rbuf.reserve(READ_CHUNK);
+            }
+            let interest = if self.outbox.out.is_empty() {
+                Interest::READABLE
+            } else {
+                Interest::READABLE | Interest::WRITABLE
+            };
+            let ready = self.stream.ready(interest).await?;
+            if ready.is_readable() {
+                match self.stream.try_read_buf(&mut self.rbuf) {
+                    Ok(0) => return Err(ConnError::Eof),
+                    Ok(n) => return Ok(n),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+    }
+
+    /// Writes every queued byte, waiting as needed.
+    pub(crate) async fn flush(&mut self) -> Result<(), ConnError> {
+        loop {
+            self.try_flush()?;
+            if self.outbox.out.is_empty() {
+                return Ok(());
+            }
+            self.stream.ready(Interest::WRITABLE).await?;
+        }
+    }
+
+    /// Hands each complete message already read to `handle`, in place (no copy, no
+    /// allocation), with the outbox for answers. Pings are answered, pongs skipped; a close
+    /// frame is echoed and ends the drain.
+    pub(crate) fn drain(
+        &mut self,
+        mut handle: impl FnMut(&[u8], &mut Outbox) -> Result<Step, ConnError>,
+    ) -> Result<Drained, ConnError> {
+        loop {
+            let Some((header, head_len)) =
+                FrameHeader::parse(&self.rbuf).map_err(|_| ConnError::Protocol("bad frame"))?
+            else {
+                return Ok(Drained::Empty);
+            };
+            if header.mask.is_some() {
+                // RFC 6455 §5.1: a client must close on a masked frame from the server.
+                return Err(ConnError::Protocol("masked server frame"));
+            }
+            if header.rsv != 0 {
+                // RFC 6455 §5.2: no extension was negotiated.
+                return Err(ConnError::Protocol("reserved bits set"));
+            }
+            if header.payload_len > MAX_MESSAGE as u64 {
+                return Err(ConnError::Protocol("frame too large"));
+            }
+            let total = head_len + header.payload_len as usize;
+            if self.rbuf.len() < total {
+                // Room for the rest of the frame and the next header in one read.
+                self.rbuf.reserve(total - self.rbuf.len() + MAX_HEADER_LEN);
+                return Ok(Drained::Empty);
+            }
+            let payload = &self.rbuf[head_len..total];
+            let mut step = Step::Continue;
+            match header.opcode {
+                OpCode::Ping => {
+                    // RFC 6455 §5.5.3: answer with the ping's application data.
+                    if !self.outbox.sent_close {
+                        self.outbox.queue(OpCode::Pong, payload);
+                    }
+                }
+                OpCode::Pong => {}
+                OpCode::Close => {
+                    let code = match payload {
+                        [a, b, ..] => Some(u16::from_be_bytes([*a, *b])),
+                        _ => None,
+                    };
+                    self.rbuf.advance(total);
+                    // RFC 6455 §5.5.1: echo the close unless this side sent one already.
+                    self.outbox.queue_close();
+                    return Ok(Drained::Closed(code));
+                }
+                OpCode::Text | OpCode::Binary => {
+                    if self.fragments.is_some() {
+                        return Err(ConnError::Protocol("new message inside a fragmented one"));
+                    }
+                    if header.fin {
+                        step = handle(payload, &mut self.outbox)?;
+                    } else {
+                        self.fragments = Some(BytesMut::from(payload));
+                    }
+                }
+                OpCode::Continuation => {
+                    let Some(partial) = &mut self.fragments else {
+                        return Err(ConnError::Protocol("continuation without a message"));
+                    };
+                    if partial.len() + payload.len() > MAX_MESSAGE {
+                        return Err(ConnError::Protocol("message too large"));
+                    }
+                    partial.extend_from_slice(payload);
+                    if header.fin {
+                        step = handle(partial, &mut self.outbox)?;
+                        self.fragments = None;
+                    }
+                }
+            }
+            self.rbuf.advance(total);
+            if step == Step::Stop {
+                return Ok(Drained::Stopped);
+            }
+        }
+    }
+
+    /// Reads until the next complete message, and copies it out.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe, as [`Ws::fill`].
+    pub(crate) async fn recv(&mut self) -> Result<Msg, ConnError> {
+        loop {
+            let mut got = None;
+            let drained = self.drain(|data, _| {
+                got = Some(Bytes::copy_from_slice(data));
+                Ok(Step::Stop)
+            })?;
+            match (drained, got) {
+                (Drained::Closed(code), _) => return Ok(Msg::Close(code)),
+                (_, Some(data)) => return Ok(Msg::Data(data)),
+                _ => {
+                    self.fill().await?;
+                }
+            }
+        }
+    }
+
+    /// The close handshake (RFC 6455 §7.1.2): sends a close frame, reads until the server's
+    /// close frame and the end of the stream, or until `timeout`. Messages still arriving are
+    /// dropped.
+    pub(crate) async fn close(mut self, timeout: Duration) -> Result<(), ConnError> {
+        self.outbox.queue_close();
+        let closing = async {
+            loop {
+                if let Drained::Closed(_) = self.drain(|_, _| Ok(Step::Continue))? {
+                    break;
+                }
+                self.fill().await?;
+            }
+            self.flush().await?;
+            // The server closes TCP first (RFC 6455 §7.1.1), so TIME_WAIT stays on its side.
+            match self.fill().await {
+                Err(ConnError::Eof) => Ok(()),
+                Err(e) => Err(e),
+                Ok(_) => Ok(()),
+            }
+        };
+        tokio::time::timeout(timeout, closing).await.map_err(|_| ConnError::Timeout)?
+    }
+}
+
+/// Encodes one masked frame with `mask`, for sending the same bytes many times.
+pub(crate) fn encode(opcode: OpCode, payload: &[u8], mask: [u8; 4]) -> Bytes {
+    let mut out = BytesMut::with_capacity(payload.len() + 14);
+    encode_into(&mut out, opcode, payload, mask);
+    out.freeze()
+}
+
+/// Appends one masked frame to `out` (RFC 6455 §5.2, §5.3).
+pub(crate) fn encode_into(out: &mut BytesMut, opcode: OpCode, payload: &[u8], mask: [u8; 4]) {
+    let header = FrameHeader {
+        fin: true,
+        rsv: 0,
+        opcode,
+        mask: Some(mask),
+        payload_len: payload.len() as u64,
+    };
+    out.reserve(header.encoded_len() + payload.len());
+    header.encode(out);
+    let start = out.len();
+    out.put_slice(payload);
+    switchboard_codec::apply_mask(&mut out[start..], mask, 0);
+}
+
+/// Opens a TCP connection from `local` (any port) when given.
+pub(crate) async fn tcp_connect(addr: SocketAddr, local: Option<IpAddr>) -> io::Result<TcpStream> {
+    let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    if let Some(ip) = local {
+        socket.bind(SocketAddr::new(ip, 0))?;
+    }
+    let stream = socket.connect(addr).await?;
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
+/// A queue of send instants, for round trips answered in order.
+pub(crate) type SendTimes = VecDeque<std::time::Instant>;
+
+/// Cheap per-connection randomness (masking keys and handshake nonces) from std's
+/// randomly seeded hasher: RFC 6455 §10.3 asks for unpredictable masks against proxies
+/// that misread frames, not for secrets.
+fn rand_bytes<const N: usize>() -> [u8; N] {
+    use std::hash::{BuildHasher as _, Hasher as _};
+    let mut out = [0u8; N];
+    for chunk in out.chunks_mut(8) {
+        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+        hasher.write_usize(chunk.as_ptr() as usize);
+        let word = hasher.finish().to_ne_bytes();
+        chunk.copy_from_slice(&word[..chunk.len()]);
+    }
+    out
+}
+
+/// The read buffer's growth step: at most this much is read per system call, unless a
+/// larger frame is on its way.
+const READ_CHUNK: usize = 16 << 10;
+/// The read buffer of a new connection: an idle connection never needs more.
+const FIRST_READ_BUFFER: usize = 2 << 10;
+/// Copies of one frame written per system call at most (Linux's `UIO_MAXIOV` is 1024).
+const MAX_IOVECS: usize = 64;
+/// Largest message accepted from the server.
+const MAX_MESSAGE: usize = 64 << 20;
+/// A write buffer that grew past this is released once empty.
+const MAX_IDLE_CAPACITY: usize = 1 << 20;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_url_takes_host_port_and_path() {
+        let ((host, resolve), path) =
+            split_url("ws://127.0.0.1:9/socket.io/?EIO=4", "ws://", 80).expect("valid");
+        assert_eq!(
+            (host.as_str(), resolve.as_str(), path.as_str()),
+            ("127.0.0.1:9", "127.0.0.1:9", "/socket.io/?EIO=4")
+        );
+        let ((host, resolve), path) = split_url("ws://localhost", "ws://", 80).expect("valid");
+        assert_eq!(
+            (host.as_str(), resolve.as_str(), path.as_str()),
+            ("localhost", "localhost:80", "/")
+        );
+        let (_, path) = split_url("ws://h:1?x=1", "ws://", 80).expect("valid");
+        assert_eq!(path, "/?x=1");
+        assert!(split_url("wss://h/ws", "ws://", 80).is_err());
+    }
+
+    #[test]
+    fn encoded_frame_unmasks_to_payload() {
+        let frame = encode(OpCode::Text, b"hello", [1, 2, 3, 4]);
+        let (header, len) = FrameHeader::parse(&frame).expect("valid").expect("complete");
+        assert_eq!(header.mask, Some([1, 2, 3, 4]));
+        let mut payload = frame[len..].to_vec();
+        switchboard_codec::apply_mask(&mut payload, [1, 2, 3, 4], 0);
+        assert_eq!(payload, b"hello");
+    }
+
+    /// A connection over loopback whose read buffer the test fills by hand.
+    async fn ws_with(bytes: &[u8]) -> (Ws, TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let client =
+            TcpStream::connect(listener.local_addr().expect("addr")).await.expect("connect");
+        let (server, _) = listener.accept().await.expect("accept");
+        let mut ws = Ws::plain(client);
+        ws.outbox.sent_close = false;
+        ws.read_buf().extend_from_slice(bytes);
+        (ws, server)
+    }
+
+    fn collect(ws: &mut Ws) -> (Vec<Vec<u8>>, Result<Drained, ConnError>) {
+        let mut got = Vec::new();
+        let drained = ws.drain(|data, _| {
+            got.push(data.to_vec());
+            Ok(Step::Continue)
+        });
+        (got, drained)
+    }
+
+    #[tokio::test]
+    async fn reader_joins_fragments_answers_pings_and_stops_at_close() {
+        let mut wire = Vec::new();
+        wire.extend_from_slice(b"\x01\x03abc"); // text, not final
+        wire.extend_from_slice(b"\x89\x02hi"); // ping between fragments
+        wire.extend_from_slice(b"\x80\x02de"); // final continuation
+        wire.extend_from_slice(b"\x82\x01z"); // binary
+        wire.extend_from_slice(b"\x88\x02\x03\xe8"); // close 1000
+        wire.extend_from_slice(b"\x81\x01q"); // after the close: left unread
+        let (mut ws, _server) = ws_with(&wire).await;
+        let (got, drained) = collect(&mut ws);
+        assert_eq!(got, vec![b"abcde".to_vec(), b"z".to_vec()]);
+        assert!(matches!(drained, Ok(Drained::Closed(Some(1000)))));
+        // The pong (masked, payload "hi") and the close echo are queued.
+        let (pong, len) = FrameHeader::parse(&ws.outbox.out).expect("valid").expect("complete");
+        assert_eq!((pong.opcode, pong.payload_len), (OpCode::Pong, 2));
+        let (close, _) =
+            FrameHeader::parse(&ws.outbox.out[len + 2..]).expect("valid").expect("complete");
+        assert_eq!(close.opcode, OpCode::Close);
+        assert_eq!(&ws.read_buf()[..], b"\x81\x01q");
+    }
+
+    #[tokio::test]
+    async fn reader_waits_for_whole_frames() {
+        let (mut ws, _server) = ws_with(b"\x81\x7e\x01\x00abc").await;
+        let (got, drained) = collect(&mut ws);
+        assert!(got.is_empty());
+        assert!(matches!(drained, Ok(Drained::Empty)));
+        assert!(ws.read_buf().capacity() >= 256 + 4);
+    }
+
+    #[tokio::test]
+    async fn reader_rejects_what_a_server_must_not_send() {
+        for bad in [&b"\x81\x81abcdx"[..], b"\xc1\x01x", b"\x80\x01x", b"\x89\x7e\x00\x80"] {
+            let (mut ws, _server) = ws_with(bad).await;
+            let (_, drained) = collect(&mut ws);
+            assert!(matches!(drained, Err(ConnError::Protocol(_))), "{bad:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn send_frames_delivers_every_copy_in_order() {
+        use tokio::io::AsyncReadExt as _;
+        let (mut ws, mut server) = ws_with(b"").await;
+        // Larger than a socket buffer, so part of it is queued and flushed later.
+        let frame = encode(OpCode::Binary, &vec![7u8; 300_000], [1, 2, 3, 4]);
+        ws.send_frames(&frame, 3).expect("send");
+        let reading = tokio::spawn(async move {
+            let mut got = vec![0u8; frame.len() * 3];
+            server.read_exact(&mut got).await.expect("read");
+            got == frame.repeat(3)
+        });
+        ws.flush().await.expect("flush");
+        assert!(reading.await.expect("reader"));
+    }
+
+    #[test]
+    fn random_bytes_differ_between_calls() {
+        let a: [u8; 16] = rand_bytes();
+        let b: [u8; 16] = rand_bytes();
+        assert_ne!(a, b);
+    }
+}
