@@ -123,6 +123,10 @@ pub(crate) async fn drive<S>(
     let mut session_timer = pin!(sleep_until(far_future));
     let mut session_armed = None;
     let mut draining = false;
+    // Waited on across iterations rather than made anew in each: registering with a
+    // `Notify` takes its lock, once per connection instead of once per wake-up.
+    let mut closing_now = pin!(closing.cancelled());
+    let mut overflowed = pin!(overflow.cancelled());
     let mut slow = false;
     let error = loop {
         // A slow consumer's close frame gets a short, bounded chance to go out.
@@ -149,7 +153,7 @@ pub(crate) async fn drive<S>(
         }
         tokio::select! {
             biased;
-            () = closing.cancelled(), if !draining => {
+            () = &mut closing_now, if !draining => {
                 draining = true;
                 if let App::Hub(_) = &app {
                     // Upgraded after the drain's batches were planned.
@@ -162,7 +166,7 @@ pub(crate) async fn drive<S>(
                         conn.close(CloseCode::GOING_AWAY, "server shutting down", Instant::now());
                 }
             }
-            () = overflow.cancelled(), if !slow => {
+            () = &mut overflowed, if !slow => {
                 slow = true;
                 metrics.slow_consumers.inc();
                 disconnect(&mut conn, &app, codes::close::SLOW_CONSUMER, "slow consumer");
@@ -443,6 +447,9 @@ where
     while let Some(bytes) = conn.poll_transmit() {
         let write = timeout(limit, io.write_all(&bytes));
         let result = tokio::select! {
+            // The write first: it usually completes at once, and then the overflow wait is
+            // never registered.
+            biased;
             result = write => result,
             () = overflow.cancelled(), if !already_slow => {
                 conn.handle_transport_closed();
