@@ -39,7 +39,7 @@ use std::time::Duration;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -52,6 +52,21 @@ pub use error::Error;
 pub use switchboard_broker::{Broker, MemoryBroker};
 pub use switchboard_codec::{HandshakeLimits, Limits};
 pub use tls::TlsSource;
+
+/// Connections the kernel may hold before `accept` (it caps this at `somaxconn`): a burst
+/// of clients reconnecting at once, after a deploy or a network blip, must not see their
+/// SYNs dropped and wait a second to retransmit, as they would past the usual 128.
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// A listening socket on `addr` with [`LISTEN_BACKLOG`].
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    // As the standard library does on Unix: a restarted server rebinds at once.
+    #[cfg(unix)]
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
 
 /// State shared by every connection task.
 #[derive(Debug)]
@@ -141,8 +156,7 @@ impl Server {
     /// [`Error::Bind`] when the address is in use or cannot be bound.
     pub async fn bind_with_broker(config: Config, broker: Arc<dyn Broker>) -> Result<Self, Error> {
         let addr = config.listen;
-        let listener =
-            TcpListener::bind(addr).await.map_err(|source| Error::Bind { addr, source })?;
+        let listener = listen(addr).map_err(|source| Error::Bind { addr, source })?;
         let local_addr = listener.local_addr()?;
         let metrics = metrics::Metrics::new();
         let broker = Arc::new(timed::TimedBroker::new(broker, Arc::clone(&metrics.broker)));

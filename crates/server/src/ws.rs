@@ -1,13 +1,15 @@
 //! The per-connection driver: one task owns the socket and the codec connection.
 
 use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::future::{pending, poll_fn};
+use std::io::IoSlice;
 use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::task::{Poll, ready};
 use std::time::Instant;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf as _, Bytes, BytesMut};
 use switchboard_codec::{CloseCause, CloseCode, Connection, Event, Message, Timeouts};
 use switchboard_hub::Delivery;
 use switchboard_proto::{Push, advice, codes};
@@ -444,8 +446,13 @@ async fn flush<S>(
 where
     S: AsyncWrite + Unpin,
 {
-    while let Some(bytes) = conn.poll_transmit() {
-        let write = timeout(limit, io.write_all(&bytes));
+    let mut batch = Batch::default();
+    loop {
+        batch.fill(conn);
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let write = timeout(limit, write_batch(io, &mut batch));
         let result = tokio::select! {
             // The write first: it usually completes at once, and then the overflow wait is
             // never registered.
@@ -469,6 +476,82 @@ where
                 ));
             }
         }
+    }
+}
+
+/// Chunks handed out in one vectored write at most.
+const MAX_CHUNKS: usize = 16;
+
+/// Chunks the codec queued (coalesced small frames, shared large payloads), written with as
+/// few system calls as the socket allows: one for a frame header and its payload. The
+/// usual single chunk needs no allocation.
+#[derive(Default)]
+struct Batch {
+    head: Option<Bytes>,
+    tail: VecDeque<Bytes>,
+}
+
+impl Batch {
+    fn fill(&mut self, conn: &mut Connection) {
+        if self.head.is_none() {
+            self.head = conn.poll_transmit();
+        }
+        while self.head.is_some() && self.tail.len() + 1 < MAX_CHUNKS {
+            match conn.poll_transmit() {
+                Some(chunk) => self.tail.push_back(chunk),
+                None => break,
+            }
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.head.is_none()
+    }
+
+    fn chunks(&self) -> impl Iterator<Item = &Bytes> {
+        self.head.iter().chain(&self.tail)
+    }
+
+    /// Drops what `n` written bytes covered.
+    fn advance(&mut self, mut n: usize) {
+        while n > 0 {
+            let Some(head) = self.head.as_mut() else { return };
+            if n >= head.len() {
+                n -= head.len();
+                self.head = self.tail.pop_front();
+            } else {
+                head.advance(n);
+                n = 0;
+            }
+        }
+    }
+}
+
+/// Writes the whole batch: vectored when there are several chunks.
+async fn write_batch<S>(io: &mut S, batch: &mut Batch) -> std::io::Result<()>
+where
+    S: AsyncWrite + Unpin,
+{
+    while !batch.is_empty() {
+        let written = poll_fn(|cx| {
+            // Built on each poll, so the slices never live in the connection's future.
+            let mut slices = [IoSlice::new(&[]); MAX_CHUNKS];
+            let mut count = 0;
+            for (slice, chunk) in slices.iter_mut().zip(batch.chunks()) {
+                *slice = IoSlice::new(chunk);
+                count += 1;
+            }
+            if count == 1 {
+                Pin::new(&mut *io).poll_write(cx, &slices[0])
+            } else {
+                Pin::new(&mut *io).poll_write_vectored(cx, &slices[..count])
+            }
+        })
+        .await?;
+        if written == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        batch.advance(written);
     }
     Ok(())
 }
