@@ -1,8 +1,11 @@
 //! HTTP/1.1 routes and the hand-over of upgraded connections to the WebSocket driver.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use futures_util::future::Either;
 use http::{HeaderValue, Method, Request, Response, StatusCode, Version, header};
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -254,6 +257,9 @@ fn upgrade(mut req: Request<Incoming>, shared: &Arc<Shared>, endpoint: Endpoint)
     let info = ConnInfo { peer, subprotocol: offered_format.map(Format::subprotocol) };
     let on_upgrade = hyper::upgrade::on(&mut req);
     let task_shared = Arc::clone(shared);
+    // Boxed while the upgrade completes: a task's future keeps room for whatever it held
+    // across an await, for the whole connection.
+    let identity = Box::new(identity);
     shared.tracker.spawn(async move {
         let _slot = slot;
         let upgraded = match on_upgrade.await {
@@ -263,47 +269,13 @@ fn upgrade(mut req: Request<Incoming>, shared: &Arc<Shared>, endpoint: Endpoint)
                 return;
             }
         };
-        let config = &task_shared.config;
-        let (conn, app) = match format {
-            None => (Connection::new(Role::Server, config.limits.clone()), App::Echo),
-            Some(format) => {
-                let node = Arc::clone(&task_shared.node);
-                let limits = Limits::with_max_message_size(node.options.max_message_size);
-                let sink = ConnSink::new(format, node.options.outbound_queue_bytes);
-                let ping = config.ping_interval.map_or(0, |d| d.as_secs());
-                let ping = u32::try_from(ping).unwrap_or(u32::MAX);
-                let session = Session::new(
-                    Arc::clone(&node),
-                    Arc::clone(&task_shared),
-                    identity,
-                    format,
-                    Arc::clone(&sink),
-                    ping,
-                );
-                node.register(session.id(), session.user().map(str::to_owned), &sink);
-                let app = App::Hub(Box::new(HubApp { session, sink }));
-                (Connection::new(Role::Server, limits), app)
-            }
+        // Built in a block that ends before the await: what the driver took over must not
+        // keep its own room in the task next to the driver's.
+        let driving = {
+            let (conn, app) = connection_app(&task_shared, format, identity);
+            drive_upgraded(upgraded, conn, app, info, &task_shared)
         };
-        // Take the raw socket back from hyper so the driver reads and writes it directly.
-        let upgraded = match upgraded.downcast::<TokioIo<TcpStream>>() {
-            Ok(parts) => {
-                let io = parts.io.into_inner();
-                return drive(io, parts.read_buf, conn, app, info, &task_shared).await;
-            }
-            Err(upgraded) => upgraded,
-        };
-        // Boxed: each driver instance would otherwise add its size to every task's.
-        match upgraded.downcast::<TokioIo<TlsStream<TcpStream>>>() {
-            Ok(parts) => {
-                let io = parts.io.into_inner();
-                Box::pin(drive(io, parts.read_buf, conn, app, info, &task_shared)).await;
-            }
-            Err(upgraded) => {
-                let io = TokioIo::new(upgraded);
-                Box::pin(drive(io, Bytes::new(), conn, app, info, &task_shared)).await;
-            }
-        }
+        driving.await;
     });
     let mut resp = Response::new(Body::default());
     *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
@@ -328,6 +300,65 @@ fn json_error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     h.insert(header::CONNECTION, HeaderValue::from_static("close"));
     resp
+}
+
+/// The codec connection and the application of an upgraded connection: the echo, or a hub
+/// session registered with the node.
+fn connection_app(
+    shared: &Arc<Shared>,
+    format: Option<Format>,
+    identity: Box<Identity>,
+) -> (Connection, App) {
+    let config = &shared.config;
+    let Some(format) = format else {
+        return (Connection::new(Role::Server, config.limits.clone()), App::Echo);
+    };
+    let node = Arc::clone(&shared.node);
+    let limits = Limits::with_max_message_size(node.options.max_message_size);
+    let sink = ConnSink::new(format, node.options.outbound_queue_bytes);
+    let ping = config.ping_interval.map_or(0, |d| d.as_secs());
+    let ping = u32::try_from(ping).unwrap_or(u32::MAX);
+    let session = Session::new(
+        Arc::clone(&node),
+        Arc::clone(shared),
+        *identity,
+        format,
+        Arc::clone(&sink),
+        ping,
+    );
+    node.register(session.id(), session.user().map(str::to_owned), &sink);
+    let app = App::Hub(Box::new(HubApp { session, sink }));
+    (Connection::new(Role::Server, limits), app)
+}
+
+/// The driver of an upgraded connection, on the raw socket taken back from hyper. Plain TCP,
+/// the common case, is driven in place; TLS and anything else in a box, so that their
+/// drivers do not add their size to every connection's task.
+fn drive_upgraded<'a>(
+    upgraded: hyper::upgrade::Upgraded,
+    conn: Connection,
+    app: App,
+    info: ConnInfo,
+    shared: &'a Shared,
+) -> impl Future<Output = ()> + Send + 'a {
+    let upgraded = match upgraded.downcast::<TokioIo<TcpStream>>() {
+        Ok(parts) => {
+            let io = parts.io.into_inner();
+            return Either::Left(drive(io, parts.read_buf, conn, app, info, shared));
+        }
+        Err(upgraded) => upgraded,
+    };
+    let boxed: Pin<Box<dyn Future<Output = ()> + Send + 'a>> =
+        match upgraded.downcast::<TokioIo<TlsStream<TcpStream>>>() {
+            Ok(parts) => {
+                let io = parts.io.into_inner();
+                Box::pin(drive(io, parts.read_buf, conn, app, info, shared))
+            }
+            Err(upgraded) => {
+                Box::pin(drive(TokioIo::new(upgraded), Bytes::new(), conn, app, info, shared))
+            }
+        };
+    Either::Right(boxed)
 }
 
 /// The answer to an upgrade refused by a connection or handshake limit (counted and logged
