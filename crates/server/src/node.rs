@@ -1,7 +1,7 @@
 //! The node: one server's hub wired to the broker, and the per-connection outbound queue.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
@@ -278,6 +278,8 @@ pub(crate) struct ConnSink {
     format: Format,
     /// Cancelled when the queue overflowed: the connection is a slow consumer.
     overflow: CancellationToken,
+    /// The same fact, for the fan-out path: a token's own check takes its lock.
+    overflowed: AtomicBool,
 }
 
 impl std::fmt::Debug for ConnSink {
@@ -299,6 +301,7 @@ impl ConnSink {
             limit,
             format,
             overflow: CancellationToken::new(),
+            overflowed: AtomicBool::new(false),
         })
     }
 
@@ -340,11 +343,12 @@ impl ConnSink {
     /// Queues a payload (a reply) behind the pushes already queued, within the same byte
     /// budget: a client that sends commands but never reads overflows it too.
     pub(crate) fn enqueue(&self, bytes: Bytes, since: Option<Instant>) {
-        if self.overflow.is_cancelled() {
+        if self.is_overflowed() {
             return;
         }
         let queued = self.queued.fetch_add(bytes.len(), Ordering::Relaxed) + bytes.len();
         if queued > self.limit {
+            self.overflowed.store(true, Ordering::Release);
             self.overflow.cancel();
             return;
         }
@@ -365,6 +369,11 @@ impl ConnSink {
     pub(crate) fn overflow(&self) -> &CancellationToken {
         &self.overflow
     }
+
+    /// Whether the queue overflowed.
+    fn is_overflowed(&self) -> bool {
+        self.overflowed.load(Ordering::Acquire)
+    }
 }
 
 /// Queue capacity (entries) kept once the queue empties; a larger one is freed.
@@ -372,13 +381,13 @@ const SHRINK_ABOVE: usize = 16;
 
 impl Sink for ConnSink {
     fn deliver(&self, delivery: &Arc<Delivery>) -> bool {
-        if self.overflow.is_cancelled() {
+        if self.is_overflowed() {
             return false;
         }
         let Some(bytes) = delivery.encoded(self.format) else { return true };
         // Never block the publisher and never grow: past the budget this subscriber is cut
         // off.
         self.enqueue(bytes, delivery.received_at());
-        !self.overflow.is_cancelled()
+        !self.is_overflowed()
     }
 }

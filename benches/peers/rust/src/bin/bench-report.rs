@@ -743,12 +743,26 @@ impl Plot {
     }
 
     fn draw_on(&self, root: &DrawingArea<BitMapBackend<'_>, Shift>) -> anyhow::Result<()> {
-        let max =
-            self.bars.iter().flat_map(|(_, v)| v.iter().flatten().copied()).fold(0.0, f64::max);
-        let top = if max > 0.0 { max * 1.18 } else { 1.0 };
+        let mut values: Vec<f64> =
+            self.bars.iter().flat_map(|(_, v)| v.iter().flatten().copied()).collect();
+        values.sort_by(f64::total_cmp);
+        let max = values.last().copied().unwrap_or(0.0);
+        // A few servers an order of magnitude off would flatten everyone else's bars: the
+        // axis stops at 3 × the median and their bars are cut, their labels marked ↑.
+        let median = values.get(values.len() / 2).copied().unwrap_or(0.0);
+        let cap = (median > 0.0 && max > 6.0 * median).then_some(3.0 * median);
+        let top = match cap {
+            Some(cap) => cap * 1.18,
+            None if max > 0.0 => max * 1.18,
+            None => 1.0,
+        };
+        let title = match cap {
+            Some(cap) => format!("{} (axis cut at {})", self.title, format_value(cap, self.unit)),
+            None => self.title.clone(),
+        };
         let n = self.bars.len().max(1);
         let mut chart = ChartBuilder::on(root)
-            .caption(&self.title, (FONT, 24))
+            .caption(&title, (FONT, 24))
             .margin(16)
             .margin_bottom(40)
             .x_label_area_size(10)
@@ -784,13 +798,19 @@ impl Plot {
                     )))?;
                     continue;
                 };
+                let shown = cap.map_or(v, |cap| v.min(cap));
+                let label = if shown < v {
+                    format!("{} ↑", format_value(v, self.unit))
+                } else {
+                    format_value(v, self.unit)
+                };
                 chart.draw_series(std::iter::once(Rectangle::new(
-                    [(x0, 0.0), (x1, v)],
+                    [(x0, 0.0), (x1, shown)],
                     color.filled(),
                 )))?;
                 chart.draw_series(std::iter::once(Text::new(
-                    format_value(v, self.unit),
-                    ((x0 + x1) / 2.0, v + top * 0.01),
+                    label,
+                    ((x0 + x1) / 2.0, shown + top * 0.01),
                     (FONT, 13).into_font().color(&BLACK).pos(Pos::new(HPos::Center, VPos::Bottom)),
                 )))?;
             }
