@@ -6,7 +6,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use switchboard_test_support::server::{TestServer, open_config, open_namespace};
+use switchboard_test_support::server::{TestServer, bench_config};
 
 const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
 
@@ -16,17 +16,7 @@ const LIMIT: Duration = Duration::from_secs(60);
 /// A server with an open `bench` namespace (only publications reach subscribers) and no
 /// rate limits.
 async fn server() -> TestServer {
-    let mut config = open_config();
-    let mut bench = open_namespace();
-    bench.presence = false;
-    bench.join_leave = false;
-    bench.history_size = 0;
-    config.hub.namespaces.insert("bench".into(), bench);
-    config.rate_limits.message_rate = None;
-    config.rate_limits.byte_rate = None;
-    config.rate_limits.handshake_rate = None;
-    config.demo = false;
-    TestServer::start(config).await
+    TestServer::start(bench_config()).await
 }
 
 /// Runs `switchboard bench <args>` off the runtime's threads, killing it (its own PID)

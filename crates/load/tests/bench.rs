@@ -6,8 +6,7 @@ use std::time::Duration;
 use clap::Parser as _;
 use serde_json::Value;
 use switchboard_load::{BenchArgs, Error, execute};
-use switchboard_server::Config;
-use switchboard_test_support::server::{TestServer, open_config, open_namespace};
+use switchboard_test_support::server::{TestServer, bench_config};
 
 /// Every run is bounded by this.
 const LIMIT: Duration = Duration::from_secs(30);
@@ -21,17 +20,8 @@ struct Cli {
 /// A server with an open `bench` namespace (no presence, joins or history: only the
 /// publications reach subscribers) and no rate limits.
 async fn server() -> TestServer {
-    let mut config: Config = open_config();
-    let mut bench = open_namespace();
-    bench.presence = false;
-    bench.join_leave = false;
-    bench.history_size = 0;
-    config.hub.namespaces.insert("bench".into(), bench);
-    config.rate_limits.message_rate = None;
-    config.rate_limits.byte_rate = None;
-    config.rate_limits.handshake_rate = None;
+    let mut config = bench_config();
     config.api_key = Some(API_KEY.to_owned());
-    config.demo = false;
     TestServer::start(config).await
 }
 

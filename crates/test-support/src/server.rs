@@ -60,3 +60,20 @@ pub fn open_namespace() -> switchboard_server::NamespaceOptions {
     options.anonymous = switchboard_server::Anonymous::Publish;
     options
 }
+
+/// A config for load runs: a `bench` namespace open to anonymous publishers, without
+/// presence, join and leave pushes or history (only publications reach subscribers), no rate
+/// limits and no demo ticker.
+pub fn bench_config() -> Config {
+    let mut config = open_config();
+    let mut bench = open_namespace();
+    bench.presence = false;
+    bench.join_leave = false;
+    bench.history_size = 0;
+    config.hub.namespaces.insert("bench".into(), bench);
+    config.rate_limits.message_rate = None;
+    config.rate_limits.byte_rate = None;
+    config.rate_limits.handshake_rate = None;
+    config.demo = false;
+    config
+}
