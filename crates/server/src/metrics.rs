@@ -186,13 +186,13 @@ impl Metrics {
         }
         // `encode` ends with `# EOF`; the scrape-time families go before it.
         let mut body = out.strip_suffix("# EOF\n").unwrap_or(&out).to_owned();
-        self.delivery_latency.render(
+        histogram_header(
             &mut body,
             "delivery_latency_seconds",
             "Time from a publication reaching this node's hub (a local publish, or the broker's \
              pub/sub) to its hand-off to a subscriber's socket write",
-            None,
         );
+        self.delivery_latency.render(&mut body, "delivery_latency_seconds", None);
         self.broker.render(&mut body);
         for family in extra {
             let kind = if family.counter { "counter" } else { "gauge" };
@@ -232,12 +232,7 @@ impl Sampled {
     }
 }
 
-/// Upper bounds of the latency buckets, in seconds (Prometheus' `le`).
-const LATENCY_BOUNDS: [f64; 15] = [
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-];
-
-/// The same bounds in nanoseconds, for comparisons without floating point.
+/// Upper bounds of the latency buckets, in nanoseconds (exposed in seconds as `le`).
 const LATENCY_BOUNDS_NANOS: [u64; 15] = [
     100_000,
     250_000,
@@ -256,13 +251,18 @@ const LATENCY_BOUNDS_NANOS: [u64; 15] = [
     5_000_000_000,
 ];
 
+/// Writes a histogram family's `HELP` and `TYPE` lines.
+fn histogram_header(out: &mut String, name: &str, help: &str) {
+    let _ = write!(out, "# HELP switchboard_{name} {help}.\n# TYPE switchboard_{name} histogram\n");
+}
+
 /// A latency histogram with fixed buckets, lock-free: observers add with relaxed atomics,
 /// usually a whole [`LatencyBatch`] at a time, so a hot path costs a few adds per write
 /// rather than a lock per observation.
 #[derive(Debug, Default)]
 pub(crate) struct LatencyHistogram {
     /// Per-bucket (not cumulative) counts; the last one is `+Inf`.
-    buckets: [AtomicU64; LATENCY_BOUNDS.len() + 1],
+    buckets: [AtomicU64; LATENCY_BOUNDS_NANOS.len() + 1],
     sum_nanos: AtomicU64,
     count: AtomicU64,
 }
@@ -289,21 +289,16 @@ impl LatencyHistogram {
         self.count.fetch_add(batch.count, Ordering::Relaxed);
     }
 
-    /// Writes the family `switchboard_{name}` (one label pair optional) in OpenMetrics text.
-    fn render(&self, out: &mut String, name: &str, help: &str, label: Option<(&str, &str)>) {
-        if help.is_empty() {
-            // A further sample of a family whose header was written already.
-        } else {
-            let _ = write!(
-                out,
-                "# HELP switchboard_{name} {help}.\n# TYPE switchboard_{name} histogram\n"
-            );
-        }
+    /// Writes the samples of `switchboard_{name}` (one label pair optional) in OpenMetrics
+    /// text, below its [`histogram_header`].
+    fn render(&self, out: &mut String, name: &str, label: Option<(&str, &str)>) {
         let prefix = label.map(|(k, v)| format!("{k}=\"{v}\",")).unwrap_or_default();
         let mut cumulative = 0;
         for (i, bucket) in self.buckets.iter().enumerate() {
             cumulative += bucket.load(Ordering::Relaxed);
-            let le = LATENCY_BOUNDS.get(i).map_or_else(|| "+Inf".to_owned(), |b| format!("{b:?}"));
+            let le = LATENCY_BOUNDS_NANOS
+                .get(i)
+                .map_or_else(|| "+Inf".to_owned(), |&b| format!("{:?}", b as f64 / 1e9));
             let _ = writeln!(out, "switchboard_{name}_bucket{{{prefix}le=\"{le}\"}} {cumulative}");
         }
         let labels = label.map(|(k, v)| format!("{{{k}=\"{v}\"}}")).unwrap_or_default();
@@ -318,7 +313,7 @@ impl LatencyHistogram {
 /// at once.
 #[derive(Debug, Default)]
 pub(crate) struct LatencyBatch {
-    buckets: [u64; LATENCY_BOUNDS.len() + 1],
+    buckets: [u64; LATENCY_BOUNDS_NANOS.len() + 1],
     sum_nanos: u64,
     count: u64,
 }
@@ -387,12 +382,14 @@ impl BrokerStats {
     }
 
     fn render(&self, out: &mut String) {
-        let mut help = "Time broker operations took (for Redis: round trips and scripts), by \
-                        operation";
+        histogram_header(
+            out,
+            "broker_latency_seconds",
+            "Time broker operations took (for Redis: round trips and scripts), by operation",
+        );
         for op in BrokerOp::ALL {
             let histogram = &self.latency[op as usize];
-            histogram.render(out, "broker_latency_seconds", help, Some(("op", op.as_str())));
-            help = "";
+            histogram.render(out, "broker_latency_seconds", Some(("op", op.as_str())));
         }
         out.push_str(
             "# HELP switchboard_broker_errors Broker operations that failed, by operation.\n\
@@ -440,6 +437,27 @@ mod tests {
         );
         assert!(text.contains("switchboard_channels 3\n"), "{text}");
         assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn histograms_have_cumulative_buckets_in_seconds() {
+        let metrics = Metrics::new();
+        let mut batch = LatencyBatch::default();
+        batch.observe(Duration::from_micros(200));
+        batch.observe(Duration::from_secs(9));
+        metrics.delivery_latency.add(&batch);
+        let text = metrics.render(&[]);
+        let bucket =
+            |le: &str| format!("switchboard_delivery_latency_seconds_bucket{{le=\"{le}\"}}");
+        assert!(text.contains(&format!("{} 0\n", bucket("0.0001"))), "{text}");
+        assert!(text.contains(&format!("{} 1\n", bucket("0.00025"))), "{text}");
+        assert!(text.contains(&format!("{} 1\n", bucket("1.0"))), "{text}");
+        assert!(text.contains(&format!("{} 1\n", bucket("5.0"))), "{text}");
+        assert!(text.contains(&format!("{} 2\n", bucket("+Inf"))), "{text}");
+        assert!(text.contains("switchboard_delivery_latency_seconds_count 2\n"), "{text}");
+        assert_eq!(text.matches("# TYPE switchboard_broker_latency_seconds histogram").count(), 1);
+        let publish = "switchboard_broker_latency_seconds_bucket{op=\"publish\",le=\"0.0001\"} 0";
+        assert!(text.contains(publish), "{text}");
     }
 
     #[test]

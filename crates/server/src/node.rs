@@ -109,11 +109,9 @@ impl Node {
     /// Asks connection `id` to close with `kick`. Returns whether it was connected here.
     pub(crate) fn disconnect_client(&self, id: &str, kick: Kick) -> bool {
         let connections = self.connections();
-        let found = connections.get(id);
-        if let Some(c) = found {
-            c.sink.kick(kick);
-        }
-        found.is_some()
+        let Some(connection) = connections.get(id) else { return false };
+        connection.sink.kick(kick);
+        true
     }
 
     /// Asks every connection of `user` to close with `kick`. Returns how many were asked.
