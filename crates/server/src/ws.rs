@@ -18,7 +18,7 @@ use tokio::time::{Duration, sleep_until, timeout};
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::LatencyBatch;
-use crate::metrics::{Closed, Metrics, Reason, Transport};
+use crate::metrics::{Closed, CodeLabel, Metrics, Reason, Transport};
 use crate::node::{ConnSink, Input, Kick, Outbound};
 use crate::session::Session;
 use crate::{Config, Shared};
@@ -231,7 +231,7 @@ pub(crate) async fn drive<S>(
         Some(CloseCause::CloseTimeout) => "close_timeout",
         None => "transport",
     };
-    let closed = Closed { transport: transport.transport, code, cause };
+    let closed = Closed { transport: transport.transport, code: CodeLabel::new(code), cause };
     metrics.connections_closed.get_or_create(&closed).inc();
     tracing::info!(
         client = client.as_deref(),
