@@ -15,7 +15,10 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_rustls::server::TlsStream;
 
-use crate::auth::{AuthFailure, BEARER_PROTOCOL_PREFIX, Identity, check_origin, find_credential};
+use crate::auth::{
+    AuthFailure, Identity, bearer_protocol_token, check_origin, find_credential,
+    looks_like_credential,
+};
 use crate::limits::Refusal;
 use crate::metrics::{Metrics, Sampled, resident_memory_bytes};
 use crate::node::ConnSink;
@@ -225,7 +228,7 @@ fn upgrade(mut req: Request<Incoming>, shared: &Arc<Shared>, endpoint: Endpoint)
     let offered: Vec<String> = handshake
         .protocols
         .iter()
-        .filter(|p| !p.starts_with(BEARER_PROTOCOL_PREFIX))
+        .filter(|p| bearer_protocol_token(p).is_none())
         .cloned()
         .collect();
     let format = match endpoint {
@@ -383,12 +386,17 @@ fn refuse_auth(failure: &AuthFailure, metrics: &Metrics) -> Response<Body> {
     resp
 }
 
-/// The answer to a client offering only subprotocols this server does not speak.
+/// The answer to a client offering only subprotocols this server does not speak. Entries
+/// that may hold a secret are shown as `<redacted>`, in the body and in the log alike.
 fn refuse_protocols(offered: &[String]) -> Response<Body> {
-    tracing::debug!(?offered, "handshake refused: no supported subprotocol");
+    let shown = offered
+        .iter()
+        .map(|p| if looks_like_credential(p) { "<redacted>" } else { p.as_str() })
+        .collect::<Vec<_>>()
+        .join(", ");
+    tracing::debug!(offered = %shown, "handshake refused: no supported subprotocol");
     let body = format!(
-        "unsupported subprotocol: offered {}; supported are {}\n",
-        offered.join(", "),
+        "unsupported subprotocol: offered {shown}; supported are {}\n",
         Format::SUBPROTOCOLS.join(", ")
     );
     let mut resp = text(StatusCode::BAD_REQUEST, &body);

@@ -67,6 +67,45 @@ async fn bearer_subprotocol_entry_authenticates_and_is_never_echoed() {
 }
 
 #[tokio::test]
+async fn bearer_subprotocol_prefix_matches_in_any_case_and_is_never_echoed() {
+    let server = TestServer::start(config()).await;
+    let jwt = token("alice", &[], &[]);
+    for prefix in ["Switchboard.Bearer.", "SWITCHBOARD.BEARER."] {
+        let entry = format!("{prefix}{jwt}");
+        let offered = format!("Sec-WebSocket-Protocol: {entry}\r\n");
+        let head = switching_head(server.addr, &upgrade(server.addr, "/ws", &offered)).await;
+        assert_eq!(header(&head, "sec-websocket-protocol"), None, "{head}");
+        assert!(!head.contains(&jwt), "the token came back: {head}");
+        let mut alice = Session::open(server.addr, "/ws", &[JSON_SUBPROTOCOL, &entry], &[]).await;
+        assert_eq!(alice.ws.protocol.as_deref(), Some(JSON_SUBPROTOCOL));
+        assert_eq!(alice.user().await.as_deref(), Some("alice"));
+    }
+    let mut bob = Session::open(
+        server.addr,
+        "/ws",
+        &[],
+        &[("Authorization", &format!("BEARER {}", token("bob", &[], &[])))],
+    )
+    .await;
+    assert_eq!(bob.user().await.as_deref(), Some("bob"));
+}
+
+#[tokio::test]
+async fn unsupported_subprotocols_that_look_like_credentials_are_not_echoed() {
+    let server = TestServer::start(config()).await;
+    let jwt = token("alice", &[], &[]);
+    let ticket = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQ";
+    let offered = format!("Sec-WebSocket-Protocol: mqtt, auth.{jwt}, {ticket}, x-token-1\r\n");
+    let refusal = refused(server.addr, &upgrade(server.addr, "/ws", &offered)).await;
+    assert_eq!(refusal.status, 400, "{refusal:?}");
+    assert_eq!(
+        refusal.body,
+        "unsupported subprotocol: offered mqtt, <redacted>, <redacted>, <redacted>; supported \
+         are switchboard.v1.json, switchboard.v1.msgpack\n",
+    );
+}
+
+#[tokio::test]
 async fn cookie_authenticates_when_configured() {
     let cookie = format!("theme=dark; {COOKIE}={}; lang=en", token("alice", &[], &[]));
 
