@@ -759,6 +759,51 @@ async fn refresh_extends_the_connection_and_applies_the_new_claims() {
 }
 
 #[tokio::test]
+async fn refresh_with_fewer_channels_ends_the_subscriptions_it_no_longer_allows() {
+    let server = TestServer::start(config()).await;
+    let wide = token("alice", &["news:*", "sports:*"], &["news:*", "sports:*"]);
+    let mut alice = authenticated(server.addr, &wide).await;
+    for channel in ["news:a", "news:b", "sports:x", "chat:lobby"] {
+        alice.ok("subscribe", json!({"channel": channel})).await;
+    }
+    let mut publisher = authenticated(server.addr, &wide).await;
+
+    let narrow = token("alice", &["news:a"], &[]);
+    let reply = alice.call("refresh", json!({"token": narrow})).await;
+    assert!(reply.get("result").is_some(), "{reply}");
+    // The pushes came before the reply (kept aside by `call`), one per revoked channel.
+    let mut revoked: Vec<Value> = alice.pushes.drain(..).collect();
+    revoked.sort_by_key(|push| push["channel"].as_str().map(str::to_owned));
+    let expected: Vec<Value> = ["news:b", "sports:x"]
+        .iter()
+        .map(|channel| {
+            json!({
+                "push": "unsubscribe",
+                "channel": channel,
+                "code": "permission_denied",
+                "reason": "after refresh: the token does not allow to subscribe to this channel"
+            })
+        })
+        .collect();
+    assert_eq!(revoked, expected);
+
+    // Still subscribed where allowed (by the token, or by the open `chat` namespace); no
+    // longer where not.
+    for channel in ["news:b", "sports:x", "news:a", "chat:lobby"] {
+        publisher.ok("publish", json!({"channel": channel, "data": channel})).await;
+    }
+    let mut delivered = Vec::new();
+    while delivered.len() < 2 {
+        let push = alice.recv().await;
+        assert_eq!(push["push"], "publication", "{push}");
+        delivered.push(push["data"].clone());
+    }
+    assert_eq!(delivered, [json!("news:a"), json!("chat:lobby")]);
+    assert_eq!(alice.error("unsubscribe", json!({"channel": "news:b"})).await, "not_subscribed");
+    alice.ok("unsubscribe", json!({"channel": "news:a"})).await;
+}
+
+#[tokio::test]
 async fn refresh_with_another_users_token_is_unauthorized_and_changes_nothing() {
     let server = TestServer::start(strict_config()).await;
     let short = claims("alice", Duration::from_secs(2), &[], &[]);
