@@ -462,6 +462,54 @@ async fn foreign_origin_is_refused_even_with_valid_credentials() {
 }
 
 #[tokio::test]
+async fn duplicate_origin_headers_are_refused_whatever_they_name() {
+    let mut config = config();
+    config.origins.allowed = vec!["https://app.example".to_owned()];
+    let server = TestServer::start(config).await;
+    let addr = server.addr;
+    let allowed = "Origin: https://app.example\r\n";
+    let evil = "Origin: https://evil.example\r\n";
+    for (path, headers) in [
+        ("/ws", format!("{evil}{allowed}")),
+        ("/ws", format!("{allowed}{evil}")),
+        ("/ws", format!("{allowed}{allowed}")),
+        ("/echo", format!("{evil}X-Between: 1\r\n{allowed}")),
+    ] {
+        let request = upgrade(addr, path, &headers);
+        assert_forbidden(addr, &request, "more than one Origin header").await;
+    }
+    switching_head(addr, &upgrade(addr, "/ws", allowed)).await;
+    let metrics = http(addr, "GET", "/metrics", "", "").await.body;
+    let sample = "switchboard_handshake_failures_total{reason=\"duplicate_origin\"} 4\n";
+    assert!(metrics.contains(sample), "{metrics}");
+}
+
+#[tokio::test]
+async fn upgrade_requests_with_a_body_are_refused() {
+    let server = TestServer::start(config()).await;
+    let addr = server.addr;
+    let with_body = |path: &str, headers: &str, body: &str| upgrade(addr, path, headers) + body;
+    let message =
+        "an upgrade request has no body: send it without Content-Length or Transfer-Encoding";
+    for request in [
+        with_body("/ws", "Content-Length: 5\r\n", "hello"),
+        with_body("/ws", "Transfer-Encoding: chunked\r\n", "5\r\nhello\r\n0\r\n\r\n"),
+        with_body("/echo", "Content-Length: 2\r\n", "hi"),
+    ] {
+        let refusal = refused(addr, &request).await;
+        assert_eq!(refusal.status, 400, "{request}\n---\n{refusal:?}");
+        assert_eq!(header(&refusal.head, "connection"), Some("close"), "{refusal:?}");
+        let expected = json!({"error": {"code": "body_not_allowed", "message": message}});
+        assert_eq!(refusal.json(), expected, "{request}");
+    }
+    // An empty body announced as such is no body.
+    switching_head(addr, &upgrade(addr, "/ws", "Content-Length: 0\r\n")).await;
+    let metrics = http(addr, "GET", "/metrics", "", "").await.body;
+    let sample = "switchboard_handshake_failures_total{reason=\"body_not_allowed\"} 3\n";
+    assert!(metrics.contains(sample), "{metrics}");
+}
+
+#[tokio::test]
 async fn look_alike_origins_are_refused() {
     let mut config = config();
     config.origins.allowed = vec!["https://example.com".to_owned()];
