@@ -159,7 +159,8 @@ struct ServeArgs {
     )]
     handshake_rate: RateArg,
     /// Commands per second on one /ws connection, as RATE or RATE:BURST or "off"; past it,
-    /// `rate_limited` replies, then a close with 4100.
+    /// `rate_limited` replies; after 1,000 of them in a streak, a close with 1008 (policy
+    /// violation).
     #[arg(
         long,
         env = "SWITCHBOARD_RATE_LIMIT_MESSAGES",

@@ -80,6 +80,53 @@ fn json_logs_have_connection_open_and_close_events() {
     let _ = child.wait();
 }
 
+#[test]
+fn offered_subprotocols_that_look_like_credentials_are_never_logged() {
+    // A JWT's shape; the server has no verifier, so it is refused whatever it holds.
+    const JWT: &str = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJzZWNyZXQtdXNlciJ9.c2VjcmV0LXNpZ25hdHVyZQ";
+    let mut child = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json", "--no-demo"])
+        .env("SWITCHBOARD_LOG", "debug")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let guard = Kill(child.id());
+    let lines = json_lines(&mut child);
+    let started = next_event(&lines, |e| message(e).starts_with("switchboard listening"));
+    let addr = message(&started)
+        .split("http://")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("a URL")
+        .to_owned();
+    // A bearer entry in the wrong case, then a bare JWT beside an unsupported protocol.
+    for (offered, status) in
+        [(format!("Switchboard.Bearer.{JWT}"), 401), (format!("mqtt, {JWT}"), 400)]
+    {
+        let mut stream = TcpStream::connect(&addr).unwrap();
+        stream.set_read_timeout(Some(WAIT)).unwrap();
+        write!(
+            stream,
+            "GET /ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+             Sec-WebSocket-Protocol: {offered}\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        assert!(response.starts_with(&format!("HTTP/1.1 {status} ")), "{response}");
+        assert!(!response.contains(JWT), "{response}");
+        let refused = next_event(&lines, |e| message(e).starts_with("handshake refused"));
+        assert!(!refused.to_string().contains(JWT), "{refused}");
+    }
+    drop(guard);
+    let rest: Vec<Value> = lines.iter().collect();
+    let _ = child.wait();
+    for line in rest {
+        assert!(!line.to_string().contains(JWT), "{line}");
+    }
+}
+
 /// Standard error's lines, parsed as JSON, from a reader thread.
 fn json_lines(child: &mut Child) -> mpsc::Receiver<Value> {
     let stderr = BufReader::new(child.stderr.take().expect("piped stderr"));

@@ -182,3 +182,17 @@ fn token_refuses_a_short_secret_in_one_line() {
     let stderr = String::from_utf8(out.stderr).unwrap();
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
 }
+
+#[test]
+fn serve_help_names_the_close_code_rate_offenders_get() {
+    let output = Command::new(BIN).args(["serve", "--help"]).output().unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let help = String::from_utf8(output.stdout).unwrap();
+    let start = help.find("--rate-limit-messages").expect("the flag is documented");
+    let end = help[start..].find("[env:").map_or(help.len(), |n| start + n);
+    let text = help[start..end].split_whitespace().collect::<Vec<_>>().join(" ");
+    // The code `Session::handle` closes rate offenders with.
+    let code = switchboard_codec::CloseCode::POLICY_VIOLATION.0;
+    assert!(text.contains(&format!("a close with {code} (policy violation)")), "{text}");
+    assert!(!help.contains("4100"), "{help}");
+}

@@ -9,8 +9,33 @@ use switchboard_auth::{Claims, Permissions, TicketStore, Verifier};
 use crate::config::{AuthOptions, OriginOptions};
 
 /// The prefix of the subprotocol entry that carries a bearer token from a browser, which
-/// cannot set `Authorization` on a WebSocket. Never echoed back.
-pub(crate) const BEARER_PROTOCOL_PREFIX: &str = "switchboard.bearer.";
+/// cannot set `Authorization` on a WebSocket. Never echoed back; matched without regard to
+/// ASCII case, so that a client spelling it `Switchboard.Bearer.` is not refused with its
+/// token read back to it as an unsupported subprotocol.
+const BEARER_PROTOCOL_PREFIX: &str = "switchboard.bearer.";
+
+/// The token of a bearer subprotocol entry, whatever the case of its prefix.
+pub(crate) fn bearer_protocol_token(entry: &str) -> Option<&str> {
+    let prefix = entry.get(..BEARER_PROTOCOL_PREFIX.len())?;
+    prefix.eq_ignore_ascii_case(BEARER_PROTOCOL_PREFIX).then(|| &entry[prefix.len()..])
+}
+
+/// Whether an offered subprotocol entry may hold a secret, so that it is neither echoed in a
+/// refusal nor logged: a bearer entry, anything naming a bearer or token, a JWT (its header
+/// is base64url JSON, `eyJ…`), a ticket, or anything longer than a protocol name needs.
+pub(crate) fn looks_like_credential(entry: &str) -> bool {
+    let lower = entry.to_ascii_lowercase();
+    bearer_protocol_token(entry).is_some()
+        || lower.contains("bearer")
+        || lower.contains("token")
+        || entry.contains("eyJ")
+        || is_ticket_shaped(entry)
+        || entry.len() > MAX_PLAIN_PROTOCOL_LEN
+}
+
+/// The longest offered subprotocol echoed as is: registered names are short
+/// (`switchboard.v1.msgpack` is 22 bytes).
+const MAX_PLAIN_PROTOCOL_LEN: usize = 40;
 
 /// An authenticated (or anonymous) connection's identity and rights.
 #[derive(Clone, Debug)]
@@ -202,15 +227,14 @@ pub(crate) fn find_credential<'a>(
     if let Some(token) = headers
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        // RFC 9110 §11.1: the scheme is case-insensitive.
+        .and_then(|v| v.get(..7).filter(|s| s.eq_ignore_ascii_case("bearer ")).map(|_| &v[7..]))
     {
         return Some(Credential::Bearer(token.trim()));
     }
     for value in headers.get_all(SEC_WEBSOCKET_PROTOCOL) {
         let Ok(value) = value.to_str() else { continue };
-        if let Some(token) =
-            value.split(',').map(str::trim).find_map(|p| p.strip_prefix(BEARER_PROTOCOL_PREFIX))
-        {
+        if let Some(token) = value.split(',').map(str::trim).find_map(bearer_protocol_token) {
             return Some(Credential::Protocol(token));
         }
     }
@@ -408,6 +432,44 @@ mod tests {
         // Without a verifier a JWT-shaped token is refused, not taken for a ticket.
         let jwt = auth.authenticate(Credential::Bearer("a.b.c")).unwrap_err();
         assert_eq!(jwt.code, "tokens_not_accepted");
+    }
+
+    #[test]
+    fn bearer_entries_match_in_any_case_and_secrets_are_recognised() {
+        assert_eq!(bearer_protocol_token("switchboard.bearer.t"), Some("t"));
+        assert_eq!(bearer_protocol_token("Switchboard.Bearer.t"), Some("t"));
+        assert_eq!(bearer_protocol_token("SWITCHBOARD.BEARER."), Some(""));
+        assert_eq!(bearer_protocol_token("switchboard.bearer"), None);
+        assert_eq!(bearer_protocol_token("switchboard.v1.json"), None);
+        // A multi-byte character where the prefix would end: no panic, no match.
+        assert_eq!(bearer_protocol_token("switchboard.beare\u{e9}x"), None);
+        let jwt = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhbm4ifQ.bWFj";
+        for secret in [
+            "Switchboard.Bearer.x",
+            "my.bearer.x",
+            "access_token.x",
+            jwt,
+            "x.eyJzdWIiOiJhbm4ifQ",
+            "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQ",
+        ] {
+            assert!(looks_like_credential(secret), "{secret}");
+        }
+        for name in ["mqtt", "switchboard.v1.json", "switchboard.v1.msgpack", "graphql-ws"] {
+            assert!(!looks_like_credential(name), "{name}");
+        }
+    }
+
+    #[test]
+    fn bearer_header_scheme_is_case_insensitive() {
+        let options = AuthOptions::default();
+        for value in ["Bearer t1", "bearer t1", "BEARER t1"] {
+            let mut headers = HeaderMap::new();
+            headers.insert(AUTHORIZATION, value.parse().unwrap());
+            assert_eq!(find_credential(&headers, None, &options), Some(Credential::Bearer("t1")));
+        }
+        let mut headers = HeaderMap::new();
+        headers.insert(SEC_WEBSOCKET_PROTOCOL, "Switchboard.Bearer.t2".parse().unwrap());
+        assert_eq!(find_credential(&headers, None, &options), Some(Credential::Protocol("t2")));
     }
 
     #[test]

@@ -33,7 +33,9 @@ pub struct Config {
     /// Drop a connection that has not sent a complete request head this long after it
     /// connected (slowloris). Default 10 s.
     pub handshake_timeout: Duration,
-    /// After sending a close frame, wait this long for the peer's. Default 5 s.
+    /// After sending a close frame, wait this long for the peer's. Default 5 s. Also how
+    /// long a slow consumer whose socket is blocked gets to take its `disconnect` push and
+    /// close frame before it is dropped.
     pub close_timeout: Duration,
     /// Drop a connection whose socket accepts no bytes for this long while frames are
     /// waiting (a peer that stopped reading). Default 10 s.

@@ -15,7 +15,10 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_rustls::server::TlsStream;
 
-use crate::auth::{AuthFailure, BEARER_PROTOCOL_PREFIX, Identity, check_origin, find_credential};
+use crate::auth::{
+    AuthFailure, Identity, bearer_protocol_token, check_origin, find_credential,
+    looks_like_credential,
+};
 use crate::limits::Refusal;
 use crate::metrics::{Metrics, Sampled, resident_memory_bytes};
 use crate::node::ConnSink;
@@ -209,6 +212,9 @@ fn upgrade(mut req: Request<Incoming>, shared: &Arc<Shared>, endpoint: Endpoint)
         Ok(slot) => slot,
         Err(refusal) => return refuse_limit(refusal, &shared.metrics),
     };
+    if let Some(refusal) = refuse_head(req.headers(), &shared.metrics) {
+        return refusal;
+    }
     let http11 = req.version() >= Version::HTTP_11;
     let headers = req.headers().iter().map(|(name, value)| (name.as_str(), value.as_bytes()));
     let handshake = match ServerHandshake::from_parts(req.method().as_str(), http11, headers) {
@@ -225,7 +231,7 @@ fn upgrade(mut req: Request<Incoming>, shared: &Arc<Shared>, endpoint: Endpoint)
     let offered: Vec<String> = handshake
         .protocols
         .iter()
-        .filter(|p| !p.starts_with(BEARER_PROTOCOL_PREFIX))
+        .filter(|p| bearer_protocol_token(p).is_none())
         .cloned()
         .collect();
     let format = match endpoint {
@@ -289,6 +295,30 @@ fn upgrade(mut req: Request<Incoming>, shared: &Arc<Shared>, endpoint: Endpoint)
         h.insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(format.subprotocol()));
     }
     resp
+}
+
+/// Refuses upgrade requests whose headers could be read two ways. Two `Origin` headers
+/// leave it to each reader which one counts (RFC 6454 §7.3 allows one): 403, whichever
+/// they name. A body (RFC 9112 §6.3: announced by `Content-Length` other than 0 or by
+/// `Transfer-Encoding`) has no meaning on an upgrade and would be dropped unread, or read
+/// as frames by anything in between: 400.
+fn refuse_head(headers: &http::HeaderMap, metrics: &Metrics) -> Option<Response<Body>> {
+    if headers.get_all(header::ORIGIN).iter().count() > 1 {
+        tracing::debug!("handshake refused: duplicate Origin");
+        metrics.handshake_failed("duplicate_origin");
+        let message = "more than one Origin header";
+        return Some(json_error(StatusCode::FORBIDDEN, "origin_not_allowed", message));
+    }
+    let mut lengths = headers.get_all(header::CONTENT_LENGTH).iter();
+    let empty = lengths.all(|v| v.as_bytes() == b"0");
+    if !empty || headers.contains_key(header::TRANSFER_ENCODING) {
+        tracing::debug!("handshake refused: request body");
+        metrics.handshake_failed("body_not_allowed");
+        let message = "an upgrade request has no body: send it without Content-Length or \
+                       Transfer-Encoding";
+        return Some(json_error(StatusCode::BAD_REQUEST, "body_not_allowed", message));
+    }
+    None
 }
 
 /// A JSON refusal before the upgrade: `{"error": {"code": …, "message": …}}`.
@@ -383,12 +413,17 @@ fn refuse_auth(failure: &AuthFailure, metrics: &Metrics) -> Response<Body> {
     resp
 }
 
-/// The answer to a client offering only subprotocols this server does not speak.
+/// The answer to a client offering only subprotocols this server does not speak. Entries
+/// that may hold a secret are shown as `<redacted>`, in the body and in the log alike.
 fn refuse_protocols(offered: &[String]) -> Response<Body> {
-    tracing::debug!(?offered, "handshake refused: no supported subprotocol");
+    let shown = offered
+        .iter()
+        .map(|p| if looks_like_credential(p) { "<redacted>" } else { p.as_str() })
+        .collect::<Vec<_>>()
+        .join(", ");
+    tracing::debug!(offered = %shown, "handshake refused: no supported subprotocol");
     let body = format!(
-        "unsupported subprotocol: offered {}; supported are {}\n",
-        offered.join(", "),
+        "unsupported subprotocol: offered {shown}; supported are {}\n",
         Format::SUBPROTOCOLS.join(", ")
     );
     let mut resp = text(StatusCode::BAD_REQUEST, &body);

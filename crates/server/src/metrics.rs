@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
-use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -31,8 +31,55 @@ pub(crate) struct Transport {
 #[derive(Clone, Debug, EncodeLabelSet, Eq, Hash, PartialEq)]
 pub(crate) struct Closed {
     pub(crate) transport: &'static str,
-    pub(crate) code: u16,
+    pub(crate) code: CodeLabel,
     pub(crate) cause: &'static str,
+}
+
+/// A close code as a label value: exact for the codes RFC 6455 §7.4.1 registers and those
+/// the server sends itself, bucketed for the rest, which a peer picks at will (a peer closing
+/// with every code of 3000–4999 would otherwise make 2,000 series).
+#[derive(Clone, Copy, Debug, Eq, Hash, PartialEq)]
+pub(crate) enum CodeLabel {
+    /// A registered or server-defined code.
+    Exact(u16),
+    /// `3xxx`, `4xxx` or `other`.
+    Bucket(&'static str),
+}
+
+impl CodeLabel {
+    pub(crate) fn new(code: u16) -> Self {
+        use switchboard_proto::codes::close;
+        const SERVER_CODES: [u16; 12] = [
+            close::RECONNECT,
+            close::SLOW_CONSUMER,
+            close::INSUFFICIENT_STATE,
+            close::DRAINING,
+            close::RATE_LIMITED,
+            close::TOO_MANY_ERRORS,
+            close::CONNECT_TIMEOUT,
+            close::CONNECTION_LIMIT,
+            close::TOKEN_EXPIRED,
+            close::BAD_PROTOCOL,
+            close::UNAUTHORIZED,
+            close::FORBIDDEN,
+        ];
+        match code {
+            1000..=1015 => Self::Exact(code),
+            _ if SERVER_CODES.contains(&code) => Self::Exact(code),
+            3000..=3999 => Self::Bucket("3xxx"),
+            4000..=4999 => Self::Bucket("4xxx"),
+            _ => Self::Bucket("other"),
+        }
+    }
+}
+
+impl EncodeLabelValue for CodeLabel {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> std::fmt::Result {
+        match self {
+            Self::Exact(code) => write!(encoder, "{code}"),
+            Self::Bucket(bucket) => encoder.write_str(bucket),
+        }
+    }
 }
 
 /// A `result` label.
@@ -416,6 +463,35 @@ pub(crate) fn resident_memory_bytes() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn close_code_labels_are_exact_for_known_codes_and_bucketed_for_the_rest() {
+        let label = |code| match CodeLabel::new(code) {
+            CodeLabel::Exact(code) => code.to_string(),
+            CodeLabel::Bucket(bucket) => bucket.to_owned(),
+        };
+        for code in [1000, 1001, 1002, 1005, 1006, 1011, 1015, 4000, 4001, 4003, 4100, 4403] {
+            assert_eq!(label(code), code.to_string());
+        }
+        for (code, bucket) in [
+            (3000, "3xxx"),
+            (3999, "3xxx"),
+            (4004, "4xxx"),
+            (4099, "4xxx"),
+            (4999, "4xxx"),
+            (0, "other"),
+            (999, "other"),
+            (1016, "other"),
+            (2999, "other"),
+            (5000, "other"),
+            (u16::MAX, "other"),
+        ] {
+            assert_eq!(label(code), bucket, "{code}");
+        }
+        let labels: std::collections::HashSet<_> = (0..=u16::MAX).map(CodeLabel::new).collect();
+        // 16 registered, 12 of the server's own, three buckets.
+        assert_eq!(labels.len(), 31);
+    }
 
     #[test]
     fn renders_counters_and_scrape_time_gauges() {

@@ -210,7 +210,7 @@ impl Session {
         self.commands += 1;
         let result = match command.kind {
             CommandKind::Connect(req) => self.connect(&req),
-            CommandKind::Refresh(req) => self.refresh(&req),
+            CommandKind::Refresh(req) => self.refresh(&req).await,
             CommandKind::Subscribe(req) => {
                 // Replies itself: the reply must precede the publications it releases.
                 self.subscribe(id, req).await;
@@ -455,7 +455,10 @@ impl Session {
         }
     }
 
-    fn refresh(&mut self, req: &RefreshRequest) -> Result<CommandResult, CommandError> {
+    /// Adopts a new token for the same user. Subscriptions the new token no longer allows
+    /// end, each with an `unsubscribe` push queued before the reply: a client reading the
+    /// reply already knows every subscription it lost.
+    async fn refresh(&mut self, req: &RefreshRequest) -> Result<CommandResult, CommandError> {
         let claims = self.shared.auth.verify(&req.token).map_err(|f| auth_error(&f))?;
         if self.identity.user() != Some(claims.user()) {
             return Err(ErrorBody::new(
@@ -465,6 +468,25 @@ impl Session {
         }
         let expires_at = claims.exp;
         self.set_identity(Identity::from_claims(claims));
+        let revoked: Vec<(Arc<str>, ErrorBody)> = self
+            .subscriptions
+            .keys()
+            .filter_map(|channel| {
+                let allowed = self.namespace(channel).and_then(|ns| self.may_read(channel, ns));
+                allowed.err().map(|error| (Arc::clone(channel), error))
+            })
+            .collect();
+        for (channel, error) in revoked {
+            let Some(membership) = self.subscriptions.remove(&channel) else { continue };
+            // Out of the hub before the push: nothing for the channel follows it.
+            self.leave(&channel, membership).await;
+            let push = Push::Unsubscribe {
+                channel: channel.to_string(),
+                code: error.code,
+                reason: format!("after refresh: {}", error.message),
+            };
+            self.sink.deliver(&Arc::new(switchboard_hub::Delivery::push(push)));
+        }
         Ok(CommandResult::Refresh(RefreshResult { expires_at }))
     }
 

@@ -18,7 +18,7 @@ use tokio::time::{Duration, sleep_until, timeout};
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::LatencyBatch;
-use crate::metrics::{Closed, Metrics, Reason, Transport};
+use crate::metrics::{Closed, CodeLabel, Metrics, Reason, Transport};
 use crate::node::{ConnSink, Input, Kick, Outbound};
 use crate::session::Session;
 use crate::{Config, Shared};
@@ -131,9 +131,12 @@ pub(crate) async fn drive<S>(
     let mut overflowed = pin!(overflow.cancelled());
     let mut slow = false;
     let error = loop {
-        // A slow consumer's close frame gets a short, bounded chance to go out.
-        let write_limit = if slow { config.close_timeout } else { config.write_timeout };
-        if let Err(e) = flush(&mut io, &mut conn, write_limit, &overflow, slow).await {
+        let limits = WriteLimits { normal: config.write_timeout, slow: config.close_timeout };
+        let flushed = flush(&mut io, &mut conn, limits, &overflow, &mut slow, |conn| {
+            metrics.slow_consumers.inc();
+            disconnect(conn, &app, codes::close::SLOW_CONSUMER, "slow consumer");
+        });
+        if let Err(e) = flushed.await {
             break Some(e);
         }
         if conn.is_closed() {
@@ -228,7 +231,7 @@ pub(crate) async fn drive<S>(
         Some(CloseCause::CloseTimeout) => "close_timeout",
         None => "transport",
     };
-    let closed = Closed { transport: transport.transport, code, cause };
+    let closed = Closed { transport: transport.transport, code: CodeLabel::new(code), cause };
     metrics.connections_closed.get_or_create(&closed).inc();
     tracing::info!(
         client = client.as_deref(),
@@ -434,46 +437,66 @@ fn disconnect(conn: &mut Connection, app: &App, code: u16, reason: &str) {
     let _ = conn.close(CloseCode(code), reason, Instant::now());
 }
 
-/// Writes everything the codec has queued. A slow consumer whose queue overflowed while a
-/// write was blocked is cut off at once; its close frame was best effort.
+/// How long `flush` waits for the socket to take a batch.
+#[derive(Clone, Copy)]
+struct WriteLimits {
+    /// While the connection is in good standing: the write timeout.
+    normal: Duration,
+    /// Once it is a slow consumer: the short chance its `disconnect` push and close frame
+    /// get (the close timeout), counted from the moment its queue overflowed.
+    slow: Duration,
+}
+
+/// Writes everything the codec has queued.
+///
+/// A queue that overflows while a write is blocked (the usual slow consumer: it stopped
+/// reading) makes the connection slow at once: `on_slow` queues its `disconnect` push and
+/// close frame behind the frames already in the codec, and the write goes on with the slow
+/// limit, so a peer that resumes reading in time sees 4001 and one that does not is dropped
+/// with 4001 as its logged close code.
 async fn flush<S>(
     io: &mut S,
     conn: &mut Connection,
-    limit: Duration,
+    limits: WriteLimits,
     overflow: &CancellationToken,
-    already_slow: bool,
+    slow: &mut bool,
+    mut on_slow: impl FnMut(&mut Connection),
 ) -> std::io::Result<()>
 where
     S: AsyncWrite + Unpin,
 {
     let mut batch = Batch::default();
+    let mut limit = if *slow { limits.slow } else { limits.normal };
     loop {
         batch.fill(conn);
         if batch.is_empty() {
             return Ok(());
         }
+        // `write_batch` is cancel safe (a batch advances only by what was written), so the
+        // write resumes where it stopped once the close frame is queued.
         let write = timeout(limit, write_batch(io, &mut batch));
         let result = tokio::select! {
             // The write first: it usually completes at once, and then the overflow wait is
             // never registered.
             biased;
             result = write => result,
-            () = overflow.cancelled(), if !already_slow => {
-                conn.handle_transport_closed();
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    "slow consumer: outbound queue overflowed while a write was blocked",
-                ));
+            () = overflow.cancelled(), if !*slow => {
+                *slow = true;
+                on_slow(conn);
+                limit = limits.slow;
+                continue;
             }
         };
         match result {
             Ok(written) => written?,
             Err(_) => {
                 conn.handle_transport_closed();
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    "peer stopped reading: write timed out",
-                ));
+                let message = if *slow {
+                    "slow consumer: close frame not taken within the close timeout"
+                } else {
+                    "peer stopped reading: write timed out"
+                };
+                return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, message));
             }
         }
     }

@@ -67,6 +67,45 @@ async fn bearer_subprotocol_entry_authenticates_and_is_never_echoed() {
 }
 
 #[tokio::test]
+async fn bearer_subprotocol_prefix_matches_in_any_case_and_is_never_echoed() {
+    let server = TestServer::start(config()).await;
+    let jwt = token("alice", &[], &[]);
+    for prefix in ["Switchboard.Bearer.", "SWITCHBOARD.BEARER."] {
+        let entry = format!("{prefix}{jwt}");
+        let offered = format!("Sec-WebSocket-Protocol: {entry}\r\n");
+        let head = switching_head(server.addr, &upgrade(server.addr, "/ws", &offered)).await;
+        assert_eq!(header(&head, "sec-websocket-protocol"), None, "{head}");
+        assert!(!head.contains(&jwt), "the token came back: {head}");
+        let mut alice = Session::open(server.addr, "/ws", &[JSON_SUBPROTOCOL, &entry], &[]).await;
+        assert_eq!(alice.ws.protocol.as_deref(), Some(JSON_SUBPROTOCOL));
+        assert_eq!(alice.user().await.as_deref(), Some("alice"));
+    }
+    let mut bob = Session::open(
+        server.addr,
+        "/ws",
+        &[],
+        &[("Authorization", &format!("BEARER {}", token("bob", &[], &[])))],
+    )
+    .await;
+    assert_eq!(bob.user().await.as_deref(), Some("bob"));
+}
+
+#[tokio::test]
+async fn unsupported_subprotocols_that_look_like_credentials_are_not_echoed() {
+    let server = TestServer::start(config()).await;
+    let jwt = token("alice", &[], &[]);
+    let ticket = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQ";
+    let offered = format!("Sec-WebSocket-Protocol: mqtt, auth.{jwt}, {ticket}, x-token-1\r\n");
+    let refusal = refused(server.addr, &upgrade(server.addr, "/ws", &offered)).await;
+    assert_eq!(refusal.status, 400, "{refusal:?}");
+    assert_eq!(
+        refusal.body,
+        "unsupported subprotocol: offered mqtt, <redacted>, <redacted>, <redacted>; supported \
+         are switchboard.v1.json, switchboard.v1.msgpack\n",
+    );
+}
+
+#[tokio::test]
 async fn cookie_authenticates_when_configured() {
     let cookie = format!("theme=dark; {COOKIE}={}; lang=en", token("alice", &[], &[]));
 
@@ -423,6 +462,54 @@ async fn foreign_origin_is_refused_even_with_valid_credentials() {
 }
 
 #[tokio::test]
+async fn duplicate_origin_headers_are_refused_whatever_they_name() {
+    let mut config = config();
+    config.origins.allowed = vec!["https://app.example".to_owned()];
+    let server = TestServer::start(config).await;
+    let addr = server.addr;
+    let allowed = "Origin: https://app.example\r\n";
+    let evil = "Origin: https://evil.example\r\n";
+    for (path, headers) in [
+        ("/ws", format!("{evil}{allowed}")),
+        ("/ws", format!("{allowed}{evil}")),
+        ("/ws", format!("{allowed}{allowed}")),
+        ("/echo", format!("{evil}X-Between: 1\r\n{allowed}")),
+    ] {
+        let request = upgrade(addr, path, &headers);
+        assert_forbidden(addr, &request, "more than one Origin header").await;
+    }
+    switching_head(addr, &upgrade(addr, "/ws", allowed)).await;
+    let metrics = http(addr, "GET", "/metrics", "", "").await.body;
+    let sample = "switchboard_handshake_failures_total{reason=\"duplicate_origin\"} 4\n";
+    assert!(metrics.contains(sample), "{metrics}");
+}
+
+#[tokio::test]
+async fn upgrade_requests_with_a_body_are_refused() {
+    let server = TestServer::start(config()).await;
+    let addr = server.addr;
+    let with_body = |path: &str, headers: &str, body: &str| upgrade(addr, path, headers) + body;
+    let message =
+        "an upgrade request has no body: send it without Content-Length or Transfer-Encoding";
+    for request in [
+        with_body("/ws", "Content-Length: 5\r\n", "hello"),
+        with_body("/ws", "Transfer-Encoding: chunked\r\n", "5\r\nhello\r\n0\r\n\r\n"),
+        with_body("/echo", "Content-Length: 2\r\n", "hi"),
+    ] {
+        let refusal = refused(addr, &request).await;
+        assert_eq!(refusal.status, 400, "{request}\n---\n{refusal:?}");
+        assert_eq!(header(&refusal.head, "connection"), Some("close"), "{refusal:?}");
+        let expected = json!({"error": {"code": "body_not_allowed", "message": message}});
+        assert_eq!(refusal.json(), expected, "{request}");
+    }
+    // An empty body announced as such is no body.
+    switching_head(addr, &upgrade(addr, "/ws", "Content-Length: 0\r\n")).await;
+    let metrics = http(addr, "GET", "/metrics", "", "").await.body;
+    let sample = "switchboard_handshake_failures_total{reason=\"body_not_allowed\"} 3\n";
+    assert!(metrics.contains(sample), "{metrics}");
+}
+
+#[tokio::test]
 async fn look_alike_origins_are_refused() {
     let mut config = config();
     config.origins.allowed = vec!["https://example.com".to_owned()];
@@ -717,6 +804,51 @@ async fn refresh_extends_the_connection_and_applies_the_new_claims() {
     tokio::time::sleep(wait + Duration::from_millis(500)).await;
     alice.ok("ping", json!({})).await;
     assert!(alice.pushes.iter().all(|p| p["push"] != "disconnect"), "{:?}", alice.pushes);
+}
+
+#[tokio::test]
+async fn refresh_with_fewer_channels_ends_the_subscriptions_it_no_longer_allows() {
+    let server = TestServer::start(config()).await;
+    let wide = token("alice", &["news:*", "sports:*"], &["news:*", "sports:*"]);
+    let mut alice = authenticated(server.addr, &wide).await;
+    for channel in ["news:a", "news:b", "sports:x", "chat:lobby"] {
+        alice.ok("subscribe", json!({"channel": channel})).await;
+    }
+    let mut publisher = authenticated(server.addr, &wide).await;
+
+    let narrow = token("alice", &["news:a"], &[]);
+    let reply = alice.call("refresh", json!({"token": narrow})).await;
+    assert!(reply.get("result").is_some(), "{reply}");
+    // The pushes came before the reply (kept aside by `call`), one per revoked channel.
+    let mut revoked: Vec<Value> = alice.pushes.drain(..).collect();
+    revoked.sort_by_key(|push| push["channel"].as_str().map(str::to_owned));
+    let expected: Vec<Value> = ["news:b", "sports:x"]
+        .iter()
+        .map(|channel| {
+            json!({
+                "push": "unsubscribe",
+                "channel": channel,
+                "code": "permission_denied",
+                "reason": "after refresh: the token does not allow to subscribe to this channel"
+            })
+        })
+        .collect();
+    assert_eq!(revoked, expected);
+
+    // Still subscribed where allowed (by the token, or by the open `chat` namespace); no
+    // longer where not.
+    for channel in ["news:b", "sports:x", "news:a", "chat:lobby"] {
+        publisher.ok("publish", json!({"channel": channel, "data": channel})).await;
+    }
+    let mut delivered = Vec::new();
+    while delivered.len() < 2 {
+        let push = alice.recv().await;
+        assert_eq!(push["push"], "publication", "{push}");
+        delivered.push(push["data"].clone());
+    }
+    assert_eq!(delivered, [json!("news:a"), json!("chat:lobby")]);
+    assert_eq!(alice.error("unsubscribe", json!({"channel": "news:b"})).await, "not_subscribed");
+    alice.ok("unsubscribe", json!({"channel": "news:a"})).await;
 }
 
 #[tokio::test]

@@ -991,7 +991,8 @@ async fn a_stalled_subscriber_is_cut_off_without_slowing_the_publisher_or_other_
     let mut config = config_with("quiet", options);
     config.hub.outbound_queue_bytes = 64 << 10;
     let server = TestServer::start(config).await;
-    let mut stalled = stalled_subscriber(server.addr, "quiet:room").await;
+    let addr = server.addr;
+    let mut stalled = stalled_subscriber(addr, "quiet:room").await;
     let mut healthy = Client::connect(server.addr).await;
     healthy.subscribe("quiet:room").await;
     let mut publisher = Client::connect(server.addr).await;
@@ -1001,6 +1002,16 @@ async fn a_stalled_subscriber_is_cut_off_without_slowing_the_publisher_or_other_
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 
+    // The stalled subscriber starts reading again as soon as the server gave up on it, well
+    // within the close timeout (5 s) its `disconnect` push and close frame get.
+    let stalled = tokio::spawn(async move {
+        let deadline = Instant::now() + 2 * LIMIT;
+        while counter(&scrape(addr).await, SLOW_CONSUMERS) < 1.0 {
+            assert!(Instant::now() < deadline, "never counted as a slow consumer");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        read_to_close(&mut stalled, LIMIT).await
+    });
     let (progress, mut seen) = tokio::sync::watch::channel(0u64);
     let reader = tokio::spawn(async move {
         let mut offsets = Vec::new();
@@ -1029,10 +1040,51 @@ async fn a_stalled_subscriber_is_cut_off_without_slowing_the_publisher_or_other_
     let offsets = tokio::time::timeout(LIMIT, reader).await.expect("in time").expect("reader");
     assert_eq!(offsets, (1..=TOTAL).collect::<Vec<_>>(), "the healthy subscriber got everything");
 
-    // Only now read the stalled socket: what the kernel buffered, then the end.
-    let (received, ended) = drain(&mut stalled, LIMIT).await;
-    assert!(ended, "the server kept the stalled connection open ({received} publications read)");
-    assert!(received < TOTAL, "the stalled subscriber cannot have received all {TOTAL}");
+    let end = stalled.await.expect("the stalled reader");
+    assert!(end.publications < TOTAL, "the stalled subscriber cannot have received all {TOTAL}");
+    assert_eq!(end.disconnect, Some(4001), "{end:?}");
+    assert_eq!(end.close, Some(4001), "{end:?}");
+    let text = scrape(addr).await;
+    assert_eq!(counter(&text, SLOW_CONSUMERS), 1.0, "{text}");
+    // The close handshake completed: counted and logged as the server's own 4001.
+    let closed =
+        "switchboard_connections_closed_total{transport=\"ws\",code=\"4001\",cause=\"local\"}";
+    let deadline = Instant::now() + LIMIT;
+    while counter(&scrape(addr).await, closed) < 1.0 {
+        assert!(Instant::now() < deadline, "the 4001 close was never counted");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_subscriber_that_never_reads_again_is_counted_and_closed_with_4001() {
+    let mut config = config_with("quiet", quiet());
+    config.hub.outbound_queue_bytes = 64 << 10;
+    // The bound on the slow consumer's last chance to take its close frame.
+    config.close_timeout = Duration::from_millis(200);
+    let server = TestServer::start(config).await;
+    let addr = server.addr;
+    let _stalled = stalled_subscriber(addr, "quiet:room").await;
+    let mut publisher = Client::connect(addr).await;
+    let payload = "x".repeat(4 << 10);
+    let closed =
+        "switchboard_connections_closed_total{transport=\"ws\",code=\"4001\",cause=\"local\"}";
+    let deadline = Instant::now() + 2 * LIMIT;
+    // Publishes until the server gives up on the subscriber, which never reads again.
+    for n in 1.. {
+        publisher.publish("quiet:room", json!(payload)).await;
+        if n % 64 != 0 {
+            continue;
+        }
+        let text = scrape(addr).await;
+        if counter(&text, closed) >= 1.0 {
+            assert_eq!(counter(&text, SLOW_CONSUMERS), 1.0, "{text}");
+            let abnormal = "switchboard_connections_closed_total{transport=\"ws\",code=\"1006\"";
+            assert!(!text.contains(abnormal), "{text}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "never closed as a slow consumer: {text}");
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1272,30 +1324,69 @@ async fn stalled_subscriber(addr: SocketAddr, channel: &str) -> TcpStream {
     stream
 }
 
-/// Reads `stream` to its end (EOF or reset) within `limit`. Returns how many publication
-/// pushes came and whether the stream ended.
-async fn drain(stream: &mut TcpStream, limit: Duration) -> (u64, bool) {
+/// What a stalled subscriber read once it read again.
+#[derive(Debug)]
+struct StalledEnd {
+    publications: u64,
+    /// The code of the `disconnect` push, if one came.
+    disconnect: Option<u64>,
+    /// The close frame's code, if one came before the stream ended.
+    close: Option<u16>,
+}
+
+/// Reads `stream` within `limit` until the server's close frame (answered, completing the
+/// handshake) or the stream's end.
+async fn read_to_close(stream: &mut TcpStream, limit: Duration) -> StalledEnd {
     let mut conn = Connection::new(Role::Client, Limits::default());
     let mut buf = BytesMut::with_capacity(64 << 10);
-    let mut publications = 0;
+    let mut end = StalledEnd { publications: 0, disconnect: None, close: None };
     let deadline = tokio::time::Instant::now() + limit;
     loop {
         let read = tokio::time::timeout_at(deadline, stream.read_buf(&mut buf)).await;
         let ended = match read {
-            Err(_) => return (publications, false),
+            Err(_) => panic!("neither a close frame nor the end in time: {end:?}"),
             Ok(Ok(0) | Err(_)) => true,
             Ok(Ok(_)) => false,
         };
         let _ = conn.handle_read(&mut buf, std::time::Instant::now());
         while let Some(event) = conn.poll_event() {
-            if let Event::Text(text) = event
-                && text.starts_with(b"{\"push\":\"publication\"")
-            {
-                publications += 1;
+            match event {
+                Event::Text(text) => {
+                    let push: Value = serde_json::from_slice(&text).expect("JSON");
+                    match push["push"].as_str() {
+                        Some("publication") => end.publications += 1,
+                        Some("disconnect") => end.disconnect = push["code"].as_u64(),
+                        _ => {}
+                    }
+                }
+                Event::Close(frame) => {
+                    end.close = frame.map(|f| f.code.0);
+                    while let Some(bytes) = conn.poll_transmit() {
+                        let _ = stream.write_all(&bytes).await;
+                    }
+                    return end;
+                }
+                _ => {}
             }
         }
         if ended {
-            return (publications, true);
+            return end;
         }
     }
+}
+
+const SLOW_CONSUMERS: &str = "switchboard_slow_consumer_disconnects_total";
+
+async fn scrape(addr: SocketAddr) -> String {
+    let request = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    let response = WsClient::expect_refusal(addr, request.as_bytes()).await.expect("a response");
+    assert_eq!(response.status, 200, "{}", response.response);
+    response.response
+}
+
+/// The value of one sample; 0 when the series does not exist yet.
+fn counter(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
 }

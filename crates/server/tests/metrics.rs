@@ -419,3 +419,39 @@ async fn connection_caps_byte_rates_and_their_closes_are_counted() {
         Some(1.0)
     );
 }
+
+#[tokio::test]
+async fn close_codes_a_peer_picks_make_a_bounded_number_of_series() {
+    let mut config = open_config();
+    config.rate_limits.handshake_rate = None;
+    let server = TestServer::start(config).await;
+    let addr = server.addr;
+    // 200 codes of the private range and 50 application codes the server does not define,
+    // then one it does: 251 closes, 3 series.
+    let codes = (3000..3200).chain(4500..4550).chain([4001]);
+    for code in codes.clone() {
+        let mut ws = WsClient::connect(addr, "/echo").await.unwrap();
+        ws.close(CloseCode(code), "bye").await.unwrap();
+        assert_eq!(ws.expect_close(LIMIT).await.unwrap(), Some(CloseCode(code)));
+    }
+    let family = "switchboard_connections_closed_total{";
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    loop {
+        let text = scrape(addr).await;
+        let series: Vec<&str> = text.lines().filter(|line| line.starts_with(family)).collect();
+        let total: f64 =
+            series.iter().filter_map(|line| line.rsplit_once(' ')?.1.parse::<f64>().ok()).sum();
+        if total == 251.0 {
+            let labels = |code: &str| {
+                format!("{family}transport=\"echo\",code=\"{code}\",cause=\"remote\"}}")
+            };
+            assert_eq!(sample(&text, &labels("3xxx")), Some(200.0), "{text}");
+            assert_eq!(sample(&text, &labels("4xxx")), Some(50.0), "{text}");
+            assert_eq!(sample(&text, &labels("4001")), Some(1.0), "{text}");
+            assert_eq!(series.len(), 3, "{series:#?}");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{total} of 251 closes counted: {text}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
