@@ -8,6 +8,7 @@
 /// Whose fault it is:
 /// - the peer's (HTTP 401): every token variant from [`Error::Malformed`] to
 ///   [`Error::InvalidClaim`], and [`Error::TicketInvalid`] and [`Error::TicketExpired`];
+/// - the peer's rate (HTTP 429): [`Error::TicketsPerUser`];
 /// - the server's state (HTTP 503): [`Error::TicketStoreFull`], [`Error::RandomUnavailable`];
 /// - the operator's configuration (refused at start-up): [`Error::InvalidKey`],
 ///   [`Error::UnsupportedAlgorithm`], [`Error::WeakSecret`].
@@ -56,11 +57,23 @@ pub enum Error {
     /// The ticket existed but its time to live had passed; it is gone now.
     #[error("ticket expired")]
     TicketExpired,
-    /// The ticket store holds its maximum of unexpired tickets.
+    /// The ticket store holds its maximum of unexpired tickets (for untrusted callers, its
+    /// maximum less the reserve).
     #[error("too many pending tickets: {max} at most")]
     TicketStoreFull {
-        /// The configured maximum.
+        /// The maximum that applied.
         max: usize,
+        /// How long until the oldest pending ticket expires, freeing a slot if no other
+        /// ticket is redeemed first.
+        retry_after: std::time::Duration,
+    },
+    /// The user holds their maximum of pending tickets.
+    #[error("too many pending tickets for this user: {max} at most")]
+    TicketsPerUser {
+        /// The configured maximum per user.
+        max: usize,
+        /// How long until the user's oldest pending ticket expires.
+        retry_after: std::time::Duration,
     },
     /// The operating system's random number generator failed; no ticket was issued.
     #[error("os random number generator unavailable")]
@@ -103,6 +116,7 @@ impl Error {
             Error::TicketInvalid => "ticket_invalid",
             Error::TicketExpired => "ticket_expired",
             Error::TicketStoreFull { .. } => "ticket_store_full",
+            Error::TicketsPerUser { .. } => "tickets_per_user",
             Error::RandomUnavailable => "random_unavailable",
             Error::InvalidKey(_) => "invalid_key",
             Error::UnsupportedAlgorithm => "unsupported_algorithm",
@@ -129,6 +143,9 @@ impl Error {
             Error::TicketInvalid => "unknown or already used ticket",
             Error::TicketExpired => "ticket expired",
             Error::TicketStoreFull { .. } => "too many pending tickets, retry later",
+            Error::TicketsPerUser { .. } => {
+                "too many pending tickets for this user: redeem them or wait for them to expire"
+            }
             Error::RandomUnavailable => "server cannot issue tickets now",
             Error::InvalidKey(_) | Error::UnsupportedAlgorithm | Error::WeakSecret { .. } => {
                 "server authentication misconfigured"
@@ -142,10 +159,12 @@ impl Error {
         matches!(self, Error::Expired)
     }
 
-    /// The HTTP status for refusing a request with this error before the upgrade: 401 for
-    /// credentials, 503 for a full ticket store or a failing RNG, 500 for configuration.
+    /// The HTTP status for refusing a request with this error: 401 for credentials, 429 for
+    /// a user's full share of tickets, 503 for a full ticket store or a failing RNG, 500
+    /// for configuration.
     pub fn http_status(&self) -> u16 {
         match self {
+            Error::TicketsPerUser { .. } => 429,
             Error::TicketStoreFull { .. } | Error::RandomUnavailable => 503,
             Error::InvalidKey(_) | Error::UnsupportedAlgorithm | Error::WeakSecret { .. } => 500,
             _ => 401,
@@ -157,7 +176,7 @@ impl Error {
 mod tests {
     use super::*;
 
-    const ALL: [Error; 17] = [
+    const ALL: [Error; 18] = [
         Error::Malformed,
         Error::BadSignature,
         Error::WrongAlgorithm,
@@ -170,7 +189,8 @@ mod tests {
         Error::InvalidClaim("sub"),
         Error::TicketInvalid,
         Error::TicketExpired,
-        Error::TicketStoreFull { max: 10 },
+        Error::TicketStoreFull { max: 10, retry_after: std::time::Duration::ZERO },
+        Error::TicketsPerUser { max: 10, retry_after: std::time::Duration::ZERO },
         Error::RandomUnavailable,
         Error::InvalidKey("bad pem"),
         Error::UnsupportedAlgorithm,
@@ -209,7 +229,9 @@ mod tests {
     fn statuses_say_whose_fault() {
         assert_eq!(Error::Expired.http_status(), 401);
         assert_eq!(Error::TicketInvalid.http_status(), 401);
-        assert_eq!(Error::TicketStoreFull { max: 1 }.http_status(), 503);
+        let wait = std::time::Duration::from_secs(1);
+        assert_eq!(Error::TicketStoreFull { max: 1, retry_after: wait }.http_status(), 503);
+        assert_eq!(Error::TicketsPerUser { max: 1, retry_after: wait }.http_status(), 429);
         assert_eq!(Error::InvalidKey("x").http_status(), 500);
         assert!(Error::Expired.is_expired());
         assert!(!Error::NotYetValid.is_expired());

@@ -23,11 +23,28 @@ pub struct TicketConfig {
     /// fails with [`Error::TicketStoreFull`]. Default 10,000, about 3 MB, so a client
     /// requesting tickets in a loop cannot exhaust memory.
     pub max_pending: usize,
+    /// Most tickets one user (`sub`) may hold pending from [`TicketStore::issue_limited`];
+    /// past this it fails with [`Error::TicketsPerUser`]. Default 10: a user opens a
+    /// connection or two at a time, each redeeming its ticket within a second, so ten
+    /// allows a page with several tabs opening at once, while a user hoarding tickets holds
+    /// a thousandth of the store. 0 allows none.
+    pub max_pending_per_user: usize,
+    /// Tickets of [`TicketConfig::max_pending`] that only [`TicketStore::issue`] (trusted
+    /// callers, such as a backend with the API key) may take: `issue_limited` fails with
+    /// [`Error::TicketStoreFull`] once `max_pending - reserved` tickets are pending.
+    /// Default 1,000: however many users hoard tickets, trusted callers keep a tenth of the
+    /// store.
+    pub reserved: usize,
 }
 
 impl Default for TicketConfig {
     fn default() -> Self {
-        TicketConfig { ttl: Duration::from_secs(30), max_pending: 10_000 }
+        TicketConfig {
+            ttl: Duration::from_secs(30),
+            max_pending: 10_000,
+            max_pending_per_user: 10,
+            reserved: 1_000,
+        }
     }
 }
 
@@ -104,7 +121,8 @@ impl TicketStore {
         &self.config
     }
 
-    /// Issues a ticket for `claims`, redeemable once until `now` plus the time to live.
+    /// Issues a ticket for `claims`, redeemable once until `now` plus the time to live, to
+    /// a trusted caller: only `max_pending` limits it.
     ///
     /// Bind the claims of the request that asked for the ticket (its verified token): the
     /// connection that redeems the ticket gets exactly those, `exp` included, so a ticket
@@ -115,16 +133,49 @@ impl TicketStore {
     /// [`Error::TicketStoreFull`] when `max_pending` unexpired tickets wait (expired ones
     /// are purged first); [`Error::RandomUnavailable`] if the OS RNG fails.
     pub fn issue(&self, claims: Claims, now: Instant) -> Result<Ticket, Error> {
+        self.issue_within(claims, now, false)
+    }
+
+    /// Issues a ticket like [`TicketStore::issue`], to an untrusted caller such as a user
+    /// presenting their own token: at most `max_pending_per_user` pending for `claims.sub`,
+    /// and none once `max_pending - reserved` tickets are pending, so one user cannot starve
+    /// the others, nor all of them the trusted callers.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::TicketsPerUser`] when the user holds `max_pending_per_user` pending tickets;
+    /// [`Error::TicketStoreFull`] when the untrusted share is taken; [`Error::RandomUnavailable`]
+    /// if the OS RNG fails.
+    pub fn issue_limited(&self, claims: Claims, now: Instant) -> Result<Ticket, Error> {
+        self.issue_within(claims, now, true)
+    }
+
+    fn issue_within(&self, claims: Claims, now: Instant, limited: bool) -> Result<Ticket, Error> {
         let mut bytes = [0u8; TICKET_BYTES];
         getrandom::fill(&mut bytes).map_err(|_| Error::RandomUnavailable)?;
         let expires_at = now + self.config.ttl;
         let mut pending = self.lock();
         pending.purge(now);
-        if pending.by_hash.len() >= self.config.max_pending {
-            return Err(Error::TicketStoreFull { max: self.config.max_pending });
+        let max = if limited {
+            self.config.max_pending.saturating_sub(self.config.reserved)
+        } else {
+            self.config.max_pending
+        };
+        if pending.by_hash.len() >= max {
+            return Err(Error::TicketStoreFull { max, retry_after: pending.next_expiry(now) });
+        }
+        if limited {
+            let max = self.config.max_pending_per_user;
+            let held = pending.users.get(claims.sub.as_str());
+            if held.map_or(0, VecDeque::len) >= max {
+                let oldest = held.and_then(|held| held.front().copied());
+                let retry_after = oldest.map_or(self.config.ttl, |at| at.duration_since(now));
+                return Err(Error::TicketsPerUser { max, retry_after });
+            }
+            pending.users.entry(claims.sub.clone()).or_default().push_back(expires_at);
         }
         let hash: [u8; 32] = Sha256::digest(bytes).into();
-        pending.by_hash.insert(hash, Entry { claims, expires_at });
+        pending.by_hash.insert(hash, Entry { claims, expires_at, limited });
         pending.by_expiry.push_back((expires_at, hash));
         pending.compact(self.config.max_pending);
         Ok(Ticket { value: URL_SAFE_NO_PAD.encode(bytes), expires_at })
@@ -141,6 +192,9 @@ impl TicketStore {
         let hash = hash_ticket(ticket).ok_or(Error::TicketInvalid)?;
         let mut pending = self.lock();
         let entry = pending.by_hash.remove(&hash);
+        if let Some(entry) = &entry {
+            pending.release(entry);
+        }
         pending.purge(now);
         let entry = entry.ok_or(Error::TicketInvalid)?;
         if now >= entry.expires_at {
@@ -185,6 +239,9 @@ struct Pending {
     /// Hashes in issue order, which is expiry order as the TTL is fixed. May hold hashes
     /// already redeemed; those are skipped when their time comes.
     by_expiry: VecDeque<(Instant, [u8; 32])>,
+    /// Expiry of each pending ticket from `issue_limited`, by user, oldest first. A user
+    /// leaves with their last ticket, so this holds no more entries than `by_hash`.
+    users: HashMap<String, VecDeque<Instant>>,
 }
 
 impl Pending {
@@ -196,11 +253,35 @@ impl Pending {
                 break;
             }
             self.by_expiry.pop_front();
-            if self.by_hash.remove(&hash).is_some() {
+            if let Some(entry) = self.by_hash.remove(&hash) {
+                self.release(&entry);
                 purged += 1;
             }
         }
         purged
+    }
+
+    /// Gives back the user's share held by `entry`, which has left `by_hash`.
+    fn release(&mut self, entry: &Entry) {
+        if !entry.limited {
+            return;
+        }
+        let user = entry.claims.sub.as_str();
+        let Some(held) = self.users.get_mut(user) else { return };
+        if let Some(at) = held.iter().position(|&at| at == entry.expires_at) {
+            held.remove(at);
+        }
+        if held.is_empty() {
+            self.users.remove(user);
+        }
+    }
+
+    /// How long until the oldest pending ticket expires: the latest a slot comes free.
+    fn next_expiry(&self, now: Instant) -> Duration {
+        self.by_expiry
+            .iter()
+            .find(|(_, hash)| self.by_hash.contains_key(hash))
+            .map_or(Duration::ZERO, |&(at, _)| at.duration_since(now))
     }
 
     /// Keeps the queue from growing with redeemed tickets when many are issued and
@@ -217,6 +298,8 @@ impl Pending {
 struct Entry {
     claims: Claims,
     expires_at: Instant,
+    /// Issued by `issue_limited`: counted in its user's share.
+    limited: bool,
 }
 
 /// The SHA-256 of a well-formed ticket's bytes; `None` for anything that cannot be one.
@@ -289,5 +372,65 @@ mod tests {
         // 43 characters carry 258 bits: the last two must be zero (canonical encoding).
         assert_eq!(hash_ticket(&format!("{}B", "A".repeat(42))), None);
         assert!(hash_ticket(&"A".repeat(43)).is_some());
+    }
+
+    #[test]
+    fn one_user_holds_at_most_its_share_and_gets_it_back() {
+        let config = TicketConfig { max_pending_per_user: 3, ..TicketConfig::default() };
+        let store = TicketStore::new(config);
+        let t0 = Instant::now();
+        let second = Duration::from_secs(1);
+        let first = store.issue_limited(claims("mallory"), t0).unwrap();
+        store.issue_limited(claims("mallory"), t0 + second).unwrap();
+        store.issue_limited(claims("mallory"), t0 + second * 2).unwrap();
+        let refused = store.issue_limited(claims("mallory"), t0 + second * 5);
+        // The oldest of the three expires 30 s after t0, 25 s from now.
+        let retry_after = Duration::from_secs(25);
+        assert_eq!(refused.unwrap_err(), Error::TicketsPerUser { max: 3, retry_after });
+        store.issue_limited(claims("alice"), t0).expect("another user has their own share");
+        store.issue(claims("mallory"), t0).expect("a trusted caller is not limited per user");
+        // A redeemed ticket gives its slot back at once, an expired one when it expires.
+        store.redeem(first.as_str(), t0 + second * 5).unwrap();
+        store.issue_limited(claims("mallory"), t0 + second * 5).expect("a slot came back");
+        assert!(store.issue_limited(claims("mallory"), t0 + second * 5).is_err());
+        store.issue_limited(claims("mallory"), t0 + second * 31).expect("the second expired");
+        // Users leave the table with their last ticket.
+        store.purge_expired(t0 + second * 100);
+        assert!(store.lock().users.is_empty());
+        assert!(store.is_empty());
+    }
+
+    #[test]
+    fn untrusted_callers_cannot_take_the_reserve() {
+        let config = TicketConfig {
+            max_pending: 10,
+            max_pending_per_user: 1,
+            reserved: 4,
+            ..TicketConfig::default()
+        };
+        let store = TicketStore::new(config);
+        let t0 = Instant::now();
+        for n in 0..6 {
+            store.issue_limited(claims(&format!("user{n}")), t0).expect("within the share");
+        }
+        let later = t0 + Duration::from_secs(10);
+        let refused = store.issue_limited(claims("user6"), later).unwrap_err();
+        let retry_after = Duration::from_secs(20);
+        assert_eq!(refused, Error::TicketStoreFull { max: 6, retry_after });
+        for _ in 0..4 {
+            store.issue(claims("backend-user"), later).expect("the reserve");
+        }
+        let refused = store.issue(claims("backend-user"), later).unwrap_err();
+        assert_eq!(refused, Error::TicketStoreFull { max: 10, retry_after });
+        // A share of 0 or a reserve past the maximum leave untrusted callers nothing.
+        let config = TicketConfig { max_pending: 2, reserved: 5, ..TicketConfig::default() };
+        let store = TicketStore::new(config);
+        assert!(matches!(store.issue_limited(claims("u"), t0), Err(Error::TicketStoreFull { .. })));
+        store.issue(claims("u"), t0).expect("trusted");
+        let config = TicketConfig { max_pending_per_user: 0, ..TicketConfig::default() };
+        let store = TicketStore::new(config);
+        let refused = store.issue_limited(claims("u"), t0).unwrap_err();
+        let retry_after = Duration::from_secs(30);
+        assert_eq!(refused, Error::TicketsPerUser { max: 0, retry_after });
     }
 }

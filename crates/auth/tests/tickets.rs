@@ -95,12 +95,14 @@ fn a_full_store_refuses_until_tickets_leave() {
     let tickets: Vec<_> =
         (0..3).map(|i| store.issue(claims(&format!("u{i}")), t0).unwrap()).collect();
     let err = store.issue(claims("late"), t0).unwrap_err();
-    assert_eq!(err, Error::TicketStoreFull { max: 3 });
+    // The oldest ticket expires in 30 s: a place comes free then at the latest.
+    let full = Error::TicketStoreFull { max: 3, retry_after: Duration::from_secs(30) };
+    assert_eq!(err, full);
     assert_eq!((err.http_status(), err.as_label()), (503, "ticket_store_full"));
     // Redeeming frees a place.
     store.redeem(tickets[0].as_str(), t0).unwrap();
     store.issue(claims("late"), t0).unwrap();
-    assert_eq!(store.issue(claims("later"), t0).unwrap_err(), Error::TicketStoreFull { max: 3 });
+    assert_eq!(store.issue(claims("later"), t0).unwrap_err(), full);
     // So does expiry: issuing purges first.
     let t1 = t0 + Duration::from_secs(30);
     for i in 0..3 {

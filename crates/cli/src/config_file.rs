@@ -111,6 +111,12 @@ struct Limits {
     message_rate: Option<RateArg>,
     #[serde(default, deserialize_with = "rate")]
     byte_rate: Option<RateArg>,
+    #[serde(default, deserialize_with = "rate")]
+    address_message_rate: Option<RateArg>,
+    #[serde(default, deserialize_with = "rate")]
+    address_byte_rate: Option<RateArg>,
+    #[serde(default, deserialize_with = "rate")]
+    api_rate: Option<RateArg>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -295,6 +301,9 @@ pub(crate) fn apply(file: &FileConfig, args: &mut ServeArgs, explicit: &dyn Fn(&
     set!("handshake_rate", args.handshake_rate, l.handshake_rate);
     set!("rate_limit_messages", args.rate_limit_messages, l.message_rate);
     set!("rate_limit_bytes", args.rate_limit_bytes, l.byte_rate);
+    set!("rate_limit_address_messages", args.rate_limit_address_messages, l.address_message_rate);
+    set!("rate_limit_address_bytes", args.rate_limit_address_bytes, l.address_byte_rate);
+    set!("api_rate", args.api_rate, l.api_rate);
 
     let a = &file.auth;
     // The key source is one choice: a flag naming any key replaces the file's key whole.
@@ -480,6 +489,12 @@ handshake_rate = "{handshake_rate}"
 message_rate = "{message_rate}"
 # Message bytes per second on one /ws connection (K, M, G suffixes), or "off".
 byte_rate = "{byte_rate}"
+# Commands per second from one address, shared by all its /ws connections, or "off".
+address_message_rate = "{address_message_rate}"
+# Message bytes per second from one address, shared by all its /ws connections, or "off".
+address_byte_rate = "{address_byte_rate}"
+# Requests to /api/ without the API key per second from one address, or "off"; past it, 429.
+api_rate = "{api_rate}"
 
 [auth]
 # HMAC secret verifying HS256 tokens (at least 32 bytes); unset: no tokens accepted.
@@ -553,6 +568,9 @@ max_message_size = {hub_max_message_size}
         handshake_rate = RateArg(limits.handshake_rate),
         message_rate = RateArg(limits.message_rate),
         byte_rate = RateArg(limits.byte_rate),
+        address_message_rate = RateArg(limits.address_message_rate),
+        address_byte_rate = RateArg(limits.address_byte_rate),
+        api_rate = RateArg(limits.api_rate),
         required = config.auth.required,
         first_message = config.auth.first_message,
         allow_localhost = config.origins.allow_localhost,

@@ -177,6 +177,33 @@ struct ServeArgs {
         value_name = "RATE[:BURST]"
     )]
     rate_limit_bytes: RateArg,
+    /// Commands per second from one address, shared by all its /ws connections, as RATE or
+    /// RATE:BURST or "off"; past it, as --rate-limit-messages. Reconnecting does not refill it.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_RATE_LIMIT_ADDRESS_MESSAGES",
+        default_value_t = RateArg(limits().address_message_rate),
+        value_name = "RATE[:BURST]"
+    )]
+    rate_limit_address_messages: RateArg,
+    /// Message bytes per second from one address, shared by all its /ws connections, as RATE
+    /// or RATE:BURST (K, M, G: KiB, MiB, GiB) or "off"; past it, as --rate-limit-messages.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_RATE_LIMIT_ADDRESS_BYTES",
+        default_value_t = RateArg(limits().address_byte_rate),
+        value_name = "RATE[:BURST]"
+    )]
+    rate_limit_address_bytes: RateArg,
+    /// Requests to /api/ without the API key (tickets for a user's token, refused requests)
+    /// per second from one address, as RATE or RATE:BURST or "off"; past it, 429.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_API_RATE",
+        default_value_t = RateArg(limits().api_rate),
+        value_name = "RATE[:BURST]"
+    )]
+    api_rate: RateArg,
     /// Apply the per-address limits to loopback clients too (off by default: a loopback
     /// peer is usually a reverse proxy on this host, carrying every user).
     #[arg(long, env = "SWITCHBOARD_LIMIT_LOOPBACK")]
@@ -469,6 +496,9 @@ fn config_from(args: &ServeArgs) -> anyhow::Result<Config> {
     config.rate_limits.handshake_rate = args.handshake_rate.0;
     config.rate_limits.message_rate = args.rate_limit_messages.0;
     config.rate_limits.byte_rate = args.rate_limit_bytes.0;
+    config.rate_limits.address_message_rate = args.rate_limit_address_messages.0;
+    config.rate_limits.address_byte_rate = args.rate_limit_address_bytes.0;
+    config.rate_limits.api_rate = args.api_rate.0;
     config.rate_limits.exempt_loopback = !args.limit_loopback;
     config.hub.max_subscriptions = args.max_subscriptions;
     config.hub.outbound_queue_bytes = args.outbound_queue_bytes;
@@ -621,11 +651,21 @@ mod tests {
 
     #[test]
     fn rate_flag_defaults_show_the_library_defaults_and_read_back() {
-        for default in [limits().handshake_rate, limits().message_rate, limits().byte_rate] {
+        let l = limits();
+        let defaults = [
+            l.handshake_rate,
+            l.message_rate,
+            l.byte_rate,
+            l.address_message_rate,
+            l.address_byte_rate,
+            l.api_rate,
+        ];
+        for default in defaults {
             let shown = RateArg(default).to_string();
             assert_eq!(shown.parse::<RateArg>(), Ok(RateArg(default)), "{shown}");
         }
         assert_eq!(RateArg(limits().byte_rate).to_string(), "1MiB:16MiB");
+        assert_eq!(RateArg(limits().address_byte_rate).to_string(), "2MiB:16MiB");
         assert_eq!(RateArg(None).to_string(), "off");
     }
 
@@ -643,6 +683,12 @@ mod tests {
             "off",
             "--handshake-rate",
             "1:2",
+            "--rate-limit-address-messages",
+            "7:70",
+            "--rate-limit-address-bytes",
+            "off",
+            "--api-rate",
+            "3:9",
             "--limit-loopback",
         ])
         .expect("valid flags");
@@ -653,6 +699,9 @@ mod tests {
         assert_eq!(limits.message_rate, Some(Rate::new(5, 50)));
         assert_eq!(limits.byte_rate, None);
         assert_eq!(limits.handshake_rate, Some(Rate::new(1, 2)));
+        assert_eq!(limits.address_message_rate, Some(Rate::new(7, 70)));
+        assert_eq!(limits.address_byte_rate, None);
+        assert_eq!(limits.api_rate, Some(Rate::new(3, 9)));
         assert!(!limits.exempt_loopback);
     }
 }

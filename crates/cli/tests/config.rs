@@ -227,6 +227,35 @@ fn environment_overrides_the_file_and_a_flag_the_environment() {
     std::fs::remove_file(&path).unwrap();
 }
 
+#[tokio::test]
+async fn address_rates_come_from_the_file_and_the_environment() {
+    let path = write_file(
+        "address-rates",
+        "listen = \"127.0.0.1:0\"\n[limits]\naddress_message_rate = \"1:3\"\napi_rate = \"1:2\"\n",
+    );
+    let config = path.to_str().unwrap();
+    let env = [("SWITCHBOARD_LIMIT_LOOPBACK", "true"), ("SWITCHBOARD_API_KEY", "k")];
+    let served = Served::start(&["--config", config], &env);
+    std::fs::remove_file(&path).unwrap();
+    let mut codes = Vec::new();
+    for _ in 0..2 {
+        let mut ws = WsClient::connect(served.addr, "/ws").await.expect("handshake");
+        for id in 1..=2 {
+            let reply = call(&mut ws, json!({"id": id, "type": "ping"})).await;
+            codes.push(reply["error"]["code"].as_str().unwrap_or("ok").to_owned());
+        }
+    }
+    // Three commands for the address across both connections.
+    assert_eq!(codes, ["ok", "ok", "ok", "rate_limited"]);
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        let request =
+            b"GET /api/history?channel=a HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+        statuses.push(WsClient::expect_refusal(served.addr, request).await.unwrap().status);
+    }
+    assert_eq!(statuses, [401, 401, 429]);
+}
+
 #[test]
 fn serve_refuses_a_bad_file_in_one_line() {
     let path = write_file("serve-bad", "[hub]\nmax_subscriptions = -1\n");

@@ -123,7 +123,7 @@ pub mod close {
     pub const DRAINING: u16 = 4003;
     /// 4100: too many commands too fast.
     pub const RATE_LIMITED: u16 = 4100;
-    /// 4101: too many malformed or failing commands.
+    /// 4101: too many unreadable commands in a row (100 on this server).
     pub const TOO_MANY_ERRORS: u16 = 4101;
     /// 4102: no `connect` command arrived in time.
     pub const CONNECT_TIMEOUT: u16 = 4102;

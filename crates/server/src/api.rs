@@ -2,9 +2,10 @@
 //! history and disconnect, JSON in and out, behind an API key. `docs/api.md` documents
 //! every endpoint.
 //!
-//! Every request is checked in this order, and the first failure answers: the API is
-//! enabled (403), the key (401), the path (404), the method (405), the content type (415),
-//! the body size (413), then the body or query itself (400).
+//! Every request is checked in this order, and the first failure answers: the rate of
+//! requests without the API key from the client's address (429), the API is enabled (403),
+//! the key (401), the path (404), the method (405), the content type (415), the body size
+//! (413), then the body or query itself (400).
 
 use http::header::{self, HeaderName};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
@@ -20,6 +21,7 @@ use switchboard_proto::{
 
 use crate::Shared;
 use crate::http::Body;
+use crate::limits::Reason;
 use crate::node::{Kick, Node, broker_error};
 
 /// Whether `path` belongs to the API (and gets its JSON errors, not the plain-text 404).
@@ -29,18 +31,49 @@ pub(crate) fn is_api_path(path: &str) -> bool {
 
 /// Answers one API request; never fails: every error becomes a JSON error response.
 pub(crate) async fn handle(req: Request<Incoming>, shared: &Shared) -> Response<Body> {
-    let result = if req.uri().path() == "/api/ticket" {
-        ticket(req, shared).await
-    } else {
-        match authenticate(req.headers(), shared.config.api_key.as_deref()) {
-            Ok(()) => dispatch(req, shared).await,
-            Err(e) => Err(e),
-        }
+    let result = match check_rate(&req, shared) {
+        Ok(()) => route(req, shared).await,
+        Err(e) => Err(e),
     };
     result.unwrap_or_else(|e| {
         tracing::debug!(status = e.status.as_u16(), code = %e.body.code, "api request refused");
         e.into_response()
     })
+}
+
+/// Takes a request without the API key from its address's allowance: whoever does not
+/// hold the key (a user asking for a ticket, a guesser, anyone while the API is disabled)
+/// can cost the server only so many requests, each of which may verify a signature or
+/// issue a ticket.
+fn check_rate(req: &Request<Incoming>, shared: &Shared) -> Result<(), ApiError> {
+    if authenticate(req.headers(), shared.config.api_key.as_deref()).is_ok() {
+        return Ok(());
+    }
+    let Some(ip) = req.extensions().get::<crate::PeerAddr>().map(|peer| peer.0.ip()) else {
+        return Ok(());
+    };
+    let options = &shared.config.rate_limits;
+    shared.limits.check_api(ip, options, tokio::time::Instant::now()).map_err(|wait| {
+        let message = match options.api_rate {
+            Some(rate) => format!(
+                "too many requests without the API key from this address: at most {} a \
+                 second, in bursts of {}; slow down",
+                rate.per_second, rate.burst
+            ),
+            None => "too many requests without the API key from this address".to_owned(),
+        };
+        ApiError::new(StatusCode::TOO_MANY_REQUESTS, ErrorCode::RateLimited, message)
+            .with_retry_after(wait)
+    })
+}
+
+async fn route(req: Request<Incoming>, shared: &Shared) -> Result<Response<Body>, ApiError> {
+    if req.uri().path() == "/api/ticket" {
+        ticket(req, shared).await
+    } else {
+        authenticate(req.headers(), shared.config.api_key.as_deref())?;
+        dispatch(req, shared).await
+    }
 }
 
 /// The endpoints.
@@ -143,6 +176,13 @@ impl ApiError {
 
     fn with_header(mut self, name: HeaderName, value: &'static str) -> Self {
         self.header = Some((name, HeaderValue::from_static(value)));
+        self
+    }
+
+    /// `Retry-After` (RFC 9110 §10.2.3) in whole seconds, rounded up, at least 1.
+    fn with_retry_after(mut self, wait: std::time::Duration) -> Self {
+        let secs = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1);
+        self.header = Some((header::RETRY_AFTER, HeaderValue::from(secs)));
         self
     }
 
@@ -277,6 +317,8 @@ struct TicketResponse {
 /// `POST /api/ticket`: a one-time ticket, for a browser to pass as `?ticket=` instead of a
 /// long-lived token in the URL. Authenticated by a valid token (`Authorization: Bearer`;
 /// the ticket carries its claims) or by the API key (the body names the user and rights).
+/// Token holders get a limited share of the store (`TicketStore::issue_limited`), so that
+/// neither one user nor all of them can starve the others or the API key.
 async fn ticket(req: Request<Incoming>, shared: &Shared) -> Result<Response<Body>, ApiError> {
     if req.method() != Method::POST {
         let message = format!("{} /api/ticket is not allowed: use POST", req.method());
@@ -289,12 +331,16 @@ async fn ticket(req: Request<Incoming>, shared: &Shared) -> Result<Response<Body
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::to_owned);
-    let claims = match bearer {
-        Some(token) => shared.auth.verify(token.trim()).map_err(|f| {
-            let code = if f.expired { ErrorCode::TokenExpired } else { ErrorCode::Unauthorized };
-            ApiError::new(StatusCode::UNAUTHORIZED, code, f.message)
-                .with_header(header::WWW_AUTHENTICATE, "Bearer")
-        })?,
+    let (claims, limited) = match bearer {
+        Some(token) => {
+            let claims = shared.auth.verify(token.trim()).map_err(|f| {
+                let code =
+                    if f.expired { ErrorCode::TokenExpired } else { ErrorCode::Unauthorized };
+                ApiError::new(StatusCode::UNAUTHORIZED, code, f.message)
+                    .with_header(header::WWW_AUTHENTICATE, "Bearer")
+            })?;
+            (claims, true)
+        }
         None => {
             authenticate(req.headers(), shared.config.api_key.as_deref())?;
             let body: TicketRequest = read_json(req).await?;
@@ -313,15 +359,39 @@ async fn ticket(req: Request<Incoming>, shared: &Shared) -> Result<Response<Body
             claims.channels = body.channels;
             claims.publish = body.publish;
             claims.info = body.info;
-            claims
+            (claims, false)
         }
     };
     let store = shared.auth.tickets();
-    let ticket = store.issue(claims, std::time::Instant::now()).map_err(|e| {
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Unavailable, e.reason())
-    })?;
+    let now = std::time::Instant::now();
+    let issued = if limited { store.issue_limited(claims, now) } else { store.issue(claims, now) };
+    let ticket = issued.map_err(|e| ticket_refused(&e, shared))?;
     let expires_in = store.config().ttl.as_secs();
     Ok(json(&TicketResponse { ticket: ticket.into_string(), expires_in }))
+}
+
+/// The answer to a ticket the store would not issue, counted by reason.
+fn ticket_refused(e: &switchboard_auth::Error, shared: &Shared) -> ApiError {
+    use switchboard_auth::Error;
+    let unavailable = (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Unavailable);
+    let ((status, code), counted) = match *e {
+        Error::TicketsPerUser { retry_after, .. } => (
+            (StatusCode::TOO_MANY_REQUESTS, ErrorCode::RateLimited),
+            Some((Reason::TicketsPerUser, retry_after)),
+        ),
+        Error::TicketStoreFull { retry_after, .. } => {
+            (unavailable, Some((Reason::TicketsPending, retry_after)))
+        }
+        _ => (unavailable, None),
+    };
+    let error = ApiError::new(status, code, e.reason());
+    match counted {
+        Some((reason, wait)) => {
+            shared.limits.count(reason);
+            error.with_retry_after(wait)
+        }
+        None => error,
+    }
 }
 
 /// Publishes through the broker like a client's `publish`, without client info and

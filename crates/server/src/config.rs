@@ -64,7 +64,8 @@ pub struct Config {
     /// Serve HTTPS and WSS instead of plain HTTP. Default `None`.
     pub tls: Option<crate::TlsSource>,
     /// Connections in total and per client address, handshakes per address, commands and
-    /// bytes per `/ws` connection.
+    /// bytes per `/ws` connection and per address, `/api/` requests without the API key per
+    /// address.
     pub rate_limits: LimitOptions,
     /// The key application backends send as `Authorization: apikey <key>` to use the HTTP
     /// API under `/api/` (see `docs/api.md`). Default `None`: the API is disabled and
@@ -113,11 +114,12 @@ pub struct LimitOptions {
     /// `/echo`, for conformance suites and load tools that open hundreds of connections in
     /// a row, is not counted.
     pub handshake_rate: Option<Rate>,
-    /// Client addresses whose handshake rate is remembered. Default 65,536 (a few MiB).
-    /// An address whose allowance has refilled is forgotten first (it loses nothing);
-    /// when a flood of distinct addresses fills the table anyway, arbitrary entries are
-    /// dropped and those addresses start over with a full burst: the table never grows
-    /// past this, at the cost of leniency towards whoever controls that many addresses.
+    /// Client addresses whose allowances are remembered, in each per-address rate table
+    /// (handshakes, `/ws` commands and bytes, `/api/` requests). Default 65,536 (a few MiB
+    /// per table). An address whose allowance has refilled is forgotten first (it loses
+    /// nothing); when a flood of distinct addresses fills a table anyway, arbitrary entries
+    /// are dropped and those addresses start over with a full burst: no table grows past
+    /// this, at the cost of leniency towards whoever controls that many addresses.
     pub max_tracked_ips: usize,
     /// Commands per second on one `/ws` connection; a command over it gets a
     /// `rate_limited` error reply (temporary) and is not carried out. `None` for no limit.
@@ -133,6 +135,29 @@ pub struct LimitOptions {
     /// 256, far more than a person types or a browser uploads through this protocol.
     /// A message larger than the burst costs the whole burst.
     pub byte_rate: Option<Rate>,
+    /// Commands per second from one client address, shared by all its `/ws` connections
+    /// and checked with the connection's own rates (a command takes from all or none);
+    /// refused the same way, counted as `address_message_rate`. Unlike the connection's
+    /// allowance it is not refilled by reconnecting or by opening more connections. `None`
+    /// for no limit. Default 1,000 a second in bursts of 8,000: five connections at their
+    /// full rate, or a hundred people behind one NAT each sending ten commands a second;
+    /// busier offices or a reverse proxy on another host need it raised or turned off.
+    pub address_message_rate: Option<Rate>,
+    /// WebSocket message bytes per second from one client address, shared by all its
+    /// `/ws` connections like [`LimitOptions::address_message_rate`], counted as
+    /// `address_byte_rate`. `None` for no limit. Default 2 MiB a second in bursts of
+    /// 16 MiB: the burst equals one connection's, so a client that reconnects or opens
+    /// many connections gets no more than one connection's burst and twice its sustained
+    /// rate, while a NAT of a hundred users still has 20 KiB a second each.
+    pub address_byte_rate: Option<Rate>,
+    /// Requests to `/api/` without the API key (`POST /api/ticket` with a user's token,
+    /// and every refused request: wrong or missing key, disabled API) per client address;
+    /// past it the request is answered 429 with `Retry-After` before anything else is
+    /// checked, and counted as `api_rate`. Requests with the API key are never counted or
+    /// limited. `None` for no limit. Default 20 a second in bursts of 50, the handshake
+    /// rate: a browser asks for one ticket per connection it opens, while a loop hoarding
+    /// tickets or guessing keys is throttled.
+    pub api_rate: Option<Rate>,
     /// Commands refused for rate in one streak before the connection is closed with 1008
     /// (policy violation, advice `backoff`), after a `disconnect` push. A streak is a run of
     /// refusals each less than a second after the previous one; a second without a
@@ -143,7 +168,8 @@ pub struct LimitOptions {
     /// refusal.
     pub max_rejections: u32,
     /// Leave loopback clients (`127.0.0.0/8`, `::1`) out of the per-address limits
-    /// (connections per address, handshake rate); the total still counts them. Default
+    /// (connections per address, handshake rate, command and byte rates per address, the
+    /// `/api/` rate); the total and the per-connection rates still count them. Default
     /// on: a loopback peer is a reverse proxy or service-mesh sidecar on this host, which
     /// carries every user under one address and would otherwise cap the whole server at
     /// one address's share, or a local tool (tests, benchmarks, conformance suites). An
@@ -161,6 +187,9 @@ impl Default for LimitOptions {
             max_tracked_ips: 65_536,
             message_rate: Some(Rate::new(200, 4_000)),
             byte_rate: Some(Rate::new(1 << 20, 16 << 20)),
+            address_message_rate: Some(Rate::new(1_000, 8_000)),
+            address_byte_rate: Some(Rate::new(2 << 20, 16 << 20)),
+            api_rate: Some(Rate::new(20, 50)),
             max_rejections: 1_000,
             exempt_loopback: true,
         }

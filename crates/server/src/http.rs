@@ -278,7 +278,7 @@ fn upgrade(mut req: Request<Incoming>, shared: &Arc<Shared>, endpoint: Endpoint)
         // Built in a block that ends before the await: what the driver took over must not
         // keep its own room in the task next to the driver's.
         let driving = {
-            let (conn, app) = connection_app(&task_shared, format, identity);
+            let (conn, app) = connection_app(&task_shared, format, identity, ip);
             drive_upgraded(upgraded, conn, app, info, &task_shared)
         };
         driving.await;
@@ -338,6 +338,7 @@ fn connection_app(
     shared: &Arc<Shared>,
     format: Option<Format>,
     identity: Box<Identity>,
+    ip: Option<std::net::IpAddr>,
 ) -> (Connection, App) {
     let config = &shared.config;
     let Some(format) = format else {
@@ -355,6 +356,7 @@ fn connection_app(
         format,
         Arc::clone(&sink),
         ping,
+        ip,
     );
     node.register(session.id(), session.user().map(str::to_owned), &sink);
     let app = App::Hub(Box::new(HubApp { session, sink }));

@@ -1,5 +1,6 @@
 //! Limits that protect the server from its clients: WebSocket connections in total and per
-//! client address, upgrade requests per address, commands and bytes per `/ws` connection.
+//! client address, upgrade requests per address, commands and bytes per `/ws` connection and
+//! per address, HTTP API requests without the API key per address.
 //!
 //! Every refusal is logged at debug level (one line: the reason, the address or client id)
 //! and counted here by [`Reason`], for the metrics to read. Open connections are counted by
@@ -38,17 +39,36 @@ pub(crate) enum Reason {
     ByteRate,
     /// A connection closed with 1008 after `max_rejections` refusals in a streak.
     SustainedExcess,
+    /// A command over its address's command rate (`rate_limited`).
+    AddressMessageRate,
+    /// A command over its address's byte rate (`rate_limited`).
+    AddressByteRate,
+    /// An `/api/` request without the API key over its address's rate (429).
+    ApiRate,
+    /// A ticket refused: its user already holds `max_pending_per_user` (429).
+    TicketsPerUser,
+    /// A ticket refused: the store's share for token holders, or the whole store, is full
+    /// (503).
+    TicketsPending,
+    /// A connection closed with 4101 after too many failed commands in a row.
+    TooManyErrors,
 }
 
 impl Reason {
     /// Every reason, in counter order.
-    pub(crate) const ALL: [Reason; 6] = [
+    pub(crate) const ALL: [Reason; REASONS] = [
         Reason::HandshakeRate,
         Reason::MaxConnections,
         Reason::MaxConnectionsPerIp,
         Reason::MessageRate,
         Reason::ByteRate,
         Reason::SustainedExcess,
+        Reason::AddressMessageRate,
+        Reason::AddressByteRate,
+        Reason::ApiRate,
+        Reason::TicketsPerUser,
+        Reason::TicketsPending,
+        Reason::TooManyErrors,
     ];
 
     /// A stable label for logs and metrics.
@@ -60,6 +80,12 @@ impl Reason {
             Reason::MessageRate => "message_rate",
             Reason::ByteRate => "byte_rate",
             Reason::SustainedExcess => "sustained_excess",
+            Reason::AddressMessageRate => "address_message_rate",
+            Reason::AddressByteRate => "address_byte_rate",
+            Reason::ApiRate => "api_rate",
+            Reason::TicketsPerUser => "tickets_per_user",
+            Reason::TicketsPending => "tickets_pending",
+            Reason::TooManyErrors => "too_many_errors",
         }
     }
 }
@@ -75,6 +101,12 @@ pub(crate) struct Limiter {
     per_ip: Table<usize>,
     /// Handshake allowance per address key, bounded by `max_tracked_ips`.
     handshakes: Table<Gcra>,
+    /// Command and byte allowances per address key, shared by the address's `/ws`
+    /// connections, bounded by `max_tracked_ips`.
+    commands: Table<AddressRate>,
+    /// Allowance per address key for `/api/` requests without the API key, bounded by
+    /// `max_tracked_ips`.
+    api: Table<Gcra>,
 }
 
 impl Limiter {
@@ -101,22 +133,53 @@ impl Limiter {
     ) -> Result<(), Refusal> {
         let Some(rate) = options.handshake_rate else { return Ok(()) };
         let Some(key) = limited_key(ip, options) else { return Ok(()) };
-        let capacity = (options.max_tracked_ips / SHARDS).max(1);
-        let mut shard = self.handshakes.shard(&key);
-        let bucket = shard.get(&key).copied().unwrap_or_else(|| Gcra::full(now));
-        match bucket.take(rate, 1, now) {
-            Ok(bucket) => {
-                if shard.len() >= capacity && !shard.contains_key(&key) {
-                    prune(&mut shard, capacity, now);
-                }
-                shard.insert(key, bucket);
-                Ok(())
-            }
-            Err(wait) => {
-                drop(shard);
-                Err(self.refuse(Some(key), Refusal::HandshakeRate { retry_after: wait }))
-            }
+        take_bounded(&self.handshakes, key, rate, options, now)
+            .map_err(|wait| self.refuse(Some(key), Refusal::HandshakeRate { retry_after: wait }))
+    }
+
+    /// Takes one `/api/` request made without the API key from the allowance of `ip`'s
+    /// address key.
+    ///
+    /// # Errors
+    ///
+    /// How long until one more request would be accepted, counted and logged as
+    /// [`Reason::ApiRate`], when the allowance is spent.
+    pub(crate) fn check_api(
+        &self,
+        ip: IpAddr,
+        options: &LimitOptions,
+        now: Instant,
+    ) -> Result<(), Duration> {
+        let Some(rate) = options.api_rate else { return Ok(()) };
+        let Some(key) = limited_key(ip, options) else { return Ok(()) };
+        take_bounded(&self.api, key, rate, options, now).inspect_err(|_| {
+            self.count(Reason::ApiRate);
+            tracing::debug!(ip = %key, reason = Reason::ApiRate.as_str(), "api request refused");
+        })
+    }
+
+    /// Takes one command of `len` bytes from the allowances of `ip`'s address key, both or
+    /// neither; `Ok` without a key (unknown or exempt address) or without address rates.
+    /// Counting and logging are the caller's, which knows how the refusal ends.
+    fn take_address(
+        &self,
+        ip: Option<IpAddr>,
+        len: u64,
+        options: &LimitOptions,
+        now: Instant,
+    ) -> Result<(), Reason> {
+        if options.address_message_rate.is_none() && options.address_byte_rate.is_none() {
+            return Ok(());
         }
+        let Some(key) = ip.and_then(|ip| limited_key(ip, options)) else { return Ok(()) };
+        let mut shard = self.commands.shard(&key);
+        let bucket = shard.get(&key).copied().unwrap_or_else(|| AddressRate::full(now));
+        let messages = take(bucket.messages, options.address_message_rate, 1, now)
+            .ok_or(Reason::AddressMessageRate)?;
+        let bytes = take(bucket.bytes, options.address_byte_rate, len, now)
+            .ok_or(Reason::AddressByteRate)?;
+        insert_bounded(&mut shard, key, AddressRate { messages, bytes }, options, now);
+        Ok(())
     }
 
     /// Takes a connection slot, in total and for `ip`'s address key (when known).
@@ -152,7 +215,8 @@ impl Limiter {
         Ok(ConnectionGuard { limiter: Arc::clone(self), key })
     }
 
-    fn count(&self, reason: Reason) {
+    /// Counts one refusal by `reason`.
+    pub(crate) fn count(&self, reason: Reason) {
         self.rejections[reason as usize].fetch_add(1, Ordering::Relaxed);
     }
 
@@ -290,11 +354,13 @@ impl ConnRate {
         }
     }
 
-    /// Takes one command of `len` bytes from client `client`'s allowances, both or
-    /// neither. A refusal is counted in `limiter` and logged.
+    /// Takes one command of `len` bytes from client `client`'s allowances and from those
+    /// of its address `ip` (shared by every connection from that address key), all or
+    /// none. A refusal is counted in `limiter` and logged.
     pub(crate) fn check(
         &mut self,
         client: &str,
+        ip: Option<IpAddr>,
         len: usize,
         options: &LimitOptions,
         limiter: &Limiter,
@@ -307,11 +373,14 @@ impl ConnRate {
         let messages = take(self.messages, options.message_rate, 1, now);
         let bytes = take(self.bytes, options.byte_rate, len, now);
         let reason = match (messages, bytes) {
-            (Some(messages), Some(bytes)) => {
-                self.messages = messages;
-                self.bytes = bytes;
-                return Verdict::Allow;
-            }
+            (Some(messages), Some(bytes)) => match limiter.take_address(ip, len, options, now) {
+                Ok(()) => {
+                    self.messages = messages;
+                    self.bytes = bytes;
+                    return Verdict::Allow;
+                }
+                Err(reason) => reason,
+            },
             (None, _) => Reason::MessageRate,
             (Some(_), None) => Reason::ByteRate,
         };
@@ -368,6 +437,68 @@ impl Gcra {
     }
 }
 
+/// One address key's command and byte allowances.
+#[derive(Clone, Copy, Debug)]
+struct AddressRate {
+    messages: Gcra,
+    bytes: Gcra,
+}
+
+impl AddressRate {
+    fn full(now: Instant) -> Self {
+        Self { messages: Gcra::full(now), bytes: Gcra::full(now) }
+    }
+}
+
+/// What a per-address table holds: allowances that may be forgotten once refilled.
+trait Refilling: Copy {
+    /// Whether forgetting the entry at `now` loses nothing.
+    fn is_full(self, now: Instant) -> bool;
+}
+
+impl Refilling for Gcra {
+    fn is_full(self, now: Instant) -> bool {
+        Gcra::is_full(self, now)
+    }
+}
+
+impl Refilling for AddressRate {
+    fn is_full(self, now: Instant) -> bool {
+        self.messages.is_full(now) && self.bytes.is_full(now)
+    }
+}
+
+/// Takes one unit under `rate` from `key`'s bucket in `table`, or how long until it could.
+fn take_bounded(
+    table: &Table<Gcra>,
+    key: IpAddr,
+    rate: Rate,
+    options: &LimitOptions,
+    now: Instant,
+) -> Result<(), Duration> {
+    let mut shard = table.shard(&key);
+    let bucket = shard.get(&key).copied().unwrap_or_else(|| Gcra::full(now));
+    let bucket = bucket.take(rate, 1, now)?;
+    insert_bounded(&mut shard, key, bucket, options, now);
+    Ok(())
+}
+
+/// Stores `value` under `key`, making room first when the shard is full: a table never
+/// holds more than `max_tracked_ips` entries (one per shard at least).
+fn insert_bounded<V: Refilling>(
+    shard: &mut HashMap<IpAddr, V>,
+    key: IpAddr,
+    value: V,
+    options: &LimitOptions,
+    now: Instant,
+) {
+    let capacity = (options.max_tracked_ips / SHARDS).max(1);
+    if shard.len() >= capacity && !shard.contains_key(&key) {
+        prune(shard, capacity, now);
+    }
+    shard.insert(key, value);
+}
+
 /// How long `rate` takes to refill `units`.
 fn refill_time(rate: Rate, units: u64) -> Duration {
     let nanos = u128::from(units) * 1_000_000_000 / u128::from(rate.per_second.max(1));
@@ -390,12 +521,12 @@ fn limited_key(ip: IpAddr, options: &LimitOptions) -> Option<IpAddr> {
     (!exempt).then(|| address_key(ip))
 }
 
-/// Makes room in a full handshake shard. Refilled buckets go first: forgetting them loses
+/// Makes room in a full shard of a per-address table. Refilled buckets go first: forgetting them loses
 /// nothing. Under a flood of distinct addresses none may have refilled yet; then arbitrary
 /// entries go too, down to three quarters (at least one less than `capacity`), so that the
 /// next prune is far off and the work stays constant per insert on average. Those
 /// addresses start over with a full burst.
-fn prune(shard: &mut HashMap<IpAddr, Gcra>, capacity: usize, now: Instant) {
+fn prune<V: Refilling>(shard: &mut HashMap<IpAddr, V>, capacity: usize, now: Instant) {
     shard.retain(|_, bucket| !bucket.is_full(now));
     let target = capacity.saturating_sub((capacity / 4).max(1));
     let mut excess = shard.len().saturating_sub(target);
@@ -448,7 +579,7 @@ impl<V> Table<V> {
 const SHARDS: usize = 16;
 
 /// Counters, one per reason.
-const REASONS: usize = 6;
+const REASONS: usize = 12;
 
 /// `Retry-After` when the server or the address is full: nobody knows when a slot frees,
 /// and a refused crowd should not come back in step (clients add their own jitter).
@@ -462,6 +593,9 @@ mod tests {
     use std::net::Ipv4Addr;
 
     use super::*;
+
+    /// Less than any refill in these tests.
+    const RATE_GAP: Duration = Duration::from_millis(1);
 
     fn options() -> LimitOptions {
         LimitOptions::default()
@@ -527,13 +661,16 @@ mod tests {
         let limiter = Limiter::default();
         let t0 = Instant::now();
         let mut rate = ConnRate::new(t0);
-        assert_eq!(rate.check("c", 150, &options, &limiter, t0), Verdict::Allow);
+        assert_eq!(rate.check("c", None, 150, &options, &limiter, t0), Verdict::Allow);
         // Over the byte rate: the command allowance is left as it was.
-        assert_eq!(rate.check("c", 10, &options, &limiter, t0), Verdict::Refuse(Reason::ByteRate));
-        options.byte_rate = None;
-        assert_eq!(rate.check("c", 10, &options, &limiter, t0), Verdict::Allow);
         assert_eq!(
-            rate.check("c", 10, &options, &limiter, t0),
+            rate.check("c", None, 10, &options, &limiter, t0),
+            Verdict::Refuse(Reason::ByteRate)
+        );
+        options.byte_rate = None;
+        assert_eq!(rate.check("c", None, 10, &options, &limiter, t0), Verdict::Allow);
+        assert_eq!(
+            rate.check("c", None, 10, &options, &limiter, t0),
             Verdict::Refuse(Reason::MessageRate)
         );
         assert_eq!(limiter.rejections(Reason::ByteRate), 1);
@@ -548,19 +685,22 @@ mod tests {
         let limiter = Limiter::default();
         let t0 = Instant::now();
         let mut rate = ConnRate::new(t0);
-        assert_eq!(rate.check("c", 1, &options, &limiter, t0), Verdict::Allow);
+        assert_eq!(rate.check("c", None, 1, &options, &limiter, t0), Verdict::Allow);
         for n in 1..=3 {
             let at = t0 + Duration::from_millis(n * 300);
             assert_eq!(
-                rate.check("c", 1, &options, &limiter, at),
+                rate.check("c", None, 1, &options, &limiter, at),
                 Verdict::Refuse(Reason::MessageRate)
             );
         }
         // Accepted commands between refusals do not end the streak; a quiet second does.
         let at = t0 + Duration::from_millis(1_100);
-        assert_eq!(rate.check("c", 1, &options, &limiter, at), Verdict::Allow);
-        assert_eq!(rate.check("c", 1, &options, &limiter, at), Verdict::Close);
-        assert_eq!(rate.check("c", 1, &options, &limiter, at + STREAK_GAP * 5), Verdict::Ignore);
+        assert_eq!(rate.check("c", None, 1, &options, &limiter, at), Verdict::Allow);
+        assert_eq!(rate.check("c", None, 1, &options, &limiter, at), Verdict::Close);
+        assert_eq!(
+            rate.check("c", None, 1, &options, &limiter, at + STREAK_GAP * 5),
+            Verdict::Ignore
+        );
         assert_eq!(limiter.rejections(Reason::MessageRate), 3);
         assert_eq!(limiter.rejections(Reason::SustainedExcess), 1);
     }
@@ -573,22 +713,22 @@ mod tests {
         let limiter = Limiter::default();
         let t0 = Instant::now();
         let mut rate = ConnRate::new(t0);
-        assert_eq!(rate.check("c", 1, &options, &limiter, t0), Verdict::Allow);
+        assert_eq!(rate.check("c", None, 1, &options, &limiter, t0), Verdict::Allow);
         for _ in 0..2 {
             assert_eq!(
-                rate.check("c", 1, &options, &limiter, t0),
+                rate.check("c", None, 1, &options, &limiter, t0),
                 Verdict::Refuse(Reason::MessageRate)
             );
         }
         let at = t0 + STREAK_GAP;
-        assert_eq!(rate.check("c", 1, &options, &limiter, at), Verdict::Allow);
+        assert_eq!(rate.check("c", None, 1, &options, &limiter, at), Verdict::Allow);
         for _ in 0..2 {
             assert_eq!(
-                rate.check("c", 1, &options, &limiter, at),
+                rate.check("c", None, 1, &options, &limiter, at),
                 Verdict::Refuse(Reason::MessageRate)
             );
         }
-        assert_eq!(rate.check("c", 1, &options, &limiter, at), Verdict::Close);
+        assert_eq!(rate.check("c", None, 1, &options, &limiter, at), Verdict::Close);
     }
 
     #[test]
@@ -599,8 +739,167 @@ mod tests {
         let limiter = Limiter::default();
         let t0 = Instant::now();
         let mut rate = ConnRate::new(t0);
-        assert_eq!(rate.check("c", 1, &options, &limiter, t0), Verdict::Allow);
-        assert_eq!(rate.check("c", 1, &options, &limiter, t0), Verdict::Close);
+        assert_eq!(rate.check("c", None, 1, &options, &limiter, t0), Verdict::Allow);
+        assert_eq!(rate.check("c", None, 1, &options, &limiter, t0), Verdict::Close);
+    }
+
+    #[test]
+    fn connections_from_one_address_share_its_allowances() {
+        let mut options = options();
+        options.exempt_loopback = false;
+        options.address_message_rate = None;
+        options.address_byte_rate = Some(Rate::new(100, 1_000));
+        let limiter = Limiter::default();
+        let t0 = Instant::now();
+        let a = Some(ip("192.0.2.1"));
+        let (mut first, mut second) = (ConnRate::new(t0), ConnRate::new(t0));
+        assert_eq!(first.check("1", a, 600, &options, &limiter, t0), Verdict::Allow);
+        // A new connection (or a reconnect) starts with a full allowance of its own, but
+        // the address's is spent.
+        assert_eq!(
+            second.check("2", a, 600, &options, &limiter, t0),
+            Verdict::Refuse(Reason::AddressByteRate)
+        );
+        assert_eq!(second.check("2", a, 400, &options, &limiter, t0), Verdict::Allow);
+        // Another address, and the same IPv6 /64 under another interface id.
+        let b = Some(ip("192.0.2.2"));
+        assert_eq!(second.check("2", b, 600, &options, &limiter, t0), Verdict::Allow);
+        let v6 = |text| Some(ip(text));
+        let mut third = ConnRate::new(t0);
+        assert_eq!(
+            third.check("3", v6("2001:db8::1"), 1_000, &options, &limiter, t0),
+            Verdict::Allow
+        );
+        assert_eq!(
+            third.check("3", v6("2001:db8::2"), 1, &options, &limiter, t0 + RATE_GAP),
+            Verdict::Refuse(Reason::AddressByteRate)
+        );
+        // Refilled at the address's rate: 100 bytes in a second.
+        let later = t0 + Duration::from_secs(1);
+        assert_eq!(first.check("1", a, 100, &options, &limiter, later), Verdict::Allow);
+        assert_eq!(
+            first.check("1", a, 1, &options, &limiter, later),
+            Verdict::Refuse(Reason::AddressByteRate)
+        );
+        // Without an address (or with none of the address rates) only the connection counts.
+        assert_eq!(first.check("1", None, 1, &options, &limiter, later), Verdict::Allow);
+        options.address_byte_rate = None;
+        assert_eq!(first.check("1", a, 1, &options, &limiter, later), Verdict::Allow);
+        assert_eq!(limiter.rejections(Reason::AddressByteRate), 3);
+        assert_eq!(limiter.rejections(Reason::ByteRate), 0);
+    }
+
+    #[test]
+    fn an_address_refusal_leaves_the_connection_allowance_untouched_and_vice_versa() {
+        let mut options = options();
+        options.exempt_loopback = false;
+        options.message_rate = Some(Rate::new(1, 2));
+        options.address_message_rate = Some(Rate::new(1, 3));
+        options.address_byte_rate = None;
+        let limiter = Limiter::default();
+        let t0 = Instant::now();
+        let a = Some(ip("192.0.2.1"));
+        let (mut first, mut second) = (ConnRate::new(t0), ConnRate::new(t0));
+        assert_eq!(first.check("1", a, 1, &options, &limiter, t0), Verdict::Allow);
+        assert_eq!(first.check("1", a, 1, &options, &limiter, t0), Verdict::Allow);
+        // Over the connection's rate: the address's third command is left for another.
+        assert_eq!(
+            first.check("1", a, 1, &options, &limiter, t0),
+            Verdict::Refuse(Reason::MessageRate)
+        );
+        assert_eq!(second.check("2", a, 1, &options, &limiter, t0), Verdict::Allow);
+        // Over the address's rate: the connection's allowance stays full.
+        assert_eq!(
+            second.check("2", a, 1, &options, &limiter, t0),
+            Verdict::Refuse(Reason::AddressMessageRate)
+        );
+        options.address_message_rate = None;
+        assert_eq!(second.check("2", a, 1, &options, &limiter, t0), Verdict::Allow);
+        assert_eq!(
+            second.check("2", a, 1, &options, &limiter, t0),
+            Verdict::Refuse(Reason::MessageRate)
+        );
+    }
+
+    #[test]
+    fn address_refusals_close_a_connection_after_a_streak_like_its_own() {
+        let mut options = options();
+        options.exempt_loopback = false;
+        options.address_message_rate = Some(Rate::new(1, 1));
+        options.max_rejections = 2;
+        let limiter = Limiter::default();
+        let t0 = Instant::now();
+        let a = Some(ip("192.0.2.1"));
+        let mut rate = ConnRate::new(t0);
+        assert_eq!(rate.check("c", a, 1, &options, &limiter, t0), Verdict::Allow);
+        for _ in 0..2 {
+            assert_eq!(
+                rate.check("c", a, 1, &options, &limiter, t0),
+                Verdict::Refuse(Reason::AddressMessageRate)
+            );
+        }
+        assert_eq!(rate.check("c", a, 1, &options, &limiter, t0), Verdict::Close);
+        assert_eq!(limiter.rejections(Reason::SustainedExcess), 1);
+    }
+
+    #[test]
+    fn loopback_is_exempt_from_address_rates_when_configured() {
+        let mut options = options();
+        options.address_message_rate = Some(Rate::new(1, 1));
+        let limiter = Limiter::default();
+        let t0 = Instant::now();
+        let local = Some(ip("127.0.0.1"));
+        let mut rate = ConnRate::new(t0);
+        for _ in 0..10 {
+            assert_eq!(rate.check("c", local, 1, &options, &limiter, t0), Verdict::Allow);
+        }
+        // Nothing was taken from the address while it was exempt.
+        options.exempt_loopback = false;
+        assert_eq!(rate.check("c", local, 1, &options, &limiter, t0), Verdict::Allow);
+        assert_eq!(
+            rate.check("c", local, 1, &options, &limiter, t0),
+            Verdict::Refuse(Reason::AddressMessageRate)
+        );
+    }
+
+    #[test]
+    fn the_address_rate_table_stays_bounded_under_a_flood_of_addresses() {
+        let mut options = options();
+        options.max_tracked_ips = 256;
+        let limiter = Limiter::default();
+        let t0 = Instant::now();
+        let mut rate = ConnRate::new(t0);
+        options.message_rate = None;
+        options.byte_rate = None;
+        for n in 0..5_000u32 {
+            let addr = Some(IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + n)));
+            assert_eq!(rate.check("c", addr, 1, &options, &limiter, t0), Verdict::Allow);
+            let entries: usize = (0..SHARDS).map(|i| limiter.commands.lock(i).len()).sum();
+            assert!(entries <= 256, "{entries} entries after {n} addresses");
+        }
+    }
+
+    #[test]
+    fn api_requests_are_limited_per_address() {
+        let mut options = options();
+        options.exempt_loopback = false;
+        options.api_rate = Some(Rate::new(2, 2));
+        let limiter = Limiter::default();
+        let t0 = Instant::now();
+        let a = ip("2001:db8::1");
+        limiter.check_api(a, &options, t0).expect("first");
+        limiter.check_api(ip("2001:db8::2"), &options, t0).expect("second, same /64");
+        assert_eq!(limiter.check_api(a, &options, t0), Err(Duration::from_millis(500)));
+        limiter.check_api(ip("192.0.2.1"), &options, t0).expect("another address");
+        limiter.check_api(a, &options, t0 + Duration::from_millis(500)).expect("refilled");
+        // Its own table: the handshake allowance is untouched.
+        options.handshake_rate = Some(Rate::new(2, 2));
+        limiter.check_handshake(a, &options, t0).expect("a handshake");
+        options.exempt_loopback = true;
+        for _ in 0..10 {
+            limiter.check_api(ip("::1"), &options, t0).expect("loopback is exempt");
+        }
+        assert_eq!(limiter.rejections(Reason::ApiRate), 1);
     }
 
     #[test]
@@ -769,8 +1068,9 @@ mod tests {
             }
         }
         let counts: Vec<u64> = Reason::ALL.map(|r| shared.limits.rejections(r)).to_vec();
-        // Handshake rate, connections, per address, commands, bytes, sustained excess.
-        assert_eq!(counts, [1, 1, 0, 1, 0, 1]);
+        // Handshake rate, connections, per address, commands, bytes, sustained excess, then
+        // the per-address command and byte rates, the API, tickets and errors.
+        assert_eq!(counts, [1, 1, 0, 1, 0, 1, 0, 0, 0, 0, 0, 0]);
         shutdown.shutdown();
     }
 

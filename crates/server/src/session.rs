@@ -2,6 +2,7 @@
 //! command is carried out.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -50,6 +51,10 @@ pub(crate) struct Session {
     ping_interval_secs: u32,
     /// Command and byte allowances.
     rate: ConnRate,
+    /// The client's address, whose command and byte allowances all its connections share.
+    ip: Option<IpAddr>,
+    /// Commands in a row that could not be read (see [`MAX_CONSECUTIVE_ERRORS`]).
+    errors: u32,
 }
 
 /// What a subscription registered besides the hub entry.
@@ -70,7 +75,7 @@ impl std::fmt::Debug for Session {
 }
 
 impl Session {
-    /// A session for a new connection speaking `format`.
+    /// A session for a new connection from `ip` speaking `format`.
     pub(crate) fn new(
         node: Arc<Node>,
         shared: Arc<Shared>,
@@ -78,6 +83,7 @@ impl Session {
         format: Format,
         sink: Arc<ConnSink>,
         ping_interval_secs: u32,
+        ip: Option<IpAddr>,
     ) -> Self {
         let id: ClientId = Arc::from(format!("{:016x}", rand::random::<u64>()));
         let info = ClientInfo { id: id.to_string(), user: None, info: None };
@@ -99,6 +105,8 @@ impl Session {
             commands: 0,
             ping_interval_secs,
             rate: ConnRate::new(Instant::now()),
+            ip,
+            errors: 0,
         };
         session.set_identity(identity);
         session
@@ -149,12 +157,18 @@ impl Session {
     }
 
     /// Handles one WebSocket message: decodes the command, carries it out, and queues the
-    /// reply. Malformed and unknown commands get an error reply; the connection
-    /// stays open. Commands over the connection's rate get a `rate_limited` reply and are
-    /// not carried out; returns how to close the connection when that went on too long.
+    /// reply. Malformed and unknown commands get an error reply; the connection stays open
+    /// until [`MAX_CONSECUTIVE_ERRORS`] of them come in a row. Commands over the
+    /// connection's or its address's rate get a `rate_limited` reply and are not carried
+    /// out. Returns how to close the connection when either went on too long; whatever
+    /// arrives after that is ignored.
     pub(crate) async fn handle(&mut self, data: &[u8], binary: bool) -> Option<Kick> {
+        if self.errors >= MAX_CONSECUTIVE_ERRORS {
+            return None;
+        }
         let options = &self.shared.config.rate_limits;
-        match self.rate.check(&self.id, data.len(), options, &self.shared.limits, Instant::now()) {
+        let limiter = &self.shared.limits;
+        match self.rate.check(&self.id, self.ip, data.len(), options, limiter, Instant::now()) {
             Verdict::Allow => {}
             Verdict::Refuse(reason) => {
                 let id = command_id(self.format, data);
@@ -169,11 +183,23 @@ impl Session {
             }
             Verdict::Ignore => return None,
         }
-        self.dispatch(data, binary).await;
+        let Some(command) = self.decode(data, binary) else {
+            self.errors += 1;
+            if self.errors < MAX_CONSECUTIVE_ERRORS {
+                return None;
+            }
+            self.shared.limits.count(Reason::TooManyErrors);
+            tracing::debug!(client = %self.id, errors = self.errors, "closing: too many errors");
+            let reason = format!("{MAX_CONSECUTIVE_ERRORS} malformed commands in a row");
+            return Some(Kick { code: codes::close::TOO_MANY_ERRORS, reason });
+        };
+        self.errors = 0;
+        self.run(command).await;
         None
     }
 
-    async fn dispatch(&mut self, data: &[u8], binary: bool) {
+    /// The command in a message, or `None` after replying why there is none.
+    fn decode(&self, data: &[u8], binary: bool) -> Option<Command> {
         if binary != self.format.is_binary() {
             let (expected, got) = if binary { ("text", "binary") } else { ("binary", "text") };
             let message = format!(
@@ -181,17 +207,16 @@ impl Session {
                 self.format.subprotocol()
             );
             self.reply(&Reply::<CommandResult>::err(0, ErrorCode::BadRequest, message));
-            return;
+            return None;
         }
-        let command = match self.format.decode_command(data) {
-            Ok(command) => command,
+        match self.format.decode_command(data) {
+            Ok(command) => Some(command),
             Err(e) => {
                 let reply = Reply::<CommandResult>::err(e.id.unwrap_or(0), e.code, e.message);
                 self.reply(&reply);
-                return;
+                None
             }
-        };
-        self.run(command).await;
+        }
     }
 
     async fn run(&mut self, command: Command) {
@@ -587,18 +612,30 @@ fn command_id(format: Format, data: &[u8]) -> u64 {
 
 /// What a `rate_limited` reply says.
 fn rate_message(reason: Reason, options: &LimitOptions) -> String {
-    let (rate, unit) = match reason {
-        Reason::ByteRate => (options.byte_rate, "bytes"),
-        _ => (options.message_rate, "commands"),
+    let (rate, unit, whose) = match reason {
+        Reason::ByteRate => (options.byte_rate, "bytes", ""),
+        Reason::AddressByteRate => (options.address_byte_rate, "bytes", " from this address"),
+        Reason::AddressMessageRate => {
+            (options.address_message_rate, "commands", " from this address")
+        }
+        _ => (options.message_rate, "commands", ""),
     };
     match rate {
         Some(rate) => format!(
-            "too many {unit}: at most {} a second, in bursts of {}; slow down",
+            "too many {unit}{whose}: at most {} a second, in bursts of {}; slow down",
             rate.per_second, rate.burst
         ),
-        None => format!("too many {unit}; slow down"),
+        None => format!("too many {unit}{whose}; slow down"),
     }
 }
+
+/// Commands in a row that cannot be read (not valid JSON or MessagePack, not an object,
+/// no `id` or `type`, an unknown `type`, fields of the wrong shape, a frame of the other
+/// type than the connection's format) before the connection is closed with 4101
+/// (`too_many_errors`). Any command that can be read ends the run, whatever its outcome.
+/// A correct client sends none; a hundred in a row is a broken or hostile one, which
+/// otherwise costs a decode and an error reply per message for as long as it likes.
+pub(crate) const MAX_CONSECUTIVE_ERRORS: u32 = 100;
 
 /// The reply error for a refused token.
 fn auth_error(failure: &crate::auth::AuthFailure) -> ErrorBody {

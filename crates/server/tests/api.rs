@@ -409,6 +409,61 @@ async fn refuses_missing_and_wrong_keys() {
 }
 
 #[tokio::test]
+async fn issue_12_callers_without_the_key_are_rate_limited_per_address() {
+    // The default rate (20 a second in bursts of 50), with loopback counted.
+    let mut config = config();
+    config.rate_limits.exempt_loopback = false;
+    let server = TestServer::start(config).await;
+    let body = r#"{"channel":"a","data":1}"#;
+    let wrong = format!("Authorization: apikey {KEY}x\r\n");
+    let mut refused = 0;
+    let limited = loop {
+        assert!(refused < 100, "{refused} requests without the key, none rate limited");
+        let headers = if refused % 2 == 0 { "" } else { wrong.as_str() };
+        let resp = exchange(server.addr, &request("POST", "/api/publish", headers, body)).await;
+        if resp.status != 401 {
+            break resp;
+        }
+        refused += 1;
+    };
+    // The burst, and whatever refilled while the requests went out.
+    assert!(refused >= 50, "{refused}");
+    let error = limited.error(429, "rate_limited");
+    assert_eq!(limited.header("retry-after"), Some("1"), "{limited:?}");
+    assert_eq!(error["temporary"], true);
+    assert_eq!(
+        error["message"],
+        "too many requests without the API key from this address: at most 20 a second, in \
+         bursts of 50; slow down"
+    );
+    // Requests with the key are never counted or limited.
+    for n in 0..60 {
+        let resp = post(server.addr, "/api/publish", &json!({"channel": "a", "data": n})).await;
+        assert_eq!(resp.status, 200, "{resp:?}");
+    }
+    // Another address has its own allowance.
+    let mut stream = from_other_loopback(server.addr).await;
+    stream.write_all(&request("GET", "/api/nope", "", "")).await.expect("write");
+    let mut raw = Vec::new();
+    tokio::time::timeout(LIMIT, stream.read_to_end(&mut raw)).await.expect("in time").unwrap();
+    assert!(raw.starts_with(b"HTTP/1.1 401 "), "{}", String::from_utf8_lossy(&raw));
+    let metrics = exchange(server.addr, &request("GET", "/metrics", "", "")).await;
+    let counted = metrics
+        .body
+        .lines()
+        .find_map(|line| line.strip_prefix("switchboard_rate_limited_total{reason=\"api_rate\"} "))
+        .and_then(|value| value.parse::<f64>().ok());
+    assert_eq!(counted, Some(1.0), "{}", metrics.body);
+}
+
+/// A connection to `addr` from 127.0.0.2 (Linux routes the whole 127/8 to `lo`).
+async fn from_other_loopback(addr: SocketAddr) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
+    socket.bind(SocketAddr::from(([127, 0, 0, 2], 0))).expect("bind 127.0.0.2");
+    socket.connect(addr).await.expect("connect")
+}
+
+#[tokio::test]
 async fn refuses_malformed_requests() {
     let server = TestServer::start(config()).await;
     let addr = server.addr;

@@ -218,6 +218,73 @@ async fn ticket_endpoint_refuses_bad_credentials() {
 }
 
 #[tokio::test]
+async fn issue_12_one_user_cannot_take_every_ticket() {
+    // The defaults: 10 pending tickets per user.
+    let server = TestServer::start(config()).await;
+    let mallory = format!("Authorization: Bearer {}\r\n", token("mallory", &["news:*"], &[]));
+    let mut statuses = Vec::new();
+    for _ in 0..30 {
+        let response = http(server.addr, "POST", "/api/ticket", &mallory, "").await;
+        if response.status == 429 {
+            let retry_after: u64 = header(&response.head, "retry-after")
+                .and_then(|v| v.parse().ok())
+                .expect("a Retry-After in seconds");
+            // Mallory's oldest ticket expires within its 30 s lifetime.
+            assert!((1..=30).contains(&retry_after), "{response:?}");
+            let expected = json!({"error": {
+                "code": "rate_limited",
+                "message": "too many pending tickets for this user: redeem them or wait for them \
+                            to expire",
+                "temporary": true,
+            }});
+            assert_eq!(response.json(), expected, "{response:?}");
+        }
+        statuses.push(response.status);
+    }
+    assert_eq!(statuses[..10], [200; 10]);
+    assert_eq!(statuses[10..], [429; 20]);
+    // Another user, and the API key for anyone, still get theirs.
+    let alice = format!("Authorization: Bearer {}\r\n", token("alice", &["news:*"], &[]));
+    ticket_of(&http(server.addr, "POST", "/api/ticket", &alice, "").await);
+    let api_key = format!("Authorization: apikey {API_KEY}\r\n");
+    let body = json!({"user": "mallory"}).to_string();
+    ticket_of(&http(server.addr, "POST", "/api/ticket", &api_key, &body).await);
+    let metrics = http(server.addr, "GET", "/metrics", "", "").await;
+    let line = "switchboard_rate_limited_total{reason=\"tickets_per_user\"} 20";
+    assert!(metrics.body.lines().any(|l| l == line), "{}", metrics.body);
+}
+
+#[tokio::test]
+async fn issue_12_token_holders_cannot_take_the_api_key_reserve() {
+    let mut config = config();
+    config.auth.tickets.max_pending = 12;
+    config.auth.tickets.reserved = 4;
+    config.auth.tickets.max_pending_per_user = 5;
+    let server = TestServer::start(config).await;
+    let mut statuses = Vec::new();
+    for user in ["u1", "u2"] {
+        let bearer = format!("Authorization: Bearer {}\r\n", token(user, &["news:*"], &[]));
+        for _ in 0..5 {
+            statuses.push(http(server.addr, "POST", "/api/ticket", &bearer, "").await.status);
+        }
+    }
+    // Eight of twelve for token holders: the ninth and tenth are refused.
+    assert_eq!(statuses, [200, 200, 200, 200, 200, 200, 200, 200, 503, 503]);
+    let bearer = format!("Authorization: Bearer {}\r\n", token("u3", &["news:*"], &[]));
+    let response = http(server.addr, "POST", "/api/ticket", &bearer, "").await;
+    assert_eq!(response.status, 503, "{response:?}");
+    assert!(header(&response.head, "retry-after").is_some_and(|v| v.parse::<u64>().is_ok()));
+    assert_eq!(response.json()["error"]["code"], "unavailable", "{response:?}");
+    let api_key = format!("Authorization: apikey {API_KEY}\r\n");
+    let body = json!({"user": "u3"}).to_string();
+    for _ in 0..4 {
+        ticket_of(&http(server.addr, "POST", "/api/ticket", &api_key, &body).await);
+    }
+    let response = http(server.addr, "POST", "/api/ticket", &api_key, &body).await;
+    assert_eq!(response.status, 503, "the store is full: {response:?}");
+}
+
+#[tokio::test]
 async fn forged_ticket_is_refused() {
     let server = TestServer::start(config()).await;
     // The shape of a real ticket: 32 bytes in base64url.

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use switchboard_codec::{ClientHandshake, CloseCode, Event, Message};
-use switchboard_server::Rate;
+use switchboard_server::{Config, Rate};
 use switchboard_test_support::client::WsClient;
 use switchboard_test_support::server::{TestServer, open_config};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -132,6 +132,149 @@ async fn echo_is_not_rate_limited() {
             other => panic!("expected the echo of {n}, got {other:?}"),
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// Commands and bytes per address
+
+/// Loopback counted like any other address, and these address rates. Each refills one unit
+/// a second: nothing refills while a test runs.
+fn address_limited_config(messages: Option<Rate>, bytes: Option<Rate>) -> Config {
+    let mut config = open_config();
+    config.rate_limits.exempt_loopback = false;
+    config.rate_limits.address_message_rate = messages;
+    config.rate_limits.address_byte_rate = bytes;
+    config
+}
+
+#[tokio::test]
+async fn issue_12_a_reconnecting_client_gets_no_fresh_byte_allowance() {
+    // Each connection's own allowance (16 MiB in a burst) is far above the address's.
+    let config = address_limited_config(None, Some(Rate::new(1, 100_000)));
+    let server = TestServer::start(config).await;
+    let data = "x".repeat(60_000);
+    let publish = |id: u64| json!({"id": id, "type": "publish", "channel": "room", "data": data});
+    let mut first = connect(server.addr).await;
+    send(&mut first, &publish(1)).await;
+    assert_eq!(next_json(&mut first).await["result"]["offset"], 1);
+    first.close(CloseCode::NORMAL, "").await.expect("close");
+    first.expect_eof(LIMIT).await.expect("closed");
+    // The new connection has a full allowance of its own, the address only 40 kB left.
+    let mut second = connect(server.addr).await;
+    send(&mut second, &publish(2)).await;
+    let reply = next_json(&mut second).await;
+    assert_eq!(reply["error"]["code"], "rate_limited", "{reply}");
+    assert_eq!(
+        reply["error"]["message"],
+        "too many bytes from this address: at most 1 a second, in bursts of 100000; slow down"
+    );
+    send(&mut second, &json!({"id": 3, "type": "publish", "channel": "room", "data": "small"}))
+        .await;
+    assert_eq!(next_json(&mut second).await["result"]["offset"], 2);
+    let text = scrape(server.addr).await;
+    let counted =
+        |reason| sample(&text, &format!("switchboard_rate_limited_total{{reason=\"{reason}\"}}"));
+    assert_eq!((counted("address_byte_rate"), counted("byte_rate")), (Some(1.0), Some(0.0)));
+}
+
+#[tokio::test]
+async fn issue_12_connections_from_one_address_share_one_command_allowance() {
+    // Each connection's own allowance (4,000 commands in a burst) is far above the address's.
+    let config = address_limited_config(Some(Rate::new(1, 10)), None);
+    let server = TestServer::start(config).await;
+    let mut replies = Vec::new();
+    for _ in 0..3 {
+        let mut ws = connect(server.addr).await;
+        let mut codes = Vec::new();
+        for id in 1..=4 {
+            let reply = ping(&mut ws, id).await;
+            codes.push(reply["error"]["code"].as_str().unwrap_or("ok").to_owned());
+        }
+        replies.push(codes);
+    }
+    let limited = "rate_limited";
+    assert_eq!(
+        replies,
+        [["ok"; 4], ["ok"; 4], ["ok", "ok", limited, limited]].map(|codes| codes.map(String::from))
+    );
+    let text = scrape(server.addr).await;
+    let counted = sample(&text, "switchboard_rate_limited_total{reason=\"address_message_rate\"}");
+    assert_eq!(counted, Some(2.0));
+}
+
+#[tokio::test]
+async fn loopback_clients_are_exempt_from_address_rates_by_default() {
+    let mut config = open_config();
+    config.rate_limits.address_message_rate = Some(Rate::new(1, 1));
+    config.rate_limits.address_byte_rate = Some(Rate::new(1, 1));
+    let server = TestServer::start(config).await;
+    for _ in 0..2 {
+        let mut ws = connect(server.addr).await;
+        for id in 1..=3 {
+            assert_eq!(ping(&mut ws, id).await, json!({"id": id, "result": {}}));
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Malformed commands
+
+#[tokio::test]
+async fn issue_12_a_hundred_malformed_commands_in_a_row_close_with_4101() {
+    let server = TestServer::start(open_config()).await;
+    let mut ws = connect(server.addr).await;
+    // Errors that are not about the command's form do not count, and a readable command
+    // ends the run.
+    for id in 1..=150 {
+        send(&mut ws, &json!({"id": id, "type": "unsubscribe", "channel": "nowhere"})).await;
+    }
+    for _ in 0..99 {
+        send_text(&mut ws, "not json").await;
+    }
+    send(&mut ws, &json!({"id": 151, "type": "ping"})).await;
+    for id in 1..=150 {
+        assert_eq!(next_json(&mut ws).await["error"]["code"], "not_subscribed", "{id}");
+    }
+    for _ in 0..99 {
+        assert_eq!(next_json(&mut ws).await["error"]["code"], "bad_request");
+    }
+    assert_eq!(next_json(&mut ws).await, json!({"id": 151, "result": {}}));
+    // Then 2,000 in a row: the hundredth closes, nothing after it is answered.
+    for n in 0..2_000 {
+        match n % 4 {
+            0 => send_text(&mut ws, "not json").await,
+            1 => send(&mut ws, &json!({"id": n, "type": "no-such-command"})).await,
+            2 => send(&mut ws, &json!({"id": n, "type": "publish", "channel": 5})).await,
+            _ => ws.send(Message::binary(vec![0xc1])).await.expect("send"),
+        }
+    }
+    let codes = ["bad_request", "unknown_command", "bad_request", "bad_request"];
+    for n in 0..100 {
+        assert_eq!(next_json(&mut ws).await["error"]["code"], codes[n % 4], "{n}");
+    }
+    assert_eq!(
+        next_json(&mut ws).await,
+        json!({
+            "push": "disconnect",
+            "code": 4101,
+            "reason": "100 malformed commands in a row",
+            "advice": "backoff",
+        })
+    );
+    assert_eq!(ws.expect_close(LIMIT).await.expect("a close"), Some(CloseCode(4101)));
+    ws.expect_eof(LIMIT).await.expect("the server closes tcp");
+    let text = scrape(server.addr).await;
+    assert_eq!(
+        sample(&text, "switchboard_rate_limited_total{reason=\"too_many_errors\"}"),
+        Some(1.0)
+    );
+    let closed = text
+        .lines()
+        .filter(|line| line.starts_with("switchboard_connections_closed_total{"))
+        .filter(|line| line.contains("transport=\"ws\"") && line.contains("code=\"4101\""))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>();
+    assert_eq!(closed, 1.0, "{text}");
 }
 
 // ---------------------------------------------------------------------------------------
@@ -304,6 +447,19 @@ impl Refused {
         let body: Value = serde_json::from_str(body).expect("a JSON body");
         body["error"]["code"].as_str().expect("error.code").to_owned()
     }
+}
+
+/// The server's metrics.
+async fn scrape(addr: SocketAddr) -> String {
+    let request = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    let response = WsClient::expect_refusal(addr, request.as_bytes()).await.expect("a response");
+    assert_eq!(response.status, 200, "{}", response.response);
+    response.response
+}
+
+/// The value of one sample, e.g. `switchboard_rate_limited_total{reason="byte_rate"}`.
+fn sample(text: &str, name: &str) -> Option<f64> {
+    text.lines().find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
 }
 
 /// A valid upgrade request to `path` that the server must refuse.
