@@ -115,7 +115,22 @@ async fn recovery_larger_than_the_outbound_queue_arrives_in_pages_without_gap_or
         }
         assert_eq!(live, [21, 22, 23], "{queue}");
         reader.ok("ping", json!({})).await;
+        let metrics = scrape(server.addr).await;
+        let paged = r#"switchboard_recoveries_total{result="paged"} 1"#;
+        assert!(metrics.lines().any(|line| line == paged), "{metrics}");
+        let slow = metrics.lines().find_map(|line| {
+            line.strip_prefix("switchboard_slow_consumer_disconnects_total ")?.parse::<u64>().ok()
+        });
+        assert_eq!(slow, Some(0), "{metrics}");
     }
+}
+
+/// The server's `/metrics` text.
+async fn scrape(addr: SocketAddr) -> String {
+    let request = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    let response = WsClient::expect_refusal(addr, request.as_bytes()).await.expect("a response");
+    assert_eq!(response.status, 200, "{}", response.response);
+    response.response
 }
 
 #[tokio::test]
