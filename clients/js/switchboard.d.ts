@@ -119,6 +119,14 @@ export interface RecoveredContext extends SubscribeContext {
   recovered: boolean;
 }
 
+export interface UndecodableEvent {
+  channel: string;
+  offset: number;
+  epoch: string;
+  /** Why its data could not be parsed. */
+  reason: string;
+}
+
 export interface UnsubscribedContext {
   channel: string;
   /** An error code (protocol.md §7), or `client` after `unsubscribe()`. */
@@ -133,8 +141,16 @@ export interface SubscribeOptions<T = unknown> {
   leave?: (event: { channel: string; client: ClientInfo }) => void;
   /** After each successful subscribe, the first and every resubscription. */
   subscribed?: (context: SubscribeContext) => void;
-  /** After each resubscription with `since`, once the missed publications were delivered. */
+  /**
+   * After each resubscription with `since`, once the missed publications were delivered (a
+   * recovery too large for one reply is read in pages first, protocol.md §3).
+   */
   recovered?: (context: RecoveredContext) => void;
+  /**
+   * A publication whose data this client cannot parse: it takes its place in the stream
+   * (the position moves past it) instead of stalling the subscription.
+   */
+  undecodable?: (event: UndecodableEvent) => void;
   /** The subscription ended: refused, ended by the server, or `unsubscribe()`. */
   unsubscribed?: (context: UnsubscribedContext) => void;
   /** Recover from a stored position on the first subscribe too. */
@@ -168,9 +184,17 @@ export interface HistoryOptions {
 export interface HistoryResult<T = unknown> {
   epoch: string;
   offset: number;
-  publications: Publication<T>[];
-  /** With `since`: whether `publications` are every publication after it. */
+  /**
+   * Oldest first. One whose data cannot be parsed has `undecodable` (the reason) and no
+   * `data`.
+   */
+  publications: (Publication<T> & { undecodable?: string })[];
+  /** With `since`: whether `publications` are every publication after it; false with `more`. */
   complete?: boolean;
+  /** More pages follow: ask again with `since: next` (protocol.md §3 `history`). */
+  more?: boolean;
+  /** With `more`: the `since` of the next page. */
+  next?: Position;
 }
 
 /** An error reply (`code` from protocol.md §7) or a client failure. */
@@ -200,6 +224,11 @@ export class Switchboard {
 
 /** The advice for a close code (protocol.md §8). */
 export function adviceFor(code: number): Advice;
+/**
+ * What can be read of a server message `JSON.parse` refused: a publication push or a reply
+ * whose publications' data are parsed one by one; null when not even that can be read.
+ */
+export function salvage(text: string): object | null;
 /** The full-jitter delay before reconnection attempt `attempt`, in ms. */
 export function reconnectDelay(
   advice: Exclude<Advice, 'stop'>,

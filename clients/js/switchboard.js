@@ -475,6 +475,8 @@ export class Switchboard {
       if (rec.status === 'subscribing' || rec.status === 'subscribed') {
         rec.status = 'pending';
         rec.buffer = [];
+        // A recovery read in pages starts again from the stored position.
+        rec.paging = null;
       }
     }
   }
@@ -601,12 +603,18 @@ export class Switchboard {
   #onMessage(data) {
     this.#lastReceived = Date.now();
     let msg;
+    const text = typeof data === 'string' ? data : new TextDecoder().decode(data);
     try {
-      msg = JSON.parse(typeof data === 'string' ? data : new TextDecoder().decode(data));
+      msg = JSON.parse(text);
     } catch (error) {
-      const message = `undecodable message: ${error.message}`;
-      this.#emit('error', new SwitchboardError('bad_message', message));
-      return;
+      // A publication whose data cannot be parsed must not stall its subscription: read
+      // what surrounds it, and let it take its place in the stream as undecodable.
+      msg = salvage(text);
+      if (msg === null) {
+        const message = `undecodable message: ${error.message}`;
+        this.#emit('error', new SwitchboardError('bad_message', message));
+        return;
+      }
     }
     if (msg === null || typeof msg !== 'object') return;
     if ('push' in msg) {
@@ -654,6 +662,7 @@ export class Switchboard {
   #sendSubscribe(rec) {
     rec.status = 'subscribing';
     rec.buffer = [];
+    rec.paging = null;
     const position = rec.position;
     const since = position ? { offset: position.offset, epoch: position.epoch } : undefined;
     this.#dispatch('subscribe', { channel: rec.channel, since }, {
@@ -671,12 +680,26 @@ export class Switchboard {
     const result = msg.result;
     rec.status = 'subscribed';
     rec.retries = 0;
-    if (since && result.recovered && result.epoch === since.epoch) {
+    const paged = Boolean(since && result.more && result.epoch === since.epoch);
+    if (paged) {
+      // protocol.md §3, recovery in pages: read the rest with `history`, holding live
+      // publications meanwhile; `recovered` is reported after the last page.
+      rec.paging = {
+        since,
+        target: { offset: result.offset, epoch: result.epoch },
+        recoverable: result.recoverable,
+        last: since.offset,
+        entries: [],
+      };
+    }
+    if (paged) {
+      // Nothing before the pages.
+    } else if (since && result.recovered && result.epoch === since.epoch) {
       for (const publication of result.publications ?? []) {
         this.#deliver(rec, publication, result.epoch);
       }
     }
-    rec.position = { offset: result.offset, epoch: result.epoch };
+    if (!paged) rec.position = { offset: result.offset, epoch: result.epoch };
     const context = {
       channel: rec.channel,
       epoch: result.epoch,
@@ -688,6 +711,15 @@ export class Switchboard {
       rec.settle = null;
     }
     call(rec.handlers.subscribed, context);
+    if (paged) {
+      const paging = rec.paging;
+      if (this.#appendPage(paging, result.publications)) {
+        this.#requestPage(rec, paging, result.next ?? since);
+      } else {
+        this.#endPaging(rec, false);
+      }
+      return;
+    }
     if (since) {
       call(rec.handlers.recovered, { ...context, recovered: Boolean(result.recovered) });
     }
@@ -696,8 +728,72 @@ export class Switchboard {
     for (const push of buffered) this.#onPublication(rec, push);
   }
 
+  /** Appends a page after what was read; false when it leaves a gap. */
+  #appendPage(paging, publications = []) {
+    for (const publication of publications) {
+      if (publication.offset <= paging.last) continue;
+      if (publication.offset !== paging.last + 1) return false;
+      paging.last = publication.offset;
+      paging.entries.push(publication);
+    }
+    return true;
+  }
+
+  #requestPage(rec, paging, since) {
+    const { offset, epoch } = since;
+    this.#dispatch('history', { channel: rec.channel, since: { offset, epoch } }, {
+      reply: (msg) => this.#onPage(rec, paging, msg),
+      // A lost connection resubscribes from the stored position; only a timeout ends here.
+      fail: (error) => {
+        if (rec.paging === paging && error.code === 'timeout') this.#endPaging(rec, false);
+      },
+      timeout: true,
+    });
+  }
+
+  #onPage(rec, paging, msg) {
+    if (rec.paging !== paging || this.#subs.get(rec.channel) !== rec) return;
+    const page = msg.result;
+    if (msg.error || !page || page.epoch !== paging.target.epoch) {
+      // Refused, or the stream restarted: the gap cannot be filled.
+      this.#endPaging(rec, false);
+      return;
+    }
+    const before = paging.last;
+    if (!this.#appendPage(paging, page.publications)) {
+      this.#endPaging(rec, false);
+    } else if (page.more && paging.last > before) {
+      this.#requestPage(rec, paging, { offset: paging.last, epoch: paging.target.epoch });
+    } else {
+      this.#endPaging(rec, page.complete === true && paging.last >= paging.target.offset);
+    }
+  }
+
+  /** Ends a recovery read in pages: delivers it when whole, reports it, then goes live. */
+  #endPaging(rec, recovered) {
+    const paging = rec.paging;
+    rec.paging = null;
+    const { since, target } = paging;
+    if (recovered) {
+      rec.position = { offset: since.offset, epoch: target.epoch };
+      for (const entry of paging.entries) this.#deliver(rec, entry, target.epoch);
+    } else {
+      rec.position = { ...target };
+    }
+    call(rec.handlers.recovered, {
+      channel: rec.channel,
+      epoch: target.epoch,
+      offset: target.offset,
+      recoverable: paging.recoverable,
+      recovered,
+    });
+    const buffered = rec.buffer;
+    rec.buffer = [];
+    for (const push of buffered) this.#onPublication(rec, push);
+  }
+
   #onPublication(rec, push) {
-    if (rec.status === 'subscribing') {
+    if (rec.status === 'subscribing' || rec.paging) {
       rec.buffer.push(push);
       return;
     }
@@ -720,6 +816,15 @@ export class Switchboard {
       return;
     }
     rec.position = { offset: publication.offset, epoch };
+    if (publication.undecodable !== undefined) {
+      call(rec.handlers.undecodable, {
+        channel: rec.channel,
+        offset: publication.offset,
+        epoch,
+        reason: publication.undecodable,
+      });
+      return;
+    }
     call(rec.handlers.publication, {
       channel: rec.channel,
       offset: publication.offset,
@@ -731,6 +836,7 @@ export class Switchboard {
 
   /** A refused `subscribe` or a server `unsubscribe` push: retry if temporary, else end. */
   #subscriptionFailed(rec, code, reason, temporary = TEMPORARY_CODES.has(code)) {
+    rec.paging = null;
     if (temporary) {
       rec.status = 'retrying';
       rec.buffer = [];
@@ -868,6 +974,125 @@ function detach(ws) {
 }
 
 function noop() {}
+
+/**
+ * What can be read of a server message that `JSON.parse` refused: the envelope of a
+ * publication push or of a reply, with each publication's `data` parsed on its own. A
+ * publication whose data cannot be parsed keeps its offset and gets `undecodable` (the
+ * reason) instead of `data`. Null when not even the envelope can be read.
+ */
+export function salvage(text) {
+  try {
+    const top = members(text);
+    const field = (fields, key) => (fields.has(key) ? JSON.parse(fields.get(key)) : undefined);
+    if (top.has('push')) {
+      if (field(top, 'push') !== 'publication') return null;
+      const publication = salvagePublication(top);
+      if (publication.undecodable === undefined) return null;
+      return { push: 'publication', channel: field(top, 'channel'), ...publication };
+    }
+    if (!top.has('id')) return null;
+    const msg = { id: field(top, 'id') };
+    if (top.has('error')) msg.error = field(top, 'error');
+    if (top.has('result')) {
+      msg.result = {};
+      for (const [key, raw] of members(top.get('result'))) {
+        msg.result[key] = key === 'publications'
+          ? elements(raw).map((element) => salvagePublication(members(element)))
+          : JSON.parse(raw);
+      }
+    }
+    return msg;
+  } catch {
+    return null;
+  }
+}
+
+function salvagePublication(fields) {
+  const publication = { offset: JSON.parse(fields.get('offset')) };
+  if (fields.has('info')) publication.info = JSON.parse(fields.get('info'));
+  try {
+    publication.data = JSON.parse(fields.get('data'));
+  } catch (error) {
+    publication.undecodable = error.message;
+  }
+  return publication;
+}
+
+/** The members of the JSON object `text`, as a Map from key to the value's source text. */
+function members(text) {
+  const fields = new Map();
+  let i = expect(text, skipSpace(text, 0), '{');
+  i = skipSpace(text, i);
+  if (text[i] === '}') return fields;
+  for (;;) {
+    const keyEnd = skipString(text, expect(text, i, '"') - 1);
+    const key = JSON.parse(text.slice(i, keyEnd));
+    const start = expect(text, skipSpace(text, keyEnd), ':');
+    const end = valueEnd(text, start);
+    fields.set(key, text.slice(start, end));
+    i = skipSpace(text, end);
+    if (text[i] === '}') return fields;
+    i = skipSpace(text, expect(text, i, ','));
+  }
+}
+
+/** The elements of the JSON array `text`, as their source texts. */
+function elements(text) {
+  const list = [];
+  let i = skipSpace(text, expect(text, skipSpace(text, 0), '['));
+  if (text[i] === ']') return list;
+  for (;;) {
+    const end = valueEnd(text, i);
+    list.push(text.slice(i, end));
+    i = skipSpace(text, end);
+    if (text[i] === ']') return list;
+    i = expect(text, i, ',');
+  }
+}
+
+/** Where the value starting at `i` ends: nesting is counted, never recursed into. */
+function valueEnd(text, i) {
+  let depth = 0;
+  while (i < text.length) {
+    const c = text[i];
+    if (c === '"') {
+      i = skipString(text, i);
+      if (depth === 0) return i;
+      continue;
+    }
+    if (c === '[' || c === '{') {
+      depth += 1;
+    } else if (c === ']' || c === '}') {
+      if (depth === 0) return i;
+      depth -= 1;
+      if (depth === 0) return i + 1;
+    } else if (c === ',' && depth === 0) {
+      return i;
+    }
+    i += 1;
+  }
+  if (depth === 0) return i;
+  throw new SyntaxError('unterminated value');
+}
+
+function skipString(text, i) {
+  for (i += 1; i < text.length; i += 1) {
+    if (text[i] === '\\') i += 1;
+    else if (text[i] === '"') return i + 1;
+  }
+  throw new SyntaxError('unterminated string');
+}
+
+function skipSpace(text, i) {
+  while (i < text.length && ' \t\n\r'.includes(text[i])) i += 1;
+  return i;
+}
+
+function expect(text, i, c) {
+  if (text[i] !== c) throw new SyntaxError(`expected ${c} at ${i}`);
+  return i + 1;
+}
 
 /**
  * The HTTP status of a refused upgrade, when the WebSocket implementation reveals it (the

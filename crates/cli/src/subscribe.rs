@@ -243,6 +243,9 @@ async fn forward(
                 first_recovery = None;
                 continue;
             }
+            SubscriptionEvent::Undecodable { offset, reason } => Report::Warning(format!(
+                "{channel}: publication {offset} cannot be decoded ({reason}); skipped"
+            )),
             SubscriptionEvent::Unsubscribed { code, reason } => Report::Ended(format!(
                 "{channel}: the server ended the subscription: {code}: {reason}"
             )),

@@ -91,6 +91,31 @@ fn subscribe_since_replays_history_in_order() {
 }
 
 #[test]
+fn subscribe_since_recovers_more_than_one_reply_holds() {
+    let server = Server::start(&[]);
+    // Twenty publications of 60 KB: more than the 1 MiB outbound queue in one reply.
+    let lines: String = (1..=20).map(|n| format!("{n:02}{}\n", "x".repeat(60_000))).collect();
+    let out = run(&["publish", &server.ws(), "chat:big"], &lines);
+    assert!(out.status.success(), "{}", out.stderr);
+    let epoch = parse(out.stdout.lines().next().expect("an ack"))["epoch"].clone();
+    let epoch = epoch.as_str().expect("an epoch").to_owned();
+
+    let since = format!("1:{epoch}");
+    let sub = Proc::spawn(&["subscribe", &server.ws(), "chat:big", "--since", &since], &[]);
+    for offset in 2..=20 {
+        let line = sub.json_line();
+        assert_eq!(line["offset"], offset);
+        assert!(line["data"].as_str().is_some_and(|d| d.starts_with(&format!("{offset:02}x"))));
+    }
+    ok_json(&run(&["publish", &server.ws(), "chat:big", "live"], ""));
+    assert_eq!(sub.json_line()["offset"], 21);
+    sub.signal("INT");
+    let (status, _, stderr) = sub.finish();
+    assert!(status.success(), "{stderr}");
+    assert!(!stderr.contains("cannot be recovered") && !stderr.contains("reconnect"), "{stderr}");
+}
+
+#[test]
 fn subscribe_prints_joins_and_leaves_when_asked() {
     let server = Server::start(&[]);
     let watcher = Proc::spawn(&["subscribe", &server.ws(), "chat:room", "--presence-events"], &[]);

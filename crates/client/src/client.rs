@@ -486,10 +486,13 @@ impl Subscription {
                 None => return Poll::Ready(None),
                 Some(Delivery::Position(position)) => self.position = Some(position),
                 Some(Delivery::Event(event)) => {
-                    if let (SubscriptionEvent::Publication(p), Some(position)) =
-                        (&event, self.position.as_mut())
-                    {
-                        position.offset = p.offset;
+                    let offset = match &event {
+                        SubscriptionEvent::Publication(p) => Some(p.offset),
+                        SubscriptionEvent::Undecodable { offset, .. } => Some(*offset),
+                        _ => None,
+                    };
+                    if let (Some(offset), Some(position)) = (offset, self.position.as_mut()) {
+                        position.offset = offset;
                     }
                     return Poll::Ready(Some(event));
                 }
@@ -543,10 +546,22 @@ pub enum SubscriptionEvent {
     /// follow, then live ones, with no gap. With `false` the gap could not be filled
     /// (history too short or expired, or the stream restarted under a new epoch): the
     /// application should resynchronise its state; publications resume from the stream's
-    /// current position.
+    /// current position. A recovery too large for one reply is read in pages (protocol
+    /// §3, recovery in pages) before this event: it reports the whole recovery.
     Recovered {
         /// Whether every missed publication was recovered.
         recovered: bool,
+    },
+    /// The publication at `offset` arrived but its data could not be decoded (JSON nested
+    /// deeper than 128 levels, say): it takes its place in the stream, and
+    /// [`Subscription::position`] moves past it, so the subscription goes on instead of
+    /// stalling on it. In MessagePack, every publication of a reply that cannot be read is
+    /// reported so.
+    Undecodable {
+        /// The publication's offset.
+        offset: u64,
+        /// Why it could not be decoded.
+        reason: String,
     },
     /// The server ended the subscription for good, or refused to restore it; the stream
     /// ends after this. (Temporary refusals are retried by the client.)

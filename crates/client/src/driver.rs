@@ -18,8 +18,8 @@ use rand::rngs::StdRng;
 use switchboard_codec::{CloseCode, Connection, Event, Limits, Message, Role};
 use switchboard_proto::{
     Advice, ChannelRequest, Command, CommandKind, ConnectRequest, ConnectResult, Empty, ErrorBody,
-    Format, Push, RefreshRequest, RefreshResult, Reply, ServerMessage, StreamPosition,
-    SubscribeRequest, SubscribeResult, Value,
+    Format, HistoryRequest, HistoryResult, Publication, Push, RefreshRequest, RefreshResult, Reply,
+    ServerMessage, StreamPosition, SubscribeRequest, SubscribeResult, Value,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -30,6 +30,7 @@ use crate::builder::{BoxError, PublishQueue, Settings, TokenFuture};
 use crate::client::{ConnectionState, Delivery, Op, StateChange, SubscriptionEvent};
 use crate::error::{DisconnectReason, Error};
 use crate::jwt::Lifetime;
+use crate::lenient::{self, Entry, Salvaged};
 use crate::transport::{self, Io, Opened};
 
 /// The background task's state, kept across connections.
@@ -284,6 +285,7 @@ impl Driver {
                     waiter: Some(done),
                     retry_at: None,
                     retries: 0,
+                    paging: None,
                 };
                 self.subs.insert(Arc::clone(&channel), sub);
                 if let Some(live) = live {
@@ -412,18 +414,28 @@ impl Driver {
         let message: ServerMessage = match live.format.decode(bytes) {
             Ok(message) => message,
             Err(e) => {
-                // Forward compatibility: a message this version cannot read is skipped.
-                tracing::debug!(error = %e, "undecodable server message");
+                match lenient::salvage(live.format, bytes, &e) {
+                    Some(Salvaged::Publication { channel, offset, reason }) => {
+                        self.on_publication(live, &channel, Entry::Undecodable { offset, reason });
+                    }
+                    Some(Salvaged::Reply { reply, undecodable }) => {
+                        self.on_reply(live, reply, undecodable);
+                    }
+                    // Forward compatibility: a message this version cannot read is skipped.
+                    None => tracing::debug!(error = %e, "undecodable server message"),
+                }
                 return;
             }
         };
         match message {
             ServerMessage::Push(push) => self.on_push(live, push),
-            ServerMessage::Reply(reply) => self.on_reply(live, reply),
+            ServerMessage::Reply(reply) => self.on_reply(live, reply, Vec::new()),
         }
     }
 
-    fn on_reply(&mut self, live: &mut Live, reply: Reply<Value>) {
+    /// A reply; `undecodable` holds the publications taken out of its result because their
+    /// data could not be decoded.
+    fn on_reply(&mut self, live: &mut Live, reply: Reply<Value>, undecodable: Vec<Entry>) {
         let Some(pending) = live.pending.remove(&reply.id) else { return };
         let result = match (reply.result, reply.error) {
             (_, Some(error)) => Err(error),
@@ -445,7 +457,12 @@ impl Driver {
                 }
             },
             Awaiting::Subscribe { channel, sub, since } => {
-                self.on_subscribed(live, reply.id, &channel, sub, since, result);
+                let answer = Answer { id: reply.id, result, undecodable };
+                self.on_subscribed(live, &channel, sub, since, answer);
+            }
+            Awaiting::Page { channel, sub } => {
+                let answer = Answer { id: reply.id, result, undecodable };
+                self.on_page(live, &channel, sub, answer);
             }
             Awaiting::Unsubscribe(done) => {
                 if let Some(done) = done {
@@ -454,7 +471,13 @@ impl Driver {
                 }
             }
             Awaiting::Request { done, .. } => {
-                let _ = done.send(result.map_err(|e| Error::Command(Box::new(e))));
+                let result = match undecodable.first() {
+                    Some(Entry::Undecodable { offset, reason }) => Err(Error::BadReply(format!(
+                        "publication {offset} cannot be decoded: {reason}"
+                    ))),
+                    _ => result.map_err(|e| Error::Command(Box::new(e))),
+                };
+                let _ = done.send(result);
             }
             Awaiting::Refresh(token) => match result {
                 Ok(result) => {
@@ -502,12 +525,12 @@ impl Driver {
     fn on_subscribed(
         &mut self,
         live: &mut Live,
-        reply_id: u64,
         channel: &Arc<str>,
         sub_id: u64,
         since: Option<StreamPosition>,
-        result: Result<Value, ErrorBody>,
+        answer: Answer,
     ) {
+        let Answer { id: reply_id, result, undecodable } = answer;
         let Some(sub) = self.subs.get_mut(channel) else { return };
         // A reply for a subscription since replaced or abandoned: whoever replaced it has
         // sent the unsubscribe that undoes it.
@@ -550,6 +573,30 @@ impl Driver {
             return;
         }
         let current = StreamPosition { offset: result.offset, epoch: result.epoch };
+        let entries = merge(result.publications, undecodable);
+        if let Some(since) = &since
+            && result.more
+            && since.epoch == current.epoch
+        {
+            // Protocol §3, recovery in pages: read the rest with `history` and hold the live
+            // publications meanwhile; the recovery is reported once, after the last page.
+            let next = result.next.unwrap_or_else(|| since.clone());
+            let mut paging = Paging {
+                since: since.clone(),
+                target: current,
+                last: since.offset,
+                entries: Vec::new(),
+                held: Vec::new(),
+            };
+            let contiguous = paging.append(entries);
+            sub.paging = Some(paging);
+            if contiguous {
+                self.request_page(live, channel, next);
+            } else {
+                self.end_paging(live, channel, false);
+            }
+            return;
+        }
         let send = |d: Delivery| {
             let _ = sub.events.send(d);
         };
@@ -562,11 +609,11 @@ impl Driver {
                     epoch: current.epoch.clone(),
                 }));
                 send(Delivery::Event(SubscriptionEvent::Recovered { recovered: true }));
-                for publication in result.publications {
+                for entry in entries {
                     // Defensive: never deliver an offset twice, nor out of order.
-                    if publication.offset > last {
-                        last = publication.offset;
-                        send(Delivery::Event(SubscriptionEvent::Publication(publication)));
+                    if entry.offset() > last {
+                        last = entry.offset();
+                        send(Delivery::Event(event_of(entry)));
                     }
                 }
             }
@@ -582,35 +629,7 @@ impl Driver {
     fn on_push(&mut self, live: &mut Live, push: Push) {
         match push {
             Push::Publication { channel, publication } => {
-                let Some((key, sub)) = self.subs.get_key_value(channel.as_str()) else { return };
-                if sub.phase != Phase::Active {
-                    // From before a resubscription; the subscribe reply covers it.
-                    return;
-                }
-                let Some(position) = &sub.position else { return };
-                if publication.offset <= position.offset {
-                    return;
-                }
-                if position.offset.checked_add(1) != Some(publication.offset) {
-                    // Protocol §5: a gap is treated like a lost connection, recovered by
-                    // subscribing again with `since`.
-                    tracing::debug!(
-                        channel = %channel,
-                        expected = position.offset + 1,
-                        got = publication.offset,
-                        "gap in publications: resubscribing"
-                    );
-                    let key = Arc::clone(key);
-                    self.send_unsubscribe(live, &key, None);
-                    self.send_subscribe(live, &key);
-                    return;
-                }
-                let Some(sub) = self.subs.get_mut(channel.as_str()) else { return };
-                if let Some(position) = &mut sub.position {
-                    position.offset = publication.offset;
-                }
-                let event = SubscriptionEvent::Publication(publication);
-                let _ = sub.events.send(Delivery::Event(event));
+                self.on_publication(live, &channel, Entry::Publication(publication));
             }
             Push::Join { channel, client } => {
                 self.deliver_if_active(&channel, SubscriptionEvent::Join(client));
@@ -620,9 +639,11 @@ impl Driver {
             }
             Push::Unsubscribe { channel, code, reason } => {
                 let Some(sub) = self.subs.get_mut(channel.as_str()) else { return };
-                if sub.phase != Phase::Active {
+                if !sub.is_live() {
                     return;
                 }
+                // A recovery being read in pages starts again from the stored position.
+                sub.paging = None;
                 tracing::debug!(channel = %channel, %code, %reason, "unsubscribed by the server");
                 if code.is_temporary() {
                     // Protocol §4: resubscribe with `since` after a delay.
@@ -640,9 +661,116 @@ impl Driver {
         }
     }
 
+    /// A publication (or one that could not be decoded) pushed on `channel`.
+    fn on_publication(&mut self, live: &mut Live, channel: &str, entry: Entry) {
+        if let Some(paging) = self.subs.get_mut(channel).and_then(|sub| sub.paging.as_mut()) {
+            // Live publications wait for the pages before them.
+            paging.held.push(entry);
+            return;
+        }
+        let Some((key, sub)) = self.subs.get_key_value(channel) else { return };
+        if sub.phase != Phase::Active {
+            // From before a resubscription; the subscribe reply covers it.
+            return;
+        }
+        let Some(position) = &sub.position else { return };
+        let offset = entry.offset();
+        if offset <= position.offset {
+            return;
+        }
+        if position.offset.checked_add(1) != Some(offset) {
+            // Protocol §5: a gap is treated like a lost connection, recovered by
+            // subscribing again with `since`.
+            tracing::debug!(
+                channel = %channel,
+                expected = position.offset + 1,
+                got = offset,
+                "gap in publications: resubscribing"
+            );
+            let key = Arc::clone(key);
+            self.send_unsubscribe(live, &key, None);
+            self.send_subscribe(live, &key);
+            return;
+        }
+        let Some(sub) = self.subs.get_mut(channel) else { return };
+        if let Some(position) = &mut sub.position {
+            position.offset = offset;
+        }
+        let _ = sub.events.send(Delivery::Event(event_of(entry)));
+    }
+
+    /// Asks for the next page of a recovery, from `since`.
+    fn request_page(&mut self, live: &mut Live, channel: &Arc<str>, since: StreamPosition) {
+        let Some(sub) = self.subs.get_mut(channel) else { return };
+        let request =
+            HistoryRequest { channel: channel.to_string(), limit: None, since: Some(since) };
+        let what = Awaiting::Page { channel: Arc::clone(channel), sub: sub.id };
+        match live.send(CommandKind::History(request), self.settings.ack_timeout, what) {
+            Ok(id) => sub.phase = Phase::Paging(id),
+            Err(_) => self.end_paging(live, channel, false),
+        }
+    }
+
+    /// A page of a recovery: appends it, then asks for the next or ends the recovery.
+    fn on_page(&mut self, live: &mut Live, channel: &Arc<str>, sub_id: u64, answer: Answer) {
+        let Answer { id: reply_id, result, undecodable } = answer;
+        let Some(sub) = self.subs.get_mut(channel) else { return };
+        if sub.id != sub_id || sub.phase != Phase::Paging(reply_id) {
+            return;
+        }
+        let Some(paging) = sub.paging.as_mut() else { return };
+        let page =
+            result.ok().and_then(|value| serde_json::from_value::<HistoryResult>(value).ok());
+        let Some(page) = page.filter(|page| page.epoch == paging.target.epoch) else {
+            // Refused, unreadable, or the stream restarted: the gap cannot be filled.
+            self.end_paging(live, channel, false);
+            return;
+        };
+        let before = paging.last;
+        let contiguous = paging.append(merge(page.publications, undecodable));
+        if !contiguous {
+            self.end_paging(live, channel, false);
+        } else if page.more && paging.last > before {
+            let next = StreamPosition { offset: paging.last, epoch: paging.target.epoch.clone() };
+            self.request_page(live, channel, next);
+        } else {
+            let whole = page.complete == Some(true) && paging.last >= paging.target.offset;
+            self.end_paging(live, channel, whole);
+        }
+    }
+
+    /// Ends a recovery read in pages: reports it, delivers what it read when `recovered`,
+    /// then the live publications held meanwhile.
+    fn end_paging(&mut self, live: &mut Live, channel: &Arc<str>, recovered: bool) {
+        let Some(sub) = self.subs.get_mut(channel) else { return };
+        let Some(paging) = sub.paging.take() else { return };
+        sub.phase = Phase::Active;
+        let send = |d: Delivery| {
+            let _ = sub.events.send(d);
+        };
+        let epoch = paging.target.epoch.clone();
+        let position = if recovered {
+            send(Delivery::Position(StreamPosition { offset: paging.since.offset, epoch }));
+            send(Delivery::Event(SubscriptionEvent::Recovered { recovered: true }));
+            let last = paging.last;
+            for entry in paging.entries {
+                send(Delivery::Event(event_of(entry)));
+            }
+            StreamPosition { offset: last, epoch: paging.target.epoch }
+        } else {
+            send(Delivery::Position(paging.target.clone()));
+            send(Delivery::Event(SubscriptionEvent::Recovered { recovered: false }));
+            paging.target
+        };
+        sub.position = Some(position);
+        for entry in paging.held {
+            self.on_publication(live, channel, entry);
+        }
+    }
+
     fn deliver_if_active(&self, channel: &str, event: SubscriptionEvent) {
         if let Some(sub) = self.subs.get(channel)
-            && sub.phase == Phase::Active
+            && sub.is_live()
         {
             let _ = sub.events.send(Delivery::Event(event));
         }
@@ -704,6 +832,7 @@ impl Driver {
                 Awaiting::Subscribe { .. } => {
                     live.ended = Some(DisconnectReason::NoReply("subscribe"));
                 }
+                Awaiting::Page { .. } => live.ended = Some(DisconnectReason::NoReply("history")),
                 Awaiting::Refresh(_) => live.ended = Some(DisconnectReason::NoReply("refresh")),
                 Awaiting::Ping => live.ended = Some(DisconnectReason::NoReply("ping")),
             }
@@ -784,6 +913,8 @@ impl Driver {
         for sub in self.subs.values_mut() {
             sub.phase = Phase::Idle;
             sub.retry_at = None;
+            // Read again from the stored position on the next connection.
+            sub.paging = None;
         }
         Outcome { reason, lasted }
     }
@@ -973,9 +1104,16 @@ struct Sub {
     waiter: Option<oneshot::Sender<Result<(), Error>>>,
     retry_at: Option<Instant>,
     retries: u32,
+    /// A recovery being read in pages.
+    paging: Option<Paging>,
 }
 
 impl Sub {
+    /// Whether the server delivers the channel to this subscription now.
+    fn is_live(&self) -> bool {
+        matches!(self.phase, Phase::Active | Phase::Paging(_))
+    }
+
     /// Whether nobody wants it any more: the stream was dropped, or the `subscribe` call
     /// was cancelled before the server answered.
     fn is_abandoned(&self) -> bool {
@@ -992,6 +1130,41 @@ enum Phase {
     Subscribing(u64),
     /// Publications flow.
     Active,
+    /// Subscribed; the recovery's next page was asked for with this id (`history`).
+    Paging(u64),
+}
+
+/// A recovery read in pages (protocol §3): what the pages brought so far and the live
+/// publications that must wait for them.
+struct Paging {
+    /// The position the subscription recovers from.
+    since: StreamPosition,
+    /// The stream's top when subscribed: the pages must reach it.
+    target: StreamPosition,
+    /// The offset of the last entry read from the pages.
+    last: u64,
+    entries: Vec<Entry>,
+    /// Live publications pushed meanwhile, in arrival order.
+    held: Vec<Entry>,
+}
+
+impl Paging {
+    /// Appends a page's entries after those read so far, skipping any already read.
+    /// `false` when the page leaves a gap.
+    fn append(&mut self, entries: Vec<Entry>) -> bool {
+        for entry in entries {
+            let offset = entry.offset();
+            if offset <= self.last {
+                continue;
+            }
+            if self.last.checked_add(1) != Some(offset) {
+                return false;
+            }
+            self.last = offset;
+            self.entries.push(entry);
+        }
+        true
+    }
 }
 
 /// A command sent, waiting for its reply.
@@ -1007,6 +1180,11 @@ enum Awaiting {
         channel: Arc<str>,
         sub: u64,
         since: Option<StreamPosition>,
+    },
+    /// A page of a recovery.
+    Page {
+        channel: Arc<str>,
+        sub: u64,
     },
     Unsubscribe(Option<oneshot::Sender<Result<(), Error>>>),
     /// An application's command; `retry` keeps a read to send again after a lost
@@ -1036,6 +1214,14 @@ impl Awaiting {
     }
 }
 
+/// A reply to a subscription's command.
+struct Answer {
+    id: u64,
+    result: Result<Value, ErrorBody>,
+    /// Publications taken out of the result because their data could not be decoded.
+    undecodable: Vec<Entry>,
+}
+
 /// A command waiting for a connection.
 struct Queued {
     kind: CommandKind,
@@ -1059,6 +1245,24 @@ enum Wait<T> {
 enum Control {
     Continue,
     Close(Option<oneshot::Sender<()>>),
+}
+
+/// A reply's publications and those taken out of it as undecodable, in offset order.
+fn merge(publications: Vec<Publication>, undecodable: Vec<Entry>) -> Vec<Entry> {
+    let mut entries: Vec<Entry> = publications.into_iter().map(Entry::Publication).collect();
+    if !undecodable.is_empty() {
+        entries.extend(undecodable);
+        entries.sort_by_key(Entry::offset);
+    }
+    entries
+}
+
+/// What a subscription delivers for an entry.
+fn event_of(entry: Entry) -> SubscriptionEvent {
+    match entry {
+        Entry::Publication(publication) => SubscriptionEvent::Publication(publication),
+        Entry::Undecodable { offset, reason } => SubscriptionEvent::Undecodable { offset, reason },
+    }
 }
 
 /// Delays a subscription's next attempt, backing off like connections do.

@@ -49,6 +49,7 @@ mod client;
 mod driver;
 mod error;
 mod jwt;
+mod lenient;
 mod transport;
 
 pub use builder::{BoxError, ClientBuilder, PublishQueue, TokenFuture, TokenProvider};

@@ -264,9 +264,20 @@ pub struct SubscribeResult {
     /// nothing was replayed: the application should resync.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recovered: Option<bool>,
-    /// With `since` and `recovered: true`: the missed publications, oldest first.
+    /// With `since` and `recovered: true`: the missed publications, oldest first. With
+    /// `more`: the first page of them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub publications: Vec<Publication>,
+    /// With `since`: the missed publications do not fit in one reply. `publications` holds
+    /// the first of them (from `since.offset + 1` on, no gap) and `recovered` is `false`, so
+    /// that a client unaware of pages never takes this for a complete recovery; the rest,
+    /// up to `offset`, is read with `history` from [`next`](Self::next) on.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub more: bool,
+    /// With `more`: the position to pass as `since` to `history` for the next page (the
+    /// last publication in this reply).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<StreamPosition>,
 }
 
 /// What `publish` returns: the acknowledgement, with the offset assigned.
@@ -303,9 +314,25 @@ pub struct HistoryResult {
     /// Publications, oldest first.
     pub publications: Vec<Publication>,
     /// With `since`: whether `publications` are exactly every publication after it (same
-    /// epoch, still in history, within `limit`). `false` comes with no publications.
+    /// epoch, still in history, within `limit`). `false` comes with no publications, unless
+    /// `more` is set. Also `false` without `since` when `more` is set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub complete: Option<bool>,
+    /// The publications asked for do not fit in one reply: `publications` holds the oldest
+    /// of them (a first page, never empty) and the rest is read with `since` set to
+    /// [`next`](Self::next).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub more: bool,
+    /// With `more`: the position to pass as `since` for the next page (the last publication
+    /// in this reply).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<StreamPosition>,
+}
+
+/// For `skip_serializing_if`: flags that are left out when false.
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde passes a reference
+fn is_false(flag: &bool) -> bool {
+    !*flag
 }
 
 /// A message the server sends without being asked, tagged by `push`.

@@ -94,6 +94,21 @@ const SUBSCRIBE_NOT_RECOVERED: &str = r#"{
   "id": 2,
   "result": {"epoch": "4c0d7e12", "offset": 3, "recoverable": true, "recovered": false}
 }"#;
+const SUBSCRIBE_PAGED: &str = r#"{
+  "id": 2,
+  "result": {
+    "epoch": "b3e1f0a9",
+    "offset": 60,
+    "recoverable": true,
+    "recovered": false,
+    "publications": [
+      {"offset": 44, "data": {"text": "still there?"}, "info": {"client": "c2b44", "user": "bob"}},
+      {"offset": 45, "data": {"text": "ok, later"}, "info": {"client": "c2b44", "user": "bob"}}
+    ],
+    "more": true,
+    "next": {"offset": 45, "epoch": "b3e1f0a9"}
+  }
+}"#;
 const UNSUBSCRIBE_RESULT: &str = r#"{"id": 5, "result": {}}"#;
 const PUBLISH_RESULT: &str = r#"{"id": 3, "result": {"offset": 42, "epoch": "b3e1f0a9"}}"#;
 const PRESENCE_RESULT: &str = r#"{
@@ -114,6 +129,20 @@ const HISTORY_RESULT: &str = r#"{
       {"offset": 41, "data": {"text": "anyone?"}, "info": {"client": "c2b44", "user": "bob"}},
       {"offset": 42, "data": {"text": "hello"}, "info": {"client": "c1a9f", "user": "ann"}}
     ]
+  }
+}"#;
+const HISTORY_PAGED: &str = r#"{
+  "id": 7,
+  "result": {
+    "epoch": "b3e1f0a9",
+    "offset": 60,
+    "publications": [
+      {"offset": 41, "data": {"text": "anyone?"}, "info": {"client": "c2b44", "user": "bob"}},
+      {"offset": 42, "data": {"text": "hello"}, "info": {"client": "c1a9f", "user": "ann"}}
+    ],
+    "complete": false,
+    "more": true,
+    "next": {"offset": 42, "epoch": "b3e1f0a9"}
   }
 }"#;
 const PING_RESULT: &str = r#"{"id": 8, "result": {}}"#;
@@ -198,7 +227,7 @@ const DISCONNECT: &str =
     r#"{"push": "disconnect", "code": 4001, "reason": "slow consumer", "advice": "reconnect"}"#;
 
 /// Every JSON block of the document.
-const EXAMPLES: [&str; 34] = [
+const EXAMPLES: [&str; 36] = [
     CONNECT,
     CONNECT_BARE,
     CONNECT_RESULT,
@@ -208,6 +237,7 @@ const EXAMPLES: [&str; 34] = [
     SUBSCRIBE_SINCE,
     SUBSCRIBE_RECOVERED,
     SUBSCRIBE_NOT_RECOVERED,
+    SUBSCRIBE_PAGED,
     UNSUBSCRIBE,
     UNSUBSCRIBE_RESULT,
     PUBLISH,
@@ -217,6 +247,7 @@ const EXAMPLES: [&str; 34] = [
     HISTORY,
     HISTORY_RESULT,
     HISTORY_SINCE,
+    HISTORY_PAGED,
     PING,
     PING_RESULT,
     REFRESH,
@@ -361,7 +392,7 @@ fn results_encode_as_documented() {
     let lobby_history = vec![publication(41, "anyone?", bob()), publication(42, "hello", ann())];
     let recovered =
         vec![publication(44, "still there?", bob()), publication(45, "ok, later", bob())];
-    let cases: [(&str, CommandResult, u64); 11] = [
+    let cases: [(&str, CommandResult, u64); 13] = [
         (CONNECT_RESULT, CommandResult::Connect(connect_result("c1a9f", Some("ann"))), 1),
         (CONNECT_RESULT_ANONYMOUS, CommandResult::Connect(connect_result("c1a9f", None)), 1),
         (
@@ -372,6 +403,8 @@ fn results_encode_as_documented() {
                 recoverable: true,
                 recovered: None,
                 publications: Vec::new(),
+                more: false,
+                next: None,
             }),
             2,
         ),
@@ -382,7 +415,9 @@ fn results_encode_as_documented() {
                 offset: 45,
                 recoverable: true,
                 recovered: Some(true),
-                publications: recovered,
+                publications: recovered.clone(),
+                more: false,
+                next: None,
             }),
             2,
         ),
@@ -394,6 +429,21 @@ fn results_encode_as_documented() {
                 recoverable: true,
                 recovered: Some(false),
                 publications: Vec::new(),
+                more: false,
+                next: None,
+            }),
+            2,
+        ),
+        (
+            SUBSCRIBE_PAGED,
+            CommandResult::Subscribe(SubscribeResult {
+                epoch: "b3e1f0a9".into(),
+                offset: 60,
+                recoverable: true,
+                recovered: Some(false),
+                publications: recovered,
+                more: true,
+                next: Some(StreamPosition { offset: 45, epoch: "b3e1f0a9".into() }),
             }),
             2,
         ),
@@ -422,10 +472,24 @@ fn results_encode_as_documented() {
             CommandResult::History(HistoryResult {
                 epoch: "b3e1f0a9".into(),
                 offset: 42,
-                publications: lobby_history,
+                publications: lobby_history.clone(),
                 complete: None,
+                more: false,
+                next: None,
             }),
             6,
+        ),
+        (
+            HISTORY_PAGED,
+            CommandResult::History(HistoryResult {
+                epoch: "b3e1f0a9".into(),
+                offset: 60,
+                publications: lobby_history,
+                complete: Some(false),
+                more: true,
+                next: Some(StreamPosition { offset: 42, epoch: "b3e1f0a9".into() }),
+            }),
+            7,
         ),
         (PING_RESULT, CommandResult::Empty(Empty {}), 8),
         (REFRESH_RESULT, CommandResult::Refresh(RefreshResult { expires_at: 1_795_000_000 }), 11),
@@ -558,6 +622,8 @@ fn every_message_survives_msgpack() {
             recoverable: true,
             recovered: Some(true),
             publications: publications.clone(),
+            more: false,
+            next: None,
         },
     ));
     round_trip(&Reply::ok(2, SubscribeResult { recovered: Some(false), ..Default::default() }));
@@ -570,6 +636,8 @@ fn every_message_survives_msgpack() {
             offset: 45,
             publications: publications.clone(),
             complete: Some(true),
+            more: false,
+            next: None,
         },
     ));
     round_trip(&Reply::ok(8, Empty {}));

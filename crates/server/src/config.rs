@@ -229,7 +229,8 @@ pub struct HubOptions {
     pub max_subscriptions: usize,
     /// Bytes that may wait in one connection's outbound queue; past this the connection
     /// is a slow consumer and is closed with 4001. Default 1 MiB: a few seconds of a busy
-    /// feed, small enough that 10,000 stalled clients cannot exhaust memory.
+    /// feed, small enough that 10,000 stalled clients cannot exhaust memory. Replies that
+    /// carry publications (`history`, recovery) are cut into pages of a quarter of it.
     pub outbound_queue_bytes: usize,
     /// Largest WebSocket message a client may send on `/ws`. Default 64 KiB.
     pub max_message_size: usize,

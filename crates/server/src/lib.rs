@@ -27,6 +27,7 @@ mod http;
 mod limits;
 mod metrics;
 mod node;
+mod page;
 mod session;
 mod timed;
 mod tls;

@@ -18,6 +18,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{HubOptions, NamespaceOptions};
+use crate::page;
 
 /// Shards of the per-channel subscription locks.
 const CHANNEL_LOCKS: usize = 64;
@@ -168,6 +169,17 @@ impl Node {
     /// Reads history (`history`, for clients and the API): `limit` is capped at the
     /// namespace's history size, and `complete` is set only with `since`.
     pub(crate) async fn history(&self, req: &HistoryRequest) -> Result<HistoryResult, ErrorBody> {
+        self.history_page(req, None).await
+    }
+
+    /// Reads history as [`history`](Self::history) does, cut to a page of at most `page`'s
+    /// bytes in its format (at least one publication) when given: the rest is announced
+    /// with `more`, `next` and `complete: false` (see `page`).
+    pub(crate) async fn history_page(
+        &self,
+        req: &HistoryRequest,
+        page: Option<(Format, usize)>,
+    ) -> Result<HistoryResult, ErrorBody> {
         let ns = self.channel_namespace(&req.channel)?;
         if ns.history_size == 0 {
             return Err(ErrorBody::new(
@@ -186,11 +198,19 @@ impl Node {
             .history(&req.channel, &query, &options)
             .await
             .map_err(|e| broker_error(&e))?;
+        let mut publications = history.publications;
+        let next = page.and_then(|(format, budget)| {
+            page::cut(&mut publications, format, budget, &history.position.epoch)
+        });
+        let complete = req.since.as_ref().map(|_| history.complete);
         Ok(HistoryResult {
             epoch: history.position.epoch,
             offset: history.position.offset,
-            publications: history.publications.iter().map(|p| Publication::clone(p)).collect(),
-            complete: req.since.as_ref().map(|_| history.complete),
+            publications: publications.iter().map(|p| Publication::clone(p)).collect(),
+            // A client unaware of pages must not take a first page for the whole answer.
+            complete: if next.is_some() { Some(false) } else { complete },
+            more: next.is_some(),
+            next,
         })
     }
 }

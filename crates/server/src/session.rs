@@ -25,6 +25,7 @@ use crate::config::{Anonymous, LimitOptions, NamespaceOptions};
 use crate::limits::{ConnRate, Reason, Verdict};
 use crate::metrics::{self, Outcome};
 use crate::node::{ConnSink, Kick, Node, broker_error};
+use crate::page;
 
 /// What a command failed with.
 type CommandError = ErrorBody;
@@ -392,19 +393,29 @@ impl Session {
             tracing::debug!(client = %self.id, channel = %channel, error = %e, "presence join failed");
         }
         self.subscriptions.insert(Arc::clone(channel), membership);
-        let recovered = req.since.as_ref().map(|_| history.complete);
-        let publications = if recovered == Some(true) {
-            history.publications.iter().map(|p| Publication::clone(p)).collect()
-        } else {
-            Vec::new()
-        };
+        let mut recovered = req.since.as_ref().map(|_| history.complete);
+        let mut publications = history.publications;
+        if recovered != Some(true) {
+            publications.clear();
+        }
+        // A recovery too large for one reply arrives in pages: this reply carries the first
+        // and the client reads the rest up to `position` with `history`, while the hub
+        // releases what follows `position` after this reply, as for any subscribe.
+        let budget = page::budget(self.node.options.outbound_queue_bytes);
+        let next = page::cut(&mut publications, self.format, budget, &history.position.epoch);
+        if next.is_some() {
+            // A client unaware of pages must not take the first for a whole recovery.
+            recovered = Some(false);
+        }
         let position = history.position.offset;
         let result = SubscribeResult {
             epoch: history.position.epoch,
             offset: position,
             recoverable: ns.history_size > 0,
             recovered,
-            publications,
+            publications: publications.iter().map(|p| Publication::clone(p)).collect(),
+            more: next.is_some(),
+            next,
         };
         Ok((result, position))
     }
@@ -437,7 +448,8 @@ impl Session {
 
     async fn history(&self, req: &HistoryRequest) -> Result<CommandResult, CommandError> {
         self.may_read(&req.channel, self.namespace(&req.channel)?)?;
-        self.node.history(req).await.map(CommandResult::History)
+        let page = (self.format, page::budget(self.node.options.outbound_queue_bytes));
+        self.node.history_page(req, Some(page)).await.map(CommandResult::History)
     }
 
     /// Undoes every subscription: called once the connection is gone, however it ended, so
@@ -578,7 +590,12 @@ impl Session {
             }
             (Some(CommandResult::Subscribe(result)), None) => {
                 if let Some(recovered) = result.recovered {
-                    let outcome = Outcome { result: if recovered { "ok" } else { "failed" } };
+                    let result = match (recovered, result.more) {
+                        (_, true) => "paged",
+                        (true, false) => "ok",
+                        (false, false) => "failed",
+                    };
+                    let outcome = Outcome { result };
                     metrics.recoveries.get_or_create(&outcome).inc();
                 }
             }

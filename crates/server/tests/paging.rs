@@ -1,0 +1,244 @@
+//! Replies bigger than the outbound queue: `history` and recovery on `subscribe` arrive in
+//! pages that fit, and the reader is never cut off as a slow consumer for asking.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use switchboard_codec::{Event, Message};
+use switchboard_proto::MSGPACK_SUBPROTOCOL;
+use switchboard_server::Config;
+use switchboard_test_support::client::WsClient;
+use switchboard_test_support::server::{TestServer, open_config};
+
+/// How long any single expected message may take.
+const LIMIT: Duration = Duration::from_secs(10);
+
+/// Publications of about this many bytes: near the largest a client may send (64 KiB).
+const LARGE: usize = 60_000;
+
+#[tokio::test]
+async fn history_larger_than_the_outbound_queue_arrives_in_pages() {
+    for binary in [false, true] {
+        let server = TestServer::start(open_config()).await;
+        let epoch = publish_large(server.addr, "big", 20).await;
+        let mut reader = Client::connect(server.addr, binary).await;
+        let first = reader.ok("history", json!({"channel": "big"})).await;
+        // 1 MiB queue: pages of at most 256 KiB, four publications of 60 KB.
+        assert_eq!(offsets(&first), [1, 2, 3, 4], "binary {binary}");
+        assert_eq!(first["more"], true);
+        assert_eq!(first["complete"], false, "an old client must not take it for all");
+        assert_eq!(first["next"], json!({"offset": 4, "epoch": epoch}));
+        assert_eq!(first["offset"], 20);
+        let pages = reader.follow("big", first).await;
+        assert_eq!(pages.concat(), (1..=20).collect::<Vec<_>>());
+        assert!(pages.iter().all(|page| page.len() == 4), "{pages:?}");
+        reader.ok("ping", json!({})).await;
+    }
+}
+
+#[tokio::test]
+async fn history_since_pages_within_a_smaller_queue_one_publication_at_a_time() {
+    let mut config = open_config();
+    config.hub.outbound_queue_bytes = 192 << 10;
+    let server = TestServer::start(config).await;
+    let epoch = publish_large(server.addr, "big", 16).await;
+    let mut reader = Client::connect(server.addr, false).await;
+    let since = json!({"offset": 3, "epoch": epoch});
+    let first = reader.ok("history", json!({"channel": "big", "since": since})).await;
+    // 48 KiB pages: less than one publication, so exactly one per page.
+    assert_eq!(offsets(&first), [4]);
+    assert_eq!((first["more"].clone(), first["complete"].clone()), (json!(true), json!(false)));
+    let pages = reader.follow("big", first).await;
+    assert_eq!(pages.concat(), (4..=16).collect::<Vec<_>>());
+    assert!(pages.iter().all(|page| page.len() == 1), "{pages:?}");
+    reader.ok("ping", json!({})).await;
+}
+
+#[tokio::test]
+async fn history_that_fits_has_no_page_fields() {
+    let server = TestServer::start(open_config()).await;
+    let epoch = publish_large(server.addr, "big", 3).await;
+    let mut reader = Client::connect(server.addr, false).await;
+    let since = json!({"offset": 0, "epoch": epoch});
+    let result = reader.ok("history", json!({"channel": "big", "since": since})).await;
+    assert_eq!(offsets(&result), [1, 2, 3]);
+    assert_eq!(result["complete"], true);
+    assert!(result.get("more").is_none() && result.get("next").is_none(), "{result}");
+}
+
+#[tokio::test]
+async fn recovery_larger_than_the_outbound_queue_arrives_in_pages_without_gap_or_duplicate() {
+    for (queue, binary) in [(Config::default().hub.outbound_queue_bytes, false), (192 << 10, true)]
+    {
+        let mut config = open_config();
+        config.hub.outbound_queue_bytes = queue;
+        let server = TestServer::start(config).await;
+        let epoch = publish_large(server.addr, "big", 20).await;
+        let mut reader = Client::connect(server.addr, binary).await;
+        let since = json!({"offset": 1, "epoch": epoch});
+        let subscribed = reader.ok("subscribe", json!({"channel": "big", "since": since})).await;
+        let first = offsets(&subscribed);
+        assert_eq!(first.first(), Some(&2), "{queue}");
+        assert!(first.len() < 19, "{queue}: {first:?}");
+        assert_eq!(subscribed["recovered"], false, "an old client must not take it for all");
+        assert_eq!(subscribed["more"], true);
+        assert_eq!(subscribed["offset"], 20);
+        let next = json!({"offset": first.last(), "epoch": epoch});
+        assert_eq!(subscribed["next"], next);
+
+        // Live publications made while the reader pages follow the subscribe's `offset`.
+        let mut publisher = Client::connect(server.addr, false).await;
+        for n in 21..=23 {
+            let result = publisher.ok("publish", json!({"channel": "big", "data": n})).await;
+            assert_eq!(result["offset"], n);
+        }
+        let mut got = first;
+        let mut since = next;
+        loop {
+            let page = reader.ok("history", json!({"channel": "big", "since": since})).await;
+            got.extend(offsets(&page).into_iter().filter(|&o| o <= 20));
+            if page["more"] != true {
+                assert_eq!(page["complete"], true, "{queue}");
+                break;
+            }
+            since = page["next"].clone();
+        }
+        assert_eq!(got, (2..=20).collect::<Vec<_>>(), "{queue}");
+        let live: Vec<u64> = reader.pushes.drain(..).map(|p| offset(&p)).collect();
+        let mut live = live;
+        while live.len() < 3 {
+            let push = reader.recv().await;
+            assert_eq!(push["push"], "publication", "{push}");
+            live.push(offset(&push));
+        }
+        assert_eq!(live, [21, 22, 23], "{queue}");
+        reader.ok("ping", json!({})).await;
+        let metrics = scrape(server.addr).await;
+        let paged = r#"switchboard_recoveries_total{result="paged"} 1"#;
+        assert!(metrics.lines().any(|line| line == paged), "{metrics}");
+        let slow = metrics.lines().find_map(|line| {
+            line.strip_prefix("switchboard_slow_consumer_disconnects_total ")?.parse::<u64>().ok()
+        });
+        assert_eq!(slow, Some(0), "{metrics}");
+    }
+}
+
+/// The server's `/metrics` text.
+async fn scrape(addr: SocketAddr) -> String {
+    let request = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    let response = WsClient::expect_refusal(addr, request.as_bytes()).await.expect("a response");
+    assert_eq!(response.status, 200, "{}", response.response);
+    response.response
+}
+
+#[tokio::test]
+async fn recovery_that_fits_is_recovered_without_page_fields() {
+    let server = TestServer::start(open_config()).await;
+    let epoch = publish_large(server.addr, "big", 4).await;
+    let mut reader = Client::connect(server.addr, false).await;
+    let since = json!({"offset": 0, "epoch": epoch});
+    let result = reader.ok("subscribe", json!({"channel": "big", "since": since})).await;
+    assert_eq!(offsets(&result), [1, 2, 3, 4]);
+    assert_eq!(result["recovered"], true);
+    assert!(result.get("more").is_none() && result.get("next").is_none(), "{result}");
+}
+
+/// Publishes `count` publications of [`LARGE`] bytes to `channel`; returns the epoch.
+async fn publish_large(addr: SocketAddr, channel: &str, count: u64) -> String {
+    let mut publisher = Client::connect(addr, false).await;
+    let mut epoch = String::new();
+    for n in 1..=count {
+        let data = json!({"n": n, "text": "x".repeat(LARGE)});
+        let result = publisher.ok("publish", json!({"channel": channel, "data": data})).await;
+        assert_eq!(result["offset"], n, "{result}");
+        epoch = result["epoch"].as_str().expect("an epoch").to_owned();
+    }
+    epoch
+}
+
+fn offset(publication: &Value) -> u64 {
+    publication["offset"].as_u64().expect("an offset")
+}
+
+/// The offsets of a result's publications.
+fn offsets(result: &Value) -> Vec<u64> {
+    result["publications"]
+        .as_array()
+        .map(|list| list.iter().map(offset).collect())
+        .unwrap_or_default()
+}
+
+/// A protocol v1 client: numbers commands, matches replies by id, keeps pushes.
+struct Client {
+    ws: WsClient,
+    binary: bool,
+    next_id: u64,
+    pushes: VecDeque<Value>,
+}
+
+impl Client {
+    async fn connect(addr: SocketAddr, binary: bool) -> Self {
+        let protocols: &[&str] = if binary { &[MSGPACK_SUBPROTOCOL] } else { &[] };
+        let ws = WsClient::connect_with(addr, "/ws", protocols, &[]).await.expect("connect");
+        Self { ws, binary, next_id: 1, pushes: VecDeque::new() }
+    }
+
+    /// The next protocol message; a close (4001 for a slow consumer) fails the test.
+    async fn recv(&mut self) -> Value {
+        loop {
+            match self.ws.recv_timeout(LIMIT).await.expect("a message in time") {
+                Some(Event::Text(text)) if !self.binary => {
+                    return serde_json::from_slice(&text).expect("a JSON message");
+                }
+                Some(Event::Binary(bytes)) if self.binary => {
+                    return rmp_serde::from_slice(&bytes).expect("a MessagePack message");
+                }
+                Some(Event::Ping(_) | Event::Pong(_)) => {}
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+
+    /// The result of a command that must succeed; pushes that come first are kept.
+    async fn ok(&mut self, kind: &str, fields: Value) -> Value {
+        let id = self.next_id;
+        self.next_id += 1;
+        let mut command = json!({"id": id, "type": kind});
+        if let (Some(command), Value::Object(fields)) = (command.as_object_mut(), fields) {
+            command.extend(fields);
+        }
+        let frame = if self.binary {
+            Message::binary(rmp_serde::to_vec_named(&command).expect("encode msgpack"))
+        } else {
+            Message::text(command.to_string())
+        };
+        self.ws.send(frame).await.expect("send a command");
+        loop {
+            let message = self.recv().await;
+            if message.get("push").is_some() {
+                self.pushes.push_back(message);
+                continue;
+            }
+            assert_eq!(message["id"], id, "{message}");
+            assert!(message.get("error").is_none(), "{kind} failed: {message}");
+            return message["result"].clone();
+        }
+    }
+
+    /// Follows `history` pages from `first` to the last; returns each page's offsets.
+    async fn follow(&mut self, channel: &str, first: Value) -> Vec<Vec<u64>> {
+        let mut pages = vec![offsets(&first)];
+        let mut page = first;
+        while page["more"] == true {
+            let since = page["next"].clone();
+            assert_eq!(since["offset"], *pages.concat().last().expect("a publication"));
+            page = self.ok("history", json!({"channel": channel, "since": since})).await;
+            assert!(!offsets(&page).is_empty(), "{page}");
+            pages.push(offsets(&page));
+        }
+        assert_eq!(page["complete"], true, "{page}");
+        pages
+    }
+}
