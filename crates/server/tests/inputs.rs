@@ -138,6 +138,42 @@ async fn api_refuses_data_nested_deeper_than_ws_clients_may_publish() {
     assert_eq!(subscriber.next_publication().await["data"], nested(MAX_DEPTH));
 }
 
+#[tokio::test]
+async fn channel_names_with_invisible_or_bidi_characters_are_refused() {
+    let mut config = open_config();
+    config.api_key = Some(KEY.to_owned());
+    let server = TestServer::start(config).await;
+    let mut a = Client::json(server.addr).await;
+    let mut b = Client::msgpack(server.addr).await;
+    let cases = [
+        ("lobby\u{202E}gnp", "U+202E, a bidi control character"),
+        ("lob\u{200B}by", "U+200B, an invisible formatting character"),
+        ("\u{FEFF}lobby", "U+FEFF, an invisible formatting character"),
+        ("lobby\u{2066}", "U+2066, a bidi control character"),
+    ];
+    let mut id = 1;
+    for (channel, what) in cases {
+        let message = format!("channel name holds {what}");
+        for kind in ["subscribe", "presence", "history", "publish"] {
+            for client in [&mut a, &mut b] {
+                id += 1;
+                let command = json!({"id": id, "type": kind, "channel": channel, "data": 1});
+                let reply = client.call(command).await;
+                assert_eq!(reply["error"]["code"], "invalid_channel", "{kind}: {reply}");
+                assert_eq!(reply["error"]["message"], message, "{kind}: {reply}");
+            }
+        }
+        let (status, reply) =
+            post(server.addr, "/api/publish", &json!({"channel": channel, "data": 1})).await;
+        assert_eq!(status, 400, "{reply}");
+        assert_eq!(reply["error"]["code"], "invalid_channel", "{reply}");
+        assert_eq!(reply["error"]["message"], message, "{reply}");
+    }
+    // The look-alike's visible twin is an ordinary channel.
+    let reply = a.call(json!({"id": 100, "type": "subscribe", "channel": "lobby"})).await;
+    assert!(reply.get("result").is_some(), "{reply}");
+}
+
 /// Null in `levels` arrays.
 fn nested(levels: usize) -> Value {
     (0..levels).fold(Value::Null, |inner, _| Value::Array(vec![inner]))
