@@ -2,10 +2,11 @@
 
 use bytes::Bytes;
 use serde::Serialize;
-use serde::de::DeserializeOwned;
+use serde::de::{DeserializeOwned, DeserializeSeed};
 
 use crate::codes::ErrorCode;
-use crate::message::{COMMAND_TYPES, Command};
+use crate::message::{COMMAND_TYPES, Command, CommandKind};
+use crate::strict::{Checks, CommandSeed, MSGPACK_DEPTH};
 
 /// The subprotocol for JSON, also used when a client offers none.
 pub const JSON_SUBPROTOCOL: &str = "switchboard.v1.json";
@@ -92,8 +93,14 @@ impl Format {
         }
     }
 
-    /// Decodes a client command. On failure, still recovers the command's `id` when it can,
-    /// and tells an unknown `type` from a malformed command.
+    /// Decodes a client command, in one pass over the bytes. On failure, still recovers the
+    /// command's `id` when it can, and tells an unknown `type` from a malformed command.
+    ///
+    /// Besides the fields of each command, the input must keep the rules every subscriber
+    /// relies on: no key twice in any map, string keys only, no value nested deeper than
+    /// [`MAX_DEPTH`](crate::MAX_DEPTH) levels within a field, and (in MessagePack) nothing
+    /// JSON cannot carry. A command breaking one still gets its id back, except when the
+    /// repeated key is `id` itself: either could be meant, so the reply's id is 0.
     ///
     /// The envelope is checked first: an object with an integer `id` and a string `type`
     /// (a number is not a type, even though serde would read it as a variant index).
@@ -103,27 +110,57 @@ impl Format {
     /// A [`DecodeError`] ready to become an error reply.
     pub fn decode_command(self, bytes: &[u8]) -> Result<Command, DecodeError> {
         let bad = |id, message: String| DecodeError { id, code: ErrorCode::BadRequest, message };
-        let value: serde_json::Value = self.decode(bytes).map_err(|e| bad(None, e))?;
-        let Some(object) = value.as_object() else {
-            return Err(bad(None, "a command is an object".to_owned()));
+        let mut checks = Checks::default();
+        let read = match self {
+            Format::Json => {
+                let mut de = serde_json::Deserializer::from_slice(bytes);
+                CommandSeed(&mut checks)
+                    .deserialize(&mut de)
+                    .and_then(|fields| de.end().map(|()| fields))
+                    .map_err(|e| e.to_string())
+            }
+            Format::Msgpack => {
+                let mut de = rmp_serde::Deserializer::from_read_ref(bytes);
+                de.set_max_depth(MSGPACK_DEPTH);
+                CommandSeed(&mut checks).deserialize(&mut de).map_err(|e| e.to_string())
+            }
         };
-        let id = object.get("id").and_then(serde_json::Value::as_u64);
-        if id.is_none() {
-            return Err(bad(None, "a command needs an unsigned integer `id`".to_owned()));
+        // Input that does not parse has no id to trust; the first broken rule, if one came
+        // before the parser gave up, says more than the parser does.
+        let mut fields = read.map_err(|e| bad(None, checks.problem.take().unwrap_or(e)))?;
+        let id = if checks.repeated_id {
+            None
+        } else {
+            fields.get("id").and_then(serde_json::Value::as_u64)
+        };
+        if let Some(problem) = checks.problem {
+            return Err(bad(id, problem));
         }
-        let kind = match object.get("type") {
+        let Some(id) = id else {
+            return Err(bad(None, "a command needs an unsigned integer `id`".to_owned()));
+        };
+        let bad = |message: String| bad(Some(id), message);
+        let kind = match fields.get("type") {
             Some(serde_json::Value::String(kind)) => kind,
-            Some(_) => return Err(bad(id, "`type` must be a string".to_owned())),
-            None => return Err(bad(id, "a command needs a `type`".to_owned())),
+            Some(_) => return Err(bad("`type` must be a string".to_owned())),
+            None => return Err(bad("a command needs a `type`".to_owned())),
         };
         if !COMMAND_TYPES.contains(&kind.as_str()) {
             return Err(DecodeError {
-                id,
+                id: Some(id),
                 code: ErrorCode::UnknownCommand,
                 message: format!("unknown command type {kind:?}"),
             });
         }
-        serde_json::from_value(value).map_err(|e| bad(id, e.to_string()))
+        // The tagged enum buffers what it reads: `data`, the only field that can be large,
+        // waits outside as a null and goes back in once the command is known.
+        let data = fields.get_mut("data").map(serde_json::Value::take);
+        let mut kind: CommandKind = serde_json::from_value(serde_json::Value::Object(fields))
+            .map_err(|e| bad(e.to_string()))?;
+        if let (CommandKind::Publish(publish), Some(data)) = (&mut kind, data) {
+            publish.data = data;
+        }
+        Ok(Command { id, kind })
     }
 }
 

@@ -18,6 +18,7 @@ pub mod channel;
 pub mod codes;
 mod format;
 mod message;
+mod strict;
 
 pub use codes::{Advice, ErrorCode, advice};
 pub use format::{DecodeError, EncodeError, Format, JSON_SUBPROTOCOL, MSGPACK_SUBPROTOCOL};
@@ -28,3 +29,4 @@ pub use message::{
     RefreshResult, Reply, ServerMessage, StreamPosition, SubscribeRequest, SubscribeResult,
 };
 pub use serde_json::Value;
+pub use strict::{MAX_DEPTH, TooDeep, check_data_depth};

@@ -264,12 +264,14 @@ async fn dispatch(req: Request<Incoming>, shared: &Shared) -> Result<Response<Bo
     match endpoint {
         Endpoint::Publish => {
             let req: PublishRequest = read_json(req).await?;
+            check_data(&req.data)?;
             let published = publish(node, &req.channel, req.data).await?;
             shared.metrics.publications.inc();
             Ok(json(&published))
         }
         Endpoint::Broadcast => {
             let req: BroadcastRequest = read_json(req).await?;
+            check_data(&req.data)?;
             Ok(json(&broadcast(node, req).await?))
         }
         Endpoint::Presence => {
@@ -487,6 +489,11 @@ async fn read_json<T: DeserializeOwned>(req: Request<Incoming>) -> Result<T, Api
         Err(e) => return Err(ApiError::bad_request(format!("cannot read the body: {e}"))),
     };
     serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_request(format!("invalid body: {e}")))
+}
+
+/// The rule `/ws` applies to a `publish`, so every subscriber can decode what is published.
+fn check_data(data: &Value) -> Result<(), ApiError> {
+    switchboard_proto::check_data_depth(data).map_err(|e| ApiError::bad_request(e.to_string()))
 }
 
 fn too_large() -> ApiError {
