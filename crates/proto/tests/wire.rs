@@ -223,11 +223,12 @@ const UNSUBSCRIBE_PUSH: &str = r#"{
   "code": "unavailable",
   "reason": "too many publications while subscribing: resubscribe with `since`"
 }"#;
+const UNSUBSCRIBE_PUSH_AFTER_REFRESH: &str = r#"{"push": "unsubscribe", "channel": "news:b", "code": "permission_denied", "reason": "after refresh: the token does not allow to subscribe to this channel"}"#;
 const DISCONNECT: &str =
     r#"{"push": "disconnect", "code": 4001, "reason": "slow consumer", "advice": "reconnect"}"#;
 
 /// Every JSON block of the document.
-const EXAMPLES: [&str; 36] = [
+const EXAMPLES: [&str; 37] = [
     CONNECT,
     CONNECT_BARE,
     CONNECT_RESULT,
@@ -263,6 +264,7 @@ const EXAMPLES: [&str; 36] = [
     JOIN,
     LEAVE,
     UNSUBSCRIBE_PUSH,
+    UNSUBSCRIBE_PUSH_AFTER_REFRESH,
     DISCONNECT,
 ];
 
@@ -575,6 +577,15 @@ fn pushes_encode_as_documented() {
                 channel: "chat:lobby".into(),
                 code: ErrorCode::Unavailable,
                 reason: "too many publications while subscribing: resubscribe with `since`".into(),
+            },
+        ),
+        (
+            UNSUBSCRIBE_PUSH_AFTER_REFRESH,
+            Push::Unsubscribe {
+                channel: "news:b".into(),
+                code: ErrorCode::PermissionDenied,
+                reason: "after refresh: the token does not allow to subscribe to this channel"
+                    .into(),
             },
         ),
         (
