@@ -159,6 +159,8 @@ struct Hub {
     max_subscriptions: Option<usize>,
     outbound_queue_bytes: Option<usize>,
     max_message_size: Option<usize>,
+    history_memory: Option<usize>,
+    max_channels: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -331,6 +333,8 @@ pub(crate) fn apply(file: &FileConfig, args: &mut ServeArgs, explicit: &dyn Fn(&
     set!("max_subscriptions", args.max_subscriptions, h.max_subscriptions);
     set!("outbound_queue_bytes", args.outbound_queue_bytes, h.outbound_queue_bytes);
     set!("hub_max_message_size", args.hub_max_message_size, h.max_message_size);
+    set!("history_memory", args.history_memory, h.history_memory);
+    set!("max_channels", args.max_channels, h.max_channels);
 }
 
 /// Applies the file's `[namespaces]`, which replace the built-in namespaces whole.
@@ -532,6 +536,12 @@ max_subscriptions = {max_subscriptions}
 outbound_queue_bytes = {outbound_queue_bytes}
 # Largest WebSocket message a client may send on /ws, in bytes.
 max_message_size = {hub_max_message_size}
+# Bytes of history the in-memory broker holds for all channels together (estimated size in
+# memory); past it the oldest publications of the least recently published channels go.
+history_memory = {history_memory}
+# Channels the in-memory broker holds state for; past it idle ones are forgotten, and new
+# ones refused with `unavailable` when all are in use. 0 for no limit.
+max_channels = {max_channels}
 
 # Namespaces by name ("" is the default one, for channels without `:`). A [namespaces]
 # section replaces this built-in set whole: a namespace left out refuses its channels.
@@ -560,6 +570,8 @@ max_message_size = {hub_max_message_size}
         max_subscriptions = hub.max_subscriptions,
         outbound_queue_bytes = hub.outbound_queue_bytes,
         hub_max_message_size = hub.max_message_size,
+        history_memory = hub.history_memory,
+        max_channels = hub.max_channels,
     );
     for (name, ns) in &hub.namespaces {
         let anonymous = match ns.anonymous {
@@ -709,6 +721,18 @@ mod tests {
         let config = config_from(&args).unwrap();
         assert_eq!(config.hub.max_subscriptions, 7);
         assert_eq!(config.hub.outbound_queue_bytes, HubOptions::default().outbound_queue_bytes);
+    }
+
+    #[test]
+    fn memory_bounds_come_from_the_file() {
+        let file = parse("[hub]\nhistory_memory = 1048576\nmax_channels = 9\n").unwrap();
+        let mut args = serve_args();
+        apply(&file, &mut args, &|_| false);
+        let config = config_from(&args).unwrap();
+        assert_eq!((config.hub.history_memory, config.hub.max_channels), (1 << 20, 9));
+        let defaults = config_from(&serve_args()).unwrap();
+        assert_eq!(defaults.hub.history_memory, HubOptions::default().history_memory);
+        assert_eq!(defaults.hub.max_channels, 65_536);
     }
 
     #[test]

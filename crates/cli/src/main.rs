@@ -198,6 +198,16 @@ struct ServeArgs {
         default_value_t = hub().max_message_size
     )]
     hub_max_message_size: usize,
+    /// Bytes of history the in-memory broker holds for all channels together, by their
+    /// estimated size in memory; past it the oldest publications of the least recently
+    /// published channels are dropped (their recoveries answer `recovered: false`).
+    /// 0 keeps no history.
+    #[arg(long, env = "SWITCHBOARD_HISTORY_MEMORY", default_value_t = hub().history_memory)]
+    history_memory: usize,
+    /// Channels the in-memory broker holds state for; past it an idle channel is forgotten
+    /// and, when all are in use, commands on new ones get `unavailable`. 0 for no limit.
+    #[arg(long, env = "SWITCHBOARD_MAX_CHANNELS", default_value_t = hub().max_channels)]
+    max_channels: usize,
     /// Namespace settings, over those of the configuration file (or the built-in ones), as
     /// `NAME:KEY=VALUE,…` with the keys of `[namespaces.NAME]` (`:KEY=VALUE,…` for the
     /// default namespace); repeat per namespace, or separate with `;` in the variable. A
@@ -472,6 +482,8 @@ fn config_from(args: &ServeArgs) -> anyhow::Result<Config> {
     config.hub.max_subscriptions = args.max_subscriptions;
     config.hub.outbound_queue_bytes = args.outbound_queue_bytes;
     config.hub.max_message_size = args.hub_max_message_size;
+    config.hub.history_memory = args.history_memory;
+    config.hub.max_channels = args.max_channels;
     config.tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => Some(TlsSource::Files { cert: cert.clone(), key: key.clone() }),
         _ if args.dev_tls => Some(TlsSource::DevSelfSigned),
