@@ -81,6 +81,15 @@ async fn concurrent_publishers_are_delivered_in_offset_order() {
         .await;
 }
 
+#[tokio::test]
+async fn history_is_capped_in_bytes_from_the_front() {
+    let limits = MemoryLimits::new(conformance::HISTORY_BYTES, 0);
+    conformance::history_is_capped_in_bytes_from_the_front(
+        &MemoryBroker::new().with_limits(limits),
+    )
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn runs_the_whole_suite() {
     conformance::run_all(MemoryBroker::new, spawn).await;

@@ -151,6 +151,7 @@ struct Broker {
     url: Option<BrokerArg>,
     redis_key_prefix: Option<String>,
     redis_wait: Option<bool>,
+    redis_max_history_bytes: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -328,6 +329,7 @@ pub(crate) fn apply(file: &FileConfig, args: &mut ServeArgs, explicit: &dyn Fn(&
     set!("broker", args.broker, b.url.clone());
     set!("redis_key_prefix", args.redis_key_prefix, b.redis_key_prefix.clone());
     set!("redis_wait", args.redis_wait, b.redis_wait);
+    set!("redis_max_history_bytes", args.redis_max_history_bytes, b.redis_max_history_bytes);
 
     let h = &file.hub;
     set!("max_subscriptions", args.max_subscriptions, h.max_subscriptions);
@@ -528,6 +530,8 @@ url = "memory"
 redis_key_prefix = "switchboard"
 # At start, wait until Redis answers instead of exiting with an error.
 redis_wait = false
+# Bytes of history one channel keeps in Redis; past it its oldest publications go. 0: no cap.
+redis_max_history_bytes = {redis_max_history_bytes}
 
 [hub]
 # Most channels one connection may subscribe to.
@@ -571,6 +575,8 @@ max_channels = {max_channels}
         outbound_queue_bytes = hub.outbound_queue_bytes,
         hub_max_message_size = hub.max_message_size,
         history_memory = hub.history_memory,
+        redis_max_history_bytes =
+            switchboard_broker_redis::RedisConfig::default().max_history_bytes,
         max_channels = hub.max_channels,
     );
     for (name, ns) in &hub.namespaces {

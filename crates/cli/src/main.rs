@@ -238,6 +238,14 @@ struct ServeArgs {
     /// error.
     #[arg(long, env = "SWITCHBOARD_REDIS_WAIT")]
     redis_wait: bool,
+    /// Bytes of history one channel keeps in Redis; past it its oldest publications go
+    /// (their recoveries answer `recovered: false`). 0 for no cap.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_REDIS_MAX_HISTORY_BYTES",
+        default_value_t = RedisConfig::default().max_history_bytes
+    )]
+    redis_max_history_bytes: usize,
     /// Log output format.
     #[arg(long, env = "SWITCHBOARD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
     log_format: LogFormat,
@@ -449,6 +457,7 @@ fn redis_config(args: &ServeArgs, url: &str) -> RedisConfig {
     let mut config = RedisConfig::new(url);
     config.key_prefix.clone_from(&args.redis_key_prefix);
     config.wait_for_redis = args.redis_wait;
+    config.max_history_bytes = args.redis_max_history_bytes;
     config
 }
 
