@@ -11,6 +11,7 @@
 //! async signatures.
 
 pub mod conformance;
+mod cost;
 mod memory;
 
 use std::sync::Arc;

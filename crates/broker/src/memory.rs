@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use rand::Rng;
 
+use crate::cost::publication_cost;
 use crate::{
     Broker, BrokerError, BrokerHandler, ClientInfo, History, HistoryQuery, Publication,
     StreamOptions, StreamPosition, Usage, Value,
@@ -601,7 +602,7 @@ impl Stream {
         self.tick = tick;
         let publication = Arc::new(Publication { offset: self.top, data, info });
         if options.history_size > 0 {
-            let cost = publication_cost(&publication);
+            let cost = publication_cost(&publication) + size_of::<Entry>();
             self.history.push_back(Entry { publication: Arc::clone(&publication), at: now, cost });
             self.bytes += cost;
             self.trim(options.history_size, now);
@@ -680,48 +681,6 @@ impl Stream {
     }
 }
 
-/// What a publication in history costs in memory: an estimate from its shape, since the
-/// allocator does not say. A decoded value costs far more than its wire form (`[0,0,…]`
-/// takes 2 bytes an element on the wire, a 32-byte `Value` each in memory), so the estimate
-/// walks it: every `Value` slot, string and array capacity, object entry (key, value and
-/// B-tree node share), the publisher's info, the `Arc` holding the publication and its
-/// history slot, with each heap block rounded up to the allocator's 16 bytes plus a header.
-/// Publications are decoded at most 128 levels deep, which bounds the recursion.
-fn publication_cost(publication: &Publication) -> usize {
-    heap_block(ARC_HEADER + size_of::<Publication>())
-        + size_of::<Entry>()
-        + value_cost(&publication.data)
-        + publication.info.as_ref().map_or(0, |info| {
-            string_cost(&info.id)
-                + info.user.as_ref().map_or(0, string_cost)
-                + info.info.as_ref().map_or(0, value_cost)
-        })
-}
-
-/// The heap a value owns beyond its own `Value` slot.
-fn value_cost(value: &Value) -> usize {
-    match value {
-        Value::Null | Value::Bool(_) | Value::Number(_) => 0,
-        Value::String(s) => string_cost(s),
-        Value::Array(items) => {
-            heap_block(items.capacity() * size_of::<Value>())
-                + items.iter().map(value_cost).sum::<usize>()
-        }
-        Value::Object(map) => {
-            map.iter().map(|(key, value)| OBJECT_ENTRY + string_cost(key) + value_cost(value)).sum()
-        }
-    }
-}
-
-fn string_cost(s: &String) -> usize {
-    heap_block(s.capacity())
-}
-
-/// An allocation of `bytes` as the allocator sees it: rounded up to 16, plus its header.
-fn heap_block(bytes: usize) -> usize {
-    if bytes == 0 { 0 } else { bytes.div_ceil(16) * 16 + ALLOCATION_HEADER }
-}
-
 /// Where a broker reads the time.
 type Clock = Arc<dyn Fn() -> Instant + Send + Sync>;
 
@@ -745,16 +704,6 @@ const SHARDS: usize = 16;
 /// most a few publications, never without bound.
 const MAX_EVICTION_STEPS: usize = 64;
 
-/// The strong and weak counts in front of an `Arc`'s value.
-const ARC_HEADER: usize = 2 * size_of::<usize>();
-
-/// What the allocator keeps in front of each block (glibc: 8 bytes, rounded to 16).
-const ALLOCATION_HEADER: usize = 16;
-
-/// One object entry: its key and value slots in a B-tree node, and the node's own
-/// bookkeeping shared out over its entries (nodes hold 5 to 11 entries; 6 assumed).
-const OBJECT_ENTRY: usize = size_of::<String>() + size_of::<Value>() + 24;
-
 /// 36^8 ≈ 2.8e12 epochs: a stream coming back under its old epoch is not a practical risk.
 const EPOCH_LEN: usize = 8;
 
@@ -771,7 +720,7 @@ mod tests {
         for offset in offsets {
             let publication = Publication { offset, data: Value::from(offset), info: None };
             let publication = Arc::new(publication);
-            let cost = publication_cost(&publication);
+            let cost = publication_cost(&publication) + size_of::<Entry>();
             stream.history.push_back(Entry { publication, at: now, cost });
             stream.bytes += cost;
         }
@@ -828,18 +777,6 @@ mod tests {
     }
 
     #[test]
-    fn costs_a_decoded_value_by_its_memory_not_its_wire_size() {
-        let zeros = Value::Array(vec![Value::from(0); 32_768]);
-        let wire = serde_json_len(&zeros);
-        let cost = publication_cost(&Publication { offset: 1, data: zeros, info: None });
-        assert!(cost >= 32_768 * size_of::<Value>(), "{cost}");
-        assert!(cost > 15 * wire, "{cost} vs {wire} on the wire");
-        let text = Value::from("x".repeat(1000));
-        let cost = publication_cost(&Publication { offset: 1, data: text, info: None });
-        assert!((1000..1000 + 256).contains(&cost), "{cost}");
-    }
-
-    #[test]
     fn trimming_keeps_the_byte_total() {
         let mut stream = stream_with(1..=5, 5);
         let total: usize = stream.history.iter().map(|entry| entry.cost).sum();
@@ -848,9 +785,5 @@ mod tests {
         assert_eq!(stream.bytes, stream.history.iter().map(|entry| entry.cost).sum::<usize>());
         while stream.pop_front().is_some() {}
         assert_eq!(stream.bytes, 0);
-    }
-
-    fn serde_json_len(value: &Value) -> usize {
-        value.to_string().len()
     }
 }

@@ -86,18 +86,18 @@ async fn issue_12_hostile_publishers_stay_under_the_documented_worst_case() {
 }
 
 /// `docs/security.md`, "Worst-case memory", for this configuration, above the process's
-/// baseline: the history budget, one decoded publication over it per worker thread while it
-/// evicts, the channels' bookkeeping, and per connection its outbound queue, a message being
-/// read and one being handled, and its fixed state.
+/// baseline `M0`: the history budget `H`, as much again of allocator slack `F`, a decoded
+/// command and a publication over the budget per worker thread (`W·P`), the channels'
+/// bookkeeping (`C·c`, rounded up), and per connection its fixed state, outbound queue, a
+/// message arriving and one more message over the queue (no subscriptions here, no
+/// `/echo`, no tickets).
 fn worst_case() -> u64 {
     let decoded_publication = 16 * MAX_MESSAGE;
-    let workers = 2 * std::thread::available_parallelism().map_or(1, |n| n.get() as u64);
-    HISTORY_MEMORY
-        + workers * decoded_publication
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get() as u64);
+    2 * HISTORY_MEMORY
+        + workers * 2 * decoded_publication
         + MAX_CHANNELS * 1024
-        + MAX_CONNECTIONS * (OUTBOUND_QUEUE + 2 * MAX_MESSAGE + 16 * 1024)
-        // Allocator slack: freed blocks glibc keeps per arena for reuse.
-        + 8 * 1024 * 1024
+        + MAX_CONNECTIONS * (16 * 1024 + OUTBOUND_QUEUE + 2 * MAX_MESSAGE)
 }
 
 /// The real binary on a free loopback port; killed by its PID when dropped.
