@@ -388,14 +388,14 @@ impl Shard {
     /// Runs `f` on the channel's state, creating it when missing and removing it when `f`
     /// leaves it empty, so no empty entry outlives a call.
     fn with_channel<R>(&mut self, channel: &str, f: impl FnOnce(&mut ChannelState) -> R) -> R {
-        if let Some(state) = self.channels.get_mut(channel) {
+        let Self { index, accounts, channels, by_publish } = self;
+        if let Some(state) = channels.get_mut(channel) {
             let before = state.footprint();
             let result = f(state);
             let after = state.footprint();
             let is_empty = state.is_empty();
             if before != after {
-                let name = Arc::clone(&state.name);
-                self.account(&name, before, after);
+                account(by_publish, accounts, *index, &state.name, before, after);
             }
             if is_empty {
                 self.channels.remove(channel);
@@ -476,22 +476,34 @@ impl Shard {
 
     /// Moves a channel's share of the accounts from `before` to `after`.
     fn account(&mut self, name: &Arc<str>, before: Footprint, after: Footprint) {
-        if before.tick != after.tick {
-            if let Some(tick) = before.tick {
-                self.by_publish.remove(&tick);
-            }
-            if let Some(tick) = after.tick {
-                self.by_publish.insert(tick, Arc::clone(name));
-            }
-            let oldest = self.by_publish.first_key_value().map_or(u64::MAX, |(tick, _)| *tick);
-            self.accounts.oldest[self.index].store(oldest, Ordering::Relaxed);
+        account(&mut self.by_publish, &self.accounts, self.index, name, before, after);
+    }
+}
+
+/// Moves a channel's share of the accounts from `before` to `after`: a free function, so
+/// that it can run while the channel's state is borrowed from the same shard.
+fn account(
+    by_publish: &mut BTreeMap<u64, Arc<str>>,
+    accounts: &Accounts,
+    index: usize,
+    name: &Arc<str>,
+    before: Footprint,
+    after: Footprint,
+) {
+    if before.tick != after.tick {
+        if let Some(tick) = before.tick {
+            by_publish.remove(&tick);
         }
-        let bytes = &self.accounts.history_bytes;
-        if after.bytes > before.bytes {
-            bytes.fetch_add(after.bytes - before.bytes, Ordering::Relaxed);
-        } else if before.bytes > after.bytes {
-            bytes.fetch_sub(before.bytes - after.bytes, Ordering::Relaxed);
+        if let Some(tick) = after.tick {
+            by_publish.insert(tick, Arc::clone(name));
         }
+        let oldest = by_publish.first_key_value().map_or(u64::MAX, |(tick, _)| *tick);
+        accounts.oldest[index].store(oldest, Ordering::Relaxed);
+    }
+    if after.bytes > before.bytes {
+        accounts.history_bytes.fetch_add(after.bytes - before.bytes, Ordering::Relaxed);
+    } else if before.bytes > after.bytes {
+        accounts.history_bytes.fetch_sub(before.bytes - after.bytes, Ordering::Relaxed);
     }
 }
 
