@@ -317,6 +317,30 @@ fn issue_12_the_channel_limit_forgets_an_idle_channel_or_refuses() {
 }
 
 #[test]
+fn issue_12_expiry_and_sweep_give_back_every_byte_and_channel() {
+    let clock = TestClock::new();
+    let broker = clock.broker();
+    let options = StreamOptions::new(5, TTL);
+    for i in 0..40 {
+        let data = Value::from("x".repeat(100 * (i % 7)));
+        ready(broker.publish(&format!("c{}", i % 8), data, Some(client("x")), &options)).unwrap();
+    }
+    ready(broker.subscribe("c0")).unwrap();
+    let usage = broker.usage().unwrap();
+    assert!(usage.history_bytes > 0);
+    assert_eq!(usage.channels, 8);
+    clock.advance(TTL + secs(1));
+    broker.sweep();
+    let usage = broker.usage().unwrap();
+    assert_eq!((usage.history_bytes, usage.channels), (0, 1), "only the subscribed one stays");
+    ready(broker.unsubscribe("c0")).unwrap();
+    clock.advance(TTL + secs(1));
+    broker.sweep();
+    let usage = broker.usage().unwrap();
+    assert_eq!((usage.history_bytes, usage.channels), (0, 0));
+}
+
+#[test]
 fn subscriptions_and_presence_leave_nothing_behind() {
     let broker = MemoryBroker::new();
     ready(broker.subscribe("c")).unwrap();
