@@ -34,9 +34,11 @@ pub struct MemoryLimits {
     /// in (its next use starts a new epoch): the least recently published one of the first
     /// shard holding any, starting with the new channel's own, so that making room costs a
     /// scan of one shard, not of every channel. When every channel is in use, the
-    /// operation fails with [`BrokerError::ChannelLimit`]. 0 for no limit. Default 65,536:
-    /// up to about 48 MiB of per-channel bookkeeping at the 255-byte name limit, well past
-    /// what the hub's subscriptions alone reach on a small node.
+    /// operation fails with [`BrokerError::ChannelLimit`]. The count is checked under the
+    /// new channel's shard lock only, so creations racing in different shards may pass it
+    /// by at most one per shard (15). 0 for no limit. Default 65,536: up to about 48 MiB of
+    /// per-channel bookkeeping at the 255-byte name limit, well past what the hub's
+    /// subscriptions alone reach on a small node.
     pub max_channels: usize,
 }
 
