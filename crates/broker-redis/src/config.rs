@@ -35,6 +35,14 @@ pub struct RedisConfig {
     /// timeout to bound that). After connecting, the broker always reconnects on its own.
     /// Default `false`.
     pub wait_for_redis: bool,
+    /// Bytes of history one channel keeps in Redis (the publications' JSON), enforced
+    /// atomically with every publish: the oldest publications go first, offsets stay
+    /// consecutive, and a recovery that needed them gets `recovered: false`. 0 for no cap
+    /// (only the namespace's `history_size` then). Default 1 MiB: a hundred 10 KiB
+    /// publications, while a flood of 64 KiB messages to many channels cannot make each
+    /// hold 6.4 MiB. The bound over all channels is Redis's `maxmemory` (see
+    /// `docs/scaling.md`).
+    pub max_history_bytes: usize,
 }
 
 impl RedisConfig {
@@ -78,6 +86,7 @@ impl Default for RedisConfig {
             connect_timeout: Duration::from_secs(2),
             command_timeout: Duration::from_secs(1),
             wait_for_redis: false,
+            max_history_bytes: 1 << 20,
         }
     }
 }
@@ -91,6 +100,7 @@ impl fmt::Debug for RedisConfig {
             .field("connect_timeout", &self.connect_timeout)
             .field("command_timeout", &self.command_timeout)
             .field("wait_for_redis", &self.wait_for_redis)
+            .field("max_history_bytes", &self.max_history_bytes)
             .finish()
     }
 }

@@ -186,6 +186,7 @@ impl RedisBroker {
             handler: HandlerSlot::default(),
             joined: Mutex::new(HashMap::new()),
             lifetime_ms: millis(config.presence_lifetime()).to_string(),
+            history_cap: config.max_history_bytes.to_string(),
             client,
             connection_config,
             config,
@@ -271,7 +272,7 @@ impl Broker for RedisBroker {
             .eval(
                 &self.shared.scripts.publish,
                 &[&keys.meta, &keys.history],
-                &[&keys.topic, &data, &info, &size, &ttl, &candidate],
+                &[&keys.topic, &data, &info, &size, &ttl, &candidate, &self.shared.history_cap],
             )
             .await?;
         Ok(StreamPosition { offset, epoch })
@@ -402,6 +403,8 @@ struct Shared {
     joined: Mutex<HashMap<String, HashSet<String>>>,
     /// [`RedisConfig::presence_lifetime`] in milliseconds, as scripts take it.
     lifetime_ms: String,
+    /// [`RedisConfig::max_history_bytes`], as the publish script takes it.
+    history_cap: String,
 }
 
 impl Shared {

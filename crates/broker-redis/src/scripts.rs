@@ -59,8 +59,15 @@ impl Lua {
 /// A missing meta key (never created, expired, flushed) starts a new epoch: the caller's
 /// random candidate. Any history left under the old epoch is dropped with it.
 ///
+/// The meta field `bytes` holds the length of the entries in history, so that history is
+/// capped in bytes as well as in count: the oldest entries are popped until both fit (even
+/// the new one, when it alone is over the cap). Popping only from the front keeps offsets
+/// consecutive, and a `since` before the oldest kept offset reads as incomplete. A missing
+/// history key (expired, evicted by `maxmemory`) holds nothing: the count starts over.
+///
 /// KEYS: meta, history.
-/// ARGV: topic, data JSON, info JSON or "", history size, TTL ms, candidate epoch.
+/// ARGV: topic, data JSON, info JSON or "", history size, TTL ms, candidate epoch, byte cap
+/// (0: none).
 /// Returns `{epoch, offset}`.
 const PUBLISH: &str = r#"
 local meta, history = KEYS[1], KEYS[2]
@@ -78,11 +85,24 @@ if ARGV[3] ~= '' then
 end
 publication = publication .. '}'
 if ARGV[4] ~= '0' then
-  redis.call('RPUSH', history, publication)
-  redis.call('LTRIM', history, '-' .. ARGV[4], -1)
+  if redis.call('EXISTS', history) == 0 then
+    redis.call('HSET', meta, 'bytes', 0)
+  end
+  local len = redis.call('RPUSH', history, publication)
+  local bytes = redis.call('HINCRBY', meta, 'bytes', #publication)
+  local size, cap = tonumber(ARGV[4]), tonumber(ARGV[7])
+  while len > 0 and (len > size or (cap > 0 and bytes > cap)) do
+    bytes = bytes - #redis.call('LPOP', history)
+    len = len - 1
+  end
+  if bytes < 0 then
+    bytes = 0
+  end
+  redis.call('HSET', meta, 'bytes', bytes)
   redis.call('PEXPIRE', history, ARGV[5])
 else
   redis.call('DEL', history)
+  redis.call('HSET', meta, 'bytes', 0)
 end
 redis.call('PEXPIRE', meta, ARGV[5])
 redis.call('PUBLISH', ARGV[1], 'p:' .. epoch .. ':' .. publication)
@@ -109,8 +129,20 @@ if not epoch or not top then
 end
 if ARGV[3] == '0' then
   redis.call('DEL', history)
+  redis.call('HSET', meta, 'bytes', 0)
 else
-  redis.call('LTRIM', history, '-' .. ARGV[3], -1)
+  local size, len = tonumber(ARGV[3]), redis.call('LLEN', history)
+  if len > size then
+    local bytes = tonumber(redis.call('HGET', meta, 'bytes') or '0')
+    while len > size do
+      bytes = bytes - #redis.call('LPOP', history)
+      len = len - 1
+    end
+    if bytes < 0 then
+      bytes = 0
+    end
+    redis.call('HSET', meta, 'bytes', bytes)
+  end
 end
 local limit = tonumber(ARGV[4])
 if ARGV[5] == '' then

@@ -37,6 +37,15 @@ conformance!(
     channels_are_independent,
 );
 
+#[tokio::test]
+async fn history_is_capped_in_bytes_from_the_front() {
+    let redis = RedisServer::start();
+    let mut config = RedisConfig::new(redis.url());
+    config.max_history_bytes = conformance::HISTORY_BYTES;
+    let broker = RedisBroker::connect(config).await.expect("connecting to redis");
+    conformance::history_is_capped_in_bytes_from_the_front(&broker).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_publishers_are_delivered_in_offset_order() {
     let redis = RedisServer::start();

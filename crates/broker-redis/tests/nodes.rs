@@ -117,6 +117,47 @@ async fn a_flushed_redis_starts_a_new_epoch() {
     assert_eq!(events.resyncs("c"), 1, "the live channel saw the epoch change");
 }
 
+/// What `maxmemory` eviction (or expiry) of one key does: an evicted history key reads as
+/// incomplete under the same epoch and the byte cap starts over; an evicted meta key starts
+/// a new epoch.
+#[tokio::test]
+async fn issue_12_evicted_keys_keep_epochs_honest_and_the_byte_cap_exact() {
+    let redis = RedisServer::start();
+    let mut config = config(&redis);
+    config.max_history_bytes = 16 << 10;
+    let broker = connect(config).await;
+    let data = || Value::from("x".repeat(1000));
+    let mut top = StreamPosition::default();
+    for _ in 0..40 {
+        top = broker.publish("c", data(), None, &options(100)).await.unwrap();
+    }
+    let kept = broker.history("c", &HistoryQuery::latest(None), &options(100)).await.unwrap();
+    let full = kept.publications.len();
+    assert!((15..=16).contains(&full), "16 KiB holds 15 or 16 entries of ~1 KB: {full}");
+
+    let mut plain = plain(&redis).await;
+    let () =
+        redis::cmd("DEL").arg("{switchboard:c}:history").query_async(&mut plain).await.unwrap();
+    let behind = StreamPosition { offset: top.offset - 1, ..top.clone() };
+    let since = HistoryQuery::since(behind, None);
+    let read = broker.history("c", &since, &options(100)).await.unwrap();
+    assert!(!read.complete && read.publications.is_empty(), "lost history is never a gap");
+    assert_eq!(read.position, top, "the epoch and top survive a lost history key");
+    for _ in 0..40 {
+        top = broker.publish("c", data(), None, &options(100)).await.unwrap();
+    }
+    let read = broker.history("c", &HistoryQuery::latest(None), &options(100)).await.unwrap();
+    assert_eq!(read.publications.len(), full, "the byte count started over with the key");
+    assert_eq!(read.publications.last().map(|p| p.offset), Some(80));
+
+    let () = redis::cmd("DEL").arg("{switchboard:c}:meta").query_async(&mut plain).await.unwrap();
+    let since = HistoryQuery::since(top.clone(), None);
+    let read = broker.history("c", &since, &options(100)).await.unwrap();
+    assert!(!read.complete, "a lost meta key is a new epoch");
+    assert_ne!(read.position.epoch, top.epoch);
+    assert_eq!(read.position.offset, 0);
+}
+
 #[tokio::test]
 async fn operations_fail_fast_while_redis_is_down() {
     let mut redis = RedisServer::start();

@@ -208,6 +208,47 @@ pub async fn unrecoverable_since_returns_nothing<B: Broker>(broker: &B) {
     }
 }
 
+/// The history a broker set up to hold at most [`HISTORY_BYTES`] for this channel (the
+/// in-memory broker's node-wide budget, the Redis broker's per-channel cap) sheds its
+/// oldest publications past that: offsets stay consecutive up to the top, the epoch stays,
+/// and a `since` before the oldest kept offset reads as incomplete, never as a silent gap.
+///
+/// Not part of [`run_all`], whose brokers keep their default limits.
+pub async fn history_is_capped_in_bytes_from_the_front<B: Broker>(broker: &B) {
+    const PUBLISHED: u64 = 40;
+    let channel = unique("bytes");
+    let options = StreamOptions::new(100, TTL);
+    // About 1 KiB each however it is counted, so the cap holds roughly 16 of them.
+    let data = "x".repeat(1000);
+    let mut top = StreamPosition::default();
+    for _ in 0..PUBLISHED {
+        top = publish(broker, &channel, data.as_str(), &options).await;
+    }
+    assert_eq!(top.offset, PUBLISHED, "a byte cap must not change offsets");
+    let read = history(broker, &channel, &HistoryQuery::latest(None), &options).await;
+    assert_eq!(read.position, top, "a byte cap must not change the top or the epoch");
+    let kept = offsets(&read);
+    assert!(
+        (8..=16).contains(&kept.len()),
+        "{} KiB of history must keep 8 to 16 publications of 1 KB, kept {}",
+        HISTORY_BYTES >> 10,
+        kept.len()
+    );
+    let oldest = PUBLISHED + 1 - kept.len() as u64;
+    assert_eq!(kept, (oldest..=PUBLISHED).collect::<Vec<_>>(), "the newest stay, consecutive");
+    let at = |offset| StreamPosition { offset, epoch: top.epoch.clone() };
+    let read =
+        history(broker, &channel, &HistoryQuery::since(at(oldest - 2), None), &options).await;
+    assert!(!read.complete, "a since before the oldest kept offset must be incomplete");
+    assert!(read.publications.is_empty(), "and must return no publications");
+    let read =
+        history(broker, &channel, &HistoryQuery::since(at(oldest - 1), None), &options).await;
+    assert!(read.complete, "a since at the oldest kept offset minus one recovers");
+    assert_eq!(offsets(&read), kept);
+    let next = publish(broker, &channel, 1, &options).await;
+    assert_eq!(next, at(PUBLISHED + 1), "publishing continues the same stream");
+}
+
 /// With `history_size` 0 nothing is stored, but offsets still advance.
 pub async fn zero_history_size_still_assigns_offsets<B: Broker>(broker: &B) {
     let channel = unique("no-history");
@@ -690,6 +731,10 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// Long enough that nothing expires during a check.
 const TTL: Duration = Duration::from_secs(300);
+
+/// What [`history_is_capped_in_bytes_from_the_front`] needs the broker to hold for its
+/// channel: 16 KiB.
+pub const HISTORY_BYTES: usize = 16 << 10;
 
 /// How long to wait for an event before failing.
 const WAIT: Duration = Duration::from_secs(5);

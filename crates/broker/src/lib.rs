@@ -11,12 +11,13 @@
 //! async signatures.
 
 pub mod conformance;
+mod cost;
 mod memory;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use memory::MemoryBroker;
+pub use memory::{MemoryBroker, MemoryLimits};
 pub use switchboard_proto::{ClientInfo, Publication, StreamPosition, Value};
 
 /// How a channel's stream keeps history, from its namespace's options.
@@ -89,6 +90,26 @@ pub enum BrokerError {
     /// The backing store answered something unexpected.
     #[error("broker error: {0}")]
     Internal(String),
+    /// The channel does not exist yet and the broker already holds state for this many
+    /// channels, all in use (subscribed or with presence); nothing was done. Retry later.
+    #[error("channel limit reached: {0} channels hold state")]
+    ChannelLimit(usize),
+}
+
+/// What a broker holds in this process, for metrics.
+#[derive(Clone, Debug, Default, Eq, PartialEq)]
+#[non_exhaustive]
+pub struct Usage {
+    /// Estimated bytes of history held.
+    pub history_bytes: usize,
+    /// Channels holding state.
+    pub channels: usize,
+    /// Publications dropped from history to keep it within its byte budget.
+    pub evicted_publications: u64,
+    /// Idle channels forgotten to make room for new ones at the channel limit.
+    pub evicted_channels: u64,
+    /// Operations refused with [`BrokerError::ChannelLimit`].
+    pub refused_channels: u64,
 }
 
 /// Receives what happens on the channels a node is interested in.
@@ -177,5 +198,11 @@ pub trait Broker: Send + Sync + 'static {
     /// Whether the backing store is reachable now.
     fn is_ready(&self) -> bool {
         true
+    }
+
+    /// What the broker holds in this process. `None` (the default) for brokers that keep
+    /// their state elsewhere.
+    fn usage(&self) -> Option<Usage> {
+        None
     }
 }

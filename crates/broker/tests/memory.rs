@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use proptest::prelude::*;
 use switchboard_broker::conformance::{self, RecordingHandler, Task};
 use switchboard_broker::{
-    Broker, ClientInfo, HistoryQuery, MemoryBroker, StreamOptions, StreamPosition, Value,
+    Broker, BrokerError, ClientInfo, HistoryQuery, MemoryBroker, MemoryLimits, StreamOptions,
+    StreamPosition, Value,
 };
 
 fn spawn(task: Task) -> Task {
@@ -78,6 +79,15 @@ async fn channels_are_independent() {
 async fn concurrent_publishers_are_delivered_in_offset_order() {
     conformance::concurrent_publishers_are_delivered_in_offset_order(MemoryBroker::new(), spawn)
         .await;
+}
+
+#[tokio::test]
+async fn history_is_capped_in_bytes_from_the_front() {
+    let limits = MemoryLimits::new(conformance::HISTORY_BYTES, 0);
+    conformance::history_is_capped_in_bytes_from_the_front(
+        &MemoryBroker::new().with_limits(limits),
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -205,6 +215,129 @@ fn sweep_frees_unused_channels() {
     assert_eq!(broker.channel_count(), 1, "c0's stream stays until swept");
     broker.sweep();
     assert_eq!(broker.channel_count(), 0);
+}
+
+#[test]
+fn issue_12_history_budget_evicts_the_least_recently_published_streams_first() {
+    let options = StreamOptions::new(100, TTL);
+    let data = || Value::from("x".repeat(1000));
+    // Every publication below has the same shape, so the same cost.
+    let probe = MemoryBroker::new();
+    ready(probe.publish("probe", data(), None, &options)).unwrap();
+    let cost = probe.usage().unwrap().history_bytes;
+    assert!((1000..2000).contains(&cost), "one 1000-byte string costs {cost}");
+
+    let broker = MemoryBroker::new().with_limits(MemoryLimits::new(50 * cost, 0));
+    let mut tops = Vec::new();
+    for channel in ["old", "mid", "new"] {
+        let mut top = None;
+        for _ in 0..20 {
+            top = Some(ready(broker.publish(channel, data(), None, &options)).unwrap());
+        }
+        tops.push(top.unwrap());
+    }
+    let usage = broker.usage().unwrap();
+    assert_eq!(usage.history_bytes, 50 * cost, "the budget is full, not exceeded");
+    assert_eq!(usage.evicted_publications, 10);
+
+    let at = |channel: usize, offset| StreamPosition { offset, ..tops[channel].clone() };
+    let read = history(&broker, "old", &HistoryQuery::latest(None), &options);
+    assert_eq!(offsets(&read.publications), (11..=20).collect::<Vec<_>>(), "oldest first");
+    assert_eq!(read.position, tops[0], "eviction keeps the stream's epoch and top");
+    let read = history(&broker, "old", &HistoryQuery::since(at(0, 9), None), &options);
+    assert_eq!((read.complete, read.publications.len()), (false, 0), "no silent gap");
+    let read = history(&broker, "old", &HistoryQuery::since(at(0, 10), None), &options);
+    assert_eq!((read.complete, offsets(&read.publications)), (true, (11..=20).collect()));
+    for (index, channel) in [(1, "mid"), (2, "new")] {
+        let read = history(&broker, channel, &HistoryQuery::since(at(index, 0), None), &options);
+        assert!(read.complete, "{channel} was published more recently: untouched");
+        assert_eq!(offsets(&read.publications), (1..=20).collect::<Vec<_>>());
+    }
+
+    // Publishing to `old` again makes `mid` the least recently published.
+    ready(broker.publish("old", data(), None, &options)).unwrap();
+    let read = history(&broker, "mid", &HistoryQuery::latest(None), &options);
+    assert_eq!(offsets(&read.publications), (2..=20).collect::<Vec<_>>());
+    assert_eq!(broker.usage().unwrap().history_bytes, 50 * cost);
+}
+
+#[test]
+fn issue_12_a_flood_of_large_arrays_stays_within_the_budget() {
+    let budget = 4 << 20;
+    let broker = MemoryBroker::new().with_limits(MemoryLimits::new(budget, 0));
+    let options = StreamOptions::new(100, TTL);
+    // 64 KiB of `[0,0,…]` on the wire: about 1 MiB once decoded.
+    let zeros = Value::Array(vec![Value::from(0); 32 << 10]);
+    for i in 0..64 {
+        let channel = format!("flood-{}", i % 16);
+        ready(broker.publish(&channel, zeros.clone(), Some(client("x")), &options)).unwrap();
+        assert!(broker.usage().unwrap().history_bytes <= budget);
+    }
+    let usage = broker.usage().unwrap();
+    assert!(usage.history_bytes > budget / 2, "{usage:?}");
+    assert!(usage.evicted_publications >= 64 - 4, "{usage:?}");
+}
+
+#[test]
+fn issue_12_the_channel_limit_forgets_an_idle_channel_or_refuses() {
+    let broker = MemoryBroker::new().with_limits(MemoryLimits::new(1 << 20, 3));
+    let options = StreamOptions::new(10, TTL);
+    let a = ready(broker.publish("a", Value::from(1), None, &options)).unwrap();
+    ready(broker.subscribe("b")).unwrap();
+    ready(broker.join("c", &client("x"), false)).unwrap();
+    let d = ready(broker.publish("d", Value::from(1), None, &options)).unwrap();
+    let usage = broker.usage().unwrap();
+    assert_eq!((usage.channels, usage.evicted_channels), (3, 1), "{usage:?}");
+    assert_eq!(broker.channel_count(), 3);
+
+    // `a` was the only idle channel: it starts over, honestly, and `d` makes room for it.
+    let read = history(&broker, "a", &HistoryQuery::since(a.clone(), None), &options);
+    assert!(!read.complete, "a forgotten stream never recovers");
+    assert_ne!(read.position.epoch, a.epoch);
+    assert_eq!(read.position.offset, 0);
+    let read = history(&broker, "d", &HistoryQuery::since(d.clone(), None), &options);
+    assert!(!read.complete && read.position.epoch != d.epoch, "`d` was forgotten for `a`");
+    assert_eq!(broker.usage().unwrap().evicted_channels, 3);
+
+    // Every channel in use: the next one is refused, and counted.
+    ready(broker.subscribe("d")).unwrap();
+    let refused = ready(broker.publish("e", Value::from(1), None, &options));
+    assert_eq!(refused, Err(BrokerError::ChannelLimit(3)));
+    assert_eq!(ready(broker.subscribe("e")), Err(BrokerError::ChannelLimit(3)));
+    assert_eq!(broker.usage().unwrap().refused_channels, 2);
+    assert_eq!(broker.channel_count(), 3);
+    // Existing channels, and operations that create nothing, still work.
+    ready(broker.publish("b", Value::from(2), None, &options)).unwrap();
+    ready(broker.unsubscribe("e")).unwrap();
+    ready(broker.leave("e", &client("x"), false)).unwrap();
+    assert!(ready(broker.presence("e")).unwrap().is_empty());
+    ready(broker.unsubscribe("d")).unwrap();
+    ready(broker.publish("e", Value::from(1), None, &options)).unwrap();
+    assert_eq!(broker.channel_count(), 3);
+}
+
+#[test]
+fn issue_12_expiry_and_sweep_give_back_every_byte_and_channel() {
+    let clock = TestClock::new();
+    let broker = clock.broker();
+    let options = StreamOptions::new(5, TTL);
+    for i in 0..40 {
+        let data = Value::from("x".repeat(100 * (i % 7)));
+        ready(broker.publish(&format!("c{}", i % 8), data, Some(client("x")), &options)).unwrap();
+    }
+    ready(broker.subscribe("c0")).unwrap();
+    let usage = broker.usage().unwrap();
+    assert!(usage.history_bytes > 0);
+    assert_eq!(usage.channels, 8);
+    clock.advance(TTL + secs(1));
+    broker.sweep();
+    let usage = broker.usage().unwrap();
+    assert_eq!((usage.history_bytes, usage.channels), (0, 1), "only the subscribed one stays");
+    ready(broker.unsubscribe("c0")).unwrap();
+    clock.advance(TTL + secs(1));
+    broker.sweep();
+    let usage = broker.usage().unwrap();
+    assert_eq!((usage.history_bytes, usage.channels), (0, 0));
 }
 
 #[test]

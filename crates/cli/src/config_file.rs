@@ -157,6 +157,7 @@ struct Broker {
     url: Option<BrokerArg>,
     redis_key_prefix: Option<String>,
     redis_wait: Option<bool>,
+    redis_max_history_bytes: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -165,6 +166,8 @@ struct Hub {
     max_subscriptions: Option<usize>,
     outbound_queue_bytes: Option<usize>,
     max_message_size: Option<usize>,
+    history_memory: Option<usize>,
+    max_channels: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -335,11 +338,14 @@ pub(crate) fn apply(file: &FileConfig, args: &mut ServeArgs, explicit: &dyn Fn(&
     set!("broker", args.broker, b.url.clone());
     set!("redis_key_prefix", args.redis_key_prefix, b.redis_key_prefix.clone());
     set!("redis_wait", args.redis_wait, b.redis_wait);
+    set!("redis_max_history_bytes", args.redis_max_history_bytes, b.redis_max_history_bytes);
 
     let h = &file.hub;
     set!("max_subscriptions", args.max_subscriptions, h.max_subscriptions);
     set!("outbound_queue_bytes", args.outbound_queue_bytes, h.outbound_queue_bytes);
     set!("hub_max_message_size", args.hub_max_message_size, h.max_message_size);
+    set!("history_memory", args.history_memory, h.history_memory);
+    set!("max_channels", args.max_channels, h.max_channels);
 }
 
 /// Applies the file's `[namespaces]`, which replace the built-in namespaces whole.
@@ -539,6 +545,8 @@ url = "memory"
 redis_key_prefix = "switchboard"
 # At start, wait until Redis answers instead of exiting with an error.
 redis_wait = false
+# Bytes of history one channel keeps in Redis; past it its oldest publications go. 0: no cap.
+redis_max_history_bytes = {redis_max_history_bytes}
 
 [hub]
 # Most channels one connection may subscribe to.
@@ -547,6 +555,12 @@ max_subscriptions = {max_subscriptions}
 outbound_queue_bytes = {outbound_queue_bytes}
 # Largest WebSocket message a client may send on /ws, in bytes.
 max_message_size = {hub_max_message_size}
+# Bytes of history the in-memory broker holds for all channels together (estimated size in
+# memory); past it the oldest publications of the least recently published channels go.
+history_memory = {history_memory}
+# Channels the in-memory broker holds state for; past it idle ones are forgotten, and new
+# ones refused with `unavailable` when all are in use. 0 for no limit.
+max_channels = {max_channels}
 
 # Namespaces by name ("" is the default one, for channels without `:`). A [namespaces]
 # section replaces this built-in set whole: a namespace left out refuses its channels.
@@ -578,6 +592,10 @@ max_message_size = {hub_max_message_size}
         max_subscriptions = hub.max_subscriptions,
         outbound_queue_bytes = hub.outbound_queue_bytes,
         hub_max_message_size = hub.max_message_size,
+        history_memory = hub.history_memory,
+        redis_max_history_bytes =
+            switchboard_broker_redis::RedisConfig::default().max_history_bytes,
+        max_channels = hub.max_channels,
     );
     for (name, ns) in &hub.namespaces {
         let anonymous = match ns.anonymous {
@@ -727,6 +745,18 @@ mod tests {
         let config = config_from(&args).unwrap();
         assert_eq!(config.hub.max_subscriptions, 7);
         assert_eq!(config.hub.outbound_queue_bytes, HubOptions::default().outbound_queue_bytes);
+    }
+
+    #[test]
+    fn memory_bounds_come_from_the_file() {
+        let file = parse("[hub]\nhistory_memory = 1048576\nmax_channels = 9\n").unwrap();
+        let mut args = serve_args();
+        apply(&file, &mut args, &|_| false);
+        let config = config_from(&args).unwrap();
+        assert_eq!((config.hub.history_memory, config.hub.max_channels), (1 << 20, 9));
+        let defaults = config_from(&serve_args()).unwrap();
+        assert_eq!(defaults.hub.history_memory, HubOptions::default().history_memory);
+        assert_eq!(defaults.hub.max_channels, 65_536);
     }
 
     #[test]

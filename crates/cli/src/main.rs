@@ -226,6 +226,16 @@ struct ServeArgs {
         default_value_t = hub().max_message_size
     )]
     hub_max_message_size: usize,
+    /// Bytes of history the in-memory broker holds for all channels together, by their
+    /// estimated size in memory; past it the oldest publications of the least recently
+    /// published channels are dropped (their recoveries answer `recovered: false`).
+    /// 0 keeps no history.
+    #[arg(long, env = "SWITCHBOARD_HISTORY_MEMORY", default_value_t = hub().history_memory)]
+    history_memory: usize,
+    /// Channels the in-memory broker holds state for; past it an idle channel is forgotten
+    /// and, when all are in use, commands on new ones get `unavailable`. 0 for no limit.
+    #[arg(long, env = "SWITCHBOARD_MAX_CHANNELS", default_value_t = hub().max_channels)]
+    max_channels: usize,
     /// Namespace settings, over those of the configuration file (or the built-in ones), as
     /// `NAME:KEY=VALUE,…` with the keys of `[namespaces.NAME]` (`:KEY=VALUE,…` for the
     /// default namespace); repeat per namespace, or separate with `;` in the variable. A
@@ -256,6 +266,14 @@ struct ServeArgs {
     /// error.
     #[arg(long, env = "SWITCHBOARD_REDIS_WAIT")]
     redis_wait: bool,
+    /// Bytes of history one channel keeps in Redis; past it its oldest publications go
+    /// (their recoveries answer `recovered: false`). 0 for no cap.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_REDIS_MAX_HISTORY_BYTES",
+        default_value_t = RedisConfig::default().max_history_bytes
+    )]
+    redis_max_history_bytes: usize,
     /// Log output format.
     #[arg(long, env = "SWITCHBOARD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
     log_format: LogFormat,
@@ -467,6 +485,7 @@ fn redis_config(args: &ServeArgs, url: &str) -> RedisConfig {
     let mut config = RedisConfig::new(url);
     config.key_prefix.clone_from(&args.redis_key_prefix);
     config.wait_for_redis = args.redis_wait;
+    config.max_history_bytes = args.redis_max_history_bytes;
     config
 }
 
@@ -503,6 +522,8 @@ fn config_from(args: &ServeArgs) -> anyhow::Result<Config> {
     config.hub.max_subscriptions = args.max_subscriptions;
     config.hub.outbound_queue_bytes = args.outbound_queue_bytes;
     config.hub.max_message_size = args.hub_max_message_size;
+    config.hub.history_memory = args.history_memory;
+    config.hub.max_channels = args.max_channels;
     config.tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => Some(TlsSource::Files { cert: cert.clone(), key: key.clone() }),
         _ if args.dev_tls => Some(TlsSource::DevSelfSigned),

@@ -236,6 +236,23 @@ pub struct HubOptions {
     pub max_message_size: usize,
     /// Hub shards: publishes on channels in different shards never contend. Default 64.
     pub shards: usize,
+    /// Bytes of history the in-memory broker holds for all channels together, estimated
+    /// from what each publication costs decoded in memory (often several times its wire
+    /// size). Past it, the oldest publications of the least recently published channels
+    /// are dropped: those channels keep their epoch and offsets, and a recovery that
+    /// needed the dropped publications gets `recovered: false`. 0 keeps no history.
+    /// Default 64 MiB: a small machine's share; raise it for long histories on many busy
+    /// channels, at the cost of that much memory held for up to the history TTL. Without
+    /// effect with an external broker (see `docs/scaling.md` for Redis).
+    pub history_memory: usize,
+    /// Channels the in-memory broker holds state for (a stream, subscriptions or
+    /// presence). A new channel past it first makes the broker forget an idle one (no
+    /// subscriber or presence on this node; its next use starts a new epoch); when all
+    /// are in use, the command is refused with `unavailable` (temporary), and the HTTP API
+    /// with 503. 0 for no limit. Default 65,536: far more than the hub's subscriptions
+    /// reach on a small node, while publishing to a million distinct names cannot pin a
+    /// million streams. Without effect with an external broker.
+    pub max_channels: usize,
 }
 
 impl Default for HubOptions {
@@ -266,6 +283,8 @@ impl Default for HubOptions {
             outbound_queue_bytes: 1 << 20,
             max_message_size: 64 << 10,
             shards: 64,
+            history_memory: 64 << 20,
+            max_channels: 65_536,
         }
     }
 }

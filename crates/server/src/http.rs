@@ -140,7 +140,7 @@ fn metrics(req: &Request<Incoming>, shared: &Shared) -> Response<Body> {
             .map(|r| (Some(("reason", r.as_str())), shared.limits.rejections(*r)))
             .collect(),
     };
-    let extra = [
+    let mut extra = vec![
         Sampled::gauge(
             "channels",
             "Channels with subscribers on this node",
@@ -170,6 +170,7 @@ fn metrics(req: &Request<Incoming>, shared: &Shared) -> Response<Body> {
         },
         limited,
     ];
+    extra.extend(crate::metrics::broker_usage(node.broker.usage()));
     let mut resp = Response::new(Body::from(shared.metrics.render(&extra)));
     resp.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -50,7 +50,7 @@ pub use config::{
     Anonymous, AuthOptions, Config, HubOptions, LimitOptions, NamespaceOptions, OriginOptions, Rate,
 };
 pub use error::Error;
-pub use switchboard_broker::{Broker, MemoryBroker};
+pub use switchboard_broker::{Broker, MemoryBroker, MemoryLimits};
 pub use switchboard_codec::{HandshakeLimits, Limits};
 pub use tls::TlsSource;
 
@@ -134,7 +134,8 @@ impl Server {
     ///
     /// [`Error::Bind`] when the address is in use or cannot be bound.
     pub async fn bind(config: Config) -> Result<Self, Error> {
-        let broker = Arc::new(MemoryBroker::new());
+        let limits = MemoryLimits::new(config.hub.history_memory, config.hub.max_channels);
+        let broker = Arc::new(MemoryBroker::new().with_limits(limits));
         let server = Self::bind_with_broker(config, Arc::clone(&broker) as Arc<dyn Broker>).await?;
         // The in-memory broker forgets idle streams when asked; ask twice a TTL's worth.
         let token = server.shared.shutdown.clone();

@@ -279,6 +279,42 @@ impl Sampled {
     }
 }
 
+/// The in-memory broker's holdings and evictions; nothing for a broker that keeps its state
+/// elsewhere.
+pub(crate) fn broker_usage(usage: Option<switchboard_broker::Usage>) -> Vec<Sampled> {
+    let Some(usage) = usage else { return Vec::new() };
+    let count = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+    let counter =
+        |name, help, value| Sampled { name, help, counter: true, samples: vec![(None, value)] };
+    vec![
+        Sampled::gauge(
+            "broker_history_bytes",
+            "Estimated memory held by the in-memory broker's history (bounded by history_memory)",
+            count(usage.history_bytes),
+        ),
+        Sampled::gauge(
+            "broker_channels",
+            "Channels holding state in the in-memory broker (bounded by max_channels)",
+            count(usage.channels),
+        ),
+        counter(
+            "broker_history_evictions",
+            "Publications dropped from history to stay within history_memory",
+            usage.evicted_publications,
+        ),
+        counter(
+            "broker_channel_evictions",
+            "Idle channels forgotten to make room for new ones at max_channels",
+            usage.evicted_channels,
+        ),
+        counter(
+            "broker_channel_limit_refusals",
+            "Commands and API calls refused with unavailable because max_channels were all in use",
+            usage.refused_channels,
+        ),
+    ]
+}
+
 /// Upper bounds of the latency buckets, in nanoseconds (exposed in seconds as `le`).
 const LATENCY_BOUNDS_NANOS: [u64; 15] = [
     100_000,

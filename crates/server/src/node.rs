@@ -216,10 +216,12 @@ impl Node {
 }
 
 /// The error to answer with when the broker failed: `unavailable` (temporary) when it
-/// cannot be reached, `internal` otherwise.
+/// cannot be reached or its channel limit is reached, `internal` otherwise.
 pub(crate) fn broker_error(e: &BrokerError) -> ErrorBody {
     match e {
-        BrokerError::Unavailable(_) => ErrorBody::new(ErrorCode::Unavailable, e.to_string()),
+        BrokerError::Unavailable(_) | BrokerError::ChannelLimit(_) => {
+            ErrorBody::new(ErrorCode::Unavailable, e.to_string())
+        }
         _ => ErrorBody::new(ErrorCode::Internal, e.to_string()),
     }
 }

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use switchboard_broker::{
     Broker, BrokerError, BrokerHandler, ClientInfo, History, HistoryQuery, StreamOptions,
-    StreamPosition,
+    StreamPosition, Usage,
 };
 use switchboard_proto::Value;
 
@@ -93,5 +93,9 @@ impl Broker for TimedBroker {
 
     fn is_ready(&self) -> bool {
         self.inner.is_ready()
+    }
+
+    fn usage(&self) -> Option<Usage> {
+        self.inner.usage()
     }
 }

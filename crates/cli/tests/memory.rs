@@ -1,0 +1,186 @@
+//! The worst-case memory bound of `docs/security.md` held by the real binary: hostile
+//! publishers on many channels, reconnecting between floods, cannot take the server's
+//! resident memory past the bound computed for its configuration.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use switchboard_codec::{Event, Message};
+use switchboard_test_support::client::WsClient;
+
+const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
+
+const LIMIT: Duration = Duration::from_secs(20);
+
+// The configuration under test: small, so the bound is reached in seconds.
+const HISTORY_MEMORY: u64 = 4 << 20;
+const MAX_CHANNELS: u64 = 1_000;
+const MAX_CONNECTIONS: u64 = 64;
+const OUTBOUND_QUEUE: u64 = 256 << 10;
+/// The `/ws` message limit (the default).
+const MAX_MESSAGE: u64 = 64 << 10;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_12_hostile_publishers_stay_under_the_documented_worst_case() {
+    let mut server = Server::start();
+    let addr = server.addr;
+    let baseline = server.rss();
+
+    // 16 publishers, each reconnecting 4 times, publish 10 arrays of 24,000 zeros (48 KB on
+    // the wire, about 800 KB decoded) per connection to a channel of its own: 640 of them,
+    // about 500 MB decoded, against a 4 MiB history budget.
+    let zeros = Value::Array(vec![json!(0); 24_000]);
+    let floods: Vec<_> = (0..16)
+        .map(|publisher| {
+            let zeros = zeros.clone();
+            tokio::spawn(async move {
+                for round in 0..4 {
+                    let mut ws = WsClient::connect(addr, "/ws").await.expect("connect");
+                    let channel = format!("chat:flood-{publisher}-{round}");
+                    for id in 1..=10 {
+                        let command =
+                            json!({"id": id, "type": "publish", "channel": channel, "data": zeros});
+                        let reply = call(&mut ws, &command).await;
+                        assert!(reply.get("result").is_some(), "{reply}");
+                    }
+                }
+            })
+        })
+        .collect();
+    // Meanwhile, one client touches three times as many channels as the limit allows.
+    let mut ws = WsClient::connect(addr, "/ws").await.expect("connect");
+    for id in 1..=3 * MAX_CHANNELS {
+        let command =
+            json!({"id": id, "type": "publish", "channel": format!("chat:c{id}"), "data": id});
+        let reply = call(&mut ws, &command).await;
+        assert!(reply.get("result").is_some(), "{reply}");
+    }
+    for flood in floods {
+        flood.await.expect("a publisher failed");
+    }
+
+    let rss = server.rss();
+    let bound = baseline + worst_case();
+    eprintln!(
+        "baseline {} KiB, after {} KiB, bound {} KiB",
+        baseline >> 10,
+        rss >> 10,
+        bound >> 10
+    );
+    assert!(
+        rss < bound,
+        "resident memory {} KiB over the documented bound {} KiB (baseline {} KiB)",
+        rss >> 10,
+        bound >> 10,
+        baseline >> 10
+    );
+    let metrics = server.metrics().await;
+    let held = sample(&metrics, "switchboard_broker_history_bytes").expect("history bytes");
+    assert!(held <= HISTORY_MEMORY as f64, "{metrics}");
+    let channels = sample(&metrics, "switchboard_broker_channels").expect("channels");
+    assert!(channels <= MAX_CHANNELS as f64, "{metrics}");
+    server.stop();
+}
+
+/// `docs/security.md`, "Worst-case memory", for this configuration, above the process's
+/// baseline `M0`: the history budget `H`, as much again of allocator slack `F`, a decoded
+/// command and a publication over the budget per worker thread (`W·P`), the channels'
+/// bookkeeping (`C·c`, rounded up), and per connection its fixed state, outbound queue, a
+/// message arriving and one more message over the queue (no subscriptions here, no
+/// `/echo`, no tickets).
+fn worst_case() -> u64 {
+    let decoded_publication = 16 * MAX_MESSAGE;
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get() as u64);
+    2 * HISTORY_MEMORY
+        + workers * 2 * decoded_publication
+        + MAX_CHANNELS * 1024
+        + MAX_CONNECTIONS * (16 * 1024 + OUTBOUND_QUEUE + 2 * MAX_MESSAGE)
+}
+
+/// The real binary on a free loopback port; killed by its PID when dropped.
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Server {
+    fn start() -> Self {
+        let n = |v: u64| v.to_string();
+        let mut child = Command::new(BIN)
+            .args(["serve", "--listen", "127.0.0.1:0", "--no-demo", "--no-echo"])
+            .args(["--history-memory", &n(HISTORY_MEMORY), "--max-channels", &n(MAX_CHANNELS)])
+            .args(["--max-connections", &n(MAX_CONNECTIONS)])
+            .args(["--outbound-queue-bytes", &n(OUTBOUND_QUEUE)])
+            .args(["--rate-limit-messages", "off", "--rate-limit-bytes", "off"])
+            .env("SWITCHBOARD_LOG", "info")
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn the server");
+        let mut stderr = BufReader::new(child.stderr.take().expect("stderr"));
+        let mut line = String::new();
+        stderr.read_line(&mut line).expect("the first log line");
+        let addr = line
+            .split("://")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|addr| addr.parse().ok())
+            .expect("an address in the first line");
+        // Keep reading the log, so the server never blocks on a full pipe.
+        std::thread::spawn(move || for _ in stderr.lines() {});
+        Self { child, addr }
+    }
+
+    /// The server's resident memory in bytes, from `/proc/<pid>/status`.
+    fn rss(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("the server's status");
+        let kib = status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .expect("VmRSS");
+        kib * 1024
+    }
+
+    async fn metrics(&self) -> String {
+        let request =
+            format!("GET /metrics HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", self.addr);
+        let response =
+            WsClient::expect_refusal(self.addr, request.as_bytes()).await.expect("metrics");
+        assert_eq!(response.status, 200, "{}", response.response);
+        response.response
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn sample(text: &str, name: &str) -> Option<f64> {
+    text.lines().find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// Sends `command` and returns its reply, skipping pushes.
+async fn call(ws: &mut WsClient, command: &Value) -> Value {
+    ws.send(Message::text(command.to_string())).await.expect("send");
+    loop {
+        let message = match ws.recv_timeout(LIMIT).await.expect("a message in time") {
+            Some(Event::Text(t)) => serde_json::from_slice::<Value>(&t).expect("json"),
+            Some(Event::Ping(_)) => continue,
+            other => panic!("unexpected {other:?}"),
+        };
+        if message.get("id").is_some() {
+            return message;
+        }
+    }
+}
