@@ -137,6 +137,22 @@ pub mod close {
     pub const UNAUTHORIZED: u16 = 4401;
     /// 4403: the client is not allowed to connect (disconnected for good by an operator).
     pub const FORBIDDEN: u16 = 4403;
+
+    /// Every code above, in numeric order: the codes the server chooses itself.
+    pub const ALL: [u16; 12] = [
+        RECONNECT,
+        SLOW_CONSUMER,
+        INSUFFICIENT_STATE,
+        DRAINING,
+        RATE_LIMITED,
+        TOO_MANY_ERRORS,
+        CONNECT_TIMEOUT,
+        CONNECTION_LIMIT,
+        TOKEN_EXPIRED,
+        BAD_PROTOCOL,
+        UNAUTHORIZED,
+        FORBIDDEN,
+    ];
 }
 
 /// What a client should do after a close with `code`, for RFC 6455 codes and ours alike.
@@ -178,5 +194,11 @@ mod tests {
         assert_eq!(advice(close::TOKEN_EXPIRED), Advice::RefreshToken);
         assert_eq!(advice(close::UNAUTHORIZED), Advice::Stop);
         assert_eq!(advice(close::FORBIDDEN), Advice::Stop);
+    }
+
+    #[test]
+    fn the_server_codes_are_listed_once_in_the_application_range() {
+        assert!(close::ALL.windows(2).all(|pair| pair[0] < pair[1]), "sorted, no repeats");
+        assert!(close::ALL.iter().all(|code| (4000..=4999).contains(code)));
     }
 }

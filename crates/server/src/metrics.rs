@@ -49,23 +49,9 @@ pub(crate) enum CodeLabel {
 impl CodeLabel {
     pub(crate) fn new(code: u16) -> Self {
         use switchboard_proto::codes::close;
-        const SERVER_CODES: [u16; 12] = [
-            close::RECONNECT,
-            close::SLOW_CONSUMER,
-            close::INSUFFICIENT_STATE,
-            close::DRAINING,
-            close::RATE_LIMITED,
-            close::TOO_MANY_ERRORS,
-            close::CONNECT_TIMEOUT,
-            close::CONNECTION_LIMIT,
-            close::TOKEN_EXPIRED,
-            close::BAD_PROTOCOL,
-            close::UNAUTHORIZED,
-            close::FORBIDDEN,
-        ];
         match code {
             1000..=1015 => Self::Exact(code),
-            _ if SERVER_CODES.contains(&code) => Self::Exact(code),
+            _ if close::ALL.contains(&code) => Self::Exact(code),
             3000..=3999 => Self::Bucket("3xxx"),
             4000..=4999 => Self::Bucket("4xxx"),
             _ => Self::Bucket("other"),
