@@ -10,6 +10,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use switchboard_codec::{Event, Message};
 use switchboard_test_support::client::WsClient;
+use switchboard_test_support::metrics::sample;
 
 const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
 
@@ -164,10 +165,6 @@ impl Drop for Server {
     fn drop(&mut self) {
         self.stop();
     }
-}
-
-fn sample(text: &str, name: &str) -> Option<f64> {
-    text.lines().find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
 }
 
 /// Sends `command` and returns its reply, skipping pushes.

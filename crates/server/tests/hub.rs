@@ -14,6 +14,7 @@ use switchboard_codec::{
 use switchboard_proto::{JSON_SUBPROTOCOL, MSGPACK_SUBPROTOCOL};
 use switchboard_server::{Config, NamespaceOptions};
 use switchboard_test_support::client::WsClient;
+use switchboard_test_support::metrics::scrape;
 use switchboard_test_support::server::{TestServer, open_config, open_namespace};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
@@ -1376,13 +1377,6 @@ async fn read_to_close(stream: &mut TcpStream, limit: Duration) -> StalledEnd {
 }
 
 const SLOW_CONSUMERS: &str = "switchboard_slow_consumer_disconnects_total";
-
-async fn scrape(addr: SocketAddr) -> String {
-    let request = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    let response = WsClient::expect_refusal(addr, request.as_bytes()).await.expect("a response");
-    assert_eq!(response.status, 200, "{}", response.response);
-    response.response
-}
 
 /// The value of one sample; 0 when the series does not exist yet.
 fn counter(text: &str, name: &str) -> f64 {

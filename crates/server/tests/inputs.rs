@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 use switchboard_codec::{Event, Message};
 use switchboard_proto::{Format, MAX_DEPTH, MSGPACK_SUBPROTOCOL, ServerMessage};
 use switchboard_test_support::client::WsClient;
+use switchboard_test_support::metrics::scrape;
 use switchboard_test_support::server::{TestServer, open_config};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -282,11 +283,6 @@ async fn post(addr: SocketAddr, path: &str, body: &Value) -> (u16, Value) {
     let (head, body) = response.split_once("\r\n\r\n").expect("a response head");
     let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).expect("a status line");
     (status, serde_json::from_str(body).expect("a JSON body"))
-}
-
-async fn scrape(addr: SocketAddr) -> String {
-    let request = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    exchange(addr, &request).await
 }
 
 /// Writes `request` and reads the response until the server closes the connection.

@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 use switchboard_codec::{ClientHandshake, CloseCode, Event, Message};
 use switchboard_server::{Config, Rate};
 use switchboard_test_support::client::WsClient;
+use switchboard_test_support::metrics::{sample, scrape};
 use switchboard_test_support::server::{TestServer, open_config};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
@@ -447,19 +448,6 @@ impl Refused {
         let body: Value = serde_json::from_str(body).expect("a JSON body");
         body["error"]["code"].as_str().expect("error.code").to_owned()
     }
-}
-
-/// The server's metrics.
-async fn scrape(addr: SocketAddr) -> String {
-    let request = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    let response = WsClient::expect_refusal(addr, request.as_bytes()).await.expect("a response");
-    assert_eq!(response.status, 200, "{}", response.response);
-    response.response
-}
-
-/// The value of one sample, e.g. `switchboard_rate_limited_total{reason="byte_rate"}`.
-fn sample(text: &str, name: &str) -> Option<f64> {
-    text.lines().find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
 }
 
 /// A valid upgrade request to `path` that the server must refuse.

@@ -1,13 +1,13 @@
 //! What hostile publishers can make the node hold, over real sockets: history within
 //! `history_memory`, channels within `max_channels`, and honest answers when either bites.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use serde_json::{Value, json};
 use switchboard_codec::{Event, Message};
 use switchboard_server::Config;
 use switchboard_test_support::client::WsClient;
+use switchboard_test_support::metrics::{sample, scrape};
 use switchboard_test_support::server::{TestServer, open_config};
 
 const LIMIT: Duration = Duration::from_secs(5);
@@ -98,18 +98,6 @@ fn quiet_config() -> Config {
     config.rate_limits.message_rate = None;
     config.rate_limits.byte_rate = None;
     config
-}
-
-async fn scrape(addr: SocketAddr) -> String {
-    let request = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    let response = WsClient::expect_refusal(addr, request.as_bytes()).await.expect("a response");
-    assert_eq!(response.status, 200, "{}", response.response);
-    response.response
-}
-
-/// The value of one sample, e.g. `switchboard_broker_history_bytes`.
-fn sample(text: &str, name: &str) -> Option<f64> {
-    text.lines().find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
 }
 
 /// Sends `command` and returns its reply, skipping pushes.

@@ -7,21 +7,15 @@ use serde_json::json;
 use switchboard_codec::{CloseCode, Event, Message};
 use switchboard_server::Rate;
 use switchboard_test_support::client::WsClient;
+use switchboard_test_support::metrics::{self, sample};
 use switchboard_test_support::server::{TestServer, open_config};
 
 const LIMIT: Duration = Duration::from_secs(5);
 
 async fn scrape(addr: SocketAddr) -> String {
-    let request = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    let response = WsClient::expect_refusal(addr, request.as_bytes()).await.expect("a response");
-    assert_eq!(response.status, 200, "{}", response.response);
-    assert!(response.response.contains("application/openmetrics-text"), "{}", response.response);
-    response.response
-}
-
-/// The value of one sample, e.g. `switchboard_handshake_failures_total{reason="invalid_key"}`.
-fn sample(text: &str, name: &str) -> Option<f64> {
-    text.lines().find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+    let response = metrics::scrape(addr).await;
+    assert!(response.contains("application/openmetrics-text"), "{response}");
+    response
 }
 
 fn upgrade(addr: SocketAddr, path: &str, extra: &str) -> String {

@@ -10,6 +10,7 @@ use switchboard_codec::{Event, Message};
 use switchboard_proto::MSGPACK_SUBPROTOCOL;
 use switchboard_server::Config;
 use switchboard_test_support::client::WsClient;
+use switchboard_test_support::metrics::scrape;
 use switchboard_test_support::server::{TestServer, open_config};
 
 /// How long any single expected message may take.
@@ -123,14 +124,6 @@ async fn recovery_larger_than_the_outbound_queue_arrives_in_pages_without_gap_or
         });
         assert_eq!(slow, Some(0), "{metrics}");
     }
-}
-
-/// The server's `/metrics` text.
-async fn scrape(addr: SocketAddr) -> String {
-    let request = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    let response = WsClient::expect_refusal(addr, request.as_bytes()).await.expect("a response");
-    assert_eq!(response.status, 200, "{}", response.response);
-    response.response
 }
 
 #[tokio::test]

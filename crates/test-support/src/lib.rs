@@ -5,9 +5,11 @@
 //! - [`client`]: a small tokio WebSocket client on the codec, with raw access for sending
 //!   malformed bytes.
 //! - [`server`]: a real server on `127.0.0.1:0`, shut down when dropped.
+//! - [`metrics`]: a server's `/metrics`, and one sample of it.
 //! - [`redis`]: a private `redis-server` on a free port, killed by PID when dropped.
 
 pub mod client;
+pub mod metrics;
 pub mod pair;
 pub mod redis;
 pub mod server;
