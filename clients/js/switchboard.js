@@ -267,14 +267,45 @@ export class Switchboard {
 
   /**
    * `channel`'s history: the newest `limit` publications, or those after `since`.
+   *
+   * A history larger than one reply comes from the server in pages (protocol.md, `history`):
+   * this reads them all and resolves with one result. Should the stream lose what the next
+   * page needed in between (trimmed, or a new epoch), the result holds the pages read so far
+   * with `complete: false`.
    * @param {string} channel
    * @param {{limit?: number, since?: {offset: number, epoch: string}}} [options]
    * @returns {Promise<{epoch: string, offset: number, publications: object[], complete?: boolean}>}
    */
   async history(channel, { limit, since } = {}) {
     const result = await this.#request('history', { channel, limit, since });
-    const epoch = result.epoch;
-    result.publications = (result.publications ?? []).map((p) => ({ channel, epoch, ...p }));
+    const wanted = limit ?? Infinity;
+    const tag = (page) =>
+      (page.publications ?? []).map((p) => ({ channel, epoch: page.epoch, ...p }));
+    result.publications = tag(result);
+    while (result.more && result.next) {
+      // Without a limit: a limit would refuse the page outright once newer publications
+      // pushed the gap past it. What arrived since the first page is cut off below instead.
+      const page = await this.#request('history', { channel, since: result.next });
+      const lost = page.complete === false && !page.more;
+      result.publications.push(...tag(page));
+      Object.assign(result, { offset: page.offset, epoch: page.epoch, more: page.more });
+      result.next = page.next;
+      if (lost) {
+        result.complete = false;
+        break;
+      }
+      if (since) result.complete = true;
+      else delete result.complete;
+      if (result.publications.length >= wanted) {
+        result.publications.length = wanted;
+        result.more = false;
+        delete result.next;
+      }
+    }
+    if (!result.more) {
+      delete result.more;
+      delete result.next;
+    }
     return result;
   }
 

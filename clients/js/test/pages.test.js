@@ -75,6 +75,34 @@ describe('against a live server', () => {
       assert.deepEqual(sub.position, { offset: 23, epoch });
       assert.deepEqual(states, ['connecting', 'connected'], 'never cut off');
     });
+
+  test('history larger than one page resolves whole', async () => {
+    const name = channel('big');
+    const client = open();
+    let epoch;
+    for (let n = 1; n <= 20; n += 1) {
+      ({ epoch } = await client.publish(name, { n, text: 'x'.repeat(LARGE) }));
+    }
+    const offsets = (result) => result.publications.map((p) => p.offset);
+    const range = (from, to) => Array.from({ length: to - from + 1 }, (_, i) => from + i);
+
+    // A 256 KiB page holds four of these publications: each call takes several pages.
+    const all = await client.history(name);
+    assert.deepEqual(offsets(all), range(1, 20));
+    assert.deepEqual([all.offset, all.epoch, all.complete, all.more, all.next],
+      [20, epoch, undefined, undefined, undefined]);
+    assert.deepEqual(all.publications.map((p) => p.data.n), range(1, 20));
+
+    const newest = await client.history(name, { limit: 10 });
+    assert.deepEqual(offsets(newest), range(11, 20));
+
+    const after = await client.history(name, { since: { offset: 3, epoch } });
+    assert.deepEqual(offsets(after), range(4, 20));
+    assert.equal(after.complete, true);
+
+    const lost = await client.history(name, { since: { offset: 3, epoch: 'another' } });
+    assert.deepEqual([lost.complete, lost.publications.length], [false, 0]);
+  });
 });
 
 describe('against a scripted server', () => {

@@ -293,6 +293,11 @@ impl Client {
     /// publication after that position (`complete: false` and none when the gap is too
     /// large or the epoch changed). Oldest first.
     ///
+    /// A history larger than one reply comes from the server in pages (`docs/protocol.md`,
+    /// `history`); this reads them all and returns them as one result, with `more` false.
+    /// Should the stream lose what the next page needed in between (trimmed, or a new
+    /// epoch), the result holds the pages read so far with `complete: Some(false)`.
+    ///
     /// ```no_run
     /// # async fn f(client: switchboard_client::Client) -> Result<(), switchboard_client::Error> {
     /// let last_ten = client.history("chat:lobby", Some(10), None).await?;
@@ -317,8 +322,35 @@ impl Client {
         limit: Option<u32>,
         since: Option<StreamPosition>,
     ) -> Result<HistoryResult, Error> {
-        let kind = CommandKind::History(HistoryRequest { channel: channel.into(), limit, since });
-        self.request(kind).await
+        let channel = channel.into();
+        let request = HistoryRequest { channel: channel.clone(), limit, since };
+        let asked_since = request.since.is_some();
+        let mut result: HistoryResult = self.request(CommandKind::History(request)).await?;
+        let wanted = limit.map_or(usize::MAX, |limit| limit as usize);
+        while result.more
+            && let Some(next) = result.next.take()
+        {
+            // Without a limit: a limit would refuse the page outright once newer
+            // publications pushed the gap past it. What arrived since the first page is cut
+            // off below instead.
+            let request =
+                HistoryRequest { channel: channel.clone(), limit: None, since: Some(next) };
+            let page: HistoryResult = self.request(CommandKind::History(request)).await?;
+            let lost = page.complete == Some(false) && !page.more;
+            result.publications.extend(page.publications);
+            (result.offset, result.epoch, result.more, result.next) =
+                (page.offset, page.epoch, page.more, page.next);
+            if lost {
+                result.complete = Some(false);
+                break;
+            }
+            result.complete = asked_since.then_some(true);
+            if result.publications.len() >= wanted {
+                result.publications.truncate(wanted);
+                (result.more, result.next) = (false, None);
+            }
+        }
+        Ok(result)
     }
 
     /// A round trip to the server (the `ping` command): proves it is alive and reading.

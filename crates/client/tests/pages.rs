@@ -221,3 +221,44 @@ fn deep(depth: usize) -> Value {
     }
     value
 }
+
+#[tokio::test]
+async fn history_larger_than_one_page_is_read_whole() {
+    let mut config = open_config();
+    config.hub.outbound_queue_bytes = 256 << 10;
+    let server = TestServer::start(config).await;
+    let url = format!("ws://{}/ws", server.addr);
+    let client = fast(&url).build().expect("build");
+    let mut epoch = String::new();
+    for n in 1..=12 {
+        let ack = client.publish("big", json!({"n": n, "text": "x".repeat(LARGE)})).await;
+        epoch = ack.expect("publish").epoch;
+    }
+    let offsets = |publications: &[switchboard_client::Publication]| {
+        publications.iter().map(|p| p.offset).collect::<Vec<_>>()
+    };
+
+    // A 64 KiB page holds one of these publications: each call below takes several pages.
+    let all = client.history("big", None, None).await.expect("history");
+    assert_eq!(offsets(&all.publications), (1..=12).collect::<Vec<_>>());
+    assert_eq!(
+        (all.offset, &all.epoch, all.complete, all.more, &all.next),
+        (12, &epoch, None, false, &None)
+    );
+
+    let newest = client.history("big", Some(5), None).await.expect("history");
+    assert_eq!(offsets(&newest.publications), (8..=12).collect::<Vec<_>>());
+    assert_eq!((newest.complete, newest.more), (None, false));
+
+    let since = StreamPosition { offset: 3, epoch: epoch.clone() };
+    let after = client.history("big", None, Some(since)).await.expect("history");
+    assert_eq!(offsets(&after.publications), (4..=12).collect::<Vec<_>>());
+    assert_eq!((after.complete, after.more), (Some(true), false));
+    for (p, n) in after.publications.iter().zip(4..) {
+        assert_eq!(p.data["n"], json!(n));
+    }
+
+    let stale = StreamPosition { offset: 3, epoch: "another".into() };
+    let lost = client.history("big", None, Some(stale)).await.expect("history");
+    assert_eq!((lost.complete, lost.publications.len()), (Some(false), 0));
+}
