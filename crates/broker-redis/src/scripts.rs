@@ -44,12 +44,33 @@ impl Lua {
     }
 }
 
+/// The Lua function both [`PUBLISH`] and [`HISTORY`] trim history with: pops the oldest
+/// entries until at most `size` remain and, with a `cap` above 0, at most `cap` bytes, and
+/// writes the byte count back to the meta field `bytes`. Popping only from the front keeps
+/// the offsets in history consecutive.
+macro_rules! trim_front {
+    () => {
+        r#"
+local function trim_front(meta, history, len, bytes, size, cap)
+  while len > 0 and (len > size or (cap > 0 and bytes > cap)) do
+    bytes = bytes - #redis.call('LPOP', history)
+    len = len - 1
+  end
+  if bytes < 0 then
+    bytes = 0
+  end
+  redis.call('HSET', meta, 'bytes', bytes)
+end
+"#
+    };
+}
+
 /// Appends a publication: assigns the offset after the top, stores it in history, refreshes
 /// the TTLs and publishes it, all at once, so the order of `PUBLISH` is the order of offsets.
 ///
 /// History is a list, not a Redis Stream: offsets within an epoch are consecutive and the
 /// list always ends at `top`, so the index of any offset is arithmetic (`LRANGE` from
-/// `since + 1 - oldest`), `LTRIM` keeps exactly the newest `size`, and each entry is just the
+/// `since + 1 - oldest`), popping from the front keeps the newest entries, and each entry is just the
 /// publication's JSON, without a stream entry's ID and field names. Nothing here needs
 /// consumer groups or `XREAD`'s blocking.
 ///
@@ -69,7 +90,9 @@ impl Lua {
 /// ARGV: topic, data JSON, info JSON or "", history size, TTL ms, candidate epoch, byte cap
 /// (0: none).
 /// Returns `{epoch, offset}`.
-const PUBLISH: &str = r#"
+const PUBLISH: &str = concat!(
+    trim_front!(),
+    r#"
 local meta, history = KEYS[1], KEYS[2]
 local epoch = redis.call('HGET', meta, 'epoch')
 if not epoch then
@@ -90,15 +113,7 @@ if ARGV[4] ~= '0' then
   end
   local len = redis.call('RPUSH', history, publication)
   local bytes = redis.call('HINCRBY', meta, 'bytes', #publication)
-  local size, cap = tonumber(ARGV[4]), tonumber(ARGV[7])
-  while len > 0 and (len > size or (cap > 0 and bytes > cap)) do
-    bytes = bytes - #redis.call('LPOP', history)
-    len = len - 1
-  end
-  if bytes < 0 then
-    bytes = 0
-  end
-  redis.call('HSET', meta, 'bytes', bytes)
+  trim_front(meta, history, len, bytes, tonumber(ARGV[4]), tonumber(ARGV[7]))
   redis.call('PEXPIRE', history, ARGV[5])
 else
   redis.call('DEL', history)
@@ -107,7 +122,8 @@ end
 redis.call('PEXPIRE', meta, ARGV[5])
 redis.call('PUBLISH', ARGV[1], 'p:' .. epoch .. ':' .. publication)
 return {epoch, top}
-"#;
+"#
+);
 
 /// Reads history with exactly the in-memory broker's semantics, creating the stream when
 /// missing. A `since` that cannot be served exactly (another epoch, beyond the top, more
@@ -117,7 +133,9 @@ return {epoch, top}
 /// ARGV: candidate epoch, TTL ms, history size, limit (-1: none), since offset ("" for
 /// none), since epoch.
 /// Returns `{epoch, top, complete (0 or 1), {publication JSON…}}`.
-const HISTORY: &str = r#"
+const HISTORY: &str = concat!(
+    trim_front!(),
+    r#"
 local meta, history = KEYS[1], KEYS[2]
 local state = redis.call('HMGET', meta, 'epoch', 'top')
 local epoch, top = state[1], tonumber(state[2])
@@ -134,14 +152,7 @@ else
   local size, len = tonumber(ARGV[3]), redis.call('LLEN', history)
   if len > size then
     local bytes = tonumber(redis.call('HGET', meta, 'bytes') or '0')
-    while len > size do
-      bytes = bytes - #redis.call('LPOP', history)
-      len = len - 1
-    end
-    if bytes < 0 then
-      bytes = 0
-    end
-    redis.call('HSET', meta, 'bytes', bytes)
+    trim_front(meta, history, len, bytes, size, 0)
   end
 end
 local limit = tonumber(ARGV[4])
@@ -173,7 +184,8 @@ if len == 0 or oldest > since + 1 then
   return incomplete
 end
 return {epoch, top, 1, redis.call('LRANGE', history, since + 1 - oldest, -1)}
-"#;
+"#
+);
 
 /// Adds or replaces a presence entry expiring `lifetime` from now, and announces the join.
 ///
