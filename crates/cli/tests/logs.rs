@@ -14,21 +14,7 @@ const WAIT: Duration = Duration::from_secs(10);
 
 #[test]
 fn json_logs_have_connection_open_and_close_events() {
-    let mut child = Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json", "--no-demo"])
-        .env("SWITCHBOARD_LOG", "info")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let guard = Kill(child.id());
-    let lines = json_lines(&mut child);
-    let started = next_event(&lines, |e| message(e).starts_with("switchboard listening"));
-    let addr = message(&started)
-        .split("http://")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .expect("a URL")
-        .to_owned();
+    let Serving { mut child, guard, lines, addr } = serve_json("info");
 
     let mut stream = TcpStream::connect(&addr).unwrap();
     stream.set_read_timeout(Some(WAIT)).unwrap();
@@ -84,21 +70,7 @@ fn json_logs_have_connection_open_and_close_events() {
 fn offered_subprotocols_that_look_like_credentials_are_never_logged() {
     // A JWT's shape; the server has no verifier, so it is refused whatever it holds.
     const JWT: &str = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJzZWNyZXQtdXNlciJ9.c2VjcmV0LXNpZ25hdHVyZQ";
-    let mut child = Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json", "--no-demo"])
-        .env("SWITCHBOARD_LOG", "debug")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let guard = Kill(child.id());
-    let lines = json_lines(&mut child);
-    let started = next_event(&lines, |e| message(e).starts_with("switchboard listening"));
-    let addr = message(&started)
-        .split("http://")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .expect("a URL")
-        .to_owned();
+    let Serving { mut child, guard, lines, addr } = serve_json("debug");
     // A bearer entry in the wrong case, then a bare JWT beside an unsupported protocol.
     for (offered, status) in
         [(format!("Switchboard.Bearer.{JWT}"), 401), (format!("mqtt, {JWT}"), 400)]
@@ -125,6 +97,33 @@ fn offered_subprotocols_that_look_like_credentials_are_never_logged() {
     for line in rest {
         assert!(!line.to_string().contains(JWT), "{line}");
     }
+}
+
+/// A server logging JSON at `level` to a pipe, once it says where it listens.
+struct Serving {
+    child: Child,
+    guard: Kill,
+    lines: mpsc::Receiver<Value>,
+    addr: String,
+}
+
+fn serve_json(level: &str) -> Serving {
+    let mut child = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json", "--no-demo"])
+        .env("SWITCHBOARD_LOG", level)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn the server");
+    let guard = Kill(child.id());
+    let lines = json_lines(&mut child);
+    let started = next_event(&lines, |e| message(e).starts_with("switchboard listening"));
+    let addr = message(&started)
+        .split("http://")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("a URL")
+        .to_owned();
+    Serving { child, guard, lines, addr }
 }
 
 /// Standard error's lines, parsed as JSON, from a reader thread.
