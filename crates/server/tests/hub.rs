@@ -2,7 +2,6 @@
 //! join/leave, history, the recovery contract, ordering under concurrent publishers and slow
 //! consumers.
 
-use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -15,6 +14,7 @@ use switchboard_proto::{JSON_SUBPROTOCOL, MSGPACK_SUBPROTOCOL};
 use switchboard_server::{Config, NamespaceOptions};
 use switchboard_test_support::client::WsClient;
 use switchboard_test_support::metrics::scrape;
+use switchboard_test_support::protocol::ProtocolClient;
 use switchboard_test_support::server::{TestServer, open_config, open_namespace};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
@@ -28,7 +28,7 @@ const LIMIT: Duration = Duration::from_secs(5);
 #[tokio::test]
 async fn connect_reports_client_id_version_ping_interval_and_limits() {
     let server = TestServer::start(open_config()).await;
-    let mut a = Client::connect(server.addr).await;
+    let mut a = ProtocolClient::connect(server.addr).await;
     let result = a.ok("connect", json!({"name": "tests", "version": "0"})).await;
     let id = result["client"].as_str().expect("a client id");
     assert!(!id.is_empty(), "{result}");
@@ -37,7 +37,7 @@ async fn connect_reports_client_id_version_ping_interval_and_limits() {
     assert_eq!(result["limits"], json!({"max_message_size": 65536, "max_subscriptions": 128}));
     assert!(result.get("user").is_none(), "anonymous: {result}");
 
-    let mut b = Client::connect(server.addr).await;
+    let mut b = ProtocolClient::connect(server.addr).await;
     let other = b.connect_id().await;
     assert_ne!(id, other, "client ids are unique per process");
 }
@@ -49,7 +49,7 @@ async fn connect_reports_configured_limits() {
     config.hub.max_message_size = 1000;
     config.ping_interval = None;
     let server = TestServer::start(config).await;
-    let mut a = Client::connect(server.addr).await;
+    let mut a = ProtocolClient::connect(server.addr).await;
     let result = a.ok("connect", json!({})).await;
     assert_eq!(result["ping_interval"], 0, "{result}");
     assert_eq!(result["limits"], json!({"max_message_size": 1000, "max_subscriptions": 3}));
@@ -58,7 +58,7 @@ async fn connect_reports_configured_limits() {
 #[tokio::test]
 async fn second_connect_is_a_bad_request() {
     let server = TestServer::start(open_config()).await;
-    let mut a = Client::connect(server.addr).await;
+    let mut a = ProtocolClient::connect(server.addr).await;
     a.ok("connect", json!({})).await;
     let reply = a.call("connect", json!({})).await;
     assert_eq!(reply["id"], 2, "{reply}");
@@ -70,7 +70,7 @@ async fn second_connect_is_a_bad_request() {
 #[tokio::test]
 async fn connect_after_another_command_is_a_bad_request() {
     let server = TestServer::start(open_config()).await;
-    let mut a = Client::connect(server.addr).await;
+    let mut a = ProtocolClient::connect(server.addr).await;
     a.ok("ping", json!({})).await;
     assert_eq!(a.error("connect", json!({})).await, "bad_request");
 }
@@ -78,7 +78,7 @@ async fn connect_after_another_command_is_a_bad_request() {
 #[tokio::test]
 async fn commands_work_without_connect() {
     let server = TestServer::start(open_config()).await;
-    let mut a = Client::connect(server.addr).await;
+    let mut a = ProtocolClient::connect(server.addr).await;
     a.ok("ping", json!({})).await;
     a.subscribe("room").await;
     assert_eq!(a.publish("room", json!("hi")).await, 1);
@@ -98,7 +98,7 @@ async fn commands_work_without_connect() {
 #[tokio::test]
 async fn malformed_json_gets_an_error_with_id_zero_and_the_connection_stays_open() {
     let server = TestServer::start(open_config()).await;
-    let mut a = Client::connect(server.addr).await;
+    let mut a = ProtocolClient::connect(server.addr).await;
     for garbage in ["{\"id\": 10, \"type\": \"ping\"", "not json", "", "[1, 2]", "{\"id\": \"7\"}"]
     {
         a.ws.send(Message::text(garbage)).await.expect("send garbage");
@@ -112,7 +112,7 @@ async fn malformed_json_gets_an_error_with_id_zero_and_the_connection_stays_open
 #[tokio::test]
 async fn missing_channel_is_a_bad_request_with_the_command_id() {
     let server = TestServer::start(open_config()).await;
-    let mut a = Client::connect(server.addr).await;
+    let mut a = ProtocolClient::connect(server.addr).await;
     for kind in ["subscribe", "unsubscribe", "publish", "presence", "history"] {
         a.ws.send(Message::text(json!({"id": 7, "type": kind}).to_string())).await.expect("send");
         let reply = a.reply(7).await;
@@ -124,7 +124,7 @@ async fn missing_channel_is_a_bad_request_with_the_command_id() {
 #[tokio::test]
 async fn publish_without_data_is_a_bad_request_but_null_data_is_published() {
     let server = TestServer::start(open_config()).await;
-    let mut a = Client::connect(server.addr).await;
+    let mut a = ProtocolClient::connect(server.addr).await;
     assert_eq!(a.error("publish", json!({"channel": "room"})).await, "bad_request");
     let result = a.ok("publish", json!({"channel": "room", "data": null})).await;
     assert_eq!(result["offset"], 1, "{result}");
@@ -133,7 +133,7 @@ async fn publish_without_data_is_a_bad_request_but_null_data_is_published() {
 #[tokio::test]
 async fn unknown_type_is_unknown_command_with_the_command_id() {
     let server = TestServer::start(open_config()).await;
-    let mut a = Client::connect(server.addr).await;
+    let mut a = ProtocolClient::connect(server.addr).await;
     for kind in ["teleport", "Ping"] {
         a.ws.send(Message::text(json!({"id": 9, "type": kind}).to_string())).await.expect("send");
         let reply = a.reply(9).await;
@@ -145,7 +145,7 @@ async fn unknown_type_is_unknown_command_with_the_command_id() {
 #[tokio::test]
 async fn binary_frame_on_a_json_connection_is_a_bad_request() {
     let server = TestServer::start(open_config()).await;
-    let mut a = Client::connect(server.addr).await;
+    let mut a = ProtocolClient::connect(server.addr).await;
     let ping = rmp_serde::to_vec_named(&json!({"id": 5, "type": "ping"})).expect("encode");
     a.ws.send(Message::binary(ping)).await.expect("send binary");
     let reply = a.reply(0).await;
@@ -156,7 +156,7 @@ async fn binary_frame_on_a_json_connection_is_a_bad_request() {
 #[tokio::test]
 async fn text_frame_on_a_msgpack_connection_is_a_bad_request() {
     let server = TestServer::start(open_config()).await;
-    let mut a = Client::connect_msgpack(server.addr).await;
+    let mut a = ProtocolClient::connect_msgpack(server.addr).await;
     a.ws.send(Message::text(json!({"id": 5, "type": "ping"}).to_string())).await.expect("send");
     let reply = a.reply(0).await;
     assert_eq!(reply["error"]["code"], "bad_request", "{reply}");
@@ -169,7 +169,7 @@ async fn text_frame_on_a_msgpack_connection_is_a_bad_request() {
 #[tokio::test]
 async fn invalid_channel_names_are_refused() {
     let server = TestServer::start(open_config()).await;
-    let mut a = Client::connect(server.addr).await;
+    let mut a = ProtocolClient::connect(server.addr).await;
     let long = "x".repeat(256);
     for channel in ["", "chat:", ":lobby", "ch@t:lobby", "chat:a b", "tab\there", long.as_str()] {
         for kind in ["subscribe", "presence", "history"] {
@@ -184,14 +184,14 @@ async fn invalid_channel_names_are_refused() {
 #[tokio::test]
 async fn unsubscribe_from_an_invalid_channel_is_not_subscribed() {
     let server = TestServer::start(open_config()).await;
-    let mut a = Client::connect(server.addr).await;
+    let mut a = ProtocolClient::connect(server.addr).await;
     assert_eq!(a.error("unsubscribe", json!({"channel": "chat:"})).await, "not_subscribed");
 }
 
 #[tokio::test]
 async fn unknown_namespaces_are_refused() {
     let server = TestServer::start(open_config()).await;
-    let mut a = Client::connect(server.addr).await;
+    let mut a = ProtocolClient::connect(server.addr).await;
     for kind in ["subscribe", "presence", "history"] {
         assert_eq!(a.error(kind, json!({"channel": "nope:room"})).await, "unknown_namespace");
     }
@@ -202,7 +202,7 @@ async fn unknown_namespaces_are_refused() {
 #[tokio::test]
 async fn configured_namespaces_accept_their_channels() {
     let server = TestServer::start(config_with("chat", open_namespace())).await;
-    let mut a = Client::connect(server.addr).await;
+    let mut a = ProtocolClient::connect(server.addr).await;
     a.subscribe("chat:lobby").await;
     a.subscribe("chat:a:b").await;
     a.subscribe("lobby").await;
@@ -216,10 +216,10 @@ async fn configured_namespaces_accept_their_channels() {
 #[tokio::test]
 async fn subscribe_reports_the_stream_position() {
     let server = TestServer::start(open_config()).await;
-    let mut publisher = Client::connect(server.addr).await;
+    let mut publisher = ProtocolClient::connect(server.addr).await;
     let ack = publisher.ok("publish", json!({"channel": "room", "data": 1})).await;
     publisher.publish("room", json!(2)).await;
-    let mut a = Client::connect(server.addr).await;
+    let mut a = ProtocolClient::connect(server.addr).await;
     let result = a.subscribe("room").await;
     assert_eq!(result["offset"], 2, "{result}");
     assert_eq!(result["epoch"], ack["epoch"], "{result}");
@@ -233,7 +233,7 @@ async fn subscribe_reports_the_stream_position() {
 #[tokio::test]
 async fn subscribing_twice_is_already_subscribed() {
     let server = TestServer::start(open_config()).await;
-    let mut a = Client::connect(server.addr).await;
+    let mut a = ProtocolClient::connect(server.addr).await;
     a.subscribe("room").await;
     a.subscribe("marker").await;
     assert_eq!(a.error("subscribe", json!({"channel": "room"})).await, "already_subscribed");
@@ -247,7 +247,7 @@ async fn subscribing_twice_is_already_subscribed() {
 #[tokio::test]
 async fn unsubscribing_when_not_subscribed_is_not_subscribed() {
     let server = TestServer::start(open_config()).await;
-    let mut a = Client::connect(server.addr).await;
+    let mut a = ProtocolClient::connect(server.addr).await;
     assert_eq!(a.error("unsubscribe", json!({"channel": "room"})).await, "not_subscribed");
     a.subscribe("room").await;
     a.ok("unsubscribe", json!({"channel": "room"})).await;
@@ -257,8 +257,8 @@ async fn unsubscribing_when_not_subscribed_is_not_subscribed() {
 #[tokio::test]
 async fn unsubscribed_channels_deliver_nothing_more() {
     let server = TestServer::start(open_config()).await;
-    let mut a = Client::connect(server.addr).await;
-    let mut b = Client::connect(server.addr).await;
+    let mut a = ProtocolClient::connect(server.addr).await;
+    let mut b = ProtocolClient::connect(server.addr).await;
     a.subscribe("room").await;
     a.subscribe("marker").await;
     a.ok("unsubscribe", json!({"channel": "room"})).await;
@@ -272,8 +272,8 @@ async fn unsubscribed_channels_deliver_nothing_more() {
 #[tokio::test]
 async fn resubscribing_after_unsubscribe_starts_from_the_new_top() {
     let server = TestServer::start(open_config()).await;
-    let mut a = Client::connect(server.addr).await;
-    let mut b = Client::connect(server.addr).await;
+    let mut a = ProtocolClient::connect(server.addr).await;
+    let mut b = ProtocolClient::connect(server.addr).await;
     a.subscribe("room").await;
     b.publish("room", json!(1)).await;
     assert_eq!(a.next_publication().await["offset"], 1);
@@ -287,8 +287,8 @@ async fn resubscribing_after_unsubscribe_starts_from_the_new_top() {
 #[tokio::test]
 async fn no_push_for_the_channel_follows_the_unsubscribe_reply() {
     let server = TestServer::start(open_config()).await;
-    let mut a = Client::connect(server.addr).await;
-    let mut b = Client::connect(server.addr).await;
+    let mut a = ProtocolClient::connect(server.addr).await;
+    let mut b = ProtocolClient::connect(server.addr).await;
     a.subscribe("room").await;
     a.subscribe("marker").await;
     b.subscribe("room").await;
@@ -315,8 +315,8 @@ async fn no_publication_follows_the_unsubscribe_reply_when_pushes_are_backed_up(
     let mut config = config_with("quiet", quiet());
     config.hub.outbound_queue_bytes = 64 << 20;
     let server = TestServer::start(config).await;
-    let mut a = Client::connect(server.addr).await;
-    let mut b = Client::connect(server.addr).await;
+    let mut a = ProtocolClient::connect(server.addr).await;
+    let mut b = ProtocolClient::connect(server.addr).await;
     a.subscribe("quiet:room").await;
     // A reads nothing while 8 MiB of publications queue up for it.
     let payload = "x".repeat(16 * 1024);
@@ -348,7 +348,7 @@ async fn no_publication_follows_the_unsubscribe_reply_when_pushes_are_backed_up(
 #[tokio::test]
 async fn publish_acks_with_consecutive_offsets_in_one_epoch() {
     let server = TestServer::start(open_config()).await;
-    let mut a = Client::connect(server.addr).await;
+    let mut a = ProtocolClient::connect(server.addr).await;
     let first = a.ok("publish", json!({"channel": "room", "data": 1})).await;
     let second = a.ok("publish", json!({"channel": "room", "data": 2})).await;
     let other = a.ok("publish", json!({"channel": "other", "data": 3})).await;
@@ -361,8 +361,8 @@ async fn publish_acks_with_consecutive_offsets_in_one_epoch() {
 #[tokio::test]
 async fn publications_carry_data_and_the_publisher() {
     let server = TestServer::start(open_config()).await;
-    let mut a = Client::connect(server.addr).await;
-    let mut b = Client::connect(server.addr).await;
+    let mut a = ProtocolClient::connect(server.addr).await;
+    let mut b = ProtocolClient::connect(server.addr).await;
     a.subscribe("room").await;
     let b_id = b.connect_id().await;
     let data = json!({"text": "hello", "n": [1, 2.5, null, true], "nested": {"k": "v"}});
@@ -378,7 +378,7 @@ async fn publications_carry_data_and_the_publisher() {
 #[tokio::test]
 async fn publisher_subscribed_to_the_channel_gets_its_ack_and_its_own_publication() {
     let server = TestServer::start(open_config()).await;
-    let mut a = Client::connect(server.addr).await;
+    let mut a = ProtocolClient::connect(server.addr).await;
     let id = a.connect_id().await;
     a.subscribe("room").await;
     for n in 1..=20u64 {
@@ -396,7 +396,7 @@ async fn publish_is_denied_where_clients_may_not_publish() {
     let mut options = open_namespace();
     options.allow_publish = false;
     let server = TestServer::start(config_with("news", options)).await;
-    let mut a = Client::connect(server.addr).await;
+    let mut a = ProtocolClient::connect(server.addr).await;
     a.subscribe("news:world").await;
     let reply = a.call("publish", json!({"channel": "news:world", "data": 1})).await;
     assert_eq!(reply["error"]["code"], "permission_denied", "{reply}");
@@ -413,14 +413,14 @@ async fn subscriptions_per_connection_are_limited() {
     let mut config = open_config();
     config.hub.max_subscriptions = 2;
     let server = TestServer::start(config).await;
-    let mut a = Client::connect(server.addr).await;
+    let mut a = ProtocolClient::connect(server.addr).await;
     a.subscribe("one").await;
     a.subscribe("two").await;
     let reply = a.call("subscribe", json!({"channel": "three"})).await;
     assert_eq!(reply["error"]["code"], "limit_exceeded", "{reply}");
     assert_eq!(reply["error"]["temporary"], false, "{reply}");
     // Another connection has its own budget; leaving a channel frees a slot.
-    let mut b = Client::connect(server.addr).await;
+    let mut b = ProtocolClient::connect(server.addr).await;
     b.subscribe("three").await;
     a.ok("unsubscribe", json!({"channel": "one"})).await;
     a.subscribe("three").await;
@@ -431,9 +431,9 @@ async fn subscribers_per_channel_are_limited() {
     let mut options = open_namespace();
     options.max_subscribers = 2;
     let server = TestServer::start(config_with("small", options)).await;
-    let mut a = Client::connect(server.addr).await;
-    let mut b = Client::connect(server.addr).await;
-    let mut c = Client::connect(server.addr).await;
+    let mut a = ProtocolClient::connect(server.addr).await;
+    let mut b = ProtocolClient::connect(server.addr).await;
+    let mut c = ProtocolClient::connect(server.addr).await;
     a.subscribe("small:room").await;
     b.subscribe("small:room").await;
     assert_eq!(c.error("subscribe", json!({"channel": "small:room"})).await, "limit_exceeded");
@@ -448,8 +448,8 @@ async fn a_full_channel_frees_a_slot_when_a_subscriber_disconnects() {
     let mut options = open_namespace();
     options.max_subscribers = 1;
     let server = TestServer::start(config_with("small", options)).await;
-    let mut a = Client::connect(server.addr).await;
-    let mut b = Client::connect(server.addr).await;
+    let mut a = ProtocolClient::connect(server.addr).await;
+    let mut b = ProtocolClient::connect(server.addr).await;
     a.subscribe("small:room").await;
     assert_eq!(b.error("subscribe", json!({"channel": "small:room"})).await, "limit_exceeded");
     drop(a);
@@ -505,8 +505,8 @@ async fn subprotocol_selection_prefers_json_and_defaults_to_json() {
 #[tokio::test]
 async fn msgpack_connection_subscribes_publishes_and_receives_binary_frames() {
     let server = TestServer::start(open_config()).await;
-    let mut a = Client::connect_msgpack(server.addr).await;
-    let mut json_client = Client::connect(server.addr).await;
+    let mut a = ProtocolClient::connect_msgpack(server.addr).await;
+    let mut json_client = ProtocolClient::connect(server.addr).await;
     let result = a.subscribe("room").await;
     assert_eq!(result["offset"], 0, "{result}");
     json_client.subscribe("room").await;
@@ -531,7 +531,7 @@ async fn msgpack_connection_subscribes_publishes_and_receives_binary_frames() {
 #[tokio::test]
 async fn msgpack_ping_matches_the_documented_bytes() {
     let server = TestServer::start(open_config()).await;
-    let mut a = Client::connect_msgpack(server.addr).await;
+    let mut a = ProtocolClient::connect_msgpack(server.addr).await;
     let ping =
         [0x82, 0xa2, 0x69, 0x64, 0x08, 0xa4, 0x74, 0x79, 0x70, 0x65, 0xa4, 0x70, 0x69, 0x6e, 0x67];
     a.ws.send(Message::binary(ping.to_vec())).await.expect("send");
@@ -551,7 +551,7 @@ async fn msgpack_ping_matches_the_documented_bytes() {
 #[tokio::test]
 async fn malformed_msgpack_gets_an_error_with_id_zero() {
     let server = TestServer::start(open_config()).await;
-    let mut a = Client::connect_msgpack(server.addr).await;
+    let mut a = ProtocolClient::connect_msgpack(server.addr).await;
     a.ws.send(Message::binary(vec![0xc1, 0xff, 0x00])).await.expect("send");
     assert_eq!(a.reply(0).await["error"]["code"], "bad_request");
     let unknown = rmp_serde::to_vec_named(&json!({"id": 4, "type": "teleport"})).expect("encode");
@@ -566,9 +566,9 @@ async fn malformed_msgpack_gets_an_error_with_id_zero() {
 #[tokio::test]
 async fn presence_lists_the_subscribers() {
     let server = TestServer::start(open_config()).await;
-    let mut a = Client::connect(server.addr).await;
-    let mut b = Client::connect(server.addr).await;
-    let mut c = Client::connect(server.addr).await;
+    let mut a = ProtocolClient::connect(server.addr).await;
+    let mut b = ProtocolClient::connect(server.addr).await;
+    let mut c = ProtocolClient::connect(server.addr).await;
     let (a_id, b_id) = (a.connect_id().await, b.connect_id().await);
     assert_eq!(c.presence("room").await, Vec::<String>::new());
     a.subscribe("room").await;
@@ -585,7 +585,7 @@ async fn presence_is_denied_where_presence_is_off() {
     let mut options = open_namespace();
     options.presence = false;
     let server = TestServer::start(config_with("anon", options)).await;
-    let mut a = Client::connect(server.addr).await;
+    let mut a = ProtocolClient::connect(server.addr).await;
     a.subscribe("anon:room").await;
     assert_eq!(a.error("presence", json!({"channel": "anon:room"})).await, "permission_denied");
 }
@@ -593,8 +593,8 @@ async fn presence_is_denied_where_presence_is_off() {
 #[tokio::test]
 async fn subscribers_hear_a_join_when_another_client_subscribes() {
     let server = TestServer::start(open_config()).await;
-    let mut a = Client::connect(server.addr).await;
-    let mut b = Client::connect(server.addr).await;
+    let mut a = ProtocolClient::connect(server.addr).await;
+    let mut b = ProtocolClient::connect(server.addr).await;
     let b_id = b.connect_id().await;
     a.subscribe("room").await;
     b.subscribe("room").await;
@@ -605,8 +605,8 @@ async fn subscribers_hear_a_join_when_another_client_subscribes() {
 #[tokio::test]
 async fn subscribers_hear_a_leave_when_a_client_unsubscribes() {
     let server = TestServer::start(open_config()).await;
-    let mut a = Client::connect(server.addr).await;
-    let mut b = Client::connect(server.addr).await;
+    let mut a = ProtocolClient::connect(server.addr).await;
+    let mut b = ProtocolClient::connect(server.addr).await;
     let b_id = b.connect_id().await;
     a.subscribe("room").await;
     b.subscribe("room").await;
@@ -619,8 +619,8 @@ async fn subscribers_hear_a_leave_when_a_client_unsubscribes() {
 #[tokio::test]
 async fn subscribers_hear_a_leave_when_a_client_connection_drops() {
     let server = TestServer::start(open_config()).await;
-    let mut a = Client::connect(server.addr).await;
-    let mut b = Client::connect(server.addr).await;
+    let mut a = ProtocolClient::connect(server.addr).await;
+    let mut b = ProtocolClient::connect(server.addr).await;
     let (a_id, b_id) = (a.connect_id().await, b.connect_id().await);
     a.subscribe("room").await;
     b.subscribe("room").await;
@@ -639,8 +639,8 @@ async fn no_joins_or_leaves_where_announcements_are_off() {
     let mut options = open_namespace();
     options.join_leave = false;
     let server = TestServer::start(config_with("calm", options)).await;
-    let mut a = Client::connect(server.addr).await;
-    let mut b = Client::connect(server.addr).await;
+    let mut a = ProtocolClient::connect(server.addr).await;
+    let mut b = ProtocolClient::connect(server.addr).await;
     a.subscribe("calm:room").await;
     b.subscribe("calm:room").await;
     assert_eq!(a.presence("calm:room").await.len(), 2, "presence is still kept");
@@ -656,7 +656,7 @@ async fn no_joins_or_leaves_where_announcements_are_off() {
 #[tokio::test]
 async fn history_returns_the_last_n_publications() {
     let server = TestServer::start(open_config()).await;
-    let mut a = Client::connect(server.addr).await;
+    let mut a = ProtocolClient::connect(server.addr).await;
     let epoch = publish_numbers(&mut a, "room", 1..=5).await;
     let result = a.ok("history", json!({"channel": "room", "limit": 3})).await;
     assert_eq!(result["epoch"], epoch.as_str());
@@ -672,7 +672,7 @@ async fn history_returns_the_last_n_publications() {
 #[tokio::test]
 async fn history_keeps_only_the_namespace_history_size() {
     let server = TestServer::start(config_with("short", history(3))).await;
-    let mut a = Client::connect(server.addr).await;
+    let mut a = ProtocolClient::connect(server.addr).await;
     publish_numbers(&mut a, "short:room", 1..=5).await;
     let all = a.ok("history", json!({"channel": "short:room"})).await;
     assert_eq!(offsets(&all["publications"]), [3, 4, 5]);
@@ -683,7 +683,7 @@ async fn history_keeps_only_the_namespace_history_size() {
 #[tokio::test]
 async fn history_of_an_unused_channel_is_empty_at_offset_zero() {
     let server = TestServer::start(open_config()).await;
-    let mut a = Client::connect(server.addr).await;
+    let mut a = ProtocolClient::connect(server.addr).await;
     let result = a.ok("history", json!({"channel": "void"})).await;
     assert_eq!(result["offset"], 0, "{result}");
     assert_eq!(offsets(&result["publications"]), Vec::<u64>::new());
@@ -692,7 +692,7 @@ async fn history_of_an_unused_channel_is_empty_at_offset_zero() {
 #[tokio::test]
 async fn history_since_an_offset_returns_what_followed() {
     let server = TestServer::start(open_config()).await;
-    let mut a = Client::connect(server.addr).await;
+    let mut a = ProtocolClient::connect(server.addr).await;
     let epoch = publish_numbers(&mut a, "room", 1..=5).await;
     let since = json!({"offset": 2, "epoch": epoch});
     let result = a.ok("history", json!({"channel": "room", "since": since})).await;
@@ -706,7 +706,7 @@ async fn history_since_an_offset_returns_what_followed() {
 #[tokio::test]
 async fn history_since_reports_whether_it_is_complete() {
     let server = TestServer::start(open_config()).await;
-    let mut a = Client::connect(server.addr).await;
+    let mut a = ProtocolClient::connect(server.addr).await;
     let epoch = publish_numbers(&mut a, "room", 1..=5).await;
     let since = json!({"offset": 1, "epoch": epoch});
     let result = a.ok("history", json!({"channel": "room", "since": since, "limit": 4})).await;
@@ -723,7 +723,7 @@ async fn history_since_reports_whether_it_is_complete() {
 #[tokio::test]
 async fn history_since_a_wrong_epoch_returns_nothing() {
     let server = TestServer::start(open_config()).await;
-    let mut a = Client::connect(server.addr).await;
+    let mut a = ProtocolClient::connect(server.addr).await;
     let epoch = publish_numbers(&mut a, "room", 1..=3).await;
     let since = json!({"offset": 1, "epoch": "notmine"});
     let result = a.ok("history", json!({"channel": "room", "since": since})).await;
@@ -735,7 +735,7 @@ async fn history_since_a_wrong_epoch_returns_nothing() {
 #[tokio::test]
 async fn history_is_denied_where_history_is_off() {
     let server = TestServer::start(config_with("live", history(0))).await;
-    let mut a = Client::connect(server.addr).await;
+    let mut a = ProtocolClient::connect(server.addr).await;
     assert_eq!(a.error("history", json!({"channel": "live:room"})).await, "permission_denied");
     // Offsets are still assigned.
     assert_eq!(a.publish("live:room", json!(1)).await, 1);
@@ -748,8 +748,8 @@ async fn history_is_denied_where_history_is_off() {
 #[tokio::test]
 async fn recovery_within_history_replays_exactly_the_gap_then_continues_live() {
     let server = TestServer::start(open_config()).await;
-    let mut a = Client::connect(server.addr).await;
-    let mut publisher = Client::connect(server.addr).await;
+    let mut a = ProtocolClient::connect(server.addr).await;
+    let mut publisher = ProtocolClient::connect(server.addr).await;
     a.subscribe("room").await;
     let epoch = publish_numbers(&mut publisher, "room", 1..=2).await;
     assert_eq!(a.next_publication().await["offset"], 1);
@@ -757,7 +757,7 @@ async fn recovery_within_history_replays_exactly_the_gap_then_continues_live() {
     drop(a);
     publish_numbers(&mut publisher, "room", 3..=5).await;
 
-    let mut a = Client::connect(server.addr).await;
+    let mut a = ProtocolClient::connect(server.addr).await;
     let result = a.subscribe_since("room", 2, &epoch).await;
     assert_eq!(result["recovered"], true, "{result}");
     assert_eq!(result["recoverable"], true, "{result}");
@@ -777,12 +777,12 @@ async fn recovery_within_history_replays_exactly_the_gap_then_continues_live() {
 async fn recovery_while_publishing_has_no_gap_and_no_duplicate() {
     const TOTAL: u64 = 400;
     let server = TestServer::start(config_with("busy", history(1000))).await;
-    let mut publisher = Client::connect(server.addr).await;
+    let mut publisher = ProtocolClient::connect(server.addr).await;
     let epoch = publish_numbers(&mut publisher, "busy:room", 1..=20).await;
     let publishing = tokio::spawn(async move {
         publish_numbers(&mut publisher, "busy:room", 21..=TOTAL).await;
     });
-    let mut a = Client::connect(server.addr).await;
+    let mut a = ProtocolClient::connect(server.addr).await;
     let result = a.subscribe_since("busy:room", 10, &epoch).await;
     assert_eq!(result["recovered"], true, "{result}");
     let top = result["offset"].as_u64().expect("offset");
@@ -798,9 +798,9 @@ async fn recovery_while_publishing_has_no_gap_and_no_duplicate() {
 #[tokio::test]
 async fn recovery_from_another_epoch_is_not_recovered() {
     let server = TestServer::start(open_config()).await;
-    let mut publisher = Client::connect(server.addr).await;
+    let mut publisher = ProtocolClient::connect(server.addr).await;
     let epoch = publish_numbers(&mut publisher, "room", 1..=3).await;
-    let mut a = Client::connect(server.addr).await;
+    let mut a = ProtocolClient::connect(server.addr).await;
     let result = a.subscribe_since("room", 1, "notmine").await;
     assert_eq!(result["recovered"], false, "{result}");
     assert!(result.get("publications").is_none(), "nothing replayed: {result}");
@@ -813,15 +813,15 @@ async fn recovery_from_another_epoch_is_not_recovered() {
 #[tokio::test]
 async fn recovery_beyond_the_history_size_is_not_recovered() {
     let server = TestServer::start(config_with("short", history(3))).await;
-    let mut publisher = Client::connect(server.addr).await;
+    let mut publisher = ProtocolClient::connect(server.addr).await;
     let epoch = publish_numbers(&mut publisher, "short:room", 1..=5).await;
-    let mut a = Client::connect(server.addr).await;
+    let mut a = ProtocolClient::connect(server.addr).await;
     let result = a.subscribe_since("short:room", 1, &epoch).await;
     assert_eq!(result["recovered"], false, "4 missed, 3 kept: {result}");
     assert!(result.get("publications").is_none(), "not even the part kept: {result}");
     assert_eq!(result["offset"], 5);
     // At the boundary, exactly the history size missed: recovered.
-    let mut b = Client::connect(server.addr).await;
+    let mut b = ProtocolClient::connect(server.addr).await;
     let result = b.subscribe_since("short:room", 2, &epoch).await;
     assert_eq!(result["recovered"], true, "{result}");
     assert_eq!(offsets(&result["publications"]), [3, 4, 5]);
@@ -830,16 +830,16 @@ async fn recovery_beyond_the_history_size_is_not_recovered() {
 #[tokio::test]
 async fn recovery_after_the_history_ttl_is_not_recovered() {
     let server = TestServer::start(config_with("brief", ttl(Duration::from_millis(200)))).await;
-    let mut keeper = Client::connect(server.addr).await;
+    let mut keeper = ProtocolClient::connect(server.addr).await;
     // A subscriber keeps the stream (and its epoch) alive: only the history expires.
     keeper.subscribe("brief:room").await;
-    let mut publisher = Client::connect(server.addr).await;
+    let mut publisher = ProtocolClient::connect(server.addr).await;
     let epoch = publish_numbers(&mut publisher, "brief:room", 1..=3).await;
     let started = Instant::now();
     wait_until_history_is_empty(&mut publisher, "brief:room").await;
     assert!(started.elapsed() >= Duration::from_millis(150), "expired too early");
 
-    let mut a = Client::connect(server.addr).await;
+    let mut a = ProtocolClient::connect(server.addr).await;
     let result = a.subscribe_since("brief:room", 1, &epoch).await;
     assert_eq!(result["epoch"], epoch.as_str(), "same epoch: {result}");
     assert_eq!(result["recovered"], false, "{result}");
@@ -850,7 +850,7 @@ async fn recovery_after_the_history_ttl_is_not_recovered() {
 #[tokio::test]
 async fn recovery_after_an_unused_stream_expired_is_not_recovered() {
     let server = TestServer::start(config_with("brief", ttl(Duration::from_millis(200)))).await;
-    let mut publisher = Client::connect(server.addr).await;
+    let mut publisher = ProtocolClient::connect(server.addr).await;
     let epoch = publish_numbers(&mut publisher, "brief:room", 1..=2).await;
     // Nobody subscribed: the stream is forgotten and restarts under a new epoch.
     let deadline = Instant::now() + LIMIT;
@@ -863,7 +863,7 @@ async fn recovery_after_an_unused_stream_expired_is_not_recovered() {
         assert!(Instant::now() < deadline, "the stream never expired: {result}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let mut a = Client::connect(server.addr).await;
+    let mut a = ProtocolClient::connect(server.addr).await;
     let result = a.subscribe_since("brief:room", 1, &epoch).await;
     assert_eq!(result["recovered"], false, "{result}");
     assert_ne!(result["epoch"], epoch.as_str(), "{result}");
@@ -872,9 +872,9 @@ async fn recovery_after_an_unused_stream_expired_is_not_recovered() {
 #[tokio::test]
 async fn recovery_from_the_current_top_is_recovered_and_empty() {
     let server = TestServer::start(open_config()).await;
-    let mut publisher = Client::connect(server.addr).await;
+    let mut publisher = ProtocolClient::connect(server.addr).await;
     let epoch = publish_numbers(&mut publisher, "room", 1..=3).await;
-    let mut a = Client::connect(server.addr).await;
+    let mut a = ProtocolClient::connect(server.addr).await;
     let result = a.subscribe_since("room", 3, &epoch).await;
     assert_eq!(result["recovered"], true, "{result}");
     assert!(result.get("publications").is_none(), "left out when empty: {result}");
@@ -886,9 +886,9 @@ async fn recovery_from_the_current_top_is_recovered_and_empty() {
 #[tokio::test]
 async fn recovery_from_an_offset_beyond_the_top_is_not_recovered() {
     let server = TestServer::start(open_config()).await;
-    let mut publisher = Client::connect(server.addr).await;
+    let mut publisher = ProtocolClient::connect(server.addr).await;
     let epoch = publish_numbers(&mut publisher, "room", 1..=3).await;
-    let mut a = Client::connect(server.addr).await;
+    let mut a = ProtocolClient::connect(server.addr).await;
     let result = a.subscribe_since("room", 9, &epoch).await;
     assert_eq!(result["recovered"], false, "{result}");
     assert_eq!(result["offset"], 3);
@@ -899,15 +899,15 @@ async fn recovery_from_an_offset_beyond_the_top_is_not_recovered() {
 #[tokio::test]
 async fn recovery_without_history_succeeds_only_when_nothing_was_missed() {
     let server = TestServer::start(config_with("live", history(0))).await;
-    let mut publisher = Client::connect(server.addr).await;
+    let mut publisher = ProtocolClient::connect(server.addr).await;
     let epoch = publish_numbers(&mut publisher, "live:room", 1..=2).await;
-    let mut a = Client::connect(server.addr).await;
+    let mut a = ProtocolClient::connect(server.addr).await;
     let result = a.subscribe_since("live:room", 2, &epoch).await;
     assert_eq!(
         (result["recoverable"].clone(), result["recovered"].clone()),
         (json!(false), json!(true))
     );
-    let mut b = Client::connect(server.addr).await;
+    let mut b = ProtocolClient::connect(server.addr).await;
     let result = b.subscribe_since("live:room", 1, &epoch).await;
     assert_eq!(
         (result["recoverable"].clone(), result["recovered"].clone()),
@@ -926,7 +926,7 @@ async fn concurrent_publishers_are_seen_in_one_order_by_every_subscriber() {
     let server = TestServer::start(config_with("quiet", quiet())).await;
     let mut readers = Vec::new();
     for _ in 0..3 {
-        let mut sub = Client::connect(server.addr).await;
+        let mut sub = ProtocolClient::connect(server.addr).await;
         sub.subscribe("quiet:room").await;
         readers.push(tokio::spawn(async move {
             let mut seen = Vec::new();
@@ -939,7 +939,7 @@ async fn concurrent_publishers_are_seen_in_one_order_by_every_subscriber() {
     }
     let mut publishers = Vec::new();
     for p in 0..PUBLISHERS {
-        let mut client = Client::connect(server.addr).await;
+        let mut client = ProtocolClient::connect(server.addr).await;
         publishers.push(tokio::spawn(async move {
             // Pipelined: all commands first, then the acks in command order.
             for n in 1..=EACH {
@@ -994,9 +994,9 @@ async fn a_stalled_subscriber_is_cut_off_without_slowing_the_publisher_or_other_
     let server = TestServer::start(config).await;
     let addr = server.addr;
     let mut stalled = stalled_subscriber(addr, "quiet:room").await;
-    let mut healthy = Client::connect(server.addr).await;
+    let mut healthy = ProtocolClient::connect(server.addr).await;
     healthy.subscribe("quiet:room").await;
-    let mut publisher = Client::connect(server.addr).await;
+    let mut publisher = ProtocolClient::connect(server.addr).await;
     let deadline = Instant::now() + LIMIT;
     while publisher.presence("quiet:room").await.len() < 2 {
         assert!(Instant::now() < deadline, "the stalled subscriber never subscribed");
@@ -1066,7 +1066,7 @@ async fn a_stalled_subscriber_that_never_reads_again_is_counted_and_closed_with_
     let server = TestServer::start(config).await;
     let addr = server.addr;
     let _stalled = stalled_subscriber(addr, "quiet:room").await;
-    let mut publisher = Client::connect(addr).await;
+    let mut publisher = ProtocolClient::connect(addr).await;
     let payload = "x".repeat(4 << 10);
     let closed =
         "switchboard_connections_closed_total{transport=\"ws\",code=\"4001\",cause=\"local\"}";
@@ -1090,149 +1090,6 @@ async fn a_stalled_subscriber_that_never_reads_again_is_counted_and_closed_with_
 
 // ---------------------------------------------------------------------------------------
 // Helpers
-
-/// A protocol v1 client: numbers commands, matches replies by id and keeps the pushes that
-/// arrive meanwhile.
-struct Client {
-    ws: WsClient,
-    /// MessagePack in binary frames, else JSON in text frames.
-    binary: bool,
-    next_id: u64,
-    pushes: VecDeque<Value>,
-}
-
-impl Client {
-    /// A JSON connection (no subprotocol offered).
-    async fn connect(addr: SocketAddr) -> Self {
-        let ws = WsClient::connect(addr, "/ws").await.expect("connect to /ws");
-        Self { ws, binary: false, next_id: 1, pushes: VecDeque::new() }
-    }
-
-    /// A MessagePack connection.
-    async fn connect_msgpack(addr: SocketAddr) -> Self {
-        let ws = WsClient::connect_with(addr, "/ws", &[MSGPACK_SUBPROTOCOL], &[])
-            .await
-            .expect("connect to /ws with msgpack");
-        assert_eq!(ws.protocol.as_deref(), Some(MSGPACK_SUBPROTOCOL));
-        Self { ws, binary: true, next_id: 1, pushes: VecDeque::new() }
-    }
-
-    /// Sends one message in the connection's format.
-    async fn send(&mut self, message: &Value) {
-        let frame = if self.binary {
-            Message::binary(rmp_serde::to_vec_named(message).expect("encode msgpack"))
-        } else {
-            Message::text(message.to_string())
-        };
-        self.ws.send(frame).await.expect("send a command");
-    }
-
-    /// The next protocol message, skipping control frames.
-    async fn recv(&mut self) -> Value {
-        loop {
-            match self.ws.recv_timeout(LIMIT).await.expect("a message in time") {
-                Some(Event::Text(text)) if !self.binary => {
-                    return serde_json::from_slice(&text).expect("a JSON message");
-                }
-                Some(Event::Binary(bytes)) if self.binary => {
-                    return rmp_serde::from_slice(&bytes).expect("a MessagePack message");
-                }
-                Some(Event::Ping(_) | Event::Pong(_)) => {}
-                other => panic!("unexpected {other:?}"),
-            }
-        }
-    }
-
-    /// The reply to command `id`, keeping pushes that come first.
-    async fn reply(&mut self, id: u64) -> Value {
-        loop {
-            let message = self.recv().await;
-            if message.get("push").is_some() {
-                self.pushes.push_back(message);
-                continue;
-            }
-            assert_eq!(message["id"], id, "replies come in command order: {message}");
-            return message;
-        }
-    }
-
-    /// Sends command `kind` with `fields` and returns the whole reply.
-    async fn call(&mut self, kind: &str, fields: Value) -> Value {
-        let id = self.next_id;
-        self.next_id += 1;
-        let mut command = json!({"id": id, "type": kind});
-        if let (Some(command), Value::Object(fields)) = (command.as_object_mut(), fields) {
-            command.extend(fields);
-        }
-        self.send(&command).await;
-        self.reply(id).await
-    }
-
-    /// The result of a command that must succeed.
-    async fn ok(&mut self, kind: &str, fields: Value) -> Value {
-        let reply = self.call(kind, fields).await;
-        assert!(reply.get("error").is_none(), "{kind} failed: {reply}");
-        reply.get("result").cloned().expect("a result")
-    }
-
-    /// The error code of a command that must fail.
-    async fn error(&mut self, kind: &str, fields: Value) -> String {
-        let reply = self.call(kind, fields).await;
-        assert!(reply.get("result").is_none(), "{kind} succeeded: {reply}");
-        assert_eq!(reply["error"]["temporary"], false, "{reply}");
-        reply["error"]["code"].as_str().expect("an error code").to_owned()
-    }
-
-    /// Sends `connect` and returns the connection's id.
-    async fn connect_id(&mut self) -> String {
-        let result = self.ok("connect", json!({})).await;
-        result["client"].as_str().expect("a client id").to_owned()
-    }
-
-    async fn subscribe(&mut self, channel: &str) -> Value {
-        self.ok("subscribe", json!({"channel": channel})).await
-    }
-
-    async fn subscribe_since(&mut self, channel: &str, offset: u64, epoch: &str) -> Value {
-        let since = json!({"offset": offset, "epoch": epoch});
-        self.ok("subscribe", json!({"channel": channel, "since": since})).await
-    }
-
-    /// Publishes and returns the acknowledged offset.
-    async fn publish(&mut self, channel: &str, data: Value) -> u64 {
-        let result = self.ok("publish", json!({"channel": channel, "data": data})).await;
-        result["offset"].as_u64().expect("an offset")
-    }
-
-    /// The client ids present in `channel`, in the server's order.
-    async fn presence(&mut self, channel: &str) -> Vec<String> {
-        let result = self.ok("presence", json!({"channel": channel})).await;
-        let clients = result["clients"].as_array().expect("clients");
-        clients.iter().map(|c| c["client"].as_str().expect("an id").to_owned()).collect()
-    }
-
-    /// The next push of any kind.
-    async fn next_push(&mut self) -> Value {
-        if let Some(push) = self.pushes.pop_front() {
-            return push;
-        }
-        let message = self.recv().await;
-        assert!(message.get("push").is_some(), "a reply nobody waited for: {message}");
-        message
-    }
-
-    /// The next publication push, skipping joins and leaves.
-    async fn next_publication(&mut self) -> Value {
-        loop {
-            let push = self.next_push().await;
-            match push["push"].as_str() {
-                Some("publication") => return push,
-                Some("join" | "leave") => {}
-                _ => panic!("unexpected push {push}"),
-            }
-        }
-    }
-}
 
 /// A config with namespace `name` next to the default one.
 fn config_with(name: &str, options: NamespaceOptions) -> Config {
@@ -1265,7 +1122,7 @@ fn quiet() -> NamespaceOptions {
 
 /// Publishes each number as data, checking the offsets follow it; returns the epoch.
 async fn publish_numbers(
-    client: &mut Client,
+    client: &mut ProtocolClient,
     channel: &str,
     numbers: std::ops::RangeInclusive<u64>,
 ) -> String {
@@ -1287,7 +1144,7 @@ fn offsets(publications: &Value) -> Vec<u64> {
 }
 
 /// Polls `history` until the channel's history is empty (expired).
-async fn wait_until_history_is_empty(client: &mut Client, channel: &str) {
+async fn wait_until_history_is_empty(client: &mut ProtocolClient, channel: &str) {
     let deadline = Instant::now() + LIMIT;
     loop {
         let result = client.ok("history", json!({"channel": channel})).await;

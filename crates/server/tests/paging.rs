@@ -1,16 +1,13 @@
 //! Replies bigger than the outbound queue: `history` and recovery on `subscribe` arrive in
 //! pages that fit, and the reader is never cut off as a slow consumer for asking.
 
-use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use switchboard_codec::{Event, Message};
-use switchboard_proto::MSGPACK_SUBPROTOCOL;
 use switchboard_server::Config;
-use switchboard_test_support::client::WsClient;
 use switchboard_test_support::metrics::scrape;
+use switchboard_test_support::protocol::ProtocolClient;
 use switchboard_test_support::server::{TestServer, open_config};
 
 /// How long any single expected message may take.
@@ -24,7 +21,7 @@ async fn history_larger_than_the_outbound_queue_arrives_in_pages() {
     for binary in [false, true] {
         let server = TestServer::start(open_config()).await;
         let epoch = publish_large(server.addr, "big", 20).await;
-        let mut reader = Client::connect(server.addr, binary).await;
+        let mut reader = connect(server.addr, binary).await;
         let first = reader.ok("history", json!({"channel": "big"})).await;
         // 1 MiB queue: pages of at most 256 KiB, four publications of 60 KB.
         assert_eq!(offsets(&first), [1, 2, 3, 4], "binary {binary}");
@@ -32,7 +29,7 @@ async fn history_larger_than_the_outbound_queue_arrives_in_pages() {
         assert_eq!(first["complete"], false, "an old client must not take it for all");
         assert_eq!(first["next"], json!({"offset": 4, "epoch": epoch}));
         assert_eq!(first["offset"], 20);
-        let pages = reader.follow("big", first).await;
+        let pages = follow(&mut reader, "big", first).await;
         assert_eq!(pages.concat(), (1..=20).collect::<Vec<_>>());
         assert!(pages.iter().all(|page| page.len() == 4), "{pages:?}");
         reader.ok("ping", json!({})).await;
@@ -45,13 +42,13 @@ async fn history_since_pages_within_a_smaller_queue_one_publication_at_a_time() 
     config.hub.outbound_queue_bytes = 192 << 10;
     let server = TestServer::start(config).await;
     let epoch = publish_large(server.addr, "big", 16).await;
-    let mut reader = Client::connect(server.addr, false).await;
+    let mut reader = connect(server.addr, false).await;
     let since = json!({"offset": 3, "epoch": epoch});
     let first = reader.ok("history", json!({"channel": "big", "since": since})).await;
     // 48 KiB pages: less than one publication, so exactly one per page.
     assert_eq!(offsets(&first), [4]);
     assert_eq!((first["more"].clone(), first["complete"].clone()), (json!(true), json!(false)));
-    let pages = reader.follow("big", first).await;
+    let pages = follow(&mut reader, "big", first).await;
     assert_eq!(pages.concat(), (4..=16).collect::<Vec<_>>());
     assert!(pages.iter().all(|page| page.len() == 1), "{pages:?}");
     reader.ok("ping", json!({})).await;
@@ -61,7 +58,7 @@ async fn history_since_pages_within_a_smaller_queue_one_publication_at_a_time() 
 async fn history_that_fits_has_no_page_fields() {
     let server = TestServer::start(open_config()).await;
     let epoch = publish_large(server.addr, "big", 3).await;
-    let mut reader = Client::connect(server.addr, false).await;
+    let mut reader = connect(server.addr, false).await;
     let since = json!({"offset": 0, "epoch": epoch});
     let result = reader.ok("history", json!({"channel": "big", "since": since})).await;
     assert_eq!(offsets(&result), [1, 2, 3]);
@@ -77,7 +74,7 @@ async fn recovery_larger_than_the_outbound_queue_arrives_in_pages_without_gap_or
         config.hub.outbound_queue_bytes = queue;
         let server = TestServer::start(config).await;
         let epoch = publish_large(server.addr, "big", 20).await;
-        let mut reader = Client::connect(server.addr, binary).await;
+        let mut reader = connect(server.addr, binary).await;
         let since = json!({"offset": 1, "epoch": epoch});
         let subscribed = reader.ok("subscribe", json!({"channel": "big", "since": since})).await;
         let first = offsets(&subscribed);
@@ -90,7 +87,7 @@ async fn recovery_larger_than_the_outbound_queue_arrives_in_pages_without_gap_or
         assert_eq!(subscribed["next"], next);
 
         // Live publications made while the reader pages follow the subscribe's `offset`.
-        let mut publisher = Client::connect(server.addr, false).await;
+        let mut publisher = connect(server.addr, false).await;
         for n in 21..=23 {
             let result = publisher.ok("publish", json!({"channel": "big", "data": n})).await;
             assert_eq!(result["offset"], n);
@@ -130,7 +127,7 @@ async fn recovery_larger_than_the_outbound_queue_arrives_in_pages_without_gap_or
 async fn recovery_that_fits_is_recovered_without_page_fields() {
     let server = TestServer::start(open_config()).await;
     let epoch = publish_large(server.addr, "big", 4).await;
-    let mut reader = Client::connect(server.addr, false).await;
+    let mut reader = connect(server.addr, false).await;
     let since = json!({"offset": 0, "epoch": epoch});
     let result = reader.ok("subscribe", json!({"channel": "big", "since": since})).await;
     assert_eq!(offsets(&result), [1, 2, 3, 4]);
@@ -140,7 +137,7 @@ async fn recovery_that_fits_is_recovered_without_page_fields() {
 
 /// Publishes `count` publications of [`LARGE`] bytes to `channel`; returns the epoch.
 async fn publish_large(addr: SocketAddr, channel: &str, count: u64) -> String {
-    let mut publisher = Client::connect(addr, false).await;
+    let mut publisher = connect(addr, false).await;
     let mut epoch = String::new();
     for n in 1..=count {
         let data = json!({"n": n, "text": "x".repeat(LARGE)});
@@ -163,75 +160,28 @@ fn offsets(result: &Value) -> Vec<u64> {
         .unwrap_or_default()
 }
 
-/// A protocol v1 client: numbers commands, matches replies by id, keeps pushes.
-struct Client {
-    ws: WsClient,
-    binary: bool,
-    next_id: u64,
-    pushes: VecDeque<Value>,
+/// A reader in JSON, or in MessagePack when `binary`.
+async fn connect(addr: SocketAddr, binary: bool) -> ProtocolClient {
+    let mut client = if binary {
+        ProtocolClient::connect_msgpack(addr).await
+    } else {
+        ProtocolClient::connect(addr).await
+    };
+    client.limit = LIMIT;
+    client
 }
 
-impl Client {
-    async fn connect(addr: SocketAddr, binary: bool) -> Self {
-        let protocols: &[&str] = if binary { &[MSGPACK_SUBPROTOCOL] } else { &[] };
-        let ws = WsClient::connect_with(addr, "/ws", protocols, &[]).await.expect("connect");
-        Self { ws, binary, next_id: 1, pushes: VecDeque::new() }
+/// Follows `history` pages from `first` to the last; returns each page's offsets.
+async fn follow(reader: &mut ProtocolClient, channel: &str, first: Value) -> Vec<Vec<u64>> {
+    let mut pages = vec![offsets(&first)];
+    let mut page = first;
+    while page["more"] == true {
+        let since = page["next"].clone();
+        assert_eq!(since["offset"], *pages.concat().last().expect("a publication"));
+        page = reader.ok("history", json!({"channel": channel, "since": since})).await;
+        assert!(!offsets(&page).is_empty(), "{page}");
+        pages.push(offsets(&page));
     }
-
-    /// The next protocol message; a close (4001 for a slow consumer) fails the test.
-    async fn recv(&mut self) -> Value {
-        loop {
-            match self.ws.recv_timeout(LIMIT).await.expect("a message in time") {
-                Some(Event::Text(text)) if !self.binary => {
-                    return serde_json::from_slice(&text).expect("a JSON message");
-                }
-                Some(Event::Binary(bytes)) if self.binary => {
-                    return rmp_serde::from_slice(&bytes).expect("a MessagePack message");
-                }
-                Some(Event::Ping(_) | Event::Pong(_)) => {}
-                other => panic!("unexpected {other:?}"),
-            }
-        }
-    }
-
-    /// The result of a command that must succeed; pushes that come first are kept.
-    async fn ok(&mut self, kind: &str, fields: Value) -> Value {
-        let id = self.next_id;
-        self.next_id += 1;
-        let mut command = json!({"id": id, "type": kind});
-        if let (Some(command), Value::Object(fields)) = (command.as_object_mut(), fields) {
-            command.extend(fields);
-        }
-        let frame = if self.binary {
-            Message::binary(rmp_serde::to_vec_named(&command).expect("encode msgpack"))
-        } else {
-            Message::text(command.to_string())
-        };
-        self.ws.send(frame).await.expect("send a command");
-        loop {
-            let message = self.recv().await;
-            if message.get("push").is_some() {
-                self.pushes.push_back(message);
-                continue;
-            }
-            assert_eq!(message["id"], id, "{message}");
-            assert!(message.get("error").is_none(), "{kind} failed: {message}");
-            return message["result"].clone();
-        }
-    }
-
-    /// Follows `history` pages from `first` to the last; returns each page's offsets.
-    async fn follow(&mut self, channel: &str, first: Value) -> Vec<Vec<u64>> {
-        let mut pages = vec![offsets(&first)];
-        let mut page = first;
-        while page["more"] == true {
-            let since = page["next"].clone();
-            assert_eq!(since["offset"], *pages.concat().last().expect("a publication"));
-            page = self.ok("history", json!({"channel": channel, "since": since})).await;
-            assert!(!offsets(&page).is_empty(), "{page}");
-            pages.push(offsets(&page));
-        }
-        assert_eq!(page["complete"], true, "{page}");
-        pages
-    }
+    assert_eq!(page["complete"], true, "{page}");
+    pages
 }
