@@ -22,7 +22,7 @@ use crate::auth::{
 use crate::limits::Refusal;
 use crate::metrics::{Metrics, Sampled, resident_memory_bytes};
 use crate::node::ConnSink;
-use crate::session::Session;
+use crate::node::session::Session;
 use crate::ws::{App, ConnInfo, HubApp, drive};
 use crate::{PeerAddr, Shared};
 use crate::{api, demo};

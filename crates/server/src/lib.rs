@@ -27,8 +27,6 @@ mod http;
 mod limits;
 mod metrics;
 mod node;
-mod page;
-mod session;
 mod timed;
 mod tls;
 mod ws;

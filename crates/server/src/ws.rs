@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use crate::metrics::LatencyBatch;
 use crate::metrics::{Closed, CodeLabel, Metrics, Reason, Transport};
 use crate::node::{ConnSink, Input, Kick, Outbound};
-use crate::session::Session;
+use crate::node::session::Session;
 use crate::{Config, Shared};
 
 /// Bytes taken from the socket per read, through a buffer each worker thread shares among

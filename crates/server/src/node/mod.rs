@@ -18,7 +18,9 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{HubOptions, NamespaceOptions};
-use crate::page;
+
+mod page;
+pub(crate) mod session;
 
 /// Shards of the per-channel subscription locks.
 const CHANNEL_LOCKS: usize = 64;

@@ -25,7 +25,7 @@ use crate::config::{Anonymous, LimitOptions, NamespaceOptions};
 use crate::limits::{ConnRate, Reason, Verdict};
 use crate::metrics::{self, Outcome};
 use crate::node::{ConnSink, Kick, Node, broker_error};
-use crate::page;
+use super::page;
 
 /// What a command failed with.
 type CommandError = ErrorBody;
