@@ -257,7 +257,7 @@ impl Broker for RedisBroker {
         &self,
         channel: &str,
         data: Value,
-        info: Option<ClientInfo>,
+        info: Option<Arc<ClientInfo>>,
         options: &StreamOptions,
     ) -> Result<StreamPosition, BrokerError> {
         let keys = self.shared.keys.channel(channel);

@@ -88,7 +88,7 @@ pub async fn publish_position_matches_history<B: Broker>(broker: &B) {
     let options = StreamOptions::new(10, TTL);
     let client = client("publisher");
     broker
-        .publish(&channel, Value::from("a"), Some(client.clone()), &options)
+        .publish(&channel, Value::from("a"), Some(Arc::new(client.clone())), &options)
         .await
         .unwrap_or_else(|e| panic!("publish failed: {e}"));
     publish(broker, &channel, "b", &options).await;
@@ -99,7 +99,11 @@ pub async fn publish_position_matches_history<B: Broker>(broker: &B) {
     assert_eq!(offsets(&read), [1, 2, 3], "history must hold every publication");
     let data: Vec<_> = read.publications.iter().map(|p| p.data.clone()).collect();
     assert_eq!(data, ["a", "b", "c"], "history must keep the published data");
-    assert_eq!(read.publications[0].info, Some(client), "history must keep publication info");
+    assert_eq!(
+        read.publications[0].info.as_deref(),
+        Some(&client),
+        "history must keep publication info"
+    );
     assert_eq!(read.publications[1].info, None);
 }
 

@@ -163,7 +163,7 @@ pub trait Broker: Send + Sync + 'static {
         &self,
         channel: &str,
         data: Value,
-        info: Option<ClientInfo>,
+        info: Option<Arc<ClientInfo>>,
         options: &StreamOptions,
     ) -> Result<StreamPosition, BrokerError>;
 

@@ -243,7 +243,7 @@ impl Broker for MemoryBroker {
         &self,
         channel: &str,
         data: Value,
-        info: Option<ClientInfo>,
+        info: Option<Arc<ClientInfo>>,
         options: &StreamOptions,
     ) -> Result<StreamPosition, BrokerError> {
         let now = (self.clock)();
@@ -606,7 +606,7 @@ impl Stream {
     fn append(
         &mut self,
         data: Value,
-        info: Option<ClientInfo>,
+        info: Option<Arc<ClientInfo>>,
         options: &StreamOptions,
         now: Instant,
         tick: u64,

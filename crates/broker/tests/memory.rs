@@ -270,7 +270,13 @@ fn issue_12_a_flood_of_large_arrays_stays_within_the_budget() {
     let zeros = Value::Array(vec![Value::from(0); 32 << 10]);
     for i in 0..64 {
         let channel = format!("flood-{}", i % 16);
-        ready(broker.publish(&channel, zeros.clone(), Some(client("x")), &options)).unwrap();
+        ready(broker.publish(
+            &channel,
+            zeros.clone(),
+            Some(std::sync::Arc::new(client("x"))),
+            &options,
+        ))
+        .unwrap();
         assert!(broker.usage().unwrap().history_bytes <= budget);
     }
     let usage = broker.usage().unwrap();
@@ -323,7 +329,13 @@ fn issue_12_expiry_and_sweep_give_back_every_byte_and_channel() {
     let options = StreamOptions::new(5, TTL);
     for i in 0..40 {
         let data = Value::from("x".repeat(100 * (i % 7)));
-        ready(broker.publish(&format!("c{}", i % 8), data, Some(client("x")), &options)).unwrap();
+        ready(broker.publish(
+            &format!("c{}", i % 8),
+            data,
+            Some(std::sync::Arc::new(client("x"))),
+            &options,
+        ))
+        .unwrap();
     }
     ready(broker.subscribe("c0")).unwrap();
     let usage = broker.usage().unwrap();

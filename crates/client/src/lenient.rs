@@ -66,7 +66,11 @@ fn reply<D: Data>(format: Format, bytes: &[u8], reason: &str) -> Option<Salvaged
         for p in result.publications {
             match p.data.into_value(reason) {
                 Ok(data) => {
-                    let publication = Publication { offset: p.offset, data, info: p.info };
+                    let publication = Publication {
+                        offset: p.offset,
+                        data,
+                        info: p.info.map(std::sync::Arc::new),
+                    };
                     publications.push(serde_json::to_value(publication).unwrap_or(Value::Null));
                 }
                 Err(reason) => undecodable.push(Entry::Undecodable { offset: p.offset, reason }),

@@ -38,7 +38,7 @@ pub struct Publication {
     pub data: Value,
     /// Who published it, when a client did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub info: Option<ClientInfo>,
+    pub info: Option<std::sync::Arc<ClientInfo>>,
 }
 
 /// A command from a client. `id` is chosen by the client and echoed in the reply.
@@ -436,7 +436,11 @@ mod tests {
         let publication = Publication {
             offset: 7,
             data: serde_json::json!({"text": "hi"}),
-            info: Some(ClientInfo { id: "c1".into(), user: Some("ann".into()), info: None }),
+            info: Some(std::sync::Arc::new(ClientInfo {
+                id: "c1".into(),
+                user: Some("ann".into()),
+                info: None,
+            })),
         };
         let owned =
             Push::Publication { channel: "chat:a".into(), publication: publication.clone() };

@@ -975,8 +975,9 @@ fn publication_strategy() -> impl Strategy<Value = Publication> {
         proptest::option::of(json_value().prop_filter("not null", |v| !v.is_null())),
     )
         .prop_map(|(id, user, info)| ClientInfo { id, user, info });
-    (any::<u64>(), json_value(), proptest::option::of(info))
-        .prop_map(|(offset, data, info)| Publication { offset, data, info })
+    (any::<u64>(), json_value(), proptest::option::of(info)).prop_map(|(offset, data, info)| {
+        Publication { offset, data, info: info.map(std::sync::Arc::new) }
+    })
 }
 
 /// JSON values of strings and integers (and null and booleans), nested in arrays and objects.
@@ -1010,7 +1011,7 @@ fn position(offset: u64) -> StreamPosition {
 }
 
 fn publication(offset: u64, text: &str, from: ClientInfo) -> Publication {
-    Publication { offset, data: json!({ "text": text }), info: Some(from) }
+    Publication { offset, data: json!({ "text": text }), info: Some(std::sync::Arc::new(from)) }
 }
 
 fn connect_result(client: &str, user: Option<&str>) -> ConnectResult {

@@ -54,7 +54,7 @@ impl Broker for TimedBroker {
         &self,
         channel: &str,
         data: Value,
-        info: Option<ClientInfo>,
+        info: Option<Arc<ClientInfo>>,
         options: &StreamOptions,
     ) -> Result<StreamPosition, BrokerError> {
         self.timed(BrokerOp::Publish, self.inner.publish(channel, data, info, options)).await
