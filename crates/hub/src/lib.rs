@@ -223,7 +223,9 @@ impl Hub {
     /// delivered first, in order; the others were already in the reply.
     ///
     /// Returns `false` when the subscriber is gone, or held more than [`PENDING_LIMIT`]
-    /// publications (then it is removed: the client must resubscribe and recover).
+    /// publications: then it stays in the channel, receiving nothing, until the caller
+    /// [`remove`](Self::remove)s it (learning whether it was the last), and the client
+    /// must resubscribe and recover.
     pub fn activate(&self, channel: &str, client: &ClientId, position: u64) -> bool {
         let mut shard = self.shard(channel);
         let Some(ch) = shard.channels.get_mut(channel) else { return false };
@@ -242,10 +244,7 @@ impl Hub {
                 true
             }
             SubState::Overflowed => {
-                ch.subscribers.remove(client);
-                if ch.subscribers.is_empty() {
-                    shard.channels.remove(channel);
-                }
+                sub.state = SubState::Overflowed;
                 false
             }
             SubState::Live { last } => {
@@ -313,6 +312,14 @@ impl Hub {
             }
         }
         delivered
+    }
+
+    /// Whether `client` is a live or pending subscriber of `channel` on this node.
+    pub fn contains(&self, channel: &str, client: &str) -> bool {
+        self.shard(channel)
+            .channels
+            .get(channel)
+            .is_some_and(|ch| ch.subscribers.contains_key(client))
     }
 
     /// The live and pending subscribers of `channel` on this node.
