@@ -37,16 +37,18 @@ pub(crate) fn looks_like_credential(entry: &str) -> bool {
 /// (`switchboard.v1.msgpack` is 22 bytes).
 const MAX_PLAIN_PROTOCOL_LEN: usize = 40;
 
-/// An authenticated (or anonymous) connection's identity and rights.
+/// An authenticated (or anonymous) client's identity and rights, as its transport's door
+/// established them (see [`Node::authenticate`](crate::node::Node::authenticate)).
 #[derive(Clone, Debug)]
-pub(crate) struct Identity {
+pub struct Identity {
     claims: Option<Claims>,
     permissions: Permissions,
 }
 
 impl Identity {
-    /// No credentials.
-    pub(crate) fn anonymous() -> Self {
+    /// No credentials: what a client that brought none is, where anonymous clients are
+    /// let in.
+    pub fn anonymous() -> Self {
         Self { claims: None, permissions: Permissions::anonymous() }
     }
 

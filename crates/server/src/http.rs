@@ -21,8 +21,7 @@ use crate::auth::{
 };
 use crate::limits::Refusal;
 use crate::metrics::{Metrics, Sampled, resident_memory_bytes};
-use crate::node::ConnSink;
-use crate::node::session::Session;
+use crate::node::Session;
 use crate::ws::{App, ConnInfo, HubApp, drive};
 use crate::{PeerAddr, Shared};
 use crate::{api, demo};
@@ -345,22 +344,10 @@ fn connection_app(
     let Some(format) = format else {
         return (Connection::new(Role::Server, config.limits.clone()), App::Echo);
     };
-    let node = Arc::clone(&shared.node);
+    let node = &shared.node;
     let limits = Limits::with_max_message_size(node.options.max_message_size);
-    let sink = ConnSink::new(format, node.options.outbound_queue_bytes);
-    let ping = config.ping_interval.map_or(0, |d| d.as_secs());
-    let ping = u32::try_from(ping).unwrap_or(u32::MAX);
-    let session = Session::new(
-        Arc::clone(&node),
-        Arc::clone(shared),
-        *identity,
-        format,
-        Arc::clone(&sink),
-        ping,
-        ip,
-    );
-    node.register(session.id(), session.user().map(str::to_owned), &sink);
-    let app = App::Hub(Box::new(HubApp { session, sink }));
+    let session = Session::new(node, *identity, format, ip, tokio::time::Instant::now());
+    let app = App::Hub(Box::new(HubApp::new(session)));
     (Connection::new(Role::Server, limits), app)
 }
 

@@ -26,7 +26,7 @@ mod error;
 mod http;
 mod limits;
 mod metrics;
-mod node;
+pub mod node;
 mod timed;
 mod tls;
 mod ws;
@@ -72,7 +72,7 @@ fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
 pub(crate) struct Shared {
     pub(crate) config: Config,
     pub(crate) node: Arc<Node>,
-    pub(crate) auth: auth::Authenticator,
+    pub(crate) auth: Arc<auth::Authenticator>,
     pub(crate) tls: Option<tls::TlsState>,
     /// Cancelled when a shutdown is requested: the drain starts (`/readyz` unready, upgrades
     /// refused, `/ws` connections closed in batches).
@@ -160,8 +160,11 @@ impl Server {
         let local_addr = listener.local_addr()?;
         let metrics = metrics::Metrics::new();
         let broker = Arc::new(timed::TimedBroker::new(broker, Arc::clone(&metrics.broker)));
-        let node = Arc::new(Node::new(broker, config.hub.clone()));
-        let auth = auth::Authenticator::new(&config.auth);
+        let auth = Arc::new(auth::Authenticator::new(&config.auth));
+        let limits = Arc::<limits::Limiter>::default();
+        let node =
+            Node::with_parts(broker, &config, Arc::clone(&auth), Arc::clone(&limits), &metrics);
+        let node = Arc::new(node);
         let tls = config.tls.clone().map(tls::TlsState::load).transpose()?;
         let shared = Arc::new(Shared {
             config,
@@ -171,7 +174,7 @@ impl Server {
             shutdown: CancellationToken::new(),
             closing: CancellationToken::new(),
             tracker: TaskTracker::new(),
-            limits: Arc::default(),
+            limits,
             metrics,
             started: std::time::Instant::now(),
         });
@@ -294,7 +297,7 @@ async fn drain(shared: &Shared) {
         }
         tokio::time::sleep_until(start + interval * u32::try_from(n).unwrap_or(u32::MAX)).await;
         for id in batch {
-            let kick = node::Kick {
+            let kick = crate::node::Kick {
                 code: switchboard_proto::codes::close::DRAINING,
                 reason: "server draining".to_owned(),
             };

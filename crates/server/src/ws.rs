@@ -11,16 +11,14 @@ use std::time::Instant;
 
 use bytes::{Buf as _, Bytes, BytesMut};
 use switchboard_codec::{CloseCause, CloseCode, Connection, Event, Message, Timeouts};
-use switchboard_hub::Delivery;
-use switchboard_proto::{Push, advice, codes};
+use switchboard_proto::codes;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::time::{Duration, sleep_until, timeout};
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::LatencyBatch;
 use crate::metrics::{Closed, CodeLabel, Metrics, Reason, Transport};
-use crate::node::{ConnSink, Input, Kick, Outbound};
-use crate::node::session::Session;
+use crate::node::{Kick, Outbound, Outbox, Payload, Queued, Session};
 use crate::{Config, Shared};
 
 /// Bytes taken from the socket per read, through a buffer each worker thread shares among
@@ -48,7 +46,25 @@ pub(crate) enum App {
 /// A hub connection's session and its outbound queue (pushes, replies, requests to close).
 pub(crate) struct HubApp {
     pub(crate) session: Session,
-    pub(crate) sink: Arc<ConnSink>,
+    pub(crate) sink: Arc<Outbox>,
+}
+
+impl HubApp {
+    /// A hub client's session, with its outbox at hand.
+    pub(crate) fn new(session: Session) -> Self {
+        let sink = Arc::clone(session.outbox());
+        Self { session, sink }
+    }
+
+    /// The WebSocket message for a payload taken off the outbox: text for JSON, binary
+    /// for MessagePack.
+    fn frame(&self, bytes: bytes::Bytes) -> Message {
+        if self.session.format().is_binary() {
+            Message::Binary(bytes)
+        } else {
+            Message::Text(bytes)
+        }
+    }
 }
 
 /// What the logs say about a connection, known at the upgrade.
@@ -149,7 +165,7 @@ pub(crate) async fn drive<S>(
             timer.as_mut().reset(at);
         }
         let session_deadline = match &app {
-            App::Hub(hub) if !conn.is_closing() => hub.session.deadline().map(|(at, _)| at),
+            App::Hub(hub) if !conn.is_closing() => hub.session.poll_deadline(),
             _ => None,
         };
         if session_deadline != session_armed {
@@ -190,18 +206,16 @@ pub(crate) async fn drive<S>(
                 }
             },
             input = next_input(&app) => match input {
-                Input::Push(item) => take_pushes(&mut conn, &mut app, item, metrics, &mut counts),
-                Input::Kick(kick) => kicked(&mut conn, &mut app, &kick, metrics, &mut counts),
+                Queued::Payload(item) => take_pushes(&mut conn, &mut app, item, metrics, &mut counts),
+                Queued::Close(kick) => kicked(&mut conn, &mut app, &kick, metrics, &mut counts),
             },
             () = &mut session_timer, if session_armed.is_some() => {
                 session_armed = None;
-                let due = match &app {
-                    App::Hub(hub) => hub.session.deadline(),
+                let due = match &mut app {
+                    App::Hub(hub) => hub.session.handle_timeout(tokio::time::Instant::now()),
                     App::Echo => None,
                 };
-                if let Some((at, kick)) = due
-                    && at <= tokio::time::Instant::now()
-                {
+                if let Some(kick) = due {
                     tracing::debug!(code = kick.code, reason = %kick.reason, "session deadline");
                     // Replies already queued (the refusal of a `connect`, say) go out first.
                     take_queued(&mut conn, &mut app, metrics, &mut counts);
@@ -304,8 +318,12 @@ async fn on_read(
                 }
                 None
             }
-            (App::Hub(hub), Event::Text(data)) => hub.session.handle(&data, false).await,
-            (App::Hub(hub), Event::Binary(data)) => hub.session.handle(&data, true).await,
+            (App::Hub(hub), Event::Text(data)) => {
+                hub.session.handle(Payload::Text(&data), tokio::time::Instant::now()).await
+            }
+            (App::Hub(hub), Event::Binary(data)) => {
+                hub.session.handle(Payload::Binary(&data), tokio::time::Instant::now()).await
+            }
             (_, Event::Ping(_) | Event::Pong(_) | Event::Close(_)) => None,
         };
         // Over the rate limit for too long; the session ignores whatever follows. The
@@ -330,7 +348,7 @@ async fn on_read(
 }
 
 /// The next payload or close request for a hub connection; never resolves for echo.
-async fn next_input(app: &App) -> Input {
+async fn next_input(app: &App) -> Queued {
     match app {
         App::Hub(hub) => hub.sink.recv().await,
         App::Echo => pending().await,
@@ -353,8 +371,8 @@ fn take_pushes(
     let mut kick = None;
     while conn.queued_len() < PUSH_BATCH {
         match hub.sink.try_recv() {
-            Some(Input::Push(item)) => taken.push(conn, hub, item),
-            Some(Input::Kick(k)) => {
+            Some(Queued::Payload(item)) => taken.push(conn, hub, item),
+            Some(Queued::Close(k)) => {
                 kick = Some(k);
                 break;
             }
@@ -386,7 +404,7 @@ fn take_queued(conn: &mut Connection, app: &mut App, metrics: &Metrics, counts: 
     let mut taken = Taken::default();
     while let Some(input) = hub.sink.try_recv() {
         // Once closing, a further request to close changes nothing.
-        if let Input::Push(item) = input {
+        if let Queued::Payload(item) = input {
             taken.push(conn, hub, item);
         }
     }
@@ -407,7 +425,7 @@ impl Taken {
     fn push(&mut self, conn: &mut Connection, hub: &HubApp, item: Outbound) {
         let len = item.bytes.len() as u64;
         // Fails only once closing, when pushes are owed to no one.
-        if conn.send(hub.session.push_message(item.bytes)).is_ok() {
+        if conn.send(hub.frame(item.bytes)).is_ok() {
             self.messages += 1;
             self.bytes += len;
             if let Some(since) = item.since {
@@ -428,9 +446,9 @@ impl Taken {
 /// handshake with `code`.
 fn disconnect(conn: &mut Connection, app: &App, code: u16, reason: &str) {
     if let App::Hub(hub) = app {
-        let push = Push::Disconnect { code, reason: reason.to_owned(), advice: advice(code) };
-        if let Some(bytes) = Delivery::push(push).encoded(hub.sink.format()) {
-            let _ = conn.send(hub.session.push_message(bytes));
+        let kick = Kick { code, reason: reason.to_owned() };
+        if let Some(bytes) = kick.push(hub.session.format()) {
+            let _ = conn.send(hub.frame(bytes));
         }
     }
     // Application codes are in 4000–4999: always sendable.

@@ -1,36 +1,78 @@
-//! The node: one server's hub wired to the broker, and the per-connection outbound queue.
+//! The node: one server's hub wired to the broker, its registry of connected clients and
+//! their sessions.
+//!
+//! This module owns everything of a client that is not its transport. A transport (the
+//! WebSocket driver today; an event stream or a long-poll endpoint likewise) authenticates
+//! the client at its door, opens a [`Session`] on the [`Node`], feeds it what the client
+//! sends with [`Session::handle`], fires its deadline ([`Session::poll_deadline`],
+//! [`Session::handle_timeout`]) and carries what the session's [`Outbox`] holds to the
+//! client. It knows no socket, task or HTTP library.
+//!
+//! ```
+//! # async fn run() {
+//! use std::sync::Arc;
+//! use switchboard_server::node::{Identity, Node, Payload, Queued, Session};
+//! use switchboard_server::{Config, MemoryBroker};
+//! use switchboard_proto::Format;
+//! use tokio::time::Instant;
+//!
+//! let node = Arc::new(Node::new(Arc::new(MemoryBroker::new()), &Config::default()));
+//! let mut session =
+//!     Session::new(&node, Identity::anonymous(), Format::Json, None, Instant::now());
+//! let command = br#"{"id":1,"type":"subscribe","channel":"chat:a"}"#;
+//! assert!(session.handle(Payload::Text(command), Instant::now()).await.is_none());
+//! let Some(Queued::Payload(reply)) = session.outbox().try_recv() else { panic!() };
+//! assert!(reply.bytes.starts_with(br#"{"id":1,"result":{"epoch":"#));
+//! session.close().await;
+//! # }
+//! ```
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Instant;
 
-use bytes::Bytes;
 use switchboard_broker::{
     Broker, BrokerError, BrokerHandler, ClientInfo, HistoryQuery, Publication, StreamOptions,
 };
-use switchboard_hub::{ClientId, Delivery, Hub, Sink};
+use switchboard_hub::{ClientId, Hub};
 use switchboard_proto::channel::namespace_of;
 use switchboard_proto::{
     ErrorBody, ErrorCode, Format, HistoryRequest, HistoryResult, PresenceResult, Push,
 };
-use tokio::sync::Notify;
-use tokio_util::sync::CancellationToken;
 
-use crate::config::{HubOptions, NamespaceOptions};
+use crate::auth::Authenticator;
+use crate::config::{Config, HubOptions, LimitOptions, NamespaceOptions};
+use crate::limits::Limiter;
+use crate::metrics::{Metrics, Outcome, Reason};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 
+mod outbox;
 mod page;
-pub(crate) mod session;
+mod registry;
+mod session;
+mod subscribe;
+
+pub use crate::auth::Identity;
+pub use outbox::{Kick, Outbound, Outbox, Queued};
+pub use registry::Registration;
+pub use session::{MAX_CONSECUTIVE_ERRORS, Payload, Session};
+pub use subscribe::Membership;
 
 /// Shards of the per-channel subscription locks.
 const CHANNEL_LOCKS: usize = 64;
 
-/// The hub and the broker of one server process, and its live hub connections.
-pub(crate) struct Node {
+/// The hub and the broker of one server process, its connected clients, and what their
+/// sessions share: the authenticator, the per-address rate limiter, the counters.
+pub struct Node {
     pub(crate) hub: Arc<Hub>,
     pub(crate) broker: Arc<dyn Broker>,
     pub(crate) options: HubOptions,
-    connections: Mutex<HashMap<ClientId, Registered>>,
+    sessions: SessionOptions,
+    auth: Arc<Authenticator>,
+    limiter: Arc<Limiter>,
+    counters: Counters,
+    connections: Mutex<HashMap<ClientId, registry::Registered>>,
     /// Serializes hub entry and broker subscription changes per channel (sharded).
     channel_locks: Box<[tokio::sync::Mutex<()>]>,
     lock_hasher: std::collections::hash_map::RandomState,
@@ -38,19 +80,25 @@ pub(crate) struct Node {
     deliveries: Arc<AtomicU64>,
 }
 
-/// A request to close a connection with an application close code.
-#[derive(Clone, Debug, Eq, PartialEq)]
-pub(crate) struct Kick {
-    /// The close code, 4000–4999.
-    pub(crate) code: u16,
-    /// Why, for the client and the logs.
-    pub(crate) reason: String,
+/// What every session of a node follows, taken from [`Config`].
+#[derive(Clone, Debug)]
+struct SessionOptions {
+    /// `auth.first_message` and `auth.first_message_timeout`: nothing but `connect` with a
+    /// token until this long after opening, for clients that opened without credentials.
+    first_message: Option<std::time::Duration>,
+    /// The ping interval announced in the `connect` reply, in seconds (0: none).
+    ping_interval_secs: u32,
+    /// Command and byte rates per client and per address.
+    rates: LimitOptions,
 }
 
-/// What the node knows of a live connection.
-struct Registered {
-    user: Option<String>,
-    sink: Arc<ConnSink>,
+/// The counters sessions move: shared with the server's registry when the server built the
+/// node, private otherwise.
+#[derive(Clone, Debug, Default)]
+struct Counters {
+    command_errors: Family<Reason, Counter>,
+    publications: Counter,
+    recoveries: Family<Outcome, Counter>,
 }
 
 impl std::fmt::Debug for Node {
@@ -60,17 +108,47 @@ impl std::fmt::Debug for Node {
 }
 
 impl Node {
-    /// A node on `broker`, which from now on delivers this node's channels to its hub.
-    pub(crate) fn new(broker: Arc<dyn Broker>, options: HubOptions) -> Self {
+    /// A node on `broker` with `config`'s hub, authentication and rate settings, on its own:
+    /// its counters are not exposed anywhere (the server builds its nodes with its
+    /// registry's). From now on `broker` delivers this node's channels to its hub.
+    pub fn new(broker: Arc<dyn Broker>, config: &Config) -> Self {
+        let auth = Arc::new(Authenticator::new(&config.auth));
+        Self::with_parts(broker, config, auth, Arc::default(), &Metrics::new())
+    }
+
+    /// A node sharing the server's authenticator, limiter and metrics registry.
+    pub(crate) fn with_parts(
+        broker: Arc<dyn Broker>,
+        config: &Config,
+        auth: Arc<Authenticator>,
+        limiter: Arc<Limiter>,
+        metrics: &Metrics,
+    ) -> Self {
+        let options = config.hub.clone();
         let hub = Arc::new(Hub::new(options.shards));
         let deliveries = Arc::new(AtomicU64::new(0));
         let handler = HubHandler { hub: Arc::clone(&hub), deliveries: Arc::clone(&deliveries) };
         broker.set_handler(Arc::new(handler));
         let channel_locks = (0..CHANNEL_LOCKS).map(|_| tokio::sync::Mutex::new(())).collect();
+        let ping = config.ping_interval.map_or(0, |d| d.as_secs());
+        let sessions = SessionOptions {
+            first_message: config.auth.first_message.then_some(config.auth.first_message_timeout),
+            ping_interval_secs: u32::try_from(ping).unwrap_or(u32::MAX),
+            rates: config.rate_limits.clone(),
+        };
+        let counters = Counters {
+            command_errors: metrics.command_errors.clone(),
+            publications: metrics.publications.clone(),
+            recoveries: metrics.recoveries.clone(),
+        };
         Self {
             hub,
             broker,
             options,
+            sessions,
+            auth,
+            limiter,
+            counters,
             connections: Mutex::default(),
             channel_locks,
             lock_hasher: std::collections::hash_map::RandomState::new(),
@@ -78,76 +156,72 @@ impl Node {
         }
     }
 
+    /// Verifies a token the way a transport verifies one at its door: for clients that
+    /// bring credentials, the [`Identity`] to open their [`Session`] with.
+    ///
+    /// # Errors
+    ///
+    /// `unauthorized` or `token_expired`, with the reason.
+    pub fn authenticate(&self, token: &str) -> Result<Identity, ErrorBody> {
+        self.auth.authenticate_token(token).map_err(|failure| session::auth_error(&failure))
+    }
+
     /// Publications queued to subscribers on this node so far (one per subscriber).
-    pub(crate) fn deliveries(&self) -> u64 {
+    pub fn deliveries(&self) -> u64 {
         self.deliveries.load(Ordering::Relaxed)
     }
 
-    /// Holds `channel`'s subscription lock: while held, no other connection of this node
-    /// joins or leaves the channel's hub entry or changes the broker subscription.
-    pub(crate) async fn lock_channel(&self, channel: &str) -> tokio::sync::MutexGuard<'_, ()> {
+    /// Holds `channel`'s subscription lock: while held, no other client of this node joins
+    /// or leaves the channel's hub entry or changes the broker subscription.
+    async fn lock_channel(&self, channel: &str) -> tokio::sync::MutexGuard<'_, ()> {
         use std::hash::BuildHasher as _;
         let index = self.lock_hasher.hash_one(channel) as usize % self.channel_locks.len();
         self.channel_locks[index].lock().await
     }
 
-    /// Registers a live connection; kicks for it arrive on its outbound queue.
-    pub(crate) fn register(&self, id: &ClientId, user: Option<String>, sink: &Arc<ConnSink>) {
-        let registered = Registered { user, sink: Arc::clone(sink) };
-        self.connections().insert(Arc::clone(id), registered);
-    }
-
-    /// Records the user a connection authenticated as (for disconnects by user).
-    pub(crate) fn set_user(&self, id: &str, user: Option<String>) {
-        if let Some(registered) = self.connections().get_mut(id) {
-            registered.user = user;
-        }
-    }
-
-    /// Forgets a connection that has ended.
-    pub(crate) fn unregister(&self, id: &str) {
-        self.connections().remove(id);
-    }
-
-    /// Asks connection `id` to close with `kick`. Returns whether it was connected here.
-    pub(crate) fn disconnect_client(&self, id: &str, kick: Kick) -> bool {
+    /// Asks client `id` to close with `kick`. Returns whether it was connected here.
+    pub fn disconnect_client(&self, id: &str, kick: Kick) -> bool {
         let connections = self.connections();
         let Some(connection) = connections.get(id) else { return false };
-        connection.sink.kick(kick);
+        connection.outbox.kick(kick);
         true
     }
 
-    /// Asks every connection of `user` to close with `kick`. Returns how many were asked.
-    pub(crate) fn disconnect_user(&self, user: &str, kick: &Kick) -> usize {
+    /// Asks every client of `user` to close with `kick`. Returns how many were asked.
+    pub fn disconnect_user(&self, user: &str, kick: &Kick) -> usize {
         self.connections()
             .values()
             .filter(|c| c.user.as_deref() == Some(user))
-            .inspect(|c| c.sink.kick(kick.clone()))
+            .inspect(|c| c.outbox.kick(kick.clone()))
             .count()
     }
 
-    /// The ids of the live hub connections, in no particular order.
-    pub(crate) fn client_ids(&self) -> Vec<ClientId> {
+    /// The ids of the connected clients, in no particular order.
+    pub fn client_ids(&self) -> Vec<ClientId> {
         self.connections().keys().cloned().collect()
     }
 
-    /// How many hub connections are live.
-    pub(crate) fn connection_count(&self) -> usize {
+    /// How many clients are connected.
+    pub fn connection_count(&self) -> usize {
         self.connections().len()
     }
 
-    fn connections(&self) -> MutexGuard<'_, HashMap<ClientId, Registered>> {
+    fn connections(&self) -> MutexGuard<'_, HashMap<ClientId, registry::Registered>> {
         self.connections.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The options of the namespace named `namespace`.
-    pub(crate) fn namespace(&self, namespace: &str) -> Option<&NamespaceOptions> {
+    pub fn namespace(&self, namespace: &str) -> Option<&NamespaceOptions> {
         self.options.namespaces.get(namespace)
     }
 
     /// Checks `channel`'s name and returns the options of the namespace it belongs to, or
     /// the error to answer with (`invalid_channel`, `unknown_namespace`).
-    pub(crate) fn channel_namespace(&self, channel: &str) -> Result<&NamespaceOptions, ErrorBody> {
+    ///
+    /// # Errors
+    ///
+    /// As above.
+    pub fn channel_namespace(&self, channel: &str) -> Result<&NamespaceOptions, ErrorBody> {
         let name = namespace_of(channel)
             .map_err(|e| ErrorBody::new(ErrorCode::InvalidChannel, e.to_string()))?;
         self.namespace(name).ok_or_else(|| {
@@ -156,7 +230,11 @@ impl Node {
     }
 
     /// Everyone present in `channel`, on every node (`presence`, for clients and the API).
-    pub(crate) async fn presence(&self, channel: &str) -> Result<PresenceResult, ErrorBody> {
+    ///
+    /// # Errors
+    ///
+    /// The error to answer with: the channel's, the namespace's, or the broker's.
+    pub async fn presence(&self, channel: &str) -> Result<PresenceResult, ErrorBody> {
         let ns = self.channel_namespace(channel)?;
         if !ns.presence {
             return Err(ErrorBody::new(
@@ -170,14 +248,46 @@ impl Node {
 
     /// Reads history (`history`, for clients and the API): `limit` is capped at the
     /// namespace's history size, and `complete` is set only with `since`.
-    pub(crate) async fn history(&self, req: &HistoryRequest) -> Result<HistoryResult, ErrorBody> {
+    ///
+    /// # Errors
+    ///
+    /// As [`presence`](Self::presence).
+    pub async fn history(&self, req: &HistoryRequest) -> Result<HistoryResult, ErrorBody> {
         self.history_page(req, None).await
+    }
+
+    /// Publishes `data` to `channel` for `publisher` (`None` for the application's
+    /// backend), with the namespace's history settings, and counts it. Permissions are the
+    /// caller's to check.
+    ///
+    /// # Errors
+    ///
+    /// As [`presence`](Self::presence).
+    pub async fn publish(
+        &self,
+        channel: &str,
+        data: switchboard_proto::Value,
+        publisher: Option<Arc<ClientInfo>>,
+    ) -> Result<switchboard_broker::StreamPosition, ErrorBody> {
+        let ns = self.channel_namespace(channel)?;
+        let options = StreamOptions::new(ns.history_size, ns.history_ttl);
+        let position = self
+            .broker
+            .publish(channel, data, publisher, &options)
+            .await
+            .map_err(|e| broker_error(&e))?;
+        self.counters.publications.inc();
+        Ok(position)
     }
 
     /// Reads history as [`history`](Self::history) does, cut to a page of at most `page`'s
     /// bytes in its format (at least one publication) when given: the rest is announced
-    /// with `more`, `next` and `complete: false` (see `page`).
-    pub(crate) async fn history_page(
+    /// with `more`, `next` and `complete: false`.
+    ///
+    /// # Errors
+    ///
+    /// As [`presence`](Self::presence).
+    pub async fn history_page(
         &self,
         req: &HistoryRequest,
         page: Option<(Format, usize)>,
@@ -265,151 +375,5 @@ impl BrokerHandler for HubHandler {
         for client in self.hub.subscribers(channel) {
             self.hub.remove(channel, &client);
         }
-    }
-}
-
-/// A payload on a connection's outbound queue.
-#[derive(Debug)]
-pub(crate) struct Outbound {
-    /// The encoded push or reply.
-    pub(crate) bytes: Bytes,
-    /// For a publication, when it reached the hub: the start of its delivery latency.
-    pub(crate) since: Option<Instant>,
-}
-
-/// What a connection task takes off its queue.
-#[derive(Debug)]
-pub(crate) enum Input {
-    /// A payload to send.
-    Push(Outbound),
-    /// A request to close.
-    Kick(Kick),
-}
-
-/// A connection's outbound queue, bounded in bytes. The hub queues shared encoded pushes
-/// here without blocking; the connection task drains it into the socket. Kicks (API
-/// disconnects, drains) wait here too, behind what was queued before them.
-///
-/// An idle connection's queue holds no allocation: a deque that is empty has none, and the
-/// wake-up is one `Notify`.
-pub(crate) struct ConnSink {
-    queue: Mutex<VecDeque<Input>>,
-    ready: Notify,
-    queued: AtomicUsize,
-    limit: usize,
-    format: Format,
-    /// Cancelled when the queue overflowed: the connection is a slow consumer.
-    overflow: CancellationToken,
-    /// The same fact, for the fan-out path: a token's own check takes its lock.
-    overflowed: AtomicBool,
-}
-
-impl std::fmt::Debug for ConnSink {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ConnSink")
-            .field("queued", &self.queued.load(Ordering::Relaxed))
-            .field("limit", &self.limit)
-            .finish()
-    }
-}
-
-impl ConnSink {
-    /// An empty queue for a connection speaking `format`, holding at most `limit` bytes.
-    pub(crate) fn new(format: Format, limit: usize) -> Arc<Self> {
-        Arc::new(Self {
-            queue: Mutex::default(),
-            ready: Notify::new(),
-            queued: AtomicUsize::new(0),
-            limit,
-            format,
-            overflow: CancellationToken::new(),
-            overflowed: AtomicBool::new(false),
-        })
-    }
-
-    fn queue(&self) -> MutexGuard<'_, VecDeque<Input>> {
-        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn push(&self, input: Input) {
-        self.queue().push_back(input);
-        // Stores a permit when the task is not waiting: no wake-up is lost.
-        self.ready.notify_one();
-    }
-
-    /// The next input, waiting for one.
-    pub(crate) async fn recv(&self) -> Input {
-        loop {
-            if let Some(input) = self.try_recv() {
-                return input;
-            }
-            self.ready.notified().await;
-        }
-    }
-
-    /// The next input if one is queued. A payload taken is no longer counted in the budget.
-    pub(crate) fn try_recv(&self) -> Option<Input> {
-        let mut queue = self.queue();
-        let input = queue.pop_front()?;
-        if queue.is_empty() && queue.capacity() > SHRINK_ABOVE {
-            // A burst is over: do not keep its memory for an idle connection.
-            *queue = VecDeque::new();
-        }
-        drop(queue);
-        if let Input::Push(item) = &input {
-            self.queued.fetch_sub(item.bytes.len(), Ordering::Relaxed);
-        }
-        Some(input)
-    }
-
-    /// Queues a payload (a reply) behind the pushes already queued, within the same byte
-    /// budget: a client that sends commands but never reads overflows it too.
-    pub(crate) fn enqueue(&self, bytes: Bytes, since: Option<Instant>) {
-        if self.is_overflowed() {
-            return;
-        }
-        let queued = self.queued.fetch_add(bytes.len(), Ordering::Relaxed) + bytes.len();
-        if queued > self.limit {
-            self.overflowed.store(true, Ordering::Release);
-            self.overflow.cancel();
-            return;
-        }
-        self.push(Input::Push(Outbound { bytes, since }));
-    }
-
-    /// Asks the connection to close, after what is queued.
-    pub(crate) fn kick(&self, kick: Kick) {
-        self.push(Input::Kick(kick));
-    }
-
-    /// The connection's wire format.
-    pub(crate) fn format(&self) -> Format {
-        self.format
-    }
-
-    /// Cancelled when the queue overflowed.
-    pub(crate) fn overflow(&self) -> &CancellationToken {
-        &self.overflow
-    }
-
-    /// Whether the queue overflowed.
-    fn is_overflowed(&self) -> bool {
-        self.overflowed.load(Ordering::Acquire)
-    }
-}
-
-/// Queue capacity (entries) kept once the queue empties; a larger one is freed.
-const SHRINK_ABOVE: usize = 16;
-
-impl Sink for ConnSink {
-    fn deliver(&self, delivery: &Arc<Delivery>) -> bool {
-        if self.is_overflowed() {
-            return false;
-        }
-        let Some(bytes) = delivery.encoded(self.format) else { return true };
-        // Never block the publisher and never grow: past the budget this subscriber is cut
-        // off.
-        self.enqueue(bytes, delivery.received_at());
-        !self.is_overflowed()
     }
 }

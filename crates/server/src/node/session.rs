@@ -1,39 +1,72 @@
-//! One `/ws` connection's protocol state: who it is, what it subscribed to, and how each
-//! command is carried out.
+//! One client's protocol state machine: who it is, what it subscribed to, and how each
+//! command is carried out. Transport-agnostic: a WebSocket driver, an event stream or a
+//! long-poll endpoint carries one the same way.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use bytes::Bytes;
 use serde::Deserialize;
-use switchboard_broker::{HistoryQuery, StreamOptions};
-use switchboard_codec::{CloseCode, Message};
-use switchboard_hub::{ClientId, HubError, Sink};
+use switchboard_codec::CloseCode;
+use switchboard_hub::{Delivery, Sink as _};
 use switchboard_proto::{
     ChannelRequest, ClientInfo, ClientLimits, Command, CommandKind, CommandResult, ConnectRequest,
-    ConnectResult, Empty, ErrorBody, ErrorCode, Format, HistoryRequest, Publication,
-    PublishRequest, PublishResult, Push, RefreshRequest, RefreshResult, Reply, SubscribeRequest,
-    SubscribeResult, codes,
+    ConnectResult, Empty, ErrorBody, ErrorCode, Format, HistoryRequest, PublishRequest,
+    PublishResult, Push, RefreshRequest, RefreshResult, Reply, SubscribeRequest, codes,
 };
 use tokio::time::Instant;
 
-use crate::Shared;
-use crate::auth::Identity;
+use super::registry::Registration;
+use super::subscribe::Membership;
+use super::{Node, Outbox, page};
+use crate::auth::{AuthFailure, Identity};
 use crate::config::{Anonymous, LimitOptions, NamespaceOptions};
 use crate::limits::{ConnRate, Reason, Verdict};
 use crate::metrics::{self, Outcome};
-use crate::node::{ConnSink, Kick, Node, broker_error};
-use super::page;
+
+use super::Kick;
 
 /// What a command failed with.
 type CommandError = ErrorBody;
 
-/// The state of one hub connection.
-pub(crate) struct Session {
-    node: Arc<Node>,
-    shared: Arc<Shared>,
+/// One message from a client, as its transport received it: the bytes of one command in
+/// the session's format, and whether the transport marked them as text or binary (a
+/// WebSocket frame's type; other transports say which their body was).
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+pub enum Payload<'a> {
+    /// Text: JSON commands.
+    Text(&'a [u8]),
+    /// Binary: MessagePack commands.
+    Binary(&'a [u8]),
+}
+
+impl<'a> Payload<'a> {
+    fn bytes(self) -> &'a [u8] {
+        match self {
+            Self::Text(bytes) | Self::Binary(bytes) => bytes,
+        }
+    }
+}
+
+/// The protocol state of one client, sans-IO: commands and `now` in, replies and pushes
+/// out to its [`Outbox`], one deadline to fire.
+///
+/// A transport calls, for the life of the client:
+///
+/// 1. [`Session::new`] once its door let the client in (credentials, origin, limits);
+/// 2. [`handle`](Self::handle) for each message the client sends, in order; what it returns
+///    says to close the client, after what the outbox holds;
+/// 3. [`poll_deadline`](Self::poll_deadline) after each call, and
+///    [`handle_timeout`](Self::handle_timeout) once that moment has come;
+/// 4. [`Outbox::recv`] on [`outbox`](Self::outbox) to carry replies and pushes to the
+///    client, until a [`Queued::Close`](super::Queued::Close);
+/// 5. [`close`](Self::close) once the client is gone, however that happened.
+///
+/// The session reads no clock of its own but the wall clock that token expiry is given in.
+pub struct Session {
+    /// The client's place in the node: its id, its outbox, the node itself.
+    registration: Registration,
     identity: Identity,
     /// First-message mode: nothing but `connect` with a token until this deadline.
     awaiting_connect: Option<Instant>,
@@ -41,15 +74,13 @@ pub(crate) struct Session {
     token_deadline: Option<Instant>,
     /// Credentials were refused where they are required: close at once with this.
     refused: Option<Kick>,
-    id: ClientId,
-    info: ClientInfo,
+    /// Shared by the client's publications and presence entries.
+    info: Arc<ClientInfo>,
     format: Format,
-    sink: Arc<ConnSink>,
     /// Subscribed channels, with what leaving them must undo.
     subscriptions: HashMap<Arc<str>, Membership>,
     /// Commands carried out so far; `connect`, when sent, must be the first.
     commands: u64,
-    ping_interval_secs: u32,
     /// Command and byte allowances.
     rate: ConnRate,
     /// The client's address, whose command and byte allowances all its connections share.
@@ -58,17 +89,10 @@ pub(crate) struct Session {
     errors: u32,
 }
 
-/// What a subscription registered besides the hub entry.
-#[derive(Clone, Copy)]
-struct Membership {
-    presence: bool,
-    announce: bool,
-}
-
 impl std::fmt::Debug for Session {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Session")
-            .field("id", &self.id)
+            .field("id", self.registration.id())
             .field("format", &self.format)
             .field("subscriptions", &self.subscriptions.len())
             .finish()
@@ -76,100 +100,132 @@ impl std::fmt::Debug for Session {
 }
 
 impl Session {
-    /// A session for a new connection from `ip` speaking `format`.
-    pub(crate) fn new(
-        node: Arc<Node>,
-        shared: Arc<Shared>,
+    /// Opens a session on `node` for a client that authenticated as `identity` at its
+    /// transport's door (or not at all), from `ip`, speaking `format`, at `now`. The client
+    /// is registered with the node until the session is dropped.
+    pub fn new(
+        node: &Arc<Node>,
         identity: Identity,
         format: Format,
-        sink: Arc<ConnSink>,
-        ping_interval_secs: u32,
         ip: Option<IpAddr>,
+        now: Instant,
     ) -> Self {
-        let id: ClientId = Arc::from(format!("{:016x}", rand::random::<u64>()));
-        let info = ClientInfo { id: id.to_string(), user: None, info: None };
-        let auth = &shared.config.auth;
-        let awaiting_connect = (auth.first_message && !identity.is_authenticated())
-            .then(|| Instant::now() + auth.first_message_timeout);
+        let outbox = Outbox::new(format, node.options.outbound_queue_bytes);
+        let registration = Registration::new(node, outbox);
+        let info =
+            Arc::new(ClientInfo { id: registration.id().to_string(), user: None, info: None });
+        let awaiting_connect = node
+            .sessions
+            .first_message
+            .filter(|_| !identity.is_authenticated())
+            .map(|timeout| now + timeout);
         let mut session = Self {
-            node,
-            shared,
+            registration,
             identity: Identity::anonymous(),
             awaiting_connect,
             token_deadline: None,
             refused: None,
-            id,
             info,
             format,
-            sink,
             subscriptions: HashMap::new(),
             commands: 0,
-            ping_interval_secs,
-            rate: ConnRate::new(Instant::now()),
+            rate: ConnRate::new(now),
             ip,
             errors: 0,
         };
-        session.set_identity(identity);
+        session.set_identity(identity, now);
         session
     }
 
-    /// Adopts new credentials: who the connection is, what it may do, when it runs out.
-    fn set_identity(&mut self, identity: Identity) {
-        self.info.user = identity.user().map(str::to_owned);
-        self.info.info = identity.info().cloned();
-        let leeway = self.shared.auth.leeway();
-        // A deadline beyond what the clock can represent is no deadline.
-        self.token_deadline = identity.expires_at().and_then(|at| {
-            let left = at.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO);
-            Instant::now().checked_add(left.saturating_add(leeway))
-        });
-        self.node.set_user(&self.id, self.info.user.clone());
-        self.identity = identity;
-    }
-
-    /// The next moment the connection must be closed unless something happens, and how:
-    /// the first-message deadline (4102) or the token's expiry (4200).
-    pub(crate) fn deadline(&self) -> Option<(Instant, Kick)> {
-        if let Some(kick) = &self.refused {
-            return Some((Instant::now(), kick.clone()));
-        }
-        if let Some(at) = self.awaiting_connect {
-            let kick = Kick {
-                code: codes::close::CONNECT_TIMEOUT,
-                reason: "no connect with a token in time".to_owned(),
-            };
-            return Some((at, kick));
-        }
-        self.token_deadline.map(|at| {
-            let kick =
-                Kick { code: codes::close::TOKEN_EXPIRED, reason: "token expired".to_owned() };
-            (at, kick)
-        })
-    }
-
-    /// The connection's id.
-    pub(crate) fn id(&self) -> &ClientId {
-        &self.id
+    /// The client's id.
+    pub fn id(&self) -> &Arc<str> {
+        self.registration.id()
     }
 
     /// The authenticated user, if any.
-    pub(crate) fn user(&self) -> Option<&str> {
+    pub fn user(&self) -> Option<&str> {
         self.info.user.as_deref()
     }
 
-    /// Handles one WebSocket message: decodes the command, carries it out, and queues the
-    /// reply. Malformed and unknown commands get an error reply; the connection stays open
-    /// until [`MAX_CONSECUTIVE_ERRORS`] of them come in a row. Commands over the
-    /// connection's or its address's rate get a `rate_limited` reply and are not carried
-    /// out. Returns how to close the connection when either went on too long; whatever
-    /// arrives after that is ignored.
-    pub(crate) async fn handle(&mut self, data: &[u8], binary: bool) -> Option<Kick> {
+    /// The client's wire format.
+    pub fn format(&self) -> Format {
+        self.format
+    }
+
+    /// The client's outbound queue, for its transport to drain.
+    pub fn outbox(&self) -> &Arc<Outbox> {
+        self.registration.outbox()
+    }
+
+    fn node(&self) -> &Arc<Node> {
+        self.registration.node()
+    }
+
+    /// Adopts new credentials: who the client is, what it may do, when it runs out.
+    fn set_identity(&mut self, identity: Identity, now: Instant) {
+        let info = ClientInfo {
+            id: self.info.id.clone(),
+            user: identity.user().map(str::to_owned),
+            info: identity.info().cloned(),
+        };
+        if *self.info != info {
+            self.info = Arc::new(info);
+        }
+        let leeway = self.node().auth.leeway();
+        // A deadline beyond what the clock can represent is no deadline.
+        self.token_deadline = identity.expires_at().and_then(|at| {
+            let left = at.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO);
+            now.checked_add(left.saturating_add(leeway))
+        });
+        self.registration.set_user(self.info.user.as_deref());
+        self.identity = identity;
+    }
+
+    /// The next moment the session must be closed unless something happens first: at once
+    /// after refused credentials, the first-message deadline, or the token's expiry.
+    /// Allocates nothing; call it after every input.
+    pub fn poll_deadline(&self) -> Option<Instant> {
+        self.awaiting_connect.or(self.token_deadline)
+    }
+
+    /// Fires the deadline if it has come by `now`: how to close the client (4102 without a
+    /// `connect` in time, 4200 once the token expired, 4101/4200 after refused
+    /// credentials), after what its outbox holds. `None` when nothing is due.
+    pub fn handle_timeout(&mut self, now: Instant) -> Option<Kick> {
+        if let Some(kick) = self.refused.take() {
+            return Some(kick);
+        }
+        if let Some(at) = self.awaiting_connect {
+            return (at <= now).then(|| Kick {
+                code: codes::close::CONNECT_TIMEOUT,
+                reason: "no connect with a token in time".to_owned(),
+            });
+        }
+        self.token_deadline
+            .filter(|&at| at <= now)
+            .map(|_| Kick { code: codes::close::TOKEN_EXPIRED, reason: "token expired".to_owned() })
+    }
+
+    /// Handles one message from the client at `now`: decodes the command, carries it out,
+    /// and queues the reply on the outbox. Malformed and unknown commands get an error
+    /// reply; the client stays until [`MAX_CONSECUTIVE_ERRORS`] of them come in a row.
+    /// Commands over the client's or its address's rate get a `rate_limited` reply and are
+    /// not carried out. Returns how to close the client when either went on too long;
+    /// whatever arrives after that is ignored.
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe: a command dropped halfway may leave a subscription half made.
+    /// Transports drive it to completion.
+    pub async fn handle(&mut self, payload: Payload<'_>, now: Instant) -> Option<Kick> {
         if self.errors >= MAX_CONSECUTIVE_ERRORS {
             return None;
         }
-        let options = &self.shared.config.rate_limits;
-        let limiter = &self.shared.limits;
-        match self.rate.check(&self.id, self.ip, data.len(), options, limiter, Instant::now()) {
+        let data = payload.bytes();
+        let node = Arc::clone(self.node());
+        let options = &node.sessions.rates;
+        let id = self.registration.id();
+        match self.rate.check(id, self.ip, data.len(), options, &node.limiter, now) {
             Verdict::Allow => {}
             Verdict::Refuse(reason) => {
                 let id = command_id(self.format, data);
@@ -184,23 +240,24 @@ impl Session {
             }
             Verdict::Ignore => return None,
         }
-        let Some(command) = self.decode(data, binary) else {
+        let Some(command) = self.decode(payload) else {
             self.errors += 1;
             if self.errors < MAX_CONSECUTIVE_ERRORS {
                 return None;
             }
-            self.shared.limits.count(Reason::TooManyErrors);
-            tracing::debug!(client = %self.id, errors = self.errors, "closing: too many errors");
+            node.limiter.count(Reason::TooManyErrors);
+            tracing::debug!(client = %self.id(), errors = self.errors, "closing: too many errors");
             let reason = format!("{MAX_CONSECUTIVE_ERRORS} malformed commands in a row");
             return Some(Kick { code: codes::close::TOO_MANY_ERRORS, reason });
         };
         self.errors = 0;
-        self.run(command).await;
+        self.run(command, now).await;
         None
     }
 
     /// The command in a message, or `None` after replying why there is none.
-    fn decode(&self, data: &[u8], binary: bool) -> Option<Command> {
+    fn decode(&self, payload: Payload<'_>) -> Option<Command> {
+        let binary = matches!(payload, Payload::Binary(_));
         if binary != self.format.is_binary() {
             let (expected, got) = if binary { ("text", "binary") } else { ("binary", "text") };
             let message = format!(
@@ -210,7 +267,7 @@ impl Session {
             self.reply(&Reply::<CommandResult>::err(0, ErrorCode::BadRequest, message));
             return None;
         }
-        match self.format.decode_command(data) {
+        match self.format.decode_command(payload.bytes()) {
             Ok(command) => Some(command),
             Err(e) => {
                 let reply = Reply::<CommandResult>::err(e.id.unwrap_or(0), e.code, e.message);
@@ -220,7 +277,7 @@ impl Session {
         }
     }
 
-    async fn run(&mut self, command: Command) {
+    async fn run(&mut self, command: Command, now: Instant) {
         let id = command.id;
         let is_connect = matches!(command.kind, CommandKind::Connect(_));
         if is_connect && self.commands > 0 {
@@ -235,11 +292,11 @@ impl Session {
         }
         self.commands += 1;
         let result = match command.kind {
-            CommandKind::Connect(req) => self.connect(&req),
-            CommandKind::Refresh(req) => self.refresh(&req).await,
+            CommandKind::Connect(req) => self.connect(&req, now),
+            CommandKind::Refresh(req) => self.refresh(&req, now).await,
             CommandKind::Subscribe(req) => {
                 // Replies itself: the reply must precede the publications it releases.
-                self.subscribe(id, req).await;
+                self.subscribe(id, &req).await;
                 return;
             }
             CommandKind::Unsubscribe(req) => self.unsubscribe(&req).await,
@@ -255,10 +312,14 @@ impl Session {
         self.reply(&reply);
     }
 
-    fn connect(&mut self, req: &ConnectRequest) -> Result<CommandResult, CommandError> {
+    fn connect(
+        &mut self,
+        req: &ConnectRequest,
+        now: Instant,
+    ) -> Result<CommandResult, CommandError> {
         match &req.token {
             Some(token) => {
-                let identity = match self.shared.auth.authenticate_token(token) {
+                let identity = match self.node().auth.authenticate_token(token) {
                     Ok(identity) => identity,
                     Err(failure) => {
                         // Where credentials are required, a refused one ends the connection.
@@ -269,6 +330,8 @@ impl Session {
                                 codes::close::UNAUTHORIZED
                             };
                             self.refused = Some(Kick { code, reason: failure.message.to_owned() });
+                            // Due at once: the transport closes at its next turn.
+                            self.awaiting_connect = Some(now);
                         }
                         return Err(auth_error(&failure));
                     }
@@ -281,23 +344,25 @@ impl Session {
                         "the token is for another user than the handshake's",
                     ));
                 }
-                self.set_identity(identity);
+                self.set_identity(identity, now);
                 self.awaiting_connect = None;
             }
             None if self.awaiting_connect.is_some() => {
                 let reason = "this server requires a token in `connect`";
                 self.refused =
                     Some(Kick { code: codes::close::UNAUTHORIZED, reason: reason.to_owned() });
+                self.awaiting_connect = Some(now);
                 return Err(ErrorBody::new(ErrorCode::Unauthorized, reason));
             }
             None => {}
         }
-        let options = &self.node.options;
+        let node = self.node();
+        let options = &node.options;
         Ok(CommandResult::Connect(ConnectResult {
-            client: self.id.to_string(),
+            client: self.id().to_string(),
             user: self.info.user.clone(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
-            ping_interval: self.ping_interval_secs,
+            ping_interval: node.sessions.ping_interval_secs,
             limits: ClientLimits {
                 max_message_size: options.max_message_size as u64,
                 max_subscriptions: u32::try_from(options.max_subscriptions).unwrap_or(u32::MAX),
@@ -305,198 +370,100 @@ impl Session {
         }))
     }
 
-    async fn subscribe(&mut self, id: u64, req: SubscribeRequest) {
+    async fn subscribe(&mut self, id: u64, req: &SubscribeRequest) {
         let channel: Arc<str> = Arc::from(req.channel.as_str());
-        let (result, position) = match self.try_subscribe(&channel, &req).await {
-            Ok((result, position)) => (Ok(CommandResult::Subscribe(result)), Some(position)),
-            Err(error) => (Err(error), None),
+        let node = Arc::clone(self.node());
+        let ns = match self.may_subscribe(&node, &channel) {
+            Ok(ns) => ns,
+            Err(error) => return self.reply(&Reply { id, result: None, error: Some(error) }),
         };
-        let reply = match result {
-            Ok(result) => Reply::ok(id, result),
-            Err(error) => Reply { id, result: None, error: Some(error) },
-        };
-        self.reply(&reply);
-        let Some(position) = position else { return };
-        // The reply covered everything up to `position`; release what arrived meanwhile.
-        if !self.node.hub.activate(&channel, &self.id, position) {
-            self.subscriptions.remove(&channel);
-            let push = Push::Unsubscribe {
-                channel: channel.to_string(),
-                code: ErrorCode::Unavailable,
-                reason: "too many publications while subscribing: resubscribe with `since`"
-                    .to_owned(),
+        let answer = |result: Result<_, ErrorBody>| {
+            let reply = match result {
+                Ok(result) => Reply::ok(id, CommandResult::Subscribe(result)),
+                Err(error) => Reply { id, result: None, error: Some(error) },
             };
-            self.sink.deliver(&Arc::new(switchboard_hub::Delivery::push(push)));
+            self.reply(&reply);
+        };
+        let subscribed = node
+            .subscribe(&self.registration, &self.info, &channel, ns, req.since.as_ref(), answer)
+            .await;
+        if let Some(membership) = subscribed {
+            self.subscriptions.insert(channel, membership);
         }
     }
 
-    async fn try_subscribe(
+    /// The namespace of a channel this client may subscribe to now, or why not.
+    fn may_subscribe<'n>(
         &mut self,
+        node: &'n Node,
         channel: &Arc<str>,
-        req: &SubscribeRequest,
-    ) -> Result<(SubscribeResult, u64), CommandError> {
-        let ns = self.namespace(channel)?.clone();
-        self.may_read(channel, &ns)?;
+    ) -> Result<&'n NamespaceOptions, CommandError> {
+        let ns = node.channel_namespace(channel)?;
+        self.may_read(channel, ns)?;
         if self.subscriptions.contains_key(channel) {
-            if self.node.hub.subscribers(channel).contains(&self.id) {
+            if node.is_subscribed(channel, &self.registration) {
                 return Err(ErrorBody::new(ErrorCode::AlreadySubscribed, "already subscribed"));
             }
             // A broker resync dropped this subscription from the hub and told the client
-            // to resubscribe with `since` (node.rs, `on_resync`): this is that resubscribe.
+            // to resubscribe with `since` (`on_resync`): this is that resubscribe.
             self.subscriptions.remove(channel);
         }
-        let max = self.node.options.max_subscriptions;
+        let max = node.options.max_subscriptions;
         if self.subscriptions.len() >= max {
             return Err(ErrorBody::new(
                 ErrorCode::LimitExceeded,
                 format!("at most {max} subscriptions per connection"),
             ));
         }
-        let sink: Arc<dyn Sink> = self.sink.clone();
-        let broker = &self.node.broker;
-        {
-            // The hub entry and the node's broker subscription change together, so a
-            // subscriber arriving while the last one leaves never ends up in the hub of a
-            // node that the broker no longer delivers to.
-            let _channel = self.node.lock_channel(channel).await;
-            self.node.hub.add(channel, &self.id, sink, ns.max_subscribers).map_err(
-                |e| match e {
-                    HubError::AlreadySubscribed => {
-                        ErrorBody::new(ErrorCode::AlreadySubscribed, "already subscribed")
-                    }
-                    other => ErrorBody::new(ErrorCode::LimitExceeded, other.to_string()),
-                },
-            )?;
-            if let Err(e) = broker.subscribe(channel).await {
-                if self.node.hub.remove(channel, &self.id) == Some(true) {
-                    self.unsubscribe_node(channel).await;
-                }
-                return Err(broker_error(&e));
-            }
-        }
-        let options = StreamOptions::new(ns.history_size, ns.history_ttl);
-        let query = match &req.since {
-            Some(since) => HistoryQuery::since(since.clone(), Some(ns.history_size)),
-            None => HistoryQuery::latest(Some(0)),
-        };
-        let history = match broker.history(channel, &query, &options).await {
-            Ok(history) => history,
-            Err(e) => {
-                self.release(channel).await;
-                return Err(broker_error(&e));
-            }
-        };
-        let membership = Membership { presence: ns.presence, announce: ns.join_leave };
-        if ns.presence
-            && let Err(e) = broker.join(channel, &self.info, ns.join_leave).await
-        {
-            tracing::debug!(client = %self.id, channel = %channel, error = %e, "presence join failed");
-        }
-        self.subscriptions.insert(Arc::clone(channel), membership);
-        let mut recovered = req.since.as_ref().map(|_| history.complete);
-        let mut publications = history.publications;
-        if recovered != Some(true) {
-            publications.clear();
-        }
-        // A recovery too large for one reply arrives in pages: this reply carries the first
-        // and the client reads the rest up to `position` with `history`, while the hub
-        // releases what follows `position` after this reply, as for any subscribe.
-        let budget = page::budget(self.node.options.outbound_queue_bytes);
-        let next = page::cut(&mut publications, self.format, budget, &history.position.epoch);
-        if next.is_some() {
-            // A client unaware of pages must not take the first for a whole recovery.
-            recovered = Some(false);
-        }
-        let position = history.position.offset;
-        let result = SubscribeResult {
-            epoch: history.position.epoch,
-            offset: position,
-            recoverable: ns.history_size > 0,
-            recovered,
-            publications: publications.iter().map(|p| Publication::clone(p)).collect(),
-            more: next.is_some(),
-            next,
-        };
-        Ok((result, position))
+        Ok(ns)
     }
 
     async fn unsubscribe(&mut self, req: &ChannelRequest) -> Result<CommandResult, CommandError> {
         let Some(membership) = self.subscriptions.remove(req.channel.as_str()) else {
             return Err(ErrorBody::new(ErrorCode::NotSubscribed, "not subscribed"));
         };
-        self.leave(&req.channel, membership).await;
+        self.node().leave(&self.registration, &self.info, &req.channel, membership).await;
         Ok(CommandResult::Empty(Empty {}))
     }
 
     async fn publish(&mut self, req: PublishRequest) -> Result<CommandResult, CommandError> {
-        let ns = self.namespace(&req.channel)?;
-        self.may_publish(&req.channel, ns)?;
-        let options = StreamOptions::new(ns.history_size, ns.history_ttl);
-        let position = self
-            .node
-            .broker
-            .publish(&req.channel, req.data, Some(self.info.clone()), &options)
-            .await
-            .map_err(|e| broker_error(&e))?;
+        let node = Arc::clone(self.node());
+        self.may_publish(&req.channel, node.channel_namespace(&req.channel)?)?;
+        let position = node.publish(&req.channel, req.data, Some(Arc::clone(&self.info))).await?;
         Ok(CommandResult::Publish(PublishResult { offset: position.offset, epoch: position.epoch }))
     }
 
     async fn presence(&self, req: &ChannelRequest) -> Result<CommandResult, CommandError> {
-        self.may_read(&req.channel, self.namespace(&req.channel)?)?;
-        self.node.presence(&req.channel).await.map(CommandResult::Presence)
+        let node = self.node();
+        self.may_read(&req.channel, node.channel_namespace(&req.channel)?)?;
+        node.presence(&req.channel).await.map(CommandResult::Presence)
     }
 
     async fn history(&self, req: &HistoryRequest) -> Result<CommandResult, CommandError> {
-        self.may_read(&req.channel, self.namespace(&req.channel)?)?;
-        let page = (self.format, page::budget(self.node.options.outbound_queue_bytes));
-        self.node.history_page(req, Some(page)).await.map(CommandResult::History)
+        let node = self.node();
+        self.may_read(&req.channel, node.channel_namespace(&req.channel)?)?;
+        let page = (self.format, page::budget(node.options.outbound_queue_bytes));
+        node.history_page(req, Some(page)).await.map(CommandResult::History)
     }
 
-    /// Undoes every subscription: called once the connection is gone, however it ended, so
+    /// Undoes every subscription: called once the client is gone, however it ended, so
     /// presence is cleaned and subscribers hear "X has left" even after a crash or timeout.
-    pub(crate) async fn close(mut self) {
-        self.node.unregister(&self.id);
+    /// The node forgets the client when this returns.
+    pub async fn close(mut self) {
         for (channel, membership) in std::mem::take(&mut self.subscriptions) {
-            self.leave(&channel, membership).await;
-        }
-    }
-
-    async fn leave(&self, channel: &str, membership: Membership) {
-        // Out of the hub first, so nothing more for the channel reaches this connection (not
-        // even its own leave); out of presence while the node is still subscribed to the
-        // broker, which announces leaves only on subscribed channels; then the broker
-        // subscription, with the last local subscriber.
-        let _channel = self.node.lock_channel(channel).await;
-        let last = self.node.hub.remove(channel, &self.id) == Some(true);
-        if membership.presence
-            && let Err(e) = self.node.broker.leave(channel, &self.info, membership.announce).await
-        {
-            tracing::debug!(client = %self.id, channel, error = %e, "presence leave failed");
-        }
-        if last {
-            self.unsubscribe_node(channel).await;
-        }
-    }
-
-    /// Removes the hub entry, and the node's broker subscription with the last one.
-    async fn release(&self, channel: &str) {
-        let _channel = self.node.lock_channel(channel).await;
-        if self.node.hub.remove(channel, &self.id) == Some(true) {
-            self.unsubscribe_node(channel).await;
-        }
-    }
-
-    async fn unsubscribe_node(&self, channel: &str) {
-        if let Err(e) = self.node.broker.unsubscribe(channel).await {
-            tracing::debug!(channel, error = %e, "broker unsubscribe failed");
+            self.node().leave(&self.registration, &self.info, &channel, membership).await;
         }
     }
 
     /// Adopts a new token for the same user. Subscriptions the new token no longer allows
     /// end, each with an `unsubscribe` push queued before the reply: a client reading the
     /// reply already knows every subscription it lost.
-    async fn refresh(&mut self, req: &RefreshRequest) -> Result<CommandResult, CommandError> {
-        let claims = self.shared.auth.verify(&req.token).map_err(|f| auth_error(&f))?;
+    async fn refresh(
+        &mut self,
+        req: &RefreshRequest,
+        now: Instant,
+    ) -> Result<CommandResult, CommandError> {
+        let claims = self.node().auth.verify(&req.token).map_err(|f| auth_error(&f))?;
         if self.identity.user() != Some(claims.user()) {
             return Err(ErrorBody::new(
                 ErrorCode::Unauthorized,
@@ -504,7 +471,7 @@ impl Session {
             ));
         }
         let expires_at = claims.exp;
-        self.set_identity(Identity::from_claims(claims));
+        self.set_identity(Identity::from_claims(claims), now);
         let revoked: Vec<(Arc<str>, ErrorBody)> = self
             .subscriptions
             .keys()
@@ -516,13 +483,13 @@ impl Session {
         for (channel, error) in revoked {
             let Some(membership) = self.subscriptions.remove(&channel) else { continue };
             // Out of the hub before the push: nothing for the channel follows it.
-            self.leave(&channel, membership).await;
+            self.node().leave(&self.registration, &self.info, &channel, membership).await;
             let push = Push::Unsubscribe {
                 channel: channel.to_string(),
                 code: error.code,
                 reason: format!("after refresh: {}", error.message),
             };
-            self.sink.deliver(&Arc::new(switchboard_hub::Delivery::push(push)));
+            self.outbox().deliver(&Arc::new(Delivery::push(push)));
         }
         Ok(CommandResult::Refresh(RefreshResult { expires_at }))
     }
@@ -569,24 +536,18 @@ impl Session {
     }
 
     fn namespace(&self, channel: &str) -> Result<&NamespaceOptions, CommandError> {
-        self.node.channel_namespace(channel)
+        self.node().channel_namespace(channel)
     }
 
-    /// Queues a reply behind every push already queued for this connection: one queue
-    /// carries both, so a client sees them in the order they happened (nothing for a
-    /// channel after its `unsubscribe` reply, publications released by a subscribe after
-    /// its reply).
+    /// Queues a reply behind every push already queued for this client: one queue carries
+    /// both, so a client sees them in the order they happened (nothing for a channel after
+    /// its `unsubscribe` reply, publications released by a subscribe after its reply).
     fn reply(&self, reply: &Reply<CommandResult>) {
-        let metrics = &self.shared.metrics;
+        let counters = &self.node().counters;
         match (&reply.result, &reply.error) {
             (_, Some(error)) => {
-                metrics
-                    .command_errors
-                    .get_or_create(&metrics::Reason { reason: error.code.as_str() })
-                    .inc();
-            }
-            (Some(CommandResult::Publish(_)), None) => {
-                metrics.publications.inc();
+                let reason = metrics::Reason { reason: error.code.as_str() };
+                counters.command_errors.get_or_create(&reason).inc();
             }
             (Some(CommandResult::Subscribe(result)), None) => {
                 if let Some(recovered) = result.recovered {
@@ -595,25 +556,15 @@ impl Session {
                         (true, false) => "ok",
                         (false, false) => "failed",
                     };
-                    let outcome = Outcome { result };
-                    metrics.recoveries.get_or_create(&outcome).inc();
+                    counters.recoveries.get_or_create(&Outcome { result }).inc();
                 }
             }
             _ => {}
         }
         match self.format.encode(reply) {
-            Ok(bytes) => self.sink.enqueue(bytes, None),
+            Ok(bytes) => self.outbox().enqueue(bytes, None),
             Err(e) => tracing::error!(error = %e, "cannot encode a reply"),
         }
-    }
-
-    fn frame(&self, bytes: Bytes) -> Message {
-        if self.format.is_binary() { Message::Binary(bytes) } else { Message::Text(bytes) }
-    }
-
-    /// The WebSocket message for a payload taken off the outbound queue.
-    pub(crate) fn push_message(&self, bytes: Bytes) -> Message {
-        self.frame(bytes)
     }
 }
 
@@ -652,10 +603,10 @@ fn rate_message(reason: Reason, options: &LimitOptions) -> String {
 /// (`too_many_errors`). Any command that can be read ends the run, whatever its outcome.
 /// A correct client sends none; a hundred in a row is a broken or hostile one, which
 /// otherwise costs a decode and an error reply per message for as long as it likes.
-pub(crate) const MAX_CONSECUTIVE_ERRORS: u32 = 100;
+pub const MAX_CONSECUTIVE_ERRORS: u32 = 100;
 
 /// The reply error for a refused token.
-fn auth_error(failure: &crate::auth::AuthFailure) -> ErrorBody {
+pub(super) fn auth_error(failure: &AuthFailure) -> ErrorBody {
     let code = if failure.expired { ErrorCode::TokenExpired } else { ErrorCode::Unauthorized };
     ErrorBody::new(code, failure.message)
 }
