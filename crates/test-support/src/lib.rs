@@ -6,10 +6,13 @@
 //!   malformed bytes.
 //! - [`server`]: a real server on `127.0.0.1:0`, shut down when dropped.
 //! - [`metrics`]: a server's `/metrics`, and one sample of it.
-//! - [`protocol`]: a protocol v1 client that numbers commands and keeps pushes.
+//! - [`protocol`]: a protocol v1 client that numbers commands and keeps pushes, over a
+//!   WebSocket or a session in memory.
+//! - [`memory`]: a node on the in-memory broker and its clients, no socket: protocol tests.
 //! - [`redis`]: a private `redis-server` on a free port, killed by PID when dropped.
 
 pub mod client;
+pub mod memory;
 pub mod metrics;
 pub mod pair;
 pub mod protocol;

@@ -1,6 +1,10 @@
 //! A protocol v1 client for tests: JSON or MessagePack, commands numbered and answered by
 //! id, pushes kept in order. Every call panics, with the message received, when the server
 //! does not answer as the call expects.
+//!
+//! One client for every carrier: a real WebSocket ([`WsClient`], for transport tests) or a
+//! session in memory ([`MemoryLink`](crate::memory::MemoryLink), for protocol tests). The
+//! calls are the same; only how the client is opened differs.
 
 #![allow(clippy::missing_panics_doc)]
 
@@ -8,17 +12,66 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use bytes::Bytes;
 use serde_json::{Value, json};
-use switchboard_codec::{Event, Message};
+use switchboard_codec::{CloseCode, Event, Message};
 use switchboard_proto::MSGPACK_SUBPROTOCOL;
 
 use crate::client::WsClient;
 
+/// One message from the server, as a [`Link`] received it.
+#[derive(Debug)]
+pub enum Received {
+    /// A JSON message.
+    Text(Bytes),
+    /// A MessagePack message.
+    Binary(Bytes),
+    /// The server closed the client with this code and reason.
+    Closed(u16, String),
+}
+
+/// What carries a [`ProtocolClient`]'s commands and the server's messages.
+pub trait Link {
+    /// Sends one command's bytes: binary (MessagePack) or text (JSON).
+    fn send_command(&mut self, bytes: Vec<u8>, binary: bool) -> impl Future<Output = ()>;
+
+    /// The next message, or a panic after `limit`.
+    fn next_message(&mut self, limit: Duration) -> impl Future<Output = Received>;
+}
+
+impl Link for WsClient {
+    async fn send_command(&mut self, bytes: Vec<u8>, binary: bool) {
+        let frame = if binary {
+            Message::binary(bytes)
+        } else {
+            Message::text(String::from_utf8(bytes).expect("JSON is UTF-8"))
+        };
+        self.send(frame).await.expect("send a command");
+    }
+
+    async fn next_message(&mut self, limit: Duration) -> Received {
+        loop {
+            match self.recv_timeout(limit).await.expect("a message in time") {
+                Some(Event::Text(text)) => return Received::Text(text),
+                Some(Event::Binary(bytes)) => return Received::Binary(bytes),
+                Some(Event::Ping(_) | Event::Pong(_)) => {}
+                Some(Event::Close(close)) => {
+                    let code = close.as_ref().map_or(CloseCode::NO_STATUS.0, |c| c.code.0);
+                    let reason = close.map(|c| c.reason).unwrap_or_default();
+                    return Received::Closed(code, reason);
+                }
+                None => return Received::Closed(CloseCode::ABNORMAL.0, String::new()),
+            }
+        }
+    }
+}
+
 /// A protocol v1 client: numbers commands, matches replies by id and keeps the pushes that
 /// arrive meanwhile.
-pub struct ProtocolClient {
-    /// The WebSocket underneath, for sending what a well-behaved client would not.
-    pub ws: WsClient,
+pub struct ProtocolClient<L: Link = WsClient> {
+    /// The carrier underneath: for a WebSocket, for sending what a well-behaved client
+    /// would not; in memory, for the session's deadline and close.
+    pub ws: L,
     /// MessagePack in binary frames, else JSON in text frames.
     pub binary: bool,
     /// Pushes that arrived while a reply was awaited, oldest first.
@@ -43,29 +96,43 @@ impl ProtocolClient {
         assert_eq!(ws.protocol.as_deref(), Some(MSGPACK_SUBPROTOCOL));
         Self::new(ws, true)
     }
+}
+
+impl<L: Link> ProtocolClient<L> {
+    /// A client over `link`, speaking MessagePack when `binary`.
+    pub fn new(link: L, binary: bool) -> Self {
+        Self { ws: link, binary, pushes: VecDeque::new(), limit: DEFAULT_LIMIT, next_id: 1 }
+    }
 
     /// Sends one message in the connection's format.
     pub async fn send(&mut self, message: &Value) {
-        let frame = if self.binary {
-            Message::binary(rmp_serde::to_vec_named(message).expect("encode msgpack"))
+        let bytes = if self.binary {
+            rmp_serde::to_vec_named(message).expect("encode msgpack")
         } else {
-            Message::text(message.to_string())
+            message.to_string().into_bytes()
         };
-        self.ws.send(frame).await.expect("send a command");
+        self.ws.send_command(bytes, self.binary).await;
     }
 
     /// The next protocol message, skipping control frames.
     pub async fn recv(&mut self) -> Value {
+        match self.ws.next_message(self.limit).await {
+            Received::Text(text) if !self.binary => {
+                serde_json::from_slice(&text).expect("a JSON message")
+            }
+            Received::Binary(bytes) if self.binary => {
+                rmp_serde::from_slice(&bytes).expect("a MessagePack message")
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    /// Reads until the server closes the client, skipping what comes first: its close code
+    /// and reason.
+    pub async fn closed(&mut self) -> (u16, String) {
         loop {
-            match self.ws.recv_timeout(self.limit).await.expect("a message in time") {
-                Some(Event::Text(text)) if !self.binary => {
-                    return serde_json::from_slice(&text).expect("a JSON message");
-                }
-                Some(Event::Binary(bytes)) if self.binary => {
-                    return rmp_serde::from_slice(&bytes).expect("a MessagePack message");
-                }
-                Some(Event::Ping(_) | Event::Pong(_)) => {}
-                other => panic!("unexpected {other:?}"),
+            if let Received::Closed(code, reason) = self.ws.next_message(self.limit).await {
+                return (code, reason);
             }
         }
     }
@@ -160,10 +227,6 @@ impl ProtocolClient {
                 _ => panic!("unexpected push {push}"),
             }
         }
-    }
-
-    fn new(ws: WsClient, binary: bool) -> Self {
-        Self { ws, binary, pushes: VecDeque::new(), limit: DEFAULT_LIMIT, next_id: 1 }
     }
 }
 
