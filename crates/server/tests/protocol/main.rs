@@ -1,0 +1,7 @@
+//! The protocol against a session and a node in memory, with the in-memory broker and no
+//! socket: every command's success and error paths, presence, history, recovery,
+//! authorization and limits, exactly and fast. What only a real socket shows (framing,
+//! close frames, backpressure on a blocked write, TLS, the HTTP door) is tested over
+//! sockets in the other test files.
+
+mod connect;
