@@ -2,31 +2,28 @@
 //! before the upgrade (RFC 6455 §4.2.2: an HTTP status instead of 101), Origin checks
 //! (RFC 6455 §10.2), channel permissions, first-message mode, token expiry and `refresh`.
 
-use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use switchboard_auth::{Algorithm, Claims, VerifierBuilder, mint_hs256};
-use switchboard_codec::{CloseCode, Event, Message};
+use switchboard_auth::{Algorithm, VerifierBuilder, mint_hs256};
 use switchboard_proto::JSON_SUBPROTOCOL;
-use switchboard_server::{Config, NamespaceOptions};
 use switchboard_test_support::client::WsClient;
+use switchboard_test_support::protocol::ProtocolClient;
 use switchboard_test_support::server::TestServer;
+use switchboard_test_support::tokens::{
+    API_KEY, OTHER_SECRET, SECRET, claims, config, expired_token, first_message_config, sign,
+    token, token_with,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// How long any single expected answer may take.
 const LIMIT: Duration = Duration::from_secs(5);
-/// The HS256 secret every test server verifies with: exactly the 32 bytes RFC 7518 §3.2 asks.
-const SECRET: &[u8; 32] = b"auth-tests-hs256-secret-32-bytes";
-/// Another valid secret, for tokens the servers must refuse.
-const OTHER_SECRET: &[u8; 32] = b"another-secret-of-exactly-32-byt";
-const API_KEY: &str = "api-key-for-the-auth-tests-0123456789";
 /// A 2048-bit RSA public key (PEM), test-only.
 const RSA_PUBLIC_KEY: &[u8] = include_bytes!("../../auth/tests/keys/rsa.pub.pem");
 /// The header `mint_hs256` writes.
@@ -42,7 +39,8 @@ const FIRST_MESSAGE_TIMEOUT: Duration = Duration::from_millis(300);
 async fn bearer_header_authenticates() {
     let server = TestServer::start(config()).await;
     let bearer = format!("Bearer {}", token("alice", &[], &[]));
-    let mut alice = Session::open(server.addr, "/ws", &[], &[("Authorization", &bearer)]).await;
+    let mut alice =
+        ProtocolClient::open(server.addr, "/ws", &[], &[("Authorization", &bearer)]).await;
     assert_eq!(alice.user().await.as_deref(), Some("alice"));
 }
 
@@ -61,7 +59,8 @@ async fn bearer_subprotocol_entry_authenticates_and_is_never_echoed() {
     let head = switching_head(server.addr, &upgrade(server.addr, "/ws", &alone)).await;
     assert_eq!(header(&head, "sec-websocket-protocol"), None, "{head}");
 
-    let mut alice = Session::open(server.addr, "/ws", &[JSON_SUBPROTOCOL, &entry], &[]).await;
+    let mut alice =
+        ProtocolClient::open(server.addr, "/ws", &[JSON_SUBPROTOCOL, &entry], &[]).await;
     assert_eq!(alice.ws.protocol.as_deref(), Some(JSON_SUBPROTOCOL));
     assert_eq!(alice.user().await.as_deref(), Some("alice"));
 }
@@ -76,11 +75,12 @@ async fn bearer_subprotocol_prefix_matches_in_any_case_and_is_never_echoed() {
         let head = switching_head(server.addr, &upgrade(server.addr, "/ws", &offered)).await;
         assert_eq!(header(&head, "sec-websocket-protocol"), None, "{head}");
         assert!(!head.contains(&jwt), "the token came back: {head}");
-        let mut alice = Session::open(server.addr, "/ws", &[JSON_SUBPROTOCOL, &entry], &[]).await;
+        let mut alice =
+            ProtocolClient::open(server.addr, "/ws", &[JSON_SUBPROTOCOL, &entry], &[]).await;
         assert_eq!(alice.ws.protocol.as_deref(), Some(JSON_SUBPROTOCOL));
         assert_eq!(alice.user().await.as_deref(), Some("alice"));
     }
-    let mut bob = Session::open(
+    let mut bob = ProtocolClient::open(
         server.addr,
         "/ws",
         &[],
@@ -111,13 +111,13 @@ async fn cookie_authenticates_when_configured() {
 
     // Without a configured cookie name, cookies carry no credentials.
     let server = TestServer::start(config()).await;
-    let mut anonymous = Session::open(server.addr, "/ws", &[], &[("Cookie", &cookie)]).await;
+    let mut anonymous = ProtocolClient::open(server.addr, "/ws", &[], &[("Cookie", &cookie)]).await;
     assert_eq!(anonymous.user().await, None);
 
     let mut config = config();
     config.auth.token_cookie = Some(COOKIE.to_owned());
     let server = TestServer::start(config).await;
-    let mut alice = Session::open(server.addr, "/ws", &[], &[("Cookie", &cookie)]).await;
+    let mut alice = ProtocolClient::open(server.addr, "/ws", &[], &[("Cookie", &cookie)]).await;
     assert_eq!(alice.user().await.as_deref(), Some("alice"));
 }
 
@@ -126,7 +126,7 @@ async fn query_token_is_ignored_without_the_danger_switch() {
     let path = format!("/ws?token={}", token("alice", &[], &[]));
 
     let server = TestServer::start(config()).await;
-    let mut anonymous = Session::open(server.addr, &path, &[], &[]).await;
+    let mut anonymous = ProtocolClient::open(server.addr, &path, &[], &[]).await;
     assert_eq!(anonymous.user().await, None);
 
     let mut config = config();
@@ -148,7 +148,7 @@ async fn query_token_authenticates_with_the_danger_switch() {
     config.auth.danger_token_in_query = true;
     let server = TestServer::start(config).await;
     let path = format!("/ws?v=1&token={}", token("alice", &[], &[]));
-    let mut alice = Session::open(server.addr, &path, &[], &[]).await;
+    let mut alice = ProtocolClient::open(server.addr, &path, &[], &[]).await;
     assert_eq!(alice.user().await.as_deref(), Some("alice"));
 }
 
@@ -167,7 +167,7 @@ async fn ticket_from_the_api_key_authenticates_once() {
     let ticket = ticket_of(&response);
 
     let path = format!("/ws?ticket={ticket}");
-    let mut alice = Session::open(server.addr, &path, &[], &[]).await;
+    let mut alice = ProtocolClient::open(server.addr, &path, &[], &[]).await;
     assert_eq!(alice.user().await.as_deref(), Some("alice"));
     alice.ok("subscribe", json!({"channel": "news:a"})).await;
     assert_eq!(alice.error("subscribe", json!({"channel": "sports:a"})).await, "permission_denied");
@@ -185,7 +185,7 @@ async fn ticket_from_a_bearer_token_carries_its_claims() {
     let ticket = ticket_of(&response);
 
     let path = format!("/ws?ticket={ticket}");
-    let mut alice = Session::open(server.addr, &path, &[], &[]).await;
+    let mut alice = ProtocolClient::open(server.addr, &path, &[], &[]).await;
     assert_eq!(alice.user().await.as_deref(), Some("alice"));
     alice.ok("subscribe", json!({"channel": "news:b"})).await;
     alice.ok("publish", json!({"channel": "news:a", "data": 1})).await;
@@ -317,10 +317,12 @@ async fn credentials_are_taken_from_the_first_source_present() {
     let cookie = format!("{COOKIE}={}", token("carol", &[], &[]));
 
     let headers = [("Authorization", bearer.as_str()), ("Cookie", cookie.as_str())];
-    let mut first = Session::open(server.addr, "/ws", &[JSON_SUBPROTOCOL, &entry], &headers).await;
+    let mut first =
+        ProtocolClient::open(server.addr, "/ws", &[JSON_SUBPROTOCOL, &entry], &headers).await;
     assert_eq!(first.user().await.as_deref(), Some("alice"));
     let headers = [("Cookie", cookie.as_str())];
-    let mut second = Session::open(server.addr, "/ws", &[JSON_SUBPROTOCOL, &entry], &headers).await;
+    let mut second =
+        ProtocolClient::open(server.addr, "/ws", &[JSON_SUBPROTOCOL, &entry], &headers).await;
     assert_eq!(second.user().await.as_deref(), Some("bob"));
 
     // A refused credential is never skipped in favour of a later one.
@@ -457,7 +459,8 @@ async fn missing_credentials_are_refused_when_required() {
         .await;
     }
     let bearer = format!("Bearer {}", token("alice", &[], &[]));
-    let mut alice = Session::open(server.addr, "/ws", &[], &[("Authorization", &bearer)]).await;
+    let mut alice =
+        ProtocolClient::open(server.addr, "/ws", &[], &[("Authorization", &bearer)]).await;
     assert_eq!(alice.user().await.as_deref(), Some("alice"));
 }
 
@@ -634,381 +637,40 @@ async fn missing_origin_is_refused_when_required() {
 }
 
 // ---------------------------------------------------------------------------------------
-// Channel permissions
-
-#[tokio::test]
-async fn anonymous_connections_are_unauthorized_in_the_default_namespace() {
-    let server = TestServer::start(Config::default()).await;
-    let mut anonymous = Session::open(server.addr, "/ws", &[], &[]).await;
-    for (kind, fields) in [
-        ("subscribe", json!({"channel": "room"})),
-        ("publish", json!({"channel": "room", "data": 1})),
-        ("presence", json!({"channel": "room"})),
-        ("history", json!({"channel": "room"})),
-    ] {
-        assert_eq!(anonymous.error(kind, fields).await, "unauthorized", "{kind}");
-    }
-}
-
-#[tokio::test]
-async fn chat_namespace_is_open_to_anonymous_connections() {
-    let server = TestServer::start(Config::default()).await;
-    let mut anonymous = Session::open(server.addr, "/ws", &[], &[]).await;
-    anonymous.ok("subscribe", json!({"channel": "chat:lobby"})).await;
-    anonymous.ok("publish", json!({"channel": "chat:lobby", "data": "hi"})).await;
-    anonymous.ok("presence", json!({"channel": "chat:lobby"})).await;
-    anonymous.ok("history", json!({"channel": "chat:lobby"})).await;
-}
-
-#[tokio::test]
-async fn channel_patterns_limit_what_a_token_may_read() {
-    let server = TestServer::start(config()).await;
-    let mut alice = authenticated(server.addr, &token("alice", &["news:*"], &[])).await;
-    alice.ok("subscribe", json!({"channel": "news:a"})).await;
-    alice.ok("presence", json!({"channel": "news:a"})).await;
-    alice.ok("history", json!({"channel": "news:a"})).await;
-    for kind in ["subscribe", "presence", "history"] {
-        let code = alice.error(kind, json!({"channel": "sports:a"})).await;
-        assert_eq!(code, "permission_denied", "{kind}");
-    }
-    // The default namespace is closed to anonymous users, and the token grants none of it.
-    assert_eq!(alice.error("subscribe", json!({"channel": "room"})).await, "permission_denied");
-}
-
-#[tokio::test]
-async fn publishing_needs_a_publish_pattern() {
-    let server = TestServer::start(config()).await;
-    let mut reader = authenticated(server.addr, &token("alice", &["news:*"], &[])).await;
-    let code = reader.error("publish", json!({"channel": "news:a", "data": 1})).await;
-    assert_eq!(code, "permission_denied");
-
-    let mut writer = authenticated(server.addr, &token("bob", &["news:*"], &["news:a"])).await;
-    writer.ok("publish", json!({"channel": "news:a", "data": 1})).await;
-    let code = writer.error("publish", json!({"channel": "news:b", "data": 1})).await;
-    assert_eq!(code, "permission_denied");
-}
-
-#[tokio::test]
-async fn user_limited_channels_admit_only_their_users() {
-    let server = TestServer::start(config()).await;
-    let mut alice = authenticated(server.addr, &token("alice", &[], &[])).await;
-    alice.ok("subscribe", json!({"channel": "chat:#alice"})).await;
-    alice.ok("publish", json!({"channel": "chat:#alice", "data": "note to self"})).await;
-    alice.ok("presence", json!({"channel": "chat:#alice"})).await;
-
-    // Even a token granting every channel does not open another user's channel.
-    let mut bob = authenticated(server.addr, &token("bob", &["*"], &["*"])).await;
-    for (kind, fields) in [
-        ("subscribe", json!({"channel": "chat:#alice"})),
-        ("publish", json!({"channel": "chat:#alice", "data": 1})),
-        ("presence", json!({"channel": "chat:#alice"})),
-        ("history", json!({"channel": "chat:#alice"})),
-    ] {
-        assert_eq!(bob.error(kind, fields).await, "permission_denied", "bob {kind}");
-    }
-    bob.ok("subscribe", json!({"channel": "chat:#alice,bob"})).await;
-
-    // `chat` is open to anonymous connections, but not its user-limited channels.
-    let mut anonymous = Session::open(server.addr, "/ws", &[], &[]).await;
-    for (kind, fields) in [
-        ("subscribe", json!({"channel": "chat:#alice"})),
-        ("publish", json!({"channel": "chat:#alice", "data": 1})),
-    ] {
-        assert_eq!(anonymous.error(kind, fields).await, "unauthorized", "anonymous {kind}");
-    }
-}
-
-#[tokio::test]
-async fn connect_cannot_switch_users() {
-    let server = TestServer::start(config()).await;
-    let mut alice = Session::open(
-        server.addr,
-        "/ws",
-        &[],
-        &[("Authorization", &format!("Bearer {}", token("alice", &[], &[])))],
-    )
-    .await;
-    let code = alice.error("connect", json!({"token": token("bob", &["*"], &["*"])})).await;
-    assert_eq!(code, "unauthorized");
-    assert_eq!(alice.error("subscribe", json!({"channel": "news:a"})).await, "permission_denied");
-}
-
-// ---------------------------------------------------------------------------------------
-// First-message mode
-
-#[tokio::test]
-async fn first_message_mode_refuses_commands_before_connect() {
-    let server = TestServer::start(first_message_config()).await;
-    let mut client = Session::open(server.addr, "/ws", &[], &[]).await;
-    for (kind, fields) in [
-        ("ping", json!({})),
-        // Open to anonymous connections otherwise: first-message mode comes first.
-        ("subscribe", json!({"channel": "chat:lobby"})),
-        ("publish", json!({"channel": "chat:lobby", "data": 1})),
-        ("refresh", json!({"token": token("alice", &[], &[])})),
-    ] {
-        assert_eq!(client.error(kind, fields).await, "unauthorized", "{kind}");
-    }
-    let result = client.ok("connect", json!({"token": token("alice", &["news:*"], &[])})).await;
-    assert_eq!(result["user"], "alice", "{result}");
-    client.ok("subscribe", json!({"channel": "news:a"})).await;
-    // Past the deadline the connection stays open: `connect` cleared it.
-    tokio::time::sleep(FIRST_MESSAGE_TIMEOUT * 2).await;
-    client.ok("ping", json!({})).await;
-}
+// First-message mode at the door (what a session does with it: `protocol/auth.rs`)
 
 #[tokio::test]
 async fn first_message_mode_closes_without_connect() {
-    let server = TestServer::start(first_message_config()).await;
+    let server = TestServer::start(first_message_config(FIRST_MESSAGE_TIMEOUT)).await;
     let started = Instant::now();
-    let mut client = Session::open(server.addr, "/ws", &[], &[]).await;
-    let (messages, code) = client.closed().await;
+    let mut client = ProtocolClient::open(server.addr, "/ws", &[], &[]).await;
+    let push = client.recv().await;
+    assert_eq!(client.closed().await.0, 4102, "after {push}");
     let elapsed = started.elapsed();
-    assert_eq!(code, Some(4102), "{messages:?}");
     assert_eq!(
-        messages,
-        [json!({
+        push,
+        json!({
             "push": "disconnect",
             "code": 4102,
             "reason": "no connect with a token in time",
             "advice": "backoff"
-        })]
+        })
     );
     assert!(elapsed >= FIRST_MESSAGE_TIMEOUT, "closed early: {elapsed:?}");
 }
 
 #[tokio::test]
-async fn first_message_deadline_holds_while_commands_are_refused() {
-    let server = TestServer::start(first_message_config()).await;
-    let started = Instant::now();
-    let mut client = Session::open(server.addr, "/ws", &[], &[]).await;
-    // Chatting does not buy an unauthenticated connection more time.
-    while started.elapsed() < FIRST_MESSAGE_TIMEOUT / 2 {
-        assert_eq!(client.error("ping", json!({})).await, "unauthorized");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let (messages, code) = client.closed().await;
-    assert_eq!(code, Some(4102), "{messages:?}");
-    assert!(started.elapsed() < FIRST_MESSAGE_TIMEOUT * 3, "{:?}", started.elapsed());
-}
-
-#[tokio::test]
-async fn first_message_mode_skips_the_wait_for_handshake_credentials() {
-    let server = TestServer::start(first_message_config()).await;
-    let bearer = format!("Bearer {}", token("alice", &[], &[]));
-    let mut alice = Session::open(server.addr, "/ws", &[], &[("Authorization", &bearer)]).await;
-    alice.ok("ping", json!({})).await;
-    tokio::time::sleep(FIRST_MESSAGE_TIMEOUT * 2).await;
-    alice.ok("ping", json!({})).await;
-}
-
-#[tokio::test]
-async fn first_message_mode_closes_after_a_refused_connect_token() {
-    let server = TestServer::start(first_message_config_with(Duration::from_secs(3))).await;
-    let mut client = Session::open(server.addr, "/ws", &[], &[]).await;
-    let code = client.error("connect", json!({"token": token_with(OTHER_SECRET)})).await;
-    assert_eq!(code, "unauthorized");
-    let (messages, code) = client.closed().await;
-    assert_eq!(code, Some(4401), "{messages:?}");
-
-    let mut client = Session::open(server.addr, "/ws", &[], &[]).await;
-    let code = client.error("connect", json!({"token": expired_token("alice")})).await;
-    assert_eq!(code, "token_expired");
-    let (messages, code) = client.closed().await;
-    assert_eq!(code, Some(4200), "{messages:?}");
-}
-
-#[tokio::test]
 async fn first_message_connect_accepts_a_ticket() {
-    let server = TestServer::start(first_message_config()).await;
+    let server = TestServer::start(first_message_config(FIRST_MESSAGE_TIMEOUT)).await;
     let bearer = format!("Authorization: Bearer {}\r\n", token("alice", &[], &[]));
     let ticket = ticket_of(&http(server.addr, "POST", "/api/ticket", &bearer, "").await);
-    let mut client = Session::open(server.addr, "/ws", &[], &[]).await;
+    let mut client = ProtocolClient::open(server.addr, "/ws", &[], &[]).await;
     let result = client.ok("connect", json!({"token": ticket})).await;
     assert_eq!(result["user"], "alice", "{result}");
 }
 
 // ---------------------------------------------------------------------------------------
-// Expiry and refresh
-
-#[tokio::test]
-async fn expired_token_closes_the_connection_with_4200() {
-    let server = TestServer::start(strict_config()).await;
-    let short = claims("alice", Duration::from_secs(2), &[], &[]);
-    let mut alice = authenticated(server.addr, &sign(&short)).await;
-    let (messages, code) = alice.closed().await;
-    let closed_at = SystemTime::now();
-    assert_eq!(code, Some(4200), "{messages:?}");
-    assert_eq!(
-        messages,
-        [json!({
-            "push": "disconnect",
-            "code": 4200,
-            "reason": "token expired",
-            "advice": "refresh_token"
-        })]
-    );
-    // Not before `exp` (less a little for the clocks of the two sides).
-    let exp = UNIX_EPOCH + Duration::from_secs(short.exp);
-    assert!(closed_at + Duration::from_millis(100) >= exp, "closed before exp");
-}
-
-#[tokio::test]
-async fn refresh_extends_the_connection_and_applies_the_new_claims() {
-    let server = TestServer::start(strict_config()).await;
-    let short = claims("alice", Duration::from_secs(2), &[], &[]);
-    let mut alice = authenticated(server.addr, &sign(&short)).await;
-    assert_eq!(alice.error("subscribe", json!({"channel": "news:a"})).await, "permission_denied");
-
-    let long = claims("alice", Duration::from_secs(3600), &["news:*"], &[]);
-    let result = alice.ok("refresh", json!({"token": sign(&long)})).await;
-    assert_eq!(result, json!({"expires_at": long.exp}));
-    alice.ok("subscribe", json!({"channel": "news:a"})).await;
-
-    // Past the old expiry the connection is still open and answers.
-    let old_exp = UNIX_EPOCH + Duration::from_secs(short.exp);
-    let wait = old_exp.duration_since(SystemTime::now()).unwrap_or_default();
-    tokio::time::sleep(wait + Duration::from_millis(500)).await;
-    alice.ok("ping", json!({})).await;
-    assert!(alice.pushes.iter().all(|p| p["push"] != "disconnect"), "{:?}", alice.pushes);
-}
-
-#[tokio::test]
-async fn refresh_with_fewer_channels_ends_the_subscriptions_it_no_longer_allows() {
-    let server = TestServer::start(config()).await;
-    let wide = token("alice", &["news:*", "sports:*"], &["news:*", "sports:*"]);
-    let mut alice = authenticated(server.addr, &wide).await;
-    for channel in ["news:a", "news:b", "sports:x", "chat:lobby"] {
-        alice.ok("subscribe", json!({"channel": channel})).await;
-    }
-    let mut publisher = authenticated(server.addr, &wide).await;
-
-    let narrow = token("alice", &["news:a"], &[]);
-    let reply = alice.call("refresh", json!({"token": narrow})).await;
-    assert!(reply.get("result").is_some(), "{reply}");
-    // The pushes came before the reply (kept aside by `call`), one per revoked channel.
-    let mut revoked: Vec<Value> = alice.pushes.drain(..).collect();
-    revoked.sort_by_key(|push| push["channel"].as_str().map(str::to_owned));
-    let expected: Vec<Value> = ["news:b", "sports:x"]
-        .iter()
-        .map(|channel| {
-            json!({
-                "push": "unsubscribe",
-                "channel": channel,
-                "code": "permission_denied",
-                "reason": "after refresh: the token does not allow to subscribe to this channel"
-            })
-        })
-        .collect();
-    assert_eq!(revoked, expected);
-
-    // Still subscribed where allowed (by the token, or by the open `chat` namespace); no
-    // longer where not.
-    for channel in ["news:b", "sports:x", "news:a", "chat:lobby"] {
-        publisher.ok("publish", json!({"channel": channel, "data": channel})).await;
-    }
-    let mut delivered = Vec::new();
-    while delivered.len() < 2 {
-        let push = alice.recv().await;
-        assert_eq!(push["push"], "publication", "{push}");
-        delivered.push(push["data"].clone());
-    }
-    assert_eq!(delivered, [json!("news:a"), json!("chat:lobby")]);
-    assert_eq!(alice.error("unsubscribe", json!({"channel": "news:b"})).await, "not_subscribed");
-    alice.ok("unsubscribe", json!({"channel": "news:a"})).await;
-}
-
-#[tokio::test]
-async fn refresh_with_another_users_token_is_unauthorized_and_changes_nothing() {
-    let server = TestServer::start(strict_config()).await;
-    let short = claims("alice", Duration::from_secs(2), &[], &[]);
-    let mut alice = authenticated(server.addr, &sign(&short)).await;
-    let code = alice.error("refresh", json!({"token": token("bob", &["*"], &["*"])})).await;
-    assert_eq!(code, "unauthorized");
-    let code = alice.error("refresh", json!({"token": expired_token("alice")})).await;
-    assert_eq!(code, "token_expired");
-    let code = alice.error("refresh", json!({"token": token_with(OTHER_SECRET)})).await;
-    assert_eq!(code, "unauthorized");
-    assert_eq!(alice.error("subscribe", json!({"channel": "news:a"})).await, "permission_denied");
-    // The old expiry still holds.
-    let (messages, code) = alice.closed().await;
-    assert_eq!(code, Some(4200), "{messages:?}");
-
-    let mut anonymous = Session::open(server.addr, "/ws", &[], &[]).await;
-    let code = anonymous.error("refresh", json!({"token": token("bob", &[], &[])})).await;
-    assert_eq!(code, "unauthorized");
-}
-
-// ---------------------------------------------------------------------------------------
 // Helpers
-
-/// `Config::default()` (the default namespace closed to anonymous connections, `chat` open
-/// to them) with an HS256 verifier for [`SECRET`], the API key, and namespaces `news` and
-/// `sports` with default options (for token holders only).
-fn config() -> Config {
-    let mut config = Config::default();
-    let verifier = VerifierBuilder::hmac(Algorithm::Hs256, SECRET.as_slice()).build();
-    config.auth.verifier = Some(Arc::new(verifier.expect("an HS256 verifier")));
-    config.api_key = Some(API_KEY.to_owned());
-    for ns in ["news", "sports"] {
-        config.hub.namespaces.insert(ns.to_owned(), NamespaceOptions::default());
-    }
-    config
-}
-
-/// [`config`] with a verifier allowing no clock skew, so a token's connection ends at `exp`.
-fn strict_config() -> Config {
-    let mut config = config();
-    let verifier = VerifierBuilder::hmac(Algorithm::Hs256, SECRET.as_slice())
-        .leeway(Duration::ZERO)
-        .build()
-        .expect("an HS256 verifier without leeway");
-    config.auth.verifier = Some(Arc::new(verifier));
-    config
-}
-
-/// [`config`] requiring credentials, in first-message mode with a short deadline.
-fn first_message_config() -> Config {
-    first_message_config_with(FIRST_MESSAGE_TIMEOUT)
-}
-
-fn first_message_config_with(timeout: Duration) -> Config {
-    let mut config = config();
-    config.auth.required = true;
-    config.auth.first_message = true;
-    config.auth.first_message_timeout = timeout;
-    config
-}
-
-/// Claims for `user` valid from now for `ttl`, granting the given patterns.
-fn claims(user: &str, ttl: Duration, channels: &[&str], publish: &[&str]) -> Claims {
-    let mut claims = Claims::new(user, ttl, SystemTime::now());
-    claims.channels = channels.iter().map(|&c| c.to_owned()).collect();
-    claims.publish = publish.iter().map(|&p| p.to_owned()).collect();
-    claims
-}
-
-/// `claims` signed with [`SECRET`].
-fn sign(claims: &Claims) -> String {
-    mint_hs256(SECRET, claims).expect("mint a token")
-}
-
-/// A token for `user`, valid for an hour.
-fn token(user: &str, channels: &[&str], publish: &[&str]) -> String {
-    sign(&claims(user, Duration::from_secs(3600), channels, publish))
-}
-
-/// A valid-looking token for `alice` signed with `secret`.
-fn token_with(secret: &[u8]) -> String {
-    let claims = claims("alice", Duration::from_secs(3600), &["*"], &["*"]);
-    mint_hs256(secret, &claims).expect("mint a token")
-}
-
-/// A token that expired an hour ago, well past any leeway.
-fn expired_token(user: &str) -> String {
-    let issued = SystemTime::now() - Duration::from_secs(7200);
-    sign(&Claims::new(user, Duration::from_secs(3600), issued))
-}
 
 fn b64(bytes: &[u8]) -> String {
     URL_SAFE_NO_PAD.encode(bytes)
@@ -1147,100 +809,8 @@ fn ticket_of(response: &HttpResponse) -> String {
     ticket
 }
 
-/// A `/ws` connection speaking JSON, with its pushes kept aside.
-struct Session {
-    ws: WsClient,
-    next_id: u64,
-    pushes: VecDeque<Value>,
-}
-
-impl Session {
-    async fn open(
-        addr: SocketAddr,
-        path: &str,
-        protocols: &[&str],
-        headers: &[(&str, &str)],
-    ) -> Self {
-        let ws = WsClient::connect_with(addr, path, protocols, headers)
-            .await
-            .expect("a WebSocket handshake");
-        Self { ws, next_id: 1, pushes: VecDeque::new() }
-    }
-
-    /// The next JSON message, skipping control frames.
-    async fn recv(&mut self) -> Value {
-        loop {
-            match self.ws.recv_timeout(LIMIT).await.expect("a message in time") {
-                Some(Event::Text(text)) => {
-                    return serde_json::from_slice(&text).expect("a JSON message");
-                }
-                Some(Event::Ping(_) | Event::Pong(_)) => {}
-                other => panic!("expected a message, got {other:?}"),
-            }
-        }
-    }
-
-    /// Sends command `kind` with `fields` and returns the reply.
-    async fn call(&mut self, kind: &str, fields: Value) -> Value {
-        let id = self.next_id;
-        self.next_id += 1;
-        let mut command = json!({"id": id, "type": kind});
-        if let (Some(command), Value::Object(fields)) = (command.as_object_mut(), fields) {
-            command.extend(fields);
-        }
-        self.ws.send(Message::text(command.to_string())).await.expect("send a command");
-        loop {
-            let message = self.recv().await;
-            if message.get("push").is_some() {
-                self.pushes.push_back(message);
-                continue;
-            }
-            assert_eq!(message["id"], id, "replies come in command order: {message}");
-            return message;
-        }
-    }
-
-    /// The result of a command that must succeed.
-    async fn ok(&mut self, kind: &str, fields: Value) -> Value {
-        let reply = self.call(kind, fields).await;
-        assert!(reply.get("error").is_none(), "{kind} failed: {reply}");
-        reply.get("result").cloned().expect("a result")
-    }
-
-    /// The error code of a command that must fail.
-    async fn error(&mut self, kind: &str, fields: Value) -> String {
-        let reply = self.call(kind, fields).await;
-        assert!(reply.get("result").is_none(), "{kind} succeeded: {reply}");
-        reply["error"]["code"].as_str().expect("an error code").to_owned()
-    }
-
-    /// Sends `connect` and returns the user the server sees.
-    async fn user(&mut self) -> Option<String> {
-        let result = self.ok("connect", json!({})).await;
-        result.get("user").map(|u| u.as_str().expect("a user id").to_owned())
-    }
-
-    /// Reads until the server's close frame: the messages before it and its code.
-    async fn closed(&mut self) -> (Vec<Value>, Option<u16>) {
-        let mut messages: Vec<Value> = self.pushes.drain(..).collect();
-        loop {
-            match self.ws.recv_timeout(LIMIT).await.expect("a close in time") {
-                Some(Event::Text(text)) => {
-                    messages.push(serde_json::from_slice(&text).expect("a JSON message"));
-                }
-                Some(Event::Close(frame)) => {
-                    let code = frame.map_or(CloseCode::NO_STATUS, |f| f.code);
-                    return (messages, Some(code.0));
-                }
-                Some(_) => {}
-                None => return (messages, None),
-            }
-        }
-    }
-}
-
 /// A connection authenticated with `token` in `Authorization`.
-async fn authenticated(addr: SocketAddr, token: &str) -> Session {
+async fn authenticated(addr: SocketAddr, token: &str) -> ProtocolClient {
     let bearer = format!("Bearer {token}");
-    Session::open(addr, "/ws", &[], &[("Authorization", &bearer)]).await
+    ProtocolClient::open(addr, "/ws", &[], &[("Authorization", &bearer)]).await
 }

@@ -9,6 +9,7 @@
 //! - [`protocol`]: a protocol v1 client that numbers commands and keeps pushes, over a
 //!   WebSocket or a session in memory.
 //! - [`memory`]: a node on the in-memory broker and its clients, no socket: protocol tests.
+//! - [`tokens`]: the test secret, tokens signed with it and configurations verifying them.
 //! - [`redis`]: a private `redis-server` on a free port, killed by PID when dropped.
 
 pub mod client;
@@ -18,3 +19,4 @@ pub mod pair;
 pub mod protocol;
 pub mod redis;
 pub mod server;
+pub mod tokens;

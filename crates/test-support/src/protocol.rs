@@ -98,6 +98,21 @@ impl ProtocolClient {
     }
 }
 
+impl ProtocolClient {
+    /// A JSON connection to `path` offering `protocols` with extra request `headers`.
+    pub async fn open(
+        addr: SocketAddr,
+        path: &str,
+        protocols: &[&str],
+        headers: &[(&str, &str)],
+    ) -> Self {
+        let ws = WsClient::connect_with(addr, path, protocols, headers)
+            .await
+            .expect("a WebSocket handshake");
+        Self::new(ws, false)
+    }
+}
+
 impl<L: Link> ProtocolClient<L> {
     /// A client over `link`, speaking MessagePack when `binary`.
     pub fn new(link: L, binary: bool) -> Self {
@@ -181,6 +196,12 @@ impl<L: Link> ProtocolClient<L> {
     pub async fn connect_id(&mut self) -> String {
         let result = self.ok("connect", json!({})).await;
         result["client"].as_str().expect("a client id").to_owned()
+    }
+
+    /// Sends `connect` and returns the user the server sees.
+    pub async fn user(&mut self) -> Option<String> {
+        let result = self.ok("connect", json!({})).await;
+        result.get("user").map(|u| u.as_str().expect("a user id").to_owned())
     }
 
     /// Subscribes to `channel` and returns the result.

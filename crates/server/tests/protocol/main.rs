@@ -4,4 +4,5 @@
 //! close frames, backpressure on a blocked write, TLS, the HTTP door) is tested over
 //! sockets in the other test files.
 
+mod auth;
 mod connect;
