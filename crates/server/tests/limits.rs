@@ -9,6 +9,7 @@ use switchboard_codec::{ClientHandshake, CloseCode, Event, Message};
 use switchboard_server::{Config, Rate};
 use switchboard_test_support::client::WsClient;
 use switchboard_test_support::metrics::{sample, scrape};
+use switchboard_test_support::protocol::ProtocolClient;
 use switchboard_test_support::server::{TestServer, open_config};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
@@ -17,106 +18,7 @@ use tokio::net::{TcpSocket, TcpStream};
 const LIMIT: Duration = Duration::from_secs(5);
 
 // ---------------------------------------------------------------------------------------
-// Commands and bytes per connection
-
-#[tokio::test]
-async fn commands_over_the_rate_get_rate_limited_and_are_not_carried_out() {
-    let mut config = open_config();
-    // Three commands, then one more a minute: nothing refills during the test.
-    config.rate_limits.message_rate = Some(Rate::new(1, 3));
-    let server = TestServer::start(config).await;
-    let mut a = connect(server.addr).await;
-    for id in 1..=5 {
-        send(&mut a, &json!({"id": id, "type": "publish", "channel": "room", "data": id})).await;
-    }
-    send_text(&mut a, "not json").await;
-    for id in 1..=3 {
-        let reply = next_json(&mut a).await;
-        assert_eq!(
-            (reply["id"].clone(), reply["result"]["offset"].clone()),
-            (json!(id), json!(id))
-        );
-    }
-    for id in [4, 5, 0] {
-        let reply = next_json(&mut a).await;
-        assert_eq!(reply["id"], id, "{reply}");
-        assert_eq!(reply["error"]["code"], "rate_limited", "{reply}");
-        assert_eq!(reply["error"]["temporary"], true, "{reply}");
-        let message = reply["error"]["message"].as_str().expect("a message");
-        assert!(message.contains("at most 1 a second, in bursts of 3"), "{message}");
-    }
-    // Another connection has its own allowance, and sees that only three were published.
-    let mut b = connect(server.addr).await;
-    send(&mut b, &json!({"id": 1, "type": "history", "channel": "room"})).await;
-    let history = next_json(&mut b).await;
-    assert_eq!(history["result"]["offset"], 3, "{history}");
-}
-
-#[tokio::test]
-async fn the_allowance_refills_at_the_rate() {
-    let mut config = open_config();
-    config.rate_limits.message_rate = Some(Rate::new(10, 1));
-    let server = TestServer::start(config).await;
-    let mut a = connect(server.addr).await;
-    send(&mut a, &json!({"id": 1, "type": "ping"})).await;
-    send(&mut a, &json!({"id": 2, "type": "ping"})).await;
-    assert_eq!(next_json(&mut a).await, json!({"id": 1, "result": {}}));
-    assert_eq!(next_json(&mut a).await["error"]["code"], "rate_limited");
-    // One command refills every 100 ms.
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(ping(&mut a, 3).await, json!({"id": 3, "result": {}}));
-}
-
-#[tokio::test]
-async fn bytes_over_the_byte_rate_get_rate_limited() {
-    let mut config = open_config();
-    config.rate_limits.byte_rate = Some(Rate::new(1, 1_000));
-    let server = TestServer::start(config).await;
-    let mut a = connect(server.addr).await;
-    let data = "x".repeat(600);
-    let publish = |id: u64| json!({"id": id, "type": "publish", "channel": "room", "data": data});
-    send(&mut a, &publish(1)).await;
-    assert_eq!(next_json(&mut a).await["result"]["offset"], 1);
-    send(&mut a, &publish(2)).await;
-    let reply = next_json(&mut a).await;
-    assert_eq!(reply["error"]["code"], "rate_limited", "{reply}");
-    let message = reply["error"]["message"].as_str().expect("a message");
-    assert!(message.starts_with("too many bytes"), "{message}");
-    // A small command still fits in what is left.
-    assert_eq!(ping(&mut a, 3).await, json!({"id": 3, "result": {}}));
-}
-
-#[tokio::test]
-async fn sustained_excess_closes_with_a_disconnect_push_and_1008() {
-    let mut config = open_config();
-    config.rate_limits.message_rate = Some(Rate::new(1, 1));
-    config.rate_limits.max_rejections = 3;
-    let server = TestServer::start(config).await;
-    let mut a = connect(server.addr).await;
-    for id in 1..=6 {
-        send(&mut a, &json!({"id": id, "type": "ping"})).await;
-    }
-    assert_eq!(next_json(&mut a).await, json!({"id": 1, "result": {}}));
-    for id in 2..=4 {
-        let reply = next_json(&mut a).await;
-        let code = reply["error"]["code"].clone();
-        assert_eq!((reply["id"].clone(), code), (json!(id), json!("rate_limited")));
-    }
-    // A fourth refusal in one streak is more than `max_rejections`: it closes the
-    // connection, and nothing after it is answered.
-    let push = next_json(&mut a).await;
-    assert_eq!(
-        push,
-        json!({
-            "push": "disconnect",
-            "code": 1008,
-            "reason": "too many commands too fast",
-            "advice": "backoff",
-        })
-    );
-    assert_eq!(a.expect_close(LIMIT).await.expect("a close"), Some(CloseCode::POLICY_VIOLATION));
-    a.expect_eof(LIMIT).await.expect("the server closes tcp");
-}
+// Commands and bytes per connection (what a session does with them: `protocol/limits.rs`)
 
 #[tokio::test]
 async fn echo_is_not_rate_limited() {
@@ -155,23 +57,22 @@ async fn issue_12_a_reconnecting_client_gets_no_fresh_byte_allowance() {
     let server = TestServer::start(config).await;
     let data = "x".repeat(60_000);
     let publish = |id: u64| json!({"id": id, "type": "publish", "channel": "room", "data": data});
-    let mut first = connect(server.addr).await;
-    send(&mut first, &publish(1)).await;
-    assert_eq!(next_json(&mut first).await["result"]["offset"], 1);
-    first.close(CloseCode::NORMAL, "").await.expect("close");
-    first.expect_eof(LIMIT).await.expect("closed");
+    let mut first = ProtocolClient::connect(server.addr).await;
+    first.send(&publish(1)).await;
+    assert_eq!(first.recv().await["result"]["offset"], 1);
+    first.ws.close(CloseCode::NORMAL, "").await.expect("close");
+    first.ws.expect_eof(LIMIT).await.expect("closed");
     // The new connection has a full allowance of its own, the address only 40 kB left.
-    let mut second = connect(server.addr).await;
-    send(&mut second, &publish(2)).await;
-    let reply = next_json(&mut second).await;
+    let mut second = ProtocolClient::connect(server.addr).await;
+    second.send(&publish(2)).await;
+    let reply = second.recv().await;
     assert_eq!(reply["error"]["code"], "rate_limited", "{reply}");
     assert_eq!(
         reply["error"]["message"],
         "too many bytes from this address: at most 1 a second, in bursts of 100000; slow down"
     );
-    send(&mut second, &json!({"id": 3, "type": "publish", "channel": "room", "data": "small"}))
-        .await;
-    assert_eq!(next_json(&mut second).await["result"]["offset"], 2);
+    second.send(&json!({"id": 3, "type": "publish", "channel": "room", "data": "small"})).await;
+    assert_eq!(second.recv().await["result"]["offset"], 2);
     let text = scrape(server.addr).await;
     let counted =
         |reason| sample(&text, &format!("switchboard_rate_limited_total{{reason=\"{reason}\"}}"));
@@ -185,7 +86,7 @@ async fn issue_12_connections_from_one_address_share_one_command_allowance() {
     let server = TestServer::start(config).await;
     let mut replies = Vec::new();
     for _ in 0..3 {
-        let mut ws = connect(server.addr).await;
+        let mut ws = ProtocolClient::connect(server.addr).await;
         let mut codes = Vec::new();
         for id in 1..=4 {
             let reply = ping(&mut ws, id).await;
@@ -210,7 +111,7 @@ async fn loopback_clients_are_exempt_from_address_rates_by_default() {
     config.rate_limits.address_byte_rate = Some(Rate::new(1, 1));
     let server = TestServer::start(config).await;
     for _ in 0..2 {
-        let mut ws = connect(server.addr).await;
+        let mut ws = ProtocolClient::connect(server.addr).await;
         for id in 1..=3 {
             assert_eq!(ping(&mut ws, id).await, json!({"id": id, "result": {}}));
         }
@@ -223,38 +124,38 @@ async fn loopback_clients_are_exempt_from_address_rates_by_default() {
 #[tokio::test]
 async fn issue_12_a_hundred_malformed_commands_in_a_row_close_with_4101() {
     let server = TestServer::start(open_config()).await;
-    let mut ws = connect(server.addr).await;
+    let mut ws = ProtocolClient::connect(server.addr).await;
     // Errors that are not about the command's form do not count, and a readable command
     // ends the run.
     for id in 1..=150 {
-        send(&mut ws, &json!({"id": id, "type": "unsubscribe", "channel": "nowhere"})).await;
+        ws.send(&json!({"id": id, "type": "unsubscribe", "channel": "nowhere"})).await;
     }
     for _ in 0..99 {
-        send_text(&mut ws, "not json").await;
+        ws.send_text("not json").await;
     }
-    send(&mut ws, &json!({"id": 151, "type": "ping"})).await;
+    ws.send(&json!({"id": 151, "type": "ping"})).await;
     for id in 1..=150 {
-        assert_eq!(next_json(&mut ws).await["error"]["code"], "not_subscribed", "{id}");
+        assert_eq!(ws.recv().await["error"]["code"], "not_subscribed", "{id}");
     }
     for _ in 0..99 {
-        assert_eq!(next_json(&mut ws).await["error"]["code"], "bad_request");
+        assert_eq!(ws.recv().await["error"]["code"], "bad_request");
     }
-    assert_eq!(next_json(&mut ws).await, json!({"id": 151, "result": {}}));
+    assert_eq!(ws.recv().await, json!({"id": 151, "result": {}}));
     // Then 2,000 in a row: the hundredth closes, nothing after it is answered.
     for n in 0..2_000 {
         match n % 4 {
-            0 => send_text(&mut ws, "not json").await,
-            1 => send(&mut ws, &json!({"id": n, "type": "no-such-command"})).await,
-            2 => send(&mut ws, &json!({"id": n, "type": "publish", "channel": 5})).await,
-            _ => ws.send(Message::binary(vec![0xc1])).await.expect("send"),
+            0 => ws.send_text("not json").await,
+            1 => ws.send(&json!({"id": n, "type": "no-such-command"})).await,
+            2 => ws.send(&json!({"id": n, "type": "publish", "channel": 5})).await,
+            _ => ws.send_binary(vec![0xc1]).await,
         }
     }
     let codes = ["bad_request", "unknown_command", "bad_request", "bad_request"];
     for n in 0..100 {
-        assert_eq!(next_json(&mut ws).await["error"]["code"], codes[n % 4], "{n}");
+        assert_eq!(ws.recv().await["error"]["code"], codes[n % 4], "{n}");
     }
     assert_eq!(
-        next_json(&mut ws).await,
+        ws.recv().await,
         json!({
             "push": "disconnect",
             "code": 4101,
@@ -262,8 +163,8 @@ async fn issue_12_a_hundred_malformed_commands_in_a_row_close_with_4101() {
             "advice": "backoff",
         })
     );
-    assert_eq!(ws.expect_close(LIMIT).await.expect("a close"), Some(CloseCode(4101)));
-    ws.expect_eof(LIMIT).await.expect("the server closes tcp");
+    assert_eq!(ws.ws.expect_close(LIMIT).await.expect("a close"), Some(CloseCode(4101)));
+    ws.ws.expect_eof(LIMIT).await.expect("the server closes tcp");
     let text = scrape(server.addr).await;
     assert_eq!(
         sample(&text, "switchboard_rate_limited_total{reason=\"too_many_errors\"}"),
@@ -394,36 +295,6 @@ async fn upgrades_past_the_handshake_rate_get_429_with_retry_after() {
 }
 
 // ---------------------------------------------------------------------------------------
-// Channel names
-
-#[tokio::test]
-async fn channel_names_of_255_bytes_are_accepted_and_longer_ones_are_invalid() {
-    let server = TestServer::start(open_config()).await;
-    let mut a = connect(server.addr).await;
-    let longest = "c".repeat(255);
-    let subscribe = json!({"id": 1, "type": "subscribe", "channel": longest});
-    send(&mut a, &subscribe).await;
-    assert_eq!(next_json(&mut a).await["result"]["offset"], 0);
-    send(&mut a, &json!({"id": 2, "type": "publish", "channel": longest, "data": 1})).await;
-    let mut replies = vec![next_json(&mut a).await, next_json(&mut a).await];
-    replies.sort_by_key(|m| m.get("push").is_some());
-    assert_eq!(replies[0]["result"]["offset"], 1, "{replies:?}");
-    assert_eq!(replies[1]["channel"], json!(longest), "{replies:?}");
-
-    let too_long = "c".repeat(256);
-    for (id, kind) in [(3, "subscribe"), (4, "publish"), (5, "presence"), (6, "history")] {
-        let mut command = json!({"id": id, "type": kind, "channel": too_long});
-        if kind == "publish" {
-            command["data"] = json!(1);
-        }
-        send(&mut a, &command).await;
-        let reply = next_json(&mut a).await;
-        assert_eq!(reply["id"], id, "{kind}: {reply}");
-        assert_eq!(reply["error"]["code"], "invalid_channel", "{kind}: {reply}");
-    }
-}
-
-// ---------------------------------------------------------------------------------------
 // Helpers
 
 /// What the server answered instead of 101.
@@ -472,34 +343,10 @@ async fn connect_eventually(addr: SocketAddr, path: &str) -> WsClient {
     }
 }
 
-/// Connects to `/ws` (JSON).
-async fn connect(addr: SocketAddr) -> WsClient {
-    WsClient::connect(addr, "/ws").await.expect("handshake")
-}
-
-async fn send(ws: &mut WsClient, command: &Value) {
-    send_text(ws, &command.to_string()).await;
-}
-
-async fn send_text(ws: &mut WsClient, text: &str) {
-    ws.send(Message::text(text.to_owned())).await.expect("send");
-}
-
-/// The next text message, as JSON.
-async fn next_json(ws: &mut WsClient) -> Value {
-    loop {
-        match ws.recv_timeout(LIMIT).await.expect("a message in time") {
-            Some(Event::Text(data)) => return serde_json::from_slice(&data).expect("JSON"),
-            Some(Event::Ping(_) | Event::Pong(_)) => continue,
-            other => panic!("expected a text message, got {other:?}"),
-        }
-    }
-}
-
 /// Sends a `ping` command and returns its reply.
-async fn ping(ws: &mut WsClient, id: u64) -> Value {
-    send(ws, &json!({"id": id, "type": "ping"})).await;
-    next_json(ws).await
+async fn ping(client: &mut ProtocolClient, id: u64) -> Value {
+    client.send(&json!({"id": id, "type": "ping"})).await;
+    client.recv().await
 }
 
 /// A loopback address other than 127.0.0.1 (Linux routes the whole /8 to `lo`).

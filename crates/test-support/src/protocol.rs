@@ -129,6 +129,17 @@ impl<L: Link> ProtocolClient<L> {
         self.ws.send_command(bytes, self.binary).await;
     }
 
+    /// Sends `text` as a text message, whatever the client's format: for what a
+    /// well-behaved client would not send.
+    pub async fn send_text(&mut self, text: &str) {
+        self.ws.send_command(text.as_bytes().to_vec(), false).await;
+    }
+
+    /// Sends `bytes` as a binary message, whatever the client's format.
+    pub async fn send_binary(&mut self, bytes: Vec<u8>) {
+        self.ws.send_command(bytes, true).await;
+    }
+
     /// The next protocol message, skipping control frames.
     pub async fn recv(&mut self) -> Value {
         match self.ws.next_message(self.limit).await {
@@ -196,6 +207,14 @@ impl<L: Link> ProtocolClient<L> {
     pub async fn connect_id(&mut self) -> String {
         let result = self.ok("connect", json!({})).await;
         result["client"].as_str().expect("a client id").to_owned()
+    }
+
+    /// Sends `ping` with id `id` and returns the reply, which must be an error.
+    pub async fn error_reply(&mut self, id: u64) -> Value {
+        self.send(&json!({"id": id, "type": "ping"})).await;
+        let reply = self.reply(id).await;
+        assert!(reply.get("error").is_some(), "ping {id} succeeded: {reply}");
+        reply
     }
 
     /// Sends `connect` and returns the user the server sees.

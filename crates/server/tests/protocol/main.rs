@@ -6,3 +6,4 @@
 
 mod auth;
 mod connect;
+mod limits;
