@@ -8,10 +8,20 @@
 //! - [`metrics`]: a server's `/metrics`, and one sample of it.
 //! - [`protocol`]: a protocol v1 client that numbers commands and keeps pushes.
 //! - [`redis`]: a private `redis-server` on a free port, killed by PID when dropped.
+//! - [`http`]: one HTTP/1.1 request, read to the end.
+//! - [`rust_client`]: bounded waits on the Rust client's connection state and streams.
+//! - [`cli`]: the `switchboard serve` binary as a child, waited for until it listens.
+//! - [`wait`]: bounded waits for a condition ([`wait_until`] and friends), not sleeps.
 
+pub mod cli;
 pub mod client;
+pub mod http;
 pub mod metrics;
 pub mod pair;
 pub mod protocol;
 pub mod redis;
+pub mod rust_client;
 pub mod server;
+pub mod wait;
+
+pub use wait::{poll_until, wait_until, wait_until_blocking};
