@@ -141,10 +141,12 @@ describe('credentials', { concurrency: true }, () => {
   test('getToken supplies the first token and refreshes it before it expires', async () => {
     const proxy = await startProxy(server.port);
     const issued = [];
+    let firstExpiry;
     try {
       const client = open(proxy.url, {
         // One second of life: the server would close at exp + its 5 s leeway without a refresh.
         getToken: async () => {
+          if (issued.length === 0) firstExpiry = (Math.floor(Date.now() / 1000) + 1 + 5) * 1000;
           const fresh = token(SECRET, { ttl: issued.length === 0 ? 1 : 3600 });
           issued.push(fresh);
           return fresh;
@@ -158,7 +160,10 @@ describe('credentials', { concurrency: true }, () => {
       client.on('state', (event) => changes.push(event));
       client.on('error', (error) => errors.push(error));
       await waitFor(() => issued.length === 2, 3000, () => 'the refresh');
-      await sleep(6500);
+      // The moment the server would close the connection for the first token (its `exp`,
+      // in whole seconds, plus the leeway), then a round trip: a close would come first.
+      await waitFor(() => Date.now() >= firstExpiry, 10000, () => 'the first expiry');
+      await client.ping();
       assert.deepEqual(changes, [], 'still on the first connection');
       assert.deepEqual(errors, [], 'the refresh was accepted');
       assert.equal(proxy.connections, 1);
