@@ -145,10 +145,10 @@ export function withTimeout(promise, ms, describe = () => `timed out after ${ms}
   return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }
 
-/** Polls `predicate` every 20 ms until it holds, for at most `ms`. */
+/** Polls `predicate` (sync or async) every 20 ms until it holds, for at most `ms`. */
 export async function waitFor(predicate, ms, describe = () => 'condition') {
   const deadline = Date.now() + ms;
-  while (!predicate()) {
+  while (!(await predicate())) {
     if (Date.now() > deadline) {
       throw new Error(`timed out after ${ms} ms waiting for ${describe()}`);
     }

@@ -19,6 +19,9 @@ import {
 const SECRET = 'a-test-secret-of-at-least-32-bytes!';
 const API_KEY = 'a-test-api-key';
 const FAST = { WebSocket, minReconnectDelay: 100, maxReconnectDelay: 400 };
+// A client that would try again does so within `maxReconnectDelay`; nothing outside it
+// shows that it never will, so the no-loop checks wait out more than twice that.
+const NO_RETRY_WINDOW = 1000;
 
 function token(secret, { user = 'ann', ttl = 3600 } = {}) {
   const now = Math.floor(Date.now() / 1000);
@@ -55,7 +58,7 @@ describe('credentials', { concurrency: true }, () => {
       const closed = await stateReached(client, 'closed', 3000);
       assert.equal(closed.status, 401);
       assert.equal(closed.advice, 'stop');
-      await sleep(1000);
+      await sleep(NO_RETRY_WINDOW);
       assert.equal(proxy.connections, 1, 'no reconnection loop');
       assert.equal(client.state, 'closed');
     } finally {
@@ -68,7 +71,7 @@ describe('credentials', { concurrency: true }, () => {
     try {
       const client = open(proxy.url);
       await stateReached(client, 'closed', 3000);
-      await sleep(1000);
+      await sleep(NO_RETRY_WINDOW);
       assert.equal(proxy.connections, 1);
     } finally {
       await proxy.close();
@@ -86,7 +89,7 @@ describe('credentials', { concurrency: true }, () => {
         },
       });
       await stateReached(client, 'closed', 3000);
-      await sleep(1000);
+      await sleep(NO_RETRY_WINDOW);
       assert.equal(calls, 2);
       assert.equal(proxy.connections, 2);
     } finally {
@@ -141,10 +144,12 @@ describe('credentials', { concurrency: true }, () => {
   test('getToken supplies the first token and refreshes it before it expires', async () => {
     const proxy = await startProxy(server.port);
     const issued = [];
+    let firstExpiry;
     try {
       const client = open(proxy.url, {
         // One second of life: the server would close at exp + its 5 s leeway without a refresh.
         getToken: async () => {
+          if (issued.length === 0) firstExpiry = (Math.floor(Date.now() / 1000) + 1 + 5) * 1000;
           const fresh = token(SECRET, { ttl: issued.length === 0 ? 1 : 3600 });
           issued.push(fresh);
           return fresh;
@@ -158,7 +163,10 @@ describe('credentials', { concurrency: true }, () => {
       client.on('state', (event) => changes.push(event));
       client.on('error', (error) => errors.push(error));
       await waitFor(() => issued.length === 2, 3000, () => 'the refresh');
-      await sleep(6500);
+      // The moment the server would close the connection for the first token (its `exp`,
+      // in whole seconds, plus the leeway), then a round trip: a close would come first.
+      await waitFor(() => Date.now() >= firstExpiry, 10000, () => 'the first expiry');
+      await client.ping();
       assert.deepEqual(changes, [], 'still on the first connection');
       assert.deepEqual(errors, [], 'the refresh was accepted');
       assert.equal(proxy.connections, 1);
@@ -197,7 +205,7 @@ describe('credentials in connect only', { concurrency: true }, () => {
       const closed = await stateReached(client, 'closed', 3000);
       assert.equal(closed.code, 4401);
       assert.equal(closed.advice, 'stop');
-      await sleep(1000);
+      await sleep(NO_RETRY_WINDOW);
       assert.equal(proxy.connections, 1);
     } finally {
       await proxy.close();

@@ -10,7 +10,7 @@ import { fileURLToPath } from 'node:url';
 import WebSocket from 'ws';
 
 import { Switchboard } from '../switchboard.js';
-import { channel, sleep, startProxy, startServer, stateReached } from '../test-support/harness.js';
+import { channel, startProxy, startServer, stateReached } from '../test-support/harness.js';
 
 const chromiumPath = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 const hasChromium = existsSync(chromiumPath);
@@ -148,7 +148,6 @@ describe('in Chromium', { skip: !hasChromium && !process.env.CI && `no ${chromiu
             timeout: 3000,
           });
         }
-        await sleep(10);
       }
       await tab.waitForFunction((count) => window.received.length === count, total + 1);
     } finally {

@@ -11,7 +11,9 @@ import { after, before, describe, test } from 'node:test';
 import WebSocket from 'ws';
 
 import { Switchboard } from '../switchboard.js';
-import { repoRoot, startProxy, startServer, stateReached } from '../test-support/harness.js';
+import {
+  repoRoot, startProxy, startServer, stateReached, waitFor,
+} from '../test-support/harness.js';
 
 const chromiumPath = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 const skip = !existsSync(chromiumPath) && !process.env.CI && `no ${chromiumPath}`;
@@ -95,8 +97,12 @@ describe('the demo banner across cuts and restarts', { skip }, () => {
     await cut.fill('#text', 'hello through the proxy');
     await cut.press('#text', 'Enter');
     await direct.waitForSelector('#messages .message .text:text("hello through the proxy")');
-    // Let the windows' greetings and answers (spread over 500 ms) settle before the cut.
-    await new Promise((resolve) => setTimeout(resolve, 800));
+    // The greetings settle before the cut: the first window answers the second's hello
+    // within 500 ms, and that answer is the last message either window sends on its own.
+    await waitFor(async () => {
+      const { publications } = await publisher.history(channel, { limit: 100 });
+      return publications.some((p) => p.data?.type === 'here');
+    }, 5000, () => "the first window's answer to the second's hello");
   });
 
   test('a cut shows the countdown, then the number of recovered messages', async () => {

@@ -11,6 +11,7 @@ use switchboard_broker::{
 };
 use switchboard_broker_redis::{RedisBroker, RedisConfig};
 use switchboard_test_support::redis::RedisServer;
+use switchboard_test_support::{poll_until, wait_until};
 
 #[tokio::test]
 async fn publications_reach_every_subscribed_node_in_offset_order() {
@@ -57,6 +58,8 @@ async fn a_crashed_nodes_clients_leave_within_the_heartbeat_bound() {
     survivor.subscribe("room").await.unwrap();
     crashing.join("room", &client("gone"), true).await.unwrap();
     survivor.join("room", &client("stays"), true).await.unwrap();
+    let mut plain = plain(&redis).await;
+    let joined_until = expiry(&mut plain, "stays").await;
     assert!(events.wait_until(WAIT, |e| joins(e, "room") == 2).await, "both joins announced");
 
     // Dropping the broker aborts its tasks: no more heartbeats, nothing said to Redis.
@@ -69,8 +72,19 @@ async fn a_crashed_nodes_clients_leave_within_the_heartbeat_bound() {
     assert_eq!(survivor.presence("room").await.unwrap(), [client("stays")]);
 
     // Well past an entry's lifetime: the live node's heartbeat keeps its client present.
-    tokio::time::sleep(HEARTBEAT * 6).await;
+    // Its entry refreshed to expire two lifetimes and a heartbeat after the join means a
+    // heartbeat (refresh, then sweep) ran a heartbeat after the unrefreshed entry expired.
+    let lifetime = (HEARTBEAT * 3).as_millis() as u64;
+    let beyond = joined_until + lifetime + HEARTBEAT.as_millis() as u64;
+    let refreshed = poll_until(WAIT, || {
+        let mut plain = plain.clone();
+        async move { (expiry(&mut plain, "stays").await >= beyond).then_some(()) }
+    });
+    assert!(refreshed.await.is_some(), "the heartbeat refreshed the entry");
     assert_eq!(survivor.presence("room").await.unwrap(), [client("stays")]);
+    // Leaves come on the topic in order: once this join arrives, any leave before it has.
+    survivor.join("room", &client("sentinel"), true).await.unwrap();
+    assert!(events.wait_until(WAIT, |e| joins(e, "room") == 3).await, "the sentinel");
     assert_eq!(events.leaves("room"), [client("gone")], "no other leave");
 }
 
@@ -197,7 +211,8 @@ async fn operations_time_out_while_redis_hangs() {
     expect_unavailable("presence", within, broker.presence("c")).await;
     eventually("is_ready turns false", || !broker.is_ready()).await;
     // Hung past a PubSub ping (every 2 s) and its timeout: the PubSub connection is given
-    // up too, so the node resyncs once Redis answers again.
+    // up too, so the node resyncs once Redis answers again. Nothing outside the broker sees
+    // it give up (a log line only; the interval is fixed), so this waits out the time.
     tokio::time::sleep(PUBSUB_PING_EVERY + COMMAND_TIMEOUT).await;
 
     redis.resume();
@@ -271,10 +286,20 @@ async fn a_subscribed_stream_keeps_its_epoch_past_the_ttl() {
     let redis = RedisServer::start();
     let (broker, _) = node(&redis).await;
     let options = StreamOptions::new(10, HEARTBEAT * 3);
+    let plain = plain(&redis).await;
     broker.subscribe("kept").await.unwrap();
     let kept = broker.publish("kept", Value::from(1), None, &options).await.unwrap();
     let forgotten = broker.publish("forgotten", Value::from(1), None, &options).await.unwrap();
-    tokio::time::sleep(HEARTBEAT * 8).await;
+    // Past the TTL: the unwatched stream's keys are gone (Redis expires a key on access).
+    let expired = poll_until(WAIT, || {
+        let mut plain = plain.clone();
+        async move {
+            let keys = ["{switchboard:forgotten}:meta", "{switchboard:forgotten}:history"];
+            let left: u64 = redis::cmd("EXISTS").arg(&keys).query_async(&mut plain).await.ok()?;
+            (left == 0).then_some(())
+        }
+    });
+    assert!(expired.await.is_some(), "the unwatched stream expired");
 
     let next = broker.publish("kept", Value::from(2), None, &options).await.unwrap();
     assert_eq!(next, StreamPosition { offset: 2, epoch: kept.epoch }, "kept while subscribed");
@@ -319,9 +344,16 @@ async fn connect_fails_fast_without_redis_unless_told_to_wait() {
 
     let mut patient = config(&redis);
     patient.wait_for_redis = true;
+    // In Redis's place, a listener that drops every connection: the broker must try again
+    // rather than give up.
+    let stand_in = tokio::net::TcpListener::bind(("127.0.0.1", redis.port())).await.unwrap();
     let waiting = tokio::spawn(RedisBroker::connect(patient));
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    for attempt in ["a first attempt", "a second attempt"] {
+        let accepted = tokio::time::timeout(RECONNECT, stand_in.accept()).await.expect(attempt);
+        drop(accepted.unwrap());
+    }
     assert!(!waiting.is_finished(), "waits while redis is down");
+    drop(stand_in);
     redis.restart();
     let broker = tokio::time::timeout(RECONNECT, waiting).await.expect("connects").unwrap();
     assert!(broker.expect("connected").is_ready());
@@ -391,11 +423,15 @@ async fn expect_unavailable<T: std::fmt::Debug>(
 
 /// Polls `done` until it holds, failing after [`RECONNECT`].
 async fn eventually(what: &str, done: impl Fn() -> bool) {
-    let deadline = Instant::now() + RECONNECT;
-    while !done() {
-        assert!(Instant::now() < deadline, "waited {RECONNECT:?} for: {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    assert!(wait_until(RECONNECT, done).await, "waited {RECONNECT:?} for: {what}");
+}
+
+/// When client `id`'s presence entry in `room` expires, in Redis milliseconds.
+async fn expiry(plain: &mut redis::aio::MultiplexedConnection, id: &str) -> u64 {
+    let key = "{switchboard:room}:presence-expiry";
+    let score: f64 =
+        redis::cmd("ZSCORE").arg(key).arg(id).query_async(plain).await.expect("a score");
+    score as u64
 }
 
 fn publications(events: &[Event], channel: &str) -> usize {

@@ -3,10 +3,11 @@
 
 use std::io::Read as _;
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 use switchboard_test_support::server::{TestServer, bench_config};
+use switchboard_test_support::wait_until_blocking;
 
 const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
 
@@ -44,16 +45,14 @@ async fn run(args: &[&str]) -> Output {
             stderr.read_to_end(&mut err).expect("read stderr");
             err
         });
-        let started = Instant::now();
-        let status = loop {
-            if let Some(status) = child.try_wait().expect("wait for bench") {
-                break status;
-            }
-            if started.elapsed() > LIMIT {
-                drop(child.kill());
-                panic!("bench did not finish in time");
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        let mut status = None;
+        wait_until_blocking(LIMIT, || {
+            status = child.try_wait().expect("wait for bench");
+            status.is_some()
+        });
+        let Some(status) = status else {
+            drop(child.kill());
+            panic!("bench did not finish in time");
         };
         let stdout = out_reader.join().expect("stdout reader");
         Output { status, stdout, stderr: err_reader.join().expect("stderr reader") }

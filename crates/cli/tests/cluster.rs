@@ -5,11 +5,13 @@
 mod support;
 
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use switchboard_client::{ConnectionState, Subscription};
 use switchboard_test_support::redis::RedisServer;
-use tokio::time::{sleep, timeout};
+use switchboard_test_support::wait_until;
+use tokio::net::TcpListener;
+use tokio::time::timeout;
 
 use support::{BIN, Balancer, LIMIT, Node, connected, expect_every_publication, fast, wait_state};
 
@@ -38,23 +40,33 @@ async fn a_killed_node_s_clients_reconnect_to_a_live_one_and_lose_nothing() {
     }
     assert_eq!(balancer.forwarded(0), THROUGH_BALANCER, "all went to the first node");
 
+    // The publisher says when it is a third of the way in and goes on; at two thirds it
+    // waits for the kill, so the kill lands with publications in flight.
+    let (third, mut third_reached) = tokio::sync::oneshot::channel();
+    let (killed, kill_done) = tokio::sync::oneshot::channel::<()>();
     let publisher = fast(&survivor.url()).build().expect("build");
     let publishing = tokio::spawn(async move {
+        let (mut third, mut kill_done) = (Some(third), Some(kill_done));
         for n in 1..=N {
             let ack = publisher.publish(CHANNEL, n).await.expect("publish on the survivor");
             assert_eq!(ack.offset, n);
-            sleep(Duration::from_millis(5)).await;
+            if n == N / 3 {
+                third.take().expect("once").send(()).expect("the test is waiting");
+            }
+            if n == 2 * N / 3 {
+                kill_done.take().expect("once").await.expect("the node was killed");
+            }
         }
     });
-    // A third of the way in, with publications in flight.
     let started = Instant::now();
     let readers: Vec<_> = subs
         .into_iter()
         .map(|mut sub| tokio::spawn(async move { expect_every_publication(&mut sub, N).await }))
         .collect();
-    sleep(Duration::from_millis(600)).await;
+    timeout(LIMIT, &mut third_reached).await.expect("a third in time").expect("the publisher");
     assert!(!publishing.is_finished(), "publishing ended before the kill");
     doomed.kill9();
+    killed.send(()).expect("the publisher waits for the kill");
 
     for client in &clients[..THROUGH_BALANCER] {
         wait_state(client, |s| s.state == ConnectionState::Connected && s.connections >= 2).await;
@@ -109,20 +121,22 @@ async fn serve_with_redis_wait_starts_once_redis_answers() {
     let mut redis = RedisServer::start();
     redis.stop();
     let url = redis.url();
+    // In Redis's place, a listener that drops every connection: the node must try again
+    // rather than listen.
+    let stand_in = TcpListener::bind(("127.0.0.1", redis.port())).await.expect("the port");
     let starting = std::thread::spawn(move || {
         Node::start_with(&["--broker", &url, "--redis-wait", "--redis-key-prefix", "waited"])
     });
-    sleep(Duration::from_millis(500)).await;
+    for attempt in ["a first", "a second"] {
+        let (dropped, _) = timeout(LIMIT, stand_in.accept()).await.expect(attempt).expect("accept");
+        drop(dropped);
+    }
     assert!(!starting.is_finished(), "the node listened without redis");
+    drop(stand_in);
     redis.restart();
-    let node = timeout(LIMIT, async {
-        while !starting.is_finished() {
-            sleep(Duration::from_millis(20)).await;
-        }
-        starting.join().expect("the node started")
-    })
-    .await
-    .expect("the node listens once redis is up");
+    let started = wait_until(LIMIT, || starting.is_finished()).await;
+    assert!(started, "the node listens once redis is up");
+    let node = starting.join().expect("the node started");
     assert!(node.log().contains("waiting for redis"), "{}", node.log());
     let client = fast(&node.url()).build().expect("build");
     connected(&client).await;

@@ -1,20 +1,19 @@
 //! `serve --log-format json` logs one line per WebSocket opened and one per closed, with
 //! structured fields.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
+use switchboard_test_support::cli::{Serve, Served};
 
 const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
 const WAIT: Duration = Duration::from_secs(10);
 
 #[test]
 fn json_logs_have_connection_open_and_close_events() {
-    let Serving { mut child, guard, lines, addr } = serve_json("info");
+    let Serving { mut served, addr } = serve_json("info");
 
     let mut stream = TcpStream::connect(&addr).unwrap();
     stream.set_read_timeout(Some(WAIT)).unwrap();
@@ -35,7 +34,7 @@ fn json_logs_have_connection_open_and_close_events() {
     let head = String::from_utf8(head).unwrap();
     assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
 
-    let opened = next_event(&lines, |e| message(e) == "connection opened");
+    let opened = next_event(&served, |e| message(e) == "connection opened");
     let fields = &opened["fields"];
     assert_eq!(fields["transport"], "ws", "{opened}");
     assert_eq!(fields["subprotocol"], "switchboard.v1.json", "{opened}");
@@ -52,7 +51,7 @@ fn json_logs_have_connection_open_and_close_events() {
     stream.shutdown(std::net::Shutdown::Write).unwrap();
     stream.read_to_end(&mut Vec::new()).unwrap();
 
-    let closed = next_event(&lines, |e| message(e) == "connection closed");
+    let closed = next_event(&served, |e| message(e) == "connection closed");
     let fields = &closed["fields"];
     assert_eq!(fields["client"], client.as_str(), "{closed}");
     assert_eq!(fields["peer"], local.as_str(), "{closed}");
@@ -62,15 +61,14 @@ fn json_logs_have_connection_open_and_close_events() {
     assert!(fields["duration_ms"].is_u64(), "{closed}");
     assert_eq!(fields["messages_in"], 0, "{closed}");
     assert!(fields["messages_out"].is_u64(), "{closed}");
-    drop(guard);
-    let _ = child.wait();
+    served.terminate(WAIT);
 }
 
 #[test]
 fn offered_subprotocols_that_look_like_credentials_are_never_logged() {
     // A JWT's shape; the server has no verifier, so it is refused whatever it holds.
     const JWT: &str = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJzZWNyZXQtdXNlciJ9.c2VjcmV0LXNpZ25hdHVyZQ";
-    let Serving { mut child, guard, lines, addr } = serve_json("debug");
+    let Serving { mut served, addr } = serve_json("debug");
     // A bearer entry in the wrong case, then a bare JWT beside an unsupported protocol.
     for (offered, status) in
         [(format!("Switchboard.Bearer.{JWT}"), 401), (format!("mqtt, {JWT}"), 400)]
@@ -88,82 +86,41 @@ fn offered_subprotocols_that_look_like_credentials_are_never_logged() {
         stream.read_to_string(&mut response).unwrap();
         assert!(response.starts_with(&format!("HTTP/1.1 {status} ")), "{response}");
         assert!(!response.contains(JWT), "{response}");
-        let refused = next_event(&lines, |e| message(e).starts_with("handshake refused"));
+        let refused = next_event(&served, |e| message(e).starts_with("handshake refused"));
         assert!(!refused.to_string().contains(JWT), "{refused}");
     }
-    drop(guard);
-    let rest: Vec<Value> = lines.iter().collect();
-    let _ = child.wait();
-    for line in rest {
-        assert!(!line.to_string().contains(JWT), "{line}");
+    served.terminate(WAIT);
+    for line in served.rest_of_lines(WAIT) {
+        assert!(!json(&line).to_string().contains(JWT), "{line}");
     }
 }
 
 /// A server logging JSON at `level` to a pipe, once it says where it listens.
 struct Serving {
-    child: Child,
-    guard: Kill,
-    lines: mpsc::Receiver<Value>,
+    served: Served,
     addr: String,
 }
 
 fn serve_json(level: &str) -> Serving {
-    let mut child = Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json", "--no-demo"])
+    let served = Serve::new(BIN)
+        .args(["--log-format", "json", "--no-demo"])
         .env("SWITCHBOARD_LOG", level)
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn the server");
-    let guard = Kill(child.id());
-    let lines = json_lines(&mut child);
-    let started = next_event(&lines, |e| message(e).starts_with("switchboard listening"));
-    let addr = message(&started)
-        .split("http://")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .expect("a URL")
-        .to_owned();
-    Serving { child, guard, lines, addr }
+        .start();
+    let addr = served.addr.to_string();
+    Serving { served, addr }
 }
 
-/// Standard error's lines, parsed as JSON, from a reader thread.
-fn json_lines(child: &mut Child) -> mpsc::Receiver<Value> {
-    let stderr = BufReader::new(child.stderr.take().expect("piped stderr"));
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in stderr.lines().map_while(Result::ok) {
-            let value = serde_json::from_str(&line)
-                .unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
-            if tx.send(value).is_err() {
-                break;
-            }
-        }
-    });
-    rx
+/// The first log line matching `wanted`, skipping others; every line read must be JSON.
+fn next_event(served: &Served, wanted: impl Fn(&Value) -> bool) -> Value {
+    let line = served.next_line(WAIT, |line| wanted(&json(line)));
+    json(&line)
 }
 
-/// The first event matching `wanted`, skipping others.
-fn next_event(lines: &mpsc::Receiver<Value>, wanted: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match lines.recv_timeout(left) {
-            Ok(event) if wanted(&event) => return event,
-            Ok(_) => {}
-            Err(_) => panic!("no matching log line within {WAIT:?}"),
-        }
-    }
+/// A log line as JSON.
+fn json(line: &str) -> Value {
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"))
 }
 
 fn message(event: &Value) -> &str {
     event["fields"]["message"].as_str().unwrap_or_default()
-}
-
-/// Stops the server (SIGTERM) however the test ends.
-struct Kill(u32);
-
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = Command::new("kill").args(["-TERM", &self.0.to_string()]).status();
-    }
 }

@@ -2,19 +2,15 @@
 //! publishers on many channels, reconnecting between floods, cannot take the server's
 //! resident memory past the bound computed for its configuration.
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
 
 use serde_json::{Value, json};
-use switchboard_codec::{Event, Message};
+use switchboard_test_support::cli::{Serve, Served};
 use switchboard_test_support::client::WsClient;
-use switchboard_test_support::metrics::sample;
+use switchboard_test_support::metrics::{sample, scrape};
+use switchboard_test_support::protocol::call;
 
 const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
-
-const LIMIT: Duration = Duration::from_secs(20);
 
 // The configuration under test: small, so the bound is reached in seconds.
 const HISTORY_MEMORY: u64 = 4 << 20;
@@ -103,40 +99,26 @@ fn worst_case() -> u64 {
 
 /// The real binary on a free loopback port; killed by its PID when dropped.
 struct Server {
-    child: Child,
+    served: Served,
     addr: SocketAddr,
 }
 
 impl Server {
     fn start() -> Self {
         let n = |v: u64| v.to_string();
-        let mut child = Command::new(BIN)
-            .args(["serve", "--listen", "127.0.0.1:0", "--no-demo", "--no-echo"])
+        let served = Serve::new(BIN)
+            .args(["--no-demo", "--no-echo"])
             .args(["--history-memory", &n(HISTORY_MEMORY), "--max-channels", &n(MAX_CHANNELS)])
             .args(["--max-connections", &n(MAX_CONNECTIONS)])
             .args(["--outbound-queue-bytes", &n(OUTBOUND_QUEUE)])
             .args(["--rate-limit-messages", "off", "--rate-limit-bytes", "off"])
-            .env("SWITCHBOARD_LOG", "info")
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn the server");
-        let mut stderr = BufReader::new(child.stderr.take().expect("stderr"));
-        let mut line = String::new();
-        stderr.read_line(&mut line).expect("the first log line");
-        let addr = line
-            .split("://")
-            .nth(1)
-            .and_then(|rest| rest.split_whitespace().next())
-            .and_then(|addr| addr.parse().ok())
-            .expect("an address in the first line");
-        // Keep reading the log, so the server never blocks on a full pipe.
-        std::thread::spawn(move || for _ in stderr.lines() {});
-        Self { child, addr }
+            .start();
+        Self { addr: served.addr, served }
     }
 
     /// The server's resident memory in bytes, from `/proc/<pid>/status`.
     fn rss(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.served.pid()))
             .expect("the server's status");
         let kib = status
             .lines()
@@ -147,37 +129,10 @@ impl Server {
     }
 
     async fn metrics(&self) -> String {
-        let request =
-            format!("GET /metrics HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", self.addr);
-        let response =
-            WsClient::expect_refusal(self.addr, request.as_bytes()).await.expect("metrics");
-        assert_eq!(response.status, 200, "{}", response.response);
-        response.response
+        scrape(self.addr).await
     }
 
     fn stop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-/// Sends `command` and returns its reply, skipping pushes.
-async fn call(ws: &mut WsClient, command: &Value) -> Value {
-    ws.send(Message::text(command.to_string())).await.expect("send");
-    loop {
-        let message = match ws.recv_timeout(LIMIT).await.expect("a message in time") {
-            Some(Event::Text(t)) => serde_json::from_slice::<Value>(&t).expect("json"),
-            Some(Event::Ping(_)) => continue,
-            other => panic!("unexpected {other:?}"),
-        };
-        if message.get("id").is_some() {
-            return message;
-        }
+        self.served.kill9();
     }
 }

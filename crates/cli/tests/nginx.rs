@@ -9,12 +9,11 @@ mod support;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 use switchboard_client::{Client, ConnectionState, Subscription};
 use switchboard_test_support::redis::RedisServer;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::time::{sleep, timeout};
+use switchboard_test_support::{http, wait_until_blocking};
+use tokio::time::timeout;
 
 use support::{LIMIT, Node, connected, expect_every_publication, fast, wait_state};
 
@@ -38,8 +37,8 @@ async fn clients_through_nginx_publish_receive_and_survive_a_killed_node() {
     let nginx = Nginx::start(&[a.addr, b.addr]);
     let url = format!("ws://{}/ws", nginx.addr);
 
-    let ready = http_get(nginx.addr, "/readyz").await;
-    assert!(ready.starts_with("HTTP/1.1 200"), "{ready}");
+    let ready = http::get(nginx.addr, "/readyz").await;
+    assert_eq!(ready.status, 200, "{ready}");
 
     // Round robin without stickiness spreads these over both nodes.
     let mut clients: Vec<Client> = Vec::new();
@@ -72,7 +71,6 @@ async fn clients_through_nginx_publish_receive_and_survive_a_killed_node() {
             .expect("an ack in time")
             .expect("publish through nginx after the kill");
         assert_eq!(ack.offset, n);
-        sleep(Duration::from_millis(5)).await;
     }
     for reader in readers {
         timeout(LIMIT, reader).await.expect("reader in time").expect("every publication");
@@ -119,14 +117,16 @@ impl Nginx {
             .spawn()
             .expect("spawn nginx");
         let mut nginx = Self { addr: SocketAddr::from((Ipv4Addr::LOCALHOST, port)), child, dir };
-        let started = Instant::now();
-        while std::net::TcpStream::connect(nginx.addr).is_err() {
-            if let Ok(Some(status)) = nginx.child.try_wait() {
-                panic!("nginx exited with {status}: {}", nginx.error_log());
-            }
-            assert!(started.elapsed() < LIMIT, "nginx did not listen: {}", nginx.error_log());
-            std::thread::sleep(Duration::from_millis(20));
+        let (addr, child) = (nginx.addr, &mut nginx.child);
+        let mut exited = None;
+        let listening = wait_until_blocking(LIMIT, || {
+            exited = child.try_wait().ok().flatten();
+            exited.is_some() || std::net::TcpStream::connect(addr).is_ok()
+        });
+        if let Some(status) = exited {
+            panic!("nginx exited with {status}: {}", nginx.error_log());
         }
+        assert!(listening, "nginx did not listen: {}", nginx.error_log());
         nginx
     }
 
@@ -141,10 +141,7 @@ impl Drop for Nginx {
         // master would leave the worker running). SIGKILL if it does not.
         let pid = self.child.id().to_string();
         drop(Command::new("kill").args(["-TERM", &pid]).status());
-        let started = Instant::now();
-        while matches!(self.child.try_wait(), Ok(None)) && started.elapsed() < LIMIT {
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        wait_until_blocking(LIMIT, || !matches!(self.child.try_wait(), Ok(None)));
         drop(self.child.kill());
         drop(self.child.wait());
         drop(std::fs::remove_dir_all(&self.dir));
@@ -208,17 +205,4 @@ http {{
 fn free_port() -> u16 {
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind 127.0.0.1:0");
     listener.local_addr().expect("a bound listener has an address").port()
-}
-
-/// `GET path` with `Connection: close`; the whole response.
-async fn http_get(addr: SocketAddr, path: &str) -> String {
-    let exchange = async {
-        let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-        let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-        stream.write_all(request.as_bytes()).await.expect("write the request");
-        let mut response = String::new();
-        stream.read_to_string(&mut response).await.expect("read the response");
-        response
-    };
-    timeout(LIMIT, exchange).await.expect("a response in time")
 }

@@ -6,8 +6,8 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use futures_util::future::join_all;
+use futures_util::{FutureExt, StreamExt};
 use serde_json::json;
 use switchboard_client::{
     Client, ConnectionState, DisconnectReason, Error, ErrorCode, Format, PublishQueue,
@@ -15,9 +15,16 @@ use switchboard_client::{
 };
 use switchboard_server::{Server, TlsSource};
 use switchboard_test_support::server::{TestServer, open_config};
+use switchboard_test_support::wait_until;
 use tokio::time::timeout;
 
 use support::{LIMIT, Proxy, connected, fast, next_event, next_publication, wait_state};
+
+/// Polls `future` once, without waiting: a command's first poll hands it to the client's
+/// task, in call order. Its output if it was already done.
+fn poll_once<F: Future + Unpin>(future: &mut F) -> Option<F::Output> {
+    future.now_or_never()
+}
 
 fn url(server: &TestServer) -> String {
     format!("ws://{}/ws", server.addr)
@@ -151,16 +158,16 @@ async fn publishes_while_disconnected_are_sent_in_order_after_reconnecting() {
     proxy.cut();
     wait_state(&publisher, |s| s.state == ConnectionState::Reconnecting).await;
 
-    let queued = publisher.clone();
-    let pending = tokio::spawn(async move {
-        // `join_all` polls in order, so the publishes are queued in this order.
-        join_all((0..5).map(|n| queued.publish("q", n))).await
-    });
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(!pending.is_finished(), "publishes resolved while disconnected");
+    // `join_all` polls in order, so the publishes are queued in this order.
+    let mut pending = Box::pin(join_all((0..5).map(|n| publisher.publish("q", n))));
+    assert!(poll_once(&mut pending).is_none(), "publishes resolved while disconnected");
+    // A reconnection attempt after they were queued (the proxy drops it): still queued.
+    let attempts = proxy.accepted();
+    assert!(wait_until(LIMIT, || proxy.accepted() > attempts).await, "no reconnection attempt");
+    assert!(poll_once(&mut pending).is_none(), "publishes resolved while disconnected");
 
     proxy.block(false);
-    let acks = timeout(LIMIT, pending).await.expect("acks in time").expect("the task");
+    let acks = timeout(LIMIT, pending).await.expect("acks in time");
     let offsets: Vec<u64> = acks.into_iter().map(|a| a.expect("an ack").offset).collect();
     assert_eq!(offsets, vec![1, 2, 3, 4, 5]);
     for n in 0..5u64 {
@@ -185,17 +192,14 @@ async fn reject_mode_fails_fast_and_the_queue_is_bounded() {
     let fast_fail = timeout(Duration::from_secs(1), rejecting.publish("q", 1)).await;
     assert!(matches!(fast_fail, Ok(Err(Error::NotConnected))), "{fast_fail:?}");
 
-    let first = tokio::spawn({
-        let bounded = bounded.clone();
-        async move { join_all((0..2).map(|n| bounded.publish("q", n))).await }
-    });
-    // Let the two queue before the third.
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Polled once, the two are handed to the client's task before the third.
+    let mut first = Box::pin(join_all((0..2).map(|n| bounded.publish("q", n))));
+    assert!(poll_once(&mut first).is_none(), "publishes resolved while disconnected");
     let third = timeout(Duration::from_secs(1), bounded.publish("q", 2)).await;
     assert!(matches!(third, Ok(Err(Error::QueueFull(2)))), "{third:?}");
 
     proxy.block(false);
-    let acks = timeout(LIMIT, first).await.expect("acks in time").expect("the task");
+    let acks = timeout(LIMIT, first).await.expect("acks in time");
     assert!(acks.iter().all(Result::is_ok), "{acks:?}");
 }
 
@@ -209,15 +213,15 @@ async fn dropping_a_queued_publish_cancels_it() {
     proxy.cut();
     wait_state(&client, |s| s.state == ConnectionState::Reconnecting).await;
     // Polled once (queued), then dropped.
-    let cancelled = timeout(Duration::from_millis(100), client.publish("c", "cancelled")).await;
-    assert!(cancelled.is_err(), "resolved while disconnected: {cancelled:?}");
-    let kept = tokio::spawn({
-        let client = client.clone();
-        async move { client.publish("c", "kept").await }
-    });
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    let mut cancelled = Box::pin(client.publish("c", "cancelled"));
+    let resolved = poll_once(&mut cancelled);
+    assert!(resolved.is_none(), "resolved while disconnected: {resolved:?}");
+    drop(cancelled);
+    // Polled once: queued behind the cancelled one before the proxy lets connections in.
+    let mut kept = Box::pin(client.publish("c", "kept"));
+    assert!(poll_once(&mut kept).is_none(), "resolved while disconnected");
     proxy.block(false);
-    let ack = timeout(LIMIT, kept).await.expect("in time").expect("task").expect("ack");
+    let ack = timeout(LIMIT, kept).await.expect("in time").expect("ack");
     assert_eq!(ack.offset, 1, "the cancelled publish was sent");
 }
 

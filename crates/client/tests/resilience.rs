@@ -4,8 +4,8 @@
 mod support;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, SystemTime};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::json;
 use switchboard_auth::{Algorithm, Claims, VerifierBuilder, mint_hs256};
@@ -13,12 +13,12 @@ use switchboard_client::{
     BoxError, Client, ConnectionState, DisconnectReason, Error, SubscriptionEvent, TokenProvider,
 };
 use switchboard_server::{Config, Server};
+use switchboard_test_support::rust_client::expect_every_publication;
 use switchboard_test_support::server::{TestServer, open_config};
-use tokio::time::{sleep, timeout};
+use switchboard_test_support::{poll_until, wait_until};
+use tokio::time::timeout;
 
-use support::{
-    LIMIT, Proxy, connected, fast, next_event, next_non_presence, next_publication, wait_state,
-};
+use support::{LIMIT, Proxy, connected, fast, next_non_presence, next_publication, wait_state};
 
 const SECRET: &[u8; 32] = b"0123456789abcdef0123456789abcdef";
 
@@ -54,42 +54,39 @@ async fn cuts_mid_stream_lose_and_duplicate_nothing() {
     let publisher = fast(&format!("ws://{}/ws", server.addr)).build().expect("build");
     let mut sub = subscriber.subscribe("feed").await.expect("subscribe");
 
-    let publishing = tokio::spawn(async move {
-        for n in 1..=N {
-            publisher.publish("feed", n).await.expect("publish");
-            if n % 4 == 0 {
-                sleep(Duration::from_millis(1)).await;
+    // Every `N / 6` publications the publisher asks for a cut and goes on publishing; it
+    // waits only when the previous cut is not yet taken, so every cut lands mid-stream.
+    let (cut_now, mut cut_asked) = tokio::sync::mpsc::channel::<()>(1);
+    let done = Arc::new(AtomicBool::new(false));
+    let publishing = tokio::spawn({
+        let done = Arc::clone(&done);
+        async move {
+            for n in 1..=N {
+                publisher.publish("feed", n).await.expect("publish");
+                if n % (N / 6) == 0 && n < N {
+                    cut_now.send(()).await.expect("the cutter is running");
+                }
             }
+            done.store(true, Ordering::SeqCst);
         }
     });
     let mut cuts = 0;
-    while !publishing.is_finished() && cuts < 6 {
-        sleep(Duration::from_millis(40)).await;
+    while cut_asked.recv().await.is_some() {
+        if done.load(Ordering::SeqCst) {
+            break;
+        }
         let before = subscriber.state().connections;
         proxy.cut();
+        cuts += 1;
         wait_state(&subscriber, |s| {
             s.state == ConnectionState::Connected && s.connections > before
         })
         .await;
-        cuts += 1;
     }
     timeout(LIMIT, publishing).await.expect("publishing in time").expect("the publisher");
     assert!(cuts >= 2, "only {cuts} cuts landed while publishing");
 
-    let mut expected = 1;
-    let mut recoveries = 0;
-    while expected <= N {
-        match next_event(&mut sub).await {
-            SubscriptionEvent::Publication(p) => {
-                assert_eq!(p.offset, expected, "lost or duplicated around offset {expected}");
-                assert_eq!(p.data, json!(expected));
-                expected += 1;
-            }
-            SubscriptionEvent::Recovered { recovered: true } => recoveries += 1,
-            SubscriptionEvent::Join(_) | SubscriptionEvent::Leave(_) => {}
-            other => panic!("unexpected {other:?} after {} publications", expected - 1),
-        }
-    }
+    let recoveries = expect_every_publication(&mut sub, N).await;
     assert!(recoveries >= 1, "no recovery after {cuts} cuts");
     assert_eq!(sub.position().map(|p| p.offset), Some(N));
 }
@@ -110,17 +107,10 @@ async fn a_restarted_server_reports_recovered_false() {
 
     server.shutdown().await;
     config.listen = addr;
-    let restarted = timeout(LIMIT, async {
-        loop {
-            match Server::bind(config.clone()).await {
-                Ok(server) => return server,
-                // The old listener's port may take a moment to be free again.
-                Err(_) => sleep(Duration::from_millis(20)).await,
-            }
-        }
-    })
-    .await
-    .expect("rebind the same port");
+    // The old listener's port may take a moment to be free again.
+    let restarted = poll_until(LIMIT, || async { Server::bind(config.clone()).await.ok() })
+        .await
+        .expect("rebind the same port");
     let shutdown = restarted.shutdown_handle();
     tokio::spawn(restarted.run());
 
@@ -176,7 +166,12 @@ async fn refused_credentials_close_without_a_reconnect_loop() {
         }
         other => panic!("expected a 401 refusal, got {other:?}"),
     }
-    sleep(Duration::from_millis(300)).await;
+    // Closed for good: the client's task ends (its state sender goes), so it can never
+    // connect again.
+    let mut states = client.state_changes();
+    timeout(LIMIT, async { while states.changed().await.is_ok() {} })
+        .await
+        .expect("the client's task ends");
     assert_eq!(proxy.accepted(), 1, "the client tried again after a 401");
     assert!(matches!(client.subscribe("room").await, Err(Error::Closed)));
 
@@ -218,9 +213,14 @@ async fn a_token_provider_refreshes_before_expiry() {
     let client =
         fast(&format!("ws://{}/ws", server.addr)).token_provider(provider).build().expect("build");
     connected(&client).await;
-    // Past the first token's expiry (at most 3 s): without `refresh` the server would
-    // have closed with 4200 and the client reconnected.
-    sleep(Duration::from_secs(4)).await;
+    // The first token was minted before this, so it expires by this whole second (`exp`
+    // counts whole seconds). Wait for that moment on the wall clock the server checks,
+    // then for a ping's answer: without `refresh` the server would have closed with 4200
+    // by then and the client reconnected.
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).expect("after 1970").as_secs();
+    let expired = UNIX_EPOCH + Duration::from_secs(now + 3);
+    assert!(wait_until(LIMIT, || SystemTime::now() >= expired).await, "the wall clock moves");
+    client.ping().await.expect("a pong on the first connection");
     let state = client.state();
     assert_eq!(state.state, ConnectionState::Connected, "{state:?}");
     assert_eq!(state.connections, 1, "the connection was replaced: {state:?}");

@@ -4,21 +4,19 @@
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use serde_json::json;
 use switchboard_broker_redis::{RedisBroker, RedisConfig};
-use switchboard_client::{Client, ClientBuilder, ErrorCode, Subscription, SubscriptionEvent};
+use switchboard_client::{Client, ErrorCode, Subscription, SubscriptionEvent};
 use switchboard_server::{Config, Server, ShutdownHandle};
 use switchboard_test_support::redis::RedisServer;
+use switchboard_test_support::rust_client::{LIMIT, fast, next_event, next_publication};
 use switchboard_test_support::server::{TestServer, open_config};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio::time::{sleep, timeout};
-
-/// Every single wait in these tests is bounded by this.
-const LIMIT: Duration = Duration::from_secs(10);
+use switchboard_test_support::{http, poll_until, wait_until};
+use tokio::time::timeout;
 
 /// The HTTP API key of every node.
 const API_KEY: &str = "cluster-tests-api-key-0123456789abcdef";
@@ -29,20 +27,20 @@ async fn publications_on_one_node_reach_subscribers_on_the_others_in_order() {
     let redis = RedisServer::start();
     let (a, b, c) =
         (Node::start(&redis).await, Node::start(&redis).await, Node::start(&redis).await);
-    let on_b = fast(b.url()).build().expect("build");
-    let on_c = fast(c.url()).build().expect("build");
+    let on_b = fast(&b.url()).build().expect("build");
+    let on_c = fast(&c.url()).build().expect("build");
     let mut subs = vec![
         on_b.subscribe("feed").await.expect("subscribe on b"),
         on_c.subscribe("feed").await.expect("subscribe on c"),
     ];
-    let publisher = fast(a.url()).build().expect("build");
+    let publisher = fast(&a.url()).build().expect("build");
     for n in 1..=N {
         let ack = publisher.publish("feed", n).await.expect("publish on a");
         assert_eq!(ack.offset, n);
     }
     // And one through the HTTP API of node A, which goes through the same broker.
-    let api = http(a.addr, "POST", "/api/publish", r#"{"channel":"feed","data":"api"}"#).await;
-    assert!(api.starts_with("HTTP/1.1 200"), "{api}");
+    let api = api(a.addr, "POST", "/api/publish", r#"{"channel":"feed","data":"api"}"#).await;
+    assert_eq!(api.status, 200, "{api}");
     for sub in &mut subs {
         for n in 1..=N {
             assert_eq!(next_publication(sub).await, (n, json!(n)), "on {}", sub.channel());
@@ -58,7 +56,7 @@ async fn presence_lists_clients_from_every_node() {
     let mut clients = Vec::new();
     let mut subs = Vec::new();
     for node in &nodes {
-        let client = fast(node.url()).build().expect("build");
+        let client = fast(&node.url()).build().expect("build");
         subs.push(client.subscribe("room").await.expect("subscribe"));
         clients.push(client);
     }
@@ -89,8 +87,8 @@ async fn readyz_follows_redis_and_healthz_does_not() {
     redis.stop();
     let unready = wait_readyz(node.addr, 503).await;
     assert_eq!(unready, json!({"status": "unready", "reason": "broker unreachable"}));
-    let health = http(node.addr, "GET", "/healthz", "").await;
-    assert!(health.starts_with("HTTP/1.1 200"), "the process is alive: {health}");
+    let health = http::get(node.addr, "/healthz").await;
+    assert_eq!(health.status, 200, "the process is alive: {health}");
 
     redis.restart();
     assert_eq!(wait_readyz(node.addr, 200).await, json!({"status": "ready"}));
@@ -98,10 +96,10 @@ async fn readyz_follows_redis_and_healthz_does_not() {
     // The in-memory broker is always ready.
     let memory = TestServer::start(open_config()).await;
     assert_eq!(readyz(memory.addr).await, (200, json!({"status": "ready"})));
-    let head = http(memory.addr, "HEAD", "/readyz", "").await;
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    let post = http(memory.addr, "POST", "/readyz", "").await;
-    assert!(post.starts_with("HTTP/1.1 405"), "{post}");
+    let head = http::request(memory.addr, "HEAD", "/readyz", &[], "").await;
+    assert_eq!(head.status, 200, "{head}");
+    let post = http::request(memory.addr, "POST", "/readyz", &[], "").await;
+    assert_eq!(post.status, 405, "{post}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -110,23 +108,40 @@ async fn a_redis_restart_fails_publishes_loudly_and_never_leaves_a_silent_gap() 
     let (a, b) = (Node::start(&redis).await, Node::start(&redis).await);
     let (target, targets) = tokio::sync::watch::channel(None);
     let mut readers = Vec::new();
+    let mut latest = Vec::new();
     for url in [b.url(), b.url(), a.url()] {
-        let client = fast(url).build().expect("build");
+        let client = fast(&url).build().expect("build");
         let sub = client.subscribe("feed").await.expect("subscribe");
-        readers.push(tokio::spawn(read_until(client, sub, targets.clone())));
+        let seen = Arc::new(Mutex::new(None));
+        latest.push(Arc::clone(&seen));
+        readers.push(tokio::spawn(read_until(client, sub, targets.clone(), seen)));
     }
-    let publisher = fast(a.url()).build().expect("build");
+    let publisher = fast(&a.url()).build().expect("build");
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let publishing = tokio::spawn(publish_until_stopped(publisher, stopped));
+    let progress = Arc::new(Progress::default());
+    let publishing = tokio::spawn(publish_until_stopped(publisher, stopped, Arc::clone(&progress)));
 
-    sleep(Duration::from_millis(500)).await;
+    // Publications flow, then stop with Redis and are refused, then flow again.
+    let flowing = |at_least: usize| {
+        let progress = Arc::clone(&progress);
+        move || progress.acked.load(Ordering::SeqCst) >= at_least
+    };
+    assert!(wait_until(LIMIT, flowing(20)).await, "publishing before the outage");
     redis.stop();
-    sleep(Duration::from_millis(800)).await;
+    let refusing = || progress.refused.load(Ordering::SeqCst) >= 3;
+    assert!(wait_until(LIMIT, refusing).await, "publishes refused during the outage");
     redis.restart();
     wait_readyz(a.addr, 200).await;
     wait_readyz(b.addr, 200).await;
-    // Long enough for the subscribers to come back and see live publications again.
-    sleep(Duration::from_millis(1500)).await;
+    // The subscribers come back and see live publications again: each has seen one of
+    // the new epoch the publisher is acknowledged in, after 20 more acknowledgements.
+    let after = progress.acked.load(Ordering::SeqCst) + 20;
+    assert!(wait_until(LIMIT, flowing(after)).await, "publishing after the restart");
+    let live = || {
+        let epoch = progress.epoch.lock().expect("epoch lock").clone();
+        latest.iter().all(|seen| *seen.lock().expect("reader lock") == epoch)
+    };
+    assert!(wait_until(LIMIT, live).await, "subscribers back on live publications");
     stop.send(true).expect("the publisher is running");
     let acks = timeout(LIMIT, publishing).await.expect("publisher in time").expect("publisher");
 
@@ -138,7 +153,7 @@ async fn a_redis_restart_fails_publishes_loudly_and_never_leaves_a_silent_gap() 
             .all(|ack| ack.as_ref().err().is_none_or(|code| *code == ErrorCode::Unavailable))
     );
     // Counted where an operator sees it: a broker error per refused publish.
-    let metrics = http(a.addr, "GET", "/metrics", "").await;
+    let metrics = api(a.addr, "GET", "/metrics", "").await.body;
     let errors = metrics
         .lines()
         .find_map(|line| line.strip_prefix("switchboard_broker_errors_total{op=\"publish\"} "))
@@ -166,10 +181,12 @@ enum Seen {
 }
 
 /// Reads `sub` until it has delivered the publication `target` names once it is set.
+/// Keeps the epoch of the latest publication in `latest`.
 async fn read_until(
     client: Client,
     mut sub: Subscription,
     mut target: tokio::sync::watch::Receiver<Option<(u64, String)>>,
+    latest: Arc<Mutex<Option<String>>>,
 ) -> Vec<Seen> {
     let mut seen = Vec::new();
     let reached = |seen: &[Seen], target: &Option<(u64, String)>| match (seen.last(), target) {
@@ -187,6 +204,7 @@ async fn read_until(
             event = sub.recv() => match event.expect("the subscription stays open") {
                 SubscriptionEvent::Publication(p) => {
                     let epoch = sub.position().expect("a position").epoch;
+                    *latest.lock().expect("reader lock") = Some(epoch.clone());
                     seen.push(Seen::Publication(p.offset, epoch));
                 }
                 SubscriptionEvent::Recovered { recovered } => seen.push(Seen::Recovered(recovered)),
@@ -224,11 +242,23 @@ fn check_no_silent_gap(seen: &[Seen], first: &(u64, String), last: &(u64, String
     assert_eq!(position, Some((last.0, last.1.as_str())), "{seen:?}");
 }
 
-/// Publishes 1, 2, 3… every few milliseconds until told to stop; returns each publish's
-/// outcome: its offset and epoch, or the error code.
+/// How far a publisher got.
+#[derive(Default)]
+struct Progress {
+    /// Publishes acknowledged.
+    acked: AtomicUsize,
+    /// Publishes refused.
+    refused: AtomicUsize,
+    /// The epoch of the latest acknowledgement.
+    epoch: Mutex<Option<String>>,
+}
+
+/// Publishes 1, 2, 3… one after the other until told to stop, counting in `progress`;
+/// returns each publish's outcome: its offset and epoch, or the error code.
 async fn publish_until_stopped(
     publisher: Client,
     stopped: tokio::sync::watch::Receiver<bool>,
+    progress: Arc<Progress>,
 ) -> Vec<Result<(u64, String), ErrorCode>> {
     let mut acks = Vec::new();
     let mut n = 0u64;
@@ -236,10 +266,16 @@ async fn publish_until_stopped(
         n += 1;
         let ack = timeout(LIMIT, publisher.publish("feed", n)).await.expect("an ack in time");
         acks.push(match ack {
-            Ok(ack) => Ok((ack.offset, ack.epoch)),
-            Err(e) => Err(e.code().expect("a refusal by the server, not a lost connection")),
+            Ok(ack) => {
+                *progress.epoch.lock().expect("epoch lock") = Some(ack.epoch.clone());
+                progress.acked.fetch_add(1, Ordering::SeqCst);
+                Ok((ack.offset, ack.epoch))
+            }
+            Err(e) => {
+                progress.refused.fetch_add(1, Ordering::SeqCst);
+                Err(e.code().expect("a refusal by the server, not a lost connection"))
+            }
         });
-        sleep(Duration::from_millis(5)).await;
     }
     acks
 }
@@ -281,61 +317,24 @@ impl Drop for Node {
     }
 }
 
-/// A client builder with fast reconnects and resubscribes.
-fn fast(url: String) -> ClientBuilder {
-    Client::builder(url).reconnect_delay(Duration::from_millis(20), Duration::from_millis(200))
-}
-
-async fn next_event(sub: &mut Subscription) -> SubscriptionEvent {
-    timeout(LIMIT, sub.recv()).await.expect("an event in time").expect("an open subscription")
-}
-
-/// The next publication's offset and data, skipping joins and leaves.
-async fn next_publication(sub: &mut Subscription) -> (u64, serde_json::Value) {
-    loop {
-        match next_event(sub).await {
-            SubscriptionEvent::Publication(p) => return (p.offset, p.data),
-            SubscriptionEvent::Join(_) | SubscriptionEvent::Leave(_) => {}
-            other => panic!("expected a publication, got {other:?}"),
-        }
-    }
-}
-
-/// One HTTP/1.1 request with `Connection: close`; the whole response as text.
-async fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> String {
-    let exchange = async {
-        let mut stream = TcpStream::connect(addr).await.expect("connect");
-        let request = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
-             Authorization: apikey {API_KEY}\r\nContent-Type: application/json\r\n\
-             Content-Length: {}\r\n\r\n{body}",
-            body.len()
-        );
-        stream.write_all(request.as_bytes()).await.expect("write the request");
-        let mut response = String::new();
-        stream.read_to_string(&mut response).await.expect("read the response");
-        response
-    };
-    timeout(LIMIT, exchange).await.expect("a response in time")
+/// One request carrying the API key, with `Connection: close`.
+async fn api(addr: SocketAddr, method: &str, path: &str, body: &str) -> http::Response {
+    let key = format!("apikey {API_KEY}");
+    let headers = [("Authorization", key.as_str()), ("Content-Type", "application/json")];
+    http::request(addr, method, path, &headers, body).await
 }
 
 /// `GET /readyz`: the status and the JSON body.
 async fn readyz(addr: SocketAddr) -> (u16, serde_json::Value) {
-    let response = http(addr, "GET", "/readyz", "").await;
-    let status = response.get(9..12).and_then(|s| s.parse().ok()).expect("a status line");
-    let body = response.split("\r\n\r\n").nth(1).expect("a body");
-    (status, serde_json::from_str(body).expect("a JSON body"))
+    let response = http::get(addr, "/readyz").await;
+    (response.status, response.json())
 }
 
 /// Polls `/readyz` until it answers `status`; its body.
 async fn wait_readyz(addr: SocketAddr, status: u16) -> serde_json::Value {
-    let started = Instant::now();
-    loop {
+    let ready = poll_until(LIMIT, || async {
         let (now, body) = readyz(addr).await;
-        if now == status {
-            return body;
-        }
-        assert!(started.elapsed() < LIMIT, "/readyz still {now} {body} after {LIMIT:?}");
-        sleep(Duration::from_millis(20)).await;
-    }
+        (now == status).then_some(body)
+    });
+    ready.await.unwrap_or_else(|| panic!("/readyz not {status} after {LIMIT:?}"))
 }

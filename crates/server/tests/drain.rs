@@ -5,9 +5,10 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use switchboard_codec::{CloseCode, Event, Message};
+use switchboard_codec::{CloseCode, Message};
 use switchboard_server::{Config, Server};
 use switchboard_test_support::client::WsClient;
+use switchboard_test_support::protocol::next_json;
 use switchboard_test_support::server::open_config;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
@@ -86,17 +87,6 @@ async fn until_closed(mut ws: WsClient) -> (Value, Option<CloseCode>, Instant) {
     let at = Instant::now();
     ws.expect_eof(LIMIT).await.expect("the server closes tcp");
     (push, code, at)
-}
-
-/// The next text message, as JSON.
-async fn next_json(ws: &mut WsClient) -> Value {
-    loop {
-        match ws.recv_timeout(LIMIT).await.expect("a message in time") {
-            Some(Event::Text(data)) => return serde_json::from_slice(&data).expect("JSON"),
-            Some(Event::Ping(_) | Event::Pong(_)) => continue,
-            other => panic!("expected a text message, got {other:?}"),
-        }
-    }
 }
 
 /// One GET on a keep-alive connection: the status and the body.

@@ -10,9 +10,8 @@ use std::time::Duration;
 use serde_json::json;
 use switchboard_codec::{CloseCode, Message};
 use switchboard_test_support::client::WsClient;
+use switchboard_test_support::http;
 use switchboard_test_support::server::{TestServer, open_config};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 const DASHBOARD: &str =
     include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/grafana/switchboard.json"));
@@ -63,10 +62,7 @@ const LIMIT: Duration = Duration::from_secs(5);
 /// Does one of everything a labelled family counts: empty families are not exposed.
 async fn traffic(addr: SocketAddr) {
     // A handshake failure: no upgrade headers.
-    let mut stream = TcpStream::connect(addr).await.expect("connect");
-    let head = format!("GET /ws HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    stream.write_all(head.as_bytes()).await.expect("write");
-    stream.read_to_end(&mut Vec::new()).await.expect("read");
+    http::get(addr, "/ws").await;
     // A command error, a recovery that fails (unknown epoch), then a clean close.
     let mut ws = WsClient::connect(addr, "/ws").await.expect("handshake");
     let since = json!({"offset": 1, "epoch": "gone"});
@@ -88,13 +84,9 @@ async fn traffic(addr: SocketAddr) {
 
 /// The body of `GET /metrics`.
 async fn scrape(addr: SocketAddr) -> String {
-    let mut stream = TcpStream::connect(addr).await.expect("connect");
-    let head = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    stream.write_all(head.as_bytes()).await.expect("write");
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.expect("read");
-    assert!(response.starts_with("HTTP/1.1 200 "), "{response}");
-    response.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or_default()
+    let response = http::get(addr, "/metrics").await;
+    assert_eq!(response.status, 200, "{response}");
+    response.body
 }
 
 /// Sample names from the `# TYPE` lines: counters get `_total`, as their samples do.

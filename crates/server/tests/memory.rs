@@ -1,16 +1,12 @@
 //! What hostile publishers can make the node hold, over real sockets: history within
 //! `history_memory`, channels within `max_channels`, and honest answers when either bites.
 
-use std::time::Duration;
-
-use serde_json::{Value, json};
-use switchboard_codec::{Event, Message};
+use serde_json::json;
 use switchboard_server::Config;
 use switchboard_test_support::client::WsClient;
 use switchboard_test_support::metrics::{sample, scrape};
+use switchboard_test_support::protocol::call;
 use switchboard_test_support::server::{TestServer, open_config};
-
-const LIMIT: Duration = Duration::from_secs(5);
 
 #[tokio::test]
 async fn issue_12_history_memory_bounds_history_and_recovery_says_what_was_lost() {
@@ -28,7 +24,7 @@ async fn issue_12_history_memory_bounds_history_and_recovery_says_what_was_lost(
         for id in 1..=20 {
             let command = json!({"id": id, "type": "publish",
                 "channel": format!("chat:flood-{channel}"), "data": text});
-            let reply = call(&mut ws, command).await;
+            let reply = call(&mut ws, &command).await;
             epoch = reply["result"]["epoch"].as_str().expect("an epoch").to_owned();
         }
         epochs.push(epoch);
@@ -42,13 +38,13 @@ async fn issue_12_history_memory_bounds_history_and_recovery_says_what_was_lost(
     let mut reader = WsClient::connect(addr, "/ws").await.unwrap();
     let since = json!({"offset": 0, "epoch": epochs[0]});
     let command = json!({"id": 1, "type": "subscribe", "channel": "chat:flood-0", "since": since});
-    let result = call(&mut reader, command).await["result"].clone();
+    let result = call(&mut reader, &command).await["result"].clone();
     assert_eq!(result["recovered"], false, "evicted history is never a silent gap: {result}");
     assert_eq!(result["epoch"], epochs[0].as_str(), "eviction keeps the epoch: {result}");
     assert_eq!(result["offset"], 20, "{result}");
     let since = json!({"offset": 18, "epoch": epochs[3]});
     let command = json!({"id": 2, "type": "subscribe", "channel": "chat:flood-3", "since": since});
-    let result = call(&mut reader, command).await["result"].clone();
+    let result = call(&mut reader, &command).await["result"].clone();
     assert_eq!(result["recovered"], true, "the newest history stays: {result}");
     let offsets: Vec<_> = result["publications"]
         .as_array()
@@ -67,11 +63,12 @@ async fn issue_12_channel_limit_refuses_with_unavailable_when_every_channel_is_i
     let addr = server.addr;
     let mut ws = WsClient::connect(addr, "/ws").await.unwrap();
     for (id, channel) in [(1, "chat:a"), (2, "chat:b")] {
-        let reply = call(&mut ws, json!({"id": id, "type": "subscribe", "channel": channel})).await;
+        let reply =
+            call(&mut ws, &json!({"id": id, "type": "subscribe", "channel": channel})).await;
         assert!(reply.get("result").is_some(), "{reply}");
     }
     let command = json!({"id": 3, "type": "publish", "channel": "chat:c", "data": 1});
-    let reply = call(&mut ws, command).await;
+    let reply = call(&mut ws, &command).await;
     assert_eq!(reply["error"]["code"], "unavailable", "{reply}");
     assert_eq!(reply["error"]["temporary"], true, "{reply}");
     let message = reply["error"]["message"].as_str().unwrap_or_default();
@@ -82,11 +79,11 @@ async fn issue_12_channel_limit_refuses_with_unavailable_when_every_channel_is_i
 
     // Publishing to a channel that exists still works; one freed makes room again.
     let command = json!({"id": 4, "type": "publish", "channel": "chat:a", "data": 1});
-    assert!(call(&mut ws, command).await.get("result").is_some());
+    assert!(call(&mut ws, &command).await.get("result").is_some());
     let command = json!({"id": 5, "type": "unsubscribe", "channel": "chat:b"});
-    assert!(call(&mut ws, command).await.get("result").is_some());
+    assert!(call(&mut ws, &command).await.get("result").is_some());
     let command = json!({"id": 6, "type": "publish", "channel": "chat:c", "data": 1});
-    let reply = call(&mut ws, command).await;
+    let reply = call(&mut ws, &command).await;
     assert_eq!(reply["result"]["offset"], 1, "{reply}");
 }
 
@@ -98,19 +95,4 @@ fn quiet_config() -> Config {
     config.rate_limits.message_rate = None;
     config.rate_limits.byte_rate = None;
     config
-}
-
-/// Sends `command` and returns its reply, skipping pushes.
-async fn call(ws: &mut WsClient, command: Value) -> Value {
-    ws.send(Message::text(command.to_string())).await.expect("send");
-    loop {
-        let message = match ws.recv_timeout(LIMIT).await.expect("a message in time") {
-            Some(Event::Text(t)) => serde_json::from_slice::<Value>(&t).expect("json"),
-            Some(Event::Ping(_)) => continue,
-            other => panic!("unexpected {other:?}"),
-        };
-        if message.get("id").is_some() {
-            return message;
-        }
-    }
 }

@@ -11,12 +11,22 @@
 //! - [`memory`]: a node on the in-memory broker and its clients, no socket: protocol tests.
 //! - [`tokens`]: the test secret, tokens signed with it and configurations verifying them.
 //! - [`redis`]: a private `redis-server` on a free port, killed by PID when dropped.
+//! - [`http`]: one HTTP/1.1 request, read to the end.
+//! - [`rust_client`]: bounded waits on the Rust client's connection state and streams.
+//! - [`cli`]: the `switchboard serve` binary as a child, waited for until it listens.
+//! - [`wait`]: bounded waits for a condition ([`wait_until`] and friends), not sleeps.
 
+pub mod cli;
 pub mod client;
+pub mod http;
 pub mod memory;
 pub mod metrics;
 pub mod pair;
 pub mod protocol;
 pub mod redis;
+pub mod rust_client;
 pub mod server;
 pub mod tokens;
+pub mod wait;
+
+pub use wait::{poll_until, wait_until, wait_until_blocking};

@@ -270,5 +270,33 @@ impl<L: Link> ProtocolClient<L> {
     }
 }
 
+/// Sends `command` (JSON, in a text frame) on a bare WebSocket and returns the next
+/// message carrying an `id`, skipping pushes and pings.
+pub async fn call(ws: &mut WsClient, command: &Value) -> Value {
+    ws.send(Message::text(command.to_string())).await.expect("send a command");
+    loop {
+        let message = next_json(ws).await;
+        if message.get("id").is_some() {
+            return message;
+        }
+    }
+}
+
+/// The next JSON text message on a bare WebSocket, reply or push, skipping control frames;
+/// within [`BARE_LIMIT`].
+pub async fn next_json(ws: &mut WsClient) -> Value {
+    loop {
+        match ws.recv_timeout(BARE_LIMIT).await.expect("a message in time") {
+            Some(Event::Text(text)) => return serde_json::from_slice(&text).expect("JSON"),
+            Some(Event::Ping(_) | Event::Pong(_)) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+/// How long [`call`] and [`next_json`] wait for one message: generous, as a failure bound
+/// for servers under deliberate load.
+pub const BARE_LIMIT: Duration = Duration::from_secs(20);
+
 /// How long one expected message may take unless [`ProtocolClient::limit`] says otherwise.
 const DEFAULT_LIMIT: Duration = Duration::from_secs(5);

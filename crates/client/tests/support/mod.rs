@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use serde_json::{Value, json};
-use switchboard_client::{Client, ClientBuilder, StateChange, Subscription, SubscriptionEvent};
 use switchboard_codec::{
     CloseCode, Connection, Event, HandshakeLimits, Limits, Message, Role, ServerHandshake,
 };
@@ -20,8 +19,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
-/// Every wait in these tests is bounded by this.
-pub(crate) const LIMIT: Duration = Duration::from_secs(10);
+// Each test binary uses its own subset of these too.
+#[allow(unused_imports)]
+pub(crate) use switchboard_test_support::rust_client::{
+    LIMIT, connected, fast, next_event, next_non_presence, next_publication, wait_state,
+};
 
 /// A TCP proxy on `127.0.0.1:0` forwarding to `upstream`. [`cut`](Self::cut) drops every
 /// forwarded connection at once, as a network failure would (no close frame);
@@ -91,61 +93,6 @@ impl Drop for Proxy {
         self.task.abort();
         self.cut();
     }
-}
-
-/// A client builder for `url` with fast reconnects, for tests that are not about delays.
-pub(crate) fn fast(url: &str) -> ClientBuilder {
-    Client::builder(url).reconnect_delay(Duration::from_millis(20), Duration::from_millis(200))
-}
-
-/// The next event, or a panic after [`LIMIT`].
-pub(crate) async fn next_event(sub: &mut Subscription) -> SubscriptionEvent {
-    tokio::time::timeout(LIMIT, sub.recv())
-        .await
-        .expect("an event in time")
-        .expect("the subscription to be open")
-}
-
-/// The next publication's offset and data, skipping joins and leaves.
-pub(crate) async fn next_publication(sub: &mut Subscription) -> (u64, Value) {
-    loop {
-        match next_event(sub).await {
-            SubscriptionEvent::Publication(p) => return (p.offset, p.data),
-            SubscriptionEvent::Join(_) | SubscriptionEvent::Leave(_) => {}
-            other => panic!("expected a publication, got {other:?}"),
-        }
-    }
-}
-
-/// The next event that is not a join or a leave.
-pub(crate) async fn next_non_presence(sub: &mut Subscription) -> SubscriptionEvent {
-    loop {
-        match next_event(sub).await {
-            SubscriptionEvent::Join(_) | SubscriptionEvent::Leave(_) => {}
-            other => return other,
-        }
-    }
-}
-
-/// Waits until the client's state satisfies `pred`.
-pub(crate) async fn wait_state(
-    client: &Client,
-    pred: impl FnMut(&StateChange) -> bool,
-) -> StateChange {
-    let mut states = client.state_changes();
-    let reached = tokio::time::timeout(LIMIT, states.wait_for(pred))
-        .await
-        .expect("the state in time")
-        .expect("the client's task to be running");
-    reached.clone()
-}
-
-/// Waits until the client is connected.
-pub(crate) async fn connected(client: &Client) {
-    tokio::time::timeout(LIMIT, client.wait_connected())
-        .await
-        .expect("connected in time")
-        .expect("connected, not closed");
 }
 
 /// A WebSocket server that does only what the test tells it to, speaking JSON.
