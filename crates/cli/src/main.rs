@@ -502,7 +502,7 @@ fn config_from(args: &ServeArgs) -> anyhow::Result<Config> {
     config.shutdown_timeout = args.shutdown_timeout;
     config.drain_window = args.drain_window;
     config.limits = switchboard_server::Limits::with_max_message_size(args.max_message_size);
-    config.api_key.clone_from(&args.api_key);
+    config.api_key = args.api_key.clone().map(Into::into);
     config.auth.verifier = verifier(args)?.map(std::sync::Arc::new);
     config.auth.required = args.require_auth;
     config.auth.first_message = args.first_message_auth;
