@@ -506,8 +506,7 @@ mod tests {
 
     #[test]
     fn debug_and_serialize_never_show_a_secret() {
-        let mut config = Config::default();
-        config.api_key = Some("hunter2-but-longer".into());
+        let config = Config { api_key: Some("hunter2-but-longer".into()), ..Config::default() };
         let shown = format!("{config:?}");
         assert!(!shown.contains("hunter2"), "{shown}");
         assert!(shown.contains("api_key: Some(\"<redacted>\")"), "{shown}");
