@@ -217,6 +217,15 @@ impl Doc {
     }
 }
 
+/// 1-based line and column (in characters) of a byte offset.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = text.get(..offset).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().unwrap_or_default().chars().count() + 1;
+    (line, column)
+}
+
+/// The `[namespaces]` table, and the section of its keys in [`DOCS`].
 const NAMESPACES: &str = "namespaces";
 
 const HEADER: &str = "\
@@ -459,14 +468,6 @@ const DOCS: &[Doc] = &[
         "What connections without credentials may do: \"deny\", \"subscribe\" or \"publish\".",
     ),
 ];
-
-/// 1-based line and column (in characters) of a byte offset.
-fn line_column(text: &str, offset: usize) -> (usize, usize) {
-    let before = text.get(..offset).unwrap_or(text);
-    let line = before.matches('\n').count() + 1;
-    let column = before.rsplit('\n').next().unwrap_or_default().chars().count() + 1;
-    (line, column)
-}
 
 #[cfg(test)]
 mod tests {
