@@ -9,15 +9,18 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 mod config_file;
 mod connect;
 mod publish;
+mod settings;
 mod subscribe;
 mod token;
 
-use switchboard_broker_redis::{RedisBroker, RedisConfig};
-use switchboard_server::{Config, LimitOptions, Rate, Server, TlsSource};
+use switchboard_broker_redis::RedisBroker;
+use switchboard_server::{Secret, Server};
+
+use crate::settings::{BrokerArg, LogFormat, RateArg, Settings};
 
 #[derive(Debug, Parser)]
 #[command(name = "switchboard", version, about = "A real-time WebSocket messaging server")]
@@ -44,52 +47,71 @@ enum Command {
     Bench(Box<switchboard_load::BenchArgs>),
 }
 
+/// `switchboard serve`: each flag (or its `SWITCHBOARD_*` variable) is optional and, when
+/// given, overrides the configuration file's key, which overrides the built-in default
+/// (`Settings::default`, from the server's `Config::default`). No default is written here.
 #[derive(Debug, clap::Args)]
+#[command(after_help = "Every flag is optional. `switchboard config default` prints each \
+                        default, under the file key the flag overrides.")]
 struct ServeArgs {
     /// TOML configuration file (docs/configuration.md); flags and environment variables
     /// override its keys.
     #[arg(long, env = "SWITCHBOARD_CONFIG")]
     config: Option<std::path::PathBuf>,
     /// Address and port to listen on.
-    #[arg(long, env = "SWITCHBOARD_LISTEN", default_value = "127.0.0.1:8080")]
-    listen: SocketAddr,
+    #[arg(long, env = "SWITCHBOARD_LISTEN")]
+    listen: Option<SocketAddr>,
     /// Do not serve the demo at / nor run its simulated ticker (turn off in production and
     /// on every node but one of a cluster).
-    #[arg(long, env = "SWITCHBOARD_NO_DEMO")]
-    no_demo: bool,
+    #[arg(
+        long,
+        env = "SWITCHBOARD_NO_DEMO",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        value_name = "BOOL"
+    )]
+    no_demo: Option<bool>,
     /// Do not serve the /echo endpoint.
-    #[arg(long, env = "SWITCHBOARD_NO_ECHO")]
-    no_echo: bool,
+    #[arg(
+        long,
+        env = "SWITCHBOARD_NO_ECHO",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        value_name = "BOOL"
+    )]
+    no_echo: Option<bool>,
     /// Interval between server pings ("0s" disables pings).
-    #[arg(long, env = "SWITCHBOARD_PING_INTERVAL", default_value = "25s", value_parser = duration)]
-    ping_interval: Duration,
+    #[arg(long, env = "SWITCHBOARD_PING_INTERVAL", value_parser = duration)]
+    ping_interval: Option<Duration>,
     /// Close a connection whose pong is this late.
-    #[arg(long, env = "SWITCHBOARD_PONG_TIMEOUT", default_value = "10s", value_parser = duration)]
-    pong_timeout: Duration,
+    #[arg(long, env = "SWITCHBOARD_PONG_TIMEOUT", value_parser = duration)]
+    pong_timeout: Option<Duration>,
     /// Close a connection that sent nothing for this long ("0s" disables).
-    #[arg(long, env = "SWITCHBOARD_IDLE_TIMEOUT", default_value = "120s", value_parser = duration)]
-    idle_timeout: Duration,
+    #[arg(long, env = "SWITCHBOARD_IDLE_TIMEOUT", value_parser = duration)]
+    idle_timeout: Option<Duration>,
     /// Drop a connection that has not completed its request head in this time.
-    #[arg(long, env = "SWITCHBOARD_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = duration)]
-    handshake_timeout: Duration,
+    #[arg(long, env = "SWITCHBOARD_HANDSHAKE_TIMEOUT", value_parser = duration)]
+    handshake_timeout: Option<Duration>,
     /// How long shutdown waits for connections to close.
-    #[arg(long, env = "SWITCHBOARD_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = duration)]
-    shutdown_timeout: Duration,
+    #[arg(long, env = "SWITCHBOARD_SHUTDOWN_TIMEOUT", value_parser = duration)]
+    shutdown_timeout: Option<Duration>,
     /// On shutdown, the time over which open /ws connections are closed (code 4003, in
     /// batches) so that their clients reconnect elsewhere spread out.
-    #[arg(long, env = "SWITCHBOARD_DRAIN_WINDOW", default_value = "10s", value_parser = duration)]
-    drain_window: Duration,
+    #[arg(long, env = "SWITCHBOARD_DRAIN_WINDOW", value_parser = duration)]
+    drain_window: Option<Duration>,
     /// Largest WebSocket message (and frame) accepted, in bytes.
-    #[arg(long, env = "SWITCHBOARD_MAX_MESSAGE_SIZE", default_value_t = 16 << 20)]
-    max_message_size: usize,
+    #[arg(long, env = "SWITCHBOARD_MAX_MESSAGE_SIZE")]
+    max_message_size: Option<usize>,
     /// Key that application backends send as `Authorization: apikey <key>` to use the HTTP
     /// API under /api/. Without one the API is disabled. Prefer the environment variable: a
     /// command-line argument is visible to every user of the machine.
     #[arg(long, env = "SWITCHBOARD_API_KEY", hide_env_values = true)]
-    api_key: Option<String>,
+    api_key: Option<Secret>,
     /// HMAC secret verifying HS256 tokens (at least 32 bytes).
     #[arg(long, env = "SWITCHBOARD_JWT_SECRET", hide_env_values = true, conflicts_with_all = ["jwt_public_key", "jwks"])]
-    jwt_secret: Option<String>,
+    jwt_secret: Option<Secret>,
     /// PEM public key file verifying tokens of --jwt-algorithm (RS*, ES*, EdDSA).
     #[arg(
         long,
@@ -111,24 +133,52 @@ struct ServeArgs {
     #[arg(long, env = "SWITCHBOARD_JWT_AUDIENCE")]
     jwt_audience: Option<String>,
     /// Refuse connections without valid credentials (401 before the upgrade).
-    #[arg(long, env = "SWITCHBOARD_REQUIRE_AUTH")]
-    require_auth: bool,
+    #[arg(
+        long,
+        env = "SWITCHBOARD_REQUIRE_AUTH",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        value_name = "BOOL"
+    )]
+    require_auth: Option<bool>,
     /// Accept the WebSocket first and require a `connect` with a token within 5 s.
-    #[arg(long, env = "SWITCHBOARD_FIRST_MESSAGE_AUTH")]
-    first_message_auth: bool,
+    #[arg(
+        long,
+        env = "SWITCHBOARD_FIRST_MESSAGE_AUTH",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        value_name = "BOOL"
+    )]
+    first_message_auth: Option<bool>,
     /// Cookie carrying the token.
     #[arg(long, env = "SWITCHBOARD_TOKEN_COOKIE")]
     token_cookie: Option<String>,
     /// Browser origin allowed besides the server's own (repeat; `https://*.example.com` for
     /// subdomains).
     #[arg(long = "allowed-origin", env = "SWITCHBOARD_ALLOWED_ORIGINS", value_delimiter = ',')]
-    allowed_origins: Vec<String>,
+    allowed_origins: Option<Vec<String>>,
     /// Refuse browser origins on localhost (allowed by default for development).
-    #[arg(long, env = "SWITCHBOARD_NO_LOCALHOST_ORIGINS")]
-    no_localhost_origins: bool,
+    #[arg(
+        long,
+        env = "SWITCHBOARD_NO_LOCALHOST_ORIGINS",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        value_name = "BOOL"
+    )]
+    no_localhost_origins: Option<bool>,
     /// Refuse requests without an Origin header (non-browser clients).
-    #[arg(long, env = "SWITCHBOARD_REQUIRE_ORIGIN")]
-    require_origin: bool,
+    #[arg(
+        long,
+        env = "SWITCHBOARD_REQUIRE_ORIGIN",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        value_name = "BOOL"
+    )]
+    require_origin: Option<bool>,
     /// PEM certificate chain: serve HTTPS and WSS (with --tls-key). Reloaded on SIGHUP.
     #[arg(long, env = "SWITCHBOARD_TLS_CERT", requires = "tls_key", conflicts_with = "dev_tls")]
     tls_cert: Option<std::path::PathBuf>,
@@ -136,106 +186,78 @@ struct ServeArgs {
     #[arg(long, env = "SWITCHBOARD_TLS_KEY", requires = "tls_cert")]
     tls_key: Option<std::path::PathBuf>,
     /// Serve TLS with a generated self-signed certificate for localhost (testing only).
-    #[arg(long, env = "SWITCHBOARD_DEV_TLS")]
-    dev_tls: bool,
+    #[arg(
+        long,
+        env = "SWITCHBOARD_DEV_TLS",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        value_name = "BOOL"
+    )]
+    dev_tls: Option<bool>,
     /// Most WebSocket connections open at once (0: no limit); past it, 503.
-    #[arg(long, env = "SWITCHBOARD_MAX_CONNECTIONS", default_value_t = limits().max_connections)]
-    max_connections: usize,
+    #[arg(long, env = "SWITCHBOARD_MAX_CONNECTIONS")]
+    max_connections: Option<usize>,
     /// Most WebSocket connections open at once from one IPv4 address or IPv6 /64 (0: no
     /// limit); past it, 429. Loopback clients are exempt unless --limit-loopback.
-    #[arg(
-        long,
-        env = "SWITCHBOARD_MAX_CONNECTIONS_PER_IP",
-        default_value_t = limits().max_connections_per_ip
-    )]
-    max_connections_per_ip: usize,
+    #[arg(long, env = "SWITCHBOARD_MAX_CONNECTIONS_PER_IP")]
+    max_connections_per_ip: Option<usize>,
     /// Upgrade requests to /ws per second from one address, as RATE or RATE:BURST (the burst
     /// defaults to the rate) or "off"; past it, 429.
-    #[arg(
-        long,
-        env = "SWITCHBOARD_HANDSHAKE_RATE",
-        default_value_t = RateArg(limits().handshake_rate),
-        value_name = "RATE[:BURST]"
-    )]
-    handshake_rate: RateArg,
+    #[arg(long, env = "SWITCHBOARD_HANDSHAKE_RATE", value_name = "RATE[:BURST]")]
+    handshake_rate: Option<RateArg>,
     /// Commands per second on one /ws connection, as RATE or RATE:BURST or "off"; past it,
     /// `rate_limited` replies; after 1,000 of them in a streak, a close with 1008 (policy
     /// violation).
-    #[arg(
-        long,
-        env = "SWITCHBOARD_RATE_LIMIT_MESSAGES",
-        default_value_t = RateArg(limits().message_rate),
-        value_name = "RATE[:BURST]"
-    )]
-    rate_limit_messages: RateArg,
+    #[arg(long, env = "SWITCHBOARD_RATE_LIMIT_MESSAGES", value_name = "RATE[:BURST]")]
+    rate_limit_messages: Option<RateArg>,
     /// Message bytes per second on one /ws connection, as RATE or RATE:BURST (K, M, G: KiB,
     /// MiB, GiB) or "off"; past it, as --rate-limit-messages.
-    #[arg(
-        long,
-        env = "SWITCHBOARD_RATE_LIMIT_BYTES",
-        default_value_t = RateArg(limits().byte_rate),
-        value_name = "RATE[:BURST]"
-    )]
-    rate_limit_bytes: RateArg,
+    #[arg(long, env = "SWITCHBOARD_RATE_LIMIT_BYTES", value_name = "RATE[:BURST]")]
+    rate_limit_bytes: Option<RateArg>,
     /// Commands per second from one address, shared by all its /ws connections, as RATE or
     /// RATE:BURST or "off"; past it, as --rate-limit-messages. Reconnecting does not refill it.
-    #[arg(
-        long,
-        env = "SWITCHBOARD_RATE_LIMIT_ADDRESS_MESSAGES",
-        default_value_t = RateArg(limits().address_message_rate),
-        value_name = "RATE[:BURST]"
-    )]
-    rate_limit_address_messages: RateArg,
+    #[arg(long, env = "SWITCHBOARD_RATE_LIMIT_ADDRESS_MESSAGES", value_name = "RATE[:BURST]")]
+    rate_limit_address_messages: Option<RateArg>,
     /// Message bytes per second from one address, shared by all its /ws connections, as RATE
     /// or RATE:BURST (K, M, G: KiB, MiB, GiB) or "off"; past it, as --rate-limit-messages.
-    #[arg(
-        long,
-        env = "SWITCHBOARD_RATE_LIMIT_ADDRESS_BYTES",
-        default_value_t = RateArg(limits().address_byte_rate),
-        value_name = "RATE[:BURST]"
-    )]
-    rate_limit_address_bytes: RateArg,
+    #[arg(long, env = "SWITCHBOARD_RATE_LIMIT_ADDRESS_BYTES", value_name = "RATE[:BURST]")]
+    rate_limit_address_bytes: Option<RateArg>,
     /// Requests to /api/ without the API key (tickets for a user's token, refused requests)
     /// per second from one address, as RATE or RATE:BURST or "off"; past it, 429.
-    #[arg(
-        long,
-        env = "SWITCHBOARD_API_RATE",
-        default_value_t = RateArg(limits().api_rate),
-        value_name = "RATE[:BURST]"
-    )]
-    api_rate: RateArg,
+    #[arg(long, env = "SWITCHBOARD_API_RATE", value_name = "RATE[:BURST]")]
+    api_rate: Option<RateArg>,
     /// Apply the per-address limits to loopback clients too (off by default: a loopback
     /// peer is usually a reverse proxy on this host, carrying every user).
-    #[arg(long, env = "SWITCHBOARD_LIMIT_LOOPBACK")]
-    limit_loopback: bool,
+    #[arg(
+        long,
+        env = "SWITCHBOARD_LIMIT_LOOPBACK",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        value_name = "BOOL"
+    )]
+    limit_loopback: Option<bool>,
     /// Most channels one connection may subscribe to.
-    #[arg(long, env = "SWITCHBOARD_MAX_SUBSCRIPTIONS", default_value_t = hub().max_subscriptions)]
-    max_subscriptions: usize,
+    #[arg(long, env = "SWITCHBOARD_MAX_SUBSCRIPTIONS")]
+    max_subscriptions: Option<usize>,
     /// Bytes that may wait in one connection's outbound queue; past it the connection is
     /// cut off as a slow consumer (close code 4001).
-    #[arg(
-        long,
-        env = "SWITCHBOARD_OUTBOUND_QUEUE_BYTES",
-        default_value_t = hub().outbound_queue_bytes
-    )]
-    outbound_queue_bytes: usize,
+    #[arg(long, env = "SWITCHBOARD_OUTBOUND_QUEUE_BYTES")]
+    outbound_queue_bytes: Option<usize>,
     /// Largest message a client may send on /ws, in bytes.
-    #[arg(
-        long,
-        env = "SWITCHBOARD_HUB_MAX_MESSAGE_SIZE",
-        default_value_t = hub().max_message_size
-    )]
-    hub_max_message_size: usize,
+    #[arg(long, env = "SWITCHBOARD_HUB_MAX_MESSAGE_SIZE")]
+    hub_max_message_size: Option<usize>,
     /// Bytes of history the in-memory broker holds for all channels together, by their
     /// estimated size in memory; past it the oldest publications of the least recently
     /// published channels are dropped (their recoveries answer `recovered: false`).
     /// 0 keeps no history.
-    #[arg(long, env = "SWITCHBOARD_HISTORY_MEMORY", default_value_t = hub().history_memory)]
-    history_memory: usize,
+    #[arg(long, env = "SWITCHBOARD_HISTORY_MEMORY")]
+    history_memory: Option<usize>,
     /// Channels the in-memory broker holds state for; past it an idle channel is forgotten
     /// and, when all are in use, commands on new ones get `unavailable`. 0 for no limit.
-    #[arg(long, env = "SWITCHBOARD_MAX_CHANNELS", default_value_t = hub().max_channels)]
-    max_channels: usize,
+    #[arg(long, env = "SWITCHBOARD_MAX_CHANNELS")]
+    max_channels: Option<usize>,
     /// Namespace settings, over those of the configuration file (or the built-in ones), as
     /// `NAME:KEY=VALUE,…` with the keys of `[namespaces.NAME]` (`:KEY=VALUE,…` for the
     /// default namespace); repeat per namespace, or separate with `;` in the variable. A
@@ -250,122 +272,137 @@ struct ServeArgs {
     /// The backplane: "memory" (one node, nothing else to run) or a Redis URL,
     /// `redis://[[user]:password@]host[:port][/db]` or `rediss://…` for TLS, shared by every
     /// node of a deployment (docs/scaling.md).
-    #[arg(
-        long,
-        env = "SWITCHBOARD_BROKER",
-        default_value = "memory",
-        hide_env_values = true,
-        value_name = "memory|URL"
-    )]
-    broker: BrokerArg,
+    #[arg(long, env = "SWITCHBOARD_BROKER", hide_env_values = true, value_name = "memory|URL")]
+    broker: Option<BrokerArg>,
     /// Prefix of every Redis key and pub/sub topic, so several deployments can share one
     /// Redis; every node of a deployment needs the same one.
-    #[arg(long, env = "SWITCHBOARD_REDIS_KEY_PREFIX", default_value = "switchboard")]
-    redis_key_prefix: String,
+    #[arg(long, env = "SWITCHBOARD_REDIS_KEY_PREFIX")]
+    redis_key_prefix: Option<String>,
     /// At start, wait (retrying with backoff) until Redis answers instead of exiting with an
     /// error.
-    #[arg(long, env = "SWITCHBOARD_REDIS_WAIT")]
-    redis_wait: bool,
-    /// Bytes of history one channel keeps in Redis; past it its oldest publications go
-    /// (their recoveries answer `recovered: false`). 0 for no cap.
     #[arg(
         long,
-        env = "SWITCHBOARD_REDIS_MAX_HISTORY_BYTES",
-        default_value_t = RedisConfig::default().max_history_bytes
+        env = "SWITCHBOARD_REDIS_WAIT",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        value_name = "BOOL"
     )]
-    redis_max_history_bytes: usize,
+    redis_wait: Option<bool>,
+    /// Bytes of history one channel keeps in Redis; past it its oldest publications go
+    /// (their recoveries answer `recovered: false`). 0 for no cap.
+    #[arg(long, env = "SWITCHBOARD_REDIS_MAX_HISTORY_BYTES")]
+    redis_max_history_bytes: Option<usize>,
     /// Log output format.
-    #[arg(long, env = "SWITCHBOARD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
-    log_format: LogFormat,
+    #[arg(long, env = "SWITCHBOARD_LOG_FORMAT", value_enum)]
+    log_format: Option<LogFormat>,
 }
 
-#[derive(Clone, Copy, Debug, ValueEnum)]
-enum LogFormat {
-    Human,
-    Json,
+impl ServeArgs {
+    /// The settings to serve with: the built-in defaults, the configuration file's keys
+    /// over them, then the flags and variables that are set.
+    ///
+    /// # Errors
+    ///
+    /// A configuration file that cannot be read or is not valid, with its line and column.
+    fn settings(&self) -> anyhow::Result<Settings> {
+        let file = match &self.config {
+            Some(path) => config_file::load(path)?,
+            None => Settings::default(),
+        };
+        self.settings_over(file)
+    }
+
+    /// `settings` with the flags and variables that are set over them.
+    fn settings_over(&self, mut s: Settings) -> anyhow::Result<Settings> {
+        fn set<T: Clone>(setting: &mut T, flag: Option<&T>) {
+            if let Some(value) = flag {
+                setting.clone_from(value);
+            }
+        }
+        let not = |flag: Option<bool>| flag.map(|on| !on);
+        set(&mut s.listen, self.listen.as_ref());
+        set(&mut s.echo, not(self.no_echo).as_ref());
+        set(&mut s.demo, not(self.no_demo).as_ref());
+        set(&mut s.api_key, self.api_key.clone().map(Some).as_ref());
+        set(&mut s.log_format, self.log_format.as_ref());
+
+        let t = &mut s.timeouts;
+        set(&mut t.ping_interval, self.ping_interval.as_ref());
+        set(&mut t.pong_timeout, self.pong_timeout.as_ref());
+        set(&mut t.idle_timeout, self.idle_timeout.as_ref());
+        set(&mut t.handshake_timeout, self.handshake_timeout.as_ref());
+        set(&mut t.shutdown_timeout, self.shutdown_timeout.as_ref());
+        set(&mut t.drain_window, self.drain_window.as_ref());
+
+        let l = &mut s.limits;
+        set(&mut l.max_message_size, self.max_message_size.as_ref());
+        set(&mut l.max_connections, self.max_connections.as_ref());
+        set(&mut l.max_connections_per_ip, self.max_connections_per_ip.as_ref());
+        set(&mut l.handshake_rate, self.handshake_rate.as_ref());
+        set(&mut l.message_rate, self.rate_limit_messages.as_ref());
+        set(&mut l.byte_rate, self.rate_limit_bytes.as_ref());
+        set(&mut l.address_message_rate, self.rate_limit_address_messages.as_ref());
+        set(&mut l.address_byte_rate, self.rate_limit_address_bytes.as_ref());
+        set(&mut l.api_rate, self.api_rate.as_ref());
+        set(&mut l.exempt_loopback, not(self.limit_loopback).as_ref());
+
+        let a = &mut s.auth;
+        // The key source is one choice: a flag naming any key replaces the file's key whole.
+        if self.jwt_secret.is_some()
+            || self.jwt_public_key.is_some()
+            || self.jwt_algorithm.is_some()
+            || self.jwks.is_some()
+        {
+            a.jwt_secret.clone_from(&self.jwt_secret);
+            a.jwt_public_key.clone_from(&self.jwt_public_key);
+            a.jwt_algorithm.clone_from(&self.jwt_algorithm);
+            a.jwks.clone_from(&self.jwks);
+        }
+        set(&mut a.jwt_issuer, self.jwt_issuer.clone().map(Some).as_ref());
+        set(&mut a.jwt_audience, self.jwt_audience.clone().map(Some).as_ref());
+        set(&mut a.required, self.require_auth.as_ref());
+        set(&mut a.first_message, self.first_message_auth.as_ref());
+        set(&mut a.token_cookie, self.token_cookie.clone().map(Some).as_ref());
+
+        let o = &mut s.origins;
+        set(&mut o.allowed, self.allowed_origins.as_ref());
+        set(&mut o.allow_localhost, not(self.no_localhost_origins).as_ref());
+        set(&mut o.allow_missing, not(self.require_origin).as_ref());
+
+        // Likewise the certificate: files or the development one.
+        if self.tls_cert.is_some() || self.tls_key.is_some() || self.dev_tls.is_some() {
+            s.tls.cert.clone_from(&self.tls_cert);
+            s.tls.key.clone_from(&self.tls_key);
+            s.tls.dev = self.dev_tls.unwrap_or_default();
+        }
+
+        let b = &mut s.broker;
+        set(&mut b.url, self.broker.as_ref());
+        set(&mut b.redis_key_prefix, self.redis_key_prefix.as_ref());
+        set(&mut b.redis_wait, self.redis_wait.as_ref());
+        set(&mut b.redis_max_history_bytes, self.redis_max_history_bytes.as_ref());
+
+        let h = &mut s.hub;
+        set(&mut h.max_subscriptions, self.max_subscriptions.as_ref());
+        set(&mut h.outbound_queue_bytes, self.outbound_queue_bytes.as_ref());
+        set(&mut h.max_message_size, self.hub_max_message_size.as_ref());
+        set(&mut h.history_memory, self.history_memory.as_ref());
+        set(&mut h.max_channels, self.max_channels.as_ref());
+
+        for spec in &self.namespaces {
+            spec.apply(&mut s.namespaces)?;
+        }
+        Ok(s)
+    }
 }
 
 fn duration(s: &str) -> Result<Duration, humantime::DurationError> {
     humantime::parse_duration(s)
 }
 
-/// The hub's defaults: the flags' defaults.
-fn hub() -> switchboard_server::HubOptions {
-    switchboard_server::HubOptions::default()
-}
-
-/// The library's limits: the flags' defaults.
-fn limits() -> LimitOptions {
-    LimitOptions::default()
-}
-
-/// A rate flag: `RATE[:BURST]` with optional binary suffixes, or `off`.
-#[derive(Clone, Copy, Debug, Eq, PartialEq)]
-struct RateArg(Option<Rate>);
-
-impl std::str::FromStr for RateArg {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        if s.eq_ignore_ascii_case("off") {
-            return Ok(Self(None));
-        }
-        let (rate, burst) = s.split_once(':').unwrap_or((s, s));
-        let rate = quantity(rate)?;
-        let burst = quantity(burst)?;
-        Ok(Self(Some(Rate::new(rate, burst))))
-    }
-}
-
-impl std::fmt::Display for RateArg {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.0 {
-            Some(rate) => write!(f, "{}:{}", Quantity(rate.per_second), Quantity(rate.burst)),
-            None => f.write_str("off"),
-        }
-    }
-}
-
-/// A positive number with an optional K, M or G suffix (KiB, MiB, GiB: powers of 1024).
-fn quantity(s: &str) -> Result<u64, String> {
-    let s = s.trim();
-    let digits = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (number, suffix) = s.split_at(digits);
-    let shift = match suffix.to_ascii_lowercase().as_str() {
-        "" => 0,
-        "k" | "kib" => 10,
-        "m" | "mib" => 20,
-        "g" | "gib" => 30,
-        _ => return Err(format!("{s:?}: expected a number with K, M or G, or \"off\"")),
-    };
-    let number: u64 = number.parse().map_err(|_| format!("{s:?}: expected a number"))?;
-    match number.checked_mul(1 << shift) {
-        Some(0) => Err(format!("{s:?}: must be positive (\"off\" turns the limit off)")),
-        Some(value) => Ok(value),
-        None => Err(format!("{s:?}: too large")),
-    }
-}
-
-/// Shows a number with the largest binary suffix that divides it.
-struct Quantity(u64);
-
-impl std::fmt::Display for Quantity {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let n = self.0;
-        for (shift, suffix) in [(30, "GiB"), (20, "MiB"), (10, "KiB")] {
-            if n != 0 && n.is_multiple_of(1 << shift) {
-                return write!(f, "{}{suffix}", n >> shift);
-            }
-        }
-        write!(f, "{n}")
-    }
-}
-
 fn main() -> ExitCode {
-    let parsed = Cli::command()
-        .try_get_matches()
-        .and_then(|matches| Ok((Cli::from_arg_matches(&matches)?, matches)));
-    let (cli, matches) = match parsed {
+    let cli = match Cli::try_parse() {
         Ok(parsed) => parsed,
         Err(e) if !e.use_stderr() => e.exit(),
         Err(e) => {
@@ -387,33 +424,16 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Serve(mut args) => {
-            // Flag > environment > file: only what clap did not take from either comes
-            // from the file.
-            let file = match &args.config {
-                Some(path) => match config_file::load(path) {
-                    Ok(file) => {
-                        let serve = matches.subcommand_matches("serve");
-                        let explicit = |id: &str| {
-                            use clap::parser::ValueSource;
-                            let source = serve.and_then(|m| m.value_source(id));
-                            matches!(
-                                source,
-                                Some(ValueSource::CommandLine | ValueSource::EnvVariable)
-                            )
-                        };
-                        config_file::apply(&file, &mut args, &explicit);
-                        Some(file)
-                    }
-                    Err(e) => {
-                        eprintln!("switchboard: {e:#}");
-                        return ExitCode::FAILURE;
-                    }
-                },
-                None => None,
+        Command::Serve(args) => {
+            let settings = match args.settings() {
+                Ok(settings) => settings,
+                Err(e) => {
+                    eprintln!("switchboard: {e:#}");
+                    return ExitCode::FAILURE;
+                }
             };
-            init_logging(args.log_format);
-            match serve(&args, file.as_ref()) {
+            init_logging(settings.log_format);
+            match serve(&settings) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     // One line: the reason chain, most specific last.
@@ -459,126 +479,18 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-/// The `--broker` flag: the in-memory broker, or Redis at a URL.
-#[derive(Clone, Debug, Eq, PartialEq)]
-enum BrokerArg {
-    Memory,
-    Redis(String),
-}
-
-impl std::str::FromStr for BrokerArg {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        if s.eq_ignore_ascii_case("memory") {
-            Ok(Self::Memory)
-        } else if s.starts_with("redis://") || s.starts_with("rediss://") {
-            Ok(Self::Redis(s.to_owned()))
-        } else {
-            Err("expected \"memory\" or a redis:// or rediss:// URL".to_owned())
-        }
-    }
-}
-
-/// The Redis broker's settings from the flags, for `url`.
-fn redis_config(args: &ServeArgs, url: &str) -> RedisConfig {
-    let mut config = RedisConfig::new(url);
-    config.key_prefix.clone_from(&args.redis_key_prefix);
-    config.wait_for_redis = args.redis_wait;
-    config.max_history_bytes = args.redis_max_history_bytes;
-    config
-}
-
-fn config_from(args: &ServeArgs) -> anyhow::Result<Config> {
-    let nonzero = |d: Duration| (!d.is_zero()).then_some(d);
-    let mut config = Config::default();
-    config.listen = args.listen;
-    config.echo = !args.no_echo;
-    config.demo = !args.no_demo;
-    config.ping_interval = nonzero(args.ping_interval);
-    config.pong_timeout = args.pong_timeout;
-    config.idle_timeout = nonzero(args.idle_timeout);
-    config.handshake_timeout = args.handshake_timeout;
-    config.shutdown_timeout = args.shutdown_timeout;
-    config.drain_window = args.drain_window;
-    config.limits = switchboard_server::Limits::with_max_message_size(args.max_message_size);
-    config.api_key.clone_from(&args.api_key);
-    config.auth.verifier = verifier(args)?.map(std::sync::Arc::new);
-    config.auth.required = args.require_auth;
-    config.auth.first_message = args.first_message_auth;
-    config.auth.token_cookie.clone_from(&args.token_cookie);
-    config.origins.allowed.clone_from(&args.allowed_origins);
-    config.origins.allow_localhost = !args.no_localhost_origins;
-    config.origins.allow_missing = !args.require_origin;
-    config.rate_limits.max_connections = args.max_connections;
-    config.rate_limits.max_connections_per_ip = args.max_connections_per_ip;
-    config.rate_limits.handshake_rate = args.handshake_rate.0;
-    config.rate_limits.message_rate = args.rate_limit_messages.0;
-    config.rate_limits.byte_rate = args.rate_limit_bytes.0;
-    config.rate_limits.address_message_rate = args.rate_limit_address_messages.0;
-    config.rate_limits.address_byte_rate = args.rate_limit_address_bytes.0;
-    config.rate_limits.api_rate = args.api_rate.0;
-    config.rate_limits.exempt_loopback = !args.limit_loopback;
-    config.hub.max_subscriptions = args.max_subscriptions;
-    config.hub.outbound_queue_bytes = args.outbound_queue_bytes;
-    config.hub.max_message_size = args.hub_max_message_size;
-    config.hub.history_memory = args.history_memory;
-    config.hub.max_channels = args.max_channels;
-    config.tls = match (&args.tls_cert, &args.tls_key) {
-        (Some(cert), Some(key)) => Some(TlsSource::Files { cert: cert.clone(), key: key.clone() }),
-        _ if args.dev_tls => Some(TlsSource::DevSelfSigned),
-        _ => None,
-    };
-    Ok(config)
-}
-
-/// The token verifier the flags describe, if any.
-fn verifier(args: &ServeArgs) -> anyhow::Result<Option<switchboard_auth::Verifier>> {
-    use switchboard_auth::{Algorithm, VerifierBuilder};
-    let builder = if let Some(secret) = &args.jwt_secret {
-        VerifierBuilder::hmac(Algorithm::Hs256, secret.as_bytes().to_vec())
-    } else if let Some(path) = &args.jwt_public_key {
-        let name = args.jwt_algorithm.as_deref().unwrap_or_default();
-        let alg: Algorithm =
-            name.parse().map_err(|_| anyhow::anyhow!("unknown --jwt-algorithm {name:?}"))?;
-        let pem = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-        VerifierBuilder::pem(alg, pem)
-    } else if let Some(path) = &args.jwks {
-        let json =
-            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-        VerifierBuilder::jwks(json)
-    } else {
-        return Ok(None);
-    };
-    let builder = match &args.jwt_issuer {
-        Some(iss) => builder.issuer(iss.clone()),
-        None => builder,
-    };
-    let builder = match &args.jwt_audience {
-        Some(aud) => builder.audience(aud.clone()),
-        None => builder,
-    };
-    Ok(Some(builder.build().context("invalid token verification settings")?))
-}
-
-fn serve(args: &ServeArgs, file: Option<&config_file::FileConfig>) -> anyhow::Result<()> {
+fn serve(settings: &Settings) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async {
-        let mut config = config_from(args)?;
-        if let Some(file) = file {
-            config_file::apply_namespaces(file, &mut config);
-        }
-        for spec in &args.namespaces {
-            spec.apply(&mut config);
-        }
+        let config = settings.to_config()?;
         let echo = config.echo;
-        let server = match &args.broker {
+        let server = match &settings.broker.url {
             BrokerArg::Memory => Server::bind(config).await?,
             BrokerArg::Redis(url) => {
-                let redis = RedisBroker::connect(redis_config(args, url))
+                let redis = RedisBroker::connect(settings.redis_config(url.expose()))
                     .await
                     .context("cannot start the redis broker")?;
                 tracing::info!(config = ?redis.config(), "redis broker connected");
@@ -655,6 +567,8 @@ async fn shutdown_signal() -> &'static str {
 
 #[cfg(test)]
 mod tests {
+    use switchboard_server::Rate;
+
     use super::*;
 
     #[test]
@@ -672,7 +586,7 @@ mod tests {
 
     #[test]
     fn rate_flag_defaults_show_the_library_defaults_and_read_back() {
-        let l = limits();
+        let l = switchboard_server::LimitOptions::default();
         let defaults = [
             l.handshake_rate,
             l.message_rate,
@@ -685,8 +599,8 @@ mod tests {
             let shown = RateArg(default).to_string();
             assert_eq!(shown.parse::<RateArg>(), Ok(RateArg(default)), "{shown}");
         }
-        assert_eq!(RateArg(limits().byte_rate).to_string(), "1MiB:16MiB");
-        assert_eq!(RateArg(limits().address_byte_rate).to_string(), "2MiB:16MiB");
+        assert_eq!(RateArg(l.byte_rate).to_string(), "1MiB:16MiB");
+        assert_eq!(RateArg(l.address_byte_rate).to_string(), "2MiB:16MiB");
         assert_eq!(RateArg(None).to_string(), "off");
     }
 
@@ -714,7 +628,8 @@ mod tests {
         ])
         .expect("valid flags");
         let Command::Serve(args) = cli.command else { panic!("expected serve") };
-        let limits = config_from(&args).expect("a config").rate_limits;
+        let settings = args.settings_over(Settings::default()).expect("settings");
+        let limits = settings.to_config().expect("a config").rate_limits;
         assert_eq!(limits.max_connections, 10);
         assert_eq!(limits.max_connections_per_ip, 0);
         assert_eq!(limits.message_rate, Some(Rate::new(5, 50)));

@@ -205,7 +205,7 @@ async fn forward(
                     offset: p.offset,
                     epoch: position.as_ref().map(|pos| pos.epoch.as_str()),
                     data: &p.data,
-                    info: p.info.as_ref(),
+                    info: p.info.as_deref(),
                 };
                 Report::Line(to_json(&line))
             }

@@ -227,6 +227,30 @@ fn environment_overrides_the_file_and_a_flag_the_environment() {
     std::fs::remove_file(&path).unwrap();
 }
 
+#[test]
+fn a_boolean_variable_set_to_false_still_overrides_the_file() {
+    let path = write_file("bool-env", "listen = \"127.0.0.1:0\"\necho = false\n");
+    let config = path.to_str().unwrap();
+    let echo = |env: &[(&str, &str)]| {
+        let mut child = Command::new(BIN)
+            .args(["serve", "--config", config])
+            .envs(env.iter().copied())
+            .env("SWITCHBOARD_LOG", "info")
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stderr.take().unwrap()).read_line(&mut line).unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(line.contains("listening on"), "{line}");
+        line.contains("echo at")
+    };
+    assert!(!echo(&[]), "the file turns echo off");
+    assert!(echo(&[("SWITCHBOARD_NO_ECHO", "false")]), "the variable is set: echo stays on");
+    std::fs::remove_file(&path).unwrap();
+}
+
 #[tokio::test]
 async fn address_rates_come_from_the_file_and_the_environment() {
     let path = write_file(

@@ -21,7 +21,7 @@ struct Cli {
 /// publications reach subscribers) and no rate limits.
 async fn server() -> TestServer {
     let mut config = bench_config();
-    config.api_key = Some(API_KEY.to_owned());
+    config.api_key = Some(API_KEY.into());
     TestServer::start(config).await
 }
 

@@ -46,7 +46,9 @@ pub(crate) async fn handle(req: Request<Incoming>, shared: &Shared) -> Response<
 /// can cost the server only so many requests, each of which may verify a signature or
 /// issue a ticket.
 fn check_rate(req: &Request<Incoming>, shared: &Shared) -> Result<(), ApiError> {
-    if authenticate(req.headers(), shared.config.api_key.as_deref()).is_ok() {
+    if authenticate(req.headers(), shared.config.api_key.as_ref().map(crate::Secret::expose))
+        .is_ok()
+    {
         return Ok(());
     }
     let Some(ip) = req.extensions().get::<crate::PeerAddr>().map(|peer| peer.0.ip()) else {
@@ -71,7 +73,7 @@ async fn route(req: Request<Incoming>, shared: &Shared) -> Result<Response<Body>
     if req.uri().path() == "/api/ticket" {
         ticket(req, shared).await
     } else {
-        authenticate(req.headers(), shared.config.api_key.as_deref())?;
+        authenticate(req.headers(), shared.config.api_key.as_ref().map(crate::Secret::expose))?;
         dispatch(req, shared).await
     }
 }
@@ -344,7 +346,7 @@ async fn ticket(req: Request<Incoming>, shared: &Shared) -> Result<Response<Body
             (claims, true)
         }
         None => {
-            authenticate(req.headers(), shared.config.api_key.as_deref())?;
+            authenticate(req.headers(), shared.config.api_key.as_ref().map(crate::Secret::expose))?;
             let body: TicketRequest = read_json(req).await?;
             if body.user.is_empty() || body.user.len() > switchboard_auth::MAX_USER_LEN {
                 return Err(ApiError::bad_request("`user` must be 1 to 255 bytes"));

@@ -5,15 +5,18 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use switchboard_auth::{TicketConfig, Verifier};
 
 use switchboard_codec::{HandshakeLimits, Limits};
 
 /// Everything the server needs to run. Plain data with working defaults: `Config::default()`
-/// serves `/echo` and `/healthz` on `127.0.0.1:8080`.
+/// serves `/echo` and `/healthz` on `127.0.0.1:8080`. These `Default` impls are the only
+/// place the defaults are written: the `switchboard` binary's flags, file keys and
+/// `switchboard config default` all start from them.
 ///
-/// `Debug` shows whether an API key is set, never the key.
-#[derive(Clone)]
+/// `Debug` shows whether an API key is set, never the key (see [`Secret`]).
+#[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct Config {
     /// Address to listen on. Default `127.0.0.1:8080`: loopback only until an operator
@@ -72,7 +75,7 @@ pub struct Config {
     /// answers 403, so a server started without configuration cannot be driven by anyone
     /// who reaches its port. An empty key counts as none. Use a long random key (32 bytes
     /// or more): it is the only thing between the network and publishing to every channel.
-    pub api_key: Option<String>,
+    pub api_key: Option<Secret>,
     /// Serve the demo app at `/` and run its simulated price feed, which publishes about 20
     /// messages a second to `ticker:<SYMBOL>` channels (see `docs/demo.md`). Default on, so
     /// that `switchboard serve` shows what the server is for. Turn off in production: the
@@ -215,8 +218,13 @@ impl Rate {
 }
 
 /// Options of the real-time hub on `/ws`.
-#[derive(Clone, Debug)]
+///
+/// With serde: the `[hub]` table of a configuration file, every key optional (a missing
+/// one keeps its default) and unknown keys refused. The namespaces are not part of it: a
+/// file holds them in a table of their own.
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[non_exhaustive]
+#[serde(default, deny_unknown_fields)]
 pub struct HubOptions {
     /// Namespaces by name; `""` is the default namespace, for channels without `:`.
     /// A channel in a namespace missing here is refused with `unknown_namespace`.
@@ -224,6 +232,7 @@ pub struct HubOptions {
     /// anonymous connections may subscribe and publish (for trying things out); and
     /// `ticker`, the demo's price feed, which anonymous connections may read but only the
     /// server publishes to (history 50, no presence).
+    #[serde(skip)]
     pub namespaces: BTreeMap<String, NamespaceOptions>,
     /// Most channels one connection may subscribe to. Default 128.
     pub max_subscriptions: usize,
@@ -290,14 +299,19 @@ impl Default for HubOptions {
 }
 
 /// What a namespace's channels do.
-#[derive(Clone, Debug, Eq, PartialEq)]
+///
+/// With serde: a `[namespaces.NAME]` table, every key optional, unknown keys refused,
+/// `history_ttl` a duration such as `"5m"`.
+#[derive(Clone, Debug, Deserialize, Eq, PartialEq, Serialize)]
 #[non_exhaustive]
+#[serde(default, deny_unknown_fields)]
 pub struct NamespaceOptions {
     /// Publications kept per channel for history and recovery. Default 100; 0 disables
     /// history (and recovery).
     pub history_size: usize,
     /// How long publications stay in history. Default 5 minutes: long enough to cover a
     /// laptop waking up or a phone changing networks.
+    #[serde(with = "duration_str")]
     pub history_ttl: Duration,
     /// Keep a presence list (who is subscribed). Default on.
     pub presence: bool,
@@ -312,8 +326,10 @@ pub struct NamespaceOptions {
     pub anonymous: Anonymous,
 }
 
-/// What anonymous connections may do in a namespace.
-#[derive(Clone, Copy, Debug, Default, Eq, PartialEq)]
+/// What anonymous connections may do in a namespace. With serde: `"deny"`, `"subscribe"`
+/// or `"publish"`.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Eq, PartialEq, Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Anonymous {
     /// Nothing.
     #[default]
@@ -364,56 +380,6 @@ impl Default for Config {
     }
 }
 
-impl std::fmt::Debug for Config {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Destructured so that a new field cannot be forgotten here.
-        let Self {
-            listen,
-            echo,
-            ping_interval,
-            pong_timeout,
-            idle_timeout,
-            handshake_timeout,
-            close_timeout,
-            write_timeout,
-            shutdown_timeout,
-            drain_window,
-            limits,
-            handshake_limits,
-            hub,
-            api_key,
-            auth,
-            origins,
-            tls,
-            rate_limits,
-            demo,
-        } = self;
-        // The key is a secret: configs end up in logs and panic messages.
-        let api_key = api_key.as_ref().map(|_| "<redacted>");
-        f.debug_struct("Config")
-            .field("listen", listen)
-            .field("echo", echo)
-            .field("ping_interval", ping_interval)
-            .field("pong_timeout", pong_timeout)
-            .field("idle_timeout", idle_timeout)
-            .field("handshake_timeout", handshake_timeout)
-            .field("close_timeout", close_timeout)
-            .field("write_timeout", write_timeout)
-            .field("shutdown_timeout", shutdown_timeout)
-            .field("drain_window", drain_window)
-            .field("limits", limits)
-            .field("handshake_limits", handshake_limits)
-            .field("hub", hub)
-            .field("api_key", &api_key)
-            .field("auth", auth)
-            .field("origins", origins)
-            .field("tls", tls)
-            .field("rate_limits", rate_limits)
-            .field("demo", demo)
-            .finish()
-    }
-}
-
 /// Who may connect and how they prove it.
 #[derive(Clone, Debug)]
 #[non_exhaustive]
@@ -455,8 +421,11 @@ impl Default for AuthOptions {
 }
 
 /// Which browser origins may open WebSockets (RFC 6455 §10.2: the server must check).
-#[derive(Clone, Debug)]
+///
+/// With serde: the `[origins]` table of a configuration file, every key optional.
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[non_exhaustive]
+#[serde(default, deny_unknown_fields)]
 pub struct OriginOptions {
     /// Allowed origins besides the server's own: exact `scheme://host[:port]`, or
     /// `scheme://*.example.com[:port]` for any subdomain. Compared on the parsed scheme,
@@ -473,5 +442,93 @@ pub struct OriginOptions {
 impl Default for OriginOptions {
     fn default() -> Self {
         Self { allowed: Vec::new(), allow_localhost: true, allow_missing: true }
+    }
+}
+
+/// A secret string, such as the API key: `Debug` shows `"<redacted>"` and `Serialize`
+/// writes `"<redacted>"`, never the value, because configurations end up in logs, panic
+/// messages and generated files. [`Secret::expose`] is the one way to read it.
+#[derive(Clone, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The secret itself, for the code that checks or sends it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<String> for Secret {
+    fn from(secret: String) -> Self {
+        Self(secret)
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(secret: &str) -> Self {
+        Self(secret.to_owned())
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(REDACTED, f)
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(REDACTED)
+    }
+}
+
+/// What a [`Secret`] shows instead of itself.
+const REDACTED: &str = "<redacted>";
+
+/// A [`Duration`] as a human-readable string: `"300s"`, `"5m"`, `"1h 30m"`.
+mod duration_str {
+    use super::{Deserialize as _, Deserializer, Duration, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&humantime::format_duration(*d))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(&s).map_err(|e| serde::de::Error::custom(format!("{s:?}: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_and_serialize_never_show_a_secret() {
+        let config = Config { api_key: Some("hunter2-but-longer".into()), ..Config::default() };
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("api_key: Some(\"<redacted>\")"), "{shown}");
+        let secret = Secret::from("hunter2");
+        assert_eq!(serde_json::to_string(&secret).unwrap(), "\"<redacted>\"");
+        assert_eq!(secret.expose(), "hunter2");
+    }
+
+    #[test]
+    fn namespace_options_read_back_what_they_write() {
+        for (name, options) in HubOptions::default().namespaces {
+            let json = serde_json::to_value(&options).unwrap();
+            assert_eq!(json["history_ttl"], "5m", "{name}");
+            let back: NamespaceOptions = serde_json::from_value(json).unwrap();
+            assert_eq!(back, options, "{name}");
+        }
+        let partial: NamespaceOptions =
+            serde_json::from_str(r#"{"anonymous": "publish"}"#).unwrap();
+        let expected =
+            NamespaceOptions { anonymous: Anonymous::Publish, ..NamespaceOptions::default() };
+        assert_eq!(partial, expected);
+        let unknown = serde_json::from_str::<NamespaceOptions>(r#"{"histroy_size": 1}"#);
+        assert!(unknown.unwrap_err().to_string().contains("unknown field `histroy_size`"));
     }
 }

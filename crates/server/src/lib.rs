@@ -45,7 +45,8 @@ use tokio_util::task::TaskTracker;
 use crate::node::Node;
 
 pub use config::{
-    Anonymous, AuthOptions, Config, HubOptions, LimitOptions, NamespaceOptions, OriginOptions, Rate,
+    Anonymous, AuthOptions, Config, HubOptions, LimitOptions, NamespaceOptions, OriginOptions,
+    Rate, Secret,
 };
 pub use error::Error;
 pub use switchboard_broker::{Broker, MemoryBroker, MemoryLimits};

@@ -19,7 +19,7 @@ const MIB: usize = 1 << 20;
 /// history) and `readonly` (clients may not publish).
 fn config() -> Config {
     let mut config = open_config();
-    config.api_key = Some(KEY.to_owned());
+    config.api_key = Some(KEY.into());
     let namespaces = &mut config.hub.namespaces;
     namespaces.insert("chat".to_owned(), open_namespace());
     let mut quiet = open_namespace();

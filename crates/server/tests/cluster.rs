@@ -297,7 +297,7 @@ impl Node {
         // No simulated ticker: the broker carries only what the tests publish.
         config.demo = false;
         config.hub.namespaces.get_mut("").expect("the default namespace").history_size = 10_000;
-        config.api_key = Some(API_KEY.to_owned());
+        config.api_key = Some(API_KEY.into());
         let server =
             Server::bind_with_broker(config, Arc::new(broker)).await.expect("bind 127.0.0.1:0");
         let addr = server.local_addr();

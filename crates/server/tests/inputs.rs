@@ -119,7 +119,7 @@ async fn repeated_keys_are_refused_in_both_formats() {
 #[tokio::test]
 async fn api_refuses_data_nested_deeper_than_ws_clients_may_publish() {
     let mut config = open_config();
-    config.api_key = Some(KEY.to_owned());
+    config.api_key = Some(KEY.into());
     let server = TestServer::start(config).await;
     let mut subscriber = Client::json(server.addr).await;
     subscriber.call(json!({"id": 1, "type": "subscribe", "channel": "room"})).await;
@@ -142,7 +142,7 @@ async fn api_refuses_data_nested_deeper_than_ws_clients_may_publish() {
 #[tokio::test]
 async fn channel_names_with_invisible_or_bidi_characters_are_refused() {
     let mut config = open_config();
-    config.api_key = Some(KEY.to_owned());
+    config.api_key = Some(KEY.into());
     let server = TestServer::start(config).await;
     let mut a = Client::json(server.addr).await;
     let mut b = Client::msgpack(server.addr).await;

@@ -23,7 +23,7 @@ pub fn config() -> Config {
     let mut config = Config::default();
     let verifier = VerifierBuilder::hmac(Algorithm::Hs256, SECRET.as_slice()).build();
     config.auth.verifier = Some(Arc::new(verifier.expect("an HS256 verifier")));
-    config.api_key = Some(API_KEY.to_owned());
+    config.api_key = Some(API_KEY.into());
     for ns in ["news", "sports"] {
         config.hub.namespaces.insert(ns.to_owned(), NamespaceOptions::default());
     }
