@@ -11,6 +11,7 @@ use switchboard_proto::Format;
 use tokio::sync::{mpsc, watch};
 
 use crate::client::{Client, ConnectionState, StateChange};
+use crate::connect::{ServerUrl, tls_config};
 use crate::driver::Driver;
 use crate::error::Error;
 
@@ -382,12 +383,15 @@ impl ClientBuilder {
     /// # }
     /// ```
     pub fn build(self) -> Result<Client, Error> {
-        let endpoint = Endpoint::parse(&self.url)?;
+        let url = ServerUrl::parse(&self.url)
+            .map_err(|e| Error::InvalidUrl(format!("{e}: {:?}", self.url)))?;
         self.check()?;
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime)?;
-        let tls = match (endpoint.tls, self.tls) {
+        let tls = match (url.is_tls(), self.tls) {
             (true, Some(config)) => Some(config),
-            (true, None) => Some(default_tls()?),
+            (true, None) => {
+                Some(tls_config(&[]).map_err(|e| Error::InvalidOption(format!("tls: {e}")))?)
+            }
             (false, _) => None,
         };
         let rng = match self.seed {
@@ -399,7 +403,7 @@ impl ClientBuilder {
             headers.push(("Origin".to_owned(), origin));
         }
         let settings = Settings {
-            endpoint,
+            url,
             token: self.token,
             provider: self.provider,
             format: self.format,
@@ -452,7 +456,7 @@ impl ClientBuilder {
 
 /// Everything the background task needs, fixed at build time.
 pub(crate) struct Settings {
-    pub(crate) endpoint: Endpoint,
+    pub(crate) url: ServerUrl,
     pub(crate) token: Option<String>,
     pub(crate) provider: Option<TokenProvider>,
     pub(crate) format: Format,
@@ -465,90 +469,6 @@ pub(crate) struct Settings {
     pub(crate) connect_timeout: Duration,
     pub(crate) headers: Vec<(String, String)>,
     pub(crate) tls: Option<Arc<rustls::ClientConfig>>,
-}
-
-/// Where to connect, from a `ws://` or `wss://` URL.
-#[derive(Clone, Debug, Eq, PartialEq)]
-pub(crate) struct Endpoint {
-    pub(crate) tls: bool,
-    /// The host to resolve and, with TLS, to verify: a name or an IP address, without
-    /// brackets.
-    pub(crate) host: String,
-    pub(crate) port: u16,
-    /// The `Host` header: the host as written, with the port unless it is the default.
-    pub(crate) authority: String,
-    /// Path and query, at least `/`.
-    pub(crate) resource: String,
-}
-
-impl Endpoint {
-    /// Parses `ws[s]://host[:port][/path][?query]` (RFC 6455 §3). Fragments are refused
-    /// (§3: "Fragment identifiers are meaningless"), as are user names.
-    pub(crate) fn parse(url: &str) -> Result<Self, Error> {
-        let bad = |why: &str| Err(Error::InvalidUrl(format!("{why}: {url:?}")));
-        let (tls, rest) = if let Some(rest) = strip_prefix_ci(url, "wss://") {
-            (true, rest)
-        } else if let Some(rest) = strip_prefix_ci(url, "ws://") {
-            (false, rest)
-        } else {
-            return bad("the scheme must be ws:// or wss://");
-        };
-        if url.contains('#') {
-            return bad("a WebSocket URL has no fragment");
-        }
-        if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return bad("whitespace in the URL");
-        }
-        let (authority, resource) = match rest.find(['/', '?']) {
-            Some(i) if rest[i..].starts_with('?') => (&rest[..i], format!("/{}", &rest[i..])),
-            Some(i) => (&rest[..i], rest[i..].to_owned()),
-            None => (rest, "/".to_owned()),
-        };
-        if authority.contains('@') {
-            return bad("credentials in the URL are not supported: use `token`");
-        }
-        let default_port = if tls { 443 } else { 80 };
-        let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-            let Some((host, after)) = v6.split_once(']') else {
-                return bad("unclosed [ in the host");
-            };
-            let port = match after.strip_prefix(':') {
-                Some(port) => port.parse().ok(),
-                None if after.is_empty() => Some(default_port),
-                None => None,
-            };
-            (host, port)
-        } else {
-            match authority.rsplit_once(':') {
-                Some((host, port)) => (host, port.parse().ok()),
-                None => (authority, Some(default_port)),
-            }
-        };
-        let Some(port) = port.filter(|p| *p != 0) else { return bad("invalid port") };
-        if host.is_empty() {
-            return bad("no host");
-        }
-        Ok(Self { tls, host: host.to_owned(), port, authority: authority.to_owned(), resource })
-    }
-}
-
-/// The default `wss://` configuration: ring, TLS 1.2 and 1.3, Mozilla's roots.
-fn default_tls() -> Result<Arc<rustls::ClientConfig>, Error> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    // An explicit provider: the process-wide default may be unset or another backend.
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| Error::InvalidOption(format!("tls: {e}")))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(Arc::new(config))
-}
-
-fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
-    let head = s.get(..prefix.len())?;
-    head.eq_ignore_ascii_case(prefix).then(|| &s[prefix.len()..])
 }
 
 /// RFC 9110 §5.1: a header name is a token.
@@ -580,20 +500,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_ws_urls() {
-        let e = Endpoint::parse("ws://127.0.0.1:8080/ws").expect("valid");
-        assert_eq!((e.tls, e.host.as_str(), e.port), (false, "127.0.0.1", 8080));
-        assert_eq!((e.authority.as_str(), e.resource.as_str()), ("127.0.0.1:8080", "/ws"));
-        let e = Endpoint::parse("WSS://rt.example.com").expect("valid");
-        assert_eq!((e.tls, e.port, e.resource.as_str()), (true, 443, "/"));
-        let e = Endpoint::parse("ws://[::1]:9000/ws?x=1").expect("valid");
-        assert_eq!((e.host.as_str(), e.port, e.resource.as_str()), ("::1", 9000, "/ws?x=1"));
-        assert_eq!(e.authority, "[::1]:9000");
-        let e = Endpoint::parse("ws://host?q").expect("valid");
-        assert_eq!(e.resource, "/?q");
-    }
-
-    #[test]
     fn refuses_bad_urls() {
         for url in [
             "http://x/ws",
@@ -606,7 +512,8 @@ mod tests {
             "ws://x/#frag",
             "ws://x/a b",
         ] {
-            assert!(matches!(Endpoint::parse(url), Err(Error::InvalidUrl(_))), "{url}");
+            let built = ClientBuilder::new(url.to_owned()).build();
+            assert!(matches!(built, Err(Error::InvalidUrl(_))), "{url}");
         }
     }
 

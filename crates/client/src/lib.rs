@@ -46,6 +46,7 @@
 mod backoff;
 mod builder;
 mod client;
+pub mod connect;
 mod driver;
 mod error;
 mod jwt;
@@ -56,6 +57,7 @@ pub use builder::{BoxError, ClientBuilder, PublishQueue, TokenFuture, TokenProvi
 pub use client::{
     Client, ConnectionState, PublishAck, StateChange, Subscription, SubscriptionEvent,
 };
+pub use connect::{ServerUrl, UrlError};
 pub use error::{DisconnectReason, Error};
 pub use switchboard_proto::{
     Advice, ClientInfo, ErrorCode, Format, HistoryResult, Publication, StreamPosition, Value,
