@@ -85,7 +85,7 @@ pub enum UpgradeError {
 /// use switchboard_client::connect::HttpRefusal;
 ///
 /// let refusal = HttpRefusal::from_body(404, b"not found\n");
-/// assert_eq!((refusal.code, refusal.message.as_str()), (None, "not found"));
+/// assert_eq!((refusal.code.as_deref(), refusal.message.as_str()), (None, "not found"));
 /// assert_eq!(refusal.to_string(), "404: not found");
 /// ```
 #[derive(Clone, Debug, Eq, PartialEq)]
