@@ -178,6 +178,11 @@ impl<'a> Handshake<'a> {
 }
 
 impl HttpRefusal {
+    /// A refusal with `status`, the server's error `code` and `message`, no `Retry-After`.
+    pub fn new(status: u16, code: Option<String>, message: String) -> Self {
+        Self { status, code, message, retry_after: None }
+    }
+
     /// A refusal with `status` whose body is `body`: the JSON error's code and message,
     /// else the start of the text. No `Retry-After`.
     pub fn from_body(status: u16, body: &[u8]) -> Self {
@@ -188,7 +193,7 @@ impl HttpRefusal {
         let message = text("message").unwrap_or_else(|| {
             String::from_utf8_lossy(body).trim().chars().take(MAX_MESSAGE_CHARS).collect()
         });
-        Self { status, code: text("code"), message, retry_after: None }
+        Self::new(status, text("code"), message)
     }
 
     /// Reads the rest of a refused upgrade whose head starts `buf`: the body as far as its
