@@ -7,6 +7,7 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
+use rustls::pki_types::CertificateDer;
 use switchboard_proto::Format;
 use tokio::sync::{mpsc, watch};
 
@@ -111,6 +112,7 @@ pub struct ClientBuilder {
     headers: Vec<(String, String)>,
     origin: Option<String>,
     tls: Option<Arc<rustls::ClientConfig>>,
+    extra_roots: Vec<CertificateDer<'static>>,
     seed: Option<u64>,
 }
 
@@ -132,6 +134,7 @@ impl fmt::Debug for ClientBuilder {
             .field("headers", &self.headers.len())
             .field("origin", &self.origin)
             .field("tls", &self.tls.is_some())
+            .field("extra_roots", &self.extra_roots.len())
             .field("seed", &self.seed)
             .finish()
     }
@@ -154,6 +157,7 @@ impl ClientBuilder {
             headers: Vec::new(),
             origin: None,
             tls: None,
+            extra_roots: Vec::new(),
             seed: None,
         }
     }
@@ -350,6 +354,27 @@ impl ClientBuilder {
         self
     }
 
+    /// Certificates to trust for `wss://` besides Mozilla's roots: a private CA, or the
+    /// certificate `switchboard serve --dev-tls` writes. Default none. Not combinable with
+    /// [`tls_config`](Self::tls_config), whose roots are the caller's.
+    ///
+    /// ```no_run
+    /// use switchboard_client::Client;
+    /// use switchboard_client::connect::read_pem_certificates;
+    ///
+    /// let ca = read_pem_certificates("ca.pem".as_ref())?;
+    /// let builder = Client::builder("wss://rt.internal:8443/ws").add_root_certificates(ca);
+    /// # drop(builder);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn add_root_certificates(
+        mut self,
+        certs: impl IntoIterator<Item = CertificateDer<'static>>,
+    ) -> Self {
+        self.extra_roots.extend(certs);
+        self
+    }
+
     /// Seeds the random delays (backoff jitter) for reproducible tests. Default: seeded
     /// from the operating system, different for every client, which is what keeps a fleet
     /// from reconnecting in step. Do not set it in production.
@@ -372,8 +397,8 @@ impl ClientBuilder {
     ///
     /// [`Error::InvalidUrl`] for a URL that is not `ws://` or `wss://` with a host;
     /// [`Error::InvalidOption`] for an option out of range (a zero or inverted delay, a
-    /// zero timeout or queue, a header with a line break); [`Error::NoRuntime`] outside a
-    /// tokio runtime.
+    /// zero timeout or queue, a header with a line break, an unusable root certificate, or
+    /// root certificates with a `tls_config`); [`Error::NoRuntime`] outside a tokio runtime.
     ///
     /// ```no_run
     /// # async fn run() -> Result<(), switchboard_client::Error> {
@@ -389,9 +414,10 @@ impl ClientBuilder {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime)?;
         let tls = match (url.is_tls(), self.tls) {
             (true, Some(config)) => Some(config),
-            (true, None) => {
-                Some(tls_config(&[]).map_err(|e| Error::InvalidOption(format!("tls: {e}")))?)
-            }
+            (true, None) => Some(
+                tls_config(&self.extra_roots)
+                    .map_err(|e| Error::InvalidOption(format!("tls: {e}")))?,
+            ),
             (false, _) => None,
         };
         let rng = match self.seed {
@@ -449,6 +475,9 @@ impl ClientBuilder {
         }
         if self.origin.as_deref().is_some_and(|o| !is_header_value(o)) {
             return invalid("malformed origin");
+        }
+        if self.tls.is_some() && !self.extra_roots.is_empty() {
+            return invalid("root certificates and a tls_config: add them to the config's roots");
         }
         Ok(())
     }
@@ -536,6 +565,14 @@ mod tests {
         assert!(base().header("X-Trace", "abc").check().is_ok());
         // Outside a runtime: an error, not a panic.
         assert!(matches!(base().build(), Err(Error::NoRuntime)));
+        let config = tls_config(&[]).expect("a config");
+        let root = CertificateDer::from(vec![1, 2, 3]);
+        let both = base().tls_config(config).add_root_certificates([root.clone()]);
+        assert!(matches!(err(both), Error::InvalidOption(_)));
+        let unusable = ClientBuilder::new("wss://x/".to_owned()).add_root_certificates([root]);
+        let runtime = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+        let _guard = runtime.enter();
+        assert!(matches!(unusable.build(), Err(Error::InvalidOption(_))));
     }
 
     #[test]

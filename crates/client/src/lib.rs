@@ -14,6 +14,10 @@
 //! [`SubscriptionEvent::Recovered`] with `recovered: false`, resynchronising is the
 //! application's job.
 //!
+//! The pieces of a connection are public in [`connect`], for tools that drive the socket
+//! themselves (the `switchboard` command line, the load generator): [`ServerUrl`], a TCP or
+//! TLS stream, and the opening handshake with refusals read into a typed error.
+//!
 //! ```no_run
 //! use futures_util::StreamExt;
 //! use switchboard_client::{Client, ConnectionState, SubscriptionEvent};
