@@ -44,7 +44,7 @@ impl Target {
 }
 
 /// The first address `url`'s host resolves to.
-pub(crate) async fn resolve(url: &ServerUrl) -> Result<SocketAddr, String> {
+async fn resolve(url: &ServerUrl) -> Result<SocketAddr, String> {
     tokio::net::lookup_host((url.host(), url.port()))
         .await
         .map_err(|e| format!("cannot resolve {}: {e}", url.addr()))?
