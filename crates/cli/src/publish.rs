@@ -19,17 +19,19 @@ use hyper::client::conn::http1::SendRequest;
 use hyper::{Request, StatusCode, header};
 use hyper_util::rt::TokioIo;
 use serde::{Deserialize, Serialize};
-use switchboard_client::{Client, Error};
+use switchboard_client::connect::HttpRefusal;
+use switchboard_client::{Client, Error, ServerUrl};
 use switchboard_proto::Value;
 
-use crate::connect::{self, CommonArgs, ProtocolArg, Target, close, failure};
+use crate::connect::{self, CommonArgs, ProtocolArg, close, failure};
 
 /// Flags of `switchboard publish`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct PublishArgs {
     /// Server URL: ws://, wss://, http:// or https:// (read as ws:// and wss://). Without a
     /// path: /ws. With --api-key only the host and port count.
-    url: Target,
+    #[arg(value_parser = connect::server_url)]
+    url: ServerUrl,
     /// The channel.
     channel: String,
     /// The data: JSON, or a plain string when it is not JSON (`'"42"'` publishes the string
@@ -134,7 +136,7 @@ fn ws_failure(client: &Client, e: &Error) -> String {
 /// `POST /api/publish` over one kept-alive connection, opened again when the server closes
 /// it.
 struct Http {
-    target: Target,
+    target: ServerUrl,
     authorization: header::HeaderValue,
     tls: Option<Arc<rustls::ClientConfig>>,
     timeout: Duration,
@@ -142,13 +144,16 @@ struct Http {
 }
 
 impl Http {
-    fn new(target: Target, key: &str, common: &CommonArgs) -> anyhow::Result<Self> {
+    fn new(target: ServerUrl, key: &str, common: &CommonArgs) -> anyhow::Result<Self> {
         let authorization = header::HeaderValue::from_str(&format!("apikey {key}"))
             .ok()
             .filter(|_| !key.is_empty() && key.bytes().all(|b| b.is_ascii_graphic()))
             .ok_or_else(|| anyhow!("--api-key must be printable ASCII without spaces"))?;
-        let tls =
-            if target.tls { Some(connect::tls_config(common.cacert.as_deref())?) } else { None };
+        let tls = if target.is_tls() {
+            Some(connect::tls_config(common.cacert.as_deref())?)
+        } else {
+            None
+        };
         Ok(Self { target, authorization, tls, timeout: common.timeout, sender: None })
     }
 
@@ -157,7 +162,7 @@ impl Http {
         let body = serde_json::to_vec(&PublishBody { channel, data })
             .context("cannot encode the request")?;
         let request = Request::post(PUBLISH_PATH)
-            .header(header::HOST, self.target.authority.as_str())
+            .header(header::HOST, self.target.authority())
             .header(header::AUTHORIZATION, self.authorization.clone())
             .header(header::CONTENT_TYPE, "application/json")
             .body(Full::new(Bytes::from(body)))
@@ -184,14 +189,8 @@ impl Http {
                 format!("cannot publish to {channel}: unexpected answer from {url}")
             });
         }
-        let (code, message) = connect::error_body(&body);
-        let status = status.as_u16();
-        match code {
-            Some(code) => {
-                bail!("cannot publish to {channel}: {url} answered {status} {code}: {message}")
-            }
-            None => bail!("cannot publish to {channel}: {url} answered {status}: {message}"),
-        }
+        let refusal = HttpRefusal::from_body(status.as_u16(), &body);
+        bail!("cannot publish to {channel}: {url} answered {refusal}")
     }
 
     /// The open connection's sender, connecting first when there is none.

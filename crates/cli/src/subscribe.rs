@@ -10,19 +10,20 @@ use std::time::Duration;
 use anyhow::Context as _;
 use serde::Serialize;
 use switchboard_client::{
-    ClientInfo, ConnectionState, StreamPosition, Subscription, SubscriptionEvent,
+    ClientInfo, ConnectionState, ServerUrl, StreamPosition, Subscription, SubscriptionEvent,
 };
 use switchboard_proto::Value;
 use tokio::sync::mpsc;
 
-use crate::connect::{self, CommonArgs, ProtocolArg, Target, close, failure};
+use crate::connect::{self, CommonArgs, ProtocolArg, close, failure};
 
 /// Flags of `switchboard subscribe`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct SubscribeArgs {
     /// Server URL: ws://, wss://, http:// or https:// (read as ws:// and wss://). Without a
     /// path: /ws.
-    url: Target,
+    #[arg(value_parser = connect::server_url)]
+    url: ServerUrl,
     /// Channels to subscribe to.
     #[arg(required = true)]
     channels: Vec<String>,

@@ -7,10 +7,12 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
+use rustls::pki_types::CertificateDer;
 use switchboard_proto::Format;
 use tokio::sync::{mpsc, watch};
 
 use crate::client::{Client, ConnectionState, StateChange};
+use crate::connect::{ServerUrl, tls_config};
 use crate::driver::Driver;
 use crate::error::Error;
 
@@ -110,6 +112,7 @@ pub struct ClientBuilder {
     headers: Vec<(String, String)>,
     origin: Option<String>,
     tls: Option<Arc<rustls::ClientConfig>>,
+    extra_roots: Vec<CertificateDer<'static>>,
     seed: Option<u64>,
 }
 
@@ -131,6 +134,7 @@ impl fmt::Debug for ClientBuilder {
             .field("headers", &self.headers.len())
             .field("origin", &self.origin)
             .field("tls", &self.tls.is_some())
+            .field("extra_roots", &self.extra_roots.len())
             .field("seed", &self.seed)
             .finish()
     }
@@ -153,6 +157,7 @@ impl ClientBuilder {
             headers: Vec::new(),
             origin: None,
             tls: None,
+            extra_roots: Vec::new(),
             seed: None,
         }
     }
@@ -349,6 +354,27 @@ impl ClientBuilder {
         self
     }
 
+    /// Certificates to trust for `wss://` besides Mozilla's roots: a private CA, or the
+    /// certificate `switchboard serve --dev-tls` writes. Default none. Not combinable with
+    /// [`tls_config`](Self::tls_config), whose roots are the caller's.
+    ///
+    /// ```no_run
+    /// use switchboard_client::Client;
+    /// use switchboard_client::connect::read_pem_certificates;
+    ///
+    /// let ca = read_pem_certificates("ca.pem".as_ref())?;
+    /// let builder = Client::builder("wss://rt.internal:8443/ws").add_root_certificates(ca);
+    /// # drop(builder);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn add_root_certificates(
+        mut self,
+        certs: impl IntoIterator<Item = CertificateDer<'static>>,
+    ) -> Self {
+        self.extra_roots.extend(certs);
+        self
+    }
+
     /// Seeds the random delays (backoff jitter) for reproducible tests. Default: seeded
     /// from the operating system, different for every client, which is what keeps a fleet
     /// from reconnecting in step. Do not set it in production.
@@ -371,8 +397,8 @@ impl ClientBuilder {
     ///
     /// [`Error::InvalidUrl`] for a URL that is not `ws://` or `wss://` with a host;
     /// [`Error::InvalidOption`] for an option out of range (a zero or inverted delay, a
-    /// zero timeout or queue, a header with a line break); [`Error::NoRuntime`] outside a
-    /// tokio runtime.
+    /// zero timeout or queue, a header with a line break, an unusable root certificate, or
+    /// root certificates with a `tls_config`); [`Error::NoRuntime`] outside a tokio runtime.
     ///
     /// ```no_run
     /// # async fn run() -> Result<(), switchboard_client::Error> {
@@ -382,12 +408,16 @@ impl ClientBuilder {
     /// # }
     /// ```
     pub fn build(self) -> Result<Client, Error> {
-        let endpoint = Endpoint::parse(&self.url)?;
+        let url = ServerUrl::parse(&self.url)
+            .map_err(|e| Error::InvalidUrl(format!("{e}: {:?}", self.url)))?;
         self.check()?;
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime)?;
-        let tls = match (endpoint.tls, self.tls) {
+        let tls = match (url.is_tls(), self.tls) {
             (true, Some(config)) => Some(config),
-            (true, None) => Some(default_tls()?),
+            (true, None) => Some(
+                tls_config(&self.extra_roots)
+                    .map_err(|e| Error::InvalidOption(format!("tls: {e}")))?,
+            ),
             (false, _) => None,
         };
         let rng = match self.seed {
@@ -399,7 +429,7 @@ impl ClientBuilder {
             headers.push(("Origin".to_owned(), origin));
         }
         let settings = Settings {
-            endpoint,
+            url,
             token: self.token,
             provider: self.provider,
             format: self.format,
@@ -446,13 +476,16 @@ impl ClientBuilder {
         if self.origin.as_deref().is_some_and(|o| !is_header_value(o)) {
             return invalid("malformed origin");
         }
+        if self.tls.is_some() && !self.extra_roots.is_empty() {
+            return invalid("root certificates and a tls_config: add them to the config's roots");
+        }
         Ok(())
     }
 }
 
 /// Everything the background task needs, fixed at build time.
 pub(crate) struct Settings {
-    pub(crate) endpoint: Endpoint,
+    pub(crate) url: ServerUrl,
     pub(crate) token: Option<String>,
     pub(crate) provider: Option<TokenProvider>,
     pub(crate) format: Format,
@@ -465,90 +498,6 @@ pub(crate) struct Settings {
     pub(crate) connect_timeout: Duration,
     pub(crate) headers: Vec<(String, String)>,
     pub(crate) tls: Option<Arc<rustls::ClientConfig>>,
-}
-
-/// Where to connect, from a `ws://` or `wss://` URL.
-#[derive(Clone, Debug, Eq, PartialEq)]
-pub(crate) struct Endpoint {
-    pub(crate) tls: bool,
-    /// The host to resolve and, with TLS, to verify: a name or an IP address, without
-    /// brackets.
-    pub(crate) host: String,
-    pub(crate) port: u16,
-    /// The `Host` header: the host as written, with the port unless it is the default.
-    pub(crate) authority: String,
-    /// Path and query, at least `/`.
-    pub(crate) resource: String,
-}
-
-impl Endpoint {
-    /// Parses `ws[s]://host[:port][/path][?query]` (RFC 6455 §3). Fragments are refused
-    /// (§3: "Fragment identifiers are meaningless"), as are user names.
-    pub(crate) fn parse(url: &str) -> Result<Self, Error> {
-        let bad = |why: &str| Err(Error::InvalidUrl(format!("{why}: {url:?}")));
-        let (tls, rest) = if let Some(rest) = strip_prefix_ci(url, "wss://") {
-            (true, rest)
-        } else if let Some(rest) = strip_prefix_ci(url, "ws://") {
-            (false, rest)
-        } else {
-            return bad("the scheme must be ws:// or wss://");
-        };
-        if url.contains('#') {
-            return bad("a WebSocket URL has no fragment");
-        }
-        if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return bad("whitespace in the URL");
-        }
-        let (authority, resource) = match rest.find(['/', '?']) {
-            Some(i) if rest[i..].starts_with('?') => (&rest[..i], format!("/{}", &rest[i..])),
-            Some(i) => (&rest[..i], rest[i..].to_owned()),
-            None => (rest, "/".to_owned()),
-        };
-        if authority.contains('@') {
-            return bad("credentials in the URL are not supported: use `token`");
-        }
-        let default_port = if tls { 443 } else { 80 };
-        let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-            let Some((host, after)) = v6.split_once(']') else {
-                return bad("unclosed [ in the host");
-            };
-            let port = match after.strip_prefix(':') {
-                Some(port) => port.parse().ok(),
-                None if after.is_empty() => Some(default_port),
-                None => None,
-            };
-            (host, port)
-        } else {
-            match authority.rsplit_once(':') {
-                Some((host, port)) => (host, port.parse().ok()),
-                None => (authority, Some(default_port)),
-            }
-        };
-        let Some(port) = port.filter(|p| *p != 0) else { return bad("invalid port") };
-        if host.is_empty() {
-            return bad("no host");
-        }
-        Ok(Self { tls, host: host.to_owned(), port, authority: authority.to_owned(), resource })
-    }
-}
-
-/// The default `wss://` configuration: ring, TLS 1.2 and 1.3, Mozilla's roots.
-fn default_tls() -> Result<Arc<rustls::ClientConfig>, Error> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    // An explicit provider: the process-wide default may be unset or another backend.
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| Error::InvalidOption(format!("tls: {e}")))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(Arc::new(config))
-}
-
-fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
-    let head = s.get(..prefix.len())?;
-    head.eq_ignore_ascii_case(prefix).then(|| &s[prefix.len()..])
 }
 
 /// RFC 9110 §5.1: a header name is a token.
@@ -580,20 +529,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_ws_urls() {
-        let e = Endpoint::parse("ws://127.0.0.1:8080/ws").expect("valid");
-        assert_eq!((e.tls, e.host.as_str(), e.port), (false, "127.0.0.1", 8080));
-        assert_eq!((e.authority.as_str(), e.resource.as_str()), ("127.0.0.1:8080", "/ws"));
-        let e = Endpoint::parse("WSS://rt.example.com").expect("valid");
-        assert_eq!((e.tls, e.port, e.resource.as_str()), (true, 443, "/"));
-        let e = Endpoint::parse("ws://[::1]:9000/ws?x=1").expect("valid");
-        assert_eq!((e.host.as_str(), e.port, e.resource.as_str()), ("::1", 9000, "/ws?x=1"));
-        assert_eq!(e.authority, "[::1]:9000");
-        let e = Endpoint::parse("ws://host?q").expect("valid");
-        assert_eq!(e.resource, "/?q");
-    }
-
-    #[test]
     fn refuses_bad_urls() {
         for url in [
             "http://x/ws",
@@ -606,7 +541,8 @@ mod tests {
             "ws://x/#frag",
             "ws://x/a b",
         ] {
-            assert!(matches!(Endpoint::parse(url), Err(Error::InvalidUrl(_))), "{url}");
+            let built = ClientBuilder::new(url.to_owned()).build();
+            assert!(matches!(built, Err(Error::InvalidUrl(_))), "{url}");
         }
     }
 
@@ -629,6 +565,14 @@ mod tests {
         assert!(base().header("X-Trace", "abc").check().is_ok());
         // Outside a runtime: an error, not a panic.
         assert!(matches!(base().build(), Err(Error::NoRuntime)));
+        let config = tls_config(&[]).expect("a config");
+        let root = CertificateDer::from(vec![1, 2, 3]);
+        let both = base().tls_config(config).add_root_certificates([root.clone()]);
+        assert!(matches!(err(both), Error::InvalidOption(_)));
+        let unusable = ClientBuilder::new("wss://x/".to_owned()).add_root_certificates([root]);
+        let runtime = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+        let _guard = runtime.enter();
+        assert!(matches!(unusable.build(), Err(Error::InvalidOption(_))));
     }
 
     #[test]

@@ -28,10 +28,11 @@ use tokio::time::{Instant, sleep, sleep_until, timeout};
 use crate::backoff::{Backoff, jitter};
 use crate::builder::{BoxError, PublishQueue, Settings, TokenFuture};
 use crate::client::{ConnectionState, Delivery, Op, StateChange, SubscriptionEvent};
+use crate::connect::ByteStream;
 use crate::error::{DisconnectReason, Error};
 use crate::jwt::Lifetime;
 use crate::lenient::{self, Entry, Salvaged};
-use crate::transport::{self, Io, Opened};
+use crate::transport::{self, Opened};
 
 /// The background task's state, kept across connections.
 pub(crate) struct Driver {
@@ -953,7 +954,7 @@ impl Driver {
 
 /// One connection, from the 101 response to its end.
 struct Live {
-    io: Box<dyn Io>,
+    io: Box<dyn ByteStream>,
     conn: Connection,
     buf: BytesMut,
     format: Format,

@@ -14,6 +14,10 @@
 //! [`SubscriptionEvent::Recovered`] with `recovered: false`, resynchronising is the
 //! application's job.
 //!
+//! The pieces of a connection are public in [`connect`], for tools that drive the socket
+//! themselves (the `switchboard` command line, the load generator): [`ServerUrl`], a TCP or
+//! TLS stream, and the opening handshake with refusals read into a typed error.
+//!
 //! ```no_run
 //! use futures_util::StreamExt;
 //! use switchboard_client::{Client, ConnectionState, SubscriptionEvent};
@@ -46,6 +50,7 @@
 mod backoff;
 mod builder;
 mod client;
+pub mod connect;
 mod driver;
 mod error;
 mod jwt;
@@ -56,6 +61,7 @@ pub use builder::{BoxError, ClientBuilder, PublishQueue, TokenFuture, TokenProvi
 pub use client::{
     Client, ConnectionState, PublishAck, StateChange, Subscription, SubscriptionEvent,
 };
+pub use connect::{ServerUrl, UrlError};
 pub use error::{DisconnectReason, Error};
 pub use switchboard_proto::{
     Advice, ClientInfo, ErrorCode, Format, HistoryResult, Publication, StreamPosition, Value,

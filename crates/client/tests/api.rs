@@ -137,6 +137,12 @@ async fn wss_with_a_caller_supplied_root() {
     client.publish("secure", "hi").await.expect("publish over tls");
     assert_eq!(next_publication(&mut sub).await, (1, json!("hi")));
 
+    // The same root added to Mozilla's.
+    let roots = CertificateDer::pem_slice_iter(pem.as_bytes()).map(|c| c.expect("a certificate"));
+    let added = fast(&wss).add_root_certificates(roots).build().expect("build");
+    added.publish("secure", "again").await.expect("publish over tls with an added root");
+    assert_eq!(next_publication(&mut sub).await, (2, json!("again")));
+
     // The default roots do not trust a self-signed certificate: an i/o error, retried.
     let untrusting = fast(&wss).build().expect("build");
     let state = wait_state(&untrusting, |s| s.state == ConnectionState::Reconnecting).await;

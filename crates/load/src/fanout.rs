@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use hdrhistogram::Histogram;
+use switchboard_client::ServerUrl;
 use switchboard_codec::OpCode;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
@@ -17,7 +18,7 @@ use crate::args::{FanoutArgs, Protocol, PublishVia};
 use crate::ctx::{Ctx, check_setup};
 use crate::protocol::{Kind, classify, payload, timestamp};
 use crate::stats::{Partial, encode_histogram, histogram, unix_nanos};
-use crate::ws::{ConnError, Drained, Step, Ws, split_url, tcp_connect};
+use crate::ws::{ConnError, Drained, Step, Ws, tcp_connect};
 use crate::{Error, Job};
 
 /// The fanout scenario's state in one worker.
@@ -381,12 +382,16 @@ impl Http {
     async fn connect(args: &FanoutArgs, ctx: &Ctx) -> Result<Self, ConnError> {
         let base = match &args.api_url {
             Some(url) => url.clone(),
-            None => format!("http://{}", ctx.target.host),
+            None => format!("http://{}", ctx.target.url.authority()),
         };
-        let ((host, resolve), path) = split_url(&base, "http://", 80)
-            .map_err(|_| ConnError::Protocol("--api-url must be an http:// URL"))?;
-        let path = if path == "/" { "/api/publish".to_owned() } else { path };
-        let addr = tokio::net::lookup_host(&resolve)
+        let url = base
+            .get(..HTTP.len())
+            .filter(|scheme| scheme.eq_ignore_ascii_case(HTTP))
+            .and_then(|_| ServerUrl::parse_accepting_http(&base).ok())
+            .ok_or(ConnError::Protocol("--api-url must be an http:// URL"))?;
+        let (host, path) = (url.authority(), url.resource());
+        let path = if path == "/" { "/api/publish" } else { path };
+        let addr = tokio::net::lookup_host((url.host(), url.port()))
             .await?
             .next()
             .ok_or(ConnError::Protocol("--api-url resolves to no address"))?;
@@ -448,3 +453,5 @@ fn json_string(out: &mut Vec<u8>, s: &str) {
     // serde_json writes into a Vec without failing.
     let _ = serde_json::to_writer(&mut *out, s);
 }
+/// The HTTP API's scheme: the load generator speaks no TLS.
+const HTTP: &str = "http://";

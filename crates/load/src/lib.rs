@@ -395,8 +395,8 @@ struct Server {
 fn validate(args: &BenchArgs) -> Result<Protocol, Error> {
     let common = args.scenario.common();
     let protocol = common.protocol.unwrap_or_else(|| {
-        let path =
-            ws::split_url(&common.url, "ws://", 80).map(|(_, path)| path).unwrap_or_default();
+        let url = switchboard_client::ServerUrl::parse(&common.url);
+        let path = url.as_ref().map(|u| u.resource()).unwrap_or_default();
         let path = path.split('?').next().unwrap_or_default();
         if path == "/ws" { Protocol::Switchboard } else { Protocol::Raw }
     });

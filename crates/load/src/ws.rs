@@ -1,6 +1,7 @@
 //! The client side of one WebSocket connection, tuned for generating load.
 //!
-//! The opening handshake is the codec's [`ClientHandshake`]; after it, frames are read by a
+//! The server's URL and the opening handshake are `switchboard-client`'s ([`ServerUrl`],
+//! [`Handshake`]); after the handshake, frames are read by a
 //! small reader of our own: server frames are unmasked (RFC 6455 §5.1), so a message is
 //! a header parse and a split of the read buffer, with no copy and no per-byte work. The
 //! reader still checks what a broken server could get wrong: header encoding and control
@@ -13,9 +14,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use bytes::{Buf as _, BufMut as _, Bytes, BytesMut};
-use switchboard_codec::{
-    ClientHandshake, FrameHeader, HandshakeError, HandshakeLimits, MAX_HEADER_LEN, OpCode,
-};
+use switchboard_client::ServerUrl;
+use switchboard_client::connect::{Handshake, UpgradeError};
+use switchboard_codec::{FrameHeader, HandshakeError, MAX_HEADER_LEN, OpCode};
 use tokio::io::Interest;
 use tokio::net::{TcpSocket, TcpStream};
 
@@ -24,10 +25,8 @@ use tokio::net::{TcpSocket, TcpStream};
 pub(crate) struct Target {
     /// The resolved server address.
     pub(crate) addr: SocketAddr,
-    /// `host[:port]` as written in the URL, for the `Host` header.
-    pub(crate) host: String,
-    /// Path and query of the request target.
-    pub(crate) path: String,
+    /// The URL: the `Host` header, path and query of the request.
+    pub(crate) url: ServerUrl,
     /// Extra request headers (`Authorization`).
     pub(crate) headers: Vec<(String, String)>,
 }
@@ -35,46 +34,22 @@ pub(crate) struct Target {
 impl Target {
     /// Parses `ws://host[:port]/path?query` and resolves the host.
     pub(crate) async fn resolve(url: &str) -> Result<Self, String> {
-        let (host, path) = split_url(url, "ws://", 80)?;
-        let addr = tokio::net::lookup_host(&host.1)
-            .await
-            .map_err(|e| format!("cannot resolve {}: {e}", host.1))?
-            .next()
-            .ok_or_else(|| format!("{} resolves to no address", host.1))?;
-        Ok(Self { addr, host: host.0, path, headers: Vec::new() })
+        let parsed = ServerUrl::parse(url).map_err(|e| format!("{url}: {e}"))?;
+        if parsed.is_tls() {
+            return Err(format!("{url}: TLS is not supported by the load generator; use ws://"));
+        }
+        let addr = resolve(&parsed).await?;
+        Ok(Self { addr, url: parsed, headers: Vec::new() })
     }
 }
 
-/// Splits `scheme://authority/path` into ((Host header, host:port to resolve), path).
-pub(crate) fn split_url(
-    url: &str,
-    scheme: &str,
-    default_port: u16,
-) -> Result<((String, String), String), String> {
-    let rest = url.strip_prefix(scheme).ok_or_else(|| {
-        if url.starts_with("wss://") || url.starts_with("https://") {
-            format!("{url}: TLS is not supported by the load generator; use {scheme}")
-        } else {
-            format!("{url}: expected a {scheme} URL")
-        }
-    })?;
-    let (authority, path) = match rest.find(['/', '?']) {
-        Some(i) if rest.as_bytes()[i] == b'?' => (&rest[..i], format!("/{}", &rest[i..])),
-        Some(i) => (&rest[..i], rest[i..].to_owned()),
-        None => (rest, "/".to_owned()),
-    };
-    if authority.is_empty() {
-        return Err(format!("{url}: no host"));
-    }
-    // An authority ends with `:port` unless it is a bare name or a bracketed IPv6 address.
-    let has_port = authority.rsplit_once(':').is_some_and(|(h, p)| {
-        !p.is_empty()
-            && p.bytes().all(|b| b.is_ascii_digit())
-            && (!h.contains(':') || h.ends_with(']'))
-    });
-    let resolve =
-        if has_port { authority.to_owned() } else { format!("{authority}:{default_port}") };
-    Ok(((authority.to_owned(), resolve), path))
+/// The first address `url`'s host resolves to.
+async fn resolve(url: &ServerUrl) -> Result<SocketAddr, String> {
+    tokio::net::lookup_host((url.host(), url.port()))
+        .await
+        .map_err(|e| format!("cannot resolve {}: {e}", url.addr()))?
+        .next()
+        .ok_or_else(|| format!("{} resolves to no address", url.addr()))
 }
 
 /// Why a connection failed, as a short name for the report's `error_kinds`.
@@ -216,29 +191,27 @@ impl Ws {
     ///
     /// Returns the connection; bytes that followed the response head are kept as frames.
     pub(crate) async fn connect(target: &Target, local: Option<IpAddr>) -> Result<Self, ConnError> {
-        let stream = tcp_connect(target.addr, local).await?;
-        let handshake = ClientHandshake::with_key(rand_bytes());
-        let headers: Vec<(&str, &str)> =
-            target.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
-        let request = handshake.request(&target.host, &target.path, &headers);
-        let mut ws = Ws::plain(stream);
-        ws.outbox =
-            Outbox { out: BytesMut::from(&request[..]), mask: rand_bytes(), sent_close: false };
-        let limits = HandshakeLimits::default();
-        loop {
-            ws.fill().await?;
-            match handshake.verify(&ws.rbuf, &limits) {
-                Ok(Some((_, used))) => {
-                    ws.rbuf.advance(used);
-                    return Ok(ws);
-                }
-                Ok(None) => {}
-                Err(HandshakeError::UnexpectedStatus(status)) => {
-                    return Err(ConnError::Status(status));
-                }
-                Err(e) => return Err(ConnError::Handshake(e)),
-            }
+        let mut stream = tcp_connect(target.addr, local).await?;
+        // A nonce from the cheap per-connection source, not a system call per connection.
+        let mut handshake = Handshake::new(&target.url).key(rand_bytes());
+        for (name, value) in &target.headers {
+            handshake = handshake.header(name, value);
         }
+        let mut rbuf = BytesMut::with_capacity(FIRST_READ_BUFFER);
+        handshake.perform(&mut stream, &mut rbuf).await.map_err(|e| match e {
+            UpgradeError::Io(e) => ConnError::Io(e),
+            UpgradeError::Closed => ConnError::Eof,
+            UpgradeError::Refused(refusal) => ConnError::Status(refusal.status),
+            UpgradeError::Invalid(e) => ConnError::Handshake(e),
+            _ => ConnError::Protocol("opening handshake"),
+        })?;
+        // Bytes past the response head stay in `rbuf`: the first frames.
+        Ok(Ws {
+            stream,
+            rbuf,
+            outbox: Outbox { out: BytesMut::new(), mask: rand_bytes(), sent_close: false },
+            fragments: None,
+        })
     }
 
     /// A plain byte pipe over `stream`, for HTTP/1.1: [`Ws::fill`], [`Ws::queue_raw`] and
@@ -546,22 +519,18 @@ const MAX_IDLE_CAPACITY: usize = 1 << 20;
 mod tests {
     use super::*;
 
-    #[test]
-    fn split_url_takes_host_port_and_path() {
-        let ((host, resolve), path) =
-            split_url("ws://127.0.0.1:9/socket.io/?EIO=4", "ws://", 80).expect("valid");
+    #[tokio::test]
+    async fn resolve_takes_ws_urls_and_refuses_tls() {
+        let t = Target::resolve("ws://127.0.0.1:9/socket.io/?EIO=4").await.expect("valid");
         assert_eq!(
-            (host.as_str(), resolve.as_str(), path.as_str()),
-            ("127.0.0.1:9", "127.0.0.1:9", "/socket.io/?EIO=4")
+            (t.addr.to_string().as_str(), t.url.resource()),
+            ("127.0.0.1:9", "/socket.io/?EIO=4")
         );
-        let ((host, resolve), path) = split_url("ws://localhost", "ws://", 80).expect("valid");
-        assert_eq!(
-            (host.as_str(), resolve.as_str(), path.as_str()),
-            ("localhost", "localhost:80", "/")
-        );
-        let (_, path) = split_url("ws://h:1?x=1", "ws://", 80).expect("valid");
-        assert_eq!(path, "/?x=1");
-        assert!(split_url("wss://h/ws", "ws://", 80).is_err());
+        let t = Target::resolve("ws://[::1]?x=1").await.expect("valid");
+        assert_eq!((t.addr.port(), t.url.authority(), t.url.resource()), (80, "[::1]", "/?x=1"));
+        let err = Target::resolve("wss://h/ws").await.expect_err("tls");
+        assert!(err.contains("TLS is not supported"), "{err}");
+        assert!(Target::resolve("http://h/ws").await.is_err());
     }
 
     #[test]

@@ -1,13 +1,16 @@
 //! A minimal async WebSocket client driving the codec over a real TCP socket.
+//!
+//! The opening handshake is `switchboard-client`'s; after it, the codec runs bare, so tests
+//! can send what a well-behaved client never would.
 
 use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use switchboard_codec::{
-    ClientHandshake, CloseCode, Connection, Event, HandshakeLimits, Limits, Message, Role,
-};
+use switchboard_client::ServerUrl;
+use switchboard_client::connect::{Handshake, UpgradeError};
+use switchboard_codec::{CloseCode, Connection, Event, Limits, Message, Role};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -51,29 +54,22 @@ impl WsClient {
         protocols: &[&str],
         headers: &[(&str, &str)],
     ) -> io::Result<Self> {
+        let url = ServerUrl::parse(&format!("ws://{addr}{path}"))
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let mut stream = TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
-        let hs = ClientHandshake::new().with_protocols(protocols.iter().copied());
-        stream.write_all(&hs.request(&addr.to_string(), path, headers)).await?;
-        let mut buf = BytesMut::with_capacity(4096);
-        let limits = HandshakeLimits::default();
-        loop {
-            if stream.read_buf(&mut buf).await? == 0 {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "closed during handshake",
-                ));
-            }
-            match hs.verify(&buf, &limits) {
-                Ok(None) => continue,
-                Ok(Some((accepted, used))) => {
-                    let _ = buf.split_to(used);
-                    let conn = Connection::new(Role::Client, Limits::default());
-                    return Ok(Self { stream, conn, buf, protocol: accepted.protocol });
-                }
-                Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, e.to_string())),
-            }
+        let mut handshake = Handshake::new(&url).protocols(protocols);
+        for (name, value) in headers {
+            handshake = handshake.header(name, value);
         }
+        let mut buf = BytesMut::with_capacity(4096);
+        let accepted = handshake.perform(&mut stream, &mut buf).await.map_err(|e| match e {
+            UpgradeError::Io(e) => e,
+            UpgradeError::Closed => io::Error::new(io::ErrorKind::UnexpectedEof, e.to_string()),
+            other => io::Error::new(io::ErrorKind::InvalidData, other.to_string()),
+        })?;
+        let conn = Connection::new(Role::Client, Limits::default());
+        Ok(Self { stream, conn, buf, protocol: accepted.protocol })
     }
 
     /// Sends an upgrade request and returns the server's refusal.
