@@ -4,4 +4,16 @@
 //! close frames, backpressure on a blocked write, TLS, the HTTP door) is tested over
 //! sockets in the other test files.
 
+mod channels;
 mod connect;
+mod errors;
+mod fixtures;
+mod history;
+mod inputs;
+mod model;
+mod ordering;
+mod paging;
+mod presence;
+mod publish;
+mod recovery;
+mod subscribe;
