@@ -1,8 +1,8 @@
 //! The `/ws` hub over real sockets, for what only a transport shows: subprotocol
-//! negotiation and refusal before the upgrade, a TCP connection that just goes away, and
-//! slow consumers cut off while a socket write is blocked. The protocol itself (every
-//! command's success and error paths, presence, history, recovery, ordering) is tested in
-//! memory in `protocol/`.
+//! negotiation and refusal before the upgrade, frame types and bytes on the wire, a TCP
+//! connection that just goes away, and slow consumers cut off while a socket write is
+//! blocked. The protocol itself (every command's success and error paths, presence,
+//! history, recovery, ordering) is tested in memory in `protocol/`.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -23,6 +23,50 @@ use tokio::net::{TcpSocket, TcpStream};
 
 /// How long any single expected message may take.
 const LIMIT: Duration = Duration::from_secs(5);
+
+// ---------------------------------------------------------------------------------------
+// Frames on the wire: which kind reaches the session, and the exact bytes back
+
+#[tokio::test]
+async fn binary_frame_on_a_json_connection_is_a_bad_request() {
+    let server = TestServer::start(open_config()).await;
+    let mut a = ProtocolClient::connect(server.addr).await;
+    let ping = rmp_serde::to_vec_named(&json!({"id": 5, "type": "ping"})).expect("encode");
+    a.ws.send(Message::binary(ping)).await.expect("send binary");
+    let reply = a.reply(0).await;
+    assert_eq!(reply["error"]["code"], "bad_request", "{reply}");
+    a.ok("ping", json!({})).await;
+}
+
+#[tokio::test]
+async fn text_frame_on_a_msgpack_connection_is_a_bad_request() {
+    let server = TestServer::start(open_config()).await;
+    let mut a = ProtocolClient::connect_msgpack(server.addr).await;
+    a.ws.send(Message::text(json!({"id": 5, "type": "ping"}).to_string())).await.expect("send");
+    let reply = a.reply(0).await;
+    assert_eq!(reply["error"]["code"], "bad_request", "{reply}");
+    a.ok("ping", json!({})).await;
+}
+
+#[tokio::test]
+async fn msgpack_ping_matches_the_documented_bytes() {
+    let server = TestServer::start(open_config()).await;
+    let mut a = ProtocolClient::connect_msgpack(server.addr).await;
+    let ping =
+        [0x82, 0xa2, 0x69, 0x64, 0x08, 0xa4, 0x74, 0x79, 0x70, 0x65, 0xa4, 0x70, 0x69, 0x6e, 0x67];
+    a.ws.send(Message::binary(ping.to_vec())).await.expect("send");
+    let expected = [0x82, 0xa2, 0x69, 0x64, 0x08, 0xa6, 0x72, 0x65, 0x73, 0x75, 0x6c, 0x74, 0x80];
+    loop {
+        match a.ws.recv_timeout(LIMIT).await.expect("the reply") {
+            Some(Event::Binary(bytes)) => {
+                assert_eq!(&bytes[..], &expected[..]);
+                break;
+            }
+            Some(Event::Ping(_)) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
 
 // ---------------------------------------------------------------------------------------
 // Subprotocol negotiation, before the upgrade
