@@ -31,6 +31,15 @@ impl TestNode {
         Self { node, broker }
     }
 
+    /// A node like [`new`](Self::new)'s whose broker reads tokio's clock: with the clock
+    /// paused, history and idle streams expire only when the test advances time.
+    pub fn with_tokio_clock(config: &Config) -> Self {
+        let clock = Arc::new(|| Instant::now().into_std());
+        let broker = Arc::new(MemoryBroker::with_clock(clock));
+        let node = Arc::new(Node::new(Arc::clone(&broker) as _, config));
+        Self { node, broker }
+    }
+
     /// An anonymous JSON client.
     pub fn client(&self) -> ProtocolClient<MemoryLink> {
         self.client_as(Identity::anonymous(), Format::Json)

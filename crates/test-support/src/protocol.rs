@@ -15,7 +15,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde_json::{Value, json};
 use switchboard_codec::{CloseCode, Event, Message};
-use switchboard_proto::MSGPACK_SUBPROTOCOL;
+use switchboard_proto::{Format, MSGPACK_SUBPROTOCOL, ServerMessage};
 
 use crate::client::WsClient;
 
@@ -63,6 +63,29 @@ impl Link for WsClient {
                 None => return Received::Closed(CloseCode::ABNORMAL.0, String::new()),
             }
         }
+    }
+}
+
+/// A [`Link`] that checks every message the server sends decodes as a [`ServerMessage`] in
+/// its format, with the decoders' default limits, as a client library would decode it.
+pub struct Strict<L>(pub L);
+
+impl<L: Link> Link for Strict<L> {
+    async fn send_command(&mut self, bytes: Vec<u8>, binary: bool) {
+        self.0.send_command(bytes, binary).await;
+    }
+
+    async fn next_message(&mut self, limit: Duration) -> Received {
+        let received = self.0.next_message(limit).await;
+        let decoded = match &received {
+            Received::Text(bytes) => Format::Json.decode::<ServerMessage>(bytes),
+            Received::Binary(bytes) => Format::Msgpack.decode::<ServerMessage>(bytes),
+            Received::Closed(..) => return received,
+        };
+        if let Err(e) = decoded {
+            panic!("a client could not decode a message: {e}");
+        }
+        received
     }
 }
 

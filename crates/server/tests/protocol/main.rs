@@ -5,5 +5,17 @@
 //! sockets in the other test files.
 
 mod auth;
+mod channels;
 mod connect;
+mod errors;
+mod fixtures;
+mod history;
+mod inputs;
 mod limits;
+mod model;
+mod ordering;
+mod paging;
+mod presence;
+mod publish;
+mod recovery;
+mod subscribe;

@@ -1,28 +1,24 @@
-//! A model check of `/ws` over real sockets: random subscribes, unsubscribes, publishes and
-//! reconnects (with recovery) by a few clients on a few channels; afterwards every client
-//! has received exactly the publications the model says, in offset order, once each.
+//! A model check of the protocol: random subscribes, unsubscribes, publishes and reconnects
+//! (with recovery) by a few clients on a few channels; afterwards every client has received
+//! exactly the publications the model says, in offset order, once each.
 
 use std::collections::BTreeSet;
-use std::net::SocketAddr;
-use std::time::Duration;
 
 use proptest::prelude::*;
 use serde_json::{Value, json};
-use switchboard_codec::{Event, Message};
-
-use switchboard_test_support::client::WsClient;
-use switchboard_test_support::server::{TestServer, open_config};
+use switchboard_test_support::memory::{MemoryLink, TestNode};
+use switchboard_test_support::protocol::ProtocolClient;
+use switchboard_test_support::server::open_config;
 
 const CLIENTS: usize = 3;
 const CHANNELS: usize = 2;
-const LIMIT: Duration = Duration::from_secs(5);
 
 #[derive(Clone, Copy, Debug)]
 enum Op {
     Subscribe(usize, usize),
     Unsubscribe(usize, usize),
     Publish(usize, usize),
-    /// Drop the connection without a close, reconnect, resubscribe with `since`.
+    /// The client goes away without unsubscribing, comes back, resubscribes with `since`.
     Reconnect(usize),
 }
 
@@ -38,11 +34,17 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+    // In memory: more than twice the cases the run over sockets had, in the same time.
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
 
     #[test]
     fn clients_receive_exactly_what_the_model_says(ops in prop::collection::vec(op(), 1..=30)) {
-        let runtime = tokio::runtime::Runtime::new().unwrap();
+        // Paused: a message that never comes fails at once instead of after the limit.
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .start_paused(true)
+            .build()
+            .unwrap();
         runtime.block_on(run(&ops));
     }
 }
@@ -59,12 +61,9 @@ struct Model {
 }
 
 async fn run(ops: &[Op]) {
-    let server = TestServer::start(open_config()).await;
+    let node = TestNode::new(&open_config());
     let mut model = Model::default();
-    let mut clients = Vec::new();
-    for _ in 0..CLIENTS {
-        clients.push(Client::connect(server.addr).await);
-    }
+    let mut clients: Vec<Receipts> = (0..CLIENTS).map(|_| Receipts::new(&node)).collect();
     for (step, &op) in ops.iter().enumerate() {
         match op {
             Op::Subscribe(c, ch) => {
@@ -101,9 +100,9 @@ async fn run(ops: &[Op]) {
                 }
             }
             Op::Reconnect(c) => {
-                // Whatever was still in flight on the old connection is lost, and must come
+                // Whatever was still queued for the old session is lost, and must come
                 // back through recovery.
-                clients[c].reconnect(server.addr).await;
+                clients[c].reconnect(&node).await;
                 for &ch in &model.subscribed[c] {
                     let reply = clients[c].resubscribe(ch).await;
                     assert_eq!(reply["result"]["recovered"], true, "step {step}: {reply}");
@@ -123,11 +122,10 @@ async fn run(ops: &[Op]) {
     }
 }
 
-/// A client whose receipts outlive its connections.
-struct Client {
-    ws: WsClient,
-    next_id: u64,
-    /// Publication offsets received per channel, over every connection, in arrival order
+/// A client's receipts, which outlive its sessions.
+struct Receipts {
+    client: ProtocolClient<MemoryLink>,
+    /// Publication offsets received per channel, over every session, in arrival order
     /// (replayed ones where their subscribe reply arrived).
     received: [Vec<u64>; CHANNELS],
     /// The position (offset, epoch) of the last publication seen per channel, or the
@@ -137,40 +135,28 @@ struct Client {
     synced: Option<u64>,
 }
 
-impl Client {
-    async fn connect(addr: SocketAddr) -> Self {
-        let ws = WsClient::connect(addr, "/ws").await.expect("connect to /ws");
+impl Receipts {
+    fn new(node: &TestNode) -> Self {
         Self {
-            ws,
-            next_id: 1,
+            client: node.client(),
             received: Default::default(),
             position: Default::default(),
             synced: None,
         }
     }
 
-    async fn reconnect(&mut self, addr: SocketAddr) {
-        self.ws = WsClient::connect(addr, "/ws").await.expect("reconnect to /ws");
-        self.next_id = 1;
+    async fn reconnect(&mut self, node: &TestNode) {
+        self.client.ws.close().await;
+        self.client = node.client();
     }
 
     /// Sends a command and returns its reply, recording pushes that come first.
     async fn call(&mut self, kind: &str, fields: Value) -> Value {
-        let id = self.next_id;
-        self.next_id += 1;
-        let mut command = json!({"id": id, "type": kind});
-        if let (Some(command), Value::Object(fields)) = (command.as_object_mut(), fields) {
-            command.extend(fields);
+        let reply = self.client.call(kind, fields).await;
+        while let Some(push) = self.client.pushes.pop_front() {
+            self.record(&push);
         }
-        self.ws.send(Message::text(command.to_string())).await.expect("send a command");
-        loop {
-            let message = self.recv().await;
-            if message.get("push").is_none() {
-                assert_eq!(message["id"], id, "replies come in command order: {message}");
-                return message;
-            }
-            self.record(&message);
-        }
+        reply
     }
 
     async fn subscribe(&mut self, ch: usize) -> Value {
@@ -199,9 +185,8 @@ impl Client {
     /// Reads until `count` publications of channel `ch` have arrived.
     async fn wait_for(&mut self, ch: usize, count: usize) {
         while self.received[ch].len() < count {
-            let message = self.recv().await;
-            assert!(message.get("push").is_some(), "a reply nobody waited for: {message}");
-            self.record(&message);
+            let push = self.client.next_push().await;
+            self.record(&push);
         }
     }
 
@@ -216,9 +201,8 @@ impl Client {
         let reply = self.call("publish", json!({"channel": channel, "data": "sync"})).await;
         let offset = reply["result"]["offset"].as_u64().expect("an ack");
         while self.synced != Some(offset) {
-            let message = self.recv().await;
-            assert!(message.get("push").is_some(), "a reply nobody waited for: {message}");
-            self.record(&message);
+            let push = self.client.next_push().await;
+            self.record(&push);
         }
     }
 
@@ -236,19 +220,6 @@ impl Client {
         self.received[ch].push(offset);
         let epoch = self.position[ch].as_ref().map(|(_, e)| e.clone()).unwrap_or_default();
         self.position[ch] = Some((offset, epoch));
-    }
-
-    /// The next protocol message, skipping control frames.
-    async fn recv(&mut self) -> Value {
-        loop {
-            match self.ws.recv_timeout(LIMIT).await.expect("a message in time") {
-                Some(Event::Text(text)) => {
-                    return serde_json::from_slice(&text).expect("a JSON message");
-                }
-                Some(Event::Ping(_) | Event::Pong(_)) => {}
-                other => panic!("unexpected {other:?}"),
-            }
-        }
     }
 }
 
