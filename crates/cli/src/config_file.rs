@@ -569,7 +569,7 @@ max_channels = {max_channels}
 "#,
         listen = config.listen,
         echo = config.echo,
-        demo = config.demo,
+        demo = true,
         ping = d(config.ping_interval),
         pong = d(Some(config.pong_timeout)),
         idle = d(config.idle_timeout),

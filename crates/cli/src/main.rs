@@ -12,6 +12,7 @@ use anyhow::Context as _;
 use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand, ValueEnum};
 mod config_file;
 mod connect;
+mod demo;
 mod publish;
 mod subscribe;
 mod token;
@@ -494,7 +495,6 @@ fn config_from(args: &ServeArgs) -> anyhow::Result<Config> {
     let mut config = Config::default();
     config.listen = args.listen;
     config.echo = !args.no_echo;
-    config.demo = !args.no_demo;
     config.ping_interval = nonzero(args.ping_interval);
     config.pong_timeout = args.pong_timeout;
     config.idle_timeout = nonzero(args.idle_timeout);
@@ -585,6 +585,7 @@ fn serve(args: &ServeArgs, file: Option<&config_file::FileConfig>) -> anyhow::Re
                 Server::bind_with_broker(config, std::sync::Arc::new(redis)).await?
             }
         };
+        let server = if args.no_demo { server } else { demo::add(server) };
         let addr = server.local_addr();
         let (http, ws) = if server.is_tls() { ("https", "wss") } else { ("http", "ws") };
         // Installed before the URL is logged, so a SIGHUP from anyone who saw it reloads

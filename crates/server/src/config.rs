@@ -73,12 +73,6 @@ pub struct Config {
     /// who reaches its port. An empty key counts as none. Use a long random key (32 bytes
     /// or more): it is the only thing between the network and publishing to every channel.
     pub api_key: Option<String>,
-    /// Serve the demo app at `/` and run its simulated price feed, which publishes about 20
-    /// messages a second to `ticker:<SYMBOL>` channels (see `docs/demo.md`). Default on, so
-    /// that `switchboard serve` shows what the server is for. Turn off in production: the
-    /// feed is made-up data, and with several nodes on one broker each node runs its own.
-    /// The status page (`/status`) is served either way.
-    pub demo: bool,
 }
 
 /// Limits on what one client, or all of them, may cost the server. Each refusal is logged
@@ -359,7 +353,6 @@ impl Default for Config {
             tls: None,
             rate_limits: LimitOptions::default(),
             api_key: None,
-            demo: true,
         }
     }
 }
@@ -386,7 +379,6 @@ impl std::fmt::Debug for Config {
             origins,
             tls,
             rate_limits,
-            demo,
         } = self;
         // The key is a secret: configs end up in logs and panic messages.
         let api_key = api_key.as_ref().map(|_| "<redacted>");
@@ -409,7 +401,6 @@ impl std::fmt::Debug for Config {
             .field("origins", origins)
             .field("tls", tls)
             .field("rate_limits", rate_limits)
-            .field("demo", demo)
             .finish()
     }
 }
