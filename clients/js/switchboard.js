@@ -1,1 +1,1180 @@
-../../crates/server/assets/switchboard.js
+// Switchboard client for browsers and Node: protocol v1 over JSON (docs/protocol.md).
+//
+// One ES module, no dependencies, no build step. Reconnects with backoff and full jitter,
+// follows the close-code advice of protocol.md §8, resubscribes with `since` and delivers
+// missed publications before live ones (§5), probes liveness with the `ping` command (§9),
+// queues publishes while disconnected and refreshes JWTs before they expire (§3 `refresh`).
+
+/** The client library's version, sent in `connect`. */
+export const VERSION = '0.1.0';
+
+/** The only wire format this client speaks (protocol.md §1). */
+export const SUBPROTOCOL = 'switchboard.v1.json';
+
+/** Prefix of the subprotocol entry that carries a token in the upgrade (security.md §4). */
+export const BEARER_PREFIX = 'switchboard.bearer.';
+
+/** Defaults of every option, see `switchboard.d.ts` for their meaning. */
+export const DEFAULTS = Object.freeze({
+  format: 'json',
+  minReconnectDelay: 500,
+  maxReconnectDelay: 30000,
+  stableAfter: 10000,
+  queueSize: 1000,
+  ackTimeout: 10000,
+  connectTimeout: 10000,
+  heartbeatMargin: 10000,
+  bearerProtocol: true,
+  autoConnect: true,
+  name: 'switchboard-js',
+});
+
+/** An error reply from the server, or a failure of the client to get one. */
+export class SwitchboardError extends Error {
+  /**
+   * @param {string} code a protocol error code (protocol.md §7) or a client code:
+   *   `timeout`, `disconnected`, `closed`, `queue_full`
+   * @param {string} message for humans
+   * @param {boolean} temporary whether the same command may succeed later
+   */
+  constructor(code, message, temporary = false) {
+    super(message);
+    this.name = 'SwitchboardError';
+    this.code = code;
+    this.temporary = temporary;
+  }
+}
+
+/**
+ * What a client should do after a close with `code` (protocol.md §8): `reconnect`,
+ * `backoff`, `refresh_token` or `stop`.
+ * @param {number} code
+ * @returns {'reconnect' | 'backoff' | 'refresh_token' | 'stop'}
+ */
+export function adviceFor(code) {
+  if (code === 1001 || code === 1012 || (code >= 4000 && code <= 4099)) return 'reconnect';
+  if (code >= 4200 && code <= 4299) return 'refresh_token';
+  if (code >= 4400 && code <= 4499) return 'stop';
+  return 'backoff';
+}
+
+/**
+ * The delay before reconnection attempt number `attempt` (0 for the first after a stable
+ * connection): "full jitter", uniform between 0 and min(max, min · 2^attempt), so that a
+ * fleet of clients cut off together does not come back in step. `reconnect` advice after a
+ * stable connection waits at most 1 s, as protocol.md §8 recommends.
+ * @param {'reconnect' | 'backoff' | 'refresh_token'} advice
+ * @param {number} attempt
+ * @param {{minReconnectDelay: number, maxReconnectDelay: number}} options
+ * @param {() => number} [random]
+ * @returns {number} milliseconds
+ */
+export function reconnectDelay(advice, attempt, options, random = Math.random) {
+  const { minReconnectDelay: min, maxReconnectDelay: max } = options;
+  let bound = Math.min(max, min * 2 ** Math.min(attempt, 30));
+  if (advice !== 'backoff' && attempt === 0) bound = Math.min(RECONNECT_JITTER, max);
+  return Math.floor(random() * bound);
+}
+
+/**
+ * The `exp` claim of a JWT, in seconds since the Unix epoch, or `undefined` for anything
+ * else (a ticket, an opaque token). The signature is not checked: the server does that.
+ * @param {string} token
+ * @returns {number | undefined}
+ */
+export function tokenExpiry(token) {
+  const part = typeof token === 'string' ? token.split('.')[1] : undefined;
+  if (!part) return undefined;
+  try {
+    const base64 = part.replace(/-/g, '+').replace(/_/g, '/');
+    const binary = atob(base64 + '='.repeat((4 - (base64.length % 4)) % 4));
+    const bytes = Uint8Array.from(binary, (c) => c.charCodeAt(0));
+    const claims = JSON.parse(new TextDecoder().decode(bytes));
+    return typeof claims?.exp === 'number' ? claims.exp : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** A connection to a Switchboard server that keeps itself connected. */
+export class Switchboard {
+  #url;
+  #options;
+  #WebSocket;
+  #listeners = new Map();
+  #state = 'closed';
+  /** Bumped by `close()` and each new attempt: stale callbacks compare and bail out. */
+  #generation = 0;
+  #ws = null;
+  /** The socket opened (the upgrade succeeded). */
+  #opened = false;
+  /** The `connect` reply came: commands go out instead of into the queue. */
+  #ready = false;
+  #nextId = 1;
+  #pending = new Map();
+  #queue = [];
+  #subs = new Map();
+  #attempt = 0;
+  #openFailures = 0;
+  #authRefusals = 0;
+  #token;
+  #needToken = false;
+  #lastError;
+  #disconnectPush = null;
+  #lastReceived = 0;
+  #probing = false;
+  #session = null;
+  #timers = { reconnect: null, connect: null, stable: null, heartbeat: null, refresh: null };
+
+  /**
+   * @param {string} url the server's `/ws` endpoint: `wss://host/ws`; `https://` and
+   *   `http://` are mapped to `wss://` and `ws://`, and in a page a relative URL resolves
+   *   against it
+   * @param {object} [options] see `Options` in switchboard.d.ts
+   */
+  constructor(url, options = {}) {
+    this.#options = { ...DEFAULTS, ...options };
+    const format = this.#options.format;
+    if (format !== 'json') {
+      throw new TypeError(`unsupported format ${JSON.stringify(format)}: this client speaks json`);
+    }
+    this.#WebSocket = options.WebSocket ?? globalThis.WebSocket;
+    if (typeof this.#WebSocket !== 'function') {
+      throw new TypeError('no WebSocket implementation: pass one as the `WebSocket` option');
+    }
+    this.#url = wsUrl(url);
+    this.#token = options.token;
+    if (this.#options.autoConnect) {
+      // Connecting from the start, so that commands issued right away are queued; the first
+      // attempt waits a microtask, so that listeners added after `new` see it.
+      this.#state = 'connecting';
+      queueMicrotask(() => {
+        if (this.#generation !== 0) return; // close() came first.
+        this.#open('connecting', { previous: 'closed', reason: 'connect' });
+      });
+    }
+  }
+
+  /** `connecting`, `connected`, `disconnected`, `reconnecting` or `closed`. */
+  get state() {
+    return this.#state;
+  }
+
+  /** The `connect` result of the current connection (client id, user, limits), or null. */
+  get session() {
+    return this.#session;
+  }
+
+  /**
+   * Calls `fn` on `event`: `state` (every change, with `{state, previous, code, reason,
+   * …}`), the name of a state (the same object), or `error` (failures that reject no
+   * promise: a refused refresh, a failed `getToken`, an undecodable message).
+   * @returns {() => void} removes the listener
+   */
+  on(event, fn) {
+    if (!this.#listeners.has(event)) this.#listeners.set(event, new Set());
+    this.#listeners.get(event).add(fn);
+    return () => this.off(event, fn);
+  }
+
+  /** Removes a listener added with `on`. */
+  off(event, fn) {
+    this.#listeners.get(event)?.delete(fn);
+  }
+
+  /** Starts connecting; only needed with `autoConnect: false` or after `closed`. */
+  connect() {
+    if (this.#state !== 'closed') return;
+    this.#attempt = 0;
+    this.#openFailures = 0;
+    this.#authRefusals = 0;
+    this.#open('connecting', { reason: 'connect' });
+  }
+
+  /**
+   * Closes the connection for good: no reconnection, pending and queued commands are
+   * rejected with `closed`. Subscriptions are kept for a later `connect()`.
+   */
+  close() {
+    if (this.#state === 'closed') return;
+    this.#generation += 1;
+    const ws = this.#ws;
+    this.#ws = null;
+    this.#teardown(new SwitchboardError('closed', 'the client was closed'));
+    this.#clearTimer('reconnect');
+    if (ws) {
+      detach(ws);
+      try {
+        ws.close(1000, 'client closed');
+      } catch {
+        // A socket still connecting may refuse to close in some implementations.
+      }
+    }
+    this.#rejectQueue(new SwitchboardError('closed', 'the client was closed'));
+    this.#setState('closed', { code: 1000, reason: 'client closed' });
+  }
+
+  /**
+   * Subscribes to `channel`, now or as soon as the client is connected, and again after each
+   * reconnection, recovering what was missed.
+   * @param {string} channel
+   * @param {object} [handlers] callbacks and `since`, see `SubscribeOptions` in switchboard.d.ts
+   * @returns {Subscription}
+   */
+  subscribe(channel, handlers = {}) {
+    if (typeof channel !== 'string' || channel === '') {
+      throw new TypeError('channel must be a non-empty string');
+    }
+    if (this.#subs.has(channel)) throw new Error(`already subscribed to ${channel}`);
+    const rec = {
+      channel,
+      handlers,
+      position: handlers.since ? { ...handlers.since } : null,
+      status: 'pending',
+      buffer: [],
+      retries: 0,
+      retryTimer: null,
+      settle: null,
+    };
+    const ready = new Promise((resolve, reject) => {
+      rec.settle = { resolve, reject };
+    });
+    // Nobody need wait for `ready`: a failure is also reported to `unsubscribed`.
+    ready.catch(() => {});
+    rec.subscription = new Subscription(this, rec, ready, () => this.#unsubscribe(rec));
+    this.#subs.set(channel, rec);
+    if (this.#ready) this.#sendSubscribe(rec);
+    return rec.subscription;
+  }
+
+  /**
+   * Publishes `data` (any JSON value) to `channel`. Resolves with the acknowledgement
+   * `{offset, epoch}`; while disconnected the publication waits in the queue.
+   * @returns {Promise<{offset: number, epoch: string}>}
+   */
+  publish(channel, data) {
+    return this.#request('publish', { channel, data: data === undefined ? null : data });
+  }
+
+  /**
+   * The connections subscribed to `channel`.
+   * @returns {Promise<Array<{client: string, user?: string, info?: unknown}>>}
+   */
+  async presence(channel) {
+    const result = await this.#request('presence', { channel });
+    return result.clients;
+  }
+
+  /**
+   * `channel`'s history: the newest `limit` publications, or those after `since`.
+   *
+   * A history larger than one reply comes from the server in pages (protocol.md, `history`):
+   * this reads them all and resolves with one result. Should the stream lose what the next
+   * page needed in between (trimmed, or a new epoch), the result holds the pages read so far
+   * with `complete: false`.
+   * @param {string} channel
+   * @param {{limit?: number, since?: {offset: number, epoch: string}}} [options]
+   * @returns {Promise<{epoch: string, offset: number, publications: object[], complete?: boolean}>}
+   */
+  async history(channel, { limit, since } = {}) {
+    const result = await this.#request('history', { channel, limit, since });
+    const wanted = limit ?? Infinity;
+    const tag = (page) =>
+      (page.publications ?? []).map((p) => ({ channel, epoch: page.epoch, ...p }));
+    result.publications = tag(result);
+    while (result.more && result.next) {
+      // Without a limit: a limit would refuse the page outright once newer publications
+      // pushed the gap past it. What arrived since the first page is cut off below instead.
+      const page = await this.#request('history', { channel, since: result.next });
+      const lost = page.complete === false && !page.more;
+      result.publications.push(...tag(page));
+      Object.assign(result, { offset: page.offset, epoch: page.epoch, more: page.more });
+      result.next = page.next;
+      if (lost) {
+        result.complete = false;
+        break;
+      }
+      if (since) result.complete = true;
+      else delete result.complete;
+      if (result.publications.length >= wanted) {
+        result.publications.length = wanted;
+        result.more = false;
+        delete result.next;
+      }
+    }
+    if (!result.more) {
+      delete result.more;
+      delete result.next;
+    }
+    return result;
+  }
+
+  /** A round trip to the server. */
+  async ping() {
+    await this.#request('ping', {});
+  }
+
+  // Connection lifecycle ---------------------------------------------------------------------
+
+  async #open(state, detail) {
+    const generation = ++this.#generation;
+    this.#setState(state, detail);
+    const { getToken } = this.#options;
+    const expiry = tokenExpiry(this.#token);
+    if (getToken && (this.#token === undefined || this.#needToken || isPast(expiry))) {
+      let token;
+      try {
+        token = await getToken();
+      } catch (error) {
+        if (generation !== this.#generation) return;
+        this.#emit('error', error);
+        this.#scheduleReconnect({ code: 0, reason: 'getToken failed' }, 'backoff');
+        return;
+      }
+      if (generation !== this.#generation) return;
+      if (!token) {
+        this.#stop({ reason: 'getToken gave no token', advice: 'stop' });
+        return;
+      }
+      this.#token = token;
+      this.#needToken = false;
+    }
+    // A one-time ticket (no dots, docs/api.md) is redeemed by the upgrade, as `?ticket=`: the
+    // bearer entry takes JWTs only, and a second redemption in `connect` would be refused.
+    const ticket = isTicket(this.#token) ? this.#token : undefined;
+    const protocols = [SUBPROTOCOL];
+    if (this.#token && !ticket && this.#options.bearerProtocol) {
+      protocols.push(BEARER_PREFIX + this.#token);
+    }
+    let ws;
+    try {
+      ws = new this.#WebSocket(ticket ? withTicket(this.#url, ticket) : this.#url, protocols);
+    } catch (error) {
+      // A malformed URL: retrying cannot help.
+      this.#stop({ code: 0, reason: `cannot open ${this.#url}: ${error.message}`, advice: 'stop' });
+      return;
+    }
+    this.#ws = ws;
+    this.#opened = false;
+    this.#ready = false;
+    this.#lastError = undefined;
+    this.#disconnectPush = null;
+    this.#nextId = 1;
+    this.#setTimer('connect', this.#options.connectTimeout, () => {
+      this.#abandon(ws, 'connect timeout');
+    });
+    ws.onopen = () => {
+      if (ws !== this.#ws) return;
+      this.#opened = true;
+      this.#openFailures = 0;
+      this.#lastReceived = Date.now();
+      const token = ticket ? undefined : this.#token;
+      const fields = { token, name: this.#options.name, version: VERSION };
+      // Spent: the next connection needs a new ticket.
+      if (ticket) this.#needToken = true;
+      this.#dispatch('connect', fields, {
+        reply: (msg) => this.#onConnected(ws, msg),
+        fail: () => {},
+      });
+    };
+    ws.onmessage = (event) => {
+      if (ws === this.#ws) this.#onMessage(event.data);
+    };
+    ws.onerror = (event) => {
+      if (ws === this.#ws) this.#lastError = event?.message ?? event?.error?.message;
+    };
+    ws.onclose = (event) => {
+      if (ws === this.#ws) this.#onClose(event.code, event.reason);
+    };
+  }
+
+  #onConnected(ws, msg) {
+    if (msg.error) return; // The server closes next, with the code to act on (4401, 4200).
+    this.#clearTimer('connect');
+    this.#ready = true;
+    this.#authRefusals = 0;
+    this.#session = msg.result;
+    this.#setTimer('stable', this.#options.stableAfter, () => {
+      this.#attempt = 0;
+    });
+    this.#startHeartbeat(ws, msg.result.ping_interval);
+    this.#scheduleRefresh();
+    for (const rec of this.#subs.values()) {
+      if (rec.status === 'pending') this.#sendSubscribe(rec);
+    }
+    const queued = this.#queue;
+    this.#queue = [];
+    for (const entry of queued) this.#dispatch(entry.type, entry.fields, entry.hooks);
+    const { client, user } = msg.result;
+    this.#setState('connected', { client, user, reason: 'connected' });
+  }
+
+  #onClose(code, reason) {
+    const opened = this.#opened;
+    const push = this.#disconnectPush;
+    const lastError = this.#lastError;
+    this.#ws = null;
+    this.#teardown(new SwitchboardError('disconnected', 'the connection closed before the reply: '
+      + 'the command may or may not have been carried out', true));
+    if (!opened) {
+      this.#openFailures += 1;
+      const status = refusalStatus(lastError);
+      const detail = { code, reason: reason || lastError || 'the connection failed', status };
+      if (status === 401 || status === 403) {
+        // An expired token is refused like a bad one: with `getToken`, try one fresh token.
+        if (this.#options.getToken && this.#authRefusals === 0) {
+          this.#authRefusals += 1;
+          this.#needToken = true;
+          this.#scheduleReconnect(detail, 'backoff');
+        } else {
+          this.#stop({ ...detail, advice: 'stop' });
+        }
+        return;
+      }
+      // A browser cannot see why an upgrade failed: after a few failures in a row, try a new
+      // token in case the old one is what the server refuses.
+      if (this.#options.getToken && this.#openFailures % OPEN_FAILURES_BEFORE_TOKEN === 0) {
+        this.#needToken = true;
+      }
+      this.#scheduleReconnect(detail, 'backoff');
+      return;
+    }
+    // protocol.md §4: act on the close code; the push is for when that is all there is.
+    if ((code === 1005 || code === 1006) && push) {
+      code = push.code;
+      reason = push.reason;
+    }
+    const advice = adviceFor(code);
+    const detail = { code, reason: reason || 'connection closed', advice };
+    if (advice === 'stop') {
+      this.#stop(detail);
+    } else if (advice === 'refresh_token') {
+      if (!this.#options.getToken) {
+        this.#stop({ ...detail, advice: 'stop' });
+        return;
+      }
+      this.#needToken = true;
+      this.#scheduleReconnect(detail, advice);
+    } else {
+      this.#scheduleReconnect(detail, advice);
+    }
+  }
+
+  /** Gives up on `ws` without waiting for its close event (a dead or hung connection). */
+  #abandon(ws, reason) {
+    if (ws !== this.#ws) return;
+    detach(ws);
+    try {
+      // The `ws` package waits up to 30 s for a close handshake; `terminate` does not.
+      if (typeof ws.terminate === 'function') ws.terminate();
+      else ws.close(4000, reason);
+    } catch {
+      // Already closing.
+    }
+    this.#onClose(1006, reason);
+  }
+
+  #scheduleReconnect(detail, advice) {
+    const delay = reconnectDelay(advice, this.#attempt, this.#options);
+    this.#attempt += 1;
+    const attempt = this.#attempt;
+    this.#setState('disconnected', { ...detail, advice: detail.advice ?? advice, delay, attempt });
+    this.#setTimer('reconnect', delay, () => {
+      this.#open('reconnecting', { reason: 'reconnecting', attempt });
+    });
+  }
+
+  #stop(detail) {
+    this.#generation += 1;
+    this.#rejectQueue(new SwitchboardError('closed', `the client stopped: ${detail.reason}`));
+    this.#setState('closed', detail);
+  }
+
+  /** Forgets the current connection: timers, pending commands, subscription states. */
+  #teardown(error) {
+    this.#ready = false;
+    this.#session = null;
+    this.#probing = false;
+    for (const name of ['connect', 'stable', 'heartbeat', 'refresh']) this.#clearTimer(name);
+    const pending = [...this.#pending.values()];
+    this.#pending.clear();
+    for (const entry of pending) {
+      clearTimeout(entry.timer);
+      entry.hooks.fail(error);
+    }
+    for (const rec of this.#subs.values()) {
+      if (rec.status === 'subscribing' || rec.status === 'subscribed') {
+        rec.status = 'pending';
+        rec.buffer = [];
+        // A recovery read in pages starts again from the stored position.
+        rec.paging = null;
+      }
+    }
+  }
+
+  // Keepalive and tokens ---------------------------------------------------------------------
+
+  /**
+   * protocol.md §9: a browser sees neither the server's pings nor its own pongs, so any
+   * message counts as a sign of life and a `ping` command probes an idle connection every
+   * half interval; nothing for `ping_interval` + `heartbeatMargin` means the connection is
+   * dead.
+   */
+  #startHeartbeat(ws, pingInterval) {
+    const interval = pingInterval > 0 ? pingInterval * 1000 : DEFAULT_PING_INTERVAL;
+    const margin = this.#options.heartbeatMargin;
+    const probeAfter = interval / 2;
+    const deadAfter = interval + margin;
+    const tick = Math.max(50, Math.min(probeAfter, margin) / 2);
+    this.#timers.heartbeat = setInterval(() => {
+      const idle = Date.now() - this.#lastReceived;
+      if (idle >= deadAfter) {
+        this.#abandon(ws, 'heartbeat timeout');
+      } else if (idle >= probeAfter && !this.#probing) {
+        this.#probing = true;
+        const done = () => {
+          this.#probing = false;
+        };
+        this.#dispatch('ping', {}, { reply: done, fail: done });
+      }
+    }, tick);
+  }
+
+  /** Refreshes a JWT with `getToken` and `refresh` before it expires. */
+  #scheduleRefresh() {
+    const expiry = tokenExpiry(this.#token);
+    if (!this.#options.getToken || expiry === undefined) return;
+    const remaining = expiry * 1000 - Date.now();
+    const lead = Math.min(REFRESH_LEAD, Math.max(0, remaining) / 3);
+    const delay = Math.max(0, remaining - lead);
+    if (delay > MAX_TIMER) {
+      // Timers fire at once past 2^31 - 1 ms: look again later.
+      this.#setTimer('refresh', MAX_TIMER, () => this.#scheduleRefresh());
+      return;
+    }
+    const generation = this.#generation;
+    this.#setTimer('refresh', delay, () => this.#refresh(generation));
+  }
+
+  async #refresh(generation) {
+    let token;
+    try {
+      token = await this.#options.getToken();
+    } catch (error) {
+      if (generation !== this.#generation) return;
+      this.#emit('error', error);
+      // Try again while the token lasts; past it the server closes with 4200.
+      this.#setTimer('refresh', REFRESH_RETRY, () => this.#refresh(generation));
+      return;
+    }
+    if (!token) return;
+    if (generation !== this.#generation || !this.#ready) {
+      this.#token = token;
+      return;
+    }
+    this.#dispatch('refresh', { token }, {
+      reply: (msg) => {
+        if (msg.error) {
+          this.#emit('error', replyError(msg.error));
+          return;
+        }
+        this.#token = token;
+        this.#scheduleRefresh();
+      },
+      fail: () => {
+        this.#token = token;
+      },
+    });
+  }
+
+  // Commands ---------------------------------------------------------------------------------
+
+  #request(type, fields) {
+    return new Promise((resolve, reject) => {
+      const hooks = {
+        reply: (msg) => (msg.error ? reject(replyError(msg.error)) : resolve(msg.result)),
+        fail: reject,
+        timeout: true,
+      };
+      if (this.#ready) {
+        this.#dispatch(type, fields, hooks);
+      } else if (this.#state === 'closed') {
+        reject(new SwitchboardError('closed', 'the client is closed'));
+      } else if (this.#options.queueSize === 0) {
+        reject(new SwitchboardError('disconnected', 'not connected', true));
+      } else if (this.#queue.length >= this.#options.queueSize) {
+        reject(new SwitchboardError('queue_full', `${this.#queue.length} commands queued`, true));
+      } else {
+        this.#queue.push({ type, fields, hooks });
+      }
+    });
+  }
+
+  /** Sends a command on the current connection; `hooks.reply` gets the whole reply. */
+  #dispatch(type, fields, hooks) {
+    const id = this.#nextId++;
+    const entry = { hooks, timer: null };
+    this.#pending.set(id, entry);
+    if (hooks.timeout) {
+      entry.timer = setTimeout(() => {
+        if (this.#pending.get(id) !== entry) return;
+        this.#pending.delete(id);
+        const message = `no reply to ${type} in ${this.#options.ackTimeout} ms`;
+        hooks.fail(new SwitchboardError('timeout', message, true));
+      }, this.#options.ackTimeout);
+    }
+    try {
+      this.#ws.send(JSON.stringify({ id, type, ...fields }));
+    } catch (error) {
+      // The socket is closing: its close event fails every pending command.
+      this.#lastError = error.message;
+    }
+  }
+
+  #onMessage(data) {
+    this.#lastReceived = Date.now();
+    let msg;
+    const text = typeof data === 'string' ? data : new TextDecoder().decode(data);
+    try {
+      msg = JSON.parse(text);
+    } catch (error) {
+      // A publication whose data cannot be parsed must not stall its subscription: read
+      // what surrounds it, and let it take its place in the stream as undecodable.
+      msg = salvage(text);
+      if (msg === null) {
+        const message = `undecodable message: ${error.message}`;
+        this.#emit('error', new SwitchboardError('bad_message', message));
+        return;
+      }
+    }
+    if (msg === null || typeof msg !== 'object') return;
+    if ('push' in msg) {
+      this.#onPush(msg);
+      return;
+    }
+    const entry = this.#pending.get(msg.id);
+    if (!entry) return;
+    this.#pending.delete(msg.id);
+    clearTimeout(entry.timer);
+    entry.hooks.reply(msg);
+  }
+
+  #onPush(push) {
+    switch (push.push) {
+      case 'publication': {
+        const rec = this.#subs.get(push.channel);
+        if (rec) this.#onPublication(rec, push);
+        break;
+      }
+      case 'join':
+      case 'leave': {
+        const rec = this.#subs.get(push.channel);
+        if (rec?.status === 'subscribed') {
+          call(rec.handlers[push.push], { channel: push.channel, client: push.client });
+        }
+        break;
+      }
+      case 'unsubscribe': {
+        const rec = this.#subs.get(push.channel);
+        if (rec) this.#subscriptionFailed(rec, push.code, push.reason);
+        break;
+      }
+      case 'disconnect':
+        this.#disconnectPush = { code: push.code, reason: push.reason, advice: push.advice };
+        break;
+      default:
+        // protocol.md §2: pushes of unknown kinds are ignored.
+        break;
+    }
+  }
+
+  // Subscriptions ----------------------------------------------------------------------------
+
+  #sendSubscribe(rec) {
+    rec.status = 'subscribing';
+    rec.buffer = [];
+    rec.paging = null;
+    const position = rec.position;
+    const since = position ? { offset: position.offset, epoch: position.epoch } : undefined;
+    this.#dispatch('subscribe', { channel: rec.channel, since }, {
+      reply: (msg) => this.#onSubscribed(rec, msg, since),
+      fail: () => {},
+    });
+  }
+
+  #onSubscribed(rec, msg, since) {
+    if (this.#subs.get(rec.channel) !== rec) return; // Unsubscribed meanwhile.
+    if (msg.error) {
+      this.#subscriptionFailed(rec, msg.error.code, msg.error.message, msg.error.temporary);
+      return;
+    }
+    const result = msg.result;
+    rec.status = 'subscribed';
+    rec.retries = 0;
+    const paged = Boolean(since && result.more && result.epoch === since.epoch);
+    if (paged) {
+      // protocol.md §3, recovery in pages: read the rest with `history`, holding live
+      // publications meanwhile; `recovered` is reported after the last page.
+      rec.paging = {
+        since,
+        target: { offset: result.offset, epoch: result.epoch },
+        recoverable: result.recoverable,
+        last: since.offset,
+        entries: [],
+      };
+    }
+    if (paged) {
+      // Nothing before the pages.
+    } else if (since && result.recovered && result.epoch === since.epoch) {
+      for (const publication of result.publications ?? []) {
+        this.#deliver(rec, publication, result.epoch);
+      }
+    }
+    if (!paged) rec.position = { offset: result.offset, epoch: result.epoch };
+    const context = {
+      channel: rec.channel,
+      epoch: result.epoch,
+      offset: result.offset,
+      recoverable: result.recoverable,
+    };
+    if (rec.settle) {
+      rec.settle.resolve(context);
+      rec.settle = null;
+    }
+    call(rec.handlers.subscribed, context);
+    if (paged) {
+      const paging = rec.paging;
+      if (this.#appendPage(paging, result.publications)) {
+        this.#requestPage(rec, paging, result.next ?? since);
+      } else {
+        this.#endPaging(rec, false);
+      }
+      return;
+    }
+    if (since) {
+      call(rec.handlers.recovered, { ...context, recovered: Boolean(result.recovered) });
+    }
+    const buffered = rec.buffer;
+    rec.buffer = [];
+    for (const push of buffered) this.#onPublication(rec, push);
+  }
+
+  /** Appends a page after what was read; false when it leaves a gap. */
+  #appendPage(paging, publications = []) {
+    for (const publication of publications) {
+      if (publication.offset <= paging.last) continue;
+      if (publication.offset !== paging.last + 1) return false;
+      paging.last = publication.offset;
+      paging.entries.push(publication);
+    }
+    return true;
+  }
+
+  #requestPage(rec, paging, since) {
+    const { offset, epoch } = since;
+    this.#dispatch('history', { channel: rec.channel, since: { offset, epoch } }, {
+      reply: (msg) => this.#onPage(rec, paging, msg),
+      // A lost connection resubscribes from the stored position; only a timeout ends here.
+      fail: (error) => {
+        if (rec.paging === paging && error.code === 'timeout') this.#endPaging(rec, false);
+      },
+      timeout: true,
+    });
+  }
+
+  #onPage(rec, paging, msg) {
+    if (rec.paging !== paging || this.#subs.get(rec.channel) !== rec) return;
+    const page = msg.result;
+    if (msg.error || !page || page.epoch !== paging.target.epoch) {
+      // Refused, or the stream restarted: the gap cannot be filled.
+      this.#endPaging(rec, false);
+      return;
+    }
+    const before = paging.last;
+    if (!this.#appendPage(paging, page.publications)) {
+      this.#endPaging(rec, false);
+    } else if (page.more && paging.last > before) {
+      this.#requestPage(rec, paging, { offset: paging.last, epoch: paging.target.epoch });
+    } else {
+      this.#endPaging(rec, page.complete === true && paging.last >= paging.target.offset);
+    }
+  }
+
+  /** Ends a recovery read in pages: delivers it when whole, reports it, then goes live. */
+  #endPaging(rec, recovered) {
+    const paging = rec.paging;
+    rec.paging = null;
+    const { since, target } = paging;
+    if (recovered) {
+      rec.position = { offset: since.offset, epoch: target.epoch };
+      for (const entry of paging.entries) this.#deliver(rec, entry, target.epoch);
+    } else {
+      rec.position = { ...target };
+    }
+    call(rec.handlers.recovered, {
+      channel: rec.channel,
+      epoch: target.epoch,
+      offset: target.offset,
+      recoverable: paging.recoverable,
+      recovered,
+    });
+    const buffered = rec.buffer;
+    rec.buffer = [];
+    for (const push of buffered) this.#onPublication(rec, push);
+  }
+
+  #onPublication(rec, push) {
+    if (rec.status === 'subscribing' || rec.paging) {
+      rec.buffer.push(push);
+      return;
+    }
+    if (rec.status !== 'subscribed') return;
+    const position = rec.position;
+    if (push.offset <= position.offset) return; // A duplicate.
+    if (push.offset > position.offset + 1) {
+      // protocol.md §5: a gap is treated like a lost connection: resubscribe with `since`.
+      this.#dispatch('unsubscribe', { channel: rec.channel }, { reply: () => {}, fail: () => {} });
+      this.#sendSubscribe(rec);
+      rec.buffer.push(push);
+      return;
+    }
+    this.#deliver(rec, push, position.epoch);
+  }
+
+  /** Hands a publication to the application unless it is a duplicate, and advances. */
+  #deliver(rec, publication, epoch) {
+    if (rec.position && publication.offset <= rec.position.offset && rec.position.epoch === epoch) {
+      return;
+    }
+    rec.position = { offset: publication.offset, epoch };
+    if (publication.undecodable !== undefined) {
+      call(rec.handlers.undecodable, {
+        channel: rec.channel,
+        offset: publication.offset,
+        epoch,
+        reason: publication.undecodable,
+      });
+      return;
+    }
+    call(rec.handlers.publication, {
+      channel: rec.channel,
+      offset: publication.offset,
+      epoch,
+      data: publication.data,
+      info: publication.info,
+    });
+  }
+
+  /** A refused `subscribe` or a server `unsubscribe` push: retry if temporary, else end. */
+  #subscriptionFailed(rec, code, reason, temporary = TEMPORARY_CODES.has(code)) {
+    rec.paging = null;
+    if (temporary) {
+      rec.status = 'retrying';
+      rec.buffer = [];
+      const delay = reconnectDelay('backoff', rec.retries, this.#options);
+      rec.retries += 1;
+      rec.retryTimer = setTimeout(() => {
+        rec.retryTimer = null;
+        if (this.#subs.get(rec.channel) !== rec) return;
+        if (this.#ready) this.#sendSubscribe(rec);
+        else rec.status = 'pending';
+      }, delay);
+      return;
+    }
+    this.#subs.delete(rec.channel);
+    this.#endSubscription(rec, code, reason);
+  }
+
+  #unsubscribe(rec) {
+    if (this.#subs.get(rec.channel) !== rec) return;
+    this.#subs.delete(rec.channel);
+    if (this.#ready && (rec.status === 'subscribing' || rec.status === 'subscribed')) {
+      this.#dispatch('unsubscribe', { channel: rec.channel }, { reply: () => {}, fail: () => {} });
+    }
+    this.#endSubscription(rec, 'client', 'unsubscribe() was called');
+  }
+
+  #endSubscription(rec, code, reason) {
+    rec.status = 'unsubscribed';
+    clearTimeout(rec.retryTimer);
+    if (rec.settle) {
+      rec.settle.reject(new SwitchboardError(code, reason));
+      rec.settle = null;
+    }
+    call(rec.handlers.unsubscribed, { channel: rec.channel, code, reason });
+  }
+
+  // Plumbing ---------------------------------------------------------------------------------
+
+  #rejectQueue(error) {
+    const queued = this.#queue;
+    this.#queue = [];
+    for (const entry of queued) entry.hooks.fail(error);
+  }
+
+  #setState(state, detail = {}) {
+    const previous = this.#state;
+    this.#state = state;
+    const event = { state, previous, ...detail };
+    this.#emit('state', event);
+    this.#emit(state, event);
+  }
+
+  #emit(event, value) {
+    const listeners = this.#listeners.get(event);
+    if (!listeners) return;
+    for (const fn of [...listeners]) call(fn, value);
+  }
+
+  #setTimer(name, delay, fn) {
+    this.#clearTimer(name);
+    this.#timers[name] = setTimeout(() => {
+      this.#timers[name] = null;
+      fn();
+    }, delay);
+  }
+
+  #clearTimer(name) {
+    // clearTimeout also clears an interval (HTML timers, Node's Timeout objects).
+    clearTimeout(this.#timers[name]);
+    this.#timers[name] = null;
+  }
+}
+
+/** One channel's subscription, returned by `Switchboard.subscribe`. */
+export class Subscription {
+  #client;
+  #rec;
+  #unsubscribe;
+
+  constructor(client, rec, ready, unsubscribe) {
+    this.#client = client;
+    this.#rec = rec;
+    this.#unsubscribe = unsubscribe;
+    /** Resolves on the first successful subscribe, rejects if the subscription ends first. */
+    this.ready = ready;
+  }
+
+  /** The channel. */
+  get channel() {
+    return this.#rec.channel;
+  }
+
+  /** `pending`, `subscribing`, `subscribed`, `retrying` or `unsubscribed`. */
+  get state() {
+    return this.#rec.status;
+  }
+
+  /** The position `{offset, epoch}` of the last publication delivered, or null. */
+  get position() {
+    return this.#rec.position ? { ...this.#rec.position } : null;
+  }
+
+  /** Leaves the channel; no handler of this subscription is called after it. */
+  unsubscribe() {
+    this.#unsubscribe();
+  }
+
+  /** The connections subscribed to the channel. */
+  presence() {
+    return this.#client.presence(this.#rec.channel);
+  }
+
+  /** The channel's history, see `Switchboard.history`. */
+  history(options) {
+    return this.#client.history(this.#rec.channel, options);
+  }
+}
+
+// Helpers ------------------------------------------------------------------------------------
+
+function wsUrl(url) {
+  const base = globalThis.location?.href;
+  const parsed = base ? new URL(url, base) : new URL(url);
+  if (parsed.protocol === 'http:') parsed.protocol = 'ws:';
+  if (parsed.protocol === 'https:') parsed.protocol = 'wss:';
+  return parsed.toString();
+}
+
+function detach(ws) {
+  // No-ops rather than null: the `ws` package throws an unhandled 'error' without a listener.
+  ws.onopen = noop;
+  ws.onmessage = noop;
+  ws.onerror = noop;
+  ws.onclose = noop;
+}
+
+function noop() {}
+
+/**
+ * What can be read of a server message that `JSON.parse` refused: the envelope of a
+ * publication push or of a reply, with each publication's `data` parsed on its own. A
+ * publication whose data cannot be parsed keeps its offset and gets `undecodable` (the
+ * reason) instead of `data`. Null when not even the envelope can be read.
+ */
+export function salvage(text) {
+  try {
+    const top = members(text);
+    const field = (fields, key) => (fields.has(key) ? JSON.parse(fields.get(key)) : undefined);
+    if (top.has('push')) {
+      if (field(top, 'push') !== 'publication') return null;
+      const publication = salvagePublication(top);
+      if (publication.undecodable === undefined) return null;
+      return { push: 'publication', channel: field(top, 'channel'), ...publication };
+    }
+    if (!top.has('id')) return null;
+    const msg = { id: field(top, 'id') };
+    if (top.has('error')) msg.error = field(top, 'error');
+    if (top.has('result')) {
+      msg.result = {};
+      for (const [key, raw] of members(top.get('result'))) {
+        msg.result[key] = key === 'publications'
+          ? elements(raw).map((element) => salvagePublication(members(element)))
+          : JSON.parse(raw);
+      }
+    }
+    return msg;
+  } catch {
+    return null;
+  }
+}
+
+function salvagePublication(fields) {
+  const publication = { offset: JSON.parse(fields.get('offset')) };
+  if (fields.has('info')) publication.info = JSON.parse(fields.get('info'));
+  try {
+    publication.data = JSON.parse(fields.get('data'));
+  } catch (error) {
+    publication.undecodable = error.message;
+  }
+  return publication;
+}
+
+/** The members of the JSON object `text`, as a Map from key to the value's source text. */
+function members(text) {
+  const fields = new Map();
+  let i = expect(text, skipSpace(text, 0), '{');
+  i = skipSpace(text, i);
+  if (text[i] === '}') return fields;
+  for (;;) {
+    const keyEnd = skipString(text, expect(text, i, '"') - 1);
+    const key = JSON.parse(text.slice(i, keyEnd));
+    const start = expect(text, skipSpace(text, keyEnd), ':');
+    const end = valueEnd(text, start);
+    fields.set(key, text.slice(start, end));
+    i = skipSpace(text, end);
+    if (text[i] === '}') return fields;
+    i = skipSpace(text, expect(text, i, ','));
+  }
+}
+
+/** The elements of the JSON array `text`, as their source texts. */
+function elements(text) {
+  const list = [];
+  let i = skipSpace(text, expect(text, skipSpace(text, 0), '['));
+  if (text[i] === ']') return list;
+  for (;;) {
+    const end = valueEnd(text, i);
+    list.push(text.slice(i, end));
+    i = skipSpace(text, end);
+    if (text[i] === ']') return list;
+    i = expect(text, i, ',');
+  }
+}
+
+/** Where the value starting at `i` ends: nesting is counted, never recursed into. */
+function valueEnd(text, i) {
+  let depth = 0;
+  while (i < text.length) {
+    const c = text[i];
+    if (c === '"') {
+      i = skipString(text, i);
+      if (depth === 0) return i;
+      continue;
+    }
+    if (c === '[' || c === '{') {
+      depth += 1;
+    } else if (c === ']' || c === '}') {
+      if (depth === 0) return i;
+      depth -= 1;
+      if (depth === 0) return i + 1;
+    } else if (c === ',' && depth === 0) {
+      return i;
+    }
+    i += 1;
+  }
+  if (depth === 0) return i;
+  throw new SyntaxError('unterminated value');
+}
+
+function skipString(text, i) {
+  for (i += 1; i < text.length; i += 1) {
+    if (text[i] === '\\') i += 1;
+    else if (text[i] === '"') return i + 1;
+  }
+  throw new SyntaxError('unterminated string');
+}
+
+function skipSpace(text, i) {
+  while (i < text.length && ' \t\n\r'.includes(text[i])) i += 1;
+  return i;
+}
+
+function expect(text, i, c) {
+  if (text[i] !== c) throw new SyntaxError(`expected ${c} at ${i}`);
+  return i + 1;
+}
+
+/**
+ * The HTTP status of a refused upgrade, when the WebSocket implementation reveals it (the
+ * `ws` package: "Unexpected server response: 401"); browsers never do.
+ */
+function refusalStatus(message) {
+  const match = /Unexpected server response: (\d{3})/.exec(message ?? '');
+  return match ? Number(match[1]) : undefined;
+}
+
+function isTicket(token) {
+  return typeof token === 'string' && token !== '' && !token.includes('.');
+}
+
+function withTicket(url, ticket) {
+  const parsed = new URL(url);
+  parsed.searchParams.set('ticket', ticket);
+  return parsed.toString();
+}
+
+function isPast(expiry) {
+  return expiry !== undefined && expiry * 1000 <= Date.now();
+}
+
+function replyError(error) {
+  return new SwitchboardError(error.code, error.message, Boolean(error.temporary));
+}
+
+/** Calls an application callback; its exceptions surface as uncaught, not in the client. */
+function call(fn, value) {
+  if (typeof fn !== 'function') return;
+  try {
+    fn(value);
+  } catch (error) {
+    setTimeout(() => {
+      throw error;
+    });
+  }
+}
+
+/** Error codes whose `temporary` flag is set (protocol.md §7). */
+const TEMPORARY_CODES = new Set(['unavailable', 'internal', 'rate_limited']);
+/** protocol.md §8: `reconnect` advice waits a random delay of at most 1 s. */
+const RECONNECT_JITTER = 1000;
+/** protocol.md §3 `connect`: the server's default ping interval. */
+const DEFAULT_PING_INTERVAL = 25000;
+/** Refresh a token this long before it expires at most (a third of its life at least). */
+const REFRESH_LEAD = 30000;
+/** After a failed `getToken` for a refresh, try again this much later. */
+const REFRESH_RETRY = 5000;
+/** The longest delay timers honour (HTML and Node: a signed 32-bit count of ms). */
+const MAX_TIMER = 2 ** 31 - 1;
+/** Consecutive failures to open after which `getToken` is asked for a new token. */
+const OPEN_FAILURES_BEFORE_TOKEN = 3;
