@@ -142,3 +142,39 @@ fn counter(
     let metric = encoder.encode_descriptor(name, &help, None, MetricType::Counter)?;
     ConstCounter::new(value).encode(metric)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::Metrics;
+    use switchboard_broker::MemoryBroker;
+
+    #[test]
+    fn scrape_time_values_are_in_the_one_encode() {
+        let mut metrics = Metrics::new();
+        let node = Arc::new(Node::new(Arc::new(MemoryBroker::new()), Default::default()));
+        let limits = Arc::new(Limiter::default());
+        for _ in 0..4 {
+            limits.count(Reason::MessageRate);
+        }
+        metrics.collect_from(node, Arc::clone(&limits));
+        metrics.handshake_failed("origin_not_allowed");
+        let text = metrics.render();
+        assert!(text.contains("switchboard_rate_limited_total{reason=\"message_rate\"} 4\n"));
+        assert!(text.contains("# TYPE switchboard_rate_limited counter\n"), "{text}");
+        assert!(text.contains("switchboard_channels 0\n"), "{text}");
+        assert!(
+            text.contains("# HELP switchboard_channels Channels with subscribers on this node.\n")
+        );
+        assert!(text.contains("# TYPE switchboard_channels gauge\n"), "{text}");
+        assert!(text.contains("switchboard_deliveries_total 0\n"), "{text}");
+        // The in-memory broker's usage.
+        assert!(text.contains("switchboard_broker_channels 0\n"), "{text}");
+        assert!(
+            text.contains("switchboard_handshake_failures_total{reason=\"origin_not_allowed\"} 1"),
+            "{text}"
+        );
+        assert!(text.ends_with("switchboard_broker_channel_limit_refusals_total 0\n# EOF\n"));
+        assert_eq!(text.matches("# EOF").count(), 1, "{text}");
+    }
+}

@@ -11,7 +11,7 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::response::{IntoResponse, Response};
 use http::header::{self, HeaderName};
-use http::{HeaderMap, HeaderValue, StatusCode};
+use http::{HeaderValue, StatusCode};
 use serde::Serialize;
 use switchboard_proto::{ErrorBody, ErrorCode};
 
@@ -23,7 +23,8 @@ pub(crate) struct Refusal {
     code: Cow<'static, str>,
     message: Cow<'static, str>,
     temporary: bool,
-    headers: HeaderMap,
+    /// Few, and a refusal travels in `Result`s: a `Vec` keeps it small.
+    headers: Vec<(HeaderName, HeaderValue)>,
 }
 
 impl Refusal {
@@ -40,13 +41,7 @@ impl Refusal {
                 | StatusCode::INTERNAL_SERVER_ERROR
                 | StatusCode::SERVICE_UNAVAILABLE
         );
-        Self {
-            status,
-            code: code.into(),
-            message: message.into(),
-            temporary,
-            headers: HeaderMap::new(),
-        }
+        Self { status, code: code.into(), message: message.into(), temporary, headers: Vec::new() }
     }
 
     /// A refusal with one of the protocol's error codes.
@@ -90,7 +85,8 @@ impl Refusal {
 
     /// Adds a header to the answer.
     pub(crate) fn with_header(mut self, name: HeaderName, value: HeaderValue) -> Self {
-        self.headers.insert(name, value);
+        self.headers.retain(|(n, _)| *n != name);
+        self.headers.push((name, value));
         self
     }
 
@@ -141,7 +137,9 @@ impl IntoResponse for Refusal {
         *resp.status_mut() = self.status;
         let h = resp.headers_mut();
         h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        h.extend(self.headers);
+        for (name, value) in self.headers {
+            h.insert(name, value);
+        }
         resp
     }
 }
