@@ -197,7 +197,8 @@ impl Server {
     /// (`switchboard serve` adds its demo this way). The server's routes keep their paths:
     /// a route here that names one of them (`/ws`, `/echo`, `/healthz`, `/readyz`,
     /// `/metrics`, `/status`, `/status.json`, `/switchboard.js`, `/assets/…` of the status
-    /// page, `/api/…`) makes [`Server::run`] panic. Paths nobody serves answer the server's
+    /// page, `/api/…`) makes [`Server::run`] panic, and so does a fallback in `routes` (the
+    /// server keeps its own). Paths nobody serves answer the server's
     /// JSON 404; give each route's wrong methods their 405 the same way with
     /// [`Server::method_not_allowed`].
     #[must_use]
