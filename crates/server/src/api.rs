@@ -28,8 +28,7 @@ use switchboard_proto::{
 
 use crate::limits::Reason;
 use crate::node::{Kick, Node, broker_error};
-use crate::refusal::Refusal;
-use crate::routes::{not_found, only};
+use crate::refusal::{Refusal, not_found, only};
 use crate::state::{PeerAddr, Shared};
 
 /// What an endpoint answers: its JSON result, or the refusal.

@@ -11,14 +11,25 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 
 use crate::limits::{Limiter, Reason};
-use crate::metrics::{BrokerOp, BrokerStats, LatencyHistogram, resident_memory_bytes};
+use crate::metrics::{BrokerOp, BrokerStats, LatencyHistogram, Metrics, resident_memory_bytes};
 use crate::node::Node;
+
+/// Registers what `/metrics` reads at scrape time: the latency histograms of `metrics`, and
+/// the state of `node` and `limits`.
+pub(crate) fn register(metrics: &mut Metrics, node: Arc<Node>, limits: Arc<Limiter>) {
+    let latency = LatencyCollector {
+        delivery: Arc::clone(&metrics.delivery_latency),
+        broker: Arc::clone(&metrics.broker),
+    };
+    metrics.collect(latency);
+    metrics.collect(NodeCollector { node, limits });
+}
 
 /// The node's and the limiter's state, sampled at each scrape.
 #[derive(Debug)]
-pub(crate) struct NodeCollector {
-    pub(crate) node: Arc<Node>,
-    pub(crate) limits: Arc<Limiter>,
+struct NodeCollector {
+    node: Arc<Node>,
+    limits: Arc<Limiter>,
 }
 
 impl Collector for NodeCollector {
@@ -71,9 +82,9 @@ impl Collector for NodeCollector {
 
 /// The latency histograms: delivery, and broker operations with their failures.
 #[derive(Debug)]
-pub(crate) struct LatencyCollector {
-    pub(crate) delivery: Arc<LatencyHistogram>,
-    pub(crate) broker: Arc<BrokerStats>,
+struct LatencyCollector {
+    delivery: Arc<LatencyHistogram>,
+    broker: Arc<BrokerStats>,
 }
 
 impl Collector for LatencyCollector {
@@ -146,18 +157,46 @@ fn counter(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metrics::Metrics;
+    use crate::metrics::LatencyBatch;
+    use std::time::Duration;
     use switchboard_broker::MemoryBroker;
 
-    #[test]
-    fn scrape_time_values_are_in_the_one_encode() {
+    /// Metrics with a fresh node and limiter registered.
+    fn registered() -> (Metrics, Arc<Limiter>) {
         let mut metrics = Metrics::new();
         let node = Arc::new(Node::new(Arc::new(MemoryBroker::new()), Default::default()));
         let limits = Arc::new(Limiter::default());
+        register(&mut metrics, node, Arc::clone(&limits));
+        (metrics, limits)
+    }
+
+    #[test]
+    fn histograms_have_cumulative_buckets_in_seconds() {
+        let (metrics, _) = registered();
+        let mut batch = LatencyBatch::default();
+        batch.observe(Duration::from_micros(200));
+        batch.observe(Duration::from_secs(9));
+        metrics.delivery_latency.add(&batch);
+        let text = metrics.render();
+        let bucket =
+            |le: &str| format!("switchboard_delivery_latency_seconds_bucket{{le=\"{le}\"}}");
+        assert!(text.contains(&format!("{} 0\n", bucket("0.0001"))), "{text}");
+        assert!(text.contains(&format!("{} 1\n", bucket("0.00025"))), "{text}");
+        assert!(text.contains(&format!("{} 1\n", bucket("1.0"))), "{text}");
+        assert!(text.contains(&format!("{} 1\n", bucket("5.0"))), "{text}");
+        assert!(text.contains(&format!("{} 2\n", bucket("+Inf"))), "{text}");
+        assert!(text.contains("switchboard_delivery_latency_seconds_count 2\n"), "{text}");
+        assert_eq!(text.matches("# TYPE switchboard_broker_latency_seconds histogram").count(), 1);
+        let publish = "switchboard_broker_latency_seconds_bucket{le=\"0.0001\",op=\"publish\"} 0";
+        assert!(text.contains(publish), "{text}");
+    }
+
+    #[test]
+    fn scrape_time_values_are_in_the_one_encode() {
+        let (metrics, limits) = registered();
         for _ in 0..4 {
             limits.count(Reason::MessageRate);
         }
-        metrics.collect_from(node, Arc::clone(&limits));
         metrics.handshake_failed("origin_not_allowed");
         let text = metrics.render();
         assert!(text.contains("switchboard_rate_limited_total{reason=\"message_rate\"} 4\n"));

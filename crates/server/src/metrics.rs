@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
+use prometheus_client::collector::Collector;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
@@ -196,20 +197,11 @@ impl Metrics {
             "Subscribes with a recovery position, by result",
             metrics.recoveries.clone(),
         );
-        registry.register_collector(Box::new(crate::exposition::LatencyCollector {
-            delivery: Arc::clone(&metrics.delivery_latency),
-            broker: Arc::clone(&metrics.broker),
-        }));
         Self { registry, ..metrics }
     }
 
-    /// Adds the node's and the limiter's state, read at each scrape.
-    pub(crate) fn collect_from(
-        &mut self,
-        node: Arc<crate::node::Node>,
-        limits: Arc<crate::limits::Limiter>,
-    ) {
-        let collector = crate::exposition::NodeCollector { node, limits };
+    /// Adds values read at each scrape (see `exposition`).
+    pub(crate) fn collect(&mut self, collector: impl Collector) {
         self.registry.register_collector(Box::new(collector));
     }
 
@@ -446,27 +438,6 @@ mod tests {
         );
         assert!(text.ends_with("# EOF\n"));
         assert_eq!(text.matches("# EOF").count(), 1, "{text}");
-    }
-
-    #[test]
-    fn histograms_have_cumulative_buckets_in_seconds() {
-        let metrics = Metrics::new();
-        let mut batch = LatencyBatch::default();
-        batch.observe(Duration::from_micros(200));
-        batch.observe(Duration::from_secs(9));
-        metrics.delivery_latency.add(&batch);
-        let text = metrics.render();
-        let bucket =
-            |le: &str| format!("switchboard_delivery_latency_seconds_bucket{{le=\"{le}\"}}");
-        assert!(text.contains(&format!("{} 0\n", bucket("0.0001"))), "{text}");
-        assert!(text.contains(&format!("{} 1\n", bucket("0.00025"))), "{text}");
-        assert!(text.contains(&format!("{} 1\n", bucket("1.0"))), "{text}");
-        assert!(text.contains(&format!("{} 1\n", bucket("5.0"))), "{text}");
-        assert!(text.contains(&format!("{} 2\n", bucket("+Inf"))), "{text}");
-        assert!(text.contains("switchboard_delivery_latency_seconds_count 2\n"), "{text}");
-        assert_eq!(text.matches("# TYPE switchboard_broker_latency_seconds histogram").count(), 1);
-        let publish = "switchboard_broker_latency_seconds_bucket{le=\"0.0001\",op=\"publish\"} 0";
-        assert!(text.contains(publish), "{text}");
     }
 
     #[test]

@@ -9,9 +9,11 @@ use std::borrow::Cow;
 use std::time::Duration;
 
 use axum::body::Body;
+use axum::handler::Handler;
 use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodFilter, MethodRouter, on};
 use http::header::{self, HeaderName};
-use http::{HeaderValue, StatusCode};
+use http::{HeaderValue, Method, StatusCode, Uri};
 use serde::Serialize;
 use switchboard_proto::{ErrorBody, ErrorCode};
 
@@ -142,6 +144,37 @@ impl IntoResponse for Refusal {
         }
         resp
     }
+}
+
+/// A route for `GET` (and so `HEAD`, answered like `GET` without the body) only.
+pub(crate) fn read_only<H, T, S>(handler: H) -> MethodRouter<S>
+where
+    H: Handler<T, S>,
+    T: 'static,
+    S: Clone + Send + Sync + 'static,
+{
+    only(MethodFilter::GET, "GET, HEAD", handler)
+}
+
+/// A route for the methods of `filter`, refusing the others with the one 405.
+pub(crate) fn only<H, T, S>(
+    filter: MethodFilter,
+    allow: &'static str,
+    handler: H,
+) -> MethodRouter<S>
+where
+    H: Handler<T, S>,
+    T: 'static,
+    S: Clone + Send + Sync + 'static,
+{
+    on(filter, handler).fallback(move |method: Method, uri: Uri| async move {
+        Refusal::method_not_allowed(&method, uri.path(), allow)
+    })
+}
+
+/// The one 404.
+pub(crate) async fn not_found(uri: Uri) -> Refusal {
+    Refusal::not_found(uri.path())
 }
 
 /// The status for a protocol error code.

@@ -17,14 +17,14 @@ use std::sync::Arc;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::handler::Handler;
 use axum::response::Response;
-use axum::routing::{MethodFilter, MethodRouter, any, on};
-use http::{HeaderValue, Method, StatusCode, Uri, header};
+use axum::routing::any;
+use http::{HeaderValue, StatusCode, header};
 
 use crate::http::{Endpoint, upgrade};
-use crate::refusal::Refusal;
+use crate::refusal::{not_found, read_only};
 use crate::state::Shared;
+use crate::status::json_text;
 use crate::{api, status};
 
 /// The server's routes, with `shared` as their state.
@@ -59,37 +59,6 @@ pub(crate) fn router(shared: &Arc<Shared>) -> Router {
     router.fallback(not_found).with_state(Arc::clone(shared))
 }
 
-/// A route for `GET` (and so `HEAD`, answered like `GET` without the body) only.
-pub(crate) fn read_only<H, T, S>(handler: H) -> MethodRouter<S>
-where
-    H: Handler<T, S>,
-    T: 'static,
-    S: Clone + Send + Sync + 'static,
-{
-    only(MethodFilter::GET, "GET, HEAD", handler)
-}
-
-/// A route for the methods of `filter`, refusing the others with the one 405.
-pub(crate) fn only<H, T, S>(
-    filter: MethodFilter,
-    allow: &'static str,
-    handler: H,
-) -> MethodRouter<S>
-where
-    H: Handler<T, S>,
-    T: 'static,
-    S: Clone + Send + Sync + 'static,
-{
-    on(filter, handler).fallback(move |method: Method, uri: Uri| async move {
-        Refusal::method_not_allowed(&method, uri.path(), allow)
-    })
-}
-
-/// The one 404.
-pub(crate) async fn not_found(uri: Uri) -> Refusal {
-    Refusal::not_found(uri.path())
-}
-
 /// `GET /healthz`: the process is alive.
 async fn health() -> Response {
     json_text(StatusCode::OK, "{\"status\":\"ok\"}\n".to_owned())
@@ -118,14 +87,6 @@ async fn ready(State(shared): State<Arc<Shared>>) -> Response {
     let mut resp = json_text(status, body);
     // A probe must see the state now, never a cached answer.
     resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    resp
-}
-
-/// A JSON answer already encoded.
-pub(crate) fn json_text(status: StatusCode, body: String) -> Response {
-    let mut resp = Response::new(Body::from(body));
-    *resp.status_mut() = status;
-    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     resp
 }
 

@@ -16,7 +16,7 @@ use crate::error::Error;
 use crate::node::{self, Node};
 use crate::state::{PeerAddr, Shared};
 use crate::tls;
-use crate::{auth, metrics, routes, timed};
+use crate::{auth, exposition, metrics, routes, timed};
 use switchboard_broker::{Broker, MemoryBroker, MemoryLimits};
 
 /// Connections the kernel may hold before `accept` (it caps this at `somaxconn`): a burst
@@ -145,7 +145,7 @@ impl Server {
         let broker = Arc::new(timed::TimedBroker::new(broker, Arc::clone(&metrics.broker)));
         let node = Arc::new(Node::new(broker, config.hub.clone()));
         let limits = Arc::default();
-        metrics.collect_from(Arc::clone(&node), Arc::clone(&limits));
+        exposition::register(&mut metrics, Arc::clone(&node), Arc::clone(&limits));
         let auth = auth::Authenticator::new(&config.auth);
         let tls = config.tls.clone().map(tls::TlsState::load).transpose()?;
         let shared = Arc::new(Shared {

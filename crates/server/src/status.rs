@@ -13,7 +13,6 @@ use http::{HeaderValue, StatusCode, header};
 use serde_json::json;
 
 use crate::metrics::resident_memory_bytes;
-use crate::routes::json_text;
 use crate::state::Shared;
 
 /// A file built into the binary, served at its path.
@@ -62,6 +61,14 @@ pub(crate) async fn json(State(shared): State<Arc<Shared>>) -> Response {
     });
     let mut resp = json_text(StatusCode::OK, body.to_string() + "\n");
     resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+/// A JSON answer already encoded.
+pub(crate) fn json_text(status: StatusCode, body: String) -> Response {
+    let mut resp = Response::new(Body::from(body));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     resp
 }
 
