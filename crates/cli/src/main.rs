@@ -12,6 +12,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 mod config_file;
 mod connect;
+mod demo;
 mod publish;
 mod settings;
 mod subscribe;
@@ -497,6 +498,7 @@ fn serve(settings: &Settings) -> anyhow::Result<()> {
                 Server::bind_with_broker(config, std::sync::Arc::new(redis)).await?
             }
         };
+        let server = if settings.demo { demo::add(server) } else { server };
         let addr = server.local_addr();
         let (http, ws) = if server.is_tls() { ("https", "wss") } else { ("http", "ws") };
         // Installed before the URL is logged, so a SIGHUP from anyone who saw it reloads

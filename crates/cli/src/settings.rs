@@ -167,7 +167,8 @@ impl Default for Settings {
         Self {
             listen: c.listen,
             echo: c.echo,
-            demo: c.demo,
+            // The demo is the binary's own: on unless turned off.
+            demo: true,
             api_key: c.api_key.clone(),
             log_format: LogFormat::default(),
             timeouts: Timeouts {
@@ -280,7 +281,6 @@ impl Settings {
         let mut config = Config::default();
         config.listen = self.listen;
         config.echo = self.echo;
-        config.demo = self.demo;
         config.api_key.clone_from(&self.api_key);
         config.ping_interval = nonzero(t.ping_interval);
         config.pong_timeout = t.pong_timeout;

@@ -7,10 +7,17 @@
 //! the key (401), the path (404), the method (405), the content type (415), the body size
 //! (413), then the body or query itself (400).
 
-use http::header::{self, HeaderName};
-use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse as _, Response};
+use axum::routing::MethodFilter;
+use http::header;
+use http::{HeaderMap, HeaderValue, StatusCode};
 use http_body_util::{BodyExt as _, LengthLimitError, Limited};
-use hyper::body::{Body as _, Incoming};
+use hyper::body::Body as _;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use switchboard_broker::StreamOptions;
@@ -19,39 +26,57 @@ use switchboard_proto::{
     codes,
 };
 
-use crate::Shared;
-use crate::http::Body;
 use crate::limits::Reason;
 use crate::node::{Kick, Node, broker_error};
+use crate::refusal::{Refusal, not_found, only};
+use crate::state::{PeerAddr, Shared};
 
-/// Whether `path` belongs to the API (and gets its JSON errors, not the plain-text 404).
-pub(crate) fn is_api_path(path: &str) -> bool {
-    path == "/api" || path.starts_with("/api/")
+/// What an endpoint answers: its JSON result, or the refusal.
+type ApiResult = Result<Response, Refusal>;
+
+/// The API's routes, behind the checks of [`handle`].
+pub(crate) fn router(shared: &Arc<Shared>) -> Router {
+    Router::new()
+        .route("/api/publish", only(MethodFilter::POST, "POST", publish_route))
+        .route("/api/broadcast", only(MethodFilter::POST, "POST", broadcast_route))
+        .route("/api/disconnect", only(MethodFilter::POST, "POST", disconnect_route))
+        .route("/api/ticket", only(MethodFilter::POST, "POST", ticket))
+        .route("/api/presence", only(MethodFilter::GET, "GET", presence_route))
+        .route("/api/history", only(MethodFilter::GET, "GET", history_route))
+        .fallback(not_found)
+        .with_state(Arc::clone(shared))
 }
 
-/// Answers one API request; never fails: every error becomes a JSON error response.
-pub(crate) async fn handle(req: Request<Incoming>, shared: &Shared) -> Response<Body> {
-    let result = match check_rate(&req, shared) {
-        Ok(()) => route(req, shared).await,
-        Err(e) => Err(e),
-    };
-    result.unwrap_or_else(|e| {
-        tracing::debug!(status = e.status.as_u16(), code = %e.body.code, "api request refused");
-        e.into_response()
-    })
+/// Answers one API request: the checks every request goes through (the rate without the
+/// key, then the key, but for `/api/ticket`, which takes a token instead), then `api`'s
+/// routes (the path, then the method).
+pub(crate) async fn handle(req: Request, shared: &Shared, mut api: Router) -> Response {
+    if let Err(refusal) = check_rate(&req, shared) {
+        return refusal.into_response();
+    }
+    if req.uri().path() != "/api/ticket"
+        && let Err(refusal) =
+            authenticate(req.headers(), shared.config.api_key.as_ref().map(crate::Secret::expose))
+    {
+        return refusal.into_response();
+    }
+    match tower_service::Service::call(&mut api, req).await {
+        Ok(resp) => resp,
+        Err(never) => match never {},
+    }
 }
 
 /// Takes a request without the API key from its address's allowance: whoever does not
 /// hold the key (a user asking for a ticket, a guesser, anyone while the API is disabled)
 /// can cost the server only so many requests, each of which may verify a signature or
 /// issue a ticket.
-fn check_rate(req: &Request<Incoming>, shared: &Shared) -> Result<(), ApiError> {
+fn check_rate(req: &Request, shared: &Shared) -> Result<(), Refusal> {
     if authenticate(req.headers(), shared.config.api_key.as_ref().map(crate::Secret::expose))
         .is_ok()
     {
         return Ok(());
     }
-    let Some(ip) = req.extensions().get::<crate::PeerAddr>().map(|peer| peer.0.ip()) else {
+    let Some(ip) = req.extensions().get::<PeerAddr>().map(|peer| peer.0.ip()) else {
         return Ok(());
     };
     let options = &shared.config.rate_limits;
@@ -64,53 +89,38 @@ fn check_rate(req: &Request<Incoming>, shared: &Shared) -> Result<(), ApiError> 
             ),
             None => "too many requests without the API key from this address".to_owned(),
         };
-        ApiError::new(StatusCode::TOO_MANY_REQUESTS, ErrorCode::RateLimited, message)
+        Refusal::coded(StatusCode::TOO_MANY_REQUESTS, ErrorCode::RateLimited, message)
             .with_retry_after(wait)
     })
 }
 
-async fn route(req: Request<Incoming>, shared: &Shared) -> Result<Response<Body>, ApiError> {
-    if req.uri().path() == "/api/ticket" {
-        ticket(req, shared).await
-    } else {
-        authenticate(req.headers(), shared.config.api_key.as_ref().map(crate::Secret::expose))?;
-        dispatch(req, shared).await
-    }
+async fn publish_route(State(shared): State<Arc<Shared>>, req: Request) -> ApiResult {
+    let req: PublishRequest = read_json(req).await?;
+    check_data(&req.data)?;
+    let published = publish(&shared.node, &req.channel, req.data).await?;
+    shared.metrics.publications.inc();
+    Ok(json(&published))
 }
 
-/// The endpoints.
-#[derive(Clone, Copy, Debug, Eq, PartialEq)]
-enum Endpoint {
-    /// `POST /api/publish`.
-    Publish,
-    /// `POST /api/broadcast`.
-    Broadcast,
-    /// `GET /api/presence`.
-    Presence,
-    /// `GET /api/history`.
-    History,
-    /// `POST /api/disconnect`.
-    Disconnect,
+async fn broadcast_route(State(shared): State<Arc<Shared>>, req: Request) -> ApiResult {
+    let req: BroadcastRequest = read_json(req).await?;
+    check_data(&req.data)?;
+    Ok(json(&broadcast(&shared.node, req).await?))
 }
 
-impl Endpoint {
-    fn from_path(path: &str) -> Option<Self> {
-        Some(match path {
-            "/api/publish" => Self::Publish,
-            "/api/broadcast" => Self::Broadcast,
-            "/api/presence" => Self::Presence,
-            "/api/history" => Self::History,
-            "/api/disconnect" => Self::Disconnect,
-            _ => return None,
-        })
-    }
+async fn presence_route(State(shared): State<Arc<Shared>>, req: Request) -> ApiResult {
+    let query = Query::parse(req.uri().query())?;
+    Ok(json(&shared.node.presence(query.required("channel")?).await?))
+}
 
-    fn method(self) -> Method {
-        match self {
-            Self::Publish | Self::Broadcast | Self::Disconnect => Method::POST,
-            Self::Presence | Self::History => Method::GET,
-        }
-    }
+async fn history_route(State(shared): State<Arc<Shared>>, req: Request) -> ApiResult {
+    let req = history_request(&Query::parse(req.uri().query())?)?;
+    Ok(json(&shared.node.history(&req).await?))
+}
+
+async fn disconnect_route(State(shared): State<Arc<Shared>>, req: Request) -> ApiResult {
+    let req: DisconnectRequest = read_json(req).await?;
+    Ok(json(&disconnect(&shared.node, req)?))
 }
 
 /// `POST /api/broadcast`.
@@ -159,60 +169,10 @@ struct DisconnectResponse {
     disconnected: usize,
 }
 
-/// An error response: its status, its JSON body and at most one header that goes with it.
-#[derive(Debug)]
-struct ApiError {
-    status: StatusCode,
-    body: ErrorBody,
-    header: Option<(HeaderName, HeaderValue)>,
-}
-
-impl ApiError {
-    fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
-        Self { status, body: ErrorBody::new(code, message), header: None }
-    }
-
-    fn bad_request(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, ErrorCode::BadRequest, message)
-    }
-
-    fn with_header(mut self, name: HeaderName, value: &'static str) -> Self {
-        self.header = Some((name, HeaderValue::from_static(value)));
-        self
-    }
-
-    /// `Retry-After` (RFC 9110 §10.2.3) in whole seconds, rounded up, at least 1.
-    fn with_retry_after(mut self, wait: std::time::Duration) -> Self {
-        let secs = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1);
-        self.header = Some((header::RETRY_AFTER, HeaderValue::from(secs)));
-        self
-    }
-
-    fn into_response(self) -> Response<Body> {
-        let mut resp = json_response(self.status, &ErrorResponse { error: &self.body });
-        if let Some((name, value)) = self.header {
-            resp.headers_mut().insert(name, value);
-        }
-        resp
-    }
-}
-
-impl From<ErrorBody> for ApiError {
-    fn from(body: ErrorBody) -> Self {
-        Self { status: status_of(body.code), body, header: None }
-    }
-}
-
-/// The body of every error response.
-#[derive(Serialize)]
-struct ErrorResponse<'a> {
-    error: &'a ErrorBody,
-}
-
 /// Checks the `Authorization: apikey <key>` header against the configured key.
-fn authenticate(headers: &HeaderMap, key: Option<&str>) -> Result<(), ApiError> {
+fn authenticate(headers: &HeaderMap, key: Option<&str>) -> Result<(), Refusal> {
     let Some(key) = key.filter(|k| !k.is_empty()) else {
-        return Err(ApiError::new(
+        return Err(Refusal::coded(
             StatusCode::FORBIDDEN,
             ErrorCode::Unauthorized,
             "the HTTP API is disabled: configure an API key (--api-key or SWITCHBOARD_API_KEY)",
@@ -225,8 +185,8 @@ fn authenticate(headers: &HeaderMap, key: Option<&str>) -> Result<(), ApiError> 
         None => "missing API key: send `Authorization: apikey <key>`",
     };
     // RFC 9110 §11.6.1: a 401 names the scheme that would work.
-    Err(ApiError::new(StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized, message)
-        .with_header(header::WWW_AUTHENTICATE, "apikey"))
+    Err(Refusal::coded(StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized, message)
+        .with_header(header::WWW_AUTHENTICATE, HeaderValue::from_static("apikey")))
 }
 
 /// The key in an `Authorization` value of scheme `apikey`; RFC 9110 §11.1: the scheme is
@@ -248,47 +208,6 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
     // Keeps the optimizer from turning the fold into an early exit.
     std::hint::black_box(diff) == 0
-}
-
-async fn dispatch(req: Request<Incoming>, shared: &Shared) -> Result<Response<Body>, ApiError> {
-    let node = &shared.node;
-    let path = req.uri().path();
-    let Some(endpoint) = Endpoint::from_path(path) else {
-        let message = format!("no API endpoint at {path}: see docs/api.md");
-        return Err(ApiError::new(StatusCode::NOT_FOUND, ErrorCode::BadRequest, message));
-    };
-    if req.method() != endpoint.method() {
-        let allow = if endpoint.method() == Method::GET { "GET" } else { "POST" };
-        let message = format!("{} {path} is not allowed: use {allow}", req.method());
-        return Err(ApiError::new(StatusCode::METHOD_NOT_ALLOWED, ErrorCode::BadRequest, message)
-            .with_header(header::ALLOW, allow));
-    }
-    match endpoint {
-        Endpoint::Publish => {
-            let req: PublishRequest = read_json(req).await?;
-            check_data(&req.data)?;
-            let published = publish(node, &req.channel, req.data).await?;
-            shared.metrics.publications.inc();
-            Ok(json(&published))
-        }
-        Endpoint::Broadcast => {
-            let req: BroadcastRequest = read_json(req).await?;
-            check_data(&req.data)?;
-            Ok(json(&broadcast(node, req).await?))
-        }
-        Endpoint::Presence => {
-            let query = Query::parse(req.uri().query())?;
-            Ok(json(&node.presence(query.required("channel")?).await?))
-        }
-        Endpoint::History => {
-            let req = history_request(&Query::parse(req.uri().query())?)?;
-            Ok(json(&node.history(&req).await?))
-        }
-        Endpoint::Disconnect => {
-            let req: DisconnectRequest = read_json(req).await?;
-            Ok(json(&disconnect(node, req)?))
-        }
-    }
 }
 
 /// `POST /api/ticket` with the API key: the identity the ticket stands for.
@@ -323,12 +242,7 @@ struct TicketResponse {
 /// the ticket carries its claims) or by the API key (the body names the user and rights).
 /// Token holders get a limited share of the store (`TicketStore::issue_limited`), so that
 /// neither one user nor all of them can starve the others or the API key.
-async fn ticket(req: Request<Incoming>, shared: &Shared) -> Result<Response<Body>, ApiError> {
-    if req.method() != Method::POST {
-        let message = format!("{} /api/ticket is not allowed: use POST", req.method());
-        return Err(ApiError::new(StatusCode::METHOD_NOT_ALLOWED, ErrorCode::BadRequest, message)
-            .with_header(header::ALLOW, "POST"));
-    }
+async fn ticket(State(shared): State<Arc<Shared>>, req: Request) -> ApiResult {
     let bearer = req
         .headers()
         .get(header::AUTHORIZATION)
@@ -340,8 +254,8 @@ async fn ticket(req: Request<Incoming>, shared: &Shared) -> Result<Response<Body
             let claims = shared.auth.verify(token.trim()).map_err(|f| {
                 let code =
                     if f.expired { ErrorCode::TokenExpired } else { ErrorCode::Unauthorized };
-                ApiError::new(StatusCode::UNAUTHORIZED, code, f.message)
-                    .with_header(header::WWW_AUTHENTICATE, "Bearer")
+                Refusal::coded(StatusCode::UNAUTHORIZED, code, f.message)
+                    .with_header(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"))
             })?;
             (claims, true)
         }
@@ -349,11 +263,11 @@ async fn ticket(req: Request<Incoming>, shared: &Shared) -> Result<Response<Body
             authenticate(req.headers(), shared.config.api_key.as_ref().map(crate::Secret::expose))?;
             let body: TicketRequest = read_json(req).await?;
             if body.user.is_empty() || body.user.len() > switchboard_auth::MAX_USER_LEN {
-                return Err(ApiError::bad_request("`user` must be 1 to 255 bytes"));
+                return Err(Refusal::bad_request("`user` must be 1 to 255 bytes"));
             }
             let expires_in = body.expires_in.unwrap_or(3600);
             if expires_in == 0 || expires_in > MAX_TICKET_IDENTITY_SECS {
-                return Err(ApiError::bad_request(format!(
+                return Err(Refusal::bad_request(format!(
                     "`expires_in` must be 1 to {MAX_TICKET_IDENTITY_SECS} seconds"
                 )));
             }
@@ -369,13 +283,13 @@ async fn ticket(req: Request<Incoming>, shared: &Shared) -> Result<Response<Body
     let store = shared.auth.tickets();
     let now = std::time::Instant::now();
     let issued = if limited { store.issue_limited(claims, now) } else { store.issue(claims, now) };
-    let ticket = issued.map_err(|e| ticket_refused(&e, shared))?;
+    let ticket = issued.map_err(|e| ticket_refused(&e, &shared))?;
     let expires_in = store.config().ttl.as_secs();
     Ok(json(&TicketResponse { ticket: ticket.into_string(), expires_in }))
 }
 
 /// The answer to a ticket the store would not issue, counted by reason.
-fn ticket_refused(e: &switchboard_auth::Error, shared: &Shared) -> ApiError {
+fn ticket_refused(e: &switchboard_auth::Error, shared: &Shared) -> Refusal {
     use switchboard_auth::Error;
     let unavailable = (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Unavailable);
     let ((status, code), counted) = match *e {
@@ -388,7 +302,7 @@ fn ticket_refused(e: &switchboard_auth::Error, shared: &Shared) -> ApiError {
         }
         _ => (unavailable, None),
     };
-    let error = ApiError::new(status, code, e.reason());
+    let error = Refusal::coded(status, code, e.reason());
     match counted {
         Some((reason, wait)) => {
             shared.limits.count(reason);
@@ -400,7 +314,11 @@ fn ticket_refused(e: &switchboard_auth::Error, shared: &Shared) -> ApiError {
 
 /// Publishes through the broker like a client's `publish`, without client info and
 /// whatever the namespace's `allow_publish` says (that option is about clients).
-async fn publish(node: &Node, channel: &str, data: Value) -> Result<PublishResult, ErrorBody> {
+pub(crate) async fn publish(
+    node: &Node,
+    channel: &str,
+    data: Value,
+) -> Result<PublishResult, ErrorBody> {
     let ns = node.channel_namespace(channel)?;
     let options = StreamOptions::new(ns.history_size, ns.history_ttl);
     let position =
@@ -409,13 +327,13 @@ async fn publish(node: &Node, channel: &str, data: Value) -> Result<PublishResul
 }
 
 /// Publishes `data` on each channel in turn; one channel's failure does not stop the rest.
-async fn broadcast(node: &Node, req: BroadcastRequest) -> Result<BroadcastResponse, ApiError> {
+async fn broadcast(node: &Node, req: BroadcastRequest) -> Result<BroadcastResponse, Refusal> {
     let BroadcastRequest { channels, mut data } = req;
     if channels.is_empty() {
-        return Err(ApiError::bad_request("`channels` is empty"));
+        return Err(Refusal::bad_request("`channels` is empty"));
     }
     if channels.len() > MAX_BROADCAST_CHANNELS {
-        return Err(ApiError::bad_request(format!(
+        return Err(Refusal::bad_request(format!(
             "too many channels: {} > {MAX_BROADCAST_CHANNELS}",
             channels.len()
         )));
@@ -435,7 +353,7 @@ async fn broadcast(node: &Node, req: BroadcastRequest) -> Result<BroadcastRespon
 }
 
 /// The history request a query string describes.
-fn history_request(query: &Query) -> Result<HistoryRequest, ApiError> {
+fn history_request(query: &Query) -> Result<HistoryRequest, Refusal> {
     let channel = query.required("channel")?.to_owned();
     // Saturating: the namespace's history size caps it anyway.
     let limit = query.number("limit")?.map(|l| u32::try_from(l).unwrap_or(u32::MAX));
@@ -443,7 +361,7 @@ fn history_request(query: &Query) -> Result<HistoryRequest, ApiError> {
         (Some(offset), Some(epoch)) => Some(StreamPosition { offset, epoch: epoch.to_owned() }),
         (None, None) => None,
         _ => {
-            return Err(ApiError::bad_request(
+            return Err(Refusal::bad_request(
                 "`since_offset` and `since_epoch` go together: give both or neither",
             ));
         }
@@ -452,15 +370,15 @@ fn history_request(query: &Query) -> Result<HistoryRequest, ApiError> {
 }
 
 /// Asks the connections on this node to close; they get a `disconnect` push first.
-fn disconnect(node: &Node, req: DisconnectRequest) -> Result<DisconnectResponse, ApiError> {
+fn disconnect(node: &Node, req: DisconnectRequest) -> Result<DisconnectResponse, Refusal> {
     let code = req.code.unwrap_or(codes::close::RECONNECT);
     // RFC 6455 §7.4.2: 4000–4999 are for applications; the rest mean something else.
     if !(4000..=4999).contains(&code) {
-        return Err(ApiError::bad_request(format!("`code` must be in 4000–4999, got {code}")));
+        return Err(Refusal::bad_request(format!("`code` must be in 4000–4999, got {code}")));
     }
     let reason = req.reason.unwrap_or_else(|| DEFAULT_REASON.to_owned());
     if reason.len() > MAX_REASON_BYTES {
-        return Err(ApiError::bad_request(format!(
+        return Err(Refusal::bad_request(format!(
             "`reason` too long: {} > {MAX_REASON_BYTES} bytes",
             reason.len()
         )));
@@ -470,15 +388,15 @@ fn disconnect(node: &Node, req: DisconnectRequest) -> Result<DisconnectResponse,
         (Some(client), None) => usize::from(node.disconnect_client(&client, kick)),
         (None, Some(user)) => node.disconnect_user(&user, &kick),
         (Some(_), Some(_)) => {
-            return Err(ApiError::bad_request("give `client` or `user`, not both"));
+            return Err(Refusal::bad_request("give `client` or `user`, not both"));
         }
-        (None, None) => return Err(ApiError::bad_request("give `client` or `user`")),
+        (None, None) => return Err(Refusal::bad_request("give `client` or `user`")),
     };
     Ok(DisconnectResponse { disconnected })
 }
 
 /// Reads a JSON body of at most [`MAX_BODY_BYTES`].
-async fn read_json<T: DeserializeOwned>(req: Request<Incoming>) -> Result<T, ApiError> {
+async fn read_json<T: DeserializeOwned>(req: Request) -> Result<T, Refusal> {
     check_content_type(req.headers())?;
     let body = req.into_body();
     // A declared Content-Length over the limit is refused before reading any of it.
@@ -488,35 +406,35 @@ async fn read_json<T: DeserializeOwned>(req: Request<Incoming>) -> Result<T, Api
     let bytes = match Limited::new(body, MAX_BODY_BYTES).collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(e) if e.is::<LengthLimitError>() => return Err(too_large()),
-        Err(e) => return Err(ApiError::bad_request(format!("cannot read the body: {e}"))),
+        Err(e) => return Err(Refusal::bad_request(format!("cannot read the body: {e}"))),
     };
-    serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_request(format!("invalid body: {e}")))
+    serde_json::from_slice(&bytes).map_err(|e| Refusal::bad_request(format!("invalid body: {e}")))
 }
 
 /// The rule `/ws` applies to a `publish`, so every subscriber can decode what is published.
-fn check_data(data: &Value) -> Result<(), ApiError> {
-    switchboard_proto::check_data_depth(data).map_err(|e| ApiError::bad_request(e.to_string()))
+fn check_data(data: &Value) -> Result<(), Refusal> {
+    switchboard_proto::check_data_depth(data).map_err(|e| Refusal::bad_request(e.to_string()))
 }
 
-fn too_large() -> ApiError {
-    ApiError::new(
+fn too_large() -> Refusal {
+    Refusal::coded(
         StatusCode::PAYLOAD_TOO_LARGE,
         ErrorCode::MessageTooLarge,
         format!("body too large: more than {MAX_BODY_BYTES} bytes"),
     )
     // The rest of the body stays unread: this connection cannot carry another request.
-    .with_header(header::CONNECTION, "close")
+    .closing()
 }
 
 /// Accepts a missing `Content-Type` and any `application/json`. RFC 8259 §11: the media
 /// type has no parameters and a `charset` has no effect, so parameters are ignored.
-fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
+fn check_content_type(headers: &HeaderMap) -> Result<(), Refusal> {
     let Some(value) = headers.get(header::CONTENT_TYPE) else { return Ok(()) };
     let essence = value.to_str().ok().and_then(|v| v.split(';').next()).map(str::trim);
     if essence.is_some_and(|e| e.eq_ignore_ascii_case("application/json")) {
         return Ok(());
     }
-    Err(ApiError::new(
+    Err(Refusal::coded(
         StatusCode::UNSUPPORTED_MEDIA_TYPE,
         ErrorCode::BadRequest,
         format!("content type must be application/json, got {value:?}"),
@@ -531,35 +449,47 @@ struct Query {
 }
 
 impl Query {
-    fn parse(query: Option<&str>) -> Result<Self, ApiError> {
-        let mut pairs = Vec::new();
-        for pair in query.unwrap_or_default().split('&').filter(|p| !p.is_empty()) {
-            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-            pairs.push((decode(name)?, decode(value)?));
+    /// The parameters, refusing what a lenient decoder would guess at: a `%` not followed by
+    /// two hex digits, and bytes that are not UTF-8 (decoded as U+FFFD).
+    fn parse(query: Option<&str>) -> Result<Self, Refusal> {
+        let query = query.unwrap_or_default();
+        let bad = || Refusal::bad_request(format!("bad percent-encoding in query: {query:?}"));
+        let bytes = query.as_bytes();
+        let escapes_ok = bytes.iter().enumerate().filter(|(_, b)| **b == b'%').all(|(i, _)| {
+            bytes.get(i + 1..i + 3).is_some_and(|hex| hex.iter().all(u8::is_ascii_hexdigit))
+        });
+        if !escapes_ok {
+            return Err(bad());
+        }
+        let pairs: Vec<(String, String)> =
+            form_urlencoded::parse(bytes).map(|(n, v)| (n.into_owned(), v.into_owned())).collect();
+        let replaced = |s: &str| s.contains(char::REPLACEMENT_CHARACTER);
+        if pairs.iter().any(|(n, v)| replaced(n) || replaced(v)) {
+            return Err(bad());
         }
         Ok(Self { pairs })
     }
 
     /// The parameter's value; given twice it is ambiguous, so refused.
-    fn get(&self, name: &str) -> Result<Option<&str>, ApiError> {
+    fn get(&self, name: &str) -> Result<Option<&str>, Refusal> {
         let mut found = self.pairs.iter().filter(|(n, _)| n == name).map(|(_, v)| v.as_str());
         let first = found.next();
         if found.next().is_some() {
-            return Err(ApiError::bad_request(format!("query parameter `{name}` given twice")));
+            return Err(Refusal::bad_request(format!("query parameter `{name}` given twice")));
         }
         Ok(first)
     }
 
-    fn required(&self, name: &str) -> Result<&str, ApiError> {
+    fn required(&self, name: &str) -> Result<&str, Refusal> {
         self.get(name)?
-            .ok_or_else(|| ApiError::bad_request(format!("missing query parameter `{name}`")))
+            .ok_or_else(|| Refusal::bad_request(format!("missing query parameter `{name}`")))
     }
 
-    fn number(&self, name: &str) -> Result<Option<u64>, ApiError> {
+    fn number(&self, name: &str) -> Result<Option<u64>, Refusal> {
         self.get(name)?
             .map(|v| {
                 v.parse().map_err(|_| {
-                    ApiError::bad_request(format!(
+                    Refusal::bad_request(format!(
                         "query parameter `{name}` must be a non-negative integer, got {v:?}"
                     ))
                 })
@@ -568,59 +498,19 @@ impl Query {
     }
 }
 
-/// Decodes one form-encoded component.
-fn decode(s: &str) -> Result<String, ApiError> {
-    let bad = || ApiError::bad_request(format!("bad percent-encoding in query: {s:?}"));
-    let mut out = Vec::with_capacity(s.len());
-    let mut bytes = s.bytes();
-    while let Some(b) = bytes.next() {
-        match b {
-            b'+' => out.push(b' '),
-            b'%' => {
-                let hi = bytes.next().and_then(hex).ok_or_else(bad)?;
-                let lo = bytes.next().and_then(hex).ok_or_else(bad)?;
-                out.push(hi << 4 | lo);
-            }
-            _ => out.push(b),
-        }
-    }
-    String::from_utf8(out).map_err(|_| bad())
-}
-
-fn hex(b: u8) -> Option<u8> {
-    char::from(b).to_digit(16).and_then(|d| u8::try_from(d).ok())
-}
-
-/// The status for an error code.
-fn status_of(code: ErrorCode) -> StatusCode {
-    match code {
-        ErrorCode::Unauthorized | ErrorCode::TokenExpired => StatusCode::UNAUTHORIZED,
-        ErrorCode::MessageTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-        ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
-        ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-        ErrorCode::Internal | ErrorCode::Unknown => StatusCode::INTERNAL_SERVER_ERROR,
-        _ => StatusCode::BAD_REQUEST,
-    }
-}
-
 /// A 200 with `value` as JSON.
-fn json<T: Serialize>(value: &T) -> Response<Body> {
-    json_response(StatusCode::OK, value)
-}
-
-fn json_response<T: Serialize>(status: StatusCode, value: &T) -> Response<Body> {
-    let (status, mut bytes) = match serde_json::to_vec(value) {
-        Ok(bytes) => (status, bytes),
+fn json<T: Serialize>(value: &T) -> Response {
+    let mut bytes = match serde_json::to_vec(value) {
+        Ok(bytes) => bytes,
         Err(e) => {
             tracing::error!(error = %e, "cannot encode an API response");
-            let fallback =
-                br#"{"error":{"code":"internal","message":"cannot encode the response","temporary":true}}"#;
-            (StatusCode::INTERNAL_SERVER_ERROR, fallback.to_vec())
+            let message = "cannot encode the response";
+            return Refusal::coded(StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Internal, message)
+                .into_response();
         }
     };
     bytes.push(b'\n');
     let mut resp = Response::new(Body::from(bytes));
-    *resp.status_mut() = status;
     resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     resp
 }
@@ -667,10 +557,10 @@ mod tests {
         headers.insert(header::AUTHORIZATION, HeaderValue::from_static("apikey "));
         for key in [None, Some("")] {
             let err = authenticate(&headers, key).map(|()| "accepted").unwrap_err();
-            assert_eq!(err.status, StatusCode::FORBIDDEN);
+            assert_eq!(err.status(), StatusCode::FORBIDDEN);
         }
         let err = authenticate(&headers, Some("k")).map(|()| "accepted").unwrap_err();
-        assert_eq!(err.status, StatusCode::UNAUTHORIZED);
+        assert_eq!(err.status(), StatusCode::UNAUTHORIZED);
         headers.insert(header::AUTHORIZATION, HeaderValue::from_static("apikey k"));
         assert!(authenticate(&headers, Some("k")).is_ok());
     }
@@ -705,19 +595,5 @@ mod tests {
         assert!(!check("application/x-www-form-urlencoded"));
         assert!(!check("application/jsonx"));
         assert!(check_content_type(&HeaderMap::new()).is_ok());
-    }
-
-    #[test]
-    fn maps_codes_to_statuses() {
-        for code in [
-            ErrorCode::BadRequest,
-            ErrorCode::InvalidChannel,
-            ErrorCode::UnknownNamespace,
-            ErrorCode::PermissionDenied,
-        ] {
-            assert_eq!(status_of(code), StatusCode::BAD_REQUEST);
-        }
-        assert_eq!(status_of(ErrorCode::Unavailable), StatusCode::SERVICE_UNAVAILABLE);
-        assert_eq!(status_of(ErrorCode::Internal), StatusCode::INTERNAL_SERVER_ERROR);
     }
 }

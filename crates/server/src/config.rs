@@ -76,12 +76,6 @@ pub struct Config {
     /// who reaches its port. An empty key counts as none. Use a long random key (32 bytes
     /// or more): it is the only thing between the network and publishing to every channel.
     pub api_key: Option<Secret>,
-    /// Serve the demo app at `/` and run its simulated price feed, which publishes about 20
-    /// messages a second to `ticker:<SYMBOL>` channels (see `docs/demo.md`). Default on, so
-    /// that `switchboard serve` shows what the server is for. Turn off in production: the
-    /// feed is made-up data, and with several nodes on one broker each node runs its own.
-    /// The status page (`/status`) is served either way.
-    pub demo: bool,
 }
 
 /// Limits on what one client, or all of them, may cost the server. Each refusal is logged
@@ -375,7 +369,6 @@ impl Default for Config {
             tls: None,
             rate_limits: LimitOptions::default(),
             api_key: None,
-            demo: true,
         }
     }
 }

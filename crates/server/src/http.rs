@@ -1,14 +1,16 @@
-//! HTTP/1.1 routes and the hand-over of upgraded connections to the WebSocket driver.
+//! The upgrade of `/ws` and `/echo`: the checks at the door, in order, then the hand-over of
+//! the raw socket to the WebSocket driver.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use axum::body::Body;
+use axum::extract::Request;
+use axum::response::{IntoResponse as _, Response};
 use bytes::Bytes;
 use futures_util::future::Either;
-use http::{HeaderValue, Method, Request, Response, StatusCode, Version, header};
-use http_body_util::Full;
-use hyper::body::Incoming;
+use http::{HeaderValue, StatusCode, Version, header};
 use hyper_util::rt::TokioIo;
 use switchboard_codec::{Connection, HandshakeError, Limits, Role, ServerHandshake};
 use tokio::net::TcpStream;
@@ -19,183 +21,35 @@ use crate::auth::{
     AuthFailure, Identity, bearer_protocol_token, check_origin, find_credential,
     looks_like_credential,
 };
-use crate::limits::Refusal;
-use crate::metrics::{Metrics, Sampled, resident_memory_bytes};
+use crate::limits;
+use crate::metrics::Metrics;
 use crate::node::Session;
+use crate::refusal::Refusal;
+use crate::state::{PeerAddr, Shared};
 use crate::ws::{App, ConnInfo, HubApp, drive};
-use crate::{PeerAddr, Shared};
-use crate::{api, demo};
 use switchboard_proto::Format;
 
 /// The WebSocket endpoints.
 #[derive(Clone, Copy, Debug, Eq, PartialEq)]
-enum Endpoint {
+pub(crate) enum Endpoint {
     /// `/echo`: conformance and benchmarks.
     Echo,
     /// `/ws`: protocol v1 with the hub.
     Hub,
 }
 
-/// The body type of every response.
-pub(crate) type Body = Full<Bytes>;
-
-/// Routes one request.
-pub(crate) async fn route(
-    req: Request<Incoming>,
-    shared: Arc<Shared>,
-) -> Result<Response<Body>, std::convert::Infallible> {
-    let response = match req.uri().path() {
-        "/healthz" => health(&req),
-        "/readyz" => ready(&req, &shared),
-        "/metrics" => metrics(&req, &shared),
-        "/switchboard.js" => js_client(&req),
-        path if api::is_api_path(path) => api::handle(req, &shared).await,
-        "/ws" => upgrade(req, &shared, Endpoint::Hub),
-        "/echo" if shared.config.echo => upgrade(req, &shared, Endpoint::Echo),
-        "/status.json" => demo::status(&req, &shared),
-        path => match demo::asset(path, shared.config.demo) {
-            Some(asset) => demo::serve(&req, asset),
-            None => text(StatusCode::NOT_FOUND, "not found\n"),
-        },
-    };
-    Ok(response)
-}
-
-fn health(req: &Request<Incoming>) -> Response<Body> {
-    if req.method() != Method::GET && req.method() != Method::HEAD {
-        let mut resp = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
-        resp.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
-        return resp;
-    }
-    let mut resp = Response::new(Body::from("{\"status\":\"ok\"}\n"));
-    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    resp
-}
-
-/// `GET /readyz`: whether a load balancer should send this node new connections. 200
-/// `{"status":"ready"}` while the broker reaches its backing store and the server is not
-/// shutting down; otherwise 503 `{"status":"unready","reason":…}` with `broker unreachable`
-/// or `draining`. `/healthz` stays "the process is alive": a node that lost Redis is not
-/// restarted, it waits for Redis with its connections open.
-fn ready(req: &Request<Incoming>, shared: &Shared) -> Response<Body> {
-    if req.method() != Method::GET && req.method() != Method::HEAD {
-        let mut resp = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
-        resp.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
-        return resp;
-    }
-    let unready = if shared.shutdown.is_cancelled() {
-        Some("draining")
-    } else if !shared.node.broker.is_ready() {
-        Some("broker unreachable")
-    } else {
-        None
-    };
-    let (status, body) = match unready {
-        None => (StatusCode::OK, "{\"status\":\"ready\"}\n".to_owned()),
-        Some(reason) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            serde_json::json!({"status": "unready", "reason": reason}).to_string() + "\n",
-        ),
-    };
-    let mut resp = Response::new(Body::from(body));
-    *resp.status_mut() = status;
-    let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    // A probe must see the state now, never a cached answer.
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    resp
-}
-
-/// `GET /switchboard.js`: the browser client (`clients/js`), so pages can import it from the
-/// server they connect to. A public static script: any origin may load it as a module
-/// (module scripts are fetched with CORS).
-fn js_client(req: &Request<Incoming>) -> Response<Body> {
-    if req.method() != Method::GET && req.method() != Method::HEAD {
-        let mut resp = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
-        resp.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
-        return resp;
-    }
-    let mut resp = Response::new(Body::from(JS_CLIENT));
-    let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/javascript; charset=utf-8"));
-    h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
-    resp
-}
-
-/// `GET /metrics`: the Prometheus exposition.
-fn metrics(req: &Request<Incoming>, shared: &Shared) -> Response<Body> {
-    if req.method() != Method::GET && req.method() != Method::HEAD {
-        let mut resp = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
-        resp.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
-        return resp;
-    }
-    let node = &shared.node;
-    let limited = Sampled {
-        name: "rate_limited",
-        help: "Requests and commands refused by a limit, by reason",
-        counter: true,
-        samples: crate::limits::Reason::ALL
-            .iter()
-            .map(|r| (Some(("reason", r.as_str())), shared.limits.rejections(*r)))
-            .collect(),
-    };
-    let mut extra = vec![
-        Sampled::gauge(
-            "channels",
-            "Channels with subscribers on this node",
-            count(node.hub.channel_count()),
-        ),
-        Sampled::gauge(
-            "subscriptions",
-            "Subscriptions on this node",
-            count(node.hub.subscription_count()),
-        ),
-        Sampled::gauge("hub_connections", "Connections on /ws", count(node.connection_count())),
-        Sampled::gauge(
-            "websocket_slots",
-            "WebSocket connections counted by the connection limits",
-            count(shared.limits.connections()),
-        ),
-        Sampled::gauge(
-            "process_resident_memory_bytes",
-            "Resident memory of the process",
-            resident_memory_bytes(),
-        ),
-        Sampled {
-            name: "deliveries",
-            help: "Publications queued to subscribers on this node, one per subscriber",
-            counter: true,
-            samples: vec![(None, node.deliveries())],
-        },
-        limited,
-    ];
-    extra.extend(crate::metrics::broker_usage(node.broker.usage()));
-    let mut resp = Response::new(Body::from(shared.metrics.render(&extra)));
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
-    );
-    resp
-}
-
-fn count(n: usize) -> u64 {
-    u64::try_from(n).unwrap_or(u64::MAX)
-}
-
 /// Validates the upgrade with the codec, answers 101 and spawns the connection driver, or
 /// answers with the refusal's status before any upgrade.
-fn upgrade(mut req: Request<Incoming>, shared: &Arc<Shared>, endpoint: Endpoint) -> Response<Body> {
+pub(crate) fn upgrade(mut req: Request, shared: &Arc<Shared>, endpoint: Endpoint) -> Response {
     // A draining node takes no new connections; the listener is closed, but keep-alive
     // connections opened before may still ask.
     if shared.shutdown.is_cancelled() {
         shared.metrics.handshake_failed("draining");
-        let mut resp = json_error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "draining",
-            "server is shutting down: connect again (to another node)",
-        );
-        resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-        return resp;
+        let message = "server is shutting down: connect again (to another node)";
+        return Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "draining", message)
+            .with_header(header::RETRY_AFTER, HeaderValue::from_static("1"))
+            .closing()
+            .into_response();
     }
     // Limits first: the cheapest refusals, before any parsing or credential check.
     let peer = req.extensions().get::<PeerAddr>().map(|peer| peer.0);
@@ -213,7 +67,7 @@ fn upgrade(mut req: Request<Incoming>, shared: &Arc<Shared>, endpoint: Endpoint)
         Err(refusal) => return refuse_limit(refusal, &shared.metrics),
     };
     if let Some(refusal) = refuse_head(req.headers(), &shared.metrics) {
-        return refusal;
+        return refusal.into_response();
     }
     let http11 = req.version() >= Version::HTTP_11;
     let headers = req.headers().iter().map(|(name, value)| (name.as_str(), value.as_bytes()));
@@ -225,7 +79,9 @@ fn upgrade(mut req: Request<Incoming>, shared: &Arc<Shared>, endpoint: Endpoint)
     if let Err(reason) = check_origin(handshake.origin.as_deref(), host, &shared.config.origins) {
         tracing::debug!(reason = %reason, "handshake refused: origin");
         shared.metrics.handshake_failed("origin_not_allowed");
-        return json_error(StatusCode::FORBIDDEN, "origin_not_allowed", &reason);
+        return Refusal::new(StatusCode::FORBIDDEN, "origin_not_allowed", reason)
+            .closing()
+            .into_response();
     }
     // Bearer entries carry credentials, not a choice of protocol: never chosen or echoed.
     let offered: Vec<String> = handshake
@@ -283,7 +139,7 @@ fn upgrade(mut req: Request<Incoming>, shared: &Arc<Shared>, endpoint: Endpoint)
         };
         driving.await;
     });
-    let mut resp = Response::new(Body::default());
+    let mut resp = Response::new(Body::empty());
     *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let h = resp.headers_mut();
     h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
@@ -302,12 +158,12 @@ fn upgrade(mut req: Request<Incoming>, shared: &Arc<Shared>, endpoint: Endpoint)
 /// they name. A body (RFC 9112 §6.3: announced by `Content-Length` other than 0 or by
 /// `Transfer-Encoding`) has no meaning on an upgrade and would be dropped unread, or read
 /// as frames by anything in between: 400.
-fn refuse_head(headers: &http::HeaderMap, metrics: &Metrics) -> Option<Response<Body>> {
+fn refuse_head(headers: &http::HeaderMap, metrics: &Metrics) -> Option<Refusal> {
     if headers.get_all(header::ORIGIN).iter().count() > 1 {
         tracing::debug!("handshake refused: duplicate Origin");
         metrics.handshake_failed("duplicate_origin");
         let message = "more than one Origin header";
-        return Some(json_error(StatusCode::FORBIDDEN, "origin_not_allowed", message));
+        return Some(Refusal::new(StatusCode::FORBIDDEN, "origin_not_allowed", message).closing());
     }
     let mut lengths = headers.get_all(header::CONTENT_LENGTH).iter();
     let empty = lengths.all(|v| v.as_bytes() == b"0");
@@ -316,20 +172,9 @@ fn refuse_head(headers: &http::HeaderMap, metrics: &Metrics) -> Option<Response<
         metrics.handshake_failed("body_not_allowed");
         let message = "an upgrade request has no body: send it without Content-Length or \
                        Transfer-Encoding";
-        return Some(json_error(StatusCode::BAD_REQUEST, "body_not_allowed", message));
+        return Some(Refusal::new(StatusCode::BAD_REQUEST, "body_not_allowed", message).closing());
     }
     None
-}
-
-/// A JSON refusal before the upgrade: `{"error": {"code": …, "message": …}}`.
-fn json_error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
-    let body = serde_json::json!({"error": {"code": code, "message": message}}).to_string() + "\n";
-    let mut resp = Response::new(Body::from(body));
-    *resp.status_mut() = status;
-    let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    h.insert(header::CONNECTION, HeaderValue::from_static("close"));
-    resp
 }
 
 /// The codec connection and the application of an upgraded connection: the echo, or a hub
@@ -383,65 +228,56 @@ fn drive_upgraded<'a>(
 
 /// The answer to an upgrade refused by a connection or handshake limit (counted and logged
 /// by the limiter): 503 or 429 with `Retry-After` (RFC 9110 §10.2.3, RFC 6585 §4).
-fn refuse_limit(refusal: Refusal, metrics: &Metrics) -> Response<Body> {
+fn refuse_limit(refusal: limits::Refusal, metrics: &Metrics) -> Response {
     metrics.handshake_failed(refusal.code());
-    let mut resp = json_error(refusal.status(), refusal.code(), refusal.message());
-    resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(refusal.retry_after_secs()));
-    resp
+    Refusal::new(refusal.status(), refusal.code(), refusal.message())
+        .with_header(header::RETRY_AFTER, HeaderValue::from(refusal.retry_after_secs()))
+        .closing()
+        .into_response()
 }
 
 /// The answer to refused credentials: 401 with a challenge, or 503 when tickets cannot be
 /// checked.
-fn refuse_auth(failure: &AuthFailure, metrics: &Metrics) -> Response<Body> {
+fn refuse_auth(failure: &AuthFailure, metrics: &Metrics) -> Response {
     metrics.handshake_failed(failure.code);
     tracing::debug!(code = failure.code, "handshake refused: credentials");
     let status = StatusCode::from_u16(failure.status).unwrap_or(StatusCode::UNAUTHORIZED);
-    let mut resp = json_error(status, failure.code, failure.message);
+    let mut refusal = Refusal::new(status, failure.code, failure.message).closing();
     if status == StatusCode::UNAUTHORIZED {
-        resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        refusal = refusal.with_header(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
     }
-    resp
+    refusal.into_response()
 }
 
 /// The answer to a client offering only subprotocols this server does not speak. Entries
 /// that may hold a secret are shown as `<redacted>`, in the body and in the log alike.
-fn refuse_protocols(offered: &[String]) -> Response<Body> {
+fn refuse_protocols(offered: &[String]) -> Response {
     let shown = offered
         .iter()
         .map(|p| if looks_like_credential(p) { "<redacted>" } else { p.as_str() })
         .collect::<Vec<_>>()
         .join(", ");
     tracing::debug!(offered = %shown, "handshake refused: no supported subprotocol");
-    let body = format!(
-        "unsupported subprotocol: offered {shown}; supported are {}\n",
+    let message = format!(
+        "unsupported subprotocol: offered {shown}; supported are {}",
         Format::SUBPROTOCOLS.join(", ")
     );
-    let mut resp = text(StatusCode::BAD_REQUEST, &body);
-    resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
-    resp
+    Refusal::new(StatusCode::BAD_REQUEST, "unsupported_subprotocol", message)
+        .closing()
+        .into_response()
 }
 
-/// The HTTP answer to a refused handshake.
-fn refuse(err: &HandshakeError, metrics: &Metrics) -> Response<Body> {
+/// The HTTP answer to a refused handshake, with the code it is counted under.
+fn refuse(err: &HandshakeError, metrics: &Metrics) -> Response {
     metrics.handshake_failed(err.as_label());
     tracing::debug!(reason = err.as_label(), status = err.status(), "handshake refused");
     let status = StatusCode::from_u16(err.status()).unwrap_or(StatusCode::BAD_REQUEST);
-    let mut resp = text(status, &format!("{err}\n"));
+    let mut refusal = Refusal::new(status, err.as_label(), err.to_string());
     for (name, value) in err.headers() {
-        resp.headers_mut().insert(*name, HeaderValue::from_static(value));
+        if let Ok(name) = header::HeaderName::from_bytes(name.as_bytes()) {
+            refusal = refusal.with_header(name, HeaderValue::from_static(value));
+        }
     }
     // A client that failed to upgrade has nothing more to say on this connection.
-    resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
-    resp
+    refusal.closing().into_response()
 }
-
-pub(crate) fn text(status: StatusCode, body: &str) -> Response<Body> {
-    let mut resp = Response::new(Body::from(body.to_owned()));
-    *resp.status_mut() = status;
-    resp.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
-    resp
-}
-
-/// The browser client (`clients/js`), built into the binary.
-const JS_CLIENT: &str = include_str!("../../../clients/js/switchboard.js");

@@ -1,4 +1,6 @@
-//! Prometheus metrics, one registry per server, rendered at `/metrics`.
+//! Prometheus metrics, one registry per server, rendered at `/metrics` by one `encode` of
+//! the registry (what is read at scrape time is registered as collectors: see
+//! `exposition`).
 //!
 //! Every refusal and disconnect is counted with a bounded, stable reason label (never a
 //! client-controlled string), so cardinality stays fixed whatever clients send.
@@ -8,6 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
+use prometheus_client::collector::Collector;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
@@ -106,7 +109,7 @@ pub(crate) struct Metrics {
     pub(crate) recoveries: Family<Outcome, Counter>,
     /// Time from a publication reaching this node's hub to its hand-off to a subscriber's
     /// socket write.
-    pub(crate) delivery_latency: LatencyHistogram,
+    pub(crate) delivery_latency: Arc<LatencyHistogram>,
     /// Broker operations: latency and failures, by operation.
     pub(crate) broker: Arc<BrokerStats>,
 }
@@ -129,7 +132,7 @@ impl Metrics {
             publications: Counter::default(),
             slow_consumers: Counter::default(),
             recoveries: Family::default(),
-            delivery_latency: LatencyHistogram::default(),
+            delivery_latency: Arc::default(),
             broker: Arc::default(),
             registry: Registry::default(),
         };
@@ -197,6 +200,11 @@ impl Metrics {
         Self { registry, ..metrics }
     }
 
+    /// Adds values read at each scrape (see `exposition`).
+    pub(crate) fn collect(&mut self, collector: impl Collector) {
+        self.registry.register_collector(Box::new(collector));
+    }
+
     /// Counts a handshake refused for `reason`.
     pub(crate) fn handshake_failed(&self, reason: &'static str) {
         self.handshake_failures.get_or_create(&Reason { reason }).inc();
@@ -210,95 +218,14 @@ impl Metrics {
         }
     }
 
-    /// The exposition (OpenMetrics text), with `extra` families whose values are read at
-    /// scrape time from state the server keeps anyway (hub sizes, limiter counters, memory).
-    pub(crate) fn render(&self, extra: &[Sampled]) -> String {
+    /// The exposition (OpenMetrics text).
+    pub(crate) fn render(&self) -> String {
         let mut out = String::new();
         if encode(&mut out, &self.registry).is_err() {
             out.clear();
         }
-        // `encode` ends with `# EOF`; the scrape-time families go before it.
-        let mut body = out.strip_suffix("# EOF\n").unwrap_or(&out).to_owned();
-        histogram_header(
-            &mut body,
-            "delivery_latency_seconds",
-            "Time from a publication reaching this node's hub (a local publish, or the broker's \
-             pub/sub) to its hand-off to a subscriber's socket write",
-        );
-        self.delivery_latency.render(&mut body, "delivery_latency_seconds", None);
-        self.broker.render(&mut body);
-        for family in extra {
-            let kind = if family.counter { "counter" } else { "gauge" };
-            let suffix = if family.counter { "_total" } else { "" };
-            body.push_str(&format!(
-                "# HELP switchboard_{name} {help}.\n# TYPE switchboard_{name} {kind}\n",
-                name = family.name,
-                help = family.help,
-            ));
-            for (label, value) in &family.samples {
-                let labels = label.map(|(k, v)| format!("{{{k}=\"{v}\"}}")).unwrap_or_default();
-                body.push_str(&format!("switchboard_{}{suffix}{labels} {value}\n", family.name));
-            }
-        }
-        body.push_str("# EOF\n");
-        body
+        out
     }
-}
-
-/// A metric family sampled at scrape time.
-#[derive(Debug)]
-pub(crate) struct Sampled {
-    /// The name after `switchboard_`.
-    pub(crate) name: &'static str,
-    /// The help text.
-    pub(crate) help: &'static str,
-    /// A counter (else a gauge).
-    pub(crate) counter: bool,
-    /// Samples: an optional label (name, value) and the value.
-    pub(crate) samples: Vec<(Option<(&'static str, &'static str)>, u64)>,
-}
-
-impl Sampled {
-    /// A gauge with one unlabelled sample.
-    pub(crate) fn gauge(name: &'static str, help: &'static str, value: u64) -> Self {
-        Self { name, help, counter: false, samples: vec![(None, value)] }
-    }
-}
-
-/// The in-memory broker's holdings and evictions; nothing for a broker that keeps its state
-/// elsewhere.
-pub(crate) fn broker_usage(usage: Option<switchboard_broker::Usage>) -> Vec<Sampled> {
-    let Some(usage) = usage else { return Vec::new() };
-    let count = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
-    let counter =
-        |name, help, value| Sampled { name, help, counter: true, samples: vec![(None, value)] };
-    vec![
-        Sampled::gauge(
-            "broker_history_bytes",
-            "Estimated memory held by the in-memory broker's history (bounded by history_memory)",
-            count(usage.history_bytes),
-        ),
-        Sampled::gauge(
-            "broker_channels",
-            "Channels holding state in the in-memory broker (bounded by max_channels)",
-            count(usage.channels),
-        ),
-        counter(
-            "broker_history_evictions",
-            "Publications dropped from history to stay within history_memory",
-            usage.evicted_publications,
-        ),
-        counter(
-            "broker_channel_evictions",
-            "Idle channels forgotten to make room for new ones at max_channels",
-            usage.evicted_channels,
-        ),
-        counter(
-            "broker_channel_limit_refusals",
-            "Commands and API calls refused with unavailable because max_channels were all in use",
-            usage.refused_channels,
-        ),
-    ]
 }
 
 /// Upper bounds of the latency buckets, in nanoseconds (exposed in seconds as `le`).
@@ -319,11 +246,6 @@ const LATENCY_BOUNDS_NANOS: [u64; 15] = [
     2_500_000_000,
     5_000_000_000,
 ];
-
-/// Writes a histogram family's `HELP` and `TYPE` lines.
-fn histogram_header(out: &mut String, name: &str, help: &str) {
-    let _ = write!(out, "# HELP switchboard_{name} {help}.\n# TYPE switchboard_{name} histogram\n");
-}
 
 /// A latency histogram with fixed buckets, lock-free: observers add with relaxed atomics,
 /// usually a whole [`LatencyBatch`] at a time, so a hot path costs a few adds per write
@@ -358,23 +280,22 @@ impl LatencyHistogram {
         self.count.fetch_add(batch.count, Ordering::Relaxed);
     }
 
-    /// Writes the samples of `switchboard_{name}` (one label pair optional) in OpenMetrics
-    /// text, below its [`histogram_header`].
-    fn render(&self, out: &mut String, name: &str, label: Option<(&str, &str)>) {
-        let prefix = label.map(|(k, v)| format!("{k}=\"{v}\",")).unwrap_or_default();
-        let mut cumulative = 0;
-        for (i, bucket) in self.buckets.iter().enumerate() {
-            cumulative += bucket.load(Ordering::Relaxed);
-            let le = LATENCY_BOUNDS_NANOS
-                .get(i)
-                .map_or_else(|| "+Inf".to_owned(), |&b| format!("{:?}", b as f64 / 1e9));
-            let _ = writeln!(out, "switchboard_{name}_bucket{{{prefix}le=\"{le}\"}} {cumulative}");
-        }
-        let labels = label.map(|(k, v)| format!("{{{k}=\"{v}\"}}")).unwrap_or_default();
+    /// The sum in seconds, the count, and the per-bucket (not cumulative) counts by upper
+    /// bound in seconds, the last one `+Inf`. The count is the sum of the buckets, so the
+    /// two always agree however observations race with the scrape.
+    pub(crate) fn snapshot(&self) -> (f64, u64, Vec<(f64, u64)>) {
+        let buckets: Vec<(f64, u64)> = self
+            .buckets
+            .iter()
+            .enumerate()
+            .map(|(i, bucket)| {
+                let le = LATENCY_BOUNDS_NANOS.get(i).map_or(f64::INFINITY, |&b| b as f64 / 1e9);
+                (le, bucket.load(Ordering::Relaxed))
+            })
+            .collect();
+        let count = buckets.iter().map(|(_, n)| n).sum();
         let sum = self.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
-        let _ = writeln!(out, "switchboard_{name}_sum{labels} {sum}");
-        // The count is the +Inf bucket: read from the buckets, so the two always agree.
-        let _ = writeln!(out, "switchboard_{name}_count{labels} {cumulative}");
+        (sum, count, buckets)
     }
 }
 
@@ -411,7 +332,7 @@ pub(crate) enum BrokerOp {
 }
 
 impl BrokerOp {
-    const ALL: [Self; 7] = [
+    pub(crate) const ALL: [Self; 7] = [
         Self::Subscribe,
         Self::Unsubscribe,
         Self::Publish,
@@ -421,7 +342,7 @@ impl BrokerOp {
         Self::Presence,
     ];
 
-    fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::Subscribe => "subscribe",
             Self::Unsubscribe => "unsubscribe",
@@ -450,24 +371,14 @@ impl BrokerStats {
         }
     }
 
-    fn render(&self, out: &mut String) {
-        histogram_header(
-            out,
-            "broker_latency_seconds",
-            "Time broker operations took (for Redis: round trips and scripts), by operation",
-        );
-        for op in BrokerOp::ALL {
-            let histogram = &self.latency[op as usize];
-            histogram.render(out, "broker_latency_seconds", Some(("op", op.as_str())));
-        }
-        out.push_str(
-            "# HELP switchboard_broker_errors Broker operations that failed, by operation.\n\
-             # TYPE switchboard_broker_errors counter\n",
-        );
-        for op in BrokerOp::ALL {
-            let n = self.errors[op as usize].load(Ordering::Relaxed);
-            let _ = writeln!(out, "switchboard_broker_errors_total{{op=\"{}\"}} {n}", op.as_str());
-        }
+    /// The latency of `op`.
+    pub(crate) fn latency(&self, op: BrokerOp) -> &LatencyHistogram {
+        &self.latency[op as usize]
+    }
+
+    /// How many `op` failed.
+    pub(crate) fn errors(&self, op: BrokerOp) -> u64 {
+        self.errors[op as usize].load(Ordering::Relaxed)
     }
 }
 
@@ -516,46 +427,17 @@ mod tests {
     }
 
     #[test]
-    fn renders_counters_and_scrape_time_gauges() {
+    fn renders_counters_in_one_encode() {
         let metrics = Metrics::new();
         metrics.handshake_failed("origin_not_allowed");
         metrics.handshake_failed("origin_not_allowed");
-        let limited = Sampled {
-            name: "rate_limited",
-            help: "Refused by a limit",
-            counter: true,
-            samples: vec![(Some(("reason", "message_rate")), 4)],
-        };
-        let text = metrics
-            .render(&[Sampled::gauge("channels", "Channels with local subscribers", 3), limited]);
-        assert!(text.contains("switchboard_rate_limited_total{reason=\"message_rate\"} 4\n"));
+        let text = metrics.render();
         assert!(
             text.contains("switchboard_handshake_failures_total{reason=\"origin_not_allowed\"} 2"),
             "{text}"
         );
-        assert!(text.contains("switchboard_channels 3\n"), "{text}");
         assert!(text.ends_with("# EOF\n"));
-    }
-
-    #[test]
-    fn histograms_have_cumulative_buckets_in_seconds() {
-        let metrics = Metrics::new();
-        let mut batch = LatencyBatch::default();
-        batch.observe(Duration::from_micros(200));
-        batch.observe(Duration::from_secs(9));
-        metrics.delivery_latency.add(&batch);
-        let text = metrics.render(&[]);
-        let bucket =
-            |le: &str| format!("switchboard_delivery_latency_seconds_bucket{{le=\"{le}\"}}");
-        assert!(text.contains(&format!("{} 0\n", bucket("0.0001"))), "{text}");
-        assert!(text.contains(&format!("{} 1\n", bucket("0.00025"))), "{text}");
-        assert!(text.contains(&format!("{} 1\n", bucket("1.0"))), "{text}");
-        assert!(text.contains(&format!("{} 1\n", bucket("5.0"))), "{text}");
-        assert!(text.contains(&format!("{} 2\n", bucket("+Inf"))), "{text}");
-        assert!(text.contains("switchboard_delivery_latency_seconds_count 2\n"), "{text}");
-        assert_eq!(text.matches("# TYPE switchboard_broker_latency_seconds histogram").count(), 1);
-        let publish = "switchboard_broker_latency_seconds_bucket{op=\"publish\",le=\"0.0001\"} 0";
-        assert!(text.contains(publish), "{text}");
+        assert_eq!(text.matches("# EOF").count(), 1, "{text}");
     }
 
     #[test]

@@ -557,11 +557,14 @@ async fn refuses_bodies_over_one_mebibyte() {
 }
 
 #[tokio::test]
-async fn other_paths_are_unchanged() {
+async fn other_paths_get_the_same_refusals_without_the_key() {
     let server = TestServer::start(config()).await;
     let resp = exchange(server.addr, &request("GET", "/apiary", "", "")).await;
-    assert_eq!(resp.status, 404);
-    assert_eq!(resp.header("content-type"), Some("text/plain; charset=utf-8"));
+    let error = resp.error(404, "bad_request");
+    assert!(error["message"].as_str().unwrap().contains("/apiary"), "{error}");
+    // Under `/api` the key is checked before the path.
+    let resp = exchange(server.addr, &request("GET", "/api", "", "")).await;
+    resp.error(401, "unauthorized");
 }
 
 #[test]

@@ -98,11 +98,12 @@ async fn unsupported_subprotocols_that_look_like_credentials_are_not_echoed() {
     let offered = format!("Sec-WebSocket-Protocol: mqtt, auth.{jwt}, {ticket}, x-token-1\r\n");
     let refusal = refused(server.addr, &upgrade(server.addr, "/ws", &offered)).await;
     assert_eq!(refusal.status, 400, "{refusal:?}");
-    assert_eq!(
-        refusal.body,
-        "unsupported subprotocol: offered mqtt, <redacted>, <redacted>, <redacted>; supported \
-         are switchboard.v1.json, switchboard.v1.msgpack\n",
-    );
+    assert_eq!(header(&refusal.head, "content-type"), Some("application/json"), "{refusal:?}");
+    let message = "unsupported subprotocol: offered mqtt, <redacted>, <redacted>, <redacted>; \
+                   supported are switchboard.v1.json, switchboard.v1.msgpack";
+    let expected = json!({"error": {"code": "unsupported_subprotocol", "message": message, "temporary": false}});
+    assert_eq!(refusal.json(), expected);
+    assert!(!refusal.body.contains(&jwt) && !refusal.body.contains(ticket), "{refusal:?}");
 }
 
 #[tokio::test]
@@ -569,7 +570,8 @@ async fn upgrade_requests_with_a_body_are_refused() {
         let refusal = refused(addr, &request).await;
         assert_eq!(refusal.status, 400, "{request}\n---\n{refusal:?}");
         assert_eq!(header(&refusal.head, "connection"), Some("close"), "{refusal:?}");
-        let expected = json!({"error": {"code": "body_not_allowed", "message": message}});
+        let expected =
+            json!({"error": {"code": "body_not_allowed", "message": message, "temporary": false}});
         assert_eq!(refusal.json(), expected, "{request}");
     }
     // An empty body announced as such is no body.
@@ -741,7 +743,7 @@ async fn assert_unauthorized(addr: SocketAddr, request: &str, code: &str, messag
     assert_eq!(header(&refusal.head, "www-authenticate"), Some("Bearer"), "{refusal:?}");
     assert_eq!(header(&refusal.head, "content-type"), Some("application/json"), "{refusal:?}");
     assert_eq!(header(&refusal.head, "connection"), Some("close"), "{refusal:?}");
-    let expected = json!({"error": {"code": code, "message": message}});
+    let expected = json!({"error": {"code": code, "message": message, "temporary": false}});
     assert_eq!(refusal.json(), expected, "{request}");
 }
 
@@ -750,7 +752,8 @@ async fn assert_forbidden(addr: SocketAddr, request: &str, message: &str) {
     let refusal = refused(addr, request).await;
     assert_eq!(refusal.status, 403, "{request}\n---\n{refusal:?}");
     assert_eq!(header(&refusal.head, "www-authenticate"), None, "{refusal:?}");
-    let expected = json!({"error": {"code": "origin_not_allowed", "message": message}});
+    let expected =
+        json!({"error": {"code": "origin_not_allowed", "message": message, "temporary": false}});
     assert_eq!(refusal.json(), expected, "{request}");
 }
 

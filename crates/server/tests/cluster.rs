@@ -294,8 +294,6 @@ impl Node {
         let mut config: Config = open_config();
         config.listen = SocketAddr::from(([127, 0, 0, 1], 0));
         config.shutdown_timeout = Duration::from_secs(1);
-        // No simulated ticker: the broker carries only what the tests publish.
-        config.demo = false;
         config.hub.namespaces.get_mut("").expect("the default namespace").history_size = 10_000;
         config.api_key = Some(API_KEY.into());
         let server =

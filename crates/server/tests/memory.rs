@@ -87,11 +87,9 @@ async fn issue_12_channel_limit_refuses_with_unavailable_when_every_channel_is_i
     assert_eq!(reply["result"]["offset"], 1, "{reply}");
 }
 
-/// The open config without the demo feed (its channels would count) or rate limits (the
-/// floods here are deliberate).
+/// The open config without rate limits (the floods here are deliberate).
 fn quiet_config() -> Config {
     let mut config = open_config();
-    config.demo = false;
     config.rate_limits.message_rate = None;
     config.rate_limits.byte_rate = None;
     config

@@ -54,10 +54,7 @@ async fn refusals_before_the_upgrade_are_counted_by_reason() {
 
 #[tokio::test]
 async fn deliveries_count_one_per_subscriber_and_replies_are_sent_messages() {
-    let mut config = open_config();
-    // No simulated ticker: only this test's publications go through the broker.
-    config.demo = false;
-    let server = TestServer::start(config).await;
+    let server = TestServer::start(open_config()).await;
     let addr = server.addr;
     let channel = "chat:metrics";
     let mut subscribers = Vec::new();

@@ -207,12 +207,11 @@ async fn redis_broker(url: &str) -> std::io::Result<Arc<dyn Broker>> {
     Ok(Arc::new(broker))
 }
 
-/// A server on `127.0.0.1:0` with `broker`, open to anonymous publishers, without limits,
-/// presence or the demo: only the fan-out is measured.
+/// A server on `127.0.0.1:0` with `broker`, open to anonymous publishers, without limits or
+/// presence: only the fan-out is measured.
 async fn start_node(broker: Arc<dyn Broker>) -> std::io::Result<SocketAddr> {
     let mut config = Config::default();
     config.listen = SocketAddr::from(([127, 0, 0, 1], 0));
-    config.demo = false;
     config.rate_limits.message_rate = None;
     config.rate_limits.byte_rate = None;
     let mut namespace = open_namespace();

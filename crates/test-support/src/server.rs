@@ -63,7 +63,7 @@ pub fn open_namespace() -> switchboard_server::NamespaceOptions {
 
 /// A config for load runs: a `bench` namespace open to anonymous publishers, without
 /// presence, join and leave pushes or history (only publications reach subscribers), no rate
-/// limits and no demo ticker.
+/// limits.
 pub fn bench_config() -> Config {
     let mut config = open_config();
     let mut bench = open_namespace();
@@ -74,6 +74,5 @@ pub fn bench_config() -> Config {
     config.rate_limits.message_rate = None;
     config.rate_limits.byte_rate = None;
     config.rate_limits.handshake_rate = None;
-    config.demo = false;
     config
 }

@@ -1,18 +1,19 @@
-//! The demo at `/`, the status page at `/status` and `/status.json`, and the simulated
-//! price feed on `ticker:` channels.
+//! The demo `switchboard serve` shows at `/`, its simulated price feed on `ticker:`
+//! channels, and `--no-demo`.
+
+mod support;
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use support::Node;
 use switchboard_codec::{Event, Message};
-use switchboard_server::Config;
 use switchboard_test_support::client::{Refusal, WsClient};
-use switchboard_test_support::server::TestServer;
 
 const LIMIT: Duration = Duration::from_secs(5);
 
-/// Every page and file, with its content type.
+/// Every page and file the demo loads, its own and the status page's, with its content type.
 const ASSETS: [(&str, &str); 9] = [
     ("/", "text/html; charset=utf-8"),
     ("/status", "text/html; charset=utf-8"),
@@ -27,9 +28,9 @@ const ASSETS: [(&str, &str); 9] = [
 
 #[tokio::test]
 async fn serves_every_page_and_file_with_its_content_type() {
-    let server = TestServer::start(Config::default()).await;
+    let node = Node::start_with(&[]);
     for (path, content_type) in ASSETS {
-        let response = http(server.addr, "GET", path).await;
+        let response = http(node.addr, "GET", path).await;
         assert_eq!(response.status, 200, "{path}: {}", response.response);
         let (head, body) = split(&response);
         assert!(head.contains(&format!("content-type: {content_type}\r\n")), "{path}: {head}");
@@ -44,14 +45,14 @@ async fn serves_every_page_and_file_with_its_content_type() {
 
 #[tokio::test]
 async fn everything_the_pages_load_is_served() {
-    let server = TestServer::start(Config::default()).await;
+    let node = Node::start_with(&[]);
     let mut checked = 0;
     for (path, _) in ASSETS {
-        let response = http(server.addr, "GET", path).await;
+        let response = http(node.addr, "GET", path).await;
         let (_, body) = split(&response);
         // `src="/…"`, `href="/…"` in pages; `from './…'` and `from '/…'` in modules.
         for link in links(body) {
-            let target = http(server.addr, "GET", &link).await;
+            let target = http(node.addr, "GET", &link).await;
             assert_eq!(target.status, 200, "{path} loads {link}");
             checked += 1;
         }
@@ -61,54 +62,27 @@ async fn everything_the_pages_load_is_served() {
 
 #[tokio::test]
 async fn head_has_no_body_and_other_methods_are_refused() {
-    let server = TestServer::start(Config::default()).await;
-    for path in ["/", "/assets/chat.js", "/status.json"] {
-        let head = http(server.addr, "HEAD", path).await;
+    let node = Node::start_with(&[]);
+    for path in ["/", "/assets/chat.js"] {
+        let head = http(node.addr, "HEAD", path).await;
         assert_eq!(head.status, 200, "{path}: {}", head.response);
         assert!(head.response.ends_with("\r\n\r\n"), "{path}: {}", head.response);
-        let post = http(server.addr, "POST", path).await;
+        let post = http(node.addr, "POST", path).await;
         assert_eq!(post.status, 405, "{path}: {}", post.response);
         assert!(post.response.to_ascii_lowercase().contains("allow: get, head"));
+        // The server's one refusal body, for the binary's routes too.
+        let (head, body) = split(&post);
+        assert!(head.contains("content-type: application/json\r\n"), "{head}");
+        let body: Value = serde_json::from_str(body).expect("json");
+        assert_eq!(body["error"]["code"], "bad_request", "{body}");
     }
-    assert_eq!(http(server.addr, "GET", "/assets/nothing.js").await.status, 404);
-}
-
-#[tokio::test]
-async fn status_json_counts_connections_and_subscriptions() {
-    let server = TestServer::start(Config::default()).await;
-    let mut ws = WsClient::connect(server.addr, "/ws").await.expect("connect");
-    let reply =
-        call(&mut ws, json!({"id": 1, "type": "subscribe", "channel": "chat:status"})).await;
-    assert!(reply.get("result").is_some(), "{reply}");
-
-    let response = http(server.addr, "GET", "/status.json").await;
-    assert_eq!(response.status, 200, "{}", response.response);
-    let (head, body) = split(&response);
-    assert!(head.contains("content-type: application/json\r\n"), "{head}");
-    assert!(head.contains("cache-control: no-store\r\n"), "{head}");
-    let status: Value = serde_json::from_str(body).expect("json");
-    for field in [
-        "connections",
-        "channels",
-        "subscriptions",
-        "messages_received",
-        "publications",
-        "memory_bytes",
-        "uptime_seconds",
-    ] {
-        assert!(status[field].is_u64(), "{field} in {status}");
-    }
-    assert_eq!(status["connections"], 1, "{status}");
-    assert!(status["channels"].as_u64() >= Some(1), "{status}");
-    assert!(status["subscriptions"].as_u64() >= Some(1), "{status}");
-    assert!(status["messages_received"].as_u64() >= Some(1), "{status}");
-    assert!(status["memory_bytes"].as_u64() > Some(0), "{status}");
+    assert_eq!(http(node.addr, "GET", "/assets/nothing.js").await.status, 404);
 }
 
 #[tokio::test]
 async fn the_ticker_publishes_prices_to_anonymous_subscribers() {
-    let server = TestServer::start(Config::default()).await;
-    let mut ws = WsClient::connect(server.addr, "/ws").await.expect("connect");
+    let node = Node::start_with(&[]);
+    let mut ws = WsClient::connect(node.addr, "/ws").await.expect("connect");
     let reply =
         call(&mut ws, json!({"id": 1, "type": "subscribe", "channel": "ticker:ACME"})).await;
     assert!(reply.get("result").is_some(), "{reply}");
@@ -130,8 +104,8 @@ async fn the_ticker_publishes_prices_to_anonymous_subscribers() {
 
 #[tokio::test]
 async fn anonymous_clients_may_read_but_not_publish_the_ticker() {
-    let server = TestServer::start(Config::default()).await;
-    let mut ws = WsClient::connect(server.addr, "/ws").await.expect("connect");
+    let node = Node::start_with(&[]);
+    let mut ws = WsClient::connect(node.addr, "/ws").await.expect("connect");
     let publish =
         json!({"id": 1, "type": "publish", "channel": "ticker:ACME", "data": {"price": 1}});
     let reply = call(&mut ws, publish).await;
@@ -145,14 +119,13 @@ async fn anonymous_clients_may_read_but_not_publish_the_ticker() {
 
 #[tokio::test]
 async fn without_the_demo_there_is_no_feed_and_no_demo_page() {
-    let mut config = Config::default();
-    config.demo = false;
-    let server = TestServer::start(config).await;
-    assert_eq!(http(server.addr, "GET", "/").await.status, 404);
-    assert_eq!(http(server.addr, "GET", "/status").await.status, 200);
-    assert_eq!(http(server.addr, "GET", "/status.json").await.status, 200);
+    let node = Node::start_with(&["--no-demo"]);
+    assert_eq!(http(node.addr, "GET", "/").await.status, 404);
+    assert_eq!(http(node.addr, "GET", "/assets/demo.js").await.status, 404);
+    assert_eq!(http(node.addr, "GET", "/status").await.status, 200);
+    assert_eq!(http(node.addr, "GET", "/status.json").await.status, 200);
 
-    let mut ws = WsClient::connect(server.addr, "/ws").await.expect("connect");
+    let mut ws = WsClient::connect(node.addr, "/ws").await.expect("connect");
     let reply =
         call(&mut ws, json!({"id": 1, "type": "subscribe", "channel": "ticker:ACME"})).await;
     assert_eq!(reply["result"]["offset"], 0, "{reply}");
