@@ -38,7 +38,7 @@ pub(crate) fn looks_like_credential(entry: &str) -> bool {
 const MAX_PLAIN_PROTOCOL_LEN: usize = 40;
 
 /// An authenticated (or anonymous) client's identity and rights, as its transport's door
-/// established them (see [`Node::authenticate`](crate::node::Node::authenticate)).
+/// established them (a node verifies one for tests and tools with `Node::authenticate`).
 #[derive(Clone, Debug)]
 pub struct Identity {
     claims: Option<Claims>,

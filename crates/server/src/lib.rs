@@ -46,6 +46,3 @@ pub use status::static_file;
 pub use switchboard_broker::{Broker, MemoryBroker, MemoryLimits};
 pub use switchboard_codec::{HandshakeLimits, Limits};
 pub use tls::TlsSource;
-
-/// For the modules that name it from the crate root.
-pub(crate) use state::Shared;

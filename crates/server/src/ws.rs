@@ -16,10 +16,11 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::time::{Duration, sleep_until, timeout};
 use tokio_util::sync::CancellationToken;
 
+use crate::config::Config;
 use crate::metrics::LatencyBatch;
 use crate::metrics::{Closed, CodeLabel, Metrics, Reason, Transport};
 use crate::node::{Kick, Outbound, Outbox, Payload, Queued, Session};
-use crate::{Config, Shared};
+use crate::state::Shared;
 
 /// Bytes taken from the socket per read, through a buffer each worker thread shares among
 /// its connections.
