@@ -142,13 +142,13 @@ struct BroadcastResponse {
 struct ChannelOutcome {
     channel: String,
     #[serde(flatten)]
-    outcome: Outcome,
+    outcome: PublishOutcome,
 }
 
 /// A publish's position or why it failed.
 #[derive(Debug, Serialize)]
 #[serde(untagged)]
-enum Outcome {
+enum PublishOutcome {
     Published(PublishResult),
     Failed { error: ErrorBody },
 }
@@ -344,8 +344,8 @@ async fn broadcast(node: &Node, req: BroadcastRequest) -> Result<BroadcastRespon
         // The broker keeps what it is given: the last channel gets the original.
         let data = if i == last { std::mem::take(&mut data) } else { data.clone() };
         let outcome = match publish(node, &channel, data).await {
-            Ok(position) => Outcome::Published(position),
-            Err(error) => Outcome::Failed { error },
+            Ok(position) => PublishOutcome::Published(position),
+            Err(error) => PublishOutcome::Failed { error },
         };
         results.push(ChannelOutcome { channel, outcome });
     }

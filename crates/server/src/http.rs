@@ -31,7 +31,7 @@ use switchboard_proto::Format;
 
 /// The WebSocket endpoints.
 #[derive(Clone, Copy, Debug, Eq, PartialEq)]
-pub(crate) enum Endpoint {
+pub(crate) enum WsRoute {
     /// `/echo`: conformance and benchmarks.
     Echo,
     /// `/ws`: protocol v1 with the hub.
@@ -40,7 +40,7 @@ pub(crate) enum Endpoint {
 
 /// Validates the upgrade with the codec, answers 101 and spawns the connection driver, or
 /// answers with the refusal's status before any upgrade.
-pub(crate) fn upgrade(mut req: Request, shared: &Arc<Shared>, endpoint: Endpoint) -> Response {
+pub(crate) fn upgrade(mut req: Request, shared: &Arc<Shared>, endpoint: WsRoute) -> Response {
     // A draining node takes no new connections; the listener is closed, but keep-alive
     // connections opened before may still ask.
     if shared.shutdown.is_cancelled() {
@@ -55,7 +55,7 @@ pub(crate) fn upgrade(mut req: Request, shared: &Arc<Shared>, endpoint: Endpoint
     let peer = req.extensions().get::<PeerAddr>().map(|peer| peer.0);
     let ip = peer.map(|peer| peer.ip());
     let options = &shared.config.rate_limits;
-    if endpoint == Endpoint::Hub
+    if endpoint == WsRoute::Hub
         && let Some(ip) = ip
         && let Err(refusal) = shared.limits.check_handshake(ip, options, Instant::now())
     {
@@ -91,8 +91,8 @@ pub(crate) fn upgrade(mut req: Request, shared: &Arc<Shared>, endpoint: Endpoint
         .cloned()
         .collect();
     let format = match endpoint {
-        Endpoint::Echo => None,
-        Endpoint::Hub => match handshake.select_protocol(&Format::SUBPROTOCOLS) {
+        WsRoute::Echo => None,
+        WsRoute::Hub => match handshake.select_protocol(&Format::SUBPROTOCOLS) {
             Some(name) => Format::from_subprotocol(name),
             // RFC 6455 §4.2.2: a client offering subprotocols expects one of them chosen.
             None if !offered.is_empty() => {
@@ -104,7 +104,7 @@ pub(crate) fn upgrade(mut req: Request, shared: &Arc<Shared>, endpoint: Endpoint
     };
     let auth = &shared.config.auth;
     // First-message mode (on the hub) defers the requirement to the `connect` command.
-    let deferred = endpoint == Endpoint::Hub && auth.first_message;
+    let deferred = endpoint == WsRoute::Hub && auth.first_message;
     let identity = match find_credential(req.headers(), req.uri().query(), auth) {
         Some(credential) => match shared.auth.authenticate(credential) {
             Ok(identity) => identity,

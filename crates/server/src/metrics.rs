@@ -20,13 +20,13 @@ use prometheus_client::registry::Registry;
 
 /// A `reason` label.
 #[derive(Clone, Debug, EncodeLabelSet, Eq, Hash, PartialEq)]
-pub(crate) struct Reason {
+pub(crate) struct ReasonLabel {
     pub(crate) reason: &'static str,
 }
 
 /// A `transport` label.
 #[derive(Clone, Debug, EncodeLabelSet, Eq, Hash, PartialEq)]
-pub(crate) struct Transport {
+pub(crate) struct TransportLabel {
     pub(crate) transport: &'static str,
 }
 
@@ -73,7 +73,7 @@ impl EncodeLabelValue for CodeLabel {
 
 /// A `result` label.
 #[derive(Clone, Debug, EncodeLabelSet, Eq, Hash, PartialEq)]
-pub(crate) struct Outcome {
+pub(crate) struct ResultLabel {
     pub(crate) result: &'static str,
 }
 
@@ -82,17 +82,17 @@ pub(crate) struct Outcome {
 pub(crate) struct Metrics {
     registry: Registry,
     /// Handshakes refused before the upgrade, by reason.
-    pub(crate) handshake_failures: Family<Reason, Counter>,
+    pub(crate) handshake_failures: Family<ReasonLabel, Counter>,
     /// WebSocket connections opened, by transport.
-    pub(crate) connections_opened: Family<Transport, Counter>,
+    pub(crate) connections_opened: Family<TransportLabel, Counter>,
     /// WebSocket connections closed, by transport, close code and cause.
     pub(crate) connections_closed: Family<Closed, Counter>,
     /// Open WebSocket connections, by transport.
-    pub(crate) connections_active: Family<Transport, Gauge<i64, AtomicI64>>,
+    pub(crate) connections_active: Family<TransportLabel, Gauge<i64, AtomicI64>>,
     /// Protocol violations that failed a connection, by reason.
-    pub(crate) protocol_errors: Family<Reason, Counter>,
+    pub(crate) protocol_errors: Family<ReasonLabel, Counter>,
     /// Commands that failed, by error code.
-    pub(crate) command_errors: Family<Reason, Counter>,
+    pub(crate) command_errors: Family<ReasonLabel, Counter>,
     /// Messages received on WebSocket connections.
     pub(crate) messages_in: Counter<u64, AtomicU64>,
     /// Payload bytes received on WebSocket connections.
@@ -106,7 +106,7 @@ pub(crate) struct Metrics {
     /// Connections cut off as slow consumers.
     pub(crate) slow_consumers: Counter<u64, AtomicU64>,
     /// Subscribes with a recovery position, by whether they recovered.
-    pub(crate) recoveries: Family<Outcome, Counter>,
+    pub(crate) recoveries: Family<ResultLabel, Counter>,
     /// Time from a publication reaching this node's hub to its hand-off to a subscriber's
     /// socket write.
     pub(crate) delivery_latency: Arc<LatencyHistogram>,
@@ -207,7 +207,7 @@ impl Metrics {
 
     /// Counts a handshake refused for `reason`.
     pub(crate) fn handshake_failed(&self, reason: &'static str) {
-        self.handshake_failures.get_or_create(&Reason { reason }).inc();
+        self.handshake_failures.get_or_create(&ReasonLabel { reason }).inc();
     }
 
     /// Counts `messages` sent with `bytes` of payload: once per batch, not per message.

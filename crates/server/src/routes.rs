@@ -21,7 +21,7 @@ use axum::response::Response;
 use axum::routing::any;
 use http::{HeaderValue, StatusCode, header};
 
-use crate::http::{Endpoint, upgrade};
+use crate::http::{WsRoute, upgrade};
 use crate::refusal::{not_found, read_only};
 use crate::state::Shared;
 use crate::status::json_text;
@@ -35,12 +35,9 @@ pub(crate) fn router(shared: &Arc<Shared>) -> Router {
         .route("/metrics", read_only(metrics))
         .route("/switchboard.js", read_only(js_client))
         .route("/status.json", read_only(status::json))
-        .route(
-            "/ws",
-            any(|State(shared), req| async move { upgrade(req, &shared, Endpoint::Hub) }),
-        );
+        .route("/ws", any(|State(shared), req| async move { upgrade(req, &shared, WsRoute::Hub) }));
     if shared.config.echo {
-        let echo = |State(shared), req| async move { upgrade(req, &shared, Endpoint::Echo) };
+        let echo = |State(shared), req| async move { upgrade(req, &shared, WsRoute::Echo) };
         router = router.route("/echo", any(echo));
     }
     for asset in &status::ASSETS {

@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::metrics::LatencyBatch;
-use crate::metrics::{Closed, CodeLabel, Metrics, Reason, Transport};
+use crate::metrics::{Closed, CodeLabel, Metrics, ReasonLabel, TransportLabel};
 use crate::node::{Kick, Outbound, Outbox, Payload, Queued, Session};
 use crate::state::Shared;
 
@@ -100,7 +100,8 @@ pub(crate) async fn drive<S>(
     let config = &shared.config;
     let closing = shared.closing.clone();
     let metrics = &shared.metrics;
-    let transport = Transport { transport: if matches!(app, App::Echo) { "echo" } else { "ws" } };
+    let transport =
+        TransportLabel { transport: if matches!(app, App::Echo) { "echo" } else { "ws" } };
     let opened = Instant::now();
     let client = match &app {
         App::Hub(hub) => Some(Arc::clone(hub.session.id())),
@@ -234,7 +235,7 @@ pub(crate) async fn drive<S>(
     }
     if let Some(e) = conn.error() {
         tracing::debug!(error = %e, "protocol violation");
-        metrics.protocol_errors.get_or_create(&Reason { reason: e.as_label() }).inc();
+        metrics.protocol_errors.get_or_create(&ReasonLabel { reason: e.as_label() }).inc();
     }
     metrics.connections_active.get_or_create(&transport).dec();
     let code = conn.close_code().map_or(CloseCode::ABNORMAL.0, |c| c.0);

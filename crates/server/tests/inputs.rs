@@ -88,7 +88,7 @@ fn nested(levels: usize) -> Value {
 /// client library would decode it.
 async fn strict_json(addr: SocketAddr) -> ProtocolClient<Strict<WsClient>> {
     let ws = WsClient::connect(addr, "/ws").await.expect("connect to /ws");
-    ProtocolClient::new(Strict(ws), false)
+    ProtocolClient::new(Strict(ws), switchboard_proto::Format::Json)
 }
 
 /// `POST` with the API key; the status and the JSON body.

@@ -13,7 +13,7 @@ use switchboard_server::node::{Identity, Kick, Node, Outbox, Payload, Queued, Se
 use switchboard_server::{Config, MemoryBroker};
 use tokio::time::Instant;
 
-use crate::protocol::{Link, ProtocolClient, Received};
+use crate::protocol::{Link, Outgoing, ProtocolClient, Received};
 
 /// A node on its own in-memory broker, configured as a server would be with `config`.
 pub struct TestNode {
@@ -59,7 +59,7 @@ impl TestNode {
     /// A client with `identity`, speaking `format`.
     pub fn client_as(&self, identity: Identity, format: Format) -> ProtocolClient<MemoryLink> {
         let link = MemoryLink::open(&self.node, identity, format);
-        ProtocolClient::new(link, format.is_binary())
+        ProtocolClient::new(link, format)
     }
 }
 
@@ -121,12 +121,15 @@ impl MemoryLink {
 }
 
 impl Link for MemoryLink {
-    async fn send_command(&mut self, bytes: Vec<u8>, binary: bool) {
+    async fn send_command(&mut self, command: Outgoing) {
         if self.kicked.is_some() {
             // Closing: a transport reads nothing more.
             return;
         }
-        let payload = if binary { Payload::Binary(&bytes) } else { Payload::Text(&bytes) };
+        let payload = match &command {
+            Outgoing::Text(bytes) => Payload::Text(bytes),
+            Outgoing::Binary(bytes) => Payload::Binary(bytes),
+        };
         let session = self.session.as_mut().expect("an open session");
         if let Some(kick) = session.handle(payload, Instant::now()).await {
             self.kicked = Some(kick);

@@ -30,21 +30,29 @@ pub enum Received {
     Closed(u16, String),
 }
 
+/// One command's bytes as a client sends them.
+#[derive(Clone, Debug)]
+pub enum Outgoing {
+    /// In a text message (JSON).
+    Text(Vec<u8>),
+    /// In a binary message (MessagePack).
+    Binary(Vec<u8>),
+}
+
 /// What carries a [`ProtocolClient`]'s commands and the server's messages.
 pub trait Link {
-    /// Sends one command's bytes: binary (MessagePack) or text (JSON).
-    fn send_command(&mut self, bytes: Vec<u8>, binary: bool) -> impl Future<Output = ()>;
+    /// Sends one command's bytes.
+    fn send_command(&mut self, command: Outgoing) -> impl Future<Output = ()>;
 
     /// The next message, or a panic after `limit`.
     fn next_message(&mut self, limit: Duration) -> impl Future<Output = Received>;
 }
 
 impl Link for WsClient {
-    async fn send_command(&mut self, bytes: Vec<u8>, binary: bool) {
-        let frame = if binary {
-            Message::binary(bytes)
-        } else {
-            Message::text(String::from_utf8(bytes).expect("JSON is UTF-8"))
+    async fn send_command(&mut self, command: Outgoing) {
+        let frame = match command {
+            Outgoing::Binary(bytes) => Message::binary(bytes),
+            Outgoing::Text(bytes) => Message::text(String::from_utf8(bytes).expect("UTF-8")),
         };
         self.send(frame).await.expect("send a command");
     }
@@ -71,8 +79,8 @@ impl Link for WsClient {
 pub struct Strict<L>(pub L);
 
 impl<L: Link> Link for Strict<L> {
-    async fn send_command(&mut self, bytes: Vec<u8>, binary: bool) {
-        self.0.send_command(bytes, binary).await;
+    async fn send_command(&mut self, command: Outgoing) {
+        self.0.send_command(command).await;
     }
 
     async fn next_message(&mut self, limit: Duration) -> Received {
@@ -95,8 +103,8 @@ pub struct ProtocolClient<L: Link = WsClient> {
     /// The carrier underneath: for a WebSocket, for sending what a well-behaved client
     /// would not; in memory, for the session's deadline and close.
     pub ws: L,
-    /// MessagePack in binary frames, else JSON in text frames.
-    pub binary: bool,
+    /// JSON in text messages or MessagePack in binary ones.
+    pub format: Format,
     /// Pushes that arrived while a reply was awaited, oldest first.
     pub pushes: VecDeque<Value>,
     /// How long any one expected message may take. Default 5 s.
@@ -108,7 +116,7 @@ impl ProtocolClient {
     /// A JSON connection (no subprotocol offered).
     pub async fn connect(addr: SocketAddr) -> Self {
         let ws = WsClient::connect(addr, "/ws").await.expect("connect to /ws");
-        Self::new(ws, false)
+        Self::new(ws, Format::Json)
     }
 
     /// A MessagePack connection.
@@ -117,7 +125,7 @@ impl ProtocolClient {
             .await
             .expect("connect to /ws with msgpack");
         assert_eq!(ws.protocol.as_deref(), Some(MSGPACK_SUBPROTOCOL));
-        Self::new(ws, true)
+        Self::new(ws, Format::Msgpack)
     }
 }
 
@@ -132,44 +140,45 @@ impl ProtocolClient {
         let ws = WsClient::connect_with(addr, path, protocols, headers)
             .await
             .expect("a WebSocket handshake");
-        Self::new(ws, false)
+        Self::new(ws, Format::Json)
     }
 }
 
 impl<L: Link> ProtocolClient<L> {
-    /// A client over `link`, speaking MessagePack when `binary`.
-    pub fn new(link: L, binary: bool) -> Self {
-        Self { ws: link, binary, pushes: VecDeque::new(), limit: DEFAULT_LIMIT, next_id: 1 }
+    /// A client over `link`, speaking `format`.
+    pub fn new(link: L, format: Format) -> Self {
+        Self { ws: link, format, pushes: VecDeque::new(), limit: DEFAULT_LIMIT, next_id: 1 }
     }
 
     /// Sends one message in the connection's format.
     pub async fn send(&mut self, message: &Value) {
-        let bytes = if self.binary {
-            rmp_serde::to_vec_named(message).expect("encode msgpack")
-        } else {
-            message.to_string().into_bytes()
+        let command = match self.format {
+            Format::Msgpack => {
+                Outgoing::Binary(rmp_serde::to_vec_named(message).expect("encode msgpack"))
+            }
+            Format::Json => Outgoing::Text(message.to_string().into_bytes()),
         };
-        self.ws.send_command(bytes, self.binary).await;
+        self.ws.send_command(command).await;
     }
 
     /// Sends `text` as a text message, whatever the client's format: for what a
     /// well-behaved client would not send.
     pub async fn send_text(&mut self, text: &str) {
-        self.ws.send_command(text.as_bytes().to_vec(), false).await;
+        self.ws.send_command(Outgoing::Text(text.as_bytes().to_vec())).await;
     }
 
     /// Sends `bytes` as a binary message, whatever the client's format.
     pub async fn send_binary(&mut self, bytes: Vec<u8>) {
-        self.ws.send_command(bytes, true).await;
+        self.ws.send_command(Outgoing::Binary(bytes)).await;
     }
 
     /// The next protocol message, skipping control frames.
     pub async fn recv(&mut self) -> Value {
         match self.ws.next_message(self.limit).await {
-            Received::Text(text) if !self.binary => {
+            Received::Text(text) if self.format == Format::Json => {
                 serde_json::from_slice(&text).expect("a JSON message")
             }
-            Received::Binary(bytes) if self.binary => {
+            Received::Binary(bytes) if self.format == Format::Msgpack => {
                 rmp_serde::from_slice(&bytes).expect("a MessagePack message")
             }
             other => panic!("unexpected {other:?}"),

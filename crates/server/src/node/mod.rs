@@ -43,7 +43,7 @@ use switchboard_proto::{
 use crate::auth::Authenticator;
 use crate::config::{Config, HubOptions, LimitOptions, NamespaceOptions};
 use crate::limits::Limiter;
-use crate::metrics::{Metrics, Outcome, Reason};
+use crate::metrics::{Metrics, ReasonLabel, ResultLabel};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 
@@ -96,9 +96,9 @@ struct SessionOptions {
 /// node, private otherwise.
 #[derive(Clone, Debug, Default)]
 struct Counters {
-    command_errors: Family<Reason, Counter>,
+    command_errors: Family<ReasonLabel, Counter>,
     publications: Counter,
-    recoveries: Family<Outcome, Counter>,
+    recoveries: Family<ResultLabel, Counter>,
 }
 
 impl std::fmt::Debug for Node {

@@ -23,7 +23,7 @@ use super::{Node, Outbox, page};
 use crate::auth::{AuthFailure, Identity};
 use crate::config::{Anonymous, LimitOptions, NamespaceOptions};
 use crate::limits::{ConnRate, Reason, Verdict};
-use crate::metrics::{self, Outcome};
+use crate::metrics::{ReasonLabel, ResultLabel};
 
 use super::Kick;
 
@@ -546,7 +546,7 @@ impl Session {
         let counters = &self.node().counters;
         match (&reply.result, &reply.error) {
             (_, Some(error)) => {
-                let reason = metrics::Reason { reason: error.code.as_str() };
+                let reason = ReasonLabel { reason: error.code.as_str() };
                 counters.command_errors.get_or_create(&reason).inc();
             }
             (Some(CommandResult::Subscribe(result)), None) => {
@@ -556,7 +556,7 @@ impl Session {
                         (true, false) => "ok",
                         (false, false) => "failed",
                     };
-                    counters.recoveries.get_or_create(&Outcome { result }).inc();
+                    counters.recoveries.get_or_create(&ResultLabel { result }).inc();
                 }
             }
             _ => {}

@@ -13,7 +13,7 @@ async fn malformed_json_gets_an_error_with_id_zero_and_the_connection_stays_open
     let mut a = node.client();
     for garbage in ["{\"id\": 10, \"type\": \"ping\"", "not json", "", "[1, 2]", "{\"id\": \"7\"}"]
     {
-        a.ws.send_command(garbage.as_bytes().to_vec(), false).await;
+        a.send_text(garbage).await;
         let reply = a.reply(0).await;
         assert_eq!(reply["error"]["code"], "bad_request", "{garbage:?}: {reply}");
         assert!(reply.get("result").is_none(), "{reply}");
@@ -59,7 +59,7 @@ async fn binary_frame_on_a_json_connection_is_a_bad_request() {
     let node = TestNode::new(&open_config());
     let mut a = node.client();
     let ping = rmp_serde::to_vec_named(&json!({"id": 5, "type": "ping"})).expect("encode");
-    a.ws.send_command(ping, true).await;
+    a.send_binary(ping).await;
     let reply = a.reply(0).await;
     assert_eq!(reply["error"]["code"], "bad_request", "{reply}");
     a.ok("ping", json!({})).await;
@@ -69,8 +69,7 @@ async fn binary_frame_on_a_json_connection_is_a_bad_request() {
 async fn text_frame_on_a_msgpack_connection_is_a_bad_request() {
     let node = TestNode::new(&open_config());
     let mut a = node.client_msgpack();
-    let ping = json!({"id": 5, "type": "ping"}).to_string().into_bytes();
-    a.ws.send_command(ping, false).await;
+    a.send_text(&json!({"id": 5, "type": "ping"}).to_string()).await;
     let reply = a.reply(0).await;
     assert_eq!(reply["error"]["code"], "bad_request", "{reply}");
     a.ok("ping", json!({})).await;
@@ -82,7 +81,7 @@ async fn msgpack_ping_matches_the_documented_bytes() {
     let mut a = node.client_msgpack();
     let ping =
         [0x82, 0xa2, 0x69, 0x64, 0x08, 0xa4, 0x74, 0x79, 0x70, 0x65, 0xa4, 0x70, 0x69, 0x6e, 0x67];
-    a.ws.send_command(ping.to_vec(), true).await;
+    a.send_binary(ping.to_vec()).await;
     let expected = [0x82, 0xa2, 0x69, 0x64, 0x08, 0xa6, 0x72, 0x65, 0x73, 0x75, 0x6c, 0x74, 0x80];
     match a.ws.next_message(a.limit).await {
         Received::Binary(bytes) => assert_eq!(&bytes[..], &expected[..]),
@@ -94,10 +93,10 @@ async fn msgpack_ping_matches_the_documented_bytes() {
 async fn malformed_msgpack_gets_an_error_with_id_zero() {
     let node = TestNode::new(&open_config());
     let mut a = node.client_msgpack();
-    a.ws.send_command(vec![0xc1, 0xff, 0x00], true).await;
+    a.send_binary(vec![0xc1, 0xff, 0x00]).await;
     assert_eq!(a.reply(0).await["error"]["code"], "bad_request");
     let unknown = rmp_serde::to_vec_named(&json!({"id": 4, "type": "teleport"})).expect("encode");
-    a.ws.send_command(unknown, true).await;
+    a.send_binary(unknown).await;
     assert_eq!(a.reply(4).await["error"]["code"], "unknown_command");
     a.ok("ping", json!({})).await;
 }

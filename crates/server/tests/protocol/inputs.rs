@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use switchboard_proto::{Format, MAX_DEPTH};
 use switchboard_server::node::Identity;
 use switchboard_test_support::memory::{MemoryLink, TestNode};
-use switchboard_test_support::protocol::{Link, ProtocolClient, Strict};
+use switchboard_test_support::protocol::{ProtocolClient, Strict};
 use switchboard_test_support::server::open_config;
 
 #[tokio::test]
@@ -58,7 +58,7 @@ async fn msgpack_values_json_cannot_carry_are_refused_with_the_id() {
         (&[0x91, 0x81, 0xa1, b'x', 0xc4, 0x00], "`data` holds binary data"),
     ];
     for (id, (data, message)) in (20..).zip(cases) {
-        publisher.ws.send_command(packed_publish(id, "room", data), true).await;
+        publisher.send_binary(packed_publish(id, "room", data)).await;
         let reply = publisher.reply(id.into()).await;
         assert_eq!(reply["error"]["code"], "bad_request", "{reply}");
         let text = reply["error"]["message"].as_str().expect("a message");
@@ -87,14 +87,14 @@ async fn repeated_keys_are_refused_in_both_formats() {
         ),
     ];
     for (command, id, message) in cases {
-        subscriber.ws.send_command(command.as_bytes().to_vec(), false).await;
+        subscriber.send_text(command).await;
         let reply = subscriber.reply(id).await;
         assert_eq!(reply["error"]["code"], "bad_request", "{reply}");
         assert_eq!(reply["error"]["message"], message, "{reply}");
     }
     let mut publisher = strict(&node, Format::Msgpack);
     let data = [0x82, 0xa1, b'x', 0x01, 0xa1, b'x', 0x02];
-    publisher.ws.send_command(packed_publish(17, "room", &data), true).await;
+    publisher.send_binary(packed_publish(17, "room", &data)).await;
     let reply = publisher.reply(17).await;
     assert_eq!(reply["error"]["message"], "duplicate key \"x\" in `data`", "{reply}");
 
@@ -137,7 +137,7 @@ async fn channel_names_with_invisible_or_bidi_characters_are_refused() {
 /// `ServerMessage`.
 fn strict(node: &TestNode, format: Format) -> ProtocolClient<Strict<MemoryLink>> {
     let link = MemoryLink::open(&node.node, Identity::anonymous(), format);
-    ProtocolClient::new(Strict(link), format.is_binary())
+    ProtocolClient::new(Strict(link), format)
 }
 
 /// Null in `levels` arrays.
