@@ -8,10 +8,21 @@
 //! - [`metrics`]: a server's `/metrics`, and one sample of it.
 //! - [`protocol`]: a protocol v1 client that numbers commands and keeps pushes.
 //! - [`redis`]: a private `redis-server` on a free port, killed by PID when dropped.
+//! - `hub_model` (feature `hub-model`): the hub against a reference model, for the hub's
+//!   property test and its fuzz target.
+//!
+//! Everything that needs tokio or the server sits behind the default `server` feature, so
+//! the fuzz targets build only the sans-I/O crates.
 
+#[cfg(feature = "server")]
 pub mod client;
+#[cfg(feature = "hub-model")]
+pub mod hub_model;
+#[cfg(feature = "server")]
 pub mod metrics;
 pub mod pair;
+#[cfg(feature = "server")]
 pub mod protocol;
 pub mod redis;
+#[cfg(feature = "server")]
 pub mod server;
