@@ -15,18 +15,36 @@
 //! - [`rust_client`]: bounded waits on the Rust client's connection state and streams.
 //! - [`cli`]: the `switchboard serve` binary as a child, waited for until it listens.
 //! - [`wait`]: bounded waits for a condition ([`wait_until`] and friends), not sleeps.
+//! - `hub_model` (feature `hub-model`): the hub against a reference model, for the hub's
+//!   property test and its fuzz target.
+//!
+//! Everything that needs tokio or the server sits behind the default `server` feature, so
+//! the fuzz targets build only the sans-I/O crates.
 
+#[cfg(feature = "server")]
 pub mod cli;
+#[cfg(feature = "server")]
 pub mod client;
+#[cfg(feature = "server")]
 pub mod http;
+#[cfg(feature = "hub-model")]
+pub mod hub_model;
+#[cfg(feature = "server")]
 pub mod memory;
+#[cfg(feature = "server")]
 pub mod metrics;
 pub mod pair;
+#[cfg(feature = "server")]
 pub mod protocol;
 pub mod redis;
+#[cfg(feature = "server")]
 pub mod rust_client;
+#[cfg(feature = "server")]
 pub mod server;
+#[cfg(feature = "server")]
 pub mod tokens;
+#[cfg(feature = "server")]
 pub mod wait;
 
+#[cfg(feature = "server")]
 pub use wait::{poll_until, wait_until, wait_until_blocking};
