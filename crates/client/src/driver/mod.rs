@@ -5,6 +5,14 @@
 //! and publishes its state on a `watch` channel. Between connections it keeps the
 //! subscriptions (with each one's last stream position) and the queue of commands waiting
 //! for the next connection.
+//!
+//! This file holds the task loop: attempt, serve, plan the retry, stop. The rest is split by
+//! concern: `connect` (the connection step and what `connect`'s answer restores), `token`
+//! (fetching and refreshing it), `live` (one connection's socket, codec and commands waiting
+//! for a reply), `inbound` (routing what the server sends), `commands` (the handles'
+//! requests and the queue kept between connections), `subscriptions` (subscribing,
+//! resubscribing with `since`, recovery by offset), `recovery` (recovery read in pages) and
+//! `timers` (heartbeats, reply deadlines, retries, refresh).
 
 mod commands;
 mod connect;
