@@ -1,0 +1,161 @@
+//! What the server sends: frames read, messages decoded, and each reply or push routed to
+//! what waits for it.
+
+use switchboard_codec::{CloseCode, Event};
+use switchboard_proto::{
+    ConnectResult, ErrorBody, Push, RefreshResult, Reply, ServerMessage, Value,
+};
+
+use super::Driver;
+use super::live::{Awaiting, Live};
+use super::subscriptions::{Answer, Phase, schedule_retry};
+use crate::client::{Delivery, SubscriptionEvent};
+use crate::error::{DisconnectReason, Error};
+use crate::lenient::{self, Entry, Salvaged};
+
+impl Driver {
+    pub(super) fn on_read(&mut self, live: &mut Live) {
+        if let Err(e) = live.conn.handle_read(&mut live.buf, std::time::Instant::now()) {
+            live.protocol_error.get_or_insert_with(|| e.to_string());
+        }
+        while let Some(event) = live.conn.poll_event() {
+            match event {
+                Event::Text(bytes) | Event::Binary(bytes) => self.on_message(live, &bytes),
+                Event::Close(frame) => {
+                    live.close_frame =
+                        Some(frame.map_or((CloseCode::NO_STATUS.0, String::new()), |f| {
+                            (f.code.0, f.reason)
+                        }));
+                }
+                // The codec has queued the pong; any arrival counts for the heartbeat.
+                Event::Ping(_) | Event::Pong(_) => {}
+            }
+        }
+        if let Some(e) = live.conn.error() {
+            live.protocol_error.get_or_insert_with(|| e.to_string());
+        }
+    }
+
+    fn on_message(&mut self, live: &mut Live, bytes: &[u8]) {
+        let message: ServerMessage = match live.format.decode(bytes) {
+            Ok(message) => message,
+            Err(e) => {
+                match lenient::salvage(live.format, bytes, &e) {
+                    Some(Salvaged::Publication { channel, offset, reason }) => {
+                        self.on_publication(live, &channel, Entry::Undecodable { offset, reason });
+                    }
+                    Some(Salvaged::Reply { reply, undecodable }) => {
+                        self.on_reply(live, reply, undecodable);
+                    }
+                    // Forward compatibility: a message this version cannot read is skipped.
+                    None => tracing::debug!(error = %e, "undecodable server message"),
+                }
+                return;
+            }
+        };
+        match message {
+            ServerMessage::Push(push) => self.on_push(live, push),
+            ServerMessage::Reply(reply) => self.on_reply(live, reply, Vec::new()),
+        }
+    }
+
+    /// A reply; `undecodable` holds the publications taken out of its result because their
+    /// data could not be decoded.
+    fn on_reply(&mut self, live: &mut Live, reply: Reply<Value>, undecodable: Vec<Entry>) {
+        let Some(pending) = live.pending.remove(&reply.id) else { return };
+        let result = match (reply.result, reply.error) {
+            (_, Some(error)) => Err(error),
+            (Some(result), None) => Ok(result),
+            (None, None) => Ok(Value::Object(serde_json::Map::new())),
+        };
+        match pending.what {
+            Awaiting::Connect => match result {
+                Ok(result) => match serde_json::from_value::<ConnectResult>(result) {
+                    Ok(connected) => self.on_connected(live, &connected),
+                    Err(e) => {
+                        let why = format!("bad connect result: {e}");
+                        live.ended = Some(DisconnectReason::Protocol(why));
+                    }
+                },
+                Err(error) => {
+                    let ErrorBody { code, message, .. } = error;
+                    live.ended = Some(DisconnectReason::ConnectRefused { code, message });
+                }
+            },
+            Awaiting::Subscribe { channel, sub, since } => {
+                let answer = Answer { id: reply.id, result, undecodable };
+                self.on_subscribed(live, &channel, sub, since, answer);
+            }
+            Awaiting::Page { channel, sub } => {
+                let answer = Answer { id: reply.id, result, undecodable };
+                self.on_page(live, &channel, sub, answer);
+            }
+            Awaiting::Unsubscribe(done) => {
+                if let Some(done) = done {
+                    // `not_subscribed` means the same to the caller: not subscribed now.
+                    let _ = done.send(Ok(()));
+                }
+            }
+            Awaiting::Request { done, .. } => {
+                let result = match undecodable.first() {
+                    Some(Entry::Undecodable { offset, reason }) => Err(Error::BadReply(format!(
+                        "publication {offset} cannot be decoded: {reason}"
+                    ))),
+                    _ => result.map_err(|e| Error::Command(Box::new(e))),
+                };
+                let _ = done.send(result);
+            }
+            Awaiting::Refresh(token) => match result {
+                Ok(result) => {
+                    let expires_at = serde_json::from_value::<RefreshResult>(result)
+                        .map(|r| r.expires_at)
+                        .unwrap_or_default();
+                    tracing::debug!(expires_at, "token refreshed");
+                    self.token = Some(token);
+                    live.refresh_at = self.refresh_deadline();
+                }
+                Err(error) => {
+                    let (code, message) = (error.code, &error.message);
+                    tracing::debug!(%code, %message, "refresh refused");
+                    live.refresh_at = self.refresh_retry();
+                }
+            },
+            Awaiting::Ping => live.ping_outstanding = false,
+        }
+    }
+
+    fn on_push(&mut self, live: &mut Live, push: Push) {
+        match push {
+            Push::Publication { channel, publication } => {
+                self.on_publication(live, &channel, Entry::Publication(publication));
+            }
+            Push::Join { channel, client } => {
+                self.deliver_if_active(&channel, SubscriptionEvent::Join(client));
+            }
+            Push::Leave { channel, client } => {
+                self.deliver_if_active(&channel, SubscriptionEvent::Leave(client));
+            }
+            Push::Unsubscribe { channel, code, reason } => {
+                let Some(sub) = self.subs.get_mut(channel.as_str()) else { return };
+                if !sub.is_live() {
+                    return;
+                }
+                // A recovery being read in pages starts again from the stored position.
+                sub.paging = None;
+                tracing::debug!(channel = %channel, %code, %reason, "unsubscribed by the server");
+                if code.is_temporary() {
+                    // Protocol §4: resubscribe with `since` after a delay.
+                    sub.phase = Phase::Idle;
+                    schedule_retry(sub, &self.settings, &mut self.rng);
+                    live.retries_scheduled = true;
+                } else {
+                    let event = SubscriptionEvent::Unsubscribed { code, reason };
+                    let _ = sub.events.send(Delivery::Event(event));
+                    self.subs.remove(channel.as_str());
+                }
+            }
+            Push::Disconnect { code, reason, .. } => live.disconnect_push = Some((code, reason)),
+            Push::Unknown => {}
+        }
+    }
+}
