@@ -15,12 +15,13 @@ use tokio::sync::oneshot;
 use tokio::time::{Instant, timeout};
 
 use crate::builder::TokenFuture;
+use crate::connect::ByteStream;
 use crate::error::{DisconnectReason, Error};
-use crate::transport::{Io, Opened};
+use crate::transport::Opened;
 
 /// One connection, from the 101 response to its end.
 pub(super) struct Live {
-    pub(super) io: Box<dyn Io>,
+    pub(super) io: Box<dyn ByteStream>,
     pub(super) conn: Connection,
     pub(super) buf: BytesMut,
     pub(super) format: Format,
