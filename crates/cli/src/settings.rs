@@ -61,22 +61,22 @@ pub(crate) struct Settings {
 #[serde(default, deny_unknown_fields)]
 pub(crate) struct Timeouts {
     /// Interval between server pings; zero sends none.
-    #[serde(with = "duration_str")]
+    #[serde(with = "switchboard_server::duration_str")]
     pub(crate) ping_interval: Duration,
     /// Close a connection whose pong is this late.
-    #[serde(with = "duration_str")]
+    #[serde(with = "switchboard_server::duration_str")]
     pub(crate) pong_timeout: Duration,
     /// Close a connection that sent nothing for this long; zero never does.
-    #[serde(with = "duration_str")]
+    #[serde(with = "switchboard_server::duration_str")]
     pub(crate) idle_timeout: Duration,
     /// Drop a connection without a complete request head after this long.
-    #[serde(with = "duration_str")]
+    #[serde(with = "switchboard_server::duration_str")]
     pub(crate) handshake_timeout: Duration,
     /// How long shutdown waits for connections to close.
-    #[serde(with = "duration_str")]
+    #[serde(with = "switchboard_server::duration_str")]
     pub(crate) shutdown_timeout: Duration,
     /// The time over which shutdown closes open `/ws` connections.
-    #[serde(with = "duration_str")]
+    #[serde(with = "switchboard_server::duration_str")]
     pub(crate) drain_window: Duration,
 }
 
@@ -534,20 +534,6 @@ fn algorithm<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error
     match name.parse::<switchboard_auth::Algorithm>() {
         Ok(_) => Ok(Some(name)),
         Err(_) => Err(serde::de::Error::custom(format!("unknown algorithm {name:?}"))),
-    }
-}
-
-/// A [`Duration`] as a human-readable string: `"25s"`, `"2m"`, `"1h 30m"`.
-mod duration_str {
-    use super::{Deserialize as _, Deserializer, Duration, Serializer};
-
-    pub(super) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(&humantime::format_duration(*d))
-    }
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let s = String::deserialize(d)?;
-        humantime::parse_duration(&s).map_err(|e| serde::de::Error::custom(format!("{s:?}: {e}")))
     }
 }
 

@@ -479,15 +479,26 @@ impl Serialize for Secret {
 /// What a [`Secret`] shows instead of itself.
 const REDACTED: &str = "<redacted>";
 
-/// A [`Duration`] as a human-readable string: `"300s"`, `"5m"`, `"1h 30m"`.
-mod duration_str {
+/// A [`Duration`] as a human-readable string in serde: `"300s"`, `"5m"`, `"1h 30m"`, for
+/// `#[serde(with = "switchboard_server::duration_str")]`.
+pub mod duration_str {
     use super::{Deserialize as _, Deserializer, Duration, Serializer};
 
-    pub(super) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    /// Writes `d` as `"5m"`.
+    ///
+    /// # Errors
+    ///
+    /// The serializer's.
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
         s.collect_str(&humantime::format_duration(*d))
     }
 
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    /// Reads `"5m"`, `"300s"`, `"1h 30m"`.
+    ///
+    /// # Errors
+    ///
+    /// When the string is not a duration, with the string and why.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let s = String::deserialize(d)?;
         humantime::parse_duration(&s).map_err(|e| serde::de::Error::custom(format!("{s:?}: {e}")))
     }

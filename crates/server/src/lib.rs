@@ -38,7 +38,7 @@ mod ws;
 
 pub use config::{
     Anonymous, AuthOptions, Config, HubOptions, LimitOptions, NamespaceOptions, OriginOptions,
-    Rate, Secret,
+    Rate, Secret, duration_str,
 };
 pub use error::Error;
 pub use server::{Publisher, Server, ShutdownHandle, TlsReloader};
