@@ -263,6 +263,19 @@ impl<L: Link> ProtocolClient<L> {
         result["offset"].as_u64().expect("an offset")
     }
 
+    /// Publishes `count` publications `{"n": n, "text": text}` to an empty `channel`, `n` from
+    /// 1, checking each is acknowledged at offset `n`; returns the stream's epoch.
+    pub async fn publish_numbered(&mut self, channel: &str, count: u64, text: &str) -> String {
+        let mut epoch = String::new();
+        for n in 1..=count {
+            let data = json!({"n": n, "text": text});
+            let result = self.ok("publish", json!({"channel": channel, "data": data})).await;
+            assert_eq!(result["offset"], n, "{result}");
+            epoch = result["epoch"].as_str().expect("an epoch").to_owned();
+        }
+        epoch
+    }
+
     /// The client ids present in `channel`, in the server's order.
     pub async fn presence(&mut self, channel: &str) -> Vec<String> {
         let result = self.ok("presence", json!({"channel": channel})).await;
