@@ -28,34 +28,14 @@ const ASSETS: [(&str, &str); 9] = [
 #[tokio::test]
 async fn serves_every_page_and_file_with_its_content_type() {
     let node = Node::start_with(&[]);
-    for (path, content_type) in ASSETS {
-        let response = page(node.addr, "GET", path).await;
-        assert_eq!(response.status, 200, "{path}: {response}");
-        let (head, body) = (response.lower_head(), &response.body);
-        assert!(head.contains(&format!("content-type: {content_type}\r\n")), "{path}: {head}");
-        assert!(head.contains("cache-control: no-cache\r\n"), "{path}: {head}");
-        assert!(head.contains("x-content-type-options: nosniff\r\n"), "{path}: {head}");
-        assert!(!body.is_empty(), "{path}");
-        if content_type.starts_with("text/html") {
-            assert!(head.contains("content-security-policy: default-src 'self'"), "{path}: {head}");
-        }
-    }
+    http::assert_assets_served(node.addr, &ASSETS).await;
 }
 
 #[tokio::test]
 async fn everything_the_pages_load_is_served() {
     let node = Node::start_with(&[]);
-    let mut checked = 0;
-    for (path, _) in ASSETS {
-        let response = page(node.addr, "GET", path).await;
-        let body = &response.body;
-        // `src="/…"`, `href="/…"` in pages; `from './…'` and `from '/…'` in modules.
-        for link in http::links(body) {
-            let target = page(node.addr, "GET", &link).await;
-            assert_eq!(target.status, 200, "{path} loads {link}");
-            checked += 1;
-        }
-    }
+    let pages = ASSETS.map(|(path, _)| path);
+    let checked = http::assert_links_served(node.addr, &pages, &[]).await;
     assert!(checked >= 10, "only {checked} links found");
 }
 

@@ -169,3 +169,43 @@ pub fn links(body: &str) -> Vec<String> {
 pub async fn get(addr: SocketAddr, path: &str) -> Response {
     request(addr, "GET", path, &[], "").await
 }
+
+/// Asserts that `GET` serves each of `assets` (path, content type) with a body, its content
+/// type, `no-cache`, `nosniff`, and for pages a same-origin content security policy.
+///
+/// # Panics
+///
+/// When one is not served so.
+pub async fn assert_assets_served(addr: SocketAddr, assets: &[(&str, &str)]) {
+    for (path, content_type) in assets {
+        let response = get(addr, path).await;
+        assert_eq!(response.status, 200, "{path}: {response}");
+        let (head, body) = (response.lower_head(), &response.body);
+        assert!(head.contains(&format!("content-type: {content_type}\r\n")), "{path}: {head}");
+        assert!(head.contains("cache-control: no-cache\r\n"), "{path}: {head}");
+        assert!(head.contains("x-content-type-options: nosniff\r\n"), "{path}: {head}");
+        assert!(!body.is_empty(), "{path}");
+        if content_type.starts_with("text/html") {
+            assert!(head.contains("content-security-policy: default-src 'self'"), "{path}: {head}");
+        }
+    }
+}
+
+/// Asserts that every same-server link of `pages` (see [`links`]), but those in `skip`, is
+/// served with 200; returns how many links it followed.
+///
+/// # Panics
+///
+/// When one is not served.
+pub async fn assert_links_served(addr: SocketAddr, pages: &[&str], skip: &[&str]) -> usize {
+    let mut checked = 0;
+    for path in pages {
+        let body = get(addr, path).await.body;
+        for link in links(&body).into_iter().filter(|link| !skip.contains(&link.as_str())) {
+            let target = get(addr, &link).await;
+            assert_eq!(target.status, 200, "{path} loads {link}");
+            checked += 1;
+        }
+    }
+    checked
+}
