@@ -10,7 +10,7 @@ use serde_json::json;
 use support::Node;
 use switchboard_test_support::client::WsClient;
 use switchboard_test_support::http::{self, Response};
-use switchboard_test_support::protocol::{call, next_json};
+use switchboard_test_support::protocol::{self, call, next_json};
 
 /// Every page and file the demo loads, its own and the status page's, with its content type.
 const ASSETS: [(&str, &str); 9] = [
@@ -101,13 +101,8 @@ async fn without_the_demo_there_is_no_feed_and_no_demo_page() {
     assert_eq!(page(node.addr, "GET", "/status").await.status, 200);
     assert_eq!(page(node.addr, "GET", "/status.json").await.status, 200);
 
-    let mut ws = WsClient::connect(node.addr, "/ws").await.expect("connect");
-    let reply =
-        call(&mut ws, &json!({"id": 1, "type": "subscribe", "channel": "ticker:ACME"})).await;
-    assert_eq!(reply["result"]["offset"], 0, "{reply}");
     // With the feed on, ten publications arrive in this time.
-    let quiet = ws.recv_timeout(Duration::from_millis(2500)).await;
-    assert!(quiet.as_ref().is_err_and(|e| e.kind() == std::io::ErrorKind::TimedOut), "{quiet:?}");
+    protocol::assert_quiet(node.addr, "ticker:ACME", Duration::from_millis(2500)).await;
 }
 
 /// Sends a request without a body and reads the whole response.

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use switchboard_server::Config;
 use switchboard_test_support::client::WsClient;
 use switchboard_test_support::http::{self, Response};
-use switchboard_test_support::protocol::call;
+use switchboard_test_support::protocol::{self, call};
 use switchboard_test_support::server::TestServer;
 
 /// Every page and file of the status page, with its content type.
@@ -107,13 +107,8 @@ async fn the_library_serves_no_demo_and_runs_no_feed() {
     }
     assert_eq!(page(server.addr, "GET", "/status").await.status, 200);
 
-    let mut ws = WsClient::connect(server.addr, "/ws").await.expect("connect");
-    let reply =
-        call(&mut ws, &json!({"id": 1, "type": "subscribe", "channel": "ticker:ACME"})).await;
-    assert_eq!(reply["result"]["offset"], 0, "{reply}");
     // With a feed on, ten publications would arrive in this time.
-    let quiet = ws.recv_timeout(Duration::from_millis(2500)).await;
-    assert!(quiet.as_ref().is_err_and(|e| e.kind() == std::io::ErrorKind::TimedOut), "{quiet:?}");
+    protocol::assert_quiet(server.addr, "ticker:ACME", Duration::from_millis(2500)).await;
 }
 
 /// Sends a request without a body and reads the whole response.

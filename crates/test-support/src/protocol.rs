@@ -330,6 +330,17 @@ pub async fn next_json(ws: &mut WsClient) -> Value {
     }
 }
 
+/// Subscribes a new JSON client at `addr` to `channel`, which must have no publications yet,
+/// and asserts nothing at all arrives for `window`: for what must not publish (a feed that
+/// is off), where only waiting out its period can show it.
+pub async fn assert_quiet(addr: SocketAddr, channel: &str, window: Duration) {
+    let mut ws = WsClient::connect(addr, "/ws").await.expect("connect to /ws");
+    let reply = call(&mut ws, &json!({"id": 1, "type": "subscribe", "channel": channel})).await;
+    assert_eq!(reply["result"]["offset"], 0, "{reply}");
+    let quiet = ws.recv_timeout(window).await;
+    assert!(quiet.as_ref().is_err_and(|e| e.kind() == std::io::ErrorKind::TimedOut), "{quiet:?}");
+}
+
 /// How long [`call`] and [`next_json`] wait for one message: generous, as a failure bound
 /// for servers under deliberate load.
 pub const BARE_LIMIT: Duration = Duration::from_secs(20);
