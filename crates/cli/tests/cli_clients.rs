@@ -8,6 +8,8 @@ use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use switchboard_test_support::cli::{Serve, Served};
+use switchboard_test_support::wait;
 
 const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
 /// The longest any single wait in these tests may take.
@@ -16,11 +18,11 @@ const SECRET: &str = "a-development-secret-of-32-bytes!";
 
 #[test]
 fn subscribe_prints_what_publish_publishes() {
-    let server = Server::start(&[]);
-    let sub = Proc::spawn(&["subscribe", &server.ws(), "chat:lobby"], &[]);
+    let server = server(&[]);
+    let sub = Proc::spawn(&["subscribe", &ws(&server), "chat:lobby"], &[]);
     sub.stderr_until("subscribed to chat:lobby");
 
-    let ack = ok_json(&run(&["publish", &server.ws(), "chat:lobby", r#"{"text":"hi"}"#], ""));
+    let ack = ok_json(&run(&["publish", &ws(&server), "chat:lobby", r#"{"text":"hi"}"#], ""));
     assert_eq!(ack["offset"], 1, "{ack}");
     let epoch = ack["epoch"].as_str().expect("an epoch").to_owned();
     let line = sub.json_line();
@@ -31,7 +33,7 @@ fn subscribe_prints_what_publish_publishes() {
     assert!(line["info"]["client"].is_string(), "a client's publication names it: {line}");
 
     // Not JSON: published as a string. No joins or leaves without --presence-events.
-    let ack = ok_json(&run(&["publish", &server.http(), "chat:lobby", "hello world"], ""));
+    let ack = ok_json(&run(&["publish", &http(&server), "chat:lobby", "hello world"], ""));
     assert_eq!(ack["offset"], 2, "{ack}");
     let line = sub.json_line();
     assert_eq!((line["offset"].clone(), line["data"].clone()), (json!(2), json!("hello world")));
@@ -44,8 +46,8 @@ fn subscribe_prints_what_publish_publishes() {
 
 #[test]
 fn publish_reads_stdin_and_acks_each_line() {
-    let server = Server::start(&[]);
-    let out = run(&["publish", &server.ws(), "chat:feed"], "{\"n\":1}\n\nplain text\n42\n");
+    let server = server(&[]);
+    let out = run(&["publish", &ws(&server), "chat:feed"], "{\"n\":1}\n\nplain text\n42\n");
     assert!(out.status.success(), "{}", out.stderr);
     let acks: Vec<Value> = out.stdout.lines().map(parse).collect();
     assert_eq!(acks.len(), 3, "one ack per non-blank line: {}", out.stdout);
@@ -58,33 +60,33 @@ fn publish_reads_stdin_and_acks_each_line() {
 
 #[test]
 fn subscribe_since_replays_history_in_order() {
-    let server = Server::start(&[]);
-    let out = run(&["publish", &server.ws(), "chat:log"], "one\ntwo\nthree\n");
+    let server = server(&[]);
+    let out = run(&["publish", &ws(&server), "chat:log"], "one\ntwo\nthree\n");
     assert!(out.status.success(), "{}", out.stderr);
     let first = parse(out.stdout.lines().next().expect("an ack"));
     let epoch = first["epoch"].as_str().expect("an epoch").to_owned();
 
     let since = format!("1:{epoch}");
-    let sub = Proc::spawn(&["subscribe", &server.ws(), "chat:log", "--since", &since], &[]);
+    let sub = Proc::spawn(&["subscribe", &ws(&server), "chat:log", "--since", &since], &[]);
     for (offset, data) in [(2, "two"), (3, "three")] {
         let line = sub.json_line();
         assert_eq!((line["offset"].clone(), line["data"].clone()), (json!(offset), json!(data)));
         assert_eq!(line["epoch"], epoch.as_str(), "{line}");
     }
     // Live publications follow the replayed ones.
-    ok_json(&run(&["publish", &server.ws(), "chat:log", "four"], ""));
+    ok_json(&run(&["publish", &ws(&server), "chat:log", "four"], ""));
     assert_eq!(sub.json_line()["offset"], 4);
     sub.signal("INT");
     assert!(sub.finish().0.success());
 
     // A position from another epoch cannot be recovered: a warning, then live publications.
     let sub = Proc::spawn(
-        &["subscribe", &server.ws(), "chat:log", "--since-offset", "1", "--since-epoch", "nope"],
+        &["subscribe", &ws(&server), "chat:log", "--since-offset", "1", "--since-epoch", "nope"],
         &[],
     );
     let warning = sub.stderr_until("cannot be recovered");
     assert!(warning.contains("1:nope"), "{warning}");
-    ok_json(&run(&["publish", &server.ws(), "chat:log", "five"], ""));
+    ok_json(&run(&["publish", &ws(&server), "chat:log", "five"], ""));
     assert_eq!(sub.json_line()["data"], "five");
     sub.signal("TERM");
     assert!(sub.finish().0.success());
@@ -92,22 +94,22 @@ fn subscribe_since_replays_history_in_order() {
 
 #[test]
 fn subscribe_since_recovers_more_than_one_reply_holds() {
-    let server = Server::start(&[]);
+    let server = server(&[]);
     // Twenty publications of 60 KB: more than the 1 MiB outbound queue in one reply.
     let lines: String = (1..=20).map(|n| format!("{n:02}{}\n", "x".repeat(60_000))).collect();
-    let out = run(&["publish", &server.ws(), "chat:big"], &lines);
+    let out = run(&["publish", &ws(&server), "chat:big"], &lines);
     assert!(out.status.success(), "{}", out.stderr);
     let epoch = parse(out.stdout.lines().next().expect("an ack"))["epoch"].clone();
     let epoch = epoch.as_str().expect("an epoch").to_owned();
 
     let since = format!("1:{epoch}");
-    let sub = Proc::spawn(&["subscribe", &server.ws(), "chat:big", "--since", &since], &[]);
+    let sub = Proc::spawn(&["subscribe", &ws(&server), "chat:big", "--since", &since], &[]);
     for offset in 2..=20 {
         let line = sub.json_line();
         assert_eq!(line["offset"], offset);
         assert!(line["data"].as_str().is_some_and(|d| d.starts_with(&format!("{offset:02}x"))));
     }
-    ok_json(&run(&["publish", &server.ws(), "chat:big", "live"], ""));
+    ok_json(&run(&["publish", &ws(&server), "chat:big", "live"], ""));
     assert_eq!(sub.json_line()["offset"], 21);
     sub.signal("INT");
     let (status, _, stderr) = sub.finish();
@@ -117,10 +119,10 @@ fn subscribe_since_recovers_more_than_one_reply_holds() {
 
 #[test]
 fn subscribe_prints_joins_and_leaves_when_asked() {
-    let server = Server::start(&[]);
-    let watcher = Proc::spawn(&["subscribe", &server.ws(), "chat:room", "--presence-events"], &[]);
+    let server = server(&[]);
+    let watcher = Proc::spawn(&["subscribe", &ws(&server), "chat:room", "--presence-events"], &[]);
     watcher.stderr_until("subscribed to chat:room");
-    let other = Proc::spawn(&["subscribe", &server.ws(), "chat:room"], &[]);
+    let other = Proc::spawn(&["subscribe", &ws(&server), "chat:room"], &[]);
     other.stderr_until("subscribed to chat:room");
     other.signal("TERM");
     assert!(other.finish().0.success());
@@ -143,15 +145,15 @@ fn subscribe_prints_joins_and_leaves_when_asked() {
 
 #[test]
 fn subscribe_exits_0_when_stdout_closes() {
-    let server = Server::start(&[]);
-    let mut sub = Proc::spawn_without_stdout_reader(&["subscribe", &server.ws(), "chat:pipe"]);
+    let server = server(&[]);
+    let mut sub = Proc::spawn_without_stdout_reader(&["subscribe", &ws(&server), "chat:pipe"]);
     sub.stderr_until("subscribed to chat:pipe");
     let stdout = sub.child.stdout.take().expect("stdout");
-    ok_json(&run(&["publish", &server.ws(), "chat:pipe", "first"], ""));
+    ok_json(&run(&["publish", &ws(&server), "chat:pipe", "first"], ""));
     // Read one line, then close the pipe, as `head -n 1` does.
     let line = first_line_then_close(stdout);
     assert_eq!(parse(&line)["data"], "first");
-    ok_json(&run(&["publish", &server.ws(), "chat:pipe", "second"], ""));
+    ok_json(&run(&["publish", &ws(&server), "chat:pipe", "second"], ""));
     let (status, _, stderr) = sub.finish();
     assert!(status.success(), "a closed stdout is not a failure: {status:?} {stderr}");
     assert!(!stderr.contains("Broken pipe"), "{stderr}");
@@ -160,16 +162,16 @@ fn subscribe_exits_0_when_stdout_closes() {
 #[test]
 fn publish_with_an_api_key_goes_through_http() {
     let key = "an-api-key-for-the-cli-tests";
-    let server = Server::start(&["--api-key", key]);
+    let server = server(&["--api-key", key]);
     // The HTTP API publishes in every namespace, even the default one closed to anonymous
     // connections.
     let out =
-        run_env(&["publish", &server.ws(), "news", "[1,2]"], "", &[("SWITCHBOARD_API_KEY", key)]);
+        run_env(&["publish", &ws(&server), "news", "[1,2]"], "", &[("SWITCHBOARD_API_KEY", key)]);
     let ack = ok_json(&out);
     assert_eq!(ack["offset"], 1, "{ack}");
 
     let out = run_env(
-        &["publish", &server.http(), "chat:api"],
+        &["publish", &http(&server), "chat:api"],
         "a\nb\n",
         &[("SWITCHBOARD_API_KEY", key)],
     );
@@ -177,13 +179,13 @@ fn publish_with_an_api_key_goes_through_http() {
     let offsets: Vec<Value> = out.stdout.lines().map(|l| parse(l)["offset"].clone()).collect();
     assert_eq!(offsets, [json!(1), json!(2)]);
 
-    let out = run(&["publish", &server.ws(), "chat:api", "x", "--api-key", "wrong"], "");
+    let out = run(&["publish", &ws(&server), "chat:api", "x", "--api-key", "wrong"], "");
     assert_failed_with(&out, &["401", "unauthorized", "/api/publish"]);
 }
 
 #[test]
 fn connect_sends_json_commands_and_prints_each_message() {
-    let server = Server::start(&[]);
+    let server = server(&[]);
     for protocol in ["json", "msgpack"] {
         let channel = format!("chat:{protocol}");
         let input = format!(
@@ -192,7 +194,7 @@ fn connect_sends_json_commands_and_prints_each_message() {
              {{\"id\":7,\"type\":\"publish\",\"channel\":\"{channel}\",\"data\":\"x\"}}\n\
              {{\"type\":\"ping\"}}\n"
         );
-        let out = run(&["connect", &server.ws(), "--protocol", protocol], &input);
+        let out = run(&["connect", &ws(&server), "--protocol", protocol], &input);
         assert!(out.status.success(), "{protocol}: {}", out.stderr);
         let lines: Vec<Value> = out.stdout.lines().map(parse).collect();
         assert_eq!(lines.len(), 4, "{protocol}: {}", out.stdout);
@@ -213,9 +215,9 @@ fn connect_sends_json_commands_and_prints_each_message() {
 
 #[test]
 fn connect_raw_talks_plain_text_to_any_websocket() {
-    let server = Server::start(&[]);
+    let server = server(&[]);
     let out = run(
-        &["connect", "--raw", &format!("{}/echo", server.ws())],
+        &["connect", "--raw", &format!("{}/echo", ws(&server))],
         "hello\n{\"not\":\"parsed\"}\n",
     );
     assert!(out.status.success(), "{}", out.stderr);
@@ -231,13 +233,13 @@ fn wss_works_with_a_trusted_certificate() {
         rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("a certificate");
     std::fs::write(&cert, generated.cert.pem()).expect("write the certificate");
     std::fs::write(&key, generated.signing_key.serialize_pem()).expect("write the key");
-    let server = Server::start(&[
+    let server = server(&[
         "--tls-cert",
         cert.to_str().expect("a UTF-8 path"),
         "--tls-key",
         key.to_str().expect("a UTF-8 path"),
     ]);
-    let port = server.addr.rsplit(':').next().expect("a port");
+    let port = server.addr.port();
     let cacert = cert.to_str().expect("a UTF-8 path");
 
     let echo = format!("wss://localhost:{port}/echo");
@@ -294,48 +296,48 @@ fn a_refused_connection_names_the_address() {
 
 #[test]
 fn a_401_says_why_the_server_refused() {
-    let server = Server::start(&["--require-auth", "--jwt-secret", SECRET]);
+    let server = server(&["--require-auth", "--jwt-secret", SECRET]);
     let why = "requires a token";
-    assert_failed_with(&run(&["connect", &server.ws()], ""), &["401", why]);
-    assert_failed_with(&run(&["subscribe", &server.ws(), "chat:x"], ""), &["401", why]);
-    assert_failed_with(&run(&["publish", &server.ws(), "chat:x", "1"], ""), &["401", why]);
+    assert_failed_with(&run(&["connect", &ws(&server)], ""), &["401", why]);
+    assert_failed_with(&run(&["subscribe", &ws(&server), "chat:x"], ""), &["401", why]);
+    assert_failed_with(&run(&["publish", &ws(&server), "chat:x", "1"], ""), &["401", why]);
     let bad_token = [("SWITCHBOARD_TOKEN", "x.y.z")];
-    let out = run_env(&["subscribe", &server.ws(), "chat:x"], "", &bad_token);
+    let out = run_env(&["subscribe", &ws(&server), "chat:x"], "", &bad_token);
     assert_failed_with(&out, &["401"]);
 
     // A token from `switchboard token` gets in.
     let token = mint_token();
     let out =
-        run_env(&["publish", &server.ws(), "chat:x", "1"], "", &[("SWITCHBOARD_TOKEN", &token)]);
+        run_env(&["publish", &ws(&server), "chat:x", "1"], "", &[("SWITCHBOARD_TOKEN", &token)]);
     assert_eq!(ok_json(&out)["offset"], 1);
 }
 
 #[test]
 fn refused_commands_are_errors_with_the_servers_code() {
-    let server = Server::start(&["--jwt-secret", SECRET]);
+    let server = server(&["--jwt-secret", SECRET]);
     // The default namespace is closed to anonymous connections: `unauthorized`, and to a
     // token that does not grant the channel: `permission_denied`.
     assert_failed_with(
-        &run(&["subscribe", &server.ws(), "news"], ""),
+        &run(&["subscribe", &ws(&server), "news"], ""),
         &["cannot subscribe to news", "unauthorized", "anonymous"],
     );
     let token = mint_token();
     let ann = [("SWITCHBOARD_TOKEN", token.as_str())];
     assert_failed_with(
-        &run_env(&["subscribe", &server.ws(), "chat:ok", "news"], "", &ann),
+        &run_env(&["subscribe", &ws(&server), "chat:ok", "news"], "", &ann),
         &["cannot subscribe to news", "permission_denied"],
     );
     assert_failed_with(
-        &run_env(&["publish", &server.ws(), "news", "1"], "", &ann),
+        &run_env(&["publish", &ws(&server), "news", "1"], "", &ann),
         &["cannot publish to news", "permission_denied"],
     );
-    assert_failed_with(&run(&["publish", &server.ws(), "nope:x", "1"], ""), &["unknown_namespace"]);
+    assert_failed_with(&run(&["publish", &ws(&server), "nope:x", "1"], ""), &["unknown_namespace"]);
     // A refusal stops publishing from standard input: what follows is not sent.
-    let out = run_env(&["publish", &server.ws(), "news"], "1\n2\n", &ann);
+    let out = run_env(&["publish", &ws(&server), "news"], "1\n2\n", &ann);
     assert_failed_with(&out, &["permission_denied"]);
     // `connect` prints error replies like any other message.
     let out = run_env(
-        &["connect", &server.ws()],
+        &["connect", &ws(&server)],
         "{\"type\":\"subscribe\",\"channel\":\"news\"}\n",
         &ann,
     );
@@ -354,56 +356,20 @@ fn mint_token() -> String {
     String::from_utf8(out.stdout).expect("a UTF-8 token").trim().to_owned()
 }
 
-/// A `switchboard serve` on a free port, killed (by its PID) when dropped.
-struct Server {
-    child: Child,
-    /// `127.0.0.1:port`.
-    addr: String,
+/// A `switchboard serve` on a free port that takes no API key from the test's environment;
+/// killed (by its PID) when dropped.
+fn server(args: &[&str]) -> Served {
+    Serve::new(BIN).args(args).env_remove("SWITCHBOARD_API_KEY").start()
 }
 
-impl Server {
-    fn start(args: &[&str]) -> Self {
-        let mut child = Command::new(BIN)
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .args(args)
-            .env("SWITCHBOARD_LOG", "info")
-            .env_remove("SWITCHBOARD_API_KEY")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn the server");
-        let stderr = child.stderr.take().expect("the server's stderr");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stderr).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let line = rx.recv_timeout(WAIT).expect("the server's first log line");
-        let addr = line
-            .split("://")
-            .nth(1)
-            .and_then(|rest| rest.split_whitespace().next())
-            .expect("a URL in the first line")
-            .to_owned();
-        Self { child, addr }
-    }
-
-    fn ws(&self) -> String {
-        format!("ws://{}", self.addr)
-    }
-
-    fn http(&self) -> String {
-        format!("http://{}", self.addr)
-    }
+/// The server's `ws://` base URL.
+fn ws(server: &Served) -> String {
+    format!("ws://{}", server.addr)
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// The server's `http://` base URL.
+fn http(server: &Served) -> String {
+    format!("http://{}", server.addr)
 }
 
 /// A spawned client command whose output is read on threads, so every read can be bounded.
@@ -527,18 +493,16 @@ fn command(args: &[&str], env: &[(&str, &str)]) -> Command {
 
 /// Waits for `child` to exit within [`WAIT`], killing it (by its PID) if it does not.
 fn wait_bounded(child: &mut Child) -> ExitStatus {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if let Some(status) = child.try_wait().expect("wait for the child") {
-            return status;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("switchboard did not exit within {WAIT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let mut status = None;
+    wait::wait_until_blocking(WAIT, || {
+        status = child.try_wait().expect("wait for the child");
+        status.is_some()
+    });
+    status.unwrap_or_else(|| {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("switchboard did not exit within {WAIT:?}");
+    })
 }
 
 /// Lines of `pipe`, as they come.

@@ -1,17 +1,15 @@
 //! `switchboard config` and `switchboard serve --config` as a user runs them.
 
-use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpListener};
+use std::net::TcpListener;
 use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
-use std::time::Duration;
+use std::process::{Command, Output};
 
-use serde_json::{Value, json};
-use switchboard_codec::{Event, Message};
+use serde_json::json;
+use switchboard_test_support::cli::{Serve, Served};
 use switchboard_test_support::client::WsClient;
+use switchboard_test_support::protocol::call;
 
 const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
-const LIMIT: Duration = Duration::from_secs(10);
 
 /// Writes `text` to a file of this test process named `name`.
 fn write_file(name: &str, text: &str) -> PathBuf {
@@ -42,46 +40,9 @@ fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").expect("test setup").local_addr().expect("test setup").port()
 }
 
-/// `switchboard serve` with `args` and `env`, and the address it logs; killed on drop.
-struct Served {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Served {
-    fn start(args: &[&str], env: &[(&str, &str)]) -> Self {
-        let mut child = Command::new(BIN)
-            .arg("serve")
-            .args(args)
-            .envs(env.iter().copied())
-            .env("SWITCHBOARD_LOG", "info")
-            .stdin(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("test setup");
-        let mut stderr = BufReader::new(child.stderr.take().expect("test setup"));
-        let mut line = String::new();
-        stderr.read_line(&mut line).expect("test setup");
-        let addr = line
-            .split("listening on http://")
-            .nth(1)
-            .and_then(|rest| rest.split_whitespace().next())
-            .and_then(|addr| addr.parse().ok());
-        let Some(addr) = addr else {
-            let _ = child.kill();
-            panic!("no address in {line:?}");
-        };
-        // Drained so the server never blocks on a full pipe.
-        std::thread::spawn(move || for _ in stderr.lines() {});
-        Self { child, addr }
-    }
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// `switchboard serve` with `args` and `env`, waited for until it listens; killed on drop.
+fn serve(args: &[&str], env: &[(&str, &str)]) -> Served {
+    Serve::without_listen(BIN).args(args).envs(env.iter().copied()).start()
 }
 
 #[test]
@@ -145,23 +106,23 @@ fn serve_applies_namespaces_and_listen_from_the_file() {
              [namespaces.news]\nanonymous = \"subscribe\"\n"
         ),
     );
-    let served = Served::start(&["--config", path.to_str().unwrap()], &[]);
+    let served = serve(&["--config", path.to_str().unwrap()], &[]);
     assert_eq!(served.addr.port(), port);
     let addr = served.addr;
     tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(
         async move {
             let mut ws = WsClient::connect(addr, "/ws").await.unwrap();
-            let hello = call(&mut ws, json!({"id": 1, "type": "connect"})).await;
+            let hello = call(&mut ws, &json!({"id": 1, "type": "connect"})).await;
             assert!(hello["result"]["client"].is_string(), "{hello}");
-            let sub = call(&mut ws, json!({"id": 2, "type": "subscribe", "channel": "news:x"}));
-            let sub = sub.await;
+            let sub = json!({"id": 2, "type": "subscribe", "channel": "news:x"});
+            let sub = call(&mut ws, &sub).await;
             assert!(sub["result"]["epoch"].is_string(), "{sub}");
             let publish = json!({"id": 3, "type": "publish", "channel": "news:x", "data": 1});
-            let publish = call(&mut ws, publish).await;
+            let publish = call(&mut ws, &publish).await;
             assert_eq!(publish["error"]["code"], "unauthorized", "{publish}");
             // The file's namespaces replace the built-in ones.
-            let chat = call(&mut ws, json!({"id": 4, "type": "subscribe", "channel": "chat:x"}));
-            let chat = chat.await;
+            let chat = json!({"id": 4, "type": "subscribe", "channel": "chat:x"});
+            let chat = call(&mut ws, &chat).await;
             assert_eq!(chat["error"]["code"], "unknown_namespace", "{chat}");
         },
     );
@@ -180,22 +141,22 @@ fn namespaces_from_the_environment_set_keys_over_the_file() {
         ),
     );
     let env = [("SWITCHBOARD_NAMESPACES", "news:anonymous=publish; extra:anonymous=subscribe")];
-    let served = Served::start(&["--config", path.to_str().unwrap()], &env);
+    let served = serve(&["--config", path.to_str().unwrap()], &env);
     let addr = served.addr;
     tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(
         async move {
             let mut ws = WsClient::connect(addr, "/ws").await.unwrap();
             let publish = json!({"id": 1, "type": "publish", "channel": "news:x", "data": 1});
-            let publish = call(&mut ws, publish).await;
+            let publish = call(&mut ws, &publish).await;
             assert_eq!(publish["result"]["offset"], 1, "{publish}");
             // The file's history size is kept: only `anonymous` was set over it.
             let history = json!({"id": 2, "type": "history", "channel": "news:x", "limit": 100});
-            let history = call(&mut ws, history).await;
+            let history = call(&mut ws, &history).await;
             assert_eq!(history["result"]["publications"].as_array().map(Vec::len), Some(1));
-            let sub = call(&mut ws, json!({"id": 3, "type": "subscribe", "channel": "extra:y"}));
-            assert!(sub.await["result"]["epoch"].is_string());
+            let sub = json!({"id": 3, "type": "subscribe", "channel": "extra:y"});
+            assert!(call(&mut ws, &sub).await["result"]["epoch"].is_string());
             let publish = json!({"id": 4, "type": "publish", "channel": "extra:y", "data": 1});
-            let publish = call(&mut ws, publish).await;
+            let publish = call(&mut ws, &publish).await;
             assert_eq!(publish["error"]["code"], "unauthorized", "{publish}");
         },
     );
@@ -211,17 +172,17 @@ fn environment_overrides_the_file_and_a_flag_the_environment() {
     let env_listen = format!("127.0.0.1:{env_port}");
     let env = [("SWITCHBOARD_LISTEN", env_listen.as_str())];
 
-    let from_env = Served::start(&["--config", config], &env);
+    let from_env = serve(&["--config", config], &env);
     assert_eq!(from_env.addr.port(), env_port);
     drop(from_env);
 
     let flag_listen = format!("127.0.0.1:{flag_port}");
-    let from_flag = Served::start(&["--config", config, "--listen", &flag_listen], &env);
+    let from_flag = serve(&["--config", config, "--listen", &flag_listen], &env);
     assert_eq!(from_flag.addr.port(), flag_port);
     drop(from_flag);
 
     // SWITCHBOARD_CONFIG names the file too.
-    let from_file = Served::start(&[], &[("SWITCHBOARD_CONFIG", config)]);
+    let from_file = serve(&[], &[("SWITCHBOARD_CONFIG", config)]);
     assert_eq!(from_file.addr.port(), file_port);
     drop(from_file);
     std::fs::remove_file(&path).unwrap();
@@ -232,19 +193,9 @@ fn a_boolean_variable_set_to_false_still_overrides_the_file() {
     let path = write_file("bool-env", "listen = \"127.0.0.1:0\"\necho = false\n");
     let config = path.to_str().unwrap();
     let echo = |env: &[(&str, &str)]| {
-        let mut child = Command::new(BIN)
-            .args(["serve", "--config", config])
-            .envs(env.iter().copied())
-            .env("SWITCHBOARD_LOG", "info")
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stderr.take().unwrap()).read_line(&mut line).unwrap();
-        child.kill().unwrap();
-        child.wait().unwrap();
-        assert!(line.contains("listening on"), "{line}");
-        line.contains("echo at")
+        let log = serve(&["--config", config], env).log();
+        assert!(log.contains("listening on"), "{log}");
+        log.contains("echo at")
     };
     assert!(!echo(&[]), "the file turns echo off");
     assert!(echo(&[("SWITCHBOARD_NO_ECHO", "false")]), "the variable is set: echo stays on");
@@ -259,13 +210,13 @@ async fn address_rates_come_from_the_file_and_the_environment() {
     );
     let config = path.to_str().unwrap();
     let env = [("SWITCHBOARD_LIMIT_LOOPBACK", "true"), ("SWITCHBOARD_API_KEY", "k")];
-    let served = Served::start(&["--config", config], &env);
+    let served = serve(&["--config", config], &env);
     std::fs::remove_file(&path).unwrap();
     let mut codes = Vec::new();
     for _ in 0..2 {
         let mut ws = WsClient::connect(served.addr, "/ws").await.expect("handshake");
         for id in 1..=2 {
-            let reply = call(&mut ws, json!({"id": id, "type": "ping"})).await;
+            let reply = call(&mut ws, &json!({"id": id, "type": "ping"})).await;
             codes.push(reply["error"]["code"].as_str().unwrap_or("ok").to_owned());
         }
     }
@@ -289,21 +240,4 @@ fn serve_refuses_a_bad_file_in_one_line() {
     let stderr = String::from_utf8(out.stderr).unwrap();
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(stderr.contains(&format!("{}:2:21: ", path.display())), "{stderr}");
-}
-
-/// Sends a command and returns the reply carrying an id.
-async fn call(ws: &mut WsClient, command: Value) -> Value {
-    ws.send(Message::text(command.to_string())).await.expect("test setup");
-    loop {
-        match ws.recv_timeout(LIMIT).await.expect("a message in time") {
-            Some(Event::Text(t)) => {
-                let message: Value = serde_json::from_slice(&t).expect("test setup");
-                if message.get("id").is_some() {
-                    return message;
-                }
-            }
-            Some(Event::Ping(_)) => {}
-            other => panic!("unexpected {other:?}"),
-        }
-    }
 }

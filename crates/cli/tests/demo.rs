@@ -6,12 +6,11 @@ mod support;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde_json::json;
 use support::Node;
-use switchboard_codec::{Event, Message};
-use switchboard_test_support::client::{Refusal, WsClient};
-
-const LIMIT: Duration = Duration::from_secs(5);
+use switchboard_test_support::client::WsClient;
+use switchboard_test_support::http::{self, Response};
+use switchboard_test_support::protocol::{self, call, next_json};
 
 /// Every page and file the demo loads, its own and the status page's, with its content type.
 const ASSETS: [(&str, &str); 9] = [
@@ -29,34 +28,14 @@ const ASSETS: [(&str, &str); 9] = [
 #[tokio::test]
 async fn serves_every_page_and_file_with_its_content_type() {
     let node = Node::start_with(&[]);
-    for (path, content_type) in ASSETS {
-        let response = http(node.addr, "GET", path).await;
-        assert_eq!(response.status, 200, "{path}: {}", response.response);
-        let (head, body) = split(&response);
-        assert!(head.contains(&format!("content-type: {content_type}\r\n")), "{path}: {head}");
-        assert!(head.contains("cache-control: no-cache\r\n"), "{path}: {head}");
-        assert!(head.contains("x-content-type-options: nosniff\r\n"), "{path}: {head}");
-        assert!(!body.is_empty(), "{path}");
-        if content_type.starts_with("text/html") {
-            assert!(head.contains("content-security-policy: default-src 'self'"), "{path}: {head}");
-        }
-    }
+    http::assert_assets_served(node.addr, &ASSETS).await;
 }
 
 #[tokio::test]
 async fn everything_the_pages_load_is_served() {
     let node = Node::start_with(&[]);
-    let mut checked = 0;
-    for (path, _) in ASSETS {
-        let response = http(node.addr, "GET", path).await;
-        let (_, body) = split(&response);
-        // `src="/…"`, `href="/…"` in pages; `from './…'` and `from '/…'` in modules.
-        for link in links(body) {
-            let target = http(node.addr, "GET", &link).await;
-            assert_eq!(target.status, 200, "{path} loads {link}");
-            checked += 1;
-        }
-    }
+    let pages = ASSETS.map(|(path, _)| path);
+    let checked = http::assert_links_served(node.addr, &pages, &[]).await;
     assert!(checked >= 10, "only {checked} links found");
 }
 
@@ -64,19 +43,16 @@ async fn everything_the_pages_load_is_served() {
 async fn head_has_no_body_and_other_methods_are_refused() {
     let node = Node::start_with(&[]);
     for path in ["/", "/assets/chat.js"] {
-        let head = http(node.addr, "HEAD", path).await;
-        assert_eq!(head.status, 200, "{path}: {}", head.response);
-        assert!(head.response.ends_with("\r\n\r\n"), "{path}: {}", head.response);
-        let post = http(node.addr, "POST", path).await;
-        assert_eq!(post.status, 405, "{path}: {}", post.response);
-        assert!(post.response.to_ascii_lowercase().contains("allow: get, head"));
+        let head = page(node.addr, "HEAD", path).await;
+        assert_eq!(head.status, 200, "{path}: {head}");
+        assert!(head.body.is_empty(), "{path}: {head}");
+        let post = page(node.addr, "POST", path).await;
+        assert_eq!(post.status, 405, "{path}: {post}");
+        assert!(post.lower_head().contains("allow: get, head"));
         // The server's one refusal body, for the binary's routes too.
-        let (head, body) = split(&post);
-        assert!(head.contains("content-type: application/json\r\n"), "{head}");
-        let body: Value = serde_json::from_str(body).expect("json");
-        assert_eq!(body["error"]["code"], "bad_request", "{body}");
+        post.refusal(405, "bad_request");
     }
-    assert_eq!(http(node.addr, "GET", "/assets/nothing.js").await.status, 404);
+    assert_eq!(page(node.addr, "GET", "/assets/nothing.js").await.status, 404);
 }
 
 #[tokio::test]
@@ -84,13 +60,13 @@ async fn the_ticker_publishes_prices_to_anonymous_subscribers() {
     let node = Node::start_with(&[]);
     let mut ws = WsClient::connect(node.addr, "/ws").await.expect("connect");
     let reply =
-        call(&mut ws, json!({"id": 1, "type": "subscribe", "channel": "ticker:ACME"})).await;
+        call(&mut ws, &json!({"id": 1, "type": "subscribe", "channel": "ticker:ACME"})).await;
     assert!(reply.get("result").is_some(), "{reply}");
 
     // About 4 a second per symbol: three arrive well within the limit.
     let mut offsets = Vec::new();
     while offsets.len() < 3 {
-        let push = next_push(&mut ws).await;
+        let push = next_json(&mut ws).await;
         assert_eq!(push["push"], "publication", "{push}");
         assert_eq!(push["channel"], "ticker:ACME", "{push}");
         assert_eq!(push["data"]["symbol"], "ACME", "{push}");
@@ -108,11 +84,11 @@ async fn anonymous_clients_may_read_but_not_publish_the_ticker() {
     let mut ws = WsClient::connect(node.addr, "/ws").await.expect("connect");
     let publish =
         json!({"id": 1, "type": "publish", "channel": "ticker:ACME", "data": {"price": 1}});
-    let reply = call(&mut ws, publish).await;
+    let reply = call(&mut ws, &publish).await;
     assert_eq!(reply["error"]["code"], "permission_denied", "{reply}");
 
     let history = json!({"id": 2, "type": "history", "channel": "ticker:ACME", "limit": 500});
-    let reply = call(&mut ws, history).await;
+    let reply = call(&mut ws, &history).await;
     let kept = reply["result"]["publications"].as_array().expect("publications").len();
     assert!(kept <= 50, "history is capped at 50: {kept}");
 }
@@ -120,67 +96,16 @@ async fn anonymous_clients_may_read_but_not_publish_the_ticker() {
 #[tokio::test]
 async fn without_the_demo_there_is_no_feed_and_no_demo_page() {
     let node = Node::start_with(&["--no-demo"]);
-    assert_eq!(http(node.addr, "GET", "/").await.status, 404);
-    assert_eq!(http(node.addr, "GET", "/assets/demo.js").await.status, 404);
-    assert_eq!(http(node.addr, "GET", "/status").await.status, 200);
-    assert_eq!(http(node.addr, "GET", "/status.json").await.status, 200);
+    assert_eq!(page(node.addr, "GET", "/").await.status, 404);
+    assert_eq!(page(node.addr, "GET", "/assets/demo.js").await.status, 404);
+    assert_eq!(page(node.addr, "GET", "/status").await.status, 200);
+    assert_eq!(page(node.addr, "GET", "/status.json").await.status, 200);
 
-    let mut ws = WsClient::connect(node.addr, "/ws").await.expect("connect");
-    let reply =
-        call(&mut ws, json!({"id": 1, "type": "subscribe", "channel": "ticker:ACME"})).await;
-    assert_eq!(reply["result"]["offset"], 0, "{reply}");
     // With the feed on, ten publications arrive in this time.
-    let quiet = ws.recv_timeout(Duration::from_millis(2500)).await;
-    assert!(quiet.as_ref().is_err_and(|e| e.kind() == std::io::ErrorKind::TimedOut), "{quiet:?}");
+    protocol::assert_quiet(node.addr, "ticker:ACME", Duration::from_millis(2500)).await;
 }
 
 /// Sends a request without a body and reads the whole response.
-async fn http(addr: SocketAddr, method: &str, path: &str) -> Refusal {
-    let request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    WsClient::expect_refusal(addr, request.as_bytes()).await.expect("a response")
-}
-
-/// The lowercased head and the body.
-fn split(response: &Refusal) -> (String, &str) {
-    let (head, body) = response.response.split_once("\r\n\r\n").expect("a head and a body");
-    (head.to_ascii_lowercase() + "\r\n", body)
-}
-
-/// The same-server paths a page or module loads.
-fn links(body: &str) -> Vec<String> {
-    let mut links = Vec::new();
-    for marker in ["src=\"", "href=\"", "from '"] {
-        for (at, _) in body.match_indices(marker) {
-            let rest = &body[at + marker.len()..];
-            let end = rest.find(['"', '\'']).unwrap_or(rest.len());
-            let link = &rest[..end];
-            if let Some(name) = link.strip_prefix("./") {
-                links.push(format!("/assets/{name}"));
-            } else if link.starts_with('/') {
-                links.push(link.to_owned());
-            }
-        }
-    }
-    links
-}
-
-async fn call(ws: &mut WsClient, command: Value) -> Value {
-    ws.send(Message::text(command.to_string())).await.expect("send");
-    loop {
-        let message = next_push(ws).await;
-        if message.get("id").is_some() {
-            return message;
-        }
-    }
-}
-
-/// The next JSON message, reply or push.
-async fn next_push(ws: &mut WsClient) -> Value {
-    loop {
-        match ws.recv_timeout(LIMIT).await.expect("a message in time") {
-            Some(Event::Text(t)) => return serde_json::from_slice(&t).expect("json"),
-            Some(Event::Ping(_)) => continue,
-            other => panic!("unexpected {other:?}"),
-        }
-    }
+async fn page(addr: SocketAddr, method: &str, path: &str) -> Response {
+    http::request(addr, method, path, &[], "").await
 }

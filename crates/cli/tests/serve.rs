@@ -1,44 +1,33 @@
 //! The `switchboard` binary as a user runs it.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::ffi::OsStr;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::Command;
+
+use switchboard_test_support::cli::{LIMIT, Serve};
+use switchboard_test_support::http::upgrade;
 
 const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
 
 #[test]
 fn serve_logs_its_url_serves_health_and_stops_on_sigterm() {
-    let mut child = Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .env("SWITCHBOARD_LOG", "info")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    stderr.read_line(&mut line).unwrap();
-    let addr = line
-        .split("http://")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .expect("a URL in the first line")
-        .to_owned();
-    assert!(line.contains(&format!("ws://{addr}/echo")), "{line}");
+    let mut served = Serve::new(BIN).start();
+    let addr = served.addr;
+    let log = served.log();
+    assert!(log.contains(&format!("http://{addr} ")), "{log}");
+    assert!(log.contains(&format!("ws://{addr}/echo")), "{log}");
 
-    let mut stream = TcpStream::connect(&addr).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(LIMIT)).unwrap();
     write!(stream, "GET /healthz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
     let mut response = String::new();
     stream.read_to_string(&mut response).unwrap();
     assert!(response.starts_with("HTTP/1.1 200 "), "{response}");
 
-    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
-    assert!(status.success());
-    let exit = child.wait().unwrap();
+    let exit = served.terminate(LIMIT);
     assert!(exit.success(), "{exit:?}");
-    let mut rest = String::new();
-    stderr.read_to_string(&mut rest).unwrap();
+    let rest = served.rest_of_lines(LIMIT).join("\n");
     assert!(rest.contains("SIGTERM"), "{rest}");
 }
 
@@ -85,70 +74,33 @@ fn sighup_reloads_the_tls_certificate() {
         std::fs::write(&key, generated.signing_key.serialize_pem()).unwrap();
     };
     write("localhost");
-    let mut child = Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0", "--tls-cert"])
-        .arg(&cert)
-        .arg("--tls-key")
-        .arg(&key)
-        .env("SWITCHBOARD_LOG", "info")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    stderr.read_line(&mut line).unwrap();
-    assert!(line.contains("https://") && line.contains("wss://"), "{line}");
+    let tls =
+        [OsStr::new("--tls-cert"), cert.as_os_str(), OsStr::new("--tls-key"), key.as_os_str()];
+    let mut served = Serve::new(BIN).args(tls).start();
+    let log = served.log();
+    assert!(log.contains("https://") && log.contains("wss://"), "{log}");
     let hup = || {
-        let status = Command::new("kill").args(["-HUP", &child.id().to_string()]).status().unwrap();
+        let pid = served.pid().to_string();
+        let status = Command::new("kill").args(["-HUP", &pid]).status().unwrap();
         assert!(status.success());
     };
     write("localhost");
     hup();
-    line.clear();
-    stderr.read_line(&mut line).unwrap();
+    let line = served.next_line(LIMIT, |_| true);
     assert!(line.contains("tls certificate reloaded"), "{line}");
     std::fs::write(&key, "not a key").unwrap();
     hup();
-    line.clear();
-    stderr.read_line(&mut line).unwrap();
+    let line = served.next_line(LIMIT, |_| true);
     assert!(line.contains("tls reload failed"), "{line}");
-    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
-    assert!(status.success());
-    assert!(child.wait().unwrap().success());
+    assert!(served.terminate(LIMIT).success());
     let _ = std::fs::remove_dir_all(dir);
 }
 
-/// Starts `switchboard serve` with `args` on a free port and returns it with its address.
-fn spawn_server(args: &[&str]) -> (std::process::Child, String) {
-    let mut child = Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .args(args)
-        .env("SWITCHBOARD_LOG", "info")
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn the server");
-    let mut stderr = BufReader::new(child.stderr.take().expect("stderr"));
-    let mut line = String::new();
-    stderr.read_line(&mut line).expect("the first log line");
-    let addr = line
-        .split("://")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .expect("a URL in the first line")
-        .to_owned();
-    (child, addr)
-}
-
 /// The HTTP status of a WebSocket upgrade to `/ws` with `extra` headers.
-fn upgrade_status(addr: &str, extra: &str) -> u16 {
+fn upgrade_status(addr: SocketAddr, extra: &str) -> u16 {
     let mut stream = TcpStream::connect(addr).expect("connect");
-    stream.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
-    write!(
-        stream,
-        "GET /ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
-    )
-    .expect("write");
+    stream.set_read_timeout(Some(LIMIT)).expect("timeout");
+    stream.write_all(upgrade(addr, "/ws", extra).as_bytes()).expect("write");
     let mut head = [0u8; 12];
     stream.read_exact(&mut head).expect("a status line");
     String::from_utf8_lossy(&head[9..12]).parse().expect("a status")
@@ -166,12 +118,11 @@ fn token_mints_what_serve_accepts() {
     let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
     assert_eq!(token.split('.').count(), 3, "{token}");
 
-    let (mut child, addr) = spawn_server(&["--require-auth", "--jwt-secret", secret]);
-    assert_eq!(upgrade_status(&addr, &format!("Authorization: Bearer {token}\r\n")), 101);
-    assert_eq!(upgrade_status(&addr, "Authorization: Bearer x.y.z\r\n"), 401);
-    assert_eq!(upgrade_status(&addr, ""), 401);
-    child.kill().unwrap();
-    let _ = child.wait();
+    let served = Serve::new(BIN).args(["--require-auth", "--jwt-secret", secret]).start();
+    let addr = served.addr;
+    assert_eq!(upgrade_status(addr, &format!("Authorization: Bearer {token}\r\n")), 101);
+    assert_eq!(upgrade_status(addr, "Authorization: Bearer x.y.z\r\n"), 401);
+    assert_eq!(upgrade_status(addr, ""), 401);
 }
 
 #[test]

@@ -4,9 +4,11 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use switchboard_codec::{CloseCode, Event, Message};
+use switchboard_codec::CloseCode;
 use switchboard_server::Config;
 use switchboard_test_support::client::WsClient;
+use switchboard_test_support::http::{self, Response};
+use switchboard_test_support::protocol::{call, next_json};
 use switchboard_test_support::server::{TestServer, open_config, open_namespace};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -32,110 +34,43 @@ fn config() -> Config {
     config
 }
 
-/// An HTTP response read to the end of the connection.
-#[derive(Debug)]
-struct HttpResponse {
-    status: u16,
-    head: String,
-    body: String,
-}
-
-impl HttpResponse {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.head.lines().skip(1).find_map(|line| {
-            let (n, v) = line.split_once(':')?;
-            n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
-        })
-    }
-
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.body).expect("a JSON body")
-    }
-
-    /// Asserts an error response and returns its body's `error`.
-    fn error(&self, status: u16, code: &str) -> Value {
-        assert_eq!(self.status, status, "{self:?}");
-        assert_eq!(self.header("content-type"), Some("application/json"), "{self:?}");
-        let error = self.json()["error"].clone();
-        assert_eq!(error["code"], code, "{self:?}");
-        assert!(error["message"].is_string(), "{self:?}");
-        assert!(error["temporary"].is_boolean(), "{self:?}");
-        error
-    }
-}
-
-/// Writes `request` and reads the response until the server closes the connection.
-async fn exchange(addr: SocketAddr, request: &[u8]) -> HttpResponse {
-    let mut stream = TcpStream::connect(addr).await.expect("connect");
-    stream.write_all(request).await.expect("write the request");
-    let mut raw = Vec::new();
-    tokio::time::timeout(LIMIT, stream.read_to_end(&mut raw))
-        .await
-        .expect("the server closes in time")
-        .expect("read the response");
-    let text = String::from_utf8(raw).expect("a UTF-8 response");
-    let (head, body) = text.split_once("\r\n\r\n").expect("a response head");
-    let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).expect("a status line");
-    HttpResponse { status, head: head.to_owned(), body: body.to_owned() }
-}
-
-/// A request with `Connection: close` and the given extra header lines.
-fn request(method: &str, path: &str, headers: &str, body: &str) -> Vec<u8> {
-    format!(
-        "{method} {path} HTTP/1.1\r\nHost: switchboard\r\nConnection: close\r\n{headers}\
-         Content-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .into_bytes()
-}
-
 /// A request carrying the test key.
-async fn api(addr: SocketAddr, method: &str, path: &str, body: &str) -> HttpResponse {
-    let headers = format!("Authorization: apikey {KEY}\r\nContent-Type: application/json\r\n");
-    exchange(addr, &request(method, path, &headers, body)).await
+async fn api(addr: SocketAddr, method: &str, path: &str, body: &str) -> Response {
+    let key = format!("apikey {KEY}");
+    let headers = [("Authorization", key.as_str()), ("Content-Type", "application/json")];
+    http::request(addr, method, path, &headers, body).await
 }
 
-async fn post(addr: SocketAddr, path: &str, body: &Value) -> HttpResponse {
+async fn post(addr: SocketAddr, path: &str, body: &Value) -> Response {
     api(addr, "POST", path, &body.to_string()).await
 }
 
-async fn get(addr: SocketAddr, path: &str) -> HttpResponse {
+async fn get(addr: SocketAddr, path: &str) -> Response {
     api(addr, "GET", path, "").await
 }
 
-/// Sends a command on `/ws` and returns its reply, skipping pushes.
-async fn call(ws: &mut WsClient, command: Value) -> Value {
-    ws.send(Message::text(command.to_string())).await.expect("send");
-    loop {
-        let message = next_message(ws).await;
-        if message.get("id").is_some() {
-            return message;
-        }
-    }
-}
-
-/// The next JSON message on `/ws`.
-async fn next_message(ws: &mut WsClient) -> Value {
-    loop {
-        match ws.recv_timeout(LIMIT).await.expect("a message in time") {
-            Some(Event::Text(t)) => return serde_json::from_slice(&t).expect("json"),
-            Some(Event::Ping(_)) => continue,
-            other => panic!("unexpected {other:?}"),
-        }
-    }
+/// A request without the key, with the given extra header lines.
+async fn unkeyed(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &str,
+    body: &str,
+) -> Response {
+    http::request(addr, method, path, &http::header_lines(headers), body).await
 }
 
 /// A `/ws` connection after `connect`, with its client id.
 async fn connected(addr: SocketAddr) -> (WsClient, String) {
     let mut ws = WsClient::connect(addr, "/ws").await.expect("ws handshake");
-    let hello = call(&mut ws, json!({"id": 1, "type": "connect"})).await;
+    let hello = call(&mut ws, &json!({"id": 1, "type": "connect"})).await;
     let id = hello["result"]["client"].as_str().expect("a client id").to_owned();
     (ws, id)
 }
 
 /// Subscribes and returns the stream's epoch.
 async fn subscribe(ws: &mut WsClient, channel: &str) -> String {
-    let sub = call(ws, json!({"id": 2, "type": "subscribe", "channel": channel})).await;
+    let sub = call(ws, &json!({"id": 2, "type": "subscribe", "channel": channel})).await;
     sub["result"]["epoch"].as_str().expect("subscribed").to_owned()
 }
 
@@ -155,12 +90,12 @@ async fn publish_reaches_a_ws_subscriber() {
         post(server.addr, "/api/publish", &json!({"channel": "chat:lobby", "data": "two"})).await;
     assert_eq!(resp.json()["offset"], 2, "{resp:?}");
 
-    let push = next_message(&mut ws).await;
+    let push = next_json(&mut ws).await;
     assert_eq!(
         push,
         json!({"push": "publication", "channel": "chat:lobby", "offset": 1, "data": {"n": 1}})
     );
-    let push = next_message(&mut ws).await;
+    let push = next_json(&mut ws).await;
     assert_eq!((push["offset"].clone(), push["data"].clone()), (json!(2), json!("two")));
 }
 
@@ -169,7 +104,7 @@ async fn publish_ignores_the_client_publish_switch() {
     let server = TestServer::start(config()).await;
     let (mut ws, _) = connected(server.addr).await;
     let denied =
-        call(&mut ws, json!({"id": 3, "type": "publish", "channel": "readonly:news", "data": 1}))
+        call(&mut ws, &json!({"id": 3, "type": "publish", "channel": "readonly:news", "data": 1}))
             .await;
     assert_eq!(denied["error"]["code"], "permission_denied", "{denied}");
     let resp =
@@ -210,7 +145,7 @@ async fn broadcast_reports_each_channel_in_request_order() {
     assert_eq!(results[3]["error"]["code"], "invalid_channel");
     assert_eq!(results[4]["offset"], 2);
 
-    let push = next_message(&mut ws).await;
+    let push = next_json(&mut ws).await;
     assert_eq!(push, json!({"push": "publication", "channel": "b", "offset": 1, "data": "hi"}));
 }
 
@@ -218,10 +153,10 @@ async fn broadcast_reports_each_channel_in_request_order() {
 async fn broadcast_refuses_empty_and_oversized_channel_lists() {
     let server = TestServer::start(config()).await;
     let resp = post(server.addr, "/api/broadcast", &json!({"channels": [], "data": 1})).await;
-    resp.error(400, "bad_request");
+    resp.refusal(400, "bad_request");
     let many: Vec<String> = (0..1001).map(|i| format!("c{i}")).collect();
     let resp = post(server.addr, "/api/broadcast", &json!({"channels": many, "data": 1})).await;
-    let error = resp.error(400, "bad_request");
+    let error = resp.refusal(400, "bad_request");
     assert!(error["message"].as_str().unwrap().contains("1001 > 1000"), "{error}");
     let resp =
         post(server.addr, "/api/broadcast", &json!({"channels": many[..1000], "data": 1})).await;
@@ -313,14 +248,14 @@ async fn disconnect_by_client_closes_only_that_connection() {
     let resp = post(server.addr, "/api/disconnect", &body).await;
     assert_eq!(resp.status, 200, "{resp:?}");
     assert_eq!(resp.json(), json!({"disconnected": 1}));
-    let push = next_message(&mut a).await;
+    let push = next_json(&mut a).await;
     assert_eq!(
         push,
         json!({"push": "disconnect", "code": 4403, "reason": "banned", "advice": "stop"})
     );
     assert_eq!(a.expect_close(LIMIT).await.unwrap(), Some(CloseCode(4403)));
 
-    let pong = call(&mut b, json!({"id": 7, "type": "ping"})).await;
+    let pong = call(&mut b, &json!({"id": 7, "type": "ping"})).await;
     assert_eq!(pong, json!({"id": 7, "result": {}}));
 
     // Gone now: nothing left to disconnect.
@@ -334,7 +269,7 @@ async fn disconnect_defaults_to_reconnect() {
     let (mut ws, id) = connected(server.addr).await;
     let resp = post(server.addr, "/api/disconnect", &json!({"client": id})).await;
     assert_eq!(resp.json(), json!({"disconnected": 1}));
-    let push = next_message(&mut ws).await;
+    let push = next_json(&mut ws).await;
     let expected = json!({
         "push": "disconnect",
         "code": 4000,
@@ -352,7 +287,7 @@ async fn disconnect_by_user_without_a_match_returns_zero() {
     let resp = post(server.addr, "/api/disconnect", &json!({"user": "nobody"})).await;
     assert_eq!(resp.status, 200, "{resp:?}");
     assert_eq!(resp.json(), json!({"disconnected": 0}));
-    let pong = call(&mut ws, json!({"id": 9, "type": "ping"})).await;
+    let pong = call(&mut ws, &json!({"id": 9, "type": "ping"})).await;
     assert_eq!(pong["id"], 9);
 }
 
@@ -370,7 +305,7 @@ async fn disconnect_refuses_bad_requests() {
     ];
     for body in cases {
         let resp = post(server.addr, "/api/disconnect", &body).await;
-        resp.error(400, "bad_request");
+        resp.refusal(400, "bad_request");
     }
     let resp =
         post(server.addr, "/api/disconnect", &json!({"client": "x", "reason": "r".repeat(100)}))
@@ -383,7 +318,7 @@ async fn the_api_is_disabled_without_a_key() {
     let server = TestServer::start(open_config()).await;
     for (method, path) in [("POST", "/api/publish"), ("GET", "/api/presence?channel=a")] {
         let resp = api(server.addr, method, path, r#"{"channel":"a","data":1}"#).await;
-        let error = resp.error(403, "unauthorized");
+        let error = resp.refusal(403, "unauthorized");
         assert!(error["message"].as_str().unwrap().contains("configure an API key"), "{error}");
     }
 }
@@ -395,16 +330,16 @@ async fn refuses_missing_and_wrong_keys() {
     let wrong = format!("Authorization: apikey {KEY}x\r\n");
     let bearer = format!("Authorization: Bearer {KEY}\r\n");
     for headers in ["", wrong.as_str(), bearer.as_str(), "Authorization: apikey \r\n"] {
-        let resp = exchange(server.addr, &request("POST", "/api/publish", headers, body)).await;
-        resp.error(401, "unauthorized");
+        let resp = unkeyed(server.addr, "POST", "/api/publish", headers, body).await;
+        resp.refusal(401, "unauthorized");
         assert_eq!(resp.header("www-authenticate"), Some("apikey"), "{headers}");
     }
     // Unknown paths are not revealed before the key is checked.
-    let resp = exchange(server.addr, &request("GET", "/api/nope", "", "")).await;
-    resp.error(401, "unauthorized");
+    let resp = unkeyed(server.addr, "GET", "/api/nope", "", "").await;
+    resp.refusal(401, "unauthorized");
     // The scheme is case-insensitive.
     let headers = format!("authorization: APIKEY {KEY}\r\n");
-    let resp = exchange(server.addr, &request("POST", "/api/publish", &headers, body)).await;
+    let resp = unkeyed(server.addr, "POST", "/api/publish", &headers, body).await;
     assert_eq!(resp.status, 200, "{resp:?}");
 }
 
@@ -420,7 +355,7 @@ async fn issue_12_callers_without_the_key_are_rate_limited_per_address() {
     let limited = loop {
         assert!(refused < 100, "{refused} requests without the key, none rate limited");
         let headers = if refused % 2 == 0 { "" } else { wrong.as_str() };
-        let resp = exchange(server.addr, &request("POST", "/api/publish", headers, body)).await;
+        let resp = unkeyed(server.addr, "POST", "/api/publish", headers, body).await;
         if resp.status != 401 {
             break resp;
         }
@@ -428,7 +363,7 @@ async fn issue_12_callers_without_the_key_are_rate_limited_per_address() {
     };
     // The burst, and whatever refilled while the requests went out.
     assert!(refused >= 50, "{refused}");
-    let error = limited.error(429, "rate_limited");
+    let error = limited.refusal(429, "rate_limited");
     assert_eq!(limited.header("retry-after"), Some("1"), "{limited:?}");
     assert_eq!(error["temporary"], true);
     assert_eq!(
@@ -443,11 +378,12 @@ async fn issue_12_callers_without_the_key_are_rate_limited_per_address() {
     }
     // Another address has its own allowance.
     let mut stream = from_other_loopback(server.addr).await;
-    stream.write_all(&request("GET", "/api/nope", "", "")).await.expect("write");
+    let nope = "GET /api/nope HTTP/1.1\r\nHost: switchboard\r\nConnection: close\r\n\r\n";
+    stream.write_all(nope.as_bytes()).await.expect("write");
     let mut raw = Vec::new();
     tokio::time::timeout(LIMIT, stream.read_to_end(&mut raw)).await.expect("in time").unwrap();
     assert!(raw.starts_with(b"HTTP/1.1 401 "), "{}", String::from_utf8_lossy(&raw));
-    let metrics = exchange(server.addr, &request("GET", "/metrics", "", "")).await;
+    let metrics = http::get(server.addr, "/metrics").await;
     let counted = metrics
         .body
         .lines()
@@ -485,10 +421,10 @@ async fn refuses_malformed_requests() {
     for (method, path, body, status, code) in cases {
         let resp = api(addr, method, path, body).await;
         assert_eq!(resp.status, status, "{method} {path} {body}: {resp:?}");
-        resp.error(status, code);
+        resp.refusal(status, code);
     }
     let resp = get(addr, "/api/presence?channel=nope:a").await;
-    let error = resp.error(400, "unknown_namespace");
+    let error = resp.refusal(400, "unknown_namespace");
     assert!(error["message"].as_str().unwrap().contains("nope"), "{error}");
 }
 
@@ -504,12 +440,12 @@ async fn refuses_wrong_methods_and_unknown_paths() {
         ("DELETE", "/api/history?channel=a", "GET"),
     ] {
         let resp = api(addr, method, path, "").await;
-        resp.error(405, "bad_request");
+        resp.refusal(405, "bad_request");
         assert_eq!(resp.header("allow"), Some(allow), "{method} {path}");
     }
     for path in ["/api/nope", "/api", "/api/", "/api/publish/"] {
         let resp = api(addr, "POST", path, "{}").await;
-        let error = resp.error(404, "bad_request");
+        let error = resp.refusal(404, "bad_request");
         assert!(error["message"].as_str().unwrap().contains(path), "{error}");
     }
 }
@@ -520,13 +456,13 @@ async fn refuses_other_content_types() {
     let body = r#"{"channel":"a","data":1}"#;
     for content_type in ["text/plain", "application/x-www-form-urlencoded"] {
         let headers = format!("Authorization: apikey {KEY}\r\nContent-Type: {content_type}\r\n");
-        let resp = exchange(server.addr, &request("POST", "/api/publish", &headers, body)).await;
-        resp.error(415, "bad_request");
+        let resp = unkeyed(server.addr, "POST", "/api/publish", &headers, body).await;
+        resp.refusal(415, "bad_request");
     }
     // No Content-Type at all is fine, and so are parameters.
     for extra in ["", "Content-Type: application/json; charset=utf-8\r\n"] {
         let headers = format!("Authorization: apikey {KEY}\r\n{extra}");
-        let resp = exchange(server.addr, &request("POST", "/api/publish", &headers, body)).await;
+        let resp = unkeyed(server.addr, "POST", "/api/publish", &headers, body).await;
         assert_eq!(resp.status, 200, "{resp:?}");
     }
 }
@@ -540,8 +476,8 @@ async fn refuses_bodies_over_one_mebibyte() {
          Content-Length: {}\r\n\r\n",
         MIB + 1
     );
-    let resp = exchange(server.addr, head.as_bytes()).await;
-    resp.error(413, "message_too_large");
+    let resp = http::exchange(server.addr, head.as_bytes()).await;
+    resp.refusal(413, "message_too_large");
     assert_eq!(resp.header("connection"), Some("close"));
 
     // Chunked, so only reading finds out: one chunk of a byte too many.
@@ -552,19 +488,19 @@ async fn refuses_bodies_over_one_mebibyte() {
     )
     .into_bytes();
     chunked.extend(std::iter::repeat_n(b' ', MIB + 1));
-    let resp = exchange(server.addr, &chunked).await;
-    resp.error(413, "message_too_large");
+    let resp = http::exchange(server.addr, &chunked).await;
+    resp.refusal(413, "message_too_large");
 }
 
 #[tokio::test]
 async fn other_paths_get_the_same_refusals_without_the_key() {
     let server = TestServer::start(config()).await;
-    let resp = exchange(server.addr, &request("GET", "/apiary", "", "")).await;
-    let error = resp.error(404, "bad_request");
+    let resp = unkeyed(server.addr, "GET", "/apiary", "", "").await;
+    let error = resp.refusal(404, "bad_request");
     assert!(error["message"].as_str().unwrap().contains("/apiary"), "{error}");
     // Under `/api` the key is checked before the path.
-    let resp = exchange(server.addr, &request("GET", "/api", "", "")).await;
-    resp.error(401, "unauthorized");
+    let resp = unkeyed(server.addr, "GET", "/api", "", "").await;
+    resp.refusal(401, "unauthorized");
 }
 
 #[test]

@@ -8,11 +8,12 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use serde_json::{Value, json};
+use serde_json::json;
 use sha2::{Digest, Sha256};
 use switchboard_auth::{Algorithm, VerifierBuilder, mint_hs256};
 use switchboard_proto::JSON_SUBPROTOCOL;
 use switchboard_test_support::client::WsClient;
+use switchboard_test_support::http::{self, Response, upgrade};
 use switchboard_test_support::protocol::ProtocolClient;
 use switchboard_test_support::server::TestServer;
 use switchboard_test_support::tokens::{
@@ -51,13 +52,13 @@ async fn bearer_subprotocol_entry_authenticates_and_is_never_echoed() {
 
     let offered = format!("Sec-WebSocket-Protocol: {JSON_SUBPROTOCOL}, {entry}\r\n");
     let head = switching_head(server.addr, &upgrade(server.addr, "/ws", &offered)).await;
-    assert_eq!(header(&head, "sec-websocket-protocol"), Some(JSON_SUBPROTOCOL), "{head}");
-    assert!(!head.contains("switchboard.bearer"), "the token came back: {head}");
+    assert_eq!(head.header("sec-websocket-protocol"), Some(JSON_SUBPROTOCOL), "{head}");
+    assert!(!head.head.contains("switchboard.bearer"), "the token came back: {head}");
 
     // Offered alone, the entry is not a protocol choice: no Sec-WebSocket-Protocol at all.
     let alone = format!("Sec-WebSocket-Protocol: {entry}\r\n");
     let head = switching_head(server.addr, &upgrade(server.addr, "/ws", &alone)).await;
-    assert_eq!(header(&head, "sec-websocket-protocol"), None, "{head}");
+    assert_eq!(head.header("sec-websocket-protocol"), None, "{head}");
 
     let mut alice =
         ProtocolClient::open(server.addr, "/ws", &[JSON_SUBPROTOCOL, &entry], &[]).await;
@@ -73,8 +74,8 @@ async fn bearer_subprotocol_prefix_matches_in_any_case_and_is_never_echoed() {
         let entry = format!("{prefix}{jwt}");
         let offered = format!("Sec-WebSocket-Protocol: {entry}\r\n");
         let head = switching_head(server.addr, &upgrade(server.addr, "/ws", &offered)).await;
-        assert_eq!(header(&head, "sec-websocket-protocol"), None, "{head}");
-        assert!(!head.contains(&jwt), "the token came back: {head}");
+        assert_eq!(head.header("sec-websocket-protocol"), None, "{head}");
+        assert!(!head.head.contains(&jwt), "the token came back: {head}");
         let mut alice =
             ProtocolClient::open(server.addr, "/ws", &[JSON_SUBPROTOCOL, &entry], &[]).await;
         assert_eq!(alice.ws.protocol.as_deref(), Some(JSON_SUBPROTOCOL));
@@ -98,7 +99,7 @@ async fn unsupported_subprotocols_that_look_like_credentials_are_not_echoed() {
     let offered = format!("Sec-WebSocket-Protocol: mqtt, auth.{jwt}, {ticket}, x-token-1\r\n");
     let refusal = refused(server.addr, &upgrade(server.addr, "/ws", &offered)).await;
     assert_eq!(refusal.status, 400, "{refusal:?}");
-    assert_eq!(header(&refusal.head, "content-type"), Some("application/json"), "{refusal:?}");
+    assert_eq!(refusal.header("content-type"), Some("application/json"), "{refusal:?}");
     let message = "unsupported subprotocol: offered mqtt, <redacted>, <redacted>, <redacted>; \
                    supported are switchboard.v1.json, switchboard.v1.msgpack";
     let expected = json!({"error": {"code": "unsupported_subprotocol", "message": message, "temporary": false}});
@@ -204,7 +205,7 @@ async fn ticket_endpoint_refuses_bad_credentials() {
     let bearer = "Authorization: Bearer not.a.token\r\n";
     let response = http(server.addr, "POST", "/api/ticket", bearer, "").await;
     assert_eq!(response.status, 401, "{response:?}");
-    assert_eq!(header(&response.head, "www-authenticate"), Some("Bearer"), "{response:?}");
+    assert_eq!(response.header("www-authenticate"), Some("Bearer"), "{response:?}");
     assert_eq!(response.json()["error"]["code"], "unauthorized", "{response:?}");
 
     let expired = format!("Authorization: Bearer {}\r\n", expired_token("alice"));
@@ -215,7 +216,7 @@ async fn ticket_endpoint_refuses_bad_credentials() {
     let wrong_key = "Authorization: apikey wrong\r\n";
     let response = http(server.addr, "POST", "/api/ticket", wrong_key, "{\"user\":\"a\"}").await;
     assert_eq!(response.status, 401, "{response:?}");
-    assert_eq!(header(&response.head, "www-authenticate"), Some("apikey"), "{response:?}");
+    assert_eq!(response.header("www-authenticate"), Some("apikey"), "{response:?}");
 }
 
 #[tokio::test]
@@ -227,7 +228,8 @@ async fn issue_12_one_user_cannot_take_every_ticket() {
     for _ in 0..30 {
         let response = http(server.addr, "POST", "/api/ticket", &mallory, "").await;
         if response.status == 429 {
-            let retry_after: u64 = header(&response.head, "retry-after")
+            let retry_after: u64 = response
+                .header("retry-after")
                 .and_then(|v| v.parse().ok())
                 .expect("a Retry-After in seconds");
             // Mallory's oldest ticket expires within its 30 s lifetime.
@@ -274,7 +276,7 @@ async fn issue_12_token_holders_cannot_take_the_api_key_reserve() {
     let bearer = format!("Authorization: Bearer {}\r\n", token("u3", &["news:*"], &[]));
     let response = http(server.addr, "POST", "/api/ticket", &bearer, "").await;
     assert_eq!(response.status, 503, "{response:?}");
-    assert!(header(&response.head, "retry-after").is_some_and(|v| v.parse::<u64>().is_ok()));
+    assert!(response.header("retry-after").is_some_and(|v| v.parse::<u64>().is_ok()));
     assert_eq!(response.json()["error"]["code"], "unavailable", "{response:?}");
     let api_key = format!("Authorization: apikey {API_KEY}\r\n");
     let body = json!({"user": "u3"}).to_string();
@@ -569,7 +571,7 @@ async fn upgrade_requests_with_a_body_are_refused() {
     ] {
         let refusal = refused(addr, &request).await;
         assert_eq!(refusal.status, 400, "{request}\n---\n{refusal:?}");
-        assert_eq!(header(&refusal.head, "connection"), Some("close"), "{refusal:?}");
+        assert_eq!(refusal.header("connection"), Some("close"), "{refusal:?}");
         let expected =
             json!({"error": {"code": "body_not_allowed", "message": message, "temporary": false}});
         assert_eq!(refusal.json(), expected, "{request}");
@@ -698,51 +700,20 @@ fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
     Sha256::new().chain_update(pad(0x5c)).chain_update(inner).finalize().into()
 }
 
-/// An upgrade request head for `path` with extra header lines (each ending in CRLF).
-fn upgrade(addr: SocketAddr, path: &str, headers: &str) -> String {
-    format!(
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{headers}\r\n"
-    )
-}
-
-/// The value of header `name` in a response head.
-fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
-    head.lines().skip(1).find_map(|line| {
-        let (n, v) = line.split_once(':')?;
-        n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
-    })
-}
-
-/// An HTTP response: a refusal before the upgrade, or an API answer.
-#[derive(Debug)]
-struct HttpResponse {
-    status: u16,
-    head: String,
-    body: String,
-}
-
-impl HttpResponse {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.body).expect("a JSON body")
-    }
-}
-
 /// Sends an upgrade request the server must refuse.
-async fn refused(addr: SocketAddr, request: &str) -> HttpResponse {
+async fn refused(addr: SocketAddr, request: &str) -> Response {
     let refusal =
         WsClient::expect_refusal(addr, request.as_bytes()).await.expect("a refusal, not a 101");
-    let (head, body) = refusal.response.split_once("\r\n\r\n").expect("a response head");
-    HttpResponse { status: refusal.status, head: head.to_owned(), body: body.to_owned() }
+    http::parse(&refusal.response)
 }
 
 /// Asserts a 401 with `WWW-Authenticate: Bearer` and exactly this JSON body.
 async fn assert_unauthorized(addr: SocketAddr, request: &str, code: &str, message: &str) {
     let refusal = refused(addr, request).await;
     assert_eq!(refusal.status, 401, "{request}\n---\n{refusal:?}");
-    assert_eq!(header(&refusal.head, "www-authenticate"), Some("Bearer"), "{refusal:?}");
-    assert_eq!(header(&refusal.head, "content-type"), Some("application/json"), "{refusal:?}");
-    assert_eq!(header(&refusal.head, "connection"), Some("close"), "{refusal:?}");
+    assert_eq!(refusal.header("www-authenticate"), Some("Bearer"), "{refusal:?}");
+    assert_eq!(refusal.header("content-type"), Some("application/json"), "{refusal:?}");
+    assert_eq!(refusal.header("connection"), Some("close"), "{refusal:?}");
     let expected = json!({"error": {"code": code, "message": message, "temporary": false}});
     assert_eq!(refusal.json(), expected, "{request}");
 }
@@ -751,14 +722,14 @@ async fn assert_unauthorized(addr: SocketAddr, request: &str, code: &str, messag
 async fn assert_forbidden(addr: SocketAddr, request: &str, message: &str) {
     let refusal = refused(addr, request).await;
     assert_eq!(refusal.status, 403, "{request}\n---\n{refusal:?}");
-    assert_eq!(header(&refusal.head, "www-authenticate"), None, "{refusal:?}");
+    assert_eq!(refusal.header("www-authenticate"), None, "{refusal:?}");
     let expected =
         json!({"error": {"code": "origin_not_allowed", "message": message, "temporary": false}});
     assert_eq!(refusal.json(), expected, "{request}");
 }
 
 /// Sends an upgrade request the server must accept and returns the 101 response head.
-async fn switching_head(addr: SocketAddr, request: &str) -> String {
+async fn switching_head(addr: SocketAddr, request: &str) -> Response {
     let mut stream = TcpStream::connect(addr).await.expect("connect");
     stream.write_all(request.as_bytes()).await.expect("write the request");
     let mut raw = Vec::new();
@@ -773,37 +744,17 @@ async fn switching_head(addr: SocketAddr, request: &str) -> String {
     let text = String::from_utf8_lossy(&raw);
     let head = text.split_once("\r\n\r\n").map(|(h, _)| h).expect("a response head");
     assert!(head.starts_with("HTTP/1.1 101 "), "{request}\n---\n{text}");
-    head.to_owned()
+    Response { status: 101, head: head.to_owned(), body: String::new() }
 }
 
-/// Sends one HTTP request with `Connection: close` and reads the response to the end.
-async fn http(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &str,
-    body: &str,
-) -> HttpResponse {
-    let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{headers}\
-         Content-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    let mut stream = TcpStream::connect(addr).await.expect("connect");
-    stream.write_all(request.as_bytes()).await.expect("write the request");
-    let mut raw = Vec::new();
-    tokio::time::timeout(LIMIT, stream.read_to_end(&mut raw))
-        .await
-        .expect("the server answers and closes in time")
-        .expect("read the response");
-    let text = String::from_utf8(raw).expect("a UTF-8 response");
-    let (head, body) = text.split_once("\r\n\r\n").expect("a response head");
-    let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).expect("a status line");
-    HttpResponse { status, head: head.to_owned(), body: body.to_owned() }
+/// Sends one HTTP request with `Connection: close` and extra header lines (each ending in
+/// CRLF), and reads the response to the end.
+async fn http(addr: SocketAddr, method: &str, path: &str, headers: &str, body: &str) -> Response {
+    http::request(addr, method, path, &http::header_lines(headers), body).await
 }
 
 /// The ticket in a `POST /api/ticket` response, checking the rest of it.
-fn ticket_of(response: &HttpResponse) -> String {
+fn ticket_of(response: &Response) -> String {
     assert_eq!(response.status, 200, "{response:?}");
     let body = response.json();
     assert_eq!(body["expires_in"], 30, "{body}");

@@ -15,6 +15,8 @@ use serde_json::{Value, json};
 use switchboard_codec::{Event, Message};
 use switchboard_server::Config;
 use switchboard_test_support::client::WsClient;
+use switchboard_test_support::http::upgrade;
+use switchboard_test_support::protocol::next_json;
 use switchboard_test_support::server::{TestServer, open_config};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -34,8 +36,8 @@ const MIB: u64 = 1 << 20;
 #[tokio::test]
 async fn malformed_handshakes_are_refused_before_the_upgrade() {
     let addr = server();
-    let good = upgrade(addr, "");
-    let huge_line = upgrade(addr, &format!("X-Big: {}\r\n", "b".repeat(100_000)));
+    let good = upgrade(addr, "/ws", "");
+    let huge_line = upgrade(addr, "/ws", &format!("X-Big: {}\r\n", "b".repeat(100_000)));
     let huge_target = format!("GET /ws?{} HTTP/1.1\r\n\r\n", "a".repeat(20_000));
     let no_key = good.replace("Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n", "");
     let bad_key = good.replace("dGhlIHNhbXBsZSBub25jZQ==", "!!!!");
@@ -46,13 +48,17 @@ async fn malformed_handshakes_are_refused_before_the_upgrade() {
         ("http/2 preface", b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec(), None),
         ("huge header line", huge_line.into_bytes(), Some(431)),
         ("huge request line", huge_target.into_bytes(), Some(431)),
-        ("100 headers", upgrade(addr, &"X-Filler: x\r\n".repeat(100)).into_bytes(), Some(431)),
+        (
+            "100 headers",
+            upgrade(addr, "/ws", &"X-Filler: x\r\n".repeat(100)).into_bytes(),
+            Some(431),
+        ),
         ("http/1.0", good.replace("HTTP/1.1", "HTTP/1.0").into_bytes(), Some(400)),
         ("missing key", no_key.into_bytes(), Some(400)),
         ("key not 16 bytes", bad_key.into_bytes(), Some(400)),
         ("bad version", good.replace("Version: 13", "Version: 12").into_bytes(), Some(426)),
-        ("nul in a header", upgrade(addr, "X-A: a\0b\r\n").into_bytes(), Some(400)),
-        ("header without a colon", upgrade(addr, "NoColonHere\r\n").into_bytes(), Some(400)),
+        ("nul in a header", upgrade(addr, "/ws", "X-A: a\0b\r\n").into_bytes(), Some(400)),
+        ("header without a colon", upgrade(addr, "/ws", "NoColonHere\r\n").into_bytes(), Some(400)),
     ];
     for (name, bytes, status) in cases {
         assert_eq!(exchange(addr, &bytes).await, status, "{name}");
@@ -302,25 +308,6 @@ async fn assert_serving(addr: SocketAddr) {
     }
 }
 
-/// The next text message as JSON, skipping control frames.
-async fn next_json(ws: &mut WsClient) -> Value {
-    loop {
-        match ws.recv_timeout(LIMIT).await.expect("a message in time") {
-            Some(Event::Text(text)) => return serde_json::from_slice(&text).expect("json"),
-            Some(Event::Ping(_) | Event::Pong(_)) => {}
-            other => panic!("expected a message, got {other:?}"),
-        }
-    }
-}
-
-/// An upgrade request for `/ws` with extra header lines (each ending in CRLF).
-fn upgrade(addr: SocketAddr, headers: &str) -> String {
-    format!(
-        "GET /ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{headers}\r\n"
-    )
-}
-
 /// Writes `bytes` on a new connection and reads until the server closes it: the response's
 /// status, or `None` when it closed without one.
 async fn exchange(addr: SocketAddr, bytes: &[u8]) -> Option<u16> {
@@ -382,11 +369,11 @@ async fn burst(addr: SocketAddr) {
 async fn attack(addr: SocketAddr, n: usize) {
     match n % 6 {
         0 => {
-            let huge = upgrade(addr, &format!("X-Big: {}\r\n", "b".repeat(64 << 10)));
+            let huge = upgrade(addr, "/ws", &format!("X-Big: {}\r\n", "b".repeat(64 << 10)));
             assert_eq!(exchange(addr, huge.as_bytes()).await, Some(431));
         }
         1 => {
-            let many = upgrade(addr, &"X-Filler: x\r\n".repeat(100));
+            let many = upgrade(addr, "/ws", &"X-Filler: x\r\n".repeat(100));
             assert_eq!(exchange(addr, many.as_bytes()).await, Some(431));
         }
         2 => {

@@ -4,19 +4,15 @@
 //! (`protocol/inputs.rs`).
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use serde_json::{Value, json};
 use switchboard_proto::MAX_DEPTH;
 use switchboard_test_support::client::WsClient;
+use switchboard_test_support::http;
 use switchboard_test_support::metrics::scrape;
 use switchboard_test_support::protocol::{ProtocolClient, Strict};
 use switchboard_test_support::server::{TestServer, open_config};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
-/// How long any single expected message may take.
-const LIMIT: Duration = Duration::from_secs(5);
 const KEY: &str = "k3y-for-input-tests-0123456789";
 
 #[tokio::test]
@@ -93,27 +89,8 @@ async fn strict_json(addr: SocketAddr) -> ProtocolClient<Strict<WsClient>> {
 
 /// `POST` with the API key; the status and the JSON body.
 async fn post(addr: SocketAddr, path: &str, body: &Value) -> (u16, Value) {
-    let body = body.to_string();
-    let request = format!(
-        "POST {path} HTTP/1.1\r\nHost: switchboard\r\nConnection: close\r\n\
-         Authorization: apikey {KEY}\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    let response = exchange(addr, &request).await;
-    let (head, body) = response.split_once("\r\n\r\n").expect("a response head");
-    let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).expect("a status line");
-    (status, serde_json::from_str(body).expect("a JSON body"))
-}
-
-/// Writes `request` and reads the response until the server closes the connection.
-async fn exchange(addr: SocketAddr, request: &str) -> String {
-    let mut stream = TcpStream::connect(addr).await.expect("connect");
-    stream.write_all(request.as_bytes()).await.expect("write the request");
-    let mut raw = Vec::new();
-    tokio::time::timeout(LIMIT, stream.read_to_end(&mut raw))
-        .await
-        .expect("the server closes in time")
-        .expect("read the response");
-    String::from_utf8(raw).expect("a UTF-8 response")
+    let key = format!("apikey {KEY}");
+    let headers = [("Authorization", key.as_str()), ("Content-Type", "application/json")];
+    let response = http::request(addr, "POST", path, &headers, &body.to_string()).await;
+    (response.status, response.json())
 }

@@ -7,8 +7,11 @@ use serde_json::json;
 use switchboard_codec::{CloseCode, Event, Message};
 use switchboard_server::Rate;
 use switchboard_test_support::client::WsClient;
+use switchboard_test_support::http::upgrade;
 use switchboard_test_support::metrics::{self, sample};
+use switchboard_test_support::protocol::{call, next_json};
 use switchboard_test_support::server::{TestServer, open_config};
+use switchboard_test_support::wait;
 
 const LIMIT: Duration = Duration::from_secs(5);
 
@@ -16,13 +19,6 @@ async fn scrape(addr: SocketAddr) -> String {
     let response = metrics::scrape(addr).await;
     assert!(response.contains("application/openmetrics-text"), "{response}");
     response
-}
-
-fn upgrade(addr: SocketAddr, path: &str, extra: &str) -> String {
-    format!(
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
-    )
 }
 
 #[tokio::test]
@@ -60,7 +56,8 @@ async fn deliveries_count_one_per_subscriber_and_replies_are_sent_messages() {
     let mut subscribers = Vec::new();
     for id in 1..=2 {
         let mut ws = WsClient::connect(addr, "/ws").await.unwrap();
-        let reply = call(&mut ws, json!({"id": id, "type": "subscribe", "channel": channel})).await;
+        let reply =
+            call(&mut ws, &json!({"id": id, "type": "subscribe", "channel": channel})).await;
         assert!(reply.get("result").is_some(), "{reply}");
         subscribers.push(ws);
     }
@@ -68,7 +65,7 @@ async fn deliveries_count_one_per_subscriber_and_replies_are_sent_messages() {
     let before = scrape(addr).await;
     assert_eq!(sample(&before, "switchboard_deliveries_total"), Some(0.0), "{before}");
     let command = json!({"id": 1, "type": "publish", "channel": channel, "data": "hi"});
-    let reply = call(&mut publisher, command).await;
+    let reply = call(&mut publisher, &command).await;
     assert!(reply.get("result").is_some(), "{reply}");
     for ws in &mut subscribers {
         loop {
@@ -103,35 +100,13 @@ async fn deliveries_count_one_per_subscriber_and_replies_are_sent_messages() {
 
     // A second publication moves each by exactly one per subscriber / per publish.
     let command = json!({"id": 2, "type": "publish", "channel": channel, "data": "again"});
-    assert!(call(&mut publisher, command).await.get("result").is_some());
+    assert!(call(&mut publisher, &command).await.get("result").is_some());
     for ws in &mut subscribers {
         while next_json(ws).await["push"] != "publication" {}
     }
     let text = scrape(addr).await;
     assert_eq!(sample(&text, "switchboard_delivery_latency_seconds_count"), Some(4.0), "{text}");
     assert_eq!(sample(&text, publish), Some(2.0), "{text}");
-}
-
-/// Sends `command` and returns its reply, skipping pushes.
-async fn call(ws: &mut WsClient, command: serde_json::Value) -> serde_json::Value {
-    ws.send(Message::text(command.to_string())).await.expect("send");
-    loop {
-        let message = next_json(ws).await;
-        if message.get("id").is_some() {
-            return message;
-        }
-    }
-}
-
-/// The next JSON message, reply or push.
-async fn next_json(ws: &mut WsClient) -> serde_json::Value {
-    loop {
-        match ws.recv_timeout(LIMIT).await.expect("a message in time") {
-            Some(Event::Text(t)) => return serde_json::from_slice(&t).expect("json"),
-            Some(Event::Ping(_)) => continue,
-            other => panic!("unexpected {other:?}"),
-        }
-    }
 }
 
 #[tokio::test]
@@ -156,23 +131,27 @@ async fn connections_messages_and_close_codes_are_counted() {
     assert_eq!(ws.expect_close(LIMIT).await.unwrap(), Some(CloseCode::PROTOCOL_ERROR));
     ws.expect_eof(LIMIT).await.unwrap();
     drop(ws);
-    let deadline = tokio::time::Instant::now() + LIMIT;
     let closed = "switchboard_connections_closed_total{transport=\"echo\",code=\"1002\",cause=\"protocol_error\"}";
-    loop {
+    let text =
+        scrape_until(addr, "no close counted", |text| sample(text, closed) == Some(1.0)).await;
+    assert_eq!(
+        sample(&text, "switchboard_protocol_errors_total{reason=\"unmasked_frame\"}"),
+        Some(1.0)
+    );
+    assert_eq!(sample(&text, "switchboard_connections_active{transport=\"echo\"}"), Some(0.0));
+}
+
+/// The first scrape for which `counted` holds, within [`LIMIT`]; else a panic with `failure`
+/// and the last scrape.
+async fn scrape_until(addr: SocketAddr, failure: &str, counted: impl Fn(&str) -> bool) -> String {
+    let scraped = wait::poll_until(LIMIT, || async {
         let text = scrape(addr).await;
-        if sample(&text, closed) == Some(1.0) {
-            assert_eq!(
-                sample(&text, "switchboard_protocol_errors_total{reason=\"unmasked_frame\"}"),
-                Some(1.0)
-            );
-            assert_eq!(
-                sample(&text, "switchboard_connections_active{transport=\"echo\"}"),
-                Some(0.0)
-            );
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "no close counted: {text}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        counted(&text).then_some(text)
+    })
+    .await;
+    match scraped {
+        Some(text) => text,
+        None => panic!("{failure}: {}", scrape(addr).await),
     }
 }
 
@@ -385,15 +364,8 @@ async fn connection_caps_byte_rates_and_their_closes_are_counted() {
     drop(a);
     let closed =
         "switchboard_connections_closed_total{transport=\"ws\",code=\"1008\",cause=\"local\"}";
-    let deadline = tokio::time::Instant::now() + LIMIT;
-    let text = loop {
-        let text = scrape(addr).await;
-        if sample(&text, closed) == Some(1.0) {
-            break text;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "no 1008 close counted: {text}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let text =
+        scrape_until(addr, "no 1008 close counted", |text| sample(text, closed) == Some(1.0)).await;
     let failures = "switchboard_handshake_failures_total";
     assert_eq!(sample(&text, &format!("{failures}{{reason=\"connection_limit\"}}")), Some(1.0));
     assert_eq!(
@@ -426,23 +398,17 @@ async fn close_codes_a_peer_picks_make_a_bounded_number_of_series() {
         assert_eq!(ws.expect_close(LIMIT).await.unwrap(), Some(CloseCode(code)));
     }
     let family = "switchboard_connections_closed_total{";
-    let deadline = tokio::time::Instant::now() + LIMIT;
-    loop {
-        let text = scrape(addr).await;
-        let series: Vec<&str> = text.lines().filter(|line| line.starts_with(family)).collect();
-        let total: f64 =
-            series.iter().filter_map(|line| line.rsplit_once(' ')?.1.parse::<f64>().ok()).sum();
-        if total == 251.0 {
-            let labels = |code: &str| {
-                format!("{family}transport=\"echo\",code=\"{code}\",cause=\"remote\"}}")
-            };
-            assert_eq!(sample(&text, &labels("3xxx")), Some(200.0), "{text}");
-            assert_eq!(sample(&text, &labels("4xxx")), Some(50.0), "{text}");
-            assert_eq!(sample(&text, &labels("4001")), Some(1.0), "{text}");
-            assert_eq!(series.len(), 3, "{series:#?}");
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{total} of 251 closes counted: {text}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let series = |text: &str| -> Vec<String> {
+        text.lines().filter(|line| line.starts_with(family)).map(str::to_owned).collect()
+    };
+    let total = |text: &str| -> f64 {
+        series(text).iter().filter_map(|line| line.rsplit_once(' ')?.1.parse::<f64>().ok()).sum()
+    };
+    let text = scrape_until(addr, "not 251 closes counted", |text| total(text) == 251.0).await;
+    let labels =
+        |code: &str| format!("{family}transport=\"echo\",code=\"{code}\",cause=\"remote\"}}");
+    assert_eq!(sample(&text, &labels("3xxx")), Some(200.0), "{text}");
+    assert_eq!(sample(&text, &labels("4xxx")), Some(50.0), "{text}");
+    assert_eq!(sample(&text, &labels("4001")), Some(1.0), "{text}");
+    assert_eq!(series(&text).len(), 3, "{:#?}", series(&text));
 }

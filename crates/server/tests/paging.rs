@@ -47,15 +47,8 @@ async fn recovery_in_pages_is_counted_and_never_cuts_the_reader_off() {
 
 /// Publishes `count` publications of [`LARGE`] bytes to `channel`; returns the epoch.
 async fn publish_large(addr: SocketAddr, channel: &str, count: u64) -> String {
-    let mut publisher = connect(addr, false).await;
-    let mut epoch = String::new();
-    for n in 1..=count {
-        let data = json!({"n": n, "text": "x".repeat(LARGE)});
-        let result = publisher.ok("publish", json!({"channel": channel, "data": data})).await;
-        assert_eq!(result["offset"], n, "{result}");
-        epoch = result["epoch"].as_str().expect("an epoch").to_owned();
-    }
-    epoch
+    let large = "x".repeat(LARGE);
+    connect(addr, false).await.publish_numbered(channel, count, &large).await
 }
 
 /// A reader in JSON, or in MessagePack when `binary`.

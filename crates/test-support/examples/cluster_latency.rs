@@ -21,6 +21,8 @@
 // A measurement tool: its report goes to standard output.
 #![allow(clippy::print_stdout)]
 
+mod latency;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -88,7 +90,7 @@ async fn main() -> std::io::Result<()> {
                 match ws.recv_timeout(Duration::from_secs(30)).await {
                     Ok(Some(Event::Text(text))) => {
                         let at = base.elapsed().as_micros() as u64;
-                        if let Some(sent) = sent_at(&text) {
+                        if let Some(sent) = latency::sent_at(&text) {
                             latencies.push(at.saturating_sub(sent));
                         } else {
                             bulk += 1;
@@ -110,19 +112,7 @@ async fn main() -> std::io::Result<()> {
     }
 
     let mut publisher = WsClient::connect(a, "/ws").await?;
-    let pad = "x".repeat(size.saturating_sub(40));
-    let interval = Duration::from_secs_f64(1.0 / rate as f64);
-    let mut next = tokio::time::Instant::now();
-    for i in 0..messages {
-        tokio::time::sleep_until(next).await;
-        next += interval;
-        let sent = base.elapsed().as_micros();
-        let command = format!(
-            r#"{{"id":{i},"type":"publish","channel":"{LATENCY}","data":{{"t":{sent},"p":"{pad}"}}}}"#
-        );
-        publisher.send(Message::text(command)).await?;
-        publisher.recv().await?;
-    }
+    latency::publish_at_rate(&mut publisher, LATENCY, (messages, rate, size), base).await?;
 
     // Throughput: PUBLISHERS connections on node A, each keeping WINDOW publishes in flight
     // (one connection runs its commands one after another: alone, it measures the round
@@ -131,6 +121,7 @@ async fn main() -> std::io::Result<()> {
     for _ in 0..PUBLISHERS {
         publishers.push(WsClient::connect(a, "/ws").await?);
     }
+    let pad = "x".repeat(size.saturating_sub(40));
     let started = Instant::now();
     let share = messages.div_ceil(PUBLISHERS);
     let mut running = Vec::new();
@@ -222,14 +213,6 @@ async fn start_node(broker: Arc<dyn Broker>) -> std::io::Result<SocketAddr> {
     let addr = server.local_addr();
     tokio::spawn(server.run());
     Ok(addr)
-}
-
-/// The send time the publisher put in the payload: `"t":<micros>`.
-fn sent_at(push: &[u8]) -> Option<u64> {
-    let text = std::str::from_utf8(push).ok()?;
-    let start = text.find("\"t\":")? + 4;
-    let end = start + text[start..].find(|c: char| !c.is_ascii_digit())?;
-    text[start..end].parse().ok()
 }
 
 const LATENCY: &str = "latency";

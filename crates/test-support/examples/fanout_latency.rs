@@ -11,6 +11,8 @@
 // A measurement tool: its report goes to standard output.
 #![allow(clippy::print_stdout)]
 
+mod latency;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -49,7 +51,7 @@ async fn main() -> std::io::Result<()> {
                 match ws.recv_timeout(Duration::from_secs(30)).await {
                     Ok(Some(Event::Text(text))) => {
                         let at = base.elapsed().as_micros() as u64;
-                        if let Some(sent) = sent_at(&text) {
+                        if let Some(sent) = latency::sent_at(&text) {
                             local.push(at.saturating_sub(sent));
                         }
                     }
@@ -66,19 +68,7 @@ async fn main() -> std::io::Result<()> {
     }
 
     let mut publisher = WsClient::connect(addr, "/ws").await?;
-    let pad = "x".repeat(size.saturating_sub(40));
-    let interval = Duration::from_secs_f64(1.0 / rate as f64);
-    let mut next = tokio::time::Instant::now();
-    for i in 0..messages {
-        tokio::time::sleep_until(next).await;
-        next += interval;
-        let sent = base.elapsed().as_micros();
-        let command = format!(
-            r#"{{"id":{i},"type":"publish","channel":"bench","data":{{"t":{sent},"p":"{pad}"}}}}"#
-        );
-        publisher.send(Message::text(command)).await?;
-        publisher.recv().await?;
-    }
+    latency::publish_at_rate(&mut publisher, "bench", (messages, rate, size), base).await?;
     let mut delivered = 0;
     for task in tasks {
         delivered += task.await.unwrap_or(0);
@@ -94,12 +84,4 @@ async fn main() -> std::io::Result<()> {
     }
     println!("  max    {:>8.3} ms", h.max() as f64 / 1000.0);
     Ok(())
-}
-
-/// The send time the publisher put in the payload: `"t":<micros>`.
-fn sent_at(push: &[u8]) -> Option<u64> {
-    let text = std::str::from_utf8(push).ok()?;
-    let start = text.find("\"t\":")? + 4;
-    let end = start + text[start..].find(|c: char| !c.is_ascii_digit())?;
-    text[start..end].parse().ok()
 }

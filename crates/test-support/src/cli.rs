@@ -61,7 +61,28 @@ impl Serve {
         self
     }
 
-    /// Spawns the server and waits until it logs `listening on http://ADDR`.
+    /// Sets environment variables, in order.
+    #[must_use]
+    pub fn envs<I, K, V>(mut self, vars: I) -> Self
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: AsRef<OsStr>,
+        V: AsRef<OsStr>,
+    {
+        self.command.envs(vars);
+        self
+    }
+
+    /// Removes an environment variable the test process may have, so the server does not
+    /// inherit it.
+    #[must_use]
+    pub fn env_remove(mut self, key: impl AsRef<OsStr>) -> Self {
+        self.command.env_remove(key);
+        self
+    }
+
+    /// Spawns the server and waits until it logs `listening on http://ADDR` (or
+    /// `https://ADDR` with TLS).
     ///
     /// # Panics
     ///
@@ -211,9 +232,11 @@ impl Drop for Served {
     }
 }
 
-/// The address in a `switchboard listening on http://ADDR …` log line, plain or JSON.
+/// The address in a `switchboard listening on http://ADDR …` (or `https://`) log line,
+/// plain or JSON.
 fn listening_addr(line: &str) -> Option<SocketAddr> {
-    let rest = line.split("listening on http://").nth(1)?;
+    let rest = line.split("listening on http").nth(1)?;
+    let rest = rest.strip_prefix("://").or_else(|| rest.strip_prefix("s://"))?;
     let end = rest.find(|c: char| !(c.is_ascii_hexdigit() || ".:[]".contains(c)));
     let rest = &rest[..end.unwrap_or(rest.len())];
     rest.parse().ok()
@@ -231,6 +254,8 @@ mod tests {
         assert_eq!(listening_addr(json), Some("[::1]:80".parse().unwrap()));
         let last = "listening on http://127.0.0.1:9";
         assert_eq!(listening_addr(last), Some("127.0.0.1:9".parse().unwrap()));
+        let tls = "INFO switchboard listening on https://127.0.0.1:4443 (echo at wss://…)";
+        assert_eq!(listening_addr(tls), Some("127.0.0.1:4443".parse().unwrap()));
         assert_eq!(listening_addr("waiting for redis"), None);
     }
 }

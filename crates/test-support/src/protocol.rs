@@ -272,6 +272,19 @@ impl<L: Link> ProtocolClient<L> {
         result["offset"].as_u64().expect("an offset")
     }
 
+    /// Publishes `count` publications `{"n": n, "text": text}` to an empty `channel`, `n` from
+    /// 1, checking each is acknowledged at offset `n`; returns the stream's epoch.
+    pub async fn publish_numbered(&mut self, channel: &str, count: u64, text: &str) -> String {
+        let mut epoch = String::new();
+        for n in 1..=count {
+            let data = json!({"n": n, "text": text});
+            let result = self.ok("publish", json!({"channel": channel, "data": data})).await;
+            assert_eq!(result["offset"], n, "{result}");
+            epoch = result["epoch"].as_str().expect("an epoch").to_owned();
+        }
+        epoch
+    }
+
     /// The client ids present in `channel`, in the server's order.
     pub async fn presence(&mut self, channel: &str) -> Vec<String> {
         let result = self.ok("presence", json!({"channel": channel})).await;
@@ -324,6 +337,17 @@ pub async fn next_json(ws: &mut WsClient) -> Value {
             other => panic!("unexpected {other:?}"),
         }
     }
+}
+
+/// Subscribes a new JSON client at `addr` to `channel`, which must have no publications yet,
+/// and asserts nothing at all arrives for `window`: for what must not publish (a feed that
+/// is off), where only waiting out its period can show it.
+pub async fn assert_quiet(addr: SocketAddr, channel: &str, window: Duration) {
+    let mut ws = WsClient::connect(addr, "/ws").await.expect("connect to /ws");
+    let reply = call(&mut ws, &json!({"id": 1, "type": "subscribe", "channel": channel})).await;
+    assert_eq!(reply["result"]["offset"], 0, "{reply}");
+    let quiet = ws.recv_timeout(window).await;
+    assert!(quiet.as_ref().is_err_and(|e| e.kind() == std::io::ErrorKind::TimedOut), "{quiet:?}");
 }
 
 /// How long [`call`] and [`next_json`] wait for one message: generous, as a failure bound

@@ -133,15 +133,8 @@ async fn recovery_that_fits_is_recovered_without_page_fields() {
 
 /// Publishes `count` publications of [`LARGE`] bytes to `channel`; returns the epoch.
 async fn publish_large(node: &TestNode, channel: &str, count: u64) -> String {
-    let mut publisher = connect(node, false);
-    let mut epoch = String::new();
-    for n in 1..=count {
-        let data = json!({"n": n, "text": "x".repeat(LARGE)});
-        let result = publisher.ok("publish", json!({"channel": channel, "data": data})).await;
-        assert_eq!(result["offset"], n, "{result}");
-        epoch = result["epoch"].as_str().expect("an epoch").to_owned();
-    }
-    epoch
+    let large = "x".repeat(LARGE);
+    connect(node, false).publish_numbered(channel, count, &large).await
 }
 
 fn offset(publication: &Value) -> u64 {
