@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+mod common;
 mod config_file;
 mod connect;
 mod demo;
@@ -456,7 +457,7 @@ fn main() -> ExitCode {
 fn exit_code(result: anyhow::Result<ExitCode>) -> ExitCode {
     match result {
         Ok(code) => code,
-        Err(e) if connect::is_broken_pipe(&e) => ExitCode::SUCCESS,
+        Err(e) if common::is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("switchboard: {e:#}");
             ExitCode::FAILURE

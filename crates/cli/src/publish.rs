@@ -23,14 +23,14 @@ use switchboard_client::connect::HttpRefusal;
 use switchboard_client::{Client, Error, ServerUrl};
 use switchboard_proto::Value;
 
-use crate::connect::{self, CommonArgs, ProtocolArg, close, failure};
+use crate::common::{self, CommonArgs, ProtocolArg, close, failure};
 
 /// Flags of `switchboard publish`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct PublishArgs {
     /// Server URL: ws://, wss://, http:// or https:// (read as ws:// and wss://). Without a
     /// path: /ws. With --api-key only the host and port count.
-    #[arg(value_parser = connect::server_url)]
+    #[arg(value_parser = common::server_url)]
     url: ServerUrl,
     /// The channel.
     channel: String,
@@ -52,7 +52,7 @@ pub(crate) struct PublishArgs {
 
 /// Runs `switchboard publish`.
 pub(crate) fn run(args: &PublishArgs) -> anyhow::Result<ExitCode> {
-    connect::runtime()?.block_on(publish(args))
+    common::runtime()?.block_on(publish(args))
 }
 
 /// The acknowledgement, as printed: the publication's position.
@@ -67,8 +67,8 @@ async fn publish(args: &PublishArgs) -> anyhow::Result<ExitCode> {
     let mut publisher = match &args.api_key {
         Some(key) => Publisher::Http(Box::new(Http::new(target, key, &args.common)?)),
         None => {
-            let client = connect::client(&target, &args.common, args.protocol.into())?;
-            connect::first_connection(&client, &target, args.common.timeout).await?;
+            let client = common::client(&target, &args.common, args.protocol.into())?;
+            common::first_connection(&client, &target, args.common.timeout).await?;
             Publisher::Ws { client, limit: args.common.timeout + REPLY_TIMEOUT }
         }
     };
@@ -76,7 +76,7 @@ async fn publish(args: &PublishArgs) -> anyhow::Result<ExitCode> {
         match &args.data {
             Some(data) => publisher.publish_and_print(&args.channel, data).await,
             None => {
-                let mut lines = connect::stdin_lines()?;
+                let mut lines = common::stdin_lines()?;
                 while let Some(line) = lines.recv().await {
                     let line = line.context("cannot read standard input")?;
                     if !line.trim().is_empty() {
@@ -119,7 +119,7 @@ impl Publisher {
             Publisher::Http(http) => http.publish(channel, &data).await?,
         };
         let line = serde_json::to_string(&ack).context("cannot encode the acknowledgement")?;
-        connect::print_line(line.as_bytes()).context("cannot write to standard output")?;
+        common::print_line(line.as_bytes()).context("cannot write to standard output")?;
         Ok(())
     }
 }
@@ -150,7 +150,7 @@ impl Http {
             .filter(|_| !key.is_empty() && key.bytes().all(|b| b.is_ascii_graphic()))
             .ok_or_else(|| anyhow!("--api-key must be printable ASCII without spaces"))?;
         let tls = if target.is_tls() {
-            Some(connect::tls_config(common.cacert.as_deref())?)
+            Some(common::tls_config(common.cacert.as_deref())?)
         } else {
             None
         };
@@ -199,7 +199,7 @@ impl Http {
             self.sender = None;
         }
         if self.sender.is_none() {
-            let open = connect::open_stream(&self.target, self.tls.as_ref());
+            let open = common::open_stream(&self.target, self.tls.as_ref());
             let io = tokio::time::timeout(self.timeout, open).await.map_err(|_| {
                 anyhow!(
                     "cannot connect to {}: no answer within {}",

@@ -15,14 +15,14 @@ use switchboard_client::{
 use switchboard_proto::Value;
 use tokio::sync::mpsc;
 
-use crate::connect::{self, CommonArgs, ProtocolArg, close, failure};
+use crate::common::{self, CommonArgs, ProtocolArg, close, failure};
 
 /// Flags of `switchboard subscribe`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct SubscribeArgs {
     /// Server URL: ws://, wss://, http:// or https:// (read as ws:// and wss://). Without a
     /// path: /ws.
-    #[arg(value_parser = connect::server_url)]
+    #[arg(value_parser = common::server_url)]
     url: ServerUrl,
     /// Channels to subscribe to.
     #[arg(required = true)]
@@ -65,7 +65,7 @@ pub(crate) fn run(args: &SubscribeArgs) -> anyhow::Result<ExitCode> {
         eprintln!("switchboard: --since takes exactly one channel: a position is one stream's");
         return Ok(ExitCode::from(2));
     }
-    connect::runtime()?.block_on(subscribe(args, since))
+    common::runtime()?.block_on(subscribe(args, since))
 }
 
 /// What the subscription tasks tell the printing loop.
@@ -84,8 +84,8 @@ async fn subscribe(
     since: Option<StreamPosition>,
 ) -> anyhow::Result<ExitCode> {
     let target = args.url.clone().with_default_path("/ws");
-    let client = connect::client(&target, &args.common, args.protocol.into())?;
-    connect::first_connection(&client, &target, args.common.timeout).await?;
+    let client = common::client(&target, &args.common, args.protocol.into())?;
+    common::first_connection(&client, &target, args.common.timeout).await?;
     let (reports, mut incoming) = mpsc::unbounded_channel();
     // All or nothing: a refused channel ends the command before anything is printed.
     let mut subscriptions = Vec::with_capacity(args.channels.len());
@@ -120,7 +120,7 @@ async fn subscribe(
         tokio::select! {
             report = incoming.recv() => match report {
                 Some(Report::Line(line)) => {
-                    if let Err(e) = connect::print_line(line.as_bytes()) {
+                    if let Err(e) = common::print_line(line.as_bytes()) {
                         close(&client).await;
                         if e.kind() == std::io::ErrorKind::BrokenPipe {
                             return Ok(ExitCode::SUCCESS);
