@@ -1,6 +1,6 @@
 //! `switchboard connect`: an interactive WebSocket session, line in, message out.
 //!
-//! The session drives the codec itself rather than `switchboard-client`'s [`Client`]: it sends
+//! The session drives the codec itself rather than `switchboard-client`'s [`Client`](switchboard_client::Client): it sends
 //! what the user typed, as typed, so it works against any WebSocket server (`--raw`) and shows
 //! the protocol as it is on the wire. It opens the connection with the client crate's
 //! [`connect`](switchboard_client::connect) pieces, as the other commands do.
@@ -21,8 +21,7 @@ use switchboard_proto::{Format, Value};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use crate::common::{
-    CommonArgs, ProtocolArg, open_stream, print_line, runtime, server_url, stdin_lines,
-    tls_config,
+    CommonArgs, ProtocolArg, open_stream, print_line, runtime, server_url, stdin_lines, tls_config,
 };
 
 /// Flags of `switchboard connect`.

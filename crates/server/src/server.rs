@@ -175,7 +175,7 @@ impl Server {
         self.shared.tls.is_some()
     }
 
-    /// The generated development certificate (PEM), with [`TlsSource::DevSelfSigned`].
+    /// The generated development certificate (PEM), with [`TlsSource::DevSelfSigned`](crate::TlsSource::DevSelfSigned).
     pub fn dev_certificate(&self) -> Option<&str> {
         self.shared.tls.as_ref().and_then(tls::TlsState::dev_cert_pem)
     }

@@ -16,6 +16,7 @@ use switchboard_proto::{JSON_SUBPROTOCOL, MSGPACK_SUBPROTOCOL};
 use switchboard_server::{Config, NamespaceOptions};
 use switchboard_test_support::client::WsClient;
 use switchboard_test_support::metrics::scrape;
+use switchboard_test_support::poll_until;
 use switchboard_test_support::protocol::ProtocolClient;
 use switchboard_test_support::server::{TestServer, open_config, open_namespace};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -149,20 +150,18 @@ async fn a_stalled_subscriber_is_cut_off_without_slowing_the_publisher_or_other_
     let mut healthy = ProtocolClient::connect(server.addr).await;
     healthy.subscribe("quiet:room").await;
     let mut publisher = ProtocolClient::connect(server.addr).await;
-    let deadline = Instant::now() + LIMIT;
-    while publisher.presence("quiet:room").await.len() < 2 {
-        assert!(Instant::now() < deadline, "the stalled subscriber never subscribed");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let both = poll_until(LIMIT, || async {
+        (publisher.presence("quiet:room").await.len() >= 2).then_some(())
+    });
+    both.await.expect("the stalled subscriber subscribed");
 
     // The stalled subscriber starts reading again as soon as the server gave up on it, well
     // within the close timeout (5 s) its `disconnect` push and close frame get.
     let stalled = tokio::spawn(async move {
-        let deadline = Instant::now() + 2 * LIMIT;
-        while counter(&scrape(addr).await, SLOW_CONSUMERS) < 1.0 {
-            assert!(Instant::now() < deadline, "never counted as a slow consumer");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        let counted = poll_until(2 * LIMIT, || async {
+            (counter(&scrape(addr).await, SLOW_CONSUMERS) >= 1.0).then_some(())
+        });
+        counted.await.expect("counted as a slow consumer");
         read_to_close(&mut stalled, LIMIT).await
     });
     let (progress, mut seen) = tokio::sync::watch::channel(0u64);
@@ -202,11 +201,9 @@ async fn a_stalled_subscriber_is_cut_off_without_slowing_the_publisher_or_other_
     // The close handshake completed: counted and logged as the server's own 4001.
     let closed =
         "switchboard_connections_closed_total{transport=\"ws\",code=\"4001\",cause=\"local\"}";
-    let deadline = Instant::now() + LIMIT;
-    while counter(&scrape(addr).await, closed) < 1.0 {
-        assert!(Instant::now() < deadline, "the 4001 close was never counted");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let counted =
+        poll_until(LIMIT, || async { (counter(&scrape(addr).await, closed) >= 1.0).then_some(()) });
+    counted.await.expect("the 4001 close was counted");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

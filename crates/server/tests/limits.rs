@@ -9,6 +9,7 @@ use switchboard_codec::{ClientHandshake, CloseCode, Event, Message};
 use switchboard_server::{Config, Rate};
 use switchboard_test_support::client::WsClient;
 use switchboard_test_support::metrics::{sample, scrape};
+use switchboard_test_support::poll_until;
 use switchboard_test_support::protocol::ProtocolClient;
 use switchboard_test_support::server::{TestServer, open_config};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -242,17 +243,12 @@ async fn slots_are_given_back_however_connections_end() {
         drop(ws);
         // A request refused after it took the slot (not for want of one): no upgrade.
         let head = format!("GET /ws HTTP/1.1\r\nHost: {}\r\n\r\n", server.addr);
-        let deadline = tokio::time::Instant::now() + LIMIT;
-        loop {
+        let refused = poll_until(LIMIT, || async {
             let refused = WsClient::expect_refusal(server.addr, head.as_bytes()).await;
-            let refused = refused.expect("an answer");
-            if refused.status != 503 {
-                assert!(matches!(refused.status, 400 | 426), "{}", refused.response);
-                break;
-            }
-            assert!(tokio::time::Instant::now() < deadline, "no slot came free");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+            Some(refused.expect("an answer")).filter(|refused| refused.status != 503)
+        });
+        let refused = refused.await.expect("a slot came free");
+        assert!(matches!(refused.status, 400 | 426), "{}", refused.response);
     }
     connect_eventually(server.addr, "/ws").await;
 }
@@ -331,16 +327,8 @@ async fn refusal(addr: SocketAddr, path: &str) -> Refused {
 /// Connects to `path`, retrying while refused (a closed connection gives its slot back
 /// once its task has ended).
 async fn connect_eventually(addr: SocketAddr, path: &str) -> WsClient {
-    let deadline = tokio::time::Instant::now() + LIMIT;
-    loop {
-        match WsClient::connect(addr, path).await {
-            Ok(ws) => return ws,
-            Err(e) => {
-                assert!(tokio::time::Instant::now() < deadline, "no slot came free: {e}");
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        }
-    }
+    let connected = poll_until(LIMIT, || async { WsClient::connect(addr, path).await.ok() });
+    connected.await.expect("a slot came free")
 }
 
 /// Sends a `ping` command and returns its reply.
