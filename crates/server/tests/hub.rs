@@ -150,10 +150,11 @@ async fn a_stalled_subscriber_is_cut_off_without_slowing_the_publisher_or_other_
     let mut healthy = ProtocolClient::connect(server.addr).await;
     healthy.subscribe("quiet:room").await;
     let mut publisher = ProtocolClient::connect(server.addr).await;
-    let both = poll_until(LIMIT, || async {
-        (publisher.presence("quiet:room").await.len() >= 2).then_some(())
+    // Each presence call is a round trip: the loop waits on the server, bounded by LIMIT.
+    let subscribed = tokio::time::timeout(LIMIT, async {
+        while publisher.presence("quiet:room").await.len() < 2 {}
     });
-    both.await.expect("the stalled subscriber subscribed");
+    subscribed.await.expect("the stalled subscriber subscribed");
 
     // The stalled subscriber starts reading again as soon as the server gave up on it, well
     // within the close timeout (5 s) its `disconnect` push and close frame get.
