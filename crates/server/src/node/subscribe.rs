@@ -63,7 +63,8 @@ impl Node {
         if self.hub.activate(channel, client.id(), position) {
             return Some(membership);
         }
-        // Removed from the hub by `activate`; presence and the broker subscription go too.
+        // Still in the hub, receiving nothing: leaving removes it, and undoes presence and,
+        // with the last local subscriber, the broker subscription.
         self.leave(client, info, channel, membership).await;
         let push = Push::Unsubscribe {
             channel: channel.to_string(),
