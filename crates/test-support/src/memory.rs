@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use switchboard_proto::Format;
+use switchboard_proto::{Format, codes};
 use switchboard_server::node::{Identity, Kick, Node, Outbox, Payload, Queued, Session};
 use switchboard_server::{Config, MemoryBroker};
 use tokio::time::Instant;
@@ -143,8 +143,22 @@ impl Link for MemoryLink {
         if let Some(kick) = self.kicked.take() {
             return Received::Closed(kick.code, kick.reason);
         }
-        match tokio::time::timeout(limit, self.outbox.recv()).await {
-            Ok(queued) => self.received(queued),
+        // A transport cuts a client whose outbox overflowed off with 4001, once it has taken
+        // what was queued: so does this link.
+        let overflowed = Received::Closed(codes::close::SLOW_CONSUMER, "slow consumer".to_owned());
+        if self.outbox.is_overflowed() {
+            return overflowed;
+        }
+        let next = async {
+            tokio::select! {
+                // What was queued before the overflow goes first.
+                biased;
+                queued = self.outbox.recv() => self.received(queued),
+                () = self.outbox.overflow().cancelled() => overflowed,
+            }
+        };
+        match tokio::time::timeout(limit, next).await {
+            Ok(received) => received,
             Err(_) => panic!("no message within {limit:?}"),
         }
     }
