@@ -2,6 +2,7 @@
 
 use serde_json::{Value, json};
 use switchboard_test_support::memory::TestNode;
+use switchboard_test_support::protocol::{Link as _, Received};
 
 use crate::fixtures::{config_with, quiet};
 
@@ -62,4 +63,38 @@ async fn concurrent_publishers_are_seen_in_one_order_by_every_subscriber() {
     for seen in &sequences {
         assert_eq!(seen, &expected, "offsets 1..={TOTAL} in order, matching the acks");
     }
+}
+
+#[tokio::test]
+async fn a_reader_whose_outbox_overflows_gets_what_was_queued_then_4001() {
+    let mut config = config_with("quiet", quiet());
+    config.hub.outbound_queue_bytes = 4 << 10;
+    let node = TestNode::new(&config);
+    let mut reader = node.client();
+    reader.subscribe("quiet:room").await;
+    let mut publisher = node.client();
+    let payload = "x".repeat(512);
+    // The reader reads nothing meanwhile: 20 publications of about 560 bytes overflow 4 KiB.
+    for n in 1..=20 {
+        assert_eq!(publisher.publish("quiet:room", json!(payload)).await, n);
+    }
+    assert!(reader.ws.session().outbox().is_overflowed());
+    let mut offsets = Vec::new();
+    let code = loop {
+        match reader.ws.next_message(reader.limit).await {
+            Received::Text(bytes) => {
+                let push: Value = serde_json::from_slice(&bytes).expect("JSON");
+                offsets.push(push["offset"].as_u64().expect("an offset"));
+            }
+            Received::Closed(code, _) => break code,
+            Received::Binary(bytes) => panic!("binary on a JSON client: {bytes:?}"),
+        }
+    };
+    assert_eq!(code, 4001, "a slow consumer");
+    // What fitted came in order from the first; the rest was never queued.
+    assert!((1..20).contains(&offsets.len()), "{offsets:?}");
+    assert_eq!(offsets, (1..=offsets.len() as u64).collect::<Vec<_>>());
+    // Nothing reaches it any more.
+    publisher.publish("quiet:room", json!(payload)).await;
+    assert!(reader.ws.session().outbox().try_recv().is_none());
 }
