@@ -79,7 +79,7 @@ use futures_util::StreamExt;
 use rand::Rng;
 use redis::{AsyncConnectionConfig, Client};
 use switchboard_broker::{
-    Broker, BrokerError, BrokerHandler, ClientInfo, History, HistoryQuery, Publication,
+    Broker, BrokerError, BrokerHandler, ClientInfo, History, HistoryQuery, JoinLeave, Publication,
     StreamOptions, StreamPosition, Value,
 };
 use tokio::task::AbortHandle;
@@ -322,7 +322,7 @@ impl Broker for RedisBroker {
         &self,
         channel: &str,
         client: &ClientInfo,
-        announce: bool,
+        announce: JoinLeave,
     ) -> Result<(), BrokerError> {
         let keys = self.shared.keys.channel(channel);
         let json = to_json(client)?;
@@ -332,7 +332,13 @@ impl Broker for RedisBroker {
             .eval(
                 &self.shared.scripts.join,
                 &[&keys.presence, &keys.presence_expiry],
-                &[&keys.topic, &client.id, flag(announce), &json, &self.shared.lifetime_ms],
+                &[
+                    &keys.topic,
+                    &client.id,
+                    flag(announce == JoinLeave::Announced),
+                    &json,
+                    &self.shared.lifetime_ms,
+                ],
             )
             .await?;
         self.shared.joined().entry(channel.to_owned()).or_default().insert(client.id.clone());
@@ -343,7 +349,7 @@ impl Broker for RedisBroker {
         &self,
         channel: &str,
         client: &ClientInfo,
-        announce: bool,
+        announce: JoinLeave,
     ) -> Result<(), BrokerError> {
         // Forgotten first, whatever happens next: an entry this node no longer refreshes
         // expires, and its leave is announced then if Redis cannot be told now.
@@ -363,7 +369,7 @@ impl Broker for RedisBroker {
             .eval(
                 &self.shared.scripts.leave,
                 &[&keys.presence, &keys.presence_expiry],
-                &[&keys.topic, &client.id, flag(announce)],
+                &[&keys.topic, &client.id, flag(announce == JoinLeave::Announced)],
             )
             .await?;
         Ok(())

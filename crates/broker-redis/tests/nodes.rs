@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use switchboard_broker::conformance::{Event, RecordingHandler};
 use switchboard_broker::{
-    Broker, BrokerError, ClientInfo, HistoryQuery, StreamOptions, StreamPosition, Value,
+    Broker, BrokerError, ClientInfo, HistoryQuery, JoinLeave, StreamOptions, StreamPosition, Value,
 };
 use switchboard_broker_redis::{RedisBroker, RedisConfig};
 use switchboard_test_support::redis::RedisServer;
@@ -42,11 +42,11 @@ async fn presence_lists_the_clients_of_every_node() {
     let redis = RedisServer::start();
     let (a, _) = node(&redis).await;
     let (b, _) = node(&redis).await;
-    a.join("room", &client("x"), false).await.unwrap();
-    b.join("room", &client("y"), false).await.unwrap();
+    a.join("room", &client("x"), JoinLeave::Silent).await.unwrap();
+    b.join("room", &client("y"), JoinLeave::Silent).await.unwrap();
     assert_eq!(a.presence("room").await.unwrap(), [client("x"), client("y")]);
     assert_eq!(b.presence("room").await.unwrap(), [client("x"), client("y")]);
-    b.leave("room", &client("x"), false).await.unwrap();
+    b.leave("room", &client("x"), JoinLeave::Silent).await.unwrap();
     assert_eq!(a.presence("room").await.unwrap(), [client("y")], "any node can remove anyone");
 }
 
@@ -56,8 +56,8 @@ async fn a_crashed_nodes_clients_leave_within_the_heartbeat_bound() {
     let (crashing, _) = node(&redis).await;
     let (survivor, events) = node(&redis).await;
     survivor.subscribe("room").await.unwrap();
-    crashing.join("room", &client("gone"), true).await.unwrap();
-    survivor.join("room", &client("stays"), true).await.unwrap();
+    crashing.join("room", &client("gone"), JoinLeave::Announced).await.unwrap();
+    survivor.join("room", &client("stays"), JoinLeave::Announced).await.unwrap();
     let mut plain = plain(&redis).await;
     let joined_until = expiry(&mut plain, "stays").await;
     assert!(events.wait_until(WAIT, |e| joins(e, "room") == 2).await, "both joins announced");
@@ -83,7 +83,7 @@ async fn a_crashed_nodes_clients_leave_within_the_heartbeat_bound() {
     assert!(refreshed.await.is_some(), "the heartbeat refreshed the entry");
     assert_eq!(survivor.presence("room").await.unwrap(), [client("stays")]);
     // Leaves come on the topic in order: once this join arrives, any leave before it has.
-    survivor.join("room", &client("sentinel"), true).await.unwrap();
+    survivor.join("room", &client("sentinel"), JoinLeave::Announced).await.unwrap();
     assert!(events.wait_until(WAIT, |e| joins(e, "room") == 3).await, "the sentinel");
     assert_eq!(events.leaves("room"), [client("gone")], "no other leave");
 }
@@ -94,12 +94,15 @@ async fn a_leave_from_two_nodes_at_once_is_announced_once() {
     let (a, a_events) = node(&redis).await;
     let (b, _) = node(&redis).await;
     a.subscribe("room").await.unwrap();
-    a.join("room", &client("x"), true).await.unwrap();
+    a.join("room", &client("x"), JoinLeave::Announced).await.unwrap();
     let x = client("x");
-    let (left_a, left_b) = tokio::join!(a.leave("room", &x, true), b.leave("room", &x, true));
+    let (left_a, left_b) = tokio::join!(
+        a.leave("room", &x, JoinLeave::Announced),
+        b.leave("room", &x, JoinLeave::Announced)
+    );
     left_a.unwrap();
     left_b.unwrap();
-    a.join("room", &client("sentinel"), true).await.unwrap();
+    a.join("room", &client("sentinel"), JoinLeave::Announced).await.unwrap();
     assert!(a_events.wait_until(WAIT, |e| joins(e, "room") == 2).await);
     assert_eq!(a_events.leaves("room"), [client("x")], "checked and removed atomically");
 }
@@ -185,8 +188,8 @@ async fn operations_fail_fast_while_redis_is_down() {
     let publish = broker.publish("c", Value::from(1), None, &options);
     expect_unavailable("publish", SLACK, publish).await;
     expect_unavailable("history", SLACK, broker.history("c", &query, &options)).await;
-    expect_unavailable("join", SLACK, broker.join("c", &x, true)).await;
-    expect_unavailable("leave", SLACK, broker.leave("c", &x, true)).await;
+    expect_unavailable("join", SLACK, broker.join("c", &x, JoinLeave::Announced)).await;
+    expect_unavailable("leave", SLACK, broker.leave("c", &x, JoinLeave::Announced)).await;
     expect_unavailable("presence", SLACK, broker.presence("c")).await;
     expect_unavailable("subscribe", SLACK, broker.subscribe("d")).await;
     broker.unsubscribe("c").await.expect("unsubscribe stops delivery even without redis");
@@ -206,8 +209,8 @@ async fn operations_time_out_while_redis_hangs() {
     let publish = broker.publish("c", Value::from(1), None, &options);
     expect_unavailable("publish", within, publish).await;
     expect_unavailable("history", within, broker.history("c", &query, &options)).await;
-    expect_unavailable("join", within, broker.join("c", &x, true)).await;
-    expect_unavailable("leave", within, broker.leave("c", &x, true)).await;
+    expect_unavailable("join", within, broker.join("c", &x, JoinLeave::Announced)).await;
+    expect_unavailable("leave", within, broker.leave("c", &x, JoinLeave::Announced)).await;
     expect_unavailable("presence", within, broker.presence("c")).await;
     eventually("is_ready turns false", || !broker.is_ready()).await;
     // Hung past a PubSub ping (every 2 s) and its timeout: the PubSub connection is given

@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 use rand::Rng;
 
 use crate::{
-    Broker, BrokerError, BrokerHandler, ClientInfo, History, HistoryQuery, Publication,
+    Broker, BrokerError, BrokerHandler, ClientInfo, History, HistoryQuery, JoinLeave, Publication,
     StreamOptions, StreamPosition, Value,
 };
 
@@ -310,26 +310,26 @@ pub async fn presence_lists_joined_clients<B: Broker>(broker: &B) {
     subscribe(broker, &channel).await;
     assert!(presence(broker, &channel).await.is_empty(), "nobody is present at first");
 
-    join(broker, &channel, &client("b"), false).await;
-    join(broker, &channel, &client("a"), false).await;
+    join(broker, &channel, &client("b"), JoinLeave::Silent).await;
+    join(broker, &channel, &client("a"), JoinLeave::Silent).await;
     assert_eq!(presence(broker, &channel).await, [client("a"), client("b")], "sorted by id");
 
     let renamed = ClientInfo { user: Some("alice".to_owned()), ..client("a") };
-    join(broker, &channel, &renamed, false).await;
+    join(broker, &channel, &renamed, JoinLeave::Silent).await;
     assert_eq!(
         presence(broker, &channel).await,
         [renamed.clone(), client("b")],
         "joining again replaces the entry"
     );
 
-    leave(broker, &channel, &client("b"), false).await;
-    leave(broker, &channel, &client("b"), false).await;
+    leave(broker, &channel, &client("b"), JoinLeave::Silent).await;
+    leave(broker, &channel, &client("b"), JoinLeave::Silent).await;
     let present = presence(broker, &channel).await;
     assert_eq!(present, std::slice::from_ref(&renamed), "leave removes the client");
-    leave(broker, &channel, &renamed, false).await;
+    leave(broker, &channel, &renamed, JoinLeave::Silent).await;
     assert!(presence(broker, &channel).await.is_empty(), "everyone left");
 
-    join(broker, &channel, &client("sentinel"), true).await;
+    join(broker, &channel, &client("sentinel"), JoinLeave::Announced).await;
     let done = handler.wait_until(WAIT, |events| !joins(events, &channel).is_empty()).await;
     assert!(done, "an announced join must be delivered");
     assert_eq!(handler.joins(&channel), [client("sentinel")], "unannounced joins are silent");
@@ -345,22 +345,22 @@ pub async fn announces_joins_and_leaves<B: Broker>(broker: &B) {
     let unsubscribed = unique("unannounced");
     subscribe(broker, &channel).await;
 
-    join(broker, &channel, &client("a"), true).await;
+    join(broker, &channel, &client("a"), JoinLeave::Announced).await;
     let done = handler.wait_until(WAIT, |events| !joins(events, &channel).is_empty()).await;
     assert!(done, "an announced join must be delivered to a subscribed node");
     assert_eq!(handler.joins(&channel), [client("a")]);
     assert_eq!(presence(broker, &channel).await, [client("a")], "an announced join is present");
 
-    leave(broker, &channel, &client("a"), true).await;
+    leave(broker, &channel, &client("a"), JoinLeave::Announced).await;
     let done = handler.wait_until(WAIT, |events| !leaves(events, &channel).is_empty()).await;
     assert!(done, "an announced leave must be delivered to a subscribed node");
     assert_eq!(handler.leaves(&channel), [client("a")]);
     assert!(presence(broker, &channel).await.is_empty());
 
-    leave(broker, &channel, &client("a"), true).await;
-    join(broker, &unsubscribed, &client("c"), true).await;
-    leave(broker, &unsubscribed, &client("c"), true).await;
-    join(broker, &channel, &client("sentinel"), true).await;
+    leave(broker, &channel, &client("a"), JoinLeave::Announced).await;
+    join(broker, &unsubscribed, &client("c"), JoinLeave::Announced).await;
+    leave(broker, &unsubscribed, &client("c"), JoinLeave::Announced).await;
+    join(broker, &channel, &client("sentinel"), JoinLeave::Announced).await;
     let done = handler.wait_until(WAIT, |events| joins(events, &channel).len() == 2).await;
     assert!(done, "an announced join must be delivered to a subscribed node");
     assert_eq!(handler.leaves(&channel), [client("a")], "leaving twice must announce once");
@@ -391,7 +391,7 @@ pub async fn channels_are_independent<B: Broker>(broker: &B) {
     expect_offsets(&handler, &a, &[4], "channel a's deliveries").await;
     assert!(handler.offsets(&b).is_empty(), "no deliveries for unsubscribed channel b");
 
-    join(broker, &a, &client("x"), false).await;
+    join(broker, &a, &client("x"), JoinLeave::Silent).await;
     assert_eq!(presence(broker, &a).await, [client("x")]);
     assert!(presence(broker, &b).await.is_empty(), "presence is per channel");
 }
@@ -713,11 +713,11 @@ async fn unsubscribe<B: Broker>(broker: &B, channel: &str) {
     broker.unsubscribe(channel).await.unwrap_or_else(|e| failed("unsubscribe", &e));
 }
 
-async fn join<B: Broker>(broker: &B, channel: &str, client: &ClientInfo, announce: bool) {
+async fn join<B: Broker>(broker: &B, channel: &str, client: &ClientInfo, announce: JoinLeave) {
     broker.join(channel, client, announce).await.unwrap_or_else(|e| failed("join", &e));
 }
 
-async fn leave<B: Broker>(broker: &B, channel: &str, client: &ClientInfo, announce: bool) {
+async fn leave<B: Broker>(broker: &B, channel: &str, client: &ClientInfo, announce: JoinLeave) {
     broker.leave(channel, client, announce).await.unwrap_or_else(|e| failed("leave", &e));
 }
 

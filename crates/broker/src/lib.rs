@@ -129,6 +129,15 @@ pub trait BrokerHandler: Send + Sync + 'static {
     fn on_resync(&self, channel: &str);
 }
 
+/// Whether a presence change is told to the channel's subscribers, on every node.
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+pub enum JoinLeave {
+    /// `on_join` / `on_leave` reach the handlers of the nodes subscribed to the channel.
+    Announced,
+    /// Presence changes, nobody is told.
+    Silent,
+}
+
 /// The backplane.
 ///
 /// Implementations guarantee, per channel:
@@ -176,20 +185,21 @@ pub trait Broker: Send + Sync + 'static {
         options: &StreamOptions,
     ) -> Result<History, BrokerError>;
 
-    /// Adds `client` to the channel's presence; with `announce`, emits `on_join`.
+    /// Adds `client` to the channel's presence; [`JoinLeave::Announced`] emits `on_join`.
     async fn join(
         &self,
         channel: &str,
         client: &ClientInfo,
-        announce: bool,
+        announce: JoinLeave,
     ) -> Result<(), BrokerError>;
 
-    /// Removes `client` from the channel's presence; with `announce`, emits `on_leave`.
+    /// Removes `client` from the channel's presence; [`JoinLeave::Announced`] emits
+    /// `on_leave`.
     async fn leave(
         &self,
         channel: &str,
         client: &ClientInfo,
-        announce: bool,
+        announce: JoinLeave,
     ) -> Result<(), BrokerError>;
 
     /// Everyone present in the channel.

@@ -13,7 +13,7 @@ use rand::Rng;
 
 use crate::cost::publication_cost;
 use crate::{
-    Broker, BrokerError, BrokerHandler, ClientInfo, History, HistoryQuery, Publication,
+    Broker, BrokerError, BrokerHandler, ClientInfo, History, HistoryQuery, JoinLeave, Publication,
     StreamOptions, StreamPosition, Usage, Value,
 };
 
@@ -281,14 +281,14 @@ impl Broker for MemoryBroker {
         &self,
         channel: &str,
         client: &ClientInfo,
-        announce: bool,
+        announce: JoinLeave,
     ) -> Result<(), BrokerError> {
         let mut shard = self.admit(channel)?;
         let is_subscribed = shard.with_channel(channel, |state| {
             state.presence.insert(client.id.clone(), client.clone());
             state.is_subscribed
         });
-        if announce
+        if announce == JoinLeave::Announced
             && is_subscribed
             && let Some(handler) = self.handler()
         {
@@ -302,13 +302,13 @@ impl Broker for MemoryBroker {
         &self,
         channel: &str,
         client: &ClientInfo,
-        announce: bool,
+        announce: JoinLeave,
     ) -> Result<(), BrokerError> {
         let mut shard = self.shard(channel);
         let (left, is_subscribed) = shard.with_channel(channel, |state| {
             (state.presence.remove(&client.id), state.is_subscribed)
         });
-        if let (true, true, Some(left)) = (announce, is_subscribed, left)
+        if let (JoinLeave::Announced, true, Some(left)) = (announce, is_subscribed, left)
             && let Some(handler) = self.handler()
         {
             handler.on_leave(channel, &left);

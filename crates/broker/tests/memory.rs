@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use proptest::prelude::*;
 use switchboard_broker::conformance::{self, RecordingHandler, Task};
 use switchboard_broker::{
-    Broker, BrokerError, ClientInfo, HistoryQuery, MemoryBroker, MemoryLimits, StreamOptions,
-    StreamPosition, Value,
+    Broker, BrokerError, ClientInfo, HistoryQuery, JoinLeave, MemoryBroker, MemoryLimits,
+    StreamOptions, StreamPosition, Value,
 };
 
 fn spawn(task: Task) -> Task {
@@ -202,7 +202,7 @@ fn sweep_frees_unused_channels() {
     }
     history(&broker, "read-only", &HistoryQuery::latest(None), &options);
     ready(broker.subscribe("c0")).unwrap();
-    ready(broker.join("c1", &client("x"), false)).unwrap();
+    ready(broker.join("c1", &client("x"), JoinLeave::Silent)).unwrap();
     assert_eq!(broker.channel_count(), 101);
     broker.sweep();
     assert_eq!(broker.channel_count(), 101, "nothing has expired yet");
@@ -211,7 +211,7 @@ fn sweep_frees_unused_channels() {
     broker.sweep();
     assert_eq!(broker.channel_count(), 2, "only the subscription and the presence remain");
     ready(broker.unsubscribe("c0")).unwrap();
-    ready(broker.leave("c1", &client("x"), false)).unwrap();
+    ready(broker.leave("c1", &client("x"), JoinLeave::Silent)).unwrap();
     assert_eq!(broker.channel_count(), 1, "c0's stream stays until swept");
     broker.sweep();
     assert_eq!(broker.channel_count(), 0);
@@ -290,7 +290,7 @@ fn issue_12_the_channel_limit_forgets_an_idle_channel_or_refuses() {
     let options = StreamOptions::new(10, TTL);
     let a = ready(broker.publish("a", Value::from(1), None, &options)).unwrap();
     ready(broker.subscribe("b")).unwrap();
-    ready(broker.join("c", &client("x"), false)).unwrap();
+    ready(broker.join("c", &client("x"), JoinLeave::Silent)).unwrap();
     let d = ready(broker.publish("d", Value::from(1), None, &options)).unwrap();
     let usage = broker.usage().unwrap();
     assert_eq!((usage.channels, usage.evicted_channels), (3, 1), "{usage:?}");
@@ -315,7 +315,7 @@ fn issue_12_the_channel_limit_forgets_an_idle_channel_or_refuses() {
     // Existing channels, and operations that create nothing, still work.
     ready(broker.publish("b", Value::from(2), None, &options)).unwrap();
     ready(broker.unsubscribe("e")).unwrap();
-    ready(broker.leave("e", &client("x"), false)).unwrap();
+    ready(broker.leave("e", &client("x"), JoinLeave::Silent)).unwrap();
     assert!(ready(broker.presence("e")).unwrap().is_empty());
     ready(broker.unsubscribe("d")).unwrap();
     ready(broker.publish("e", Value::from(1), None, &options)).unwrap();
@@ -356,12 +356,12 @@ fn issue_12_expiry_and_sweep_give_back_every_byte_and_channel() {
 fn subscriptions_and_presence_leave_nothing_behind() {
     let broker = MemoryBroker::new();
     ready(broker.subscribe("c")).unwrap();
-    ready(broker.join("c", &client("x"), true)).unwrap();
+    ready(broker.join("c", &client("x"), JoinLeave::Announced)).unwrap();
     assert_eq!(broker.channel_count(), 1);
-    ready(broker.leave("c", &client("x"), true)).unwrap();
+    ready(broker.leave("c", &client("x"), JoinLeave::Announced)).unwrap();
     ready(broker.unsubscribe("c")).unwrap();
     ready(broker.unsubscribe("never")).unwrap();
-    ready(broker.leave("never", &client("x"), true)).unwrap();
+    ready(broker.leave("never", &client("x"), JoinLeave::Announced)).unwrap();
     assert!(ready(broker.presence("never")).unwrap().is_empty());
     assert_eq!(broker.channel_count(), 0);
 }
@@ -370,10 +370,10 @@ fn subscriptions_and_presence_leave_nothing_behind() {
 fn works_without_a_handler() {
     let broker = MemoryBroker::default();
     ready(broker.subscribe("c")).unwrap();
-    ready(broker.join("c", &client("x"), true)).unwrap();
+    ready(broker.join("c", &client("x"), JoinLeave::Announced)).unwrap();
     let position = ready(broker.publish("c", Value::from(1), None, &StreamOptions::default()));
     assert_eq!(position.unwrap().offset, 1);
-    ready(broker.leave("c", &client("x"), true)).unwrap();
+    ready(broker.leave("c", &client("x"), JoinLeave::Announced)).unwrap();
 }
 
 #[derive(Clone, Debug)]

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use switchboard_broker::{
-    Broker, BrokerError, BrokerHandler, ClientInfo, History, HistoryQuery, StreamOptions,
-    StreamPosition, Usage,
+    Broker, BrokerError, BrokerHandler, ClientInfo, History, HistoryQuery, JoinLeave,
+    StreamOptions, StreamPosition, Usage,
 };
 use switchboard_proto::Value;
 
@@ -73,7 +73,7 @@ impl Broker for TimedBroker {
         &self,
         channel: &str,
         client: &ClientInfo,
-        announce: bool,
+        announce: JoinLeave,
     ) -> Result<(), BrokerError> {
         self.timed(BrokerOp::Join, self.inner.join(channel, client, announce)).await
     }
@@ -82,7 +82,7 @@ impl Broker for TimedBroker {
         &self,
         channel: &str,
         client: &ClientInfo,
-        announce: bool,
+        announce: JoinLeave,
     ) -> Result<(), BrokerError> {
         self.timed(BrokerOp::Leave, self.inner.leave(channel, client, announce)).await
     }

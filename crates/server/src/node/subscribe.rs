@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use switchboard_broker::{ClientInfo, HistoryQuery, StreamOptions};
+use switchboard_broker::{ClientInfo, HistoryQuery, JoinLeave, StreamOptions};
 use switchboard_hub::{Delivery, HubError, Sink as _};
 use switchboard_proto::{ErrorBody, ErrorCode, Publication, Push, StreamPosition, SubscribeResult};
 
@@ -16,8 +16,8 @@ use crate::config::NamespaceOptions;
 pub struct Membership {
     /// The client joined the channel's presence.
     presence: bool,
-    /// Its join was announced, so its leave is too.
-    announce: bool,
+    /// Whether its join was announced, and so its leave is.
+    announce: JoinLeave,
 }
 
 impl Node {
@@ -119,9 +119,10 @@ impl Node {
                 return Err(broker_error(&e));
             }
         };
-        let membership = Membership { presence: ns.presence, announce: ns.join_leave };
+        let announce = if ns.join_leave { JoinLeave::Announced } else { JoinLeave::Silent };
+        let membership = Membership { presence: ns.presence, announce };
         if ns.presence
-            && let Err(e) = self.broker.join(channel, info, ns.join_leave).await
+            && let Err(e) = self.broker.join(channel, info, announce).await
         {
             tracing::debug!(client = %id, channel = %channel, error = %e, "presence join failed");
         }
