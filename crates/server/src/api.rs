@@ -105,7 +105,10 @@ async fn publish_route(State(shared): State<Arc<Shared>>, req: Request) -> ApiRe
 async fn broadcast_route(State(shared): State<Arc<Shared>>, req: Request) -> ApiResult {
     let req: BroadcastRequest = read_json(req).await?;
     check_data(&req.data)?;
-    Ok(json(&broadcast(&shared.node, req).await?))
+    let response = broadcast(&shared.node, req).await?;
+    let published = response.results.iter().filter(|r| r.is_published()).count();
+    shared.metrics.publications.inc_by(published as u64);
+    Ok(json(&response))
 }
 
 async fn presence_route(State(shared): State<Arc<Shared>>, req: Request) -> ApiResult {
@@ -324,6 +327,12 @@ pub(crate) async fn publish(
     let position =
         node.broker.publish(channel, data, None, &options).await.map_err(|e| broker_error(&e))?;
     Ok(PublishResult { offset: position.offset, epoch: position.epoch })
+}
+
+impl ChannelOutcome {
+    fn is_published(&self) -> bool {
+        matches!(self.outcome, PublishOutcome::Published(_))
+    }
 }
 
 /// Publishes `data` on each channel in turn; one channel's failure does not stop the rest.

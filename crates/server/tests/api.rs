@@ -8,6 +8,7 @@ use switchboard_codec::CloseCode;
 use switchboard_server::Config;
 use switchboard_test_support::client::WsClient;
 use switchboard_test_support::http::{self, Response};
+use switchboard_test_support::metrics::{sample, scrape};
 use switchboard_test_support::protocol::{call, next_json};
 use switchboard_test_support::server::{TestServer, open_config, open_namespace};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -147,6 +148,9 @@ async fn broadcast_reports_each_channel_in_request_order() {
 
     let push = next_json(&mut ws).await;
     assert_eq!(push, json!({"push": "publication", "channel": "b", "offset": 1, "data": "hi"}));
+    // Each publication accepted is counted, as `docs/metrics.md` says; the failed ones not.
+    let text = scrape(server.addr).await;
+    assert_eq!(sample(&text, "switchboard_publications_total"), Some(3.0), "{text}");
 }
 
 #[tokio::test]
