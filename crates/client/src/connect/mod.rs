@@ -28,7 +28,7 @@ use tokio::net::TcpStream;
 
 mod handshake;
 mod tls;
-mod url;
+pub(crate) mod url;
 
 pub use handshake::{Accepted, Handshake, HttpRefusal, UpgradeError};
 pub use tls::{read_pem_certificates, tls_config};

@@ -222,7 +222,7 @@ const ALL_SCHEMES: [(&str, bool); 4] =
     [("ws://", false), ("wss://", true), ("http://", false), ("https://", true)];
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -239,19 +239,22 @@ mod tests {
         assert_eq!(e.resource, "/?q");
     }
 
+    /// URLs `ServerUrl::parse` refuses, and the client builder with it.
+    pub(crate) const BAD_URLS: [&str; 9] = [
+        "http://x/ws",
+        "ws://",
+        "ws://:80/",
+        "ws://x:0/",
+        "ws://x:99999/",
+        "ws://[::1/",
+        "ws://u:p@x/",
+        "ws://x/#frag",
+        "ws://x/a b",
+    ];
+
     #[test]
     fn refuses_bad_urls() {
-        for url in [
-            "http://x/ws",
-            "ws://",
-            "ws://:80/",
-            "ws://x:0/",
-            "ws://x:99999/",
-            "ws://[::1/",
-            "ws://u:p@x/",
-            "ws://x/#frag",
-            "ws://x/a b",
-        ] {
+        for url in BAD_URLS {
             assert!(ServerUrl::parse(url).is_err(), "{url}");
         }
     }
