@@ -20,14 +20,13 @@ use http_body_util::{BodyExt as _, LengthLimitError, Limited};
 use hyper::body::Body as _;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use switchboard_broker::StreamOptions;
 use switchboard_proto::{
     ErrorBody, ErrorCode, HistoryRequest, PublishRequest, PublishResult, StreamPosition, Value,
     codes,
 };
 
 use crate::limits::Reason;
-use crate::node::{Kick, Node, broker_error};
+use crate::node::{Kick, Node};
 use crate::refusal::{Refusal, not_found, only};
 use crate::state::{PeerAddr, Shared};
 
@@ -322,10 +321,7 @@ pub(crate) async fn publish(
     channel: &str,
     data: Value,
 ) -> Result<PublishResult, ErrorBody> {
-    let ns = node.channel_namespace(channel)?;
-    let options = StreamOptions::new(ns.history_size, ns.history_ttl);
-    let position =
-        node.broker.publish(channel, data, None, &options).await.map_err(|e| broker_error(&e))?;
+    let position = node.publish(channel, data, None).await?;
     Ok(PublishResult { offset: position.offset, epoch: position.epoch })
 }
 

@@ -77,6 +77,7 @@ async fn deliveries_count_one_per_subscriber_and_replies_are_sent_messages() {
     }
     let text = scrape(addr).await;
     assert_eq!(sample(&text, "switchboard_deliveries_total"), Some(2.0), "{text}");
+    assert_eq!(sample(&text, "switchboard_publications_total"), Some(1.0), "{text}");
     // Two subscribe replies, a join, the publish reply and the two publications (the
     // second subscriber's join may or may not have reached the first yet).
     let sent = sample(&text, "switchboard_messages_sent_total").unwrap_or_default();

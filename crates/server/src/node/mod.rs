@@ -257,8 +257,9 @@ impl Node {
     }
 
     /// Publishes `data` to `channel` for `publisher` (`None` for the application's
-    /// backend), with the namespace's history settings, and counts it. Permissions are the
-    /// caller's to check.
+    /// backend), with the namespace's history settings. Permissions, and counting what is
+    /// accepted, are the caller's: sessions and the HTTP API count, the demo's ticker does
+    /// not.
     ///
     /// # Errors
     ///
@@ -276,7 +277,6 @@ impl Node {
             .publish(channel, data, publisher, &options)
             .await
             .map_err(|e| broker_error(&e))?;
-        self.counters.publications.inc();
         Ok(position)
     }
 
@@ -329,7 +329,7 @@ impl Node {
 
 /// The error to answer with when the broker failed: `unavailable` (temporary) when it
 /// cannot be reached or its channel limit is reached, `internal` otherwise.
-pub(crate) fn broker_error(e: &BrokerError) -> ErrorBody {
+fn broker_error(e: &BrokerError) -> ErrorBody {
     match e {
         BrokerError::Unavailable(_) | BrokerError::ChannelLimit(_) => {
             ErrorBody::new(ErrorCode::Unavailable, e.to_string())

@@ -222,7 +222,8 @@ impl Session {
             return None;
         }
         let data = payload.bytes();
-        let node = Arc::clone(self.node());
+        // Borrowed from the registration field alone, so `rate` can be borrowed beside it.
+        let node = self.registration.node();
         let options = &node.sessions.rates;
         let id = self.registration.id();
         match self.rate.check(id, self.ip, data.len(), options, &node.limiter, now) {
@@ -426,8 +427,8 @@ impl Session {
         Ok(CommandResult::Empty(Empty {}))
     }
 
-    async fn publish(&mut self, req: PublishRequest) -> Result<CommandResult, CommandError> {
-        let node = Arc::clone(self.node());
+    async fn publish(&self, req: PublishRequest) -> Result<CommandResult, CommandError> {
+        let node = self.node();
         self.may_publish(&req.channel, node.channel_namespace(&req.channel)?)?;
         let position = node.publish(&req.channel, req.data, Some(Arc::clone(&self.info))).await?;
         Ok(CommandResult::Publish(PublishResult { offset: position.offset, epoch: position.epoch }))
@@ -548,6 +549,9 @@ impl Session {
             (_, Some(error)) => {
                 let reason = ReasonLabel { reason: error.code.as_str() };
                 counters.command_errors.get_or_create(&reason).inc();
+            }
+            (Some(CommandResult::Publish(_)), None) => {
+                counters.publications.inc();
             }
             (Some(CommandResult::Subscribe(result)), None) => {
                 if let Some(recovered) = result.recovered {
