@@ -1,11 +1,12 @@
 //! Where a channel's state lives in Redis.
 //!
 //! Every key and the pub/sub topic of channel `C` under prefix `P` start with the hash tag
-//! `{P:C}`, so they share one Redis Cluster slot and one script can touch them all. The
-//! crate docs list them.
+//! `{P:C}`, so they share one Redis Cluster slot and one script can touch them all. Node
+//! `N`'s inbox topic has a tag of its own, `{P:node:N}`. The crate docs list them.
 //!
 //! Keys are injective: two channels never share a key, even when a name holds `}`, since
-//! every name ends in a suffix only that kind of key has.
+//! every name ends in a suffix only that kind of key has; an inbox ends in `:inbox`, which no
+//! channel's name does.
 
 /// Builds key and topic names for one deployment's prefix.
 #[derive(Clone, Debug)]
@@ -46,6 +47,12 @@ impl Keys {
         format!("{}:topic", self.tag(channel))
     }
 
+    /// The pub/sub topic of node `node`'s inbox. `node` is a node name (lowercase letters and
+    /// digits), so the hash tag ends where it should.
+    pub(crate) fn inbox(&self, node: &str) -> String {
+        format!("{{{}:node:{node}}}:inbox", self.prefix)
+    }
+
     fn tag(&self, channel: &str) -> String {
         format!("{{{}:{channel}}}", self.prefix)
     }
@@ -64,6 +71,15 @@ mod tests {
         assert_eq!(keys.presence_expiry, "{switchboard:chat:lobby}:presence-expiry");
         assert_eq!(keys.topic, "{switchboard:chat:lobby}:topic");
         assert_eq!(Keys::new("switchboard").topic("chat:lobby"), keys.topic);
+    }
+
+    #[test]
+    fn an_inbox_has_its_own_hash_tag_and_suffix() {
+        let keys = Keys::new("switchboard");
+        assert_eq!(keys.inbox("n1"), "{switchboard:node:n1}:inbox");
+        let channel = keys.channel("node:n1");
+        let all = [&channel.meta, &channel.history, &channel.presence, &channel.topic];
+        assert!(all.iter().all(|key| **key != keys.inbox("n1")), "no channel key is an inbox");
     }
 
     #[test]

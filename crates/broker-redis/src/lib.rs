@@ -11,6 +11,9 @@
 //!   its event before the next can run: pub/sub order is offset order.
 //! - **Fan-out** uses one Redis subscription per channel with local subscribers, on one
 //!   dedicated PubSub connection; one task reads it and calls the [`BrokerHandler`].
+//! - **Node messages** ([`Broker::send_to_node`]) are a `PUBLISH` to the receiving node's
+//!   inbox topic, which that node subscribes to on the same PubSub connection once it
+//!   [listens](Broker::listen_as).
 //! - **Presence** entries expire unless their node refreshes them, so a crashed node's
 //!   clients leave within three [`presence_heartbeat`](RedisConfig::presence_heartbeat)s
 //!   plus one more for the sweep that announces it.
@@ -33,6 +36,12 @@
 //! - `{P:C}:topic`, pub/sub: `p:<epoch>:<publication JSON>`, `j:<client JSON>` and
 //!   `l:<client JSON>`, in the order the scripts ran.
 //!
+//! For node `N` (its name from [`Broker::listen_as`]: lowercase letters and digits), under a
+//! hash tag of its own, `{P:node:N}`:
+//!
+//! - `{P:node:N}:inbox`, pub/sub: the messages sent to `N`, each exactly the bytes given to
+//!   `send_to_node`, nothing added. Subscribed by node `N` only.
+//!
 //! `meta` and `history` expire `history_ttl` after the last publication (`meta` lives on
 //! while a node is subscribed); presence keys expire two entry lifetimes after the last
 //! refresh. Nothing else is stored, and nothing outside the prefix is touched.
@@ -45,7 +54,8 @@
 //! [`BrokerHandler::on_resync`] means "this node may have missed publications on this
 //! channel": after a Redis outage or restart it comes for every subscribed channel at once,
 //! and the handler should make that channel's subscribers recover from history (with their
-//! last position) rather than trust the live stream. [`Broker::is_ready`] is `false` while
+//! last position) rather than trust the live stream. Node names must be unique across the
+//! deployment: a node sending to a name that two nodes listen under reaches both. [`Broker::is_ready`] is `false` while
 //! either connection is down; operations then fail with [`BrokerError::Unavailable`], which
 //! clients should see as a temporary error.
 //!
@@ -75,18 +85,19 @@ use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures_util::StreamExt;
 use rand::Rng;
 use redis::{AsyncConnectionConfig, Client};
 use switchboard_broker::{
     Broker, BrokerError, BrokerHandler, ClientInfo, History, HistoryQuery, JoinLeave, Publication,
-    StreamOptions, StreamPosition, Value,
+    StreamOptions, StreamPosition, Value, is_node_name,
 };
 use tokio::task::AbortHandle;
 
 pub use config::RedisConfig;
 
-use crate::commands::Commands;
+use crate::commands::{Commands, Failure};
 use crate::keys::Keys;
 use crate::pubsub::Subscriptions;
 use crate::scripts::Scripts;
@@ -113,13 +124,22 @@ use crate::scripts::Scripts;
 ///   some node stays subscribed), starts a new epoch: old positions never recover.
 /// - **History** expires as a whole `history_ttl` after the channel's last publication (a
 ///   publication stays at least that long), where the in-memory broker ages out each one.
+/// - **Node messages** are Redis pub/sub: `send_to_node` is one `PUBLISH` on the command
+///   connection, and answers [`BrokerError::UnknownNode`] when Redis counted no receiver.
+///   That is also the answer while the receiving node's PubSub connection is down (it is
+///   reconnecting, or gone for good): the two cannot be told apart. A message in flight when
+///   the receiver's connection breaks, or when Redis drops a subscriber for overrunning its
+///   output buffer, is lost, and no `on_resync` says so. One node's sends to another, each
+///   after the previous returned, arrive in order: Redis runs commands from one connection
+///   in order and pushes to each subscriber in the order it ran them.
 ///
 /// # Handler calls
 ///
 /// Publications, joins and leaves all come from the PubSub reader task, this node's own
 /// included, in the order Redis ran the scripts that made them. The handler runs while a
 /// lock on the subscription table is held: it must not block, and must not call back into
-/// the broker.
+/// the broker. Node messages come from the same task, with no lock held; the handler still
+/// must not block there, since it holds up every channel's deliveries.
 ///
 /// # Cancel safety
 ///
@@ -217,6 +237,12 @@ impl RedisBroker {
     /// JSON>`, `j:<client JSON>` and `l:<client JSON>`.
     pub fn topic(&self, channel: &str) -> String {
         self.shared.keys.topic(channel)
+    }
+
+    /// The Redis pub/sub topic of node `node`'s inbox, for inspection and tests. Its messages
+    /// are the bytes sent with [`Broker::send_to_node`], as they are.
+    pub fn inbox(&self, node: &str) -> String {
+        self.shared.keys.inbox(node)
     }
 }
 
@@ -388,6 +414,31 @@ impl Broker for RedisBroker {
             .collect();
         clients.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(clients)
+    }
+
+    async fn listen_as(&self, node: &str) -> Result<(), BrokerError> {
+        if !is_node_name(node) {
+            return Err(BrokerError::Internal(format!("invalid node name {node:?}")));
+        }
+        self.shared.subscriptions.listen(&self.shared.keys.inbox(node)).await
+    }
+
+    async fn send_to_node(&self, node: &str, message: Bytes) -> Result<(), BrokerError> {
+        if !is_node_name(node) {
+            // Nobody can listen under it, and its inbox would not be a well-formed key.
+            return Err(BrokerError::UnknownNode(node.to_owned()));
+        }
+        let mut publish = redis::cmd("PUBLISH");
+        publish.arg(self.shared.keys.inbox(node)).arg(message.as_ref());
+        let receivers: i64 =
+            self.shared.commands.query(&publish).await.map_err(|failure| match failure {
+                Failure::Broker(e) => e,
+                Failure::NoScript => BrokerError::Internal("PUBLISH answered NOSCRIPT".into()),
+            })?;
+        if receivers == 0 {
+            return Err(BrokerError::UnknownNode(node.to_owned()));
+        }
+        Ok(())
     }
 
     fn is_ready(&self) -> bool {

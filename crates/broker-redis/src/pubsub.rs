@@ -12,6 +12,14 @@
 //!
 //! Anything else is logged and dropped; a dropped publication shows up as an offset gap.
 //!
+//! # The node's inbox
+//!
+//! Once the node listens under a name, the same connection is subscribed to that node's inbox
+//! topic, whose messages are the raw bytes other nodes sent, handed to `on_node_message` as
+//! they are. It is subscribed again after a reconnect like every channel, but it is not a
+//! channel: nothing there is tracked or resynced, and what was sent while the connection was
+//! down is lost.
+//!
 //! # Loss detection
 //!
 //! Redis PUB/SUB is at-most-once, and loses messages only around a broken connection (a
@@ -23,9 +31,10 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures_util::StreamExt;
 use redis::Client;
 use redis::aio::{PubSub, PubSubSink, PubSubStream};
@@ -42,6 +51,8 @@ pub(crate) struct Subscriptions {
     /// Topic → subscribed channel. The reader delivers only topics in here, under this
     /// lock, so nothing is delivered once `unsubscribe` has returned.
     topics: Mutex<HashMap<String, Tracked>>,
+    /// This node's inbox topic, once it listens: set once, then subscribed for good.
+    inbox: OnceLock<String>,
     is_up: AtomicBool,
     timeout: Duration,
 }
@@ -80,6 +91,7 @@ impl Subscriptions {
         let subscriptions = Self {
             control: tokio::sync::Mutex::new(Some(sink)),
             topics: Mutex::new(HashMap::new()),
+            inbox: OnceLock::new(),
             is_up: AtomicBool::new(true),
             timeout,
         };
@@ -120,6 +132,35 @@ impl Subscriptions {
             Ok(())
         };
         tokio::time::timeout(self.timeout, subscribed).await.unwrap_or_else(|_| {
+            Err(unavailable(&format!("redis subscribe took over {:?}", self.timeout)))
+        })
+    }
+
+    /// Subscribes to the node's `inbox` topic; returns once Redis confirmed. Takes at most the
+    /// timeout. Again with the same inbox, subscribes again (harmless in Redis).
+    ///
+    /// The inbox is kept from the first call on, even when this fails or is cancelled: the
+    /// next reconnect subscribes to it with the rest.
+    ///
+    /// # Errors
+    ///
+    /// `Internal` when the node already listens on another inbox; `Unavailable` when Redis
+    /// did not confirm.
+    pub(crate) async fn listen(&self, inbox: &str) -> Result<(), BrokerError> {
+        let listening = async {
+            let mut control = self.control.lock().await;
+            let kept = self.inbox.get_or_init(|| inbox.to_owned());
+            if kept != inbox {
+                return Err(BrokerError::Internal(format!("already listening on {kept}")));
+            }
+            let Some(sink) = control.as_mut() else {
+                return Err(unavailable("redis pubsub connection is down"));
+            };
+            sink.subscribe(inbox)
+                .await
+                .map_err(|e| unavailable(&format!("redis subscribe failed: {e}")))
+        };
+        tokio::time::timeout(self.timeout, listening).await.unwrap_or_else(|_| {
             Err(unavailable(&format!("redis subscribe took over {:?}", self.timeout)))
         })
     }
@@ -193,11 +234,12 @@ impl Subscriptions {
         }
     }
 
-    /// Subscribes `sink`'s new connection to every topic and makes it the live one. Returns
-    /// the channels subscribed again, or `None` when that failed.
+    /// Subscribes `sink`'s new connection to every topic and the inbox, and makes it the live
+    /// one. Returns the channels subscribed again (never the inbox, which has nothing to
+    /// resync), or `None` when that failed.
     async fn resubscribe(&self, mut sink: PubSubSink) -> Option<Vec<String>> {
         let mut control = self.control.lock().await;
-        let (topics, channels): (Vec<String>, Vec<String>) = self
+        let (mut topics, channels): (Vec<String>, Vec<String>) = self
             .topics()
             .iter_mut()
             .map(|(topic, tracked)| {
@@ -207,6 +249,7 @@ impl Subscriptions {
                 (topic.clone(), tracked.channel.clone())
             })
             .unzip();
+        topics.extend(self.inbox.get().cloned());
         for chunk in topics.chunks(RESUBSCRIBE_CHUNK) {
             match tokio::time::timeout(self.timeout, sink.subscribe(chunk)).await {
                 Ok(Ok(())) => {}
@@ -256,8 +299,15 @@ impl Subscriptions {
         }
     }
 
-    /// Hands one topic message to the handler, when its channel is subscribed.
+    /// Hands one topic message to the handler, when its channel is subscribed, or an inbox
+    /// message as it is.
     fn deliver(&self, topic: &str, payload: &[u8], handler: Option<&dyn BrokerHandler>) {
+        if self.inbox.get().is_some_and(|inbox| inbox == topic) {
+            if let Some(handler) = handler {
+                handler.on_node_message(Bytes::copy_from_slice(payload));
+            }
+            return;
+        }
         let message = match TopicMessage::decode(payload) {
             Ok(message) => message,
             Err(why) => {
@@ -302,6 +352,7 @@ impl std::fmt::Debug for Subscriptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Subscriptions")
             .field("topics", &self.topics().len())
+            .field("inbox", &self.inbox.get())
             .field("is_up", &self.is_up())
             .finish_non_exhaustive()
     }

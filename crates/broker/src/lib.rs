@@ -2,7 +2,8 @@
 //!
 //! A [`Broker`] assigns each channel's publications their offsets, keeps their history,
 //! tracks presence, and hands every publication, join and leave of the channels a node is
-//! interested in to that node's [`BrokerHandler`]. The hub on top does the per-connection
+//! interested in to that node's [`BrokerHandler`]. It also carries opaque messages from one
+//! node to another ([`Broker::send_to_node`]). The hub on top does the per-connection
 //! fan-out. [`MemoryBroker`] is the embedded default for a single node; the Redis broker
 //! implements the same trait for several nodes and passes the same
 //! [`conformance`] suite.
@@ -16,6 +17,8 @@ mod memory;
 
 use std::sync::Arc;
 use std::time::Duration;
+
+use bytes::Bytes;
 
 pub use memory::{MemoryBroker, MemoryLimits};
 pub use switchboard_proto::{ClientInfo, Publication, StreamPosition, Value};
@@ -94,7 +97,22 @@ pub enum BrokerError {
     /// channels, all in use (subscribed or with presence); nothing was done. Retry later.
     #[error("channel limit reached: {0} channels hold state")]
     ChannelLimit(usize),
+    /// [`Broker::send_to_node`]: no node listens under this name (it is gone, never was, or
+    /// cannot be reached through the backing store right now); nothing was sent.
+    #[error("unknown node: no node listens as {0:?}")]
+    UnknownNode(String),
 }
+
+/// Whether `name` can name a node for [`Broker::listen_as`] and [`Broker::send_to_node`]: 1 to
+/// [`MAX_NODE_NAME`] bytes, each a lowercase ASCII letter or digit.
+pub fn is_node_name(name: &str) -> bool {
+    (1..=MAX_NODE_NAME).contains(&name.len())
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+}
+
+/// The longest node name, in bytes: short enough to start every session id and to sit in a
+/// backing store's key names.
+pub const MAX_NODE_NAME: usize = 64;
 
 /// What a broker holds in this process, for metrics.
 #[derive(Clone, Debug, Default, Eq, PartialEq)]
@@ -127,6 +145,10 @@ pub trait BrokerHandler: Send + Sync + 'static {
     /// Publications on `channel` may have been missed (a lost backplane connection, an
     /// offset gap): its subscribers must recover from history.
     fn on_resync(&self, channel: &str);
+    /// A message another node sent to this one with [`Broker::send_to_node`].
+    fn on_node_message(&self, message: Bytes) {
+        let _ = message;
+    }
 }
 
 /// Whether a presence change is told to the channel's subscribers, on every node.
@@ -155,6 +177,28 @@ pub enum JoinLeave {
 /// - **Announcements follow subscriptions.** `on_join` and `on_leave` reach the nodes
 ///   subscribed to the channel, like publications; a leave for a client that was not present
 ///   announces nothing (checked and removed in one atomic step).
+///
+/// # Node messages
+///
+/// Besides channels, a broker carries opaque messages from node to node, for work that must
+/// happen on the node holding some state (a session's HTTP requests, with SSE or long
+/// polling behind a load balancer without sticky sessions). A node receives them once it
+/// called [`listen_as`](Self::listen_as) with its name; any node sends with
+/// [`send_to_node`](Self::send_to_node). Implementations guarantee:
+///
+/// - **Intact.** `on_node_message` gets exactly the bytes sent, whatever they are.
+/// - **At most once.** A message is delivered once or not at all: it is lost when the
+///   receiving node's connection to the backing store breaks while it is on its way, and
+///   nothing tells either side (no `on_resync`, no error). `Ok` from `send_to_node` means a
+///   node was listening under that name when the message was handed over, not that it has
+///   been handled: a request forwarded this way needs its own timeout for the answer.
+/// - **Order from one sender.** Messages one broker sends to one node, each `send_to_node`
+///   started after the previous one returned `Ok`, arrive in that order (some may be lost
+///   on the way, per above). Concurrent sends, and sends from different nodes, arrive in no
+///   promised order.
+/// - **Names are the caller's.** A node name is 1 to 64 lowercase ASCII letters and digits
+///   ([`is_node_name`]); brokers do not check that names are unique across nodes. Two nodes
+///   listening under one name may both receive its messages.
 #[async_trait::async_trait]
 pub trait Broker: Send + Sync + 'static {
     /// Sets where events go. Called once, before `subscribe`.
@@ -204,6 +248,37 @@ pub trait Broker: Send + Sync + 'static {
 
     /// Everyone present in the channel.
     async fn presence(&self, channel: &str) -> Result<Vec<ClientInfo>, BrokerError>;
+
+    /// Starts receiving the messages sent to the node named `node` (this process's node name:
+    /// short, `[a-z0-9]` only, chosen by the caller; see [`is_node_name`]). Called at most
+    /// once, after `set_handler`; they go to its
+    /// [`on_node_message`](BrokerHandler::on_node_message).
+    ///
+    /// # Errors
+    ///
+    /// [`BrokerError::Internal`] when `node` is not a node name, or this broker already
+    /// listens under another name. [`BrokerError::Unavailable`] when the backing store
+    /// cannot be reached: the node may not be listening yet (a broker that reconnects on its
+    /// own may start later); calling again with the same name retries.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancelling is like an `Unavailable` error: call again with the same name to be sure.
+    async fn listen_as(&self, node: &str) -> Result<(), BrokerError>;
+
+    /// Sends `message` to the node named `node`. At most once: a message can be lost when the
+    /// receiving node's backplane connection breaks (see "Node messages" above).
+    ///
+    /// # Errors
+    ///
+    /// [`BrokerError::UnknownNode`] when no node listens under that name (gone, or never
+    /// was; also a name that is not a node name); [`BrokerError::Unavailable`] when the
+    /// backing store can't be reached, in which case the message may or may not have gone.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancelling may leave the message sent or not sent, never sent twice.
+    async fn send_to_node(&self, node: &str, message: Bytes) -> Result<(), BrokerError>;
 
     /// Whether the backing store is reachable now.
     fn is_ready(&self) -> bool {

@@ -6,15 +6,16 @@ use std::fmt;
 use std::hash::BuildHasher;
 use std::mem::size_of;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use rand::Rng;
 
 use crate::cost::publication_cost;
 use crate::{
     Broker, BrokerError, BrokerHandler, ClientInfo, History, HistoryQuery, JoinLeave, Publication,
-    StreamOptions, StreamPosition, Usage, Value,
+    StreamOptions, StreamPosition, Usage, Value, is_node_name,
 };
 
 /// How much a [`MemoryBroker`] may hold, whatever its clients do.
@@ -80,14 +81,24 @@ impl MemoryLimits {
 /// Every method finishes on its first poll, so dropping a future never leaves an operation
 /// half done.
 ///
+/// # Node messages
+///
+/// One process is one node: the only node [`send_to_node`](Broker::send_to_node) reaches is
+/// this one, under the name given to [`listen_as`](Broker::listen_as), and the message goes
+/// to `on_node_message` before `send_to_node` returns. Any other name is
+/// [`BrokerError::UnknownNode`]. Nothing is lost, and messages arrive in the order sent.
+///
 /// # Handler calls
 ///
 /// [`BrokerHandler`] methods run while the channel's shard lock is held: a handler that calls
 /// back into this broker deadlocks, and a slow one stalls the other channels of its shard.
+/// `on_node_message` is the exception: it runs with no lock held, on the sender's task.
 pub struct MemoryBroker {
     shards: Box<[Mutex<Shard>]>,
     hasher: RandomState,
     handler: RwLock<Option<Arc<dyn BrokerHandler>>>,
+    /// The name given to `listen_as`.
+    node: OnceLock<String>,
     clock: Clock,
     limits: MemoryLimits,
     accounts: Arc<Accounts>,
@@ -107,6 +118,7 @@ impl MemoryBroker {
             shards: (0..SHARDS).map(|index| Mutex::new(Shard::new(index, &accounts))).collect(),
             hasher: RandomState::new(),
             handler: RwLock::new(None),
+            node: OnceLock::new(),
             clock,
             limits: MemoryLimits::default(),
             accounts,
@@ -326,6 +338,27 @@ impl Broker for MemoryBroker {
             .map(|state| state.presence.values().cloned().collect())
             .unwrap_or_default();
         Ok(clients)
+    }
+
+    async fn listen_as(&self, node: &str) -> Result<(), BrokerError> {
+        if !is_node_name(node) {
+            return Err(BrokerError::Internal(format!("invalid node name {node:?}")));
+        }
+        let listening = self.node.get_or_init(|| node.to_owned());
+        if listening != node {
+            return Err(BrokerError::Internal(format!("already listening as {listening:?}")));
+        }
+        Ok(())
+    }
+
+    async fn send_to_node(&self, node: &str, message: Bytes) -> Result<(), BrokerError> {
+        if self.node.get().is_none_or(|listening| listening != node) {
+            return Err(BrokerError::UnknownNode(node.to_owned()));
+        }
+        if let Some(handler) = self.handler() {
+            handler.on_node_message(message);
+        }
+        Ok(())
     }
 
     fn usage(&self) -> Option<Usage> {

@@ -4,6 +4,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
+use bytes::Bytes;
 use switchboard_broker::{
     Broker, BrokerError, BrokerHandler, ClientInfo, History, HistoryQuery, JoinLeave,
     StreamOptions, StreamPosition, Usage,
@@ -89,6 +90,15 @@ impl Broker for TimedBroker {
 
     async fn presence(&self, channel: &str) -> Result<Vec<ClientInfo>, BrokerError> {
         self.timed(BrokerOp::Presence, self.inner.presence(channel)).await
+    }
+
+    // Not timed: node messages are not among the operations `/metrics` reports.
+    async fn listen_as(&self, node: &str) -> Result<(), BrokerError> {
+        self.inner.listen_as(node).await
+    }
+
+    async fn send_to_node(&self, node: &str, message: Bytes) -> Result<(), BrokerError> {
+        self.inner.send_to_node(node, message).await
     }
 
     fn is_ready(&self) -> bool {
