@@ -35,6 +35,7 @@ conformance!(
     presence_lists_joined_clients,
     announces_joins_and_leaves,
     channels_are_independent,
+    node_messages_reach_the_named_node,
 );
 
 #[tokio::test]

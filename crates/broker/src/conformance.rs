@@ -33,6 +33,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use rand::Rng;
 
 use crate::{
@@ -61,6 +62,7 @@ pub async fn run_all<B: Broker>(make: impl Fn() -> B, spawn: impl Fn(Task) -> Ta
     presence_lists_joined_clients(&make()).await;
     announces_joins_and_leaves(&make()).await;
     channels_are_independent(&make()).await;
+    node_messages_reach_the_named_node(&make()).await;
     concurrent_publishers_are_delivered_in_offset_order(make(), spawn).await;
 }
 
@@ -396,6 +398,51 @@ pub async fn channels_are_independent<B: Broker>(broker: &B) {
     assert!(presence(broker, &b).await.is_empty(), "presence is per channel");
 }
 
+/// A node listening under a name gets the messages sent to that name, intact and in the
+/// order one sender sent them; a name no node listens under is
+/// [`BrokerError::UnknownNode`]. The broker sends to its own name: the one node a check has.
+pub async fn node_messages_reach_the_named_node<B: Broker>(broker: &B) {
+    let handler = RecordingHandler::new();
+    broker.set_handler(handler.clone());
+    let node = unique_node();
+    broker.listen_as(&node).await.unwrap_or_else(|e| failed("listen_as", &e));
+    let messages = [
+        Bytes::from_static(b"first"),
+        // Not UTF-8, with NUL and every other byte value: carried as bytes, not text.
+        (0..=255u8).rev().collect(),
+        Bytes::new(),
+        Bytes::from(vec![b'x'; 64 << 10]),
+    ];
+    for message in &messages {
+        let sent = broker.send_to_node(&node, message.clone()).await;
+        sent.unwrap_or_else(|e| failed("send_to_node", &e));
+    }
+    let all = |events: &[Event]| node_messages(events).len() >= messages.len();
+    assert!(handler.wait_until(WAIT, all).await, "every message sent must arrive");
+    assert_eq!(handler.node_messages(), messages, "messages must arrive intact and in order");
+
+    for unknown in [unique_node(), format!("{node}0"), "Not-A-Name".to_owned(), String::new()] {
+        let sent = broker.send_to_node(&unknown, Bytes::from_static(b"lost")).await;
+        assert_eq!(
+            sent,
+            Err(BrokerError::UnknownNode(unknown.clone())),
+            "no node listens as {unknown:?}"
+        );
+    }
+    broker
+        .send_to_node(&node, Bytes::from_static(b"last"))
+        .await
+        .unwrap_or_else(|e| failed("send_to_node", &e));
+    let last = |events: &[Event]| node_messages(events).len() > messages.len();
+    assert!(handler.wait_until(WAIT, last).await, "the last message must arrive");
+    assert_eq!(
+        handler.node_messages().last(),
+        Some(&Bytes::from_static(b"last")),
+        "messages to unknown nodes must not arrive anywhere"
+    );
+    assert_eq!(handler.node_messages().len(), messages.len() + 1);
+}
+
 /// Several publishers at once on one channel: offsets are unique and consecutive, each
 /// publisher sees its own offsets increase, and delivery is in offset order with no gap and
 /// no duplicate, matching history. `spawn` is as for [`run_all`]; run it on a multi-threaded
@@ -489,6 +536,11 @@ pub enum Event {
         /// The channel.
         channel: String,
     },
+    /// `on_node_message`.
+    NodeMessage {
+        /// The message.
+        message: Bytes,
+    },
 }
 
 /// A [`BrokerHandler`] that records every event, in order, for assertions.
@@ -536,6 +588,11 @@ impl RecordingHandler {
             .iter()
             .filter(|e| matches!(e, Event::Resync { channel: c } if c == channel))
             .count()
+    }
+
+    /// The node messages received, in order.
+    pub fn node_messages(&self) -> Vec<Bytes> {
+        node_messages(&self.lock().events)
     }
 
     /// Forgets every event so far.
@@ -612,6 +669,10 @@ impl BrokerHandler for RecordingHandler {
     fn on_resync(&self, channel: &str) {
         self.record(Event::Resync { channel: channel.to_owned() });
     }
+
+    fn on_node_message(&self, message: Bytes) {
+        self.record(Event::NodeMessage { message });
+    }
 }
 
 #[derive(Debug, Default)]
@@ -625,6 +686,12 @@ struct Recorded {
 fn unique(name: &str) -> String {
     let suffix: u64 = rand::rng().random();
     format!("conformance-{name}-{suffix:016x}")
+}
+
+/// A node name no other check (or run sharing a backing store) uses.
+fn unique_node() -> String {
+    let suffix: u64 = rand::rng().random();
+    format!("conformance{suffix:016x}")
 }
 
 fn client(id: &str) -> ClientInfo {
@@ -662,6 +729,16 @@ fn leaves(events: &[Event], channel: &str) -> Vec<ClientInfo> {
         .iter()
         .filter_map(|e| match e {
             Event::Leave { channel: c, client } if c == channel => Some(client.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn node_messages(events: &[Event]) -> Vec<Bytes> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::NodeMessage { message } => Some(message.clone()),
             _ => None,
         })
         .collect()

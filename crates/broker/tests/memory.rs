@@ -75,6 +75,36 @@ async fn channels_are_independent() {
     conformance::channels_are_independent(&MemoryBroker::new()).await;
 }
 
+#[tokio::test]
+async fn node_messages_reach_the_named_node() {
+    conformance::node_messages_reach_the_named_node(&MemoryBroker::new()).await;
+}
+
+#[test]
+fn node_messages_need_a_valid_name_and_reach_only_this_node() {
+    let broker = MemoryBroker::new();
+    let handler = RecordingHandler::new();
+    broker.set_handler(handler.clone());
+    let message = || bytes::Bytes::from_static(b"m");
+    let unknown = |name: &str| Err(BrokerError::UnknownNode(name.to_owned()));
+    assert_eq!(ready(broker.send_to_node("n1", message())), unknown("n1"), "before listen_as");
+    for bad in ["", "N1", "n-1", "n1:", "n\u{e9}", &"n".repeat(65)] {
+        assert!(
+            matches!(ready(broker.listen_as(bad)), Err(BrokerError::Internal(_))),
+            "{bad:?} is not a node name"
+        );
+    }
+    assert_eq!(ready(broker.send_to_node("n1", message())), unknown("n1"), "still no name");
+    let longest = "n".repeat(64);
+    ready(broker.listen_as(&longest)).expect("64 bytes is a node name");
+    ready(broker.listen_as(&longest)).expect("the same name again is fine");
+    let other = ready(broker.listen_as("n2"));
+    assert!(matches!(other, Err(BrokerError::Internal(_))), "one node, one name: {other:?}");
+    assert_eq!(ready(broker.send_to_node("n2", message())), unknown("n2"));
+    ready(broker.send_to_node(&longest, message())).expect("this node");
+    assert_eq!(handler.node_messages(), [message()], "delivered before send_to_node returned");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_publishers_are_delivered_in_offset_order() {
     conformance::concurrent_publishers_are_delivered_in_offset_order(MemoryBroker::new(), spawn)
