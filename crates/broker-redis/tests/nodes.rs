@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use switchboard_broker::conformance::{Event, RecordingHandler};
 use switchboard_broker::{
     Broker, BrokerError, ClientInfo, HistoryQuery, JoinLeave, StreamOptions, StreamPosition, Value,
@@ -337,6 +338,90 @@ async fn key_prefixes_keep_deployments_apart() {
 }
 
 #[tokio::test]
+async fn node_messages_reach_the_named_node_until_it_is_gone() {
+    let redis = RedisServer::start();
+    let (a, a_events) = node(&redis).await;
+    let (b, b_events) = node(&redis).await;
+    a.listen_as("a").await.unwrap();
+    b.listen_as("b").await.unwrap();
+
+    let sent: Vec<Bytes> = (0..100u32).map(|i| Bytes::from(i.to_be_bytes().to_vec())).collect();
+    for message in &sent {
+        a.send_to_node("b", message.clone()).await.expect("b listens");
+    }
+    b.send_to_node("a", Bytes::from_static(b"reply")).await.expect("a listens");
+    assert!(a_events.wait_until(WAIT, |e| node_messages(e) == 1).await, "a gets the reply");
+    assert!(b_events.wait_until(WAIT, |e| node_messages(e) == 100).await, "b gets them all");
+    assert_eq!(b_events.node_messages(), sent, "intact, in the order one node sent them");
+    assert_eq!(a_events.node_messages(), [Bytes::from_static(b"reply")], "only its own");
+    let mut plain = plain(&redis).await;
+    let mut inboxes: Vec<String> =
+        redis::cmd("PUBSUB").arg("CHANNELS").arg("*:inbox").query_async(&mut plain).await.unwrap();
+    inboxes.sort();
+    assert_eq!(inboxes, ["{switchboard:node:a}:inbox", "{switchboard:node:b}:inbox"]);
+    assert_eq!(b.inbox("b"), "{switchboard:node:b}:inbox");
+
+    // Dropping the broker aborts its tasks: its PubSub connection closes, its inbox has no
+    // subscriber left.
+    drop(b);
+    let gone = poll_until(WAIT, || {
+        let a = &a;
+        async move {
+            let sent = a.send_to_node("b", Bytes::from_static(b"anyone?")).await;
+            match sent {
+                Err(BrokerError::UnknownNode(name)) => Some(name),
+                Ok(()) => None,
+                Err(e) => panic!("sending to a node that is going away: {e}"),
+            }
+        }
+    });
+    assert_eq!(gone.await.as_deref(), Some("b"), "a gone node is an unknown node");
+    let never = a.send_to_node("c", Bytes::from_static(b"hello")).await;
+    assert_eq!(never, Err(BrokerError::UnknownNode("c".to_owned())), "a node that never was");
+    assert_eq!(a_events.node_messages().len(), 1, "nothing else reached a");
+}
+
+#[tokio::test]
+async fn a_nodes_inbox_is_subscribed_again_after_a_redis_restart_without_a_resync() {
+    let mut redis = RedisServer::start();
+    let (a, _) = node(&redis).await;
+    let (b, b_events) = node(&redis).await;
+    let (late, late_events) = node(&redis).await;
+    b.listen_as("b").await.unwrap();
+    b.subscribe("c").await.unwrap();
+    a.send_to_node("b", Bytes::from_static(b"before")).await.unwrap();
+    assert!(b_events.wait_until(WAIT, |e| node_messages(e) == 1).await);
+
+    redis.stop();
+    eventually("is_ready turns false", || !a.is_ready() && !late.is_ready()).await;
+    let down = a.send_to_node("b", Bytes::from_static(b"while down"));
+    expect_unavailable("send_to_node", SLACK, down).await;
+    // Listening while Redis is down fails, but the inbox is kept for the reconnect.
+    expect_unavailable("listen_as", SLACK, late.listen_as("late")).await;
+
+    redis.restart();
+    // The resync for `c` comes after the whole resubscription, the inbox included.
+    assert!(b_events.wait_until(RECONNECT, |e| resyncs(e, "c") == 1).await, "b reconnected");
+    eventually("every node is ready again", || a.is_ready() && late.is_ready()).await;
+    a.send_to_node("b", Bytes::from_static(b"after")).await.expect("b listens again");
+    a.send_to_node("late", Bytes::from_static(b"hi")).await.expect("late listens now");
+    assert!(b_events.wait_until(WAIT, |e| node_messages(e) == 2).await, "b gets it");
+    let expected = [Bytes::from_static(b"before"), Bytes::from_static(b"after")];
+    assert_eq!(b_events.node_messages(), expected, "what was sent while down is not replayed");
+    assert!(late_events.wait_until(WAIT, |e| node_messages(e) == 1).await, "late gets it");
+    let resynced: Vec<_> = b_events
+        .events()
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::Resync { channel } => Some(channel),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(resynced, ["c"], "the inbox is not a channel: no resync for it");
+    assert!(late_events.events().iter().all(|e| kind(e) == "node message"), "nor for late");
+}
+
+#[tokio::test]
 async fn connect_fails_fast_without_redis_unless_told_to_wait() {
     let mut redis = RedisServer::start();
     redis.stop();
@@ -437,6 +522,10 @@ async fn expiry(plain: &mut redis::aio::MultiplexedConnection, id: &str) -> u64 
     score as u64
 }
 
+fn node_messages(events: &[Event]) -> usize {
+    events.iter().filter(|e| kind(e) == "node message").count()
+}
+
 fn publications(events: &[Event], channel: &str) -> usize {
     count(events, channel, "publication")
 }
@@ -463,6 +552,7 @@ fn kind(event: &Event) -> &'static str {
         Event::Join { .. } => "join",
         Event::Leave { .. } => "leave",
         Event::Resync { .. } => "resync",
+        Event::NodeMessage { .. } => "node message",
         _ => "other",
     }
 }
