@@ -76,6 +76,85 @@ pub struct Config {
     /// who reaches its port. An empty key counts as none. Use a long random key (32 bytes
     /// or more): it is the only thing between the network and publishing to every channel.
     pub api_key: Option<Secret>,
+    /// Which transports clients may use, and the timings of the HTTP ones (Server-Sent
+    /// Events and long-polling, `docs/transports.md`).
+    pub transports: TransportOptions,
+}
+
+/// A way for clients to reach the hub.
+#[derive(Clone, Copy, Debug, Deserialize, Eq, Hash, PartialEq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// `/ws`: one WebSocket.
+    #[serde(rename = "websocket")]
+    WebSocket,
+    /// `/sse`: a Server-Sent Events stream down, `POST /session` up.
+    Sse,
+    /// `/poll`: HTTP long-polling down, `POST /session` up.
+    #[serde(rename = "longpoll")]
+    LongPoll,
+}
+
+impl Transport {
+    /// The transport's name, as in metrics labels and `--disable-transport`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::WebSocket => "websocket",
+            Self::Sse => "sse",
+            Self::LongPoll => "longpoll",
+        }
+    }
+}
+
+impl std::str::FromStr for Transport {
+    type Err = String;
+
+    fn from_str(name: &str) -> Result<Self, Self::Err> {
+        match name {
+            "websocket" | "ws" => Ok(Self::WebSocket),
+            "sse" => Ok(Self::Sse),
+            "longpoll" | "long-polling" => Ok(Self::LongPoll),
+            _ => Err(format!("unknown transport {name:?}: use websocket, sse or longpoll")),
+        }
+    }
+}
+
+/// The transports clients may use and the timings of the HTTP ones.
+///
+/// With serde: the `[transports]` table of a configuration file, every key optional.
+#[derive(Clone, Debug, Deserialize, Eq, PartialEq, Serialize)]
+#[non_exhaustive]
+#[serde(default, deny_unknown_fields)]
+pub struct TransportOptions {
+    /// Transports turned off: their opening path answers 404 `transport_disabled`. Default
+    /// none. Turning WebSocket off is how a deployment (or a test) makes clients fall back.
+    pub disabled: Vec<Transport>,
+    /// How long an SSE or long-polling session lives with no stream open and no poll
+    /// waiting; then it leaves its channels and is freed. Default 30 s: an `EventSource`
+    /// reconnects within a few seconds, a polling client within one round trip.
+    #[serde(with = "duration_str")]
+    pub session_timeout: Duration,
+    /// How long a poll waits for something to send before it answers with an empty batch.
+    /// Default 25 s, under the 30–60 s idle cut-off of common proxies.
+    #[serde(with = "duration_str")]
+    pub poll_timeout: Duration,
+}
+
+impl Default for TransportOptions {
+    fn default() -> Self {
+        Self {
+            disabled: Vec::new(),
+            session_timeout: Duration::from_secs(30),
+            poll_timeout: Duration::from_secs(25),
+        }
+    }
+}
+
+impl TransportOptions {
+    /// Whether clients may use `transport`.
+    pub fn allows(&self, transport: Transport) -> bool {
+        !self.disabled.contains(&transport)
+    }
 }
 
 /// Limits on what one client, or all of them, may cost the server. Each refusal is logged
@@ -369,6 +448,7 @@ impl Default for Config {
             tls: None,
             rate_limits: LimitOptions::default(),
             api_key: None,
+            transports: TransportOptions::default(),
         }
     }
 }

@@ -21,6 +21,7 @@ use crate::auth::{
     AuthFailure, Identity, bearer_protocol_token, check_origin, find_credential,
     looks_like_credential,
 };
+use crate::config::Transport;
 use crate::limits;
 use crate::metrics::Metrics;
 use crate::node::Session;
@@ -48,6 +49,13 @@ pub(crate) fn upgrade(mut req: Request, shared: &Arc<Shared>, endpoint: WsRoute)
         let message = "server is shutting down: connect again (to another node)";
         return Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "draining", message)
             .with_header(header::RETRY_AFTER, HeaderValue::from_static("1"))
+            .closing()
+            .into_response();
+    }
+    if endpoint == WsRoute::Hub && !shared.config.transports.allows(Transport::WebSocket) {
+        shared.metrics.handshake_failed("transport_disabled");
+        let message = "the websocket transport is turned off on this server: use /sse or /poll";
+        return Refusal::new(StatusCode::NOT_FOUND, "transport_disabled", message)
             .closing()
             .into_response();
     }
@@ -228,7 +236,7 @@ fn drive_upgraded<'a>(
 
 /// The answer to an upgrade refused by a connection or handshake limit (counted and logged
 /// by the limiter): 503 or 429 with `Retry-After` (RFC 9110 §10.2.3, RFC 6585 §4).
-fn refuse_limit(refusal: limits::Refusal, metrics: &Metrics) -> Response {
+pub(crate) fn refuse_limit(refusal: limits::Refusal, metrics: &Metrics) -> Response {
     metrics.handshake_failed(refusal.code());
     Refusal::new(refusal.status(), refusal.code(), refusal.message())
         .with_header(header::RETRY_AFTER, HeaderValue::from(refusal.retry_after_secs()))
@@ -238,7 +246,7 @@ fn refuse_limit(refusal: limits::Refusal, metrics: &Metrics) -> Response {
 
 /// The answer to refused credentials: 401 with a challenge, or 503 when tickets cannot be
 /// checked.
-fn refuse_auth(failure: &AuthFailure, metrics: &Metrics) -> Response {
+pub(crate) fn refuse_auth(failure: &AuthFailure, metrics: &Metrics) -> Response {
     metrics.handshake_failed(failure.code);
     tracing::debug!(code = failure.code, "handshake refused: credentials");
     let status = StatusCode::from_u16(failure.status).unwrap_or(StatusCode::UNAUTHORIZED);

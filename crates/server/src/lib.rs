@@ -23,6 +23,7 @@ mod auth;
 mod config;
 mod error;
 mod exposition;
+mod fallback;
 mod http;
 mod limits;
 mod metrics;
@@ -38,7 +39,7 @@ mod ws;
 
 pub use config::{
     Anonymous, AuthOptions, Config, HubOptions, LimitOptions, NamespaceOptions, OriginOptions,
-    Rate, Secret, duration_str,
+    Rate, Secret, Transport, TransportOptions, duration_str,
 };
 pub use error::Error;
 pub use server::{Publisher, Server, ShutdownHandle, TlsReloader};

@@ -105,6 +105,11 @@ pub(crate) struct Metrics {
     pub(crate) publications: Counter<u64, AtomicU64>,
     /// Connections cut off as slow consumers.
     pub(crate) slow_consumers: Counter<u64, AtomicU64>,
+    /// SSE and long-polling sessions that expired: no stream and no poll for the session
+    /// timeout.
+    pub(crate) sessions_expired: Counter<u64, AtomicU64>,
+    /// Requests to an SSE or long-polling session refused, by reason.
+    pub(crate) session_requests_refused: Family<ReasonLabel, Counter>,
     /// Subscribes with a recovery position, by whether they recovered.
     pub(crate) recoveries: Family<ResultLabel, Counter>,
     /// Time from a publication reaching this node's hub to its hand-off to a subscriber's
@@ -131,6 +136,8 @@ impl Metrics {
             bytes_out: Counter::default(),
             publications: Counter::default(),
             slow_consumers: Counter::default(),
+            sessions_expired: Counter::default(),
+            session_requests_refused: Family::default(),
             recoveries: Family::default(),
             delivery_latency: Arc::default(),
             broker: Arc::default(),
@@ -191,6 +198,16 @@ impl Metrics {
             "slow_consumer_disconnects",
             "Connections cut off because their outbound queue overflowed",
             metrics.slow_consumers.clone(),
+        );
+        registry.register(
+            "http_sessions_expired",
+            "SSE and long-polling sessions that expired with no stream and no poll",
+            metrics.sessions_expired.clone(),
+        );
+        registry.register(
+            "http_session_requests_refused",
+            "Requests to SSE and long-polling sessions refused, by reason",
+            metrics.session_requests_refused.clone(),
         );
         registry.register(
             "recoveries",

@@ -4,6 +4,7 @@
 //! | Path | Methods | Handler |
 //! |---|---|---|
 //! | `/ws`, `/echo` | any (the handshake refuses all but GET, counted) | [`http::upgrade`] |
+//! | `/sse`, `/poll`, `/session` | see [`fallback`] (405 for the rest) | [`fallback`] |
 //! | `/healthz`, `/readyz`, `/metrics`, `/switchboard.js` | GET, HEAD | here |
 //! | `/status`, `/status.json`, `/assets/…` of the status page | GET, HEAD | [`status`] |
 //! | `/api`, `/api/…` | any (the API checks its key before its paths) | [`api::handle`] |
@@ -25,7 +26,7 @@ use crate::http::{WsRoute, upgrade};
 use crate::refusal::{not_found, read_only};
 use crate::state::Shared;
 use crate::status::json_text;
-use crate::{api, status};
+use crate::{api, fallback, status};
 
 /// The server's routes, with `shared` as their state.
 pub(crate) fn router(shared: &Arc<Shared>) -> Router {
@@ -35,7 +36,10 @@ pub(crate) fn router(shared: &Arc<Shared>) -> Router {
         .route("/metrics", read_only(metrics))
         .route("/switchboard.js", read_only(js_client))
         .route("/status.json", read_only(status::json))
-        .route("/ws", any(|State(shared), req| async move { upgrade(req, &shared, WsRoute::Hub) }));
+        .route("/ws", any(|State(shared), req| async move { upgrade(req, &shared, WsRoute::Hub) }))
+        .route("/sse", any(|State(shared), req| fallback::sse(req, shared)))
+        .route("/poll", any(|State(shared), req| fallback::poll(req, shared)))
+        .route("/session", any(|State(shared), req| fallback::session(req, shared)));
     if shared.config.echo {
         let echo = |State(shared), req| async move { upgrade(req, &shared, WsRoute::Echo) };
         router = router.route("/echo", any(echo));

@@ -16,7 +16,7 @@ use crate::error::Error;
 use crate::node::{self, Node};
 use crate::state::{PeerAddr, Shared};
 use crate::tls;
-use crate::{auth, exposition, limits, metrics, routes, timed};
+use crate::{auth, exposition, fallback, limits, metrics, routes, timed};
 use switchboard_broker::{Broker, MemoryBroker, MemoryLimits};
 
 /// Connections the kernel may hold before `accept` (it caps this at `somaxconn`): a burst
@@ -161,7 +161,22 @@ impl Server {
             limits,
             metrics,
             started: std::time::Instant::now(),
+            sessions: fallback::Sessions::new(),
+            relay: fallback::relay::Relay::default(),
         });
+        // Requests for this node's SSE and long-polling sessions that reached another node
+        // come through the broker. Weak: the node must not keep the state it belongs to.
+        let weak = Arc::downgrade(&shared);
+        shared
+            .node
+            .set_node_inbox(Box::new(move |message| fallback::relay::receive(&weak, message)));
+        if let Err(e) = shared.node.broker.listen_as(shared.sessions.node()).await {
+            tracing::warn!(
+                error = %e,
+                "cannot receive forwarded requests: SSE and long-polling sessions of this node \
+                 are reachable only through it"
+            );
+        }
         Ok(Self { listener, local_addr, shared, extra: axum::Router::new() })
     }
 

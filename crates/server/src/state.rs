@@ -8,7 +8,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::node::Node;
-use crate::{auth, limits, metrics, tls};
+use crate::{auth, fallback, limits, metrics, tls};
 
 /// State shared by every connection task.
 #[derive(Debug)]
@@ -29,6 +29,10 @@ pub(crate) struct Shared {
     pub(crate) metrics: metrics::Metrics,
     /// When the server was bound, for the status page's uptime.
     pub(crate) started: std::time::Instant,
+    /// The SSE and long-polling sessions this node holds.
+    pub(crate) sessions: fallback::Sessions,
+    /// Requests for sessions of other nodes, forwarded and waiting for their answers.
+    pub(crate) relay: fallback::relay::Relay,
 }
 
 /// The TCP peer of a request, in its extensions.

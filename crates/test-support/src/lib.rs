@@ -42,6 +42,8 @@ pub mod rust_client;
 #[cfg(feature = "server")]
 pub mod server;
 #[cfg(feature = "server")]
+pub mod sse;
+#[cfg(feature = "server")]
 pub mod tokens;
 #[cfg(feature = "server")]
 pub mod wait;

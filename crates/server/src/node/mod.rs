@@ -29,7 +29,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
 use switchboard_broker::{
     Broker, BrokerError, BrokerHandler, ClientInfo, HistoryQuery, Publication, StreamOptions,
@@ -78,6 +78,8 @@ pub struct Node {
     lock_hasher: std::collections::hash_map::RandomState,
     /// Publications queued to subscribers on this node, counted by the broker's handler.
     deliveries: Arc<AtomicU64>,
+    /// Where node messages go, once the server set it.
+    inbox: Arc<OnceLock<NodeInbox>>,
 }
 
 /// What every session of a node follows, taken from [`Config`].
@@ -127,7 +129,12 @@ impl Node {
         let options = config.hub.clone();
         let hub = Arc::new(Hub::new(options.shards));
         let deliveries = Arc::new(AtomicU64::new(0));
-        let handler = HubHandler { hub: Arc::clone(&hub), deliveries: Arc::clone(&deliveries) };
+        let inbox = Arc::new(OnceLock::new());
+        let handler = HubHandler {
+            hub: Arc::clone(&hub),
+            deliveries: Arc::clone(&deliveries),
+            inbox: Arc::clone(&inbox),
+        };
         broker.set_handler(Arc::new(handler));
         let channel_locks = (0..CHANNEL_LOCKS).map(|_| tokio::sync::Mutex::new(())).collect();
         let ping = config.ping_interval.map_or(0, |d| d.as_secs());
@@ -153,7 +160,14 @@ impl Node {
             channel_locks,
             lock_hasher: std::collections::hash_map::RandomState::new(),
             deliveries,
+            inbox,
         }
+    }
+
+    /// Sets where the messages other nodes send to this one go: the transports' forwarded
+    /// requests. Set once; later calls change nothing.
+    pub(crate) fn set_node_inbox(&self, inbox: NodeInbox) {
+        let _ = self.inbox.set(inbox);
     }
 
     /// Verifies a token the way a transport verifies one at its door: for clients that
@@ -343,9 +357,20 @@ struct HubHandler {
     hub: Arc<Hub>,
     /// Shared with [`Node::deliveries`].
     deliveries: Arc<AtomicU64>,
+    /// Shared with [`Node::inbox`].
+    inbox: Arc<OnceLock<NodeInbox>>,
 }
 
+/// Where the messages other nodes send to this one go (see [`Node::set_node_inbox`]).
+pub(crate) type NodeInbox = Box<dyn Fn(&[u8]) + Send + Sync>;
+
 impl BrokerHandler for HubHandler {
+    fn on_node_message(&self, message: bytes::Bytes) {
+        if let Some(inbox) = self.inbox.get() {
+            inbox(&message);
+        }
+    }
+
     fn on_publication(&self, channel: &str, publication: Arc<Publication>) {
         let queued = self.hub.publish(channel, publication);
         if queued > 0 {
