@@ -385,6 +385,21 @@ const DOCS: &[Doc] = &[
         "allow_missing",
         "Allow requests without an Origin header (non-browser clients).",
     ),
+    Doc::key(
+        "transports",
+        "disabled",
+        "Transports turned off: \"websocket\", \"sse\", \"longpoll\" (--disable-transport).",
+    ),
+    Doc::key(
+        "transports",
+        "session_timeout",
+        "How long an SSE or long-polling session lives with no stream and no poll.",
+    ),
+    Doc::key(
+        "transports",
+        "poll_timeout",
+        "How long a long-poll waits before answering with an empty batch.",
+    ),
     Doc::example(
         "tls",
         "cert",

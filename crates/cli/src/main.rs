@@ -171,6 +171,20 @@ struct ServeArgs {
         value_name = "BOOL"
     )]
     no_localhost_origins: Option<bool>,
+    /// Turn a transport off (repeat): websocket, sse or longpoll. Its opening path answers
+    /// 404; clients fall back to the others.
+    #[arg(
+        long = "disable-transport",
+        env = "SWITCHBOARD_DISABLE_TRANSPORTS",
+        value_delimiter = ','
+    )]
+    disable_transports: Option<Vec<switchboard_server::Transport>>,
+    /// How long an SSE or long-polling session lives with no stream and no poll.
+    #[arg(long, env = "SWITCHBOARD_SESSION_TIMEOUT", value_parser = duration)]
+    session_timeout: Option<Duration>,
+    /// How long a long-poll waits before answering with an empty batch.
+    #[arg(long, env = "SWITCHBOARD_POLL_TIMEOUT", value_parser = duration)]
+    poll_timeout: Option<Duration>,
     /// Refuse requests without an Origin header (non-browser clients).
     #[arg(
         long,
@@ -371,6 +385,11 @@ impl ServeArgs {
         set(&mut o.allowed, self.allowed_origins.as_ref());
         set(&mut o.allow_localhost, not(self.no_localhost_origins).as_ref());
         set(&mut o.allow_missing, not(self.require_origin).as_ref());
+
+        let tr = &mut s.transports;
+        set(&mut tr.disabled, self.disable_transports.as_ref());
+        set(&mut tr.session_timeout, self.session_timeout.as_ref());
+        set(&mut tr.poll_timeout, self.poll_timeout.as_ref());
 
         // Likewise the certificate: files or the development one.
         if self.tls_cert.is_some() || self.tls_key.is_some() || self.dev_tls.is_some() {

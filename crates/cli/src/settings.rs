@@ -13,7 +13,7 @@ use anyhow::Context as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use switchboard_broker_redis::RedisConfig;
 use switchboard_server::{
-    Config, HubOptions, NamespaceOptions, OriginOptions, Rate, Secret, TlsSource,
+    Config, HubOptions, NamespaceOptions, OriginOptions, Rate, Secret, TlsSource, TransportOptions,
 };
 
 /// Every setting of `switchboard serve`. Each key of the file is optional: `serde(default)`
@@ -46,6 +46,8 @@ pub(crate) struct Settings {
     pub(crate) auth: Auth,
     /// `[origins]`: the server's own options.
     pub(crate) origins: OriginOptions,
+    /// `[transports]`: the server's own options.
+    pub(crate) transports: TransportOptions,
     /// `[tls]`.
     pub(crate) tls: Tls,
     /// `[broker]`.
@@ -203,6 +205,7 @@ impl Default for Settings {
                 token_cookie: c.auth.token_cookie.clone(),
             },
             origins: c.origins.clone(),
+            transports: c.transports.clone(),
             tls: match &c.tls {
                 Some(TlsSource::Files { cert, key }) => {
                     Tls { cert: Some(cert.clone()), key: Some(key.clone()), dev: false }
@@ -304,6 +307,7 @@ impl Settings {
         config.auth.first_message = a.first_message;
         config.auth.token_cookie.clone_from(&a.token_cookie);
         config.origins = self.origins.clone();
+        config.transports = self.transports.clone();
         config.tls = match (&self.tls.cert, &self.tls.key) {
             (Some(cert), Some(key)) => {
                 Some(TlsSource::Files { cert: cert.clone(), key: key.clone() })
