@@ -110,6 +110,8 @@ pub(crate) struct Metrics {
     pub(crate) sessions_expired: Counter<u64, AtomicU64>,
     /// Requests to an SSE or long-polling session refused, by reason.
     pub(crate) session_requests_refused: Family<ReasonLabel, Counter>,
+    /// Requests for sessions of other nodes, forwarded to them through the broker.
+    pub(crate) session_requests_forwarded: Counter<u64, AtomicU64>,
     /// Subscribes with a recovery position, by whether they recovered.
     pub(crate) recoveries: Family<ResultLabel, Counter>,
     /// Time from a publication reaching this node's hub to its hand-off to a subscriber's
@@ -138,6 +140,7 @@ impl Metrics {
             slow_consumers: Counter::default(),
             sessions_expired: Counter::default(),
             session_requests_refused: Family::default(),
+            session_requests_forwarded: Counter::default(),
             recoveries: Family::default(),
             delivery_latency: Arc::default(),
             broker: Arc::default(),
@@ -208,6 +211,11 @@ impl Metrics {
             "http_session_requests_refused",
             "Requests to SSE and long-polling sessions refused, by reason",
             metrics.session_requests_refused.clone(),
+        );
+        registry.register(
+            "http_session_requests_forwarded",
+            "Requests for SSE and long-polling sessions of other nodes, forwarded through the broker",
+            metrics.session_requests_forwarded.clone(),
         );
         registry.register(
             "recoveries",

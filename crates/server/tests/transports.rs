@@ -454,3 +454,134 @@ async fn delete_ends_the_session() {
     .await;
     assert!(gauge.is_some(), "the session is gone from the active gauge");
 }
+
+/// Two nodes on one private `redis-server`.
+struct Pair {
+    _redis: switchboard_test_support::redis::RedisServer,
+    a: Option<Node>,
+    b: Node,
+}
+
+/// A node on its own Redis broker.
+struct Node {
+    addr: SocketAddr,
+    handle: switchboard_server::ShutdownHandle,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Node {
+    async fn start(redis: &switchboard_test_support::redis::RedisServer) -> Self {
+        let broker = switchboard_broker_redis::RedisBroker::connect(
+            switchboard_broker_redis::RedisConfig::new(redis.url()),
+        )
+        .await
+        .expect("connect to redis");
+        let mut config = open_config();
+        config.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        config.drain_window = Duration::from_millis(10);
+        let server =
+            switchboard_server::Server::bind_with_broker(config, std::sync::Arc::new(broker))
+                .await
+                .expect("bind");
+        let addr = server.local_addr();
+        let handle = server.shutdown_handle();
+        let task = tokio::spawn(async move {
+            let _ = server.run().await;
+        });
+        Self { addr, handle, task }
+    }
+
+    async fn stop(self) {
+        self.handle.shutdown();
+        let _ = self.task.await;
+    }
+}
+
+impl Pair {
+    async fn start() -> Self {
+        let redis = switchboard_test_support::redis::RedisServer::start();
+        let a = Node::start(&redis).await;
+        let b = Node::start(&redis).await;
+        Self { _redis: redis, a: Some(a), b }
+    }
+
+    fn a(&self) -> SocketAddr {
+        self.a.as_ref().expect("node a runs").addr
+    }
+}
+
+/// Polls until a publication of `text` arrives; the new ack.
+async fn poll_for_text(addr: SocketAddr, session: &str, mut ack: u64, text: &str) -> u64 {
+    loop {
+        let (messages, next) = poll_messages(addr, session, ack, 1).await;
+        ack = next;
+        if messages.iter().any(|m| m["push"] == "publication" && m["data"]["text"] == text) {
+            return ack;
+        }
+    }
+}
+
+async fn forwarded(addr: SocketAddr) -> f64 {
+    let text = scrape(addr).await;
+    sample(&text, "switchboard_http_session_requests_forwarded_total").unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_polling_session_is_reached_through_any_node() {
+    let pair = Pair::start().await;
+    let (a, b) = (pair.a(), pair.b.addr);
+    let session = open_poll(a).await;
+    // Commands through B, polls alternating between the nodes: one session, held by A.
+    assert_eq!(post(b, &session, &subscribe(1, "chat:x")).await.status, 204);
+    assert_eq!(post(b, &session, &publish(2, "chat:x", "via b")).await.status, 204);
+    let (first, _) = poll_messages(b, &session, 0, 1).await;
+    assert_eq!(first[0]["id"], 1, "{first:?}");
+    let ack = poll_for_text(b, &session, 0, "via b").await;
+    // A publication from a client of B reaches the session's next poll on either node.
+    let other = open_poll(b).await;
+    post(b, &other, &publish(1, "chat:x", "from b's client")).await;
+    poll_for_text(a, &session, ack, "from b's client").await;
+    assert!(forwarded(b).await >= 3.0, "B forwarded the session's requests to A");
+    assert_eq!(forwarded(a).await, 0.0, "A held the session itself");
+    // Ended through B; then gone everywhere.
+    let ended = request(b, "DELETE", "/session", &[("Switchboard-Session", &session)], "").await;
+    assert_eq!(ended.status, 204, "{ended}");
+    post(a, &session, "{}").await.refusal(404, "session_not_found");
+    post(b, &session, "{}").await.refusal(404, "session_not_found");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_stream_takes_commands_posted_to_another_node() {
+    let pair = Pair::start().await;
+    let (a, b) = (pair.a(), pair.b.addr);
+    let (mut stream, session) = open_sse(a, &[]).await;
+    assert_eq!(post(b, &session, &subscribe(1, "chat:y")).await.status, 204);
+    assert_eq!(stream.next_json().await["id"], 1);
+    post(b, &session, &publish(2, "chat:y", "hello")).await;
+    let mut got: Vec<Value> = Vec::new();
+    // The reply and the publication, in whichever order the broker made them.
+    while !(got.iter().any(|m| m["push"] == "publication") && got.iter().any(|m| m["id"] == 2)) {
+        got.push(stream.next_json().await);
+    }
+    let publication = got.iter().find(|m| m["push"] == "publication");
+    assert_eq!(publication.map(|m| &m["data"]["text"]), Some(&json!("hello")), "{got:?}");
+    // Reconnecting to B cannot resume A's stream: 4002, and A's session is ended.
+    let last = format!("{session}:3");
+    let mut elsewhere = EventStream::open(b, "/sse", &[("Last-Event-ID", &last)]).await;
+    assert_eq!(elsewhere.next_json().await["code"], 4002);
+    let gone =
+        poll_until(LIMIT, || async { (post(a, &session, "{}").await.status == 404).then_some(()) })
+            .await;
+    assert!(gone.is_some(), "A ended the session its client left");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_for_a_stopped_node_find_no_session() {
+    let mut pair = Pair::start().await;
+    let b = pair.b.addr;
+    let session = open_poll(pair.a()).await;
+    pair.a.take().expect("node a").stop().await;
+    post(b, &session, "{}").await.refusal(404, "session_not_found");
+    let (_, messages) = poll(b, &session, 0).await;
+    assert_eq!(messages[0]["code"], 4002, "{messages:?}");
+}

@@ -71,6 +71,7 @@ impl Relay {
         timeout: Duration,
         make: impl FnOnce(u64) -> Message,
     ) -> Result<Answer, BrokerError> {
+        shared.metrics.session_requests_forwarded.inc();
         let request = self.next.fetch_add(1, Ordering::Relaxed) + 1;
         let (tx, rx) = oneshot::channel();
         self.waiting().insert(request, tx);
