@@ -11,7 +11,9 @@ use std::time::Duration;
 use anyhow::{Context as _, anyhow, bail};
 use clap::ValueEnum;
 use switchboard_client::connect::{self as ws, ByteStream, HttpRefusal, read_pem_certificates};
-use switchboard_client::{Client, ConnectionState, DisconnectReason, Error, ServerUrl, UrlError};
+use switchboard_client::{
+    Client, ConnectionState, DisconnectReason, Error, ServerUrl, Transport, UrlError,
+};
 use switchboard_proto::Format;
 use tokio::sync::mpsc;
 
@@ -57,6 +59,26 @@ impl From<ProtocolArg> for Format {
     }
 }
 
+/// `--transport` of the client commands.
+#[derive(Clone, Copy, Debug, Default, Eq, PartialEq, ValueEnum)]
+pub(crate) enum TransportArg {
+    /// A WebSocket at the URL.
+    #[default]
+    Ws,
+    /// Server-Sent Events: `GET /sse` down, `POST /session` up, next to the URL's path
+    /// (JSON only).
+    Sse,
+}
+
+impl From<TransportArg> for Transport {
+    fn from(arg: TransportArg) -> Self {
+        match arg {
+            TransportArg::Ws => Transport::WebSocket,
+            TransportArg::Sse => Transport::Sse,
+        }
+    }
+}
+
 /// A server URL from the command line: `ws[s]://` or `http[s]://` (read as `ws[s]://`),
 /// host, port, path; a `clap` value parser.
 pub(crate) fn server_url(url: &str) -> Result<ServerUrl, String> {
@@ -82,9 +104,12 @@ pub(crate) fn client(
     target: &ServerUrl,
     common: &CommonArgs,
     format: Format,
+    transport: Transport,
 ) -> anyhow::Result<Client> {
-    let mut builder =
-        Client::builder(target.to_string()).format(format).connect_timeout(common.timeout);
+    let mut builder = Client::builder(target.to_string())
+        .format(format)
+        .transport(transport)
+        .connect_timeout(common.timeout);
     if let Some(token) = &common.token {
         builder = builder.token(token.clone());
     }

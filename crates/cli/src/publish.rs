@@ -20,7 +20,7 @@ use hyper::{Request, StatusCode, header};
 use hyper_util::rt::TokioIo;
 use serde::{Deserialize, Serialize};
 use switchboard_client::connect::HttpRefusal;
-use switchboard_client::{Client, Error, ServerUrl};
+use switchboard_client::{Client, Error, ServerUrl, Transport};
 use switchboard_proto::Value;
 
 use crate::common::{self, CommonArgs, ProtocolArg, close, failure};
@@ -67,7 +67,8 @@ async fn publish(args: &PublishArgs) -> anyhow::Result<ExitCode> {
     let mut publisher = match &args.api_key {
         Some(key) => Publisher::Http(Box::new(Http::new(target, key, &args.common)?)),
         None => {
-            let client = common::client(&target, &args.common, args.protocol.into())?;
+            let client =
+                common::client(&target, &args.common, args.protocol.into(), Transport::WebSocket)?;
             common::first_connection(&client, &target, args.common.timeout).await?;
             Publisher::Ws { client, limit: args.common.timeout + REPLY_TIMEOUT }
         }

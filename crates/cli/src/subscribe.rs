@@ -15,7 +15,7 @@ use switchboard_client::{
 use switchboard_proto::Value;
 use tokio::sync::mpsc;
 
-use crate::common::{self, CommonArgs, ProtocolArg, close, failure};
+use crate::common::{self, CommonArgs, ProtocolArg, TransportArg, close, failure};
 
 /// Flags of `switchboard subscribe`.
 #[derive(Debug, clap::Args)]
@@ -46,6 +46,10 @@ pub(crate) struct SubscribeArgs {
     /// Wire format.
     #[arg(long, value_enum, default_value_t)]
     protocol: ProtocolArg,
+    /// How to reach the server: a WebSocket, or Server-Sent Events (`GET /sse` down,
+    /// `POST /session` up; JSON only), for networks whose proxies break WebSocket upgrades.
+    #[arg(long, value_enum, default_value_t)]
+    transport: TransportArg,
     /// No status lines on standard error (subscribed, reconnected); warnings and errors
     /// still go there.
     #[arg(long, short)]
@@ -61,6 +65,10 @@ pub(crate) fn run(args: &SubscribeArgs) -> anyhow::Result<ExitCode> {
         (None, Some(offset), Some(epoch)) => Some(StreamPosition { offset, epoch: epoch.clone() }),
         _ => None,
     };
+    if args.transport == TransportArg::Sse && args.protocol != ProtocolArg::Json {
+        eprintln!("switchboard: --transport sse speaks JSON only");
+        return Ok(ExitCode::from(2));
+    }
     if since.is_some() && args.channels.len() != 1 {
         eprintln!("switchboard: --since takes exactly one channel: a position is one stream's");
         return Ok(ExitCode::from(2));
@@ -84,7 +92,8 @@ async fn subscribe(
     since: Option<StreamPosition>,
 ) -> anyhow::Result<ExitCode> {
     let target = args.url.clone().with_default_path("/ws");
-    let client = common::client(&target, &args.common, args.protocol.into())?;
+    let client =
+        common::client(&target, &args.common, args.protocol.into(), args.transport.into())?;
     common::first_connection(&client, &target, args.common.timeout).await?;
     let (reports, mut incoming) = mpsc::unbounded_channel();
     // All or nothing: a refused channel ends the command before anything is printed.

@@ -78,6 +78,30 @@ impl Default for PublishQueue {
     }
 }
 
+/// How a [`Client`] reaches the server (`docs/transports.md`). Every transport carries the
+/// same session: the same commands, replies, pushes and recovery.
+///
+/// ```
+/// use switchboard_client::{Client, Transport};
+///
+/// // GET /sse for the events, POST /session for the commands, next to the URL's /ws.
+/// let builder = Client::builder("ws://127.0.0.1:8080/ws").transport(Transport::Sse);
+/// # drop(builder);
+/// ```
+#[derive(Clone, Copy, Debug, Default, Eq, PartialEq)]
+#[non_exhaustive]
+pub enum Transport {
+    /// A WebSocket at the URL: one socket, least overhead.
+    #[default]
+    WebSocket,
+    /// Server-Sent Events: the session's messages come down a `GET /sse` event stream, its
+    /// commands go up by `POST /session`, both next to the URL's path (`/ws` gives `/sse`
+    /// and `/session`). JSON only. A cut stream is resumed with `Last-Event-ID`, losing
+    /// and repeating nothing; a session the server no longer holds is replaced, recovering
+    /// by offset as after a WebSocket reconnect.
+    Sse,
+}
+
 /// Options for a [`Client`]. Start with [`Client::builder`].
 ///
 /// ```no_run
@@ -102,6 +126,7 @@ pub struct ClientBuilder {
     token: Option<String>,
     provider: Option<TokenProvider>,
     format: Format,
+    transport: Transport,
     min_delay: Duration,
     max_delay: Duration,
     stable_after: Duration,
@@ -124,6 +149,7 @@ impl fmt::Debug for ClientBuilder {
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .field("provider", &self.provider.is_some())
             .field("format", &self.format)
+            .field("transport", &self.transport)
             .field("min_delay", &self.min_delay)
             .field("max_delay", &self.max_delay)
             .field("stable_after", &self.stable_after)
@@ -147,6 +173,7 @@ impl ClientBuilder {
             token: None,
             provider: None,
             format: Format::Json,
+            transport: Transport::WebSocket,
             min_delay: Duration::from_millis(500),
             max_delay: Duration::from_secs(30),
             stable_after: Duration::from_secs(10),
@@ -211,6 +238,19 @@ impl ClientBuilder {
     /// ```
     pub fn format(mut self, format: Format) -> Self {
         self.format = format;
+        self
+    }
+
+    /// The transport. Default [`Transport::WebSocket`]; [`Transport::Sse`] for networks whose
+    /// proxies break WebSocket upgrades but stream responses. SSE speaks JSON only.
+    ///
+    /// ```
+    /// use switchboard_client::{Client, Transport};
+    /// let b = Client::builder("ws://127.0.0.1:8080/ws").transport(Transport::Sse);
+    /// # drop(b);
+    /// ```
+    pub fn transport(mut self, transport: Transport) -> Self {
+        self.transport = transport;
         self
     }
 
@@ -433,6 +473,7 @@ impl ClientBuilder {
             token: self.token,
             provider: self.provider,
             format: self.format,
+            transport: self.transport,
             min_delay: self.min_delay,
             max_delay: self.max_delay,
             stable_after: self.stable_after,
@@ -457,6 +498,9 @@ impl ClientBuilder {
         }
         if self.ack_timeout.is_zero() || self.connect_timeout.is_zero() {
             return invalid("timeouts must be greater than zero");
+        }
+        if self.transport == Transport::Sse && self.format != Format::Json {
+            return invalid("the SSE transport speaks JSON only");
         }
         if self.queue == PublishQueue::Bounded(0) {
             return invalid("a publish queue of 0: use PublishQueue::Reject");
@@ -489,6 +533,7 @@ pub(crate) struct Settings {
     pub(crate) token: Option<String>,
     pub(crate) provider: Option<TokenProvider>,
     pub(crate) format: Format,
+    pub(crate) transport: Transport,
     pub(crate) min_delay: Duration,
     pub(crate) max_delay: Duration,
     pub(crate) stable_after: Duration,

@@ -55,9 +55,10 @@ mod driver;
 mod error;
 mod jwt;
 mod lenient;
+mod sse;
 mod transport;
 
-pub use builder::{BoxError, ClientBuilder, PublishQueue, TokenFuture, TokenProvider};
+pub use builder::{BoxError, ClientBuilder, PublishQueue, TokenFuture, TokenProvider, Transport};
 pub use client::{
     Client, ConnectionState, PublishAck, StateChange, Subscription, SubscriptionEvent,
 };

@@ -1,5 +1,5 @@
 //! Opening a connection: TCP, TLS for `wss://`, and the opening handshake (RFC 6455 §4.1),
-//! with the pieces of [`crate::connect`].
+//! with the pieces of [`crate::connect`]; or an SSE session (`docs/transports.md`).
 
 use std::io;
 use std::sync::Arc;
@@ -7,25 +7,45 @@ use std::sync::Arc;
 use bytes::BytesMut;
 use switchboard_proto::Format;
 
-use crate::builder::Settings;
+use crate::builder::{Settings, Transport};
 use crate::connect::{ByteStream, Handshake, HttpRefusal, UpgradeError, open_stream};
 use crate::error::DisconnectReason;
+use crate::sse::SseLink;
 
-/// An upgraded connection.
-pub(crate) struct Opened {
-    pub(crate) io: Box<dyn ByteStream>,
-    /// Bytes read past the response head: the first WebSocket frames, if any.
-    pub(crate) buf: BytesMut,
-    /// The wire format the server chose.
-    pub(crate) format: Format,
+/// An open connection.
+pub(crate) enum Opened {
+    /// An upgraded WebSocket.
+    Ws {
+        io: Box<dyn ByteStream>,
+        /// Bytes read past the response head: the first WebSocket frames, if any.
+        buf: BytesMut,
+        /// The wire format the server chose.
+        format: Format,
+    },
+    /// An SSE session, its `session` event read.
+    Sse(SseLink),
 }
 
-/// Connects and upgrades, offering the configured format and sending `token` as
-/// `Authorization: Bearer`.
+impl Opened {
+    /// The wire format spoken.
+    pub(crate) fn format(&self) -> Format {
+        match self {
+            Opened::Ws { format, .. } => *format,
+            // The HTTP transports speak JSON only.
+            Opened::Sse(_) => Format::Json,
+        }
+    }
+}
+
+/// Opens a connection over the configured transport, sending `token` as
+/// `Authorization: Bearer`: a WebSocket offering the configured format, or an SSE session.
 pub(crate) async fn open(
     settings: Arc<Settings>,
     token: Option<String>,
 ) -> Result<Opened, DisconnectReason> {
+    if settings.transport == Transport::Sse {
+        return SseLink::open(settings, token).await.map(Opened::Sse);
+    }
     let url = &settings.url;
     let mut io = open_stream(url, settings.tls.as_ref()).await.map_err(|e| {
         if e.kind() == io::ErrorKind::InvalidInput {
@@ -66,5 +86,5 @@ pub(crate) async fn open(
             settings.format.subprotocol()
         )));
     };
-    Ok(Opened { io, buf, format })
+    Ok(Opened::Ws { io, buf, format })
 }

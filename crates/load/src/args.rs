@@ -57,6 +57,12 @@ pub struct CommonArgs {
     /// raw].
     #[arg(long, value_enum)]
     pub protocol: Option<Protocol>,
+    /// How subscribers (fanout) and held connections (connect) reach the server: a
+    /// WebSocket at --url, or a session of the HTTP transports (`GET /sse`, or `POST /poll`
+    /// then `GET /poll`; commands by `POST /session`) on --url's host and port
+    /// (`docs/transports.md`). The fanout publisher keeps to --publish-via.
+    #[arg(long, value_enum, default_value_t = Transport::Ws)]
+    pub transport: Transport,
     /// OS processes to spread the connections over (each process opens at most about 20,000
     /// sockets, the open-files limit).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=256))]
@@ -216,6 +222,28 @@ impl Protocol {
             Protocol::Switchboard => "switchboard",
             Protocol::Raw => "raw",
             Protocol::Socketio => "socketio",
+        }
+    }
+}
+
+/// How a connection reaches the server.
+#[derive(Clone, Copy, Debug, Eq, PartialEq, clap::ValueEnum)]
+pub enum Transport {
+    /// A WebSocket (`GET /ws`, upgraded).
+    Ws,
+    /// Server-Sent Events: the `GET /sse` event stream down, `POST /session` up.
+    Sse,
+    /// Long-polling: `GET /poll` batches down, `POST /session` up.
+    Longpoll,
+}
+
+impl Transport {
+    /// The transport's name, as in the report.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Ws => "ws",
+            Transport::Sse => "sse",
+            Transport::Longpoll => "longpoll",
         }
     }
 }

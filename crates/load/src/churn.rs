@@ -39,7 +39,7 @@ impl Job for Churn {
         let permits = Arc::new(Semaphore::new(ctx.concurrency));
         let rate = ctx.share_of_rate(self.args.rate);
         let ctx_target = Rc::new(CycleCtx {
-            target: ctx.target.clone(),
+            target: (*ctx.target).clone(),
             protocol: ctx.protocol,
             timeout: ctx.connect_timeout,
             hist: Rc::clone(&hist),

@@ -7,9 +7,10 @@ use tokio::task::JoinHandle;
 
 use crate::args::{ConnectArgs, Protocol};
 use crate::ctx::Ctx;
+use crate::http::Conn;
 use crate::protocol::classify;
 use crate::stats::{Partial, unix_nanos};
-use crate::ws::{Drained, Step, Ws};
+use crate::ws::{Drained, Step};
 use crate::{Error, Job};
 
 /// The connect scenario's state in one worker.
@@ -41,10 +42,13 @@ impl Job for Connect {
         let numbers = ctx.share(self.args.connections);
         let channels = self.args.channels;
         let subscribe = self.args.subscribe;
-        let channel_of = |n: u64| subscribe.then(|| ctx.channel(n % channels));
+        let open_one = |n: u64| async move {
+            let channel = subscribe.then(|| ctx.channel(n % channels));
+            ctx.open_conn(n, channel.as_deref()).await
+        };
         ctx.meter.borrow_mut().begin();
         self.partial.first_ns = unix_nanos();
-        let (open, _) = ctx.open_many(&numbers, &channel_of, &mut self.partial).await;
+        let (open, _) = ctx.open_many(&numbers, open_one, &mut self.partial).await;
         self.partial.last_ns = unix_nanos();
         ctx.meter.borrow_mut().end();
         self.partial.count = open.len() as u64;
@@ -79,7 +83,7 @@ impl Job for Connect {
 }
 
 /// Keeps a connection open (answering pings) until told to stop, then closes it.
-pub(crate) async fn hold(mut ws: Ws, protocol: Protocol, mut stop: watch::Receiver<bool>) {
+pub(crate) async fn hold(mut ws: Conn, protocol: Protocol, mut stop: watch::Receiver<bool>) {
     loop {
         tokio::select! {
             read = ws.fill() => {

@@ -2,11 +2,13 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::net::IpAddr;
 use std::rc::Rc;
 use std::time::Duration;
 
-use crate::args::{CommonArgs, Protocol, WorkerId};
+use crate::args::{CommonArgs, Protocol, Transport, WorkerId};
+use crate::http::Conn;
 use crate::stats::{Meter, Partial};
 use crate::ws::{ConnError, Target, Ws};
 use crate::{Error, protocol};
@@ -14,8 +16,10 @@ use crate::{Error, protocol};
 /// One worker's view of the run.
 #[derive(Debug)]
 pub(crate) struct Ctx {
-    pub(crate) target: Target,
+    pub(crate) target: Rc<Target>,
     pub(crate) protocol: Protocol,
+    /// How subscribers and held connections reach the server.
+    pub(crate) transport: Transport,
     pub(crate) worker: WorkerId,
     pub(crate) local_addrs: Vec<IpAddr>,
     pub(crate) concurrency: usize,
@@ -37,8 +41,9 @@ impl Ctx {
         let worker = common.worker.unwrap_or(crate::WorkerId { index: 0, count: common.processes });
         let is_parent = worker.index == 0;
         Ok(Self {
-            target,
+            target: Rc::new(target),
             protocol,
+            transport: common.transport,
             worker,
             local_addrs: common.local_addrs.clone().map(|a| a.0).unwrap_or_default(),
             concurrency: common.concurrency.div_ceil(worker.count as usize).max(1),
@@ -91,25 +96,39 @@ impl Ctx {
         tokio::time::timeout(self.connect_timeout, opening).await.map_err(|_| ConnError::Timeout)?
     }
 
-    /// Opens the connections numbered `numbers` with at most `concurrency` opening at once,
-    /// `channel_of` naming each one's subscription. Returns the open ones with their
-    /// numbers, in completion order, and counts failures into `partial`.
-    pub(crate) async fn open_many(
+    /// Opens connection number `n` over `--transport` and brings it to ready (subscribed to
+    /// `channel`), within the connect timeout.
+    pub(crate) async fn open_conn(&self, n: u64, channel: Option<&str>) -> Result<Conn, ConnError> {
+        if self.transport == Transport::Ws {
+            return self.open(n, channel).await.map(Conn::Ws);
+        }
+        let target = Rc::clone(&self.target);
+        let opening = Conn::open_http(self.transport, target, self.local_addr(n), channel);
+        tokio::time::timeout(self.connect_timeout, opening).await.map_err(|_| ConnError::Timeout)?
+    }
+
+    /// Opens the connections numbered `numbers` with `open`, at most `concurrency` opening
+    /// at once. Returns the open ones with their numbers, in completion order, and counts
+    /// failures into `partial`.
+    pub(crate) async fn open_many<T, F, Fut>(
         &self,
         numbers: &[u64],
-        channel_of: &dyn Fn(u64) -> Option<String>,
+        open: F,
         partial: &mut Partial,
-    ) -> (Vec<(u64, Ws)>, Option<ConnError>) {
+    ) -> (Vec<(u64, T)>, Option<ConnError>)
+    where
+        F: Fn(u64) -> Fut,
+        Fut: Future<Output = Result<T, ConnError>>,
+    {
         let next = Cell::new(0usize);
-        let open = RefCell::new(Vec::with_capacity(numbers.len()));
+        let opened = RefCell::new(Vec::with_capacity(numbers.len()));
         let failed = RefCell::new((BTreeMap::<String, u64>::new(), None::<ConnError>));
         let opener = || async {
             while let Some(&n) = numbers.get(next.get()) {
                 next.set(next.get() + 1);
-                let channel = channel_of(n);
-                match self.open(n, channel.as_deref()).await {
-                    Ok(ws) => {
-                        open.borrow_mut().push((n, ws));
+                match open(n).await {
+                    Ok(conn) => {
+                        opened.borrow_mut().push((n, conn));
                         self.progress.set(self.progress.get() + 1);
                     }
                     Err(e) => {
@@ -127,7 +146,7 @@ impl Ctx {
             *partial.errors.entry(format!("setup_{kind}")).or_default() += n;
             partial.failures += n;
         }
-        (open.into_inner(), first)
+        (opened.into_inner(), first)
     }
 }
 

@@ -89,7 +89,7 @@ impl Echo {
 impl Job for Echo {
     async fn setup(&mut self, ctx: &Ctx) -> Result<(), Error> {
         let numbers = ctx.share(self.args.connections);
-        let (open, first) = ctx.open_many(&numbers, &|_| None, &mut self.partial).await;
+        let (open, first) = ctx.open_many(&numbers, |n| ctx.open(n, None), &mut self.partial).await;
         check_setup(numbers.len() as u64, self.partial.failures, first)?;
         self.conns = open.into_iter().map(|(_, ws)| ws).collect();
         ctx.progress.set(0);

@@ -16,6 +16,7 @@ use tokio::task::JoinHandle;
 
 use crate::args::{FanoutArgs, Protocol, PublishVia};
 use crate::ctx::{Ctx, check_setup};
+use crate::http::Conn;
 use crate::protocol::{Kind, classify, payload, timestamp};
 use crate::stats::{Partial, encode_histogram, histogram, unix_nanos};
 use crate::ws::{ConnError, Drained, Step, Ws, tcp_connect};
@@ -139,17 +140,20 @@ impl Job for Fanout {
         self.partial.publishes = vec![0; channels as usize];
         self.partial.subscribed = vec![0; channels as usize];
         let numbers = ctx.share(self.args.subscribers);
-        let channel_of = |n: u64| Some(ctx.channel(n % channels));
-        let (open, first) = ctx.open_many(&numbers, &channel_of, &mut self.partial).await;
+        let open_one = |n: u64| async move {
+            let channel = ctx.channel(n % channels);
+            ctx.open_conn(n, Some(&channel)).await
+        };
+        let (open, first) = ctx.open_many(&numbers, open_one, &mut self.partial).await;
         check_setup(numbers.len() as u64, self.partial.failures, first)?;
-        for (n, ws) in open {
+        for (n, conn) in open {
             self.partial.subscribed[(n % channels) as usize] += 1;
             let subscriber = Subscriber {
                 protocol: ctx.protocol,
                 shared: Rc::clone(&self.shared),
                 stop: self.stop.subscribe(),
             };
-            self.tasks.push(tokio::task::spawn_local(subscriber.run(ws)));
+            self.tasks.push(tokio::task::spawn_local(subscriber.run(conn)));
         }
         if ctx.is_parent() {
             // The publisher is one more connection, numbered after the subscribers.
@@ -225,7 +229,7 @@ struct Subscriber {
 }
 
 impl Subscriber {
-    async fn run(mut self, mut ws: Ws) {
+    async fn run(mut self, mut ws: Conn) {
         let shared = Rc::clone(&self.shared);
         let result = loop {
             tokio::select! {
@@ -245,7 +249,7 @@ impl Subscriber {
         }
     }
 
-    fn receive(&self, ws: &mut Ws) -> Result<(), ConnError> {
+    fn receive(&self, ws: &mut Conn) -> Result<(), ConnError> {
         let shared = &*self.shared;
         let mut now_ns = None;
         let mut count = 0;

@@ -31,6 +31,7 @@ mod connect;
 mod ctx;
 mod echo;
 mod fanout;
+mod http;
 mod protocol;
 mod stats;
 mod ws;
@@ -45,7 +46,7 @@ use tokio::process::{Child, ChildStdin, ChildStdout};
 
 pub use args::{
     BenchArgs, ChurnArgs, CommonArgs, ConnectArgs, EchoArgs, FanoutArgs, LocalAddrs, Protocol,
-    PublishVia, Scenario, WorkerId,
+    PublishVia, Scenario, Transport, WorkerId,
 };
 use ctx::Ctx;
 use stats::{Partial, decode_histogram, percentiles, rss_bytes};
@@ -86,7 +87,8 @@ impl Report {
     /// A human-readable summary, one `key  value` line per figure: what ran, the
     /// scenario's figures, errors and CPU, then the parameters.
     pub fn to_table(&self) -> String {
-        const HEAD: [&str; 5] = ["scenario", "url", "protocol", "processes", "duration_s"];
+        const HEAD: [&str; 6] =
+            ["scenario", "url", "protocol", "transport", "processes", "duration_s"];
         const TAIL: [&str; 9] = [
             "errors",
             "error_kinds",
@@ -401,6 +403,14 @@ fn validate(args: &BenchArgs) -> Result<Protocol, Error> {
         if path == "/ws" { Protocol::Switchboard } else { Protocol::Raw }
     });
     let usage = |msg: &str| Err(Error::Usage(msg.to_owned()));
+    if common.transport != Transport::Ws {
+        if !matches!(args.scenario, Scenario::Fanout(_) | Scenario::Connect(_)) {
+            return usage("--transport sse|longpoll works with fanout and connect");
+        }
+        if protocol != Protocol::Switchboard {
+            return usage("--transport sse|longpoll needs the switchboard protocol");
+        }
+    }
     match &args.scenario {
         Scenario::Fanout(f) => {
             if protocol != Protocol::Switchboard && f.channels != 1 {
@@ -540,6 +550,7 @@ fn report(
     json.insert("scenario".into(), json!(args.scenario.name()));
     json.insert("url".into(), json!(common.url));
     json.insert("protocol".into(), json!(protocol.as_str()));
+    json.insert("transport".into(), json!(common.transport.as_str()));
     let mut params = params;
     if let Some(addrs) = &common.local_addrs {
         params["local_addrs"] = json!(addrs.0.iter().map(ToString::to_string).collect::<Vec<_>>());

@@ -43,7 +43,7 @@ pub(crate) fn classify(protocol: Protocol, out: &mut Outbox, data: &[u8]) -> Kin
 
 /// A reply is `{"id":N,"result":…}` or `{"id":N,"error":{"code":…}}`, a push has `"push"`
 /// (`docs/protocol.md` §2).
-fn classify_switchboard(data: &[u8]) -> Kind {
+pub(crate) fn classify_switchboard(data: &[u8]) -> Kind {
     if let Some(at) = find_key(data, b"push") {
         let kind = &data[at..];
         if kind.starts_with(b"\"publication\"") {

@@ -158,6 +158,12 @@ pub(crate) struct Outbox {
 }
 
 impl Outbox {
+    /// An outbox whose bytes go nowhere, for the HTTP transports: their servers send no
+    /// pings to answer.
+    pub(crate) fn detached() -> Self {
+        Outbox { out: BytesMut::new(), mask: [0; 4], sent_close: true }
+    }
+
     /// Queues bytes already encoded as frames (with this connection's mask).
     pub(crate) fn queue_raw(&mut self, frames: &[u8]) {
         self.out.extend_from_slice(frames);

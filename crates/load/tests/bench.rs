@@ -155,6 +155,90 @@ async fn fanout_delivers_every_publication_to_every_subscriber() {
     assert_latency(&report, "latency_us");
 }
 
+/// Fan-out to subscribers on an HTTP transport: every delivery counted once, from the
+/// parsed events or batch entries.
+async fn fanout_over(transport: &str) {
+    let server = server().await;
+    let url = format!("ws://{}/ws", server.addr);
+    let report = bench(&[
+        "fanout",
+        "--url",
+        &url,
+        "--transport",
+        transport,
+        "--subscribers",
+        "6",
+        "--channels",
+        "2",
+        "--rate",
+        "40",
+        "--duration",
+        "500ms",
+        "--size",
+        "256",
+        "--grace",
+        "5s",
+    ])
+    .await;
+    assert_eq!(report["transport"], transport);
+    assert_eq!(report["subscribers_ready"], 6, "{report:#}");
+    assert_eq!(report["publishes"], 20, "{report:#}");
+    // 20 publishes over 2 channels of 3 subscribers each.
+    assert_eq!(report["expected_deliveries"], 60, "{report:#}");
+    assert_eq!(report["deliveries"], 60, "{report:#}");
+    assert_no_errors(&report);
+    assert_latency(&report, "latency_us");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fanout_over_sse_counts_every_event() {
+    fanout_over("sse").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fanout_over_longpoll_counts_every_batch_entry() {
+    fanout_over("longpoll").await;
+}
+
+/// Sessions held on an HTTP transport, with the server's memory read around them.
+async fn connect_over(transport: &str) {
+    let server = server().await;
+    let url = format!("ws://{}/ws", server.addr);
+    let pid = std::process::id().to_string();
+    let report = bench(&[
+        "connect",
+        "--url",
+        &url,
+        "--transport",
+        transport,
+        "--connections",
+        "20",
+        "--subscribe",
+        "--channels",
+        "3",
+        "--hold",
+        "100ms",
+        "--pid",
+        &pid,
+    ])
+    .await;
+    assert_eq!(report["transport"], transport);
+    assert_eq!(report["connections"], 20, "{report:#}");
+    assert_eq!(report["failures"], 0);
+    assert_no_errors(&report);
+    assert!(report["server_rss_per_conn_bytes"].is_u64(), "{report:#}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_holds_sse_sessions() {
+    connect_over("sse").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_holds_longpoll_sessions() {
+    connect_over("longpoll").await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fanout_as_fast_as_acknowledged_over_http() {
     let server = server().await;
@@ -318,5 +402,10 @@ async fn refuses_options_that_conflict() {
     let result = try_bench(&["fanout", "--url", "ws://127.0.0.1:9/raw", "--channels", "2"]).await;
     assert!(matches!(result, Err(Error::Usage(_))), "{result:?}");
     let result = try_bench(&["fanout", "--url", "ws://127.0.0.1:9/raw", "--rate", "0"]).await;
+    assert!(matches!(result, Err(Error::Usage(_))), "{result:?}");
+    let result = try_bench(&["echo", "--url", "ws://127.0.0.1:9/ws", "--transport", "sse"]).await;
+    assert!(matches!(result, Err(Error::Usage(_))), "{result:?}");
+    let raw = ["connect", "--url", "ws://127.0.0.1:9/raw", "--transport", "longpoll"];
+    let result = try_bench(&raw).await;
     assert!(matches!(result, Err(Error::Usage(_))), "{result:?}");
 }

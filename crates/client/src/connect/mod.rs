@@ -27,6 +27,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
 mod handshake;
+pub mod http;
+pub mod sse;
 mod tls;
 pub(crate) mod url;
 

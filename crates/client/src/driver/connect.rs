@@ -63,6 +63,7 @@ impl Driver {
             Duration::from_secs(u64::from(connected.ping_interval))
         };
         live.max_message_size = connected.limits.max_message_size;
+        live.link.set_max_message_size(live.max_message_size);
         live.refresh_at = self.refresh_deadline();
         self.connections += 1;
         tracing::debug!(client = %connected.client, "connected");

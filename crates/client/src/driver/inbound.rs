@@ -1,12 +1,12 @@
 //! What the server sends: frames read, messages decoded, and each reply or push routed to
 //! what waits for it.
 
-use switchboard_codec::{CloseCode, Event};
 use switchboard_proto::{
     ConnectResult, ErrorBody, Push, RefreshResult, Reply, ServerMessage, Value,
 };
 
 use super::Driver;
+use super::link::Incoming;
 use super::live::{Awaiting, Live};
 use super::subscriptions::{Answer, Phase, schedule_retry};
 use crate::client::{Delivery, SubscriptionEvent};
@@ -15,24 +15,20 @@ use crate::lenient::{self, Entry, Salvaged};
 
 impl Driver {
     pub(super) fn on_read(&mut self, live: &mut Live) {
-        if let Err(e) = live.conn.handle_read(&mut live.buf, std::time::Instant::now()) {
-            live.protocol_error.get_or_insert_with(|| e.to_string());
+        if let Err(e) = live.link.handle_read() {
+            live.protocol_error.get_or_insert(e);
         }
-        while let Some(event) = live.conn.poll_event() {
-            match event {
-                Event::Text(bytes) | Event::Binary(bytes) => self.on_message(live, &bytes),
-                Event::Close(frame) => {
-                    live.close_frame =
-                        Some(frame.map_or((CloseCode::NO_STATUS.0, String::new()), |f| {
-                            (f.code.0, f.reason)
-                        }));
+        while let Some(incoming) = live.link.poll_incoming() {
+            match incoming {
+                Incoming::Message(bytes) => self.on_message(live, &bytes),
+                Incoming::Close(code, reason) => live.close_frame = Some((code, reason)),
+                Incoming::Failed(reason) => {
+                    live.ended.get_or_insert(reason);
                 }
-                // The codec has queued the pong; any arrival counts for the heartbeat.
-                Event::Ping(_) | Event::Pong(_) => {}
             }
         }
-        if let Some(e) = live.conn.error() {
-            live.protocol_error.get_or_insert_with(|| e.to_string());
+        if let Some(e) = live.link.error() {
+            live.protocol_error.get_or_insert(e);
         }
     }
 

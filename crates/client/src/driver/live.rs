@@ -1,29 +1,24 @@
-//! One connection: its socket and codec, the commands sent and waiting for a reply, and
-//! what the server said when it ended.
+//! One connection: its transport, the commands sent and waiting for a reply, and what the
+//! server said when it ended.
 
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::BytesMut;
-use switchboard_codec::{CloseCode, Connection, Limits, Message, Role};
+use switchboard_codec::CloseCode;
 use switchboard_proto::{Command, CommandKind, Format, StreamPosition, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::oneshot;
-use tokio::time::{Instant, timeout};
+use tokio::time::Instant;
 
+use super::link::Link;
 use crate::builder::TokenFuture;
-use crate::connect::ByteStream;
 use crate::error::{DisconnectReason, Error};
 use crate::transport::Opened;
 
-/// One connection, from the 101 response to its end.
+/// One connection, from the 101 response (or the SSE `session` event) to its end.
 pub(super) struct Live {
-    pub(super) io: Box<dyn ByteStream>,
-    pub(super) conn: Connection,
-    pub(super) buf: BytesMut,
+    pub(super) link: Link,
     pub(super) format: Format,
     next_id: u64,
     /// Commands sent and not yet answered, by id; ids and deadlines increase together.
@@ -51,10 +46,8 @@ pub(super) struct Live {
 impl Live {
     pub(super) fn new(opened: Opened) -> Self {
         Self {
-            io: opened.io,
-            conn: Connection::new(Role::Client, Limits::default()),
-            buf: opened.buf,
-            format: opened.format,
+            format: opened.format(),
+            link: Link::new(opened),
             next_id: 1,
             pending: BTreeMap::new(),
             connected_at: None,
@@ -76,7 +69,7 @@ impl Live {
 
     /// Whether commands can be sent: `connect` answered and no close under way.
     pub(super) fn is_ready(&self) -> bool {
-        self.connected_at.is_some() && !self.conn.is_closing() && self.ended.is_none()
+        self.connected_at.is_some() && !self.link.is_closing() && self.ended.is_none()
     }
 
     /// Encodes and queues a command, remembering what its reply is for.
@@ -95,9 +88,7 @@ impl Live {
         if len > self.max_message_size {
             return Err((Error::MessageTooLarge { len, max: self.max_message_size }, what));
         }
-        let message =
-            if self.format.is_binary() { Message::Binary(bytes) } else { Message::Text(bytes) };
-        if self.conn.send(message).is_err() {
+        if self.link.send(bytes, self.format.is_binary()).is_err() {
             return Err((Error::Disconnected, what));
         }
         self.next_id += 1;
@@ -105,36 +96,14 @@ impl Live {
         Ok(id)
     }
 
-    /// Writes what the codec queued.
+    /// Writes what the transport queued.
     pub(super) async fn flush(&mut self) -> io::Result<()> {
-        let mut wrote = false;
-        while let Some(bytes) = self.conn.poll_transmit() {
-            timed_write(self.io.write_all(&bytes)).await?;
-            wrote = true;
-        }
-        if wrote {
-            // TLS buffers records until flushed.
-            timed_write(self.io.flush()).await?;
-        }
-        Ok(())
+        self.link.flush().await
     }
 
-    /// Starts the close handshake (1000) and gives the server a moment to answer.
+    /// Ends the connection on purpose (the close handshake, or the end of the session).
     pub(super) async fn close(&mut self) {
-        let _ = self.conn.close(CloseCode::NORMAL, "", std::time::Instant::now());
-        let _ = timeout(CLOSE_WAIT, async {
-            while self.flush().await.is_ok() && !self.conn.is_closed() {
-                match self.io.read_buf(&mut self.buf).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(_) => {
-                        let _ = self.conn.handle_read(&mut self.buf, std::time::Instant::now());
-                        while self.conn.poll_event().is_some() {}
-                    }
-                }
-            }
-            let _ = self.io.shutdown().await;
-        })
-        .await;
+        self.link.close().await;
     }
 
     pub(super) fn fail_pending(&mut self, error: impl Fn() -> Error) {
@@ -207,18 +176,6 @@ impl Awaiting {
     }
 }
 
-async fn timed_write(write: impl Future<Output = io::Result<()>>) -> io::Result<()> {
-    timeout(WRITE_TIMEOUT, write)
-        .await
-        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "write timed out"))?
-}
-
 /// The server's default ping interval (protocol §3), assumed until `connect` answers, and
 /// the interval of our own `ping` commands when the server sends no pings.
 pub(super) const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(25);
-
-/// A socket that accepts no bytes for this long is dead.
-const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// How long `close` waits for the server's close frame.
-const CLOSE_WAIT: Duration = Duration::from_secs(1);

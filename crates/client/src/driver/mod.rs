@@ -17,6 +17,7 @@
 mod commands;
 mod connect;
 mod inbound;
+mod link;
 mod live;
 mod recovery;
 mod subscriptions;
@@ -31,7 +32,6 @@ use std::time::Duration;
 
 use rand::rngs::StdRng;
 use switchboard_proto::{Advice, CommandKind, ConnectRequest};
-use tokio::io::AsyncReadExt;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{Instant, sleep, sleep_until};
 
@@ -133,7 +133,7 @@ impl Driver {
         {
             return Some(self.lost(live, DisconnectReason::Protocol(e.to_string())));
         }
-        if !live.buf.is_empty() {
+        if live.link.has_buffered() {
             self.on_read(&mut live);
         }
         loop {
@@ -143,7 +143,7 @@ impl Driver {
             if let Err(e) = live.flush().await {
                 return Some(self.lost(live, DisconnectReason::io(&e)));
             }
-            if live.conn.is_closed() {
+            if live.link.is_closed() {
                 let reason = live.end_reason();
                 return Some(self.lost(live, reason));
             }
@@ -167,8 +167,8 @@ impl Driver {
                         return None;
                     }
                 }
-                read = live.io.read_buf(&mut live.buf) => match read {
-                    Ok(0) => live.conn.handle_transport_closed(),
+                read = live.link.read() => match read {
+                    Ok(0) => live.link.handle_transport_closed(),
                     Ok(_) => {
                         live.last_recv = Instant::now();
                         self.on_read(&mut live);

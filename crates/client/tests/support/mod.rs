@@ -31,6 +31,7 @@ pub(crate) use switchboard_test_support::rust_client::{
 #[derive(Debug)]
 pub(crate) struct Proxy {
     pub(crate) addr: SocketAddr,
+    upstream: Arc<Mutex<SocketAddr>>,
     accepted: Arc<AtomicUsize>,
     blocked: Arc<AtomicBool>,
     links: Arc<Mutex<Vec<JoinHandle<()>>>>,
@@ -44,9 +45,11 @@ impl Proxy {
         let accepted = Arc::new(AtomicUsize::new(0));
         let blocked = Arc::new(AtomicBool::new(false));
         let links: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
+        let upstream = Arc::new(Mutex::new(upstream));
         let task = tokio::spawn({
             let (accepted, blocked, links) =
                 (Arc::clone(&accepted), Arc::clone(&blocked), Arc::clone(&links));
+            let upstream = Arc::clone(&upstream);
             async move {
                 while let Ok((mut down, _)) = listener.accept().await {
                     accepted.fetch_add(1, Ordering::SeqCst);
@@ -54,15 +57,16 @@ impl Proxy {
                         drop(down);
                         continue;
                     }
+                    let to = *upstream.lock().expect("upstream lock");
                     let link = tokio::spawn(async move {
-                        let Ok(mut up) = TcpStream::connect(upstream).await else { return };
+                        let Ok(mut up) = TcpStream::connect(to).await else { return };
                         let _ = tokio::io::copy_bidirectional(&mut down, &mut up).await;
                     });
                     links.lock().expect("links lock").push(link);
                 }
             }
         });
-        Self { addr, accepted, blocked, links, task }
+        Self { addr, upstream, accepted, blocked, links, task }
     }
 
     /// The `ws://` URL of the server behind the proxy.
@@ -75,6 +79,12 @@ impl Proxy {
         for link in self.links.lock().expect("links lock").drain(..) {
             link.abort();
         }
+    }
+
+    /// Forwards new connections to `upstream` from now on (another node behind the same
+    /// address, as a load balancer without sticky sessions would).
+    pub(crate) fn redirect(&self, upstream: SocketAddr) {
+        *self.upstream.lock().expect("upstream lock") = upstream;
     }
 
     /// While on, new connections are closed as soon as they are accepted.
