@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 
 use switchboard_client::{Client, ConnectionState, Subscription};
 use switchboard_test_support::redis::RedisServer;
-use switchboard_test_support::{http, wait_until_blocking};
+use switchboard_test_support::{http, sse, wait_until_blocking};
 use tokio::time::timeout;
 
 use support::{LIMIT, Node, connected, expect_every_publication, fast, wait_state};
@@ -88,6 +88,104 @@ async fn clients_through_nginx_publish_receive_and_survive_a_killed_node() {
     drop(b);
 }
 
+/// Polls through `addr` until a publication of `text` arrives; the new ack.
+async fn poll_for_text(addr: SocketAddr, session: &str, mut ack: u64, text: &str) -> u64 {
+    loop {
+        let (messages, next) = sse::poll_messages(addr, session, ack, 1).await;
+        ack = next;
+        if messages.iter().any(|m| m["push"] == "publication" && m["data"]["text"] == text) {
+            return ack;
+        }
+    }
+}
+
+fn command(id: u64, kind: &str, channel: &str, text: &str) -> String {
+    serde_json::json!({"id": id, "type": kind, "channel": channel, "data": {"text": text}})
+        .to_string()
+}
+
+/// Requests for other nodes' sessions that `node` forwarded.
+async fn forwarded(node: SocketAddr) -> f64 {
+    let text = switchboard_test_support::metrics::scrape(node).await;
+    switchboard_test_support::metrics::sample(
+        &text,
+        "switchboard_http_session_requests_forwarded_total",
+    )
+    .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn http_sessions_work_across_nodes_behind_round_robin_nginx() {
+    if !Path::new(NGINX).exists() {
+        eprintln!("SKIPPED: {NGINX} is absent (apt-get install nginx); nothing was tested");
+        return;
+    }
+    let redis = RedisServer::start();
+    let a = Node::start(&redis.url());
+    let b = Node::start(&redis.url());
+    let nginx = Nginx::start(&[a.addr, b.addr]);
+    let lb = nginx.addr;
+
+    // Every request goes through nginx, which sends each to the next node in turn: a
+    // session's commands and polls land on both nodes.
+    let listener = sse::open_poll(lb).await;
+    let (mut stream, streamer) = sse::open_sse(lb, &[]).await;
+    let publisher = sse::open_poll(lb).await;
+    for session in [&listener, &streamer] {
+        let posted = sse::post(lb, session, &command(1, "subscribe", "chat:rr", "")).await;
+        assert_eq!(posted.status, 204, "{posted}");
+    }
+    assert_eq!(stream.next_json().await["id"], 1);
+    let mut ack = 0;
+    for n in 0..10u64 {
+        let text = format!("m{n}");
+        let posted = sse::post(lb, &publisher, &command(n + 1, "publish", "chat:rr", &text)).await;
+        assert_eq!(posted.status, 204, "{posted}");
+        ack = poll_for_text(lb, &listener, ack, &text).await;
+        loop {
+            let event = stream.next_json().await;
+            if event["push"] == "publication" {
+                assert_eq!(event["data"]["text"], text.as_str(), "in order on the stream");
+                break;
+            }
+        }
+    }
+    let crossed = forwarded(a.addr).await + forwarded(b.addr).await;
+    assert!(crossed >= 10.0, "requests crossed between the nodes: {crossed} forwarded");
+    drop(nginx);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn long_polling_and_sse_get_through_nginx_with_its_default_buffering() {
+    if !Path::new(NGINX).exists() {
+        eprintln!("SKIPPED: {NGINX} is absent (apt-get install nginx); nothing was tested");
+        return;
+    }
+    let node = Node::start_with(&[]);
+    let nginx = Nginx::start_with(&[node.addr], Buffering::Default);
+    let lb = nginx.addr;
+    // A long-poll is one whole response: buffering delays nothing.
+    let listener = sse::open_poll(lb).await;
+    sse::post(lb, &listener, &command(1, "subscribe", "chat:buf", "")).await;
+    let publisher = sse::open_poll(lb).await;
+    sse::post(lb, &publisher, &command(1, "publish", "chat:buf", "through the buffer")).await;
+    poll_for_text(lb, &listener, 0, "through the buffer").await;
+    // An event stream comes through too, each event as it is written (the server also sends
+    // `X-Accel-Buffering: no`, which turns nginx's buffering off for that response).
+    let (mut stream, streamer) = sse::open_sse(lb, &[]).await;
+    sse::post(lb, &streamer, &command(1, "subscribe", "chat:buf", "")).await;
+    assert_eq!(stream.next_json().await["id"], 1);
+    sse::post(lb, &publisher, &command(2, "publish", "chat:buf", "streamed")).await;
+    loop {
+        let event = stream.next_json().await;
+        if event["push"] == "publication" {
+            assert_eq!(event["data"]["text"], "streamed");
+            break;
+        }
+    }
+    drop(nginx);
+}
+
 /// An nginx master process (and its worker) on a free port with every file in a temp dir;
 /// killed by PID when dropped.
 struct Nginx {
@@ -97,12 +195,22 @@ struct Nginx {
 }
 
 impl Nginx {
+    /// nginx with the config of docs/scaling.md (response buffering off).
     fn start(backends: &[SocketAddr]) -> Self {
-        let dir = std::env::temp_dir().join(format!("switchboard-nginx-{}", std::process::id()));
+        Self::start_with(backends, Buffering::Off)
+    }
+
+    fn start_with(backends: &[SocketAddr], buffering: Buffering) -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "switchboard-nginx-{}-{}",
+            std::process::id(),
+            NEXT_DIR.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
         std::fs::create_dir_all(&dir).expect("create the nginx dir");
         let port = free_port();
         let config = dir.join("nginx.conf");
-        std::fs::write(&config, nginx_config(&dir, port, backends)).expect("write nginx.conf");
+        std::fs::write(&config, nginx_config(&dir, port, backends, buffering))
+            .expect("write nginx.conf");
         let child = Command::new(NGINX)
             .arg("-p")
             .arg(&dir)
@@ -148,10 +256,26 @@ impl Drop for Nginx {
     }
 }
 
+/// Tells one test's nginx directory from another's in the same process.
+static NEXT_DIR: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Whether nginx buffers responses from the nodes.
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+enum Buffering {
+    /// `proxy_buffering off`, as docs/scaling.md says.
+    Off,
+    /// nginx's default (`proxy_buffering on`): what an operator who changed nothing runs.
+    Default,
+}
+
 /// The config of docs/scaling.md, with paths in `dir` and the test's ports. Keep the two in
 /// step.
-fn nginx_config(dir: &Path, port: u16, backends: &[SocketAddr]) -> String {
+fn nginx_config(dir: &Path, port: u16, backends: &[SocketAddr], buffering: Buffering) -> String {
     let dir = dir.display();
+    let buffering = match buffering {
+        Buffering::Off => "proxy_buffering off;",
+        Buffering::Default => "# proxy_buffering: nginx's default (on)",
+    };
     let servers: String = backends.iter().map(|addr| format!("        server {addr};\n")).collect();
     format!(
         r#"worker_processes 1;
@@ -191,7 +315,7 @@ http {{
             # Longer than the server's ping interval (25 s), or idle sockets are cut.
             proxy_read_timeout 75s;
             proxy_send_timeout 75s;
-            proxy_buffering off;
+            {buffering}
             proxy_next_upstream error timeout;
             proxy_connect_timeout 2s;
         }}

@@ -7,78 +7,15 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use switchboard_server::Transport;
-use switchboard_test_support::http::{Response, request};
+use switchboard_test_support::http::request;
 use switchboard_test_support::metrics::{sample, scrape};
 use switchboard_test_support::server::{TestServer, open_config};
-use switchboard_test_support::sse::EventStream;
+use switchboard_test_support::sse::{EventStream, open_poll, open_sse, poll, poll_messages, post};
 use switchboard_test_support::tokens;
 use switchboard_test_support::wait::poll_until;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 const LIMIT: Duration = Duration::from_secs(10);
-
-async fn post(addr: SocketAddr, session: &str, body: &str) -> Response {
-    request(addr, "POST", "/session", &[("Switchboard-Session", session)], body).await
-}
-
-/// Opens a long-polling session; its id.
-async fn open_poll(addr: SocketAddr) -> String {
-    let opened = request(addr, "POST", "/poll", &[], "").await;
-    assert_eq!(opened.status, 200, "{opened}");
-    let body = opened.json();
-    assert_eq!(body["transport"], "longpoll", "{opened}");
-    body["session"].as_str().expect("a session id").to_owned()
-}
-
-/// One poll: the first message's number and the messages.
-async fn poll(addr: SocketAddr, session: &str, ack: u64) -> (u64, Vec<Value>) {
-    let answer =
-        request(addr, "GET", &format!("/poll?ack={ack}"), &[("Switchboard-Session", session)], "")
-            .await;
-    assert_eq!(answer.status, 200, "{answer}");
-    assert_eq!(answer.header("cache-control"), Some("no-store"), "{answer}");
-    let body = answer.json();
-    let seq = body["seq"].as_u64().expect("seq");
-    let messages = body["messages"].as_array().expect("messages").clone();
-    (seq, messages)
-}
-
-/// Polls until `count` messages after `ack` arrived; the messages, and the new ack.
-async fn poll_messages(
-    addr: SocketAddr,
-    session: &str,
-    mut ack: u64,
-    count: usize,
-) -> (Vec<Value>, u64) {
-    let mut got = Vec::new();
-    while got.len() < count {
-        let (seq, messages) = poll(addr, session, ack).await;
-        for (i, message) in messages.into_iter().enumerate() {
-            let n = seq + i as u64;
-            if n > ack {
-                got.push(message);
-                ack = n;
-            }
-        }
-    }
-    (got, ack)
-}
-
-/// Opens an SSE stream; the stream and its session id, from the first event.
-async fn open_sse(addr: SocketAddr, headers: &[(&str, &str)]) -> (EventStream, String) {
-    let mut stream = EventStream::open(addr, "/sse", headers).await;
-    assert_eq!(stream.status, 200, "{}", stream.head);
-    assert_eq!(stream.header("content-type"), Some("text/event-stream"));
-    assert_eq!(stream.header("cache-control"), Some("no-store"));
-    assert_eq!(stream.header("x-accel-buffering"), Some("no"));
-    let first = stream.next().await.expect("the session event");
-    assert_eq!(first.event.as_deref(), Some("session"), "{first:?}");
-    let data = first.json();
-    let session = data["session"].as_str().expect("a session id").to_owned();
-    assert_eq!(first.id, Some(format!("{session}:0")));
-    assert_eq!(data["transport"], "sse");
-    (stream, session)
-}
 
 fn subscribe(id: u64, channel: &str) -> String {
     json!({"id": id, "type": "subscribe", "channel": channel}).to_string()
@@ -92,6 +29,8 @@ fn publish(id: u64, channel: &str, text: &str) -> String {
 async fn sse_carries_replies_and_pushes_as_numbered_events() {
     let server = TestServer::start(open_config()).await;
     let (mut stream, session) = open_sse(server.addr, &[]).await;
+    // nginx reads this and buffers nothing of the stream, whatever its own setting.
+    assert_eq!(stream.header("x-accel-buffering"), Some("no"));
 
     let posted = post(server.addr, &session, &subscribe(1, "chat:a")).await;
     assert_eq!(posted.status, 204, "{posted}");

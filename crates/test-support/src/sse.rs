@@ -1,6 +1,7 @@
 //! A reader of `text/event-stream` responses over a raw socket, for the SSE transport's
 //! tests: it sends one request, decodes the chunked body as it arrives and parses it into
-//! events (WHATWG HTML, "Server-sent events", §9.2.6).
+//! events (WHATWG HTML, "Server-sent events", §9.2.6); and one-line helpers for the
+//! long-polling transport and `POST /session`.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -8,7 +9,9 @@ use std::net::SocketAddr;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::http::LIMIT;
+use serde_json::Value;
+
+use crate::http::{LIMIT, Response, request};
 
 /// One event of a stream.
 #[derive(Clone, Debug, Default, Eq, PartialEq)]
@@ -211,4 +214,83 @@ impl EventStream {
             }
         }
     }
+}
+
+/// `POST /session` with `body` for `session`.
+pub async fn post(addr: SocketAddr, session: &str, body: &str) -> Response {
+    request(addr, "POST", "/session", &[("Switchboard-Session", session)], body).await
+}
+
+/// Opens a long-polling session; its id.
+///
+/// # Panics
+///
+/// When the server does not open one.
+pub async fn open_poll(addr: SocketAddr) -> String {
+    let opened = request(addr, "POST", "/poll", &[], "").await;
+    assert_eq!(opened.status, 200, "{opened}");
+    let body = opened.json();
+    assert_eq!(body["transport"], "longpoll", "{opened}");
+    body["session"].as_str().expect("a session id").to_owned()
+}
+
+/// One poll: the first message's number and the messages.
+///
+/// # Panics
+///
+/// When the answer is not a batch.
+pub async fn poll(addr: SocketAddr, session: &str, ack: u64) -> (u64, Vec<Value>) {
+    let answer =
+        request(addr, "GET", &format!("/poll?ack={ack}"), &[("Switchboard-Session", session)], "")
+            .await;
+    assert_eq!(answer.status, 200, "{answer}");
+    assert_eq!(answer.header("cache-control"), Some("no-store"), "{answer}");
+    let body = answer.json();
+    let seq = body["seq"].as_u64().expect("seq");
+    let messages = body["messages"].as_array().expect("messages").clone();
+    (seq, messages)
+}
+
+/// Polls until `count` messages after `ack` arrived; the messages, and the new ack.
+///
+/// # Panics
+///
+/// When a poll fails.
+pub async fn poll_messages(
+    addr: SocketAddr,
+    session: &str,
+    mut ack: u64,
+    count: usize,
+) -> (Vec<Value>, u64) {
+    let mut got = Vec::new();
+    while got.len() < count {
+        let (seq, messages) = poll(addr, session, ack).await;
+        for (i, message) in messages.into_iter().enumerate() {
+            let n = seq + i as u64;
+            if n > ack {
+                got.push(message);
+                ack = n;
+            }
+        }
+    }
+    (got, ack)
+}
+
+/// Opens an SSE stream; the stream and its session id, from the first event.
+///
+/// # Panics
+///
+/// When the answer is not an event stream starting with a `session` event.
+pub async fn open_sse(addr: SocketAddr, headers: &[(&str, &str)]) -> (EventStream, String) {
+    let mut stream = EventStream::open(addr, "/sse", headers).await;
+    assert_eq!(stream.status, 200, "{}", stream.head);
+    assert_eq!(stream.header("content-type"), Some("text/event-stream"));
+    assert_eq!(stream.header("cache-control"), Some("no-store"));
+    let first = stream.next().await.expect("the session event");
+    assert_eq!(first.event.as_deref(), Some("session"), "{first:?}");
+    let data = first.json();
+    let session = data["session"].as_str().expect("a session id").to_owned();
+    assert_eq!(first.id, Some(format!("{session}:0")));
+    assert_eq!(data["transport"], "sse");
+    (stream, session)
 }
