@@ -2,10 +2,11 @@
 //! HTTP calls (commands, a stream to write to, a poll to answer) and carries the session's
 //! outbox to whichever downlink is attached.
 //!
-//! Every message taken off the outbox gets the next number (from 1) and stays in the
-//! session's log until it is known to have arrived: for long-polling, until a poll
-//! acknowledges it; for SSE, until it is written and older than the replay window (a
-//! reconnecting `EventSource` asks for what follows the last id it saw).
+//! Every message taken off the outbox gets the next number (from 1) and waits in the
+//! session's `pending` log until it is known to have arrived: for long-polling, until a poll
+//! acknowledges it (a poll answers with what is pending, so a lost answer is sent again);
+//! for SSE, until it is written, after which the `replay` log keeps the last 64 KiB for an
+//! `EventSource` that reconnects with the last id it saw.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -18,7 +19,7 @@ use tokio::time::{Duration, Instant, sleep_until};
 use super::wire;
 use crate::limits::ConnectionGuard;
 use crate::metrics::{Closed, CodeLabel, TransportLabel};
-use crate::node::{Kick, Payload, Queued, Session};
+use crate::node::{Kick, Outbox, Payload, Queued, Session};
 use crate::state::Shared;
 
 /// Which HTTP transport a session uses.
@@ -89,8 +90,9 @@ pub(crate) struct Driver {
     kind: Kind,
     session: Option<Session>,
     /// Numbered messages not yet known to have arrived (see the module docs).
-    log: VecDeque<(u64, Bytes)>,
-    log_bytes: usize,
+    pending: Log,
+    /// SSE: written messages, kept for an `EventSource` that reconnects.
+    replay: Log,
     /// The number the next message gets.
     next: u64,
     /// SSE: the last number written to the stream. Long-polling: the last acknowledged.
@@ -126,8 +128,8 @@ impl Driver {
             id,
             kind,
             session: Some(session),
-            log: VecDeque::new(),
-            log_bytes: 0,
+            pending: Log::default(),
+            replay: Log::default(),
             next: 1,
             delivered: 0,
             downlink,
@@ -160,7 +162,11 @@ impl Driver {
         let mut closing_now = std::pin::pin!(closing.cancelled());
         let mut draining = false;
         loop {
-            self.pump(&outbox).await;
+            if let Some(kick) = self.pump(&outbox) {
+                Box::pin(self.finish(&outbox, kick)).await;
+                // Once more: what the session owes now goes out.
+                continue;
+            }
             if self.is_over() {
                 break;
             }
@@ -188,37 +194,35 @@ impl Driver {
                 () = &mut closing_now, if !draining => {
                     draining = true;
                     self.stopping = true;
-                    self.finish(&outbox, Kick {
-                        code: codes::close::DRAINING,
-                        reason: "server draining".to_owned(),
-                    }).await;
+                    let kick =
+                        Kick { code: codes::close::DRAINING, reason: "server draining".to_owned() };
+                    Box::pin(self.finish(&outbox, kick)).await;
                 }
                 () = outbox.overflow().cancelled(), if self.ending.is_none() => {
                     self.shared.metrics.slow_consumers.inc();
                     // As on a WebSocket: what the queue holds is dropped, the push goes out.
                     while outbox.try_recv().is_some() {}
-                    self.finish(&outbox, Kick {
-                        code: codes::close::SLOW_CONSUMER,
-                        reason: "slow consumer".to_owned(),
-                    }).await;
+                    let kick =
+                        Kick { code: codes::close::SLOW_CONSUMER, reason: "slow consumer".to_owned() };
+                    Box::pin(self.finish(&outbox, kick)).await;
                 }
                 request = requests.recv() => match request {
-                    Some(request) => self.on_request(request, &outbox).await,
+                    Some(request) => Box::pin(self.on_request(request, &outbox)).await,
                     // The table is gone: the server stopped.
                     None => break,
                 },
-                queued = outbox.recv(), if wants => self.take(queued, &outbox).await,
+                queued = outbox.recv(), if wants => Box::pin(self.take(queued, &outbox)).await,
                 () = room => {}
                 () = stream_gone => {
                     tracing::debug!(client = self.client_id().as_deref(), "stream closed");
                     self.downlink = Downlink::Detached { since: Instant::now() };
                 }
-                () = sleep_until(wake) => self.on_timer(&outbox).await,
+                () = sleep_until(wake) => Box::pin(self.on_timer(&outbox)).await,
             }
         }
         let ending = self.ending.unwrap_or(Ending { code: 1006, cause: "transport" });
         if let Some(session) = self.session.take() {
-            session.close().await;
+            Box::pin(session.close()).await;
         }
         metrics.connections_active.get_or_create(&transport).dec();
         let closed = Closed {
@@ -287,18 +291,24 @@ impl Driver {
     }
 
     /// Moves what can go now: for a stream, every message not yet written (taking more off
-    /// the outbox while it has room); for a waiting poll, the batch it can have.
-    async fn pump(&mut self, outbox: &Arc<crate::node::Outbox>) {
+    /// the outbox while it has room); for a waiting poll, the batch it can have. Returns the
+    /// request to close met on the outbox, for the caller to carry out.
+    fn pump(&mut self, outbox: &Outbox) -> Option<Kick> {
         match &self.downlink {
             Downlink::Stream { events, .. } if events.capacity() > 0 => {
-                if self.ending.is_none() {
-                    self.take_more(outbox).await;
+                if self.ending.is_none()
+                    && let Some(kick) = self.take_more(outbox)
+                {
+                    return Some(kick);
                 }
                 self.write_stream();
             }
             Downlink::Poll { .. } => {
-                if self.ending.is_none() && self.delivered + 1 >= self.next {
-                    self.take_more(outbox).await;
+                if self.ending.is_none()
+                    && self.delivered + 1 >= self.next
+                    && let Some(kick) = self.take_more(outbox)
+                {
+                    return Some(kick);
                 }
                 if self.delivered + 1 < self.next {
                     self.answer_poll();
@@ -306,41 +316,39 @@ impl Driver {
             }
             _ => {}
         }
+        None
     }
 
-    /// Takes what the outbox holds now, up to a batch beyond what waits to be delivered.
-    async fn take_more(&mut self, outbox: &Arc<crate::node::Outbox>) {
-        while self.undelivered_bytes() < BATCH_BYTES && self.ending.is_none() {
+    /// Takes what the outbox holds now, up to a batch beyond what waits to be delivered;
+    /// stops at a request to close, and returns it.
+    fn take_more(&mut self, outbox: &Outbox) -> Option<Kick> {
+        while self.pending.bytes < BATCH_BYTES {
             match outbox.try_recv() {
                 Some(Queued::Payload(item)) => self.number(item.bytes),
-                Some(Queued::Close(kick)) => self.finish(outbox, kick).await,
+                Some(Queued::Close(kick)) => return Some(kick),
                 None => break,
             }
         }
+        None
     }
 
     /// Handles one item the outbox gave while the task waited.
-    async fn take(&mut self, queued: Queued, outbox: &Arc<crate::node::Outbox>) {
+    async fn take(&mut self, queued: Queued, outbox: &Outbox) {
         match queued {
             Queued::Payload(item) => self.number(item.bytes),
             Queued::Close(kick) => self.finish(outbox, kick).await,
         }
     }
 
-    fn undelivered_bytes(&self) -> usize {
-        self.log.iter().filter(|(n, _)| *n > self.delivered).map(|(_, m)| m.len()).sum()
-    }
-
     /// Gives `message` the next number and keeps it in the log.
     fn number(&mut self, message: Bytes) {
-        self.log_bytes += message.len();
-        self.log.push_back((self.next, message));
+        self.pending.push(self.next, message);
         self.next += 1;
     }
 
     /// Ends the session for `kick`: what the outbox holds goes first (unless it overflowed),
     /// then the `disconnect` push as the last message. The session leaves its channels now.
-    async fn finish(&mut self, outbox: &Arc<crate::node::Outbox>, kick: Kick) {
+    async fn finish(&mut self, outbox: &Outbox, kick: Kick) {
         if self.ending.is_some() {
             return;
         }
@@ -376,31 +384,22 @@ impl Driver {
         if self.delivered + 1 >= self.next {
             return;
         }
-        let mut chunk = BytesMut::new();
-        let mut last = self.delivered;
-        let mut count = 0u64;
-        for (n, message) in self.log.iter().filter(|(n, _)| *n > self.delivered) {
+        let mut chunk = BytesMut::with_capacity(self.pending.bytes + 80 * self.pending.len());
+        for (n, message) in &self.pending.entries {
             wire::message_event(&mut chunk, &self.id, *n, message);
-            last = *n;
-            count += 1;
         }
-        let len = chunk.len() as u64;
-        match events.try_send(chunk.freeze()) {
-            Ok(()) => {
-                self.delivered = last;
-                *beat = Instant::now() + heartbeat(&self.shared);
-                self.shared.metrics.sent(count, len);
-            }
-            // Full: the next turn writes when there is room. Closed: noticed by the loop.
-            Err(_) => return,
+        let (count, len) = (self.pending.len() as u64, chunk.len() as u64);
+        // Full: the next turn writes when there is room. Closed: noticed by the loop.
+        if events.try_send(chunk.freeze()).is_err() {
+            return;
         }
-        while self.log_bytes > REPLAY_BYTES
-            && let Some((n, message)) = self.log.front()
-            && *n <= self.delivered
-        {
-            self.log_bytes -= message.len();
-            self.log.pop_front();
+        self.delivered = self.next - 1;
+        *beat = Instant::now() + heartbeat(&self.shared);
+        self.shared.metrics.sent(count, len);
+        while let Some((n, message)) = self.pending.pop() {
+            self.replay.push(n, message);
         }
+        while self.replay.bytes > REPLAY_BYTES && self.replay.pop().is_some() {}
     }
 
     /// Answers the waiting poll with the messages after `delivered` (at most a batch).
@@ -413,9 +412,9 @@ impl Driver {
         };
         let mut size = 0;
         let messages: Vec<&Bytes> = self
-            .log
+            .pending
+            .entries
             .iter()
-            .filter(|(n, _)| *n > self.delivered)
             .take_while(|(_, m)| {
                 let fits = size == 0 || size + m.len() <= BATCH_BYTES;
                 size += m.len();
@@ -434,15 +433,12 @@ impl Driver {
     fn acknowledge(&mut self, ack: u64) {
         let ack = ack.min(self.next - 1);
         self.delivered = self.delivered.max(ack);
-        while let Some((n, message)) = self.log.front()
-            && *n <= self.delivered
-        {
-            self.log_bytes -= message.len();
-            self.log.pop_front();
+        while self.pending.entries.front().is_some_and(|(n, _)| *n <= self.delivered) {
+            self.pending.pop();
         }
     }
 
-    async fn on_request(&mut self, request: Request, outbox: &Arc<crate::node::Outbox>) {
+    async fn on_request(&mut self, request: Request, outbox: &Outbox) {
         match request {
             Request::Commands { body, done } => {
                 self.commands(&body, outbox).await;
@@ -451,9 +447,20 @@ impl Driver {
             Request::Resume { after, events, resumed } => {
                 // Resumable when the stream saw everything up to `after`, which this session
                 // numbered, and every message after it is still in the log.
-                let first_kept = self.log.front().map_or(self.next, |(n, _)| *n);
+                let first_kept = self
+                    .replay
+                    .entries
+                    .front()
+                    .or(self.pending.entries.front())
+                    .map_or(self.next, |(n, _)| *n);
                 let ok = self.kind == Kind::Sse && after < self.next && after + 1 >= first_kept;
                 if ok {
+                    // What the stream did not get goes again, before what it never saw.
+                    while self.replay.entries.back().is_some_and(|(n, _)| *n > after) {
+                        if let Some((n, message)) = self.replay.pop_back() {
+                            self.pending.push_front(n, message);
+                        }
+                    }
                     self.delivered = after;
                     let beat = Instant::now() + heartbeat(&self.shared);
                     // The old stream, if still attached, ends here.
@@ -484,7 +491,7 @@ impl Driver {
     }
 
     /// Carries out the commands of one `POST /session` body, in order.
-    async fn commands(&mut self, body: &[u8], outbox: &Arc<crate::node::Outbox>) {
+    async fn commands(&mut self, body: &[u8], outbox: &Outbox) {
         let metrics = &self.shared.metrics;
         let (mut messages, mut bytes) = (0u64, 0u64);
         let mut kick = None;
@@ -505,7 +512,7 @@ impl Driver {
         }
     }
 
-    async fn on_timer(&mut self, outbox: &Arc<crate::node::Outbox>) {
+    async fn on_timer(&mut self, outbox: &Outbox) {
         let now = Instant::now();
         if let Some(session) = self.session.as_mut()
             && session.poll_deadline().is_some_and(|at| at <= now)
@@ -538,6 +545,50 @@ impl Driver {
                 let _ = answer.send(wire::batch(self.delivered + 1, []));
             }
             _ => {}
+        }
+    }
+}
+
+/// Numbered messages in order, with their total size.
+#[derive(Debug, Default)]
+struct Log {
+    entries: VecDeque<(u64, Bytes)>,
+    bytes: usize,
+}
+
+impl Log {
+    fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    fn push(&mut self, n: u64, message: Bytes) {
+        self.bytes += message.len();
+        self.entries.push_back((n, message));
+    }
+
+    fn push_front(&mut self, n: u64, message: Bytes) {
+        self.bytes += message.len();
+        self.entries.push_front((n, message));
+    }
+
+    fn pop(&mut self) -> Option<(u64, Bytes)> {
+        let entry = self.entries.pop_front()?;
+        self.bytes -= entry.1.len();
+        self.shrink();
+        Some(entry)
+    }
+
+    fn pop_back(&mut self) -> Option<(u64, Bytes)> {
+        let entry = self.entries.pop_back()?;
+        self.bytes -= entry.1.len();
+        self.shrink();
+        Some(entry)
+    }
+
+    /// An empty log gives back a burst's memory.
+    fn shrink(&mut self) {
+        if self.entries.is_empty() && self.entries.capacity() > 16 {
+            self.entries = VecDeque::new();
         }
     }
 }
