@@ -524,3 +524,44 @@ async fn requests_for_a_stopped_node_find_no_session() {
     let (_, messages) = poll(b, &session, 0).await;
     assert_eq!(messages[0]["code"], 4002, "{messages:?}");
 }
+
+#[tokio::test]
+async fn tickets_cookies_and_tokens_in_urls_as_on_the_websocket() {
+    let mut config = open_config();
+    config.auth = tokens::config().auth;
+    config.api_key = tokens::config().api_key;
+    config.auth.required = true;
+    config.auth.token_cookie = Some("sb".to_owned());
+    let server = TestServer::start(config).await;
+    let addr = server.addr;
+    // A one-time ticket opens one event stream (an EventSource sends no headers).
+    let key = format!("apikey {}", tokens::API_KEY);
+    let minted = request(
+        addr,
+        "POST",
+        "/api/ticket",
+        &[("Authorization", &key), ("Content-Type", "application/json")],
+        &json!({"user": "alice"}).to_string(),
+    )
+    .await;
+    assert_eq!(minted.status, 200, "{minted}");
+    let ticket = minted.json()["ticket"].as_str().expect("a ticket").to_owned();
+    let path = format!("/sse?ticket={ticket}");
+    let mut stream = EventStream::open(addr, &path, &[]).await;
+    assert_eq!(stream.status, 200, "{}", stream.head);
+    let session = stream.next().await.expect("the session event").json()["session"]
+        .as_str()
+        .expect("a session id")
+        .to_owned();
+    post(addr, &session, &json!({"id": 1, "type": "connect"}).to_string()).await;
+    assert_eq!(stream.next_json().await["result"]["user"], "alice");
+    let again = EventStream::open(addr, &path, &[]).await;
+    assert_eq!(again.status, 401, "a ticket is spent once: {}", again.head);
+    // The token cookie opens a long-polling session.
+    let cookie = format!("sb={}", tokens::token("bob", &["*"], &["*"]));
+    let opened = request(addr, "POST", "/poll", &[("Cookie", &cookie)], "").await;
+    assert_eq!(opened.status, 200, "{opened}");
+    // A token in the URL is refused: the danger switch is off.
+    let in_url = format!("/poll?token={}", tokens::token("bob", &["*"], &["*"]));
+    request(addr, "POST", &in_url, &[], "").await.refusal(401, "credentials_required");
+}
