@@ -10,6 +10,7 @@ import WebSocket from 'ws';
 import { Switchboard, TRANSPORTS } from '../switchboard.js';
 import {
   channel,
+  mintToken,
   startProxy,
   startServer,
   stateReached,
@@ -299,5 +300,101 @@ describe('falling back from one transport to the next', () => {
       await proxy.close();
       await server.stop();
     }
+  });
+});
+
+describe('credentials over the HTTP transports', { concurrency: true }, () => {
+  const SECRET = 'a-test-secret-of-at-least-32-bytes!';
+  const API_KEY = 'a-test-api-key';
+  let server;
+  let firstMessage;
+  const clients = [];
+  const open = (url, options = {}) => {
+    const client = new Switchboard(url, { ...FAST, upgradeInterval: 0, ...options });
+    clients.push(client);
+    return client;
+  };
+  const jwt = (secret = SECRET) => mintToken(secret, {
+    sub: 'ann',
+    exp: Math.floor(Date.now() / 1000) + 3600,
+    channels: ['chat:*'],
+    publish: ['chat:*'],
+  });
+  const ticket = async () => {
+    const response = await fetch(`${server.http}/api/ticket`, {
+      method: 'POST',
+      headers: { authorization: `apikey ${API_KEY}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ user: 'bob', channels: ['chat:*'], publish: ['chat:*'] }),
+    });
+    assert.equal(response.status, 200);
+    return (await response.json()).ticket;
+  };
+
+  before(async () => {
+    server = await startServer({
+      args: ['--require-auth', '--jwt-secret', SECRET],
+      env: { SWITCHBOARD_API_KEY: API_KEY },
+    });
+    firstMessage = await startServer({ args: ['--first-message-auth', '--jwt-secret', SECRET] });
+  });
+
+  after(async () => {
+    for (const client of clients) client.close();
+    await server?.stop();
+    await firstMessage?.stop();
+  });
+
+  test('long-polling sends a JWT as Authorization: Bearer', async () => {
+    const client = open(server.url, { transports: ['longpoll'], token: jwt() });
+    await stateReached(client, 'connected', 3000);
+    assert.equal(client.session.user, 'ann');
+    await client.publish(channel('poll-jwt'), 1);
+  });
+
+  test('long-polling with a refused JWT: closed with 401, no loop', async () => {
+    const client = open(server.url, { transports: ['longpoll'], token: jwt('x'.repeat(32)) });
+    const closed = await stateReached(client, 'closed', 3000);
+    assert.equal(closed.status, 401);
+    assert.equal(closed.transport, 'longpoll');
+  });
+
+  for (const transport of ['sse', 'longpoll']) {
+    test(`${transport} redeems a one-time ticket on its opening request`, async () => {
+      let tickets = 0;
+      const client = open(server.url, {
+        transports: [transport],
+        getToken: async () => {
+          tickets += 1;
+          return ticket();
+        },
+      });
+      await stateReached(client, 'connected', 3000);
+      assert.equal(client.session.user, 'bob');
+      assert.equal(tickets, 1);
+      await client.publish(channel(`${transport}-ticket`), 1);
+    });
+  }
+
+  test('SSE cannot present a JWT at the door: the client moves on to long-polling',
+    async () => {
+      const client = open(server.url, { transports: ['sse', 'longpoll'], token: jwt() });
+      const states = [];
+      client.on('state', (event) => states.push(event));
+      await stateReached(client, 'connected', 5000);
+      assert.equal(client.transport, 'longpoll');
+      assert.equal(client.session.user, 'ann');
+      assert.equal(states[1].state, 'disconnected');
+      assert.equal(states[1].status, 401);
+      assert.equal(states[1].nextTransport, 'longpoll');
+    });
+
+  test('SSE with first-message authentication: the JWT goes in connect', async () => {
+    const client = open(firstMessage.url, {
+      transports: ['sse'],
+      token: jwt(),
+      bearerProtocol: false,
+    });
+    await stateReached(client, 'connected', 3000);
+    assert.equal(client.session.user, 'ann');
   });
 });
