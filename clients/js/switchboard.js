@@ -623,9 +623,14 @@ export class Switchboard {
     this.#youngDeaths = 0;
   }
 
+  /**
+   * `disconnected`, then a new attempt after the backoff delay, or after `delayOverride` ms:
+   * 0 for a move to the next transport, which does not count as an attempt, so that the
+   * backoff grows once per round of the transports, not once per transport.
+   */
   #scheduleReconnect(detail, advice, delayOverride) {
     const delay = delayOverride ?? reconnectDelay(advice, this.#attempt, this.#options);
-    this.#attempt += 1;
+    if (delayOverride === undefined) this.#attempt += 1;
     const attempt = this.#attempt;
     this.#setState('disconnected', {
       ...detail,

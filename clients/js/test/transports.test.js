@@ -10,6 +10,7 @@ import WebSocket from 'ws';
 import { Switchboard, TRANSPORTS } from '../switchboard.js';
 import {
   channel,
+  freePort,
   mintToken,
   startProxy,
   startServer,
@@ -111,6 +112,7 @@ for (const transport of TRANSPORTS) {
       await stateReached(publisher, 'connected');
 
       const total = 60;
+      const connectionsBefore = proxy.connections;
       for (let n = 1; n <= total; n += 1) {
         await publisher.publish(name, n);
         if (n === 20) proxy.dropAll({ holdMs: 300 });
@@ -124,6 +126,7 @@ for (const transport of TRANSPORTS) {
       assert.deepEqual(received.map((p) => p.offset), expected, 'in order, no gap, no duplicate');
       assert.deepEqual(received.slice(total).map((p) => p.offset), acks.map((a) => a.offset));
       assert.equal(subscriber.transport, transport);
+      assert.ok(proxy.connections > connectionsBefore, 'the subscriber came back through the proxy');
       if (transport === 'websocket') {
         // A new connection, which recovered what it missed by offset.
         assert.equal(states[0].state, 'disconnected');
@@ -218,6 +221,24 @@ describe('falling back from one transport to the next', () => {
         }
       });
   }
+
+  test('a server that is down: each transport in turn, backing off once per round', async () => {
+    const dead = `ws://127.0.0.1:${await freePort()}/ws`;
+    const client = open(dead, { minReconnectDelay: 20, maxReconnectDelay: 80 });
+    const failures = [];
+    client.on('disconnected', (event) => failures.push(event));
+    await waitFor(() => failures.length >= 9, 5000, () => 'three rounds');
+    client.close();
+    const rounds = failures.slice(0, 9);
+    assert.deepEqual(rounds.map((e) => [e.transport, e.nextTransport]),
+      [0, 1, 2].flatMap(() => [['websocket', 'sse'], ['sse', 'longpoll'],
+        ['longpoll', 'websocket']]));
+    assert.deepEqual(rounds.map((e) => e.attempt), [0, 0, 1, 1, 1, 2, 2, 2, 3]);
+    rounds.forEach((event, i) => {
+      if (i % 3 < 2) assert.equal(event.delay, 0, `${i}: a move to the next transport waits not`);
+      else assert.ok(event.delay < Math.min(80, 20 * 2 ** Math.floor(i / 3)), `${i}: ${event.delay}`);
+    });
+  });
 
   test('a proxy that refuses upgrades: SSE, and WebSocket again once it lets them by',
     async () => {
