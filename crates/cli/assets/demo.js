@@ -91,14 +91,16 @@ function createBanner(element) {
           }
           waiting = new Set(subscribed);
         }
-        if (nextTransport && nextTransport !== transport) {
-          const next = TRANSPORT_NAMES[nextTransport] ?? nextTransport;
+        const next = TRANSPORT_NAMES[nextTransport] ?? nextTransport;
+        const moving = nextTransport && nextTransport !== transport;
+        if (moving && !(delay > 0)) {
           show(`No connection over ${over} — trying ${next}…`, 'warn');
         } else {
           const until = Date.now() + (delay ?? 0);
           const tick = () => {
-            const seconds = Math.ceil((until - Date.now()) / 1000);
-            show(`Connection lost — reconnecting in ${Math.max(seconds, 1)} s…`, 'bad');
+            const seconds = Math.max(Math.ceil((until - Date.now()) / 1000), 1);
+            const how = moving ? ` over ${next}` : '';
+            show(`Connection lost — reconnecting${how} in ${seconds} s…`, 'bad');
           };
           tick();
           countdown = setInterval(tick, 250);
