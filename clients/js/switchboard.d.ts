@@ -7,7 +7,17 @@ export const SUBPROTOCOL: 'switchboard.v1.json';
 /** `switchboard.bearer.`: the subprotocol entry that carries a token in the upgrade. */
 export const BEARER_PREFIX: 'switchboard.bearer.';
 /** The defaults of `Options`. */
-export const DEFAULTS: Readonly<Required<Omit<Options, 'token' | 'getToken' | 'WebSocket'>>>;
+export const DEFAULTS: Readonly<
+  Required<Omit<Options, 'token' | 'getToken' | 'WebSocket' | 'EventSource' | 'fetch'>>
+>;
+/** The transports this client speaks, in its default order of preference. */
+export const TRANSPORTS: readonly Transport[];
+
+/**
+ * How messages travel (docs/transports.md): `websocket` (`/ws`), `sse` (Server-Sent Events,
+ * `/sse` down and `POST /session` up) or `longpoll` (`/poll` down, `POST /session` up).
+ */
+export type Transport = 'websocket' | 'sse' | 'longpoll';
 
 /** What to do after a close (protocol.md §8). */
 export type Advice = 'reconnect' | 'backoff' | 'refresh_token' | 'stop';
@@ -50,6 +60,18 @@ export interface Session {
 export interface StateEvent {
   state: State;
   previous: State;
+  /**
+   * The transport of the attempt (`connecting`, `reconnecting`), of the connection
+   * (`connected`), or of the connection or attempt that just ended (`disconnected`, `closed`).
+   */
+  transport: Transport;
+  /** `disconnected`: the transport the next attempt uses. */
+  nextTransport?: Transport;
+  /**
+   * `disconnected`, `reconnecting`: not a loss but a move from a fallback back to the first
+   * transport, which a probe found working again.
+   */
+  switching?: boolean;
   /** Why: a close reason, `heartbeat timeout`, `connect timeout`, `client closed`, … */
   reason?: string;
   /** The close code (1006 for a connection that failed or was abandoned). */
@@ -104,6 +126,20 @@ export interface Options {
   name?: string;
   /** A WebSocket class (the `ws` package in Node 20); default `globalThis.WebSocket`. */
   WebSocket?: unknown;
+  /**
+   * The transports to try, in order of preference; those this environment lacks (no
+   * `EventSource` in Node 20) are left out. Default `['websocket', 'sse', 'longpoll']`.
+   */
+  transports?: Transport[];
+  /**
+   * While connected over a fallback, try the first transport again after this many ms
+   * (doubling after each failed try); 0 never. Default 60000.
+   */
+  upgradeInterval?: number;
+  /** An EventSource class (the `eventsource` package in Node 20); default the global one. */
+  EventSource?: unknown;
+  /** A `fetch` function for the HTTP transports; default the global one. */
+  fetch?: unknown;
 }
 
 export interface SubscribeContext {
@@ -210,6 +246,8 @@ export class Switchboard {
   readonly state: State;
   /** The current connection's `connect` result, or null. */
   readonly session: Session | null;
+  /** The transport of the current connection, or of the attempt under way. */
+  readonly transport: Transport;
   on(event: 'state' | State, listener: (event: StateEvent) => void): () => void;
   on(event: 'error', listener: (error: Error) => void): () => void;
   off(event: string, listener: (...args: never[]) => void): void;

@@ -1,6 +1,8 @@
-// Switchboard client for browsers and Node: protocol v1 over JSON (docs/protocol.md).
+// Switchboard client for browsers and Node: protocol v1 over JSON (docs/protocol.md), carried
+// by a WebSocket, Server-Sent Events or HTTP long-polling (docs/transports.md).
 //
 // One ES module, no dependencies, no build step. Reconnects with backoff and full jitter,
+// falls back to the next transport when one does not work and returns to the first later,
 // follows the close-code advice of protocol.md §8, resubscribes with `since` and delivers
 // missed publications before live ones (§5), probes liveness with the `ping` command (§9),
 // queues publishes while disconnected and refreshes JWTs before they expire (§3 `refresh`).
@@ -27,7 +29,12 @@ export const DEFAULTS = Object.freeze({
   bearerProtocol: true,
   autoConnect: true,
   name: 'switchboard-js',
+  transports: Object.freeze(['websocket', 'sse', 'longpoll']),
+  upgradeInterval: 60000,
 });
+
+/** The transports this client speaks, in its default order of preference. */
+export const TRANSPORTS = DEFAULTS.transports;
 
 /** An error reply from the server, or a failure of the client to get one. */
 export class SwitchboardError extends Error {
@@ -101,6 +108,29 @@ export class Switchboard {
   #url;
   #options;
   #WebSocket;
+  #EventSource;
+  #fetch;
+  /** The transports to use, in order: those of `transports` that this environment has. */
+  #transports;
+  /** Index in `#transports` of the transport that connections use now. */
+  #current = 0;
+  /** The transport of the current connection or attempt. */
+  #active;
+  /** Transports that reached `connected` once: a failure to open them is no verdict yet. */
+  #proven = new Set();
+  /** Failures to open the current transport in a row. */
+  #transportFailures = 0;
+  /** Abnormal closes of the current transport in a row, each soon after it opened. */
+  #youngDeaths = 0;
+  #openedAt = 0;
+  /** The connection trying the first transport again while on a fallback, or null. */
+  #probe = null;
+  /** Probes that failed (or switches back that did not last) in a row: probes slow down. */
+  #probeFailures = 0;
+  /** The last switch went back to the first transport; not yet seen to last. */
+  #switchedBack = false;
+  /** A probe succeeded: the index to switch to once no reply is awaited, or null. */
+  #switchTo = null;
   #listeners = new Map();
   #state = 'closed';
   /** Bumped by `close()` and each new attempt: stale callbacks compare and bail out. */
@@ -120,11 +150,20 @@ export class Switchboard {
   #token;
   #needToken = false;
   #lastError;
+  #lastStatus;
   #disconnectPush = null;
   #lastReceived = 0;
   #probing = false;
   #session = null;
-  #timers = { reconnect: null, connect: null, stable: null, heartbeat: null, refresh: null };
+  #timers = {
+    reconnect: null,
+    connect: null,
+    stable: null,
+    heartbeat: null,
+    refresh: null,
+    upgrade: null,
+    switch: null,
+  };
 
   /**
    * @param {string} url the server's `/ws` endpoint: `wss://host/ws`; `https://` and
@@ -138,10 +177,20 @@ export class Switchboard {
     if (format !== 'json') {
       throw new TypeError(`unsupported format ${JSON.stringify(format)}: this client speaks json`);
     }
-    this.#WebSocket = options.WebSocket ?? globalThis.WebSocket;
-    if (typeof this.#WebSocket !== 'function') {
-      throw new TypeError('no WebSocket implementation: pass one as the `WebSocket` option');
+    for (const name of ['WebSocket', 'EventSource', 'fetch']) {
+      if (options[name] !== undefined && typeof options[name] !== 'function') {
+        throw new TypeError(`the \`${name}\` option must be a class or function`);
+      }
     }
+    this.#WebSocket = options.WebSocket ?? globalThis.WebSocket;
+    this.#EventSource = options.EventSource ?? globalThis.EventSource;
+    this.#fetch = options.fetch ?? globalThis.fetch?.bind(globalThis);
+    this.#transports = availableTransports(this.#options.transports, {
+      websocket: typeof this.#WebSocket === 'function',
+      sse: typeof this.#EventSource === 'function' && typeof this.#fetch === 'function',
+      longpoll: typeof this.#fetch === 'function',
+    });
+    this.#active = this.#transports[0];
     this.#url = wsUrl(url);
     this.#token = options.token;
     if (this.#options.autoConnect) {
@@ -163,6 +212,14 @@ export class Switchboard {
   /** The `connect` result of the current connection (client id, user, limits), or null. */
   get session() {
     return this.#session;
+  }
+
+  /**
+   * The transport of the current connection, or of the attempt under way: `websocket`, `sse`
+   * or `longpoll`.
+   */
+  get transport() {
+    return this.#active;
   }
 
   /**
@@ -188,6 +245,9 @@ export class Switchboard {
     this.#attempt = 0;
     this.#openFailures = 0;
     this.#authRefusals = 0;
+    this.#useTransport(0);
+    this.#proven.clear();
+    this.#probeFailures = 0;
     this.#open('connecting', { reason: 'connect' });
   }
 
@@ -318,6 +378,8 @@ export class Switchboard {
 
   async #open(state, detail) {
     const generation = ++this.#generation;
+    const name = this.#transports[this.#current];
+    this.#active = name;
     this.#setState(state, detail);
     const { getToken } = this.#options;
     const expiry = tokenExpiry(this.#token);
@@ -339,16 +401,12 @@ export class Switchboard {
       this.#token = token;
       this.#needToken = false;
     }
-    // A one-time ticket (no dots, docs/api.md) is redeemed by the upgrade, as `?ticket=`: the
-    // bearer entry takes JWTs only, and a second redemption in `connect` would be refused.
+    // A one-time ticket (no dots, docs/api.md) is redeemed by the opening request, as
+    // `?ticket=`: a second redemption in `connect` would be refused.
     const ticket = isTicket(this.#token) ? this.#token : undefined;
-    const protocols = [SUBPROTOCOL];
-    if (this.#token && !ticket && this.#options.bearerProtocol) {
-      protocols.push(BEARER_PREFIX + this.#token);
-    }
     let ws;
     try {
-      ws = new this.#WebSocket(ticket ? withTicket(this.#url, ticket) : this.#url, protocols);
+      ws = this.#createTransport(name, this.#token);
     } catch (error) {
       // A malformed URL: retrying cannot help.
       this.#stop({ code: 0, reason: `cannot open ${this.#url}: ${error.message}`, advice: 'stop' });
@@ -358,6 +416,7 @@ export class Switchboard {
     this.#opened = false;
     this.#ready = false;
     this.#lastError = undefined;
+    this.#lastStatus = undefined;
     this.#disconnectPush = null;
     this.#nextId = 1;
     this.#setTimer('connect', this.#options.connectTimeout, () => {
@@ -367,7 +426,9 @@ export class Switchboard {
       if (ws !== this.#ws) return;
       this.#opened = true;
       this.#openFailures = 0;
-      this.#lastReceived = Date.now();
+      this.#transportFailures = 0;
+      this.#openedAt = Date.now();
+      this.#lastReceived = this.#openedAt;
       const token = ticket ? undefined : this.#token;
       const fields = { token, name: this.#options.name, version: VERSION };
       // Spent: the next connection needs a new ticket.
@@ -378,14 +439,42 @@ export class Switchboard {
       });
     };
     ws.onmessage = (event) => {
-      if (ws === this.#ws) this.#onMessage(event.data);
+      if (ws === this.#ws) this.#onMessage(event.data, event.parsed);
     };
     ws.onerror = (event) => {
-      if (ws === this.#ws) this.#lastError = event?.message ?? event?.error?.message;
+      if (ws !== this.#ws) return;
+      this.#lastError = event?.message ?? event?.error?.message;
+      this.#lastStatus = event?.status;
     };
     ws.onclose = (event) => {
       if (ws === this.#ws) this.#onClose(event.code, event.reason);
     };
+  }
+
+  /**
+   * A connection over transport `name`: a WebSocket, or an object that behaves like one
+   * (`SseTransport`, `PollTransport`). `token` goes where the transport can carry it at the
+   * door: the bearer subprotocol entry, `Authorization: Bearer` (long-polling), `?ticket=`.
+   */
+  #createTransport(name, token) {
+    const ticket = isTicket(token) ? token : undefined;
+    const bearer = token && !ticket && this.#options.bearerProtocol ? token : undefined;
+    if (name === 'websocket') {
+      const protocols = [SUBPROTOCOL];
+      if (bearer) protocols.push(BEARER_PREFIX + bearer);
+      return new this.#WebSocket(ticket ? withTicket(this.#url, ticket) : this.#url, protocols);
+    }
+    const endpoint = (path, query) => httpEndpoint(this.#url, path, query ? ticket : null);
+    if (name === 'sse') {
+      return new SseTransport(endpoint('sse', true), endpoint('session'), {
+        EventSource: this.#EventSource,
+        fetch: this.#fetch,
+      });
+    }
+    return new PollTransport(endpoint('poll', true), endpoint('poll'), endpoint('session'), {
+      fetch: this.#fetch,
+      authorization: bearer ? `Bearer ${bearer}` : undefined,
+    });
   }
 
   #onConnected(ws, msg) {
@@ -394,9 +483,20 @@ export class Switchboard {
     this.#ready = true;
     this.#authRefusals = 0;
     this.#session = msg.result;
+    this.#proven.add(this.#active);
+    const maxBody = msg.result.limits?.max_message_size;
+    if (maxBody > 0 && (ws instanceof SseTransport || ws instanceof PollTransport)) {
+      ws.maxBody = maxBody;
+    }
     this.#setTimer('stable', this.#options.stableAfter, () => {
       this.#attempt = 0;
+      if (this.#current === 0) {
+        // Back on the first transport for good.
+        this.#probeFailures = 0;
+        this.#switchedBack = false;
+      }
     });
+    this.#scheduleProbe();
     this.#startHeartbeat(ws, msg.result.ping_interval);
     this.#scheduleRefresh();
     for (const rec of this.#subs.values()) {
@@ -406,21 +506,25 @@ export class Switchboard {
     this.#queue = [];
     for (const entry of queued) this.#dispatch(entry.type, entry.fields, entry.hooks);
     const { client, user } = msg.result;
-    this.#setState('connected', { client, user, reason: 'connected' });
+    this.#setState('connected', { client, user, reason: `connected over ${this.#active}` });
   }
 
   #onClose(code, reason) {
     const opened = this.#opened;
     const push = this.#disconnectPush;
     const lastError = this.#lastError;
+    const name = this.#active;
     this.#ws = null;
     this.#teardown(new SwitchboardError('disconnected', 'the connection closed before the reply: '
       + 'the command may or may not have been carried out', true));
     if (!opened) {
       this.#openFailures += 1;
-      const status = refusalStatus(lastError);
+      const status = this.#lastStatus ?? refusalStatus(lastError);
       const detail = { code, reason: reason || lastError || 'the connection failed', status };
-      if (status === 401 || status === 403) {
+      // An EventSource cannot present a JWT at the door (it goes in `connect`): a 401 there
+      // says nothing about the token, only that this server wants it at the door.
+      const blind = name === 'sse' && this.#token && !isTicket(this.#token);
+      if ((status === 401 && !blind) || status === 403) {
         // An expired token is refused like a bad one: with `getToken`, try one fresh token.
         if (this.#options.getToken && this.#authRefusals === 0) {
           this.#authRefusals += 1;
@@ -436,13 +540,26 @@ export class Switchboard {
       if (this.#options.getToken && this.#openFailures % OPEN_FAILURES_BEFORE_TOKEN === 0) {
         this.#needToken = true;
       }
-      this.#scheduleReconnect(detail, 'backoff');
+      const moved = this.#afterOpenFailure(name);
+      // A fallback is a different path, not a retry of the same one: at once.
+      this.#scheduleReconnect(detail, 'backoff', moved === 'later' ? 0 : undefined);
       return;
     }
     // protocol.md §4: act on the close code; the push is for when that is all there is.
     if ((code === 1005 || code === 1006) && push) {
       code = push.code;
       reason = push.reason;
+    }
+    // A connection that opens and then dies, twice in a row, soon and without a close code
+    // (a proxy that lets the upgrade through and then drops the socket, or buffers it to
+    // death): this transport does not work here.
+    if ((code === 1005 || code === 1006) && Date.now() - this.#openedAt < SHORT_LIVED) {
+      this.#youngDeaths += 1;
+      if (this.#youngDeaths >= YOUNG_DEATHS_BEFORE_FALLBACK && this.#transports.length > 1) {
+        this.#advance();
+      }
+    } else {
+      this.#youngDeaths = 0;
     }
     const advice = adviceFor(code);
     const detail = { code, reason: reason || 'connection closed', advice };
@@ -474,11 +591,54 @@ export class Switchboard {
     this.#onClose(1006, reason);
   }
 
-  #scheduleReconnect(detail, advice) {
-    const delay = reconnectDelay(advice, this.#attempt, this.#options);
-    this.#attempt += 1;
+  /**
+   * After a failure to open transport `name`: move on to the next transport, unless `name`
+   * has worked before and failed fewer than `OPEN_FAILURES_BEFORE_FALLBACK` times in a row
+   * (a server restarting, not a path that refuses it). After the last transport, the first
+   * again. Returns `later` (moved down the list), `wrapped` (back to the first) or null.
+   */
+  #afterOpenFailure(name) {
+    this.#transportFailures += 1;
+    if (this.#transports.length === 1) return null;
+    const proven = this.#proven.has(name);
+    if (proven && this.#transportFailures < OPEN_FAILURES_BEFORE_FALLBACK) return null;
+    return this.#advance();
+  }
+
+  /** Moves to the next transport in the list, or back to the first after the last. */
+  #advance() {
+    const from = this.#current;
+    if (from === 0 && this.#switchedBack) {
+      // The switch back did not last: wait longer before the next probe.
+      this.#probeFailures += 1;
+    }
+    this.#switchedBack = false;
+    this.#useTransport((from + 1) % this.#transports.length);
+    return this.#current > from ? 'later' : 'wrapped';
+  }
+
+  #useTransport(index) {
+    this.#current = index;
+    this.#transportFailures = 0;
+    this.#youngDeaths = 0;
+  }
+
+  /**
+   * `disconnected`, then a new attempt after the backoff delay, or after `delayOverride` ms:
+   * 0 for a move to the next transport, which does not count as an attempt, so that the
+   * backoff grows once per round of the transports, not once per transport.
+   */
+  #scheduleReconnect(detail, advice, delayOverride) {
+    const delay = delayOverride ?? reconnectDelay(advice, this.#attempt, this.#options);
+    if (delayOverride === undefined) this.#attempt += 1;
     const attempt = this.#attempt;
-    this.#setState('disconnected', { ...detail, advice: detail.advice ?? advice, delay, attempt });
+    this.#setState('disconnected', {
+      ...detail,
+      advice: detail.advice ?? advice,
+      delay,
+      attempt,
+      nextTransport: this.#transports[this.#current],
+    });
     this.#setTimer('reconnect', delay, () => {
       this.#open('reconnecting', { reason: 'reconnecting', attempt });
     });
@@ -495,7 +655,11 @@ export class Switchboard {
     this.#ready = false;
     this.#session = null;
     this.#probing = false;
-    for (const name of ['connect', 'stable', 'heartbeat', 'refresh']) this.#clearTimer(name);
+    this.#switchTo = null;
+    this.#endProbe();
+    for (const name of ['connect', 'stable', 'heartbeat', 'refresh', 'upgrade', 'switch']) {
+      this.#clearTimer(name);
+    }
     const pending = [...this.#pending.values()];
     this.#pending.clear();
     for (const entry of pending) {
@@ -587,6 +751,129 @@ export class Switchboard {
     });
   }
 
+  // Back to the first transport -------------------------------------------------------------
+
+  /**
+   * While connected over a fallback, tries the first transport again every `upgradeInterval`
+   * ms (doubling after each probe that fails, up to `PROBE_BACKOFF_MAX` doublings): a second
+   * connection that opens and sends `connect`. Only when its `connect` succeeds does the
+   * client close the probe and move over (`#switch`); a probe that fails changes nothing.
+   */
+  #scheduleProbe() {
+    const interval = this.#options.upgradeInterval;
+    if (this.#current === 0 || !(interval > 0)) return;
+    const delay = Math.min(MAX_TIMER, interval * 2 ** Math.min(this.#probeFailures,
+      PROBE_BACKOFF_MAX));
+    this.#setTimer('upgrade', delay, () => this.#startProbe(this.#generation));
+  }
+
+  async #startProbe(generation) {
+    let token = this.#token;
+    if (isTicket(token)) {
+      // The ticket was spent by the current connection; the probe needs its own.
+      if (!this.#options.getToken) return;
+      try {
+        token = await this.#options.getToken();
+      } catch (error) {
+        if (generation !== this.#generation) return;
+        this.#emit('error', error);
+        this.#probeFailed();
+        return;
+      }
+      if (generation !== this.#generation || !token) return;
+    }
+    let probe;
+    try {
+      probe = this.#createTransport(this.#transports[0], token);
+    } catch {
+      return;
+    }
+    const timer = setTimeout(() => finish(false), this.#options.connectTimeout);
+    const finish = (ok) => {
+      if (this.#probe?.connection !== probe) return;
+      this.#endProbe();
+      if (generation !== this.#generation || !this.#ready) return;
+      if (ok) this.#switchWhenIdle(0);
+      else this.#probeFailed();
+    };
+    this.#probe = { connection: probe, timer };
+    probe.onopen = () => {
+      const fields = { token: isTicket(token) ? undefined : token, name: this.#options.name };
+      probe.send(JSON.stringify({ id: 1, type: 'connect', ...fields, version: VERSION }));
+    };
+    probe.onmessage = (event) => {
+      let msg = event.parsed;
+      try {
+        msg ??= JSON.parse(event.data);
+      } catch {
+        return;
+      }
+      if (msg?.id === 1) finish(Boolean(msg.result));
+    };
+    probe.onerror = noop;
+    probe.onclose = () => finish(false);
+  }
+
+  #probeFailed() {
+    this.#probeFailures += 1;
+    this.#scheduleProbe();
+  }
+
+  #endProbe() {
+    const probe = this.#probe;
+    if (!probe) return;
+    this.#probe = null;
+    clearTimeout(probe.timer);
+    detach(probe.connection);
+    try {
+      probe.connection.close(1000, 'probe done');
+    } catch {
+      // Still connecting, in implementations that refuse to close then.
+    }
+  }
+
+  /**
+   * Moves the connection to transport `index` once no reply is awaited (or after
+   * `ackTimeout` at most), so that no command in flight is cut off: the old session ends, a
+   * new connection opens at once and resubscribes with `since`, as after any reconnection.
+   */
+  #switchWhenIdle(index) {
+    this.#switchTo = index;
+    this.#setTimer('switch', this.#options.ackTimeout, () => this.#switch());
+    if (this.#pending.size === 0) this.#switch();
+  }
+
+  #switch() {
+    const index = this.#switchTo;
+    if (index === null || !this.#ready) return;
+    const ws = this.#ws;
+    const from = this.#active;
+    this.#ws = null;
+    detach(ws);
+    try {
+      ws.close(1000, 'switching transport');
+    } catch {
+      // Closing already.
+    }
+    this.#teardown(new SwitchboardError('disconnected', 'the connection moved to another '
+      + 'transport before the reply', true));
+    this.#useTransport(index);
+    this.#switchedBack = index === 0;
+    const to = this.#transports[index];
+    const reason = `switching to ${to}`;
+    this.#setState('disconnected', {
+      code: 1000,
+      reason,
+      advice: 'reconnect',
+      delay: 0,
+      attempt: this.#attempt,
+      nextTransport: to,
+      transport: from,
+      switching: true,
+    });
+    this.#open('reconnecting', { reason, attempt: this.#attempt, switching: true });
+  }
+
   // Commands ---------------------------------------------------------------------------------
 
   #request(type, fields) {
@@ -631,20 +918,23 @@ export class Switchboard {
     }
   }
 
-  #onMessage(data) {
+  /** One message from the server: its text, or (long-polling) the message already parsed. */
+  #onMessage(data, parsed) {
     this.#lastReceived = Date.now();
-    let msg;
-    const text = typeof data === 'string' ? data : new TextDecoder().decode(data);
-    try {
-      msg = JSON.parse(text);
-    } catch (error) {
-      // A publication whose data cannot be parsed must not stall its subscription: read
-      // what surrounds it, and let it take its place in the stream as undecodable.
-      msg = salvage(text);
-      if (msg === null) {
-        const message = `undecodable message: ${error.message}`;
-        this.#emit('error', new SwitchboardError('bad_message', message));
-        return;
+    let msg = parsed;
+    if (msg === undefined) {
+      const text = typeof data === 'string' ? data : new TextDecoder().decode(data);
+      try {
+        msg = JSON.parse(text);
+      } catch (error) {
+        // A publication whose data cannot be parsed must not stall its subscription: read
+        // what surrounds it, and let it take its place in the stream as undecodable.
+        msg = salvage(text);
+        if (msg === null) {
+          const message = `undecodable message: ${error.message}`;
+          this.#emit('error', new SwitchboardError('bad_message', message));
+          return;
+        }
       }
     }
     if (msg === null || typeof msg !== 'object') return;
@@ -657,6 +947,7 @@ export class Switchboard {
     this.#pending.delete(msg.id);
     clearTimeout(entry.timer);
     entry.hooks.reply(msg);
+    if (this.#switchTo !== null && this.#pending.size === 0) this.#switch();
   }
 
   #onPush(push) {
@@ -915,7 +1206,7 @@ export class Switchboard {
   #setState(state, detail = {}) {
     const previous = this.#state;
     this.#state = state;
-    const event = { state, previous, ...detail };
+    const event = { state, previous, transport: this.#active, ...detail };
     this.#emit('state', event);
     this.#emit(state, event);
   }
@@ -984,6 +1275,432 @@ export class Subscription {
   history(options) {
     return this.#client.history(this.#rec.channel, options);
   }
+}
+
+// HTTP transports ----------------------------------------------------------------------------
+//
+// docs/transports.md: Server-Sent Events and long-polling carry the same session as a
+// WebSocket. Each is an object shaped like a WebSocket, as far as the client uses one:
+// `onopen`, `onmessage({data})`, `onerror({message, status})`, `onclose({code, reason})`,
+// `send(text)` and `close(code, reason)`, so that one piece of protocol logic drives all three.
+// "Open" means the server gave the session id; a `disconnect` push ends the transport with its
+// code, as a close frame ends a WebSocket.
+
+/**
+ * Commands of one HTTP session: `POST /session`, one command per line, one request in flight
+ * at a time so that commands reach the server in the order they were sent; lines sent
+ * meanwhile go together in the next request, up to `maxBody` bytes.
+ */
+class Uplink {
+  #fetch;
+  #url;
+  #session;
+  #fail;
+  #lines = [];
+  #busy = false;
+  #stopped = false;
+  /** The server's `max_message_size`, once the `connect` reply told it. */
+  maxBody = DEFAULT_MAX_BODY;
+
+  /**
+   * @param {typeof fetch} fetchFn
+   * @param {string} url the `/session` endpoint
+   * @param {string} session the session id, sent in the `Switchboard-Session` header
+   * @param {(code: number, reason: string) => void} fail called once when a request fails
+   */
+  constructor(fetchFn, url, session, fail) {
+    this.#fetch = fetchFn;
+    this.#url = url;
+    this.#session = session;
+    this.#fail = fail;
+  }
+
+  send(line) {
+    if (this.#stopped) return;
+    this.#lines.push(line);
+    if (!this.#busy) this.#flush();
+  }
+
+  /** Sends nothing more; with `end`, also ends the session on the server (best effort). */
+  stop(end) {
+    this.#stopped = true;
+    this.#lines = [];
+    if (!end) return;
+    this.#fetch(this.#url, {
+      method: 'DELETE',
+      headers: { [SESSION_HEADER]: this.#session },
+      credentials: 'include',
+      // Let the request outlive the page, so that leaving it ends the session at once.
+      keepalive: true,
+    }).then((response) => response.body?.cancel(), noop);
+  }
+
+  async #flush() {
+    this.#busy = true;
+    while (this.#lines.length > 0 && !this.#stopped) {
+      const body = this.#take();
+      let response;
+      try {
+        response = await this.#fetch(this.#url, {
+          method: 'POST',
+          headers: { [SESSION_HEADER]: this.#session, 'Content-Type': 'text/plain' },
+          body,
+          credentials: 'include',
+        });
+        await response.body?.cancel();
+      } catch (error) {
+        // The commands may or may not have arrived: the connection is lost, as a WebSocket's
+        // would be.
+        this.#failOnce(1006, `POST /session failed: ${error.message}`);
+        return;
+      }
+      if (response.status === 404) {
+        this.#failOnce(4002, 'session not found');
+        return;
+      }
+      if (!response.ok) {
+        // 413: a command larger than `max_message_size`, as a WebSocket closes with 1009.
+        const code = response.status === 413 ? 1009 : 1006;
+        this.#failOnce(code, `POST /session answered ${response.status}`);
+        return;
+      }
+    }
+    this.#busy = false;
+  }
+
+  /** The lines of the next request: as many as fit in `maxBody`, at least one. */
+  #take() {
+    const encoder = new TextEncoder();
+    let size = 0;
+    let count = 0;
+    for (const line of this.#lines) {
+      const length = encoder.encode(line).length + (count > 0 ? 1 : 0);
+      if (count > 0 && size + length > this.maxBody) break;
+      size += length;
+      count += 1;
+    }
+    return this.#lines.splice(0, count).join('\n');
+  }
+
+  #failOnce(code, reason) {
+    if (this.#stopped) return;
+    this.#stopped = true;
+    this.#lines = [];
+    this.#fail(code, reason);
+  }
+}
+
+/**
+ * Server-Sent Events: `GET /sse` with an `EventSource` downstream, `POST /session` upstream.
+ * An `EventSource` whose stream breaks reconnects on its own with `Last-Event-ID`, and the
+ * server carries on with the same session: the transport stays open meanwhile. It ends when
+ * the server says so (a `disconnect` push: 4002 when the session cannot be resumed), when the
+ * `EventSource` gives up, or when a command cannot be delivered.
+ */
+class SseTransport {
+  #es;
+  #fetch;
+  #sessionUrl;
+  #uplink = null;
+  #session = null;
+  #closed = false;
+  onopen = noop;
+  onmessage = noop;
+  onerror = noop;
+  onclose = noop;
+
+  /**
+   * @param {string} url the `/sse` endpoint, with `?ticket=` when there is one
+   * @param {string} sessionUrl the `/session` endpoint
+   * @param {{EventSource: typeof EventSource, fetch: typeof fetch}} env
+   */
+  constructor(url, sessionUrl, { EventSource, fetch }) {
+    this.#fetch = fetch;
+    this.#sessionUrl = sessionUrl;
+    // With credentials: a token cookie goes along to a server on another origin too.
+    const es = new EventSource(url, { withCredentials: true });
+    this.#es = es;
+    es.addEventListener('session', (event) => this.#onSession(event));
+    es.onmessage = (event) => this.#receive(event.data);
+    es.onerror = (event) => this.#onError(event);
+  }
+
+  set maxBody(bytes) {
+    if (this.#uplink) this.#uplink.maxBody = bytes;
+  }
+
+  send(text) {
+    if (!this.#uplink) throw new Error('the event stream is not open');
+    this.#uplink.send(text);
+  }
+
+  close(code = 1000, reason = '') {
+    this.#end(code, reason, true);
+  }
+
+  #onSession(event) {
+    if (this.#closed) return;
+    let session;
+    try {
+      session = JSON.parse(event.data).session;
+    } catch {
+      session = undefined;
+    }
+    if (typeof session !== 'string' || session === '') {
+      this.#end(1002, 'the session event carries no session id', false);
+      return;
+    }
+    if (this.#session !== null) {
+      // A resumed stream carries on without a new `session` event; a new one means the old
+      // session is gone.
+      if (session !== this.#session) this.#end(4002, 'the server started a new session', true);
+      return;
+    }
+    this.#session = session;
+    this.#uplink = new Uplink(this.#fetch, this.#sessionUrl, session, (code, reason) => {
+      this.#end(code, reason, code !== 4002);
+    });
+    this.onopen({ type: 'open' });
+  }
+
+  #receive(text) {
+    if (this.#closed || this.#session === null) return;
+    this.onmessage({ data: text });
+    const push = disconnectPush(text);
+    // protocol.md §4: the push stands for the close frame; the server ends the stream next.
+    if (push) this.#end(push.code, push.reason ?? '', false);
+  }
+
+  #onError(event) {
+    if (this.#closed) return;
+    // An EventSource reconnecting by itself is CONNECTING (0); one that gave up (an answer
+    // other than a 200 event stream) is CLOSED (2).
+    if (this.#session !== null && this.#es.readyState !== 2) return;
+    const status = typeof event?.code === 'number' ? event.code : undefined;
+    const message = event?.message ?? (status ? `GET /sse answered ${status}` : undefined);
+    this.onerror({ type: 'error', message, status });
+    this.#end(1006, message ?? 'the event stream failed', this.#session !== null);
+  }
+
+  /** Ends the transport: no more events but the close; `end` also ends the session. */
+  #end(code, reason, end) {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#es.close();
+    this.#uplink?.stop(end);
+    // Asynchronously, as a WebSocket reports its close.
+    setTimeout(() => this.onclose({ type: 'close', code, reason, wasClean: code !== 1006 }));
+  }
+}
+
+/**
+ * HTTP long-polling: `POST /poll` opens a session, each `GET /poll?ack=n` brings the next
+ * batch of messages, `POST /session` carries commands. A poll that fails is sent again (the
+ * server keeps what was not acknowledged), and messages numbered at or below what arrived
+ * already are dropped.
+ */
+class PollTransport {
+  #fetch;
+  #pollUrl;
+  #sessionUrl;
+  #uplink = null;
+  #session = null;
+  /** The number of the last message received. */
+  #have = 0;
+  #pollTimeout = DEFAULT_POLL_TIMEOUT;
+  #controller = null;
+  #closed = false;
+  onopen = noop;
+  onmessage = noop;
+  onerror = noop;
+  onclose = noop;
+
+  /**
+   * @param {string} url the `/poll` endpoint to open with, with `?ticket=` when there is one
+   * @param {string} pollUrl the `/poll` endpoint to poll
+   * @param {string} sessionUrl the `/session` endpoint
+   * @param {{fetch: typeof fetch, authorization?: string}} env
+   */
+  constructor(url, pollUrl, sessionUrl, { fetch, authorization }) {
+    this.#fetch = fetch;
+    this.#pollUrl = pollUrl;
+    this.#sessionUrl = sessionUrl;
+    this.#start(url, authorization);
+  }
+
+  set maxBody(bytes) {
+    if (this.#uplink) this.#uplink.maxBody = bytes;
+  }
+
+  send(text) {
+    if (!this.#uplink) throw new Error('the long-poll session is not open');
+    this.#uplink.send(text);
+  }
+
+  close(code = 1000, reason = '') {
+    this.#end(code, reason, true);
+  }
+
+  async #start(url, authorization) {
+    const controller = new AbortController();
+    this.#controller = controller;
+    let opened;
+    try {
+      const response = await this.#fetch(url, {
+        method: 'POST',
+        headers: authorization ? { Authorization: authorization } : {},
+        credentials: 'include',
+        cache: 'no-store',
+        signal: controller.signal,
+      });
+      if (!response.ok) {
+        const message = await refusalMessage(response, 'POST /poll');
+        if (this.#closed) return;
+        this.onerror({ type: 'error', message, status: response.status });
+        this.#end(1006, message, false);
+        return;
+      }
+      opened = await response.json();
+    } catch (error) {
+      if (this.#closed) return;
+      this.onerror({ type: 'error', message: `POST /poll failed: ${error.message}` });
+      this.#end(1006, `POST /poll failed: ${error.message}`, false);
+      return;
+    }
+    const session = opened?.session;
+    if (this.#closed) {
+      // Closed while opening: end the session the server just made.
+      if (typeof session === 'string') {
+        new Uplink(this.#fetch, this.#sessionUrl, session, noop).stop(true);
+      }
+      return;
+    }
+    if (typeof session !== 'string' || session === '') {
+      this.#end(1002, 'POST /poll gave no session id', false);
+      return;
+    }
+    if (opened.poll_timeout > 0) this.#pollTimeout = opened.poll_timeout * 1000;
+    this.#session = session;
+    this.#uplink = new Uplink(this.#fetch, this.#sessionUrl, session, (code, reason) => {
+      this.#end(code, reason, code !== 4002);
+    });
+    this.onopen({ type: 'open' });
+    this.#poll();
+  }
+
+  async #poll() {
+    let retry = POLL_RETRY_MIN;
+    while (!this.#closed) {
+      const controller = new AbortController();
+      this.#controller = controller;
+      // A proxy may hold a poll forever: give up on it a while after the server would answer.
+      const timer = setTimeout(() => controller.abort(), this.#pollTimeout + POLL_MARGIN);
+      let status;
+      let text;
+      try {
+        const response = await this.#fetch(`${this.#pollUrl}?ack=${this.#have}`, {
+          headers: { [SESSION_HEADER]: this.#session },
+          credentials: 'include',
+          cache: 'no-store',
+          signal: controller.signal,
+        });
+        status = response.status;
+        text = await response.text();
+      } catch {
+        status = 0;
+      } finally {
+        clearTimeout(timer);
+      }
+      if (this.#closed) return;
+      if (status === 200) {
+        retry = POLL_RETRY_MIN;
+        this.#receive(text);
+        continue;
+      }
+      if (status >= 400 && status < 500 && status !== 408 && status !== 429) {
+        // Not something a retry mends (the door changed its mind, a proxy refuses).
+        this.#end(1006, `GET /poll answered ${status}`, true);
+        return;
+      }
+      // Lost on the way, or a proxy's 5xx: the server keeps the messages until acknowledged,
+      // so poll again. The heartbeat gives up on a session that stays unreachable.
+      await new Promise((resolve) => setTimeout(resolve, retry));
+      retry = Math.min(retry * 2, POLL_RETRY_MAX);
+    }
+  }
+
+  /** Delivers a batch `{seq, messages}`: each message numbered `seq`, `seq + 1`, …, once. */
+  #receive(text) {
+    let seq;
+    let messages;
+    try {
+      const batch = JSON.parse(text);
+      seq = batch.seq;
+      messages = batch.messages.map((parsed) => ({ parsed }));
+    } catch {
+      // A message JSON cannot read would take the whole batch with it: split the batch by
+      // hand, and let the client read (or salvage) each message on its own.
+      try {
+        const fields = members(text);
+        seq = JSON.parse(fields.get('seq'));
+        messages = elements(fields.get('messages')).map((data) => ({ data }));
+      } catch {
+        this.#end(1002, 'GET /poll answered an unreadable batch', true);
+        return;
+      }
+    }
+    if (!Number.isSafeInteger(seq) || seq < 1) {
+      this.#end(1002, 'GET /poll answered a batch without seq', true);
+      return;
+    }
+    for (const [i, message] of messages.entries()) {
+      const number = seq + i;
+      if (number <= this.#have) continue; // Sent again: it arrived before.
+      if (number > this.#have + 1) {
+        this.#end(1006, `GET /poll skipped messages ${this.#have + 1} to ${number - 1}`, true);
+        return;
+      }
+      this.#have = number;
+      this.onmessage(message);
+      if (this.#closed) return;
+      const push = message.parsed ?? disconnectPush(message.data);
+      if (push?.push === 'disconnect') {
+        this.#end(push.code, push.reason ?? '', false);
+        return;
+      }
+    }
+  }
+
+  #end(code, reason, end) {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#controller?.abort();
+    this.#uplink?.stop(end);
+    setTimeout(() => this.onclose({ type: 'close', code, reason, wasClean: code !== 1006 }));
+  }
+}
+
+/** The `disconnect` push in `text`, or null. */
+function disconnectPush(text) {
+  if (typeof text !== 'string' || !text.includes('"disconnect"')) return null;
+  try {
+    const msg = JSON.parse(text);
+    return msg?.push === 'disconnect' ? msg : null;
+  } catch {
+    return null;
+  }
+}
+
+/** What a refused HTTP request says: its JSON error's message, or its status. */
+async function refusalMessage(response, what) {
+  let detail = '';
+  try {
+    const body = JSON.parse(await response.text());
+    detail = body?.error?.message ?? body?.error?.code ?? '';
+  } catch {
+    // Not JSON: the status says enough.
+  }
+  return `${what} answered ${response.status}${detail ? `: ${detail}` : ''}`;
 }
 
 // Helpers ------------------------------------------------------------------------------------
@@ -1134,6 +1851,42 @@ function refusalStatus(message) {
   return match ? Number(match[1]) : undefined;
 }
 
+/**
+ * The transports of `wanted` that this environment has, in order. Unknown names are a
+ * mistake; a missing implementation (no EventSource in Node 20) just drops that transport.
+ */
+function availableTransports(wanted, has) {
+  if (!Array.isArray(wanted) || wanted.length === 0) {
+    throw new TypeError('transports must be a non-empty array');
+  }
+  for (const name of wanted) {
+    if (!TRANSPORTS.includes(name)) {
+      throw new TypeError(`unknown transport ${JSON.stringify(name)}: use ${TRANSPORTS.join(', ')}`);
+    }
+  }
+  const usable = [...new Set(wanted)].filter((name) => has[name]);
+  if (usable.length === 0) {
+    throw new TypeError(`none of the transports ${wanted.join(', ')} is available here: pass `
+      + 'a `WebSocket`, `EventSource` or `fetch` implementation');
+  }
+  return usable;
+}
+
+/**
+ * The HTTP endpoint `path` (`sse`, `poll`, `session`) next to the WebSocket endpoint `url`:
+ * its last path segment replaced (`wss://host/rt/ws` → `https://host/rt/sse`). Only opening
+ * requests keep the URL's query, with `ticket` added when there is one.
+ */
+function httpEndpoint(url, path, ticket) {
+  const parsed = new URL(url);
+  parsed.protocol = parsed.protocol === 'wss:' ? 'https:' : 'http:';
+  parsed.pathname = parsed.pathname.replace(/[^/]*$/, path);
+  parsed.hash = '';
+  if (ticket === null) parsed.search = '';
+  else if (ticket) parsed.searchParams.set('ticket', ticket);
+  return parsed.toString();
+}
+
 function isTicket(token) {
   return typeof token === 'string' && token !== '' && !token.includes('.');
 }
@@ -1178,3 +1931,22 @@ const REFRESH_RETRY = 5000;
 const MAX_TIMER = 2 ** 31 - 1;
 /** Consecutive failures to open after which `getToken` is asked for a new token. */
 const OPEN_FAILURES_BEFORE_TOKEN = 3;
+/** Failures to open a transport that has worked before, in a row, before the next one. */
+const OPEN_FAILURES_BEFORE_FALLBACK = 3;
+/** A connection that closes abnormally within this many ms of opening died young. */
+const SHORT_LIVED = 10000;
+/** Connections of one transport that died young in a row before the next transport. */
+const YOUNG_DEATHS_BEFORE_FALLBACK = 2;
+/** The probe interval doubles at most this many times (64 min with the default minute). */
+const PROBE_BACKOFF_MAX = 6;
+/** docs/transports.md: the header that names an HTTP session. */
+const SESSION_HEADER = 'Switchboard-Session';
+/** Largest `POST /session` body until the `connect` reply gives `max_message_size`. */
+const DEFAULT_MAX_BODY = 65536;
+/** docs/transports.md: how long the server holds a poll, until it says otherwise. */
+const DEFAULT_POLL_TIMEOUT = 25000;
+/** A poll unanswered this long past the server's `poll_timeout` is given up and sent again. */
+const POLL_MARGIN = 10000;
+/** A failed poll is sent again after this delay, doubling up to `POLL_RETRY_MAX`. */
+const POLL_RETRY_MIN = 250;
+const POLL_RETRY_MAX = 4000;

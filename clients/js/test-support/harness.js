@@ -75,6 +75,9 @@ export async function startServer({ port, args = [], env = {} } = {}) {
 /**
  * A TCP proxy on 127.0.0.1 to `target`: counts connections, cuts them all on demand, can
  * refuse new ones for a while, and can silence existing ones (a dead path that stays open).
+ * Like some real proxies, it can also break WebSockets (`webSockets`): `refuse` answers an
+ * upgrade request with 502, `kill` lets it through and drops the connection `killAfterMs`
+ * after the server's answer; `pass` (the default) leaves them alone.
  */
 export async function startProxy(target) {
   const pairs = new Set();
@@ -82,6 +85,10 @@ export async function startProxy(target) {
   const proxy = {
     port: 0,
     connections: 0,
+    /** Upgrade requests seen, whatever became of them. */
+    upgrades: 0,
+    webSockets: 'pass',
+    killAfterMs: 200,
     target,
     get url() {
       return `ws://127.0.0.1:${this.port}/ws`;
@@ -113,12 +120,34 @@ export async function startProxy(target) {
     const upstream = net.connect(proxy.target, '127.0.0.1');
     const pair = { client, upstream, silent: false };
     pairs.add(pair);
+    let first = true;
     const end = () => {
       pairs.delete(pair);
       client.destroy();
       upstream.destroy();
     };
-    client.on('data', (chunk) => pair.silent || upstream.write(chunk));
+    client.on('data', (chunk) => {
+      if (first) {
+        first = false;
+        // A WebSocket opens its own connection, with the upgrade as its first request.
+        if (/^GET [^\r\n]* HTTP\/1\.1\r\n(?:[^\r\n]+\r\n)*upgrade: *websocket\r\n/i
+          .test(chunk.toString('latin1'))) {
+          proxy.upgrades += 1;
+          if (proxy.webSockets === 'refuse') {
+            pair.silent = true;
+            // Without the server: the answer must reach the client before anything closes it.
+            upstream.removeAllListeners('close').removeAllListeners('error').on('error', () => {});
+            upstream.destroy();
+            client.end('HTTP/1.1 502 Bad Gateway\r\ncontent-length: 0\r\nconnection: close\r\n\r\n');
+            return;
+          }
+          if (proxy.webSockets === 'kill') {
+            upstream.once('data', () => setTimeout(end, proxy.killAfterMs));
+          }
+        }
+      }
+      if (!pair.silent) upstream.write(chunk);
+    });
     upstream.on('data', (chunk) => pair.silent || client.write(chunk));
     client.on('error', end).on('close', end);
     upstream.on('error', end).on('close', end);

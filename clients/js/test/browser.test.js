@@ -1,6 +1,7 @@
 // The client in a real browser: headless Chromium loads a page that imports
 // `/switchboard.js` from the server itself (the copy built into the binary), connects through
-// the cutting proxy, publishes, receives, and recovers after a cut.
+// the cutting proxy over each transport in turn (the browser's own WebSocket, EventSource and
+// fetch), publishes, receives, and recovers after a cut.
 
 import assert from 'node:assert/strict';
 import { existsSync, readFileSync } from 'node:fs';
@@ -9,7 +10,7 @@ import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import WebSocket from 'ws';
 
-import { Switchboard } from '../switchboard.js';
+import { Switchboard, TRANSPORTS } from '../switchboard.js';
 import { channel, startProxy, startServer, stateReached } from '../test-support/harness.js';
 
 const chromiumPath = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
@@ -39,13 +40,20 @@ function page(server) {
     li.textContent = text;
     document.getElementById('log').append(li);
   };
-  Object.assign(window, { received: [], states: [], recoveries: [] });
-  window.start = async (url, name) => {
-    const client = new Switchboard(url, { minReconnectDelay: 100, maxReconnectDelay: 400 });
+  window.start = async (url, name, transports) => {
+    window.client?.close();
+    document.getElementById('log').replaceChildren();
+    Object.assign(window, { received: [], states: [], recoveries: [] });
+    const client = new Switchboard(url, {
+      transports,
+      minReconnectDelay: 100,
+      maxReconnectDelay: 400,
+    });
     window.client = client;
     client.on('state', (event) => {
       window.states.push(event.state);
-      document.getElementById('state').textContent = 'state: ' + event.state;
+      document.getElementById('state').textContent =
+        'state: ' + event.state + ' over ' + event.transport;
     });
     const sub = client.subscribe(name, {
       publication: (p) => {
@@ -120,48 +128,58 @@ describe('in Chromium', { skip: !hasChromium && !process.env.CI && `no ${chromiu
     assert.equal(await response.text(), source, stale);
   });
 
-  test('connects, subscribes, publishes with an ack and receives', async () => {
-    const name = channel('browser');
-    const id = await tab.evaluate(([url, ch]) => window.start(url, ch), [proxy.url, name]);
-    assert.match(id, /.+/);
-    const ack = await tab.evaluate(
-      (ch) => window.client.publish(ch, { text: 'hello from the browser' }),
-      name,
-    );
-    assert.equal(ack.offset, 1);
-    await tab.waitForFunction(() => window.received.length === 1);
-    const received = await tab.evaluate(() => window.received);
-    assert.deepEqual(received[0].data, { text: 'hello from the browser' });
-    assert.equal(received[0].info.client, id);
-    await tab.screenshot({ path: screenshotPath });
+  for (const transport of TRANSPORTS) {
+    test(`over ${transport}: subscribes, publishes with an ack, receives, loses nothing in a cut`,
+      async () => {
+        const name = channel(`browser-${transport}`);
+        const connectionsBefore = proxy.connections;
+        const id = await tab.evaluate(([url, ch, t]) => window.start(url, ch, [t]),
+          [proxy.url, name, transport]);
+        assert.match(id, /.+/);
+        assert.equal(await tab.evaluate(() => window.client.transport), transport);
+        const ack = await tab.evaluate(
+          (ch) => window.client.publish(ch, { text: 'hello from the browser' }),
+          name,
+        );
+        assert.equal(ack.offset, 1);
+        await tab.waitForFunction(() => window.received.length === 1);
+        const received = await tab.evaluate(() => window.received);
+        assert.deepEqual(received[0].data, { text: 'hello from the browser' });
+        assert.equal(received[0].info.client, id);
+        if (transport === 'websocket') await tab.screenshot({ path: screenshotPath });
 
-    // Cut the browser's connection while a Node client keeps publishing.
-    const publisher = new Switchboard(server.url, { WebSocket });
-    const total = 30;
-    try {
-      await stateReached(publisher, 'connected');
-      for (let n = 1; n <= total; n += 1) {
-        await publisher.publish(name, n);
-        if (n === 10) {
-          proxy.dropAll({ holdMs: 300 });
-          await tab.waitForFunction(() => window.states.includes('disconnected'), null, {
-            timeout: 3000,
-          });
+        // Cut the browser's connections while a Node client keeps publishing.
+        const publisher = new Switchboard(server.url, { WebSocket, transports: ['websocket'] });
+        const total = 30;
+        try {
+          await stateReached(publisher, 'connected');
+          for (let n = 1; n <= total; n += 1) {
+            await publisher.publish(name, n);
+            if (n === 10) proxy.dropAll({ holdMs: 300 });
+          }
+          await tab.waitForFunction((count) => window.received.length === count, total + 1);
+        } finally {
+          publisher.close();
         }
-      }
-      await tab.waitForFunction((count) => window.received.length === count, total + 1);
-    } finally {
-      publisher.close();
-    }
-    const all = await tab.evaluate(() => window.received.map((p) => [p.offset, p.data]));
-    const published = Array.from({ length: total }, (_, i) => [i + 2, i + 1]);
-    assert.deepEqual(all, [[1, { text: 'hello from the browser' }], ...published]);
-    assert.deepEqual(
-      await tab.evaluate(() => window.recoveries.map((r) => r.recovered)),
-      [true],
-    );
-    assert.equal(await tab.evaluate(() => window.client.state), 'connected');
-    assert.ok(proxy.connections >= 2);
-    assert.deepEqual(errors, []);
-  });
+        const all = await tab.evaluate(() => window.received.map((p) => [p.offset, p.data]));
+        const published = Array.from({ length: total }, (_, i) => [i + 2, i + 1]);
+        assert.deepEqual(all, [[1, { text: 'hello from the browser' }], ...published]);
+        const states = await tab.evaluate(() => window.states);
+        const recoveries = await tab.evaluate(() => window.recoveries.map((r) => r.recovered));
+        if (transport === 'websocket') {
+          // A new connection, which recovered by offset.
+          assert.ok(states.includes('disconnected'), states.join(' '));
+          assert.deepEqual(recoveries, [true]);
+        } else {
+          // The session carried on: the EventSource resumed with Last-Event-ID, or the
+          // polls went on from their ack.
+          assert.deepEqual(states, ['connecting', 'connected']);
+          assert.deepEqual(recoveries, []);
+        }
+        assert.equal(await tab.evaluate(() => window.client.state), 'connected');
+        assert.ok(proxy.connections > connectionsBefore);
+        await tab.evaluate(() => window.client.close());
+        assert.deepEqual(errors, []);
+      });
+  }
 });

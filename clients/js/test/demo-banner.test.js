@@ -49,7 +49,7 @@ describe('the demo banner across cuts and restarts', { skip }, () => {
     const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
     page.setDefaultTimeout(10000);
     await page.goto(`http://localhost:${port}/#${room}`);
-    await bannerIs(page, /^Connected$/);
+    await bannerIs(page, /^Connected over WebSocket$/);
     return page;
   }
 

@@ -111,7 +111,8 @@ describe('the demo in Chromium', { skip }, () => {
 
 /** Resolves once the page's banner says it is connected. */
 async function connected(page) {
-  await page.waitForFunction(() => document.getElementById('banner').textContent === 'Connected');
+  await page.waitForFunction(() => document.getElementById('banner').textContent
+    === 'Connected over WebSocket');
   // Helpers in the page, for the tests' `waitForFunction` calls.
   await page.evaluate(() => {
     window.text = (selector) => document.querySelector(selector).textContent;

@@ -35,8 +35,12 @@ function subscribe(channel, handlers) {
 startChat(client, subscribe);
 startTicker(client, subscribe);
 
+/** How the banner names the client's transports (clients/js, `client.transport`). */
+const TRANSPORT_NAMES = { websocket: 'WebSocket', sse: 'SSE', longpoll: 'long-polling' };
+
 /**
- * The banner: "Connected", "Connection lost — reconnecting in 3 s…", then, once every
+ * The banner: "Connected over WebSocket" (or SSE, or long-polling, when the client fell back
+ * to one), "Connection lost — reconnecting in 3 s…", then, once every
  * subscription is back, how many publications were recovered or that history was reloaded.
  * The client replays missed publications before its `recovered` event (clients/js/README.md,
  * Recovery), so the publications a channel delivers between the cut and that event are
@@ -67,32 +71,47 @@ function createBanner(element) {
   };
 
   return {
-    state({ state, delay, reason }) {
+    state({ state, previous, delay, reason, transport, nextTransport, switching }) {
       stopCountdown();
+      const over = TRANSPORT_NAMES[transport] ?? transport;
       if (state === 'connecting') show('Connecting…', 'idle');
-      if (state === 'reconnecting') show('Reconnecting…', 'warn');
+      if (state === 'reconnecting' && !switching) show('Reconnecting…', 'warn');
       if (state === 'closed') show(`Disconnected: ${reason ?? 'closed'}`, 'bad');
-      if (state === 'disconnected') {
-        // Cut again before every channel recovered: keep counting from the first cut.
-        if (!waiting) {
-          replayed = 0;
-          failed = false;
+      if (state === 'disconnected' && switching) {
+        // Not a loss: the client found the WebSocket working again and moves over to it.
+        show(`Switching to ${TRANSPORT_NAMES[nextTransport] ?? nextTransport}…`, 'idle');
+      }
+      if (state === 'disconnected' && !switching) {
+        // Cut again before every channel recovered: keep counting from the first cut. A
+        // failure before the first connection has nothing to recover.
+        if (previous === 'connected' || waiting) {
+          if (!waiting) {
+            replayed = 0;
+            failed = false;
+          }
+          waiting = new Set(subscribed);
         }
-        waiting = new Set(subscribed);
-        const until = Date.now() + (delay ?? 0);
-        const tick = () => {
-          const seconds = Math.ceil((until - Date.now()) / 1000);
-          show(`Connection lost — reconnecting in ${Math.max(seconds, 1)} s…`, 'bad');
-        };
-        tick();
-        countdown = setInterval(tick, 250);
+        const next = TRANSPORT_NAMES[nextTransport] ?? nextTransport;
+        const moving = nextTransport && nextTransport !== transport;
+        if (moving && !(delay > 0)) {
+          show(`No connection over ${over} — trying ${next}…`, 'warn');
+        } else {
+          const until = Date.now() + (delay ?? 0);
+          const tick = () => {
+            const seconds = Math.max(Math.ceil((until - Date.now()) / 1000), 1);
+            const how = moving ? ` over ${next}` : '';
+            show(`Connection lost — reconnecting${how} in ${seconds} s…`, 'bad');
+          };
+          tick();
+          countdown = setInterval(tick, 250);
+        }
       }
       if (state === 'connected') {
         if (waiting) {
-          show('Connected — recovering…', 'warn');
+          show(`Connected over ${over} — recovering…`, 'warn');
           settle();
         } else {
-          show('Connected', 'ok');
+          show(`Connected over ${over}`, 'ok');
         }
       }
     },
