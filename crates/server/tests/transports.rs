@@ -206,6 +206,8 @@ async fn a_client_that_does_not_poll_is_cut_off_as_a_slow_consumer() {
     };
     assert_eq!(last["code"], 4001, "{last}");
     assert_eq!(last["advice"], "reconnect");
+    // Ended: commands are refused, not taken silently (the push still waits for its ack).
+    post(server.addr, &slow, &subscribe(2, "chat:t")).await.refusal(404, "session_not_found");
     let text = scrape(server.addr).await;
     assert_eq!(sample(&text, "switchboard_slow_consumer_disconnects_total"), Some(1.0));
 }

@@ -53,8 +53,9 @@ pub(crate) const STREAM_BUFFER: usize = 4;
 /// What an HTTP call asks of a session.
 #[derive(Debug)]
 pub(crate) enum Request {
-    /// Carry out the commands of a `POST /session` body, then say so.
-    Commands { body: Bytes, done: oneshot::Sender<()> },
+    /// Carry out the commands of a `POST /session` body, then say whether the session took
+    /// them (`false`: it has ended and takes no more commands).
+    Commands { body: Bytes, done: oneshot::Sender<bool> },
     /// Write the messages after `after` to `events` from now on (an `EventSource` that
     /// reconnected): answers whether the session could resume there.
     Resume { after: u64, events: mpsc::Sender<Bytes>, resumed: oneshot::Sender<bool> },
@@ -441,8 +442,9 @@ impl Driver {
     async fn on_request(&mut self, request: Request, outbox: &Outbox) {
         match request {
             Request::Commands { body, done } => {
+                let taken = self.session.is_some();
                 self.commands(&body, outbox).await;
-                let _ = done.send(());
+                let _ = done.send(taken);
             }
             Request::Resume { after, events, resumed } => {
                 // Resumable when the stream saw everything up to `after`, which this session

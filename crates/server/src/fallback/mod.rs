@@ -495,7 +495,7 @@ pub(crate) async fn commands_here_or_there(
         Held::Here(entry) => {
             let (done, finished) = oneshot::channel();
             let sent = entry.requests.send(SessionRequest::Commands { body, done }).await;
-            if sent.is_ok() && finished.await.is_ok() {
+            if sent.is_ok() && finished.await == Ok(true) {
                 StatusCode::NO_CONTENT
             } else {
                 StatusCode::NOT_FOUND
