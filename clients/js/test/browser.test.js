@@ -1,7 +1,8 @@
 // The client in a real browser: headless Chromium loads a page that imports
 // `/switchboard.js` from the server itself (the copy built into the binary), connects through
 // the cutting proxy over each transport in turn (the browser's own WebSocket, EventSource and
-// fetch), publishes, receives, and recovers after a cut.
+// fetch), publishes, receives, and recovers after a cut; reads presence and history; and
+// comes back by itself after the server restarts, reporting the lost history.
 
 import assert from 'node:assert/strict';
 import { existsSync, readFileSync } from 'node:fs';
@@ -43,7 +44,9 @@ function page(server) {
   window.start = async (url, name, transports) => {
     window.client?.close();
     document.getElementById('log').replaceChildren();
-    Object.assign(window, { received: [], states: [], recoveries: [] });
+    Object.assign(window, {
+      received: [], states: [], events: [], subscribes: [], recoveries: [], joins: [], leaves: [],
+    });
     const client = new Switchboard(url, {
       transports,
       minReconnectDelay: 100,
@@ -52,6 +55,8 @@ function page(server) {
     window.client = client;
     client.on('state', (event) => {
       window.states.push(event.state);
+      const { state, transport, code, advice, reason } = event;
+      window.events.push({ state, transport, code, advice, reason });
       document.getElementById('state').textContent =
         'state: ' + event.state + ' over ' + event.transport;
     });
@@ -64,7 +69,11 @@ function page(server) {
         window.recoveries.push(context);
         log('recovered: ' + context.recovered);
       },
+      subscribed: (context) => window.subscribes.push(context),
+      join: (event) => window.joins.push(event.client.client),
+      leave: (event) => window.leaves.push(event.client.client),
     });
+    window.sub = sub;
     await sub.ready;
     return client.session.client;
   };
@@ -178,6 +187,146 @@ describe('in Chromium', { skip: !hasChromium && !process.env.CI && `no ${chromiu
         }
         assert.equal(await tab.evaluate(() => window.client.state), 'connected');
         assert.ok(proxy.connections > connectionsBefore);
+        await tab.evaluate(() => window.client.close());
+        assert.deepEqual(errors, []);
+      });
+  }
+
+  for (const transport of TRANSPORTS) {
+    test(`over ${transport}: presence lists the browser and another client; history has the `
+      + 'offsets', { timeout: 30000 }, async () => {
+      const name = channel(`browser-presence-${transport}`);
+      const id = await tab.evaluate(([url, ch, t]) => window.start(url, ch, [t]),
+        [proxy.url, name, transport]);
+      assert.equal(await tab.evaluate(() => window.client.transport), transport);
+      const other = new Switchboard(server.url, { WebSocket, transports: ['websocket'] });
+      try {
+        await other.subscribe(name).ready;
+        const otherId = other.session.client;
+        assert.notEqual(otherId, id);
+        await tab.waitForFunction((who) => window.joins.includes(who), otherId);
+
+        const present = await tab.evaluate(() => window.sub.presence());
+        assert.deepEqual(present.map((c) => c.client).sort(), [id, otherId].sort());
+        // The other client sees the browser there too.
+        const seen = await other.presence(name);
+        assert.deepEqual(seen.map((c) => c.client).sort(), [id, otherId].sort());
+
+        // Three publications from the browser, two from the other client.
+        const acks = [];
+        for (const text of ['one', 'two', 'three']) {
+          acks.push(await tab.evaluate(([ch, data]) => window.client.publish(ch, data),
+            [name, text]));
+        }
+        for (const n of [4, 5]) acks.push(await other.publish(name, n));
+        assert.deepEqual(acks.map((a) => a.offset), [1, 2, 3, 4, 5]);
+        const { epoch } = acks[0];
+        assert.ok(acks.every((a) => a.epoch === epoch), 'one epoch');
+        await tab.waitForFunction(() => window.received.length === 5);
+
+        const history = await tab.evaluate(() => window.sub.history({ limit: 10 }));
+        assert.equal(history.epoch, epoch);
+        assert.equal(history.offset, 5);
+        assert.deepEqual(
+          history.publications.map((p) => [p.channel, p.offset, p.epoch, p.data, p.info.client]),
+          [
+            [name, 1, epoch, 'one', id],
+            [name, 2, epoch, 'two', id],
+            [name, 3, epoch, 'three', id],
+            [name, 4, epoch, 4, otherId],
+            [name, 5, epoch, 5, otherId],
+          ],
+        );
+        // The newest `limit`, and those after a position.
+        const newest = await tab.evaluate(() => window.sub.history({ limit: 2 }));
+        assert.deepEqual(newest.publications.map((p) => [p.offset, p.data]), [[4, 4], [5, 5]]);
+        const since = await tab.evaluate(
+          (e) => window.sub.history({ since: { offset: 3, epoch: e } }), epoch);
+        assert.deepEqual(since.publications.map((p) => [p.offset, p.data]), [[4, 4], [5, 5]]);
+        assert.equal(since.complete, true);
+
+        // The other client leaves: presence lists the browser alone.
+        other.close();
+        await tab.waitForFunction((who) => window.leaves.includes(who), otherId);
+        const alone = await tab.evaluate(() => window.sub.presence());
+        assert.deepEqual(alone.map((c) => c.client), [id]);
+      } finally {
+        other.close();
+      }
+      assert.equal(await tab.evaluate(() => window.client.transport), transport);
+      await tab.evaluate(() => window.client.close());
+      assert.deepEqual(errors, []);
+    });
+  }
+
+  for (const transport of TRANSPORTS) {
+    test(`over ${transport}: after a server restart, comes back by itself with recovered: false`,
+      { timeout: 30000 }, async () => {
+        const name = channel(`browser-restart-${transport}`);
+        const idBefore = await tab.evaluate(([url, ch, t]) => window.start(url, ch, [t]),
+          [proxy.url, name, transport]);
+        const first = await tab.evaluate((ch) => window.client.publish(ch, 'before'), name);
+        await tab.waitForFunction(() => window.received.length === 1);
+        const eventsBefore = await tab.evaluate(() => window.events.length);
+
+        // The same port, a new process: the memory broker's history is gone.
+        const { port, pid } = server;
+        await server.stop();
+        server = await startServer({ port });
+        assert.notEqual(server.pid, pid);
+
+        // Back by itself: disconnected, connected again, subscribed again; and the
+        // subscription reports that what it may have missed is lost.
+        await tab.waitForFunction((from) => {
+          const events = window.events.slice(from);
+          const lost = events.findIndex((e) => e.state === 'disconnected');
+          return lost >= 0 && events.slice(lost).some((e) => e.state === 'connected')
+            && window.subscribes.length === 2;
+        }, eventsBefore);
+        const events = (await tab.evaluate(() => window.events)).slice(eventsBefore);
+        const lost = events.find((e) => e.state === 'disconnected');
+        if (transport === 'websocket') {
+          // The connection dropped without a close frame.
+          assert.equal(lost.code, 1006, JSON.stringify(lost));
+        } else {
+          // The new server does not know the session: 4002, and the client starts over.
+          assert.equal(lost.code, 4002, JSON.stringify(lost));
+          assert.equal(lost.advice, 'reconnect');
+        }
+        assert.ok(events.every((e) => e.transport === transport), JSON.stringify(events));
+        assert.equal(await tab.evaluate(() => window.client.state), 'connected');
+        const [, resubscribed] = await tab.evaluate(() => window.subscribes);
+        const recoveries = await tab.evaluate(() => window.recoveries);
+        assert.equal(recoveries.length, 1, 'the resubscription reports its recovery');
+        assert.equal(recoveries[0].channel, name);
+        assert.equal(recoveries[0].recovered, false, 'a lost history is reported, not a gap');
+        assert.notEqual(recoveries[0].epoch, first.epoch);
+        assert.equal(recoveries[0].epoch, resubscribed.epoch);
+
+        // A new session on the new server, subscribed again.
+        const idAfter = await tab.evaluate(() => window.client.session.client);
+        assert.notEqual(idAfter, idBefore);
+        const present = await tab.evaluate(() => window.sub.presence());
+        assert.deepEqual(present.map((c) => c.client), [idAfter]);
+
+        // Publishing and receiving work again, from the browser and from another client.
+        const own = await tab.evaluate((ch) => window.client.publish(ch, 'after'), name);
+        assert.equal(own.epoch, recoveries[0].epoch);
+        const publisher = new Switchboard(server.url, { WebSocket, transports: ['websocket'] });
+        try {
+          await stateReached(publisher, 'connected');
+          await publisher.publish(name, 'from node');
+        } finally {
+          publisher.close();
+        }
+        await tab.waitForFunction(() => window.received.length === 3);
+        const received = await tab.evaluate(() => window.received);
+        assert.deepEqual(received.map((p) => [p.epoch, p.offset, p.data]), [
+          [first.epoch, 1, 'before'],
+          [own.epoch, 1, 'after'],
+          [own.epoch, 2, 'from node'],
+        ]);
+        assert.equal(await tab.evaluate(() => window.client.transport), transport);
         await tab.evaluate(() => window.client.close());
         assert.deepEqual(errors, []);
       });
