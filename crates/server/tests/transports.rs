@@ -567,3 +567,16 @@ async fn tickets_cookies_and_tokens_in_urls_as_on_the_websocket() {
     let in_url = format!("/poll?token={}", tokens::token("bob", &["*"], &["*"]));
     request(addr, "POST", &in_url, &[], "").await.refusal(401, "credentials_required");
 }
+
+#[tokio::test]
+async fn same_origin_gets_without_origin_pass_where_origin_is_required() {
+    let mut config = open_config();
+    config.origins.allow_missing = false;
+    let server = TestServer::start(config).await;
+    // A browser's same-origin EventSource sends no Origin, only Sec-Fetch-Site.
+    let (_stream, _session) = open_sse(server.addr, &[("Sec-Fetch-Site", "same-origin")]).await;
+    let refused = EventStream::open(server.addr, "/sse", &[]).await;
+    assert_eq!(refused.status, 403, "{}", refused.head);
+    let cross = [("Sec-Fetch-Site", "cross-site")];
+    request(server.addr, "POST", "/poll", &cross, "").await.refusal(403, "origin_not_allowed");
+}

@@ -179,7 +179,12 @@ fn preflight_or_origin(
     }
     let origin = origins.first().and_then(|v| v.to_str().ok());
     let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
-    if let Err(reason) = check_origin(origin, host, &shared.config.origins) {
+    // Browsers send no `Origin` on a same-origin GET (an `EventSource`, a poll), but say
+    // where the request comes from in `Sec-Fetch-Site`: the server's own origin, always
+    // allowed, even where requests without `Origin` are not.
+    let same_origin = origin.is_none()
+        && headers.get("sec-fetch-site").is_some_and(|v| v.as_bytes() == b"same-origin");
+    if !same_origin && let Err(reason) = check_origin(origin, host, &shared.config.origins) {
         tracing::debug!(reason = %reason, "http transport request refused: origin");
         return Err(refused(shared, "origin_not_allowed", || {
             Refusal::new(StatusCode::FORBIDDEN, "origin_not_allowed", reason)
