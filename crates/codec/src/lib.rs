@@ -24,6 +24,7 @@
 //! ```
 
 mod connection;
+pub mod deflate;
 mod error;
 mod frame;
 pub mod handshake;
@@ -33,6 +34,7 @@ mod utf8;
 pub use connection::{
     CloseCause, CloseFrame, Connection, Event, Limits, Message, Role, State, Timeouts,
 };
+pub use deflate::{DeflateConfig, DeflateParams};
 pub use error::{CloseCode, Error};
 pub use frame::{FrameHeader, MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN, OpCode, PreparedMessage};
 pub use handshake::{ClientHandshake, HandshakeError, HandshakeLimits, ServerHandshake};
