@@ -264,6 +264,11 @@ impl DeflateConfig {
             client_max_window_bits: Some(self.client_max_window_bits.clamp(8, 15)),
         })
     }
+
+    /// The compression level as flate2 takes it.
+    pub(crate) fn compression(&self) -> flate2::Compression {
+        flate2::Compression::new(self.level.min(9))
+    }
 }
 
 /// Parses the parameters of one permessage-deflate entry. `offer` selects the rules of an

@@ -23,6 +23,7 @@
 //! # Ok::<(), switchboard_codec::Error>(())
 //! ```
 
+mod compress;
 mod connection;
 pub mod deflate;
 mod error;
@@ -36,7 +37,7 @@ pub use connection::{
 };
 pub use deflate::{DeflateConfig, DeflateParams};
 pub use error::{CloseCode, Error};
-pub use frame::{FrameHeader, MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN, OpCode, PreparedMessage};
+pub use frame::{FrameHeader, MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN, OpCode, PreparedMessage, RSV1};
 pub use handshake::{ClientHandshake, HandshakeError, HandshakeLimits, ServerHandshake};
 pub use mask::{apply_mask, apply_mask_bytewise};
 pub use utf8::Utf8Validator;
