@@ -1,8 +1,9 @@
 //! Switchboard's WebSocket engine: RFC 6455 without I/O.
 //!
 //! This crate owns the opening handshake ([`ServerHandshake`], [`ClientHandshake`]), frame
-//! headers, masking, fragmentation, incremental UTF-8 validation, the close handshake and
-//! keepalive timers ([`Connection`]). It owns no sockets and reads no clock: bytes and `now`
+//! headers, masking, fragmentation, incremental UTF-8 validation, the close handshake,
+//! keepalive timers ([`Connection`]) and permessage-deflate (RFC 7692: negotiation in
+//! [`deflate`], compression in [`Connection::with_deflate`]). It owns no sockets and reads no clock: bytes and `now`
 //! go in, events and bytes come out, so every behaviour can be tested byte by byte and the
 //! same engine drives both the server and the client.
 //!
