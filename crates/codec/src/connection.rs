@@ -7,10 +7,13 @@ use bytes::{Buf, Bytes, BytesMut};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::frame::{FrameHeader, MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN, OpCode, PreparedMessage};
+use crate::compress::{Deflater, Inflater};
+use crate::frame::{
+    FrameHeader, MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN, OpCode, PreparedMessage, RSV1,
+};
 use crate::mask::apply_mask;
 use crate::utf8::Utf8Validator;
-use crate::{CloseCode, Error};
+use crate::{CloseCode, DeflateConfig, DeflateParams, Error};
 
 /// Which end of the connection this is. Decides masking (RFC 6455 §5.1).
 #[derive(Clone, Copy, Debug, Eq, PartialEq)]
@@ -29,7 +32,9 @@ pub struct Limits {
     /// connection with 1009 before a byte of payload is buffered.
     pub max_frame_size: usize,
     /// Largest message after reassembling fragments. Default 16 MiB. This bounds what one
-    /// connection can make the process hold for its read side.
+    /// connection can make the process hold for its read side. With permessage-deflate it
+    /// bounds both the compressed bytes received and the inflated message, which is cut
+    /// off with 1009 as soon as inflating would pass it.
     pub max_message_size: usize,
 }
 
@@ -204,6 +209,20 @@ pub struct Connection {
     /// have been polled.
     pending_failure: Option<Error>,
     error: Option<Error>,
+    /// permessage-deflate, when negotiated.
+    deflate: Option<Box<Deflate>>,
+    /// Whether the data message in progress is compressed (RSV1 on its first frame).
+    compressed: bool,
+}
+
+/// A connection's permessage-deflate state (RFC 7692).
+#[derive(Debug)]
+struct Deflate {
+    params: DeflateParams,
+    deflater: Deflater,
+    inflater: Inflater,
+    /// Compressed bytes received for the message in progress.
+    wire_len: usize,
 }
 
 impl Connection {
@@ -237,7 +256,75 @@ impl Connection {
             close_code: None,
             pending_failure: None,
             error: None,
+            deflate: None,
+            compressed: false,
         }
+    }
+
+    /// A connection in [`State::Open`] with permessage-deflate negotiated: `params` as
+    /// accepted in the handshake ([`DeflateConfig::accept`] on the server,
+    /// [`ServerResponse::deflate`](crate::handshake::ServerResponse::deflate) on the
+    /// client), `config` for the level, the minimum size and this end's own wish to
+    /// compress without context.
+    ///
+    /// RSV1 is then allowed on the first frame of a data message, whose payload is
+    /// inflated on receipt; text and binary messages of at least `config.min_size` bytes
+    /// are sent compressed when that makes them smaller. Compression state is allocated
+    /// when a message needs it and, in a direction without context takeover, freed when
+    /// the message is done, so an idle connection holds none.
+    pub fn with_deflate(
+        role: Role,
+        limits: Limits,
+        params: DeflateParams,
+        config: &DeflateConfig,
+    ) -> Self {
+        let mut conn = Self::new(role, limits);
+        let (send_bits, send_reset, recv_bits, recv_reset) = match role {
+            Role::Server => (
+                params.server_window_bits(),
+                params.server_no_context_takeover || config.server_no_context_takeover,
+                params.client_window_bits(),
+                params.client_no_context_takeover,
+            ),
+            Role::Client => (
+                params.client_window_bits(),
+                params.client_no_context_takeover || config.client_no_context_takeover,
+                params.server_window_bits(),
+                params.server_no_context_takeover,
+            ),
+        };
+        conn.allowed_rsv = RSV1;
+        conn.deflate = Some(Box::new(Deflate {
+            params,
+            deflater: Deflater::new(config.compression(), send_bits, config.min_size, send_reset),
+            inflater: Inflater::new(recv_bits, recv_reset),
+            wire_len: 0,
+        }));
+        conn
+    }
+
+    /// The negotiated permessage-deflate parameters, if any.
+    pub fn deflate_params(&self) -> Option<&DeflateParams> {
+        self.deflate.as_ref().map(|d| &d.params)
+    }
+
+    /// Whether [`send_prepared`](Self::send_prepared) can send `msg` here: a server
+    /// connection, and for a compressed message, permessage-deflate negotiated with a
+    /// window at least as large as the one `msg` was compressed with.
+    pub fn accepts_prepared(&self, msg: &PreparedMessage) -> bool {
+        self.role == Role::Server
+            && match (msg.compressed_window_bits(), &self.deflate) {
+                (None, _) => true,
+                (Some(bits), Some(d)) => bits <= d.deflater.window_bits(),
+                (Some(_), None) => false,
+            }
+    }
+
+    /// Whether any compression state is allocated (for tests and memory accounting).
+    pub fn has_deflate_state(&self) -> bool {
+        self.deflate
+            .as_ref()
+            .is_some_and(|d| d.deflater.is_allocated() || d.inflater.is_allocated())
     }
 
     /// Starts the keepalive and closing timers, counting from `now`.
@@ -357,8 +444,8 @@ impl Connection {
             return Err(Error::Closing);
         }
         match msg {
-            Message::Text(data) => self.write_frame(OpCode::Text, data),
-            Message::Binary(data) => self.write_frame(OpCode::Binary, data),
+            Message::Text(data) => self.write_message(OpCode::Text, data),
+            Message::Binary(data) => self.write_message(OpCode::Binary, data),
             Message::Ping(data) | Message::Pong(data) if data.len() > MAX_CONTROL_PAYLOAD => {
                 return Err(Error::ControlPayloadTooLarge(data.len()));
             }
@@ -370,16 +457,31 @@ impl Connection {
 
     /// Queues a message encoded once for many connections (server role only).
     ///
+    /// A compressed message is sent as it is, without compressing again. When this
+    /// connection compresses its own messages with context takeover, that context is
+    /// dropped: the peer's window now holds the shared message, which this end's
+    /// compressor never saw (RFC 7692 §7.2.3.2 has later messages refer back into it).
+    ///
     /// # Errors
     ///
     /// [`Error::Closing`] once the close handshake has begun;
-    /// [`Error::PreparedFromClient`] in the client role, whose frames must be masked.
+    /// [`Error::PreparedFromClient`] in the client role, whose frames must be masked;
+    /// [`Error::PreparedNotNegotiated`] for a compressed message this connection does not
+    /// [accept](Self::accepts_prepared).
     pub fn send_prepared(&mut self, msg: &PreparedMessage) -> Result<(), Error> {
         if self.role == Role::Client {
             return Err(Error::PreparedFromClient);
         }
         if self.state != State::Open {
             return Err(Error::Closing);
+        }
+        if msg.is_compressed() {
+            if !self.accepts_prepared(msg) {
+                return Err(Error::PreparedNotNegotiated);
+            }
+            if let Some(d) = &mut self.deflate {
+                d.deflater.reset();
+            }
         }
         self.push_shared(msg.as_bytes().clone());
         Ok(())
@@ -538,6 +640,10 @@ impl Connection {
         if h.rsv & !self.allowed_rsv != 0 {
             return Err(Error::ReservedBits(h.rsv));
         }
+        // RFC 7692 §6.1: RSV1 marks the first frame of a compressed data message only.
+        if h.rsv & RSV1 != 0 && (h.opcode.is_control() || h.opcode == OpCode::Continuation) {
+            return Err(Error::MisplacedRsv1(h.opcode));
+        }
         let max_frame = self.limits.max_frame_size as u64;
         if h.payload_len > max_frame {
             return Err(Error::FrameTooLarge { len: h.payload_len, max: max_frame });
@@ -549,7 +655,11 @@ impl Connection {
                 if self.message.is_none() {
                     return Err(Error::UnexpectedContinuation);
                 }
-                let total = self.fragments.len() as u64 + h.payload_len;
+                let so_far = match &self.deflate {
+                    Some(d) if self.compressed => d.wire_len,
+                    _ => self.fragments.len(),
+                };
+                let total = so_far as u64 + h.payload_len;
                 if total > max_message {
                     return Err(Error::MessageTooLarge { len: total, max: max_message });
                 }
@@ -564,13 +674,22 @@ impl Connection {
                 if h.opcode == OpCode::Text {
                     self.utf8.reset();
                 }
+                self.compressed = h.rsv & RSV1 != 0;
+                if let Some(d) = &mut self.deflate {
+                    d.wire_len = 0;
+                }
             }
             OpCode::Close | OpCode::Ping | OpCode::Pong => {}
         }
         Ok(())
     }
 
+    /// Whether the frame's raw payload is UTF-8 text to validate as it arrives; compressed
+    /// text is validated once inflated.
     fn is_text(&self, h: &FrameHeader) -> bool {
+        if self.compressed {
+            return false;
+        }
         match h.opcode {
             OpCode::Text => true,
             OpCode::Continuation => self.message == Some(OpCode::Text),
@@ -580,6 +699,9 @@ impl Connection {
 
     fn on_frame(&mut self, h: FrameHeader, payload: BytesMut) -> Result<(), Error> {
         match h.opcode {
+            OpCode::Text | OpCode::Binary | OpCode::Continuation if self.compressed => {
+                self.on_compressed(h, &payload)?;
+            }
             OpCode::Text | OpCode::Binary if h.fin => {
                 self.deliver(h.opcode, payload.freeze())?;
             }
@@ -611,6 +733,31 @@ impl Connection {
             OpCode::Close => self.on_close(&payload)?,
         }
         Ok(())
+    }
+
+    /// A frame of a compressed message: inflate it onto the message (RFC 7692 §7.2.2),
+    /// validating text as it comes out.
+    fn on_compressed(&mut self, h: FrameHeader, payload: &[u8]) -> Result<(), Error> {
+        let opcode = match h.opcode {
+            OpCode::Continuation => self.message.unwrap_or(OpCode::Binary),
+            op => op,
+        };
+        // `compressed` is only set when RSV1 was allowed, which only deflate does.
+        let Some(d) = self.deflate.as_mut() else { return Err(Error::ReservedBits(h.rsv)) };
+        d.wire_len += payload.len();
+        let start = d.inflater.inflate(payload, h.fin, self.limits.max_message_size)?;
+        if opcode == OpCode::Text {
+            let fresh = d.inflater.message().get(start..).unwrap_or_default();
+            self.utf8.feed(fresh).map_err(|()| Error::InvalidUtf8)?;
+        }
+        if !h.fin {
+            self.message = Some(opcode);
+            return Ok(());
+        }
+        let data = d.inflater.finish();
+        self.message = None;
+        self.compressed = false;
+        self.deliver(opcode, data)
     }
 
     fn deliver(&mut self, opcode: OpCode, data: Bytes) -> Result<(), Error> {
@@ -674,6 +821,11 @@ impl Connection {
         self.header = None;
         self.message = None;
         self.fragments = BytesMut::new();
+        self.compressed = false;
+        if let Some(d) = &mut self.deflate {
+            d.inflater.clear();
+            d.deflater.reset();
+        }
     }
 
     fn queue_close(&mut self, code: Option<CloseCode>, reason: &str) {
@@ -690,10 +842,22 @@ impl Connection {
         self.write_frame(OpCode::Close, Bytes::from(body));
     }
 
+    /// Queues a data message, compressed when deflate was negotiated and it pays.
+    fn write_message(&mut self, opcode: OpCode, data: Bytes) {
+        match self.deflate.as_mut().and_then(|d| d.deflater.compress(&data)) {
+            Some(compressed) => self.write_frame_rsv(opcode, Bytes::from(compressed), RSV1),
+            None => self.write_frame(opcode, data),
+        }
+    }
+
     fn write_frame(&mut self, opcode: OpCode, payload: Bytes) {
+        self.write_frame_rsv(opcode, payload, 0);
+    }
+
+    fn write_frame_rsv(&mut self, opcode: OpCode, payload: Bytes, rsv: u8) {
         let mask = self.rng.as_mut().map(|rng| rng.random::<[u8; 4]>());
         let header =
-            FrameHeader { fin: true, rsv: 0, opcode, mask, payload_len: payload.len() as u64 };
+            FrameHeader { fin: true, rsv, opcode, mask, payload_len: payload.len() as u64 };
         if mask.is_none() && payload.len() >= SHARE_THRESHOLD {
             // Big unmasked payloads go out as they are, without a copy.
             let mut head = bytes::BytesMut::with_capacity(MAX_HEADER_LEN);

@@ -2,6 +2,8 @@
 
 use std::fmt;
 
+use crate::OpCode;
+
 /// A WebSocket close status code (RFC 6455 §7.4).
 #[derive(Clone, Copy, Debug, Eq, Hash, PartialEq, PartialOrd, Ord)]
 pub struct CloseCode(pub u16);
@@ -127,6 +129,23 @@ pub enum Error {
     /// The caller's control payload (ping, pong, close reason) is over 125 bytes.
     #[error("control payload too large: {0} > 125")]
     ControlPayloadTooLarge(usize),
+    /// RSV1 on a control frame or a continuation frame: permessage-deflate marks only the
+    /// first frame of a message (RFC 7692 §6.1).
+    #[error("RSV1 set on a {0:?} frame")]
+    MisplacedRsv1(OpCode),
+    /// A compressed message is not a valid deflate stream (RFC 7692 §6.2).
+    #[error("invalid compressed data")]
+    InvalidCompressedData,
+    /// A compressed message inflated past the message size limit; inflating stopped there.
+    #[error("inflated message too large: more than {max} bytes")]
+    InflatedTooLarge {
+        /// Configured limit.
+        max: u64,
+    },
+    /// The caller sent a compressed prepared message on a connection that cannot take it:
+    /// permessage-deflate not negotiated, or a window larger than the peer accepts.
+    #[error("prepared message is compressed in a way this connection did not negotiate")]
+    PreparedNotNegotiated,
     /// The caller sent an unmasked prepared message from the client role.
     #[error("prepared messages are unmasked and cannot be sent by a client")]
     PreparedFromClient,
@@ -147,15 +166,17 @@ impl Error {
             | Error::ExpectedContinuation
             | Error::InvalidLength
             | Error::CloseFrameTooShort
-            | Error::InvalidCloseCode(_) => Some(CloseCode::PROTOCOL_ERROR),
-            Error::InvalidUtf8 => Some(CloseCode::INVALID_PAYLOAD),
-            Error::FrameTooLarge { .. } | Error::MessageTooLarge { .. } => {
-                Some(CloseCode::MESSAGE_TOO_BIG)
-            }
+            | Error::InvalidCloseCode(_)
+            | Error::MisplacedRsv1(_) => Some(CloseCode::PROTOCOL_ERROR),
+            Error::InvalidUtf8 | Error::InvalidCompressedData => Some(CloseCode::INVALID_PAYLOAD),
+            Error::FrameTooLarge { .. }
+            | Error::MessageTooLarge { .. }
+            | Error::InflatedTooLarge { .. } => Some(CloseCode::MESSAGE_TOO_BIG),
             Error::Closing
             | Error::UnsendableCloseCode(_)
             | Error::ControlPayloadTooLarge(_)
-            | Error::PreparedFromClient => None,
+            | Error::PreparedFromClient
+            | Error::PreparedNotNegotiated => None,
         }
     }
 
@@ -185,6 +206,10 @@ impl Error {
             Error::UnsendableCloseCode(_) => "unsendable_close_code",
             Error::ControlPayloadTooLarge(_) => "control_payload_too_large",
             Error::PreparedFromClient => "prepared_from_client",
+            Error::MisplacedRsv1(_) => "misplaced_rsv1",
+            Error::InvalidCompressedData => "invalid_compressed_data",
+            Error::InflatedTooLarge { .. } => "inflated_too_large",
+            Error::PreparedNotNegotiated => "prepared_not_negotiated",
         }
     }
 }

@@ -2,7 +2,12 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::Error;
+use crate::compress::{MIN_WINDOW_BITS, compress_once};
+use crate::{DeflateConfig, Error};
+
+/// The RSV1 bit in [`FrameHeader::rsv`]: set on the first frame of a compressed message
+/// (RFC 7692 §6).
+pub const RSV1: u8 = 0b100;
 
 /// The largest possible frame header: 2 bytes, a 64-bit length and a masking key.
 pub const MAX_HEADER_LEN: usize = 14;
@@ -181,9 +186,15 @@ impl FrameHeader {
 /// let msg = PreparedMessage::text("hello");
 /// assert_eq!(&msg.as_bytes()[..], b"\x81\x05hello");
 /// ```
+///
+/// With permessage-deflate, [`deflated_text`](Self::deflated_text) and
+/// [`deflated_binary`](Self::deflated_binary) compress once, without context, so the one
+/// frame suits every connection that [accepts it](crate::Connection::accepts_prepared).
 #[derive(Clone, Debug, Eq, PartialEq)]
 pub struct PreparedMessage {
     frame: Bytes,
+    /// The window the payload was compressed with, when RSV1 is set.
+    window_bits: Option<u8>,
 }
 
 impl PreparedMessage {
@@ -207,18 +218,56 @@ impl PreparedMessage {
         Ok(Self::encode(OpCode::Text, data))
     }
 
+    /// Encodes a text message compressed per RFC 7692 §7.2.1 with `config`'s level and
+    /// `server_max_window_bits`, with no context, so any connection that negotiated
+    /// permessage-deflate with at least that window can send it. Below `config.min_size`,
+    /// when the window is 8 bits (which zlib cannot compress with) or when compression
+    /// does not make it smaller, the message is encoded uncompressed instead.
+    pub fn deflated_text(text: impl AsRef<str>, config: &DeflateConfig) -> Self {
+        Self::deflate(OpCode::Text, text.as_ref().as_bytes(), config)
+    }
+
+    /// Encodes a binary message compressed like [`deflated_text`](Self::deflated_text).
+    pub fn deflated_binary(data: impl AsRef<[u8]>, config: &DeflateConfig) -> Self {
+        Self::deflate(OpCode::Binary, data.as_ref(), config)
+    }
+
+    /// The LZ77 window the payload was compressed with, or `None` when it is not
+    /// compressed.
+    pub fn compressed_window_bits(&self) -> Option<u8> {
+        self.window_bits
+    }
+
+    /// Whether the frame carries a compressed payload (RSV1 set).
+    pub fn is_compressed(&self) -> bool {
+        self.window_bits.is_some()
+    }
+
+    fn deflate(opcode: OpCode, payload: &[u8], config: &DeflateConfig) -> Self {
+        let bits = config.server_max_window_bits.min(15);
+        if payload.len() >= config.min_size
+            && bits >= MIN_WINDOW_BITS
+            && let Some(compressed) = compress_once(payload, config.compression(), bits)
+            && compressed.len() < payload.len()
+        {
+            let mut msg = Self::encode_with(opcode, RSV1, &compressed);
+            msg.window_bits = Some(bits);
+            return msg;
+        }
+        Self::encode(opcode, payload)
+    }
+
     fn encode(opcode: OpCode, payload: &[u8]) -> Self {
-        let header = FrameHeader {
-            fin: true,
-            rsv: 0,
-            opcode,
-            mask: None,
-            payload_len: payload.len() as u64,
-        };
+        Self::encode_with(opcode, 0, payload)
+    }
+
+    fn encode_with(opcode: OpCode, rsv: u8, payload: &[u8]) -> Self {
+        let header =
+            FrameHeader { fin: true, rsv, opcode, mask: None, payload_len: payload.len() as u64 };
         let mut out = BytesMut::with_capacity(header.encoded_len() + payload.len());
         header.encode(&mut out);
         out.put_slice(payload);
-        Self { frame: out.freeze() }
+        Self { frame: out.freeze(), window_bits: None }
     }
 
     /// The encoded frame, header included.

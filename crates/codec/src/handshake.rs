@@ -7,6 +7,8 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use sha1::{Digest, Sha1};
 
+use crate::deflate::{DeflateConfig, DeflateParams, PERMESSAGE_DEFLATE};
+
 /// The GUID of RFC 6455 §1.3, appended to the key to compute the accept value.
 pub const WEBSOCKET_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 
@@ -85,6 +87,9 @@ pub enum HandshakeError {
     /// Client side: the server accepted an extension the client did not offer.
     #[error("server accepted an extension that was not offered")]
     UnofferedExtension,
+    /// Client side: the server's permessage-deflate answer breaks RFC 7692 §5 or §7.1.
+    #[error("invalid permessage-deflate response: {0}")]
+    InvalidDeflateResponse(&'static str),
 }
 
 impl HandshakeError {
@@ -135,6 +140,7 @@ impl HandshakeError {
             HandshakeError::AcceptMismatch => "accept_mismatch",
             HandshakeError::UnofferedProtocol => "unoffered_protocol",
             HandshakeError::UnofferedExtension => "unoffered_extension",
+            HandshakeError::InvalidDeflateResponse(_) => "invalid_deflate_response",
         }
     }
 
@@ -318,6 +324,13 @@ impl ServerHandshake {
         supported.iter().copied().find(|s| self.protocols.iter().any(|p| p == s))
     }
 
+    /// The permessage-deflate parameters to accept from this request's offers, if any is
+    /// acceptable under `config` (see [`DeflateConfig::accept`]). Pass
+    /// [`DeflateParams::to_response_value`] to [`response`](Self::response).
+    pub fn negotiate_deflate(&self, config: &DeflateConfig) -> Option<DeflateParams> {
+        config.accept(&self.extensions)
+    }
+
     /// The 101 response accepting this request, with the chosen subprotocol and the
     /// accepted extensions header value, if any.
     pub fn response(&self, protocol: Option<&str>, extensions: Option<&str>) -> Vec<u8> {
@@ -342,6 +355,7 @@ impl ServerHandshake {
 pub struct ClientHandshake {
     key: String,
     protocols: Vec<String>,
+    deflate: Option<DeflateParams>,
 }
 
 /// What the server accepted in its 101 response.
@@ -351,6 +365,9 @@ pub struct ServerResponse {
     pub protocol: Option<String>,
     /// The extensions the server accepted.
     pub extensions: Vec<Extension>,
+    /// The permessage-deflate parameters the server accepted, checked against the offer:
+    /// pass them to [`Connection::with_deflate`](crate::Connection::with_deflate).
+    pub deflate: Option<DeflateParams>,
 }
 
 impl ClientHandshake {
@@ -367,7 +384,18 @@ impl ClientHandshake {
 
     /// A handshake with a given nonce (for tests and reproducible traces).
     pub fn with_key(nonce: [u8; 16]) -> Self {
-        Self { key: BASE64.encode(nonce), protocols: Vec::new() }
+        Self { key: BASE64.encode(nonce), protocols: Vec::new(), deflate: None }
+    }
+
+    /// Offers permessage-deflate as `config` says (nothing when it is disabled).
+    pub fn with_deflate(mut self, config: &DeflateConfig) -> Self {
+        self.deflate = config.offer();
+        self
+    }
+
+    /// The permessage-deflate offer this handshake sends, if any.
+    pub fn deflate_offer(&self) -> Option<&DeflateParams> {
+        self.deflate.as_ref()
     }
 
     /// Offers these subprotocols, in order of preference.
@@ -395,6 +423,9 @@ impl ClientHandshake {
         );
         if !self.protocols.is_empty() {
             out.push_str(&format!("Sec-WebSocket-Protocol: {}\r\n", self.protocols.join(", ")));
+        }
+        if let Some(offer) = &self.deflate {
+            out.push_str(&format!("Sec-WebSocket-Extensions: {}\r\n", offer.to_offer_value()));
         }
         for (name, value) in extra_headers {
             out.push_str(&format!("{name}: {value}\r\n"));
@@ -468,11 +499,15 @@ impl ClientHandshake {
             return Err(HandshakeError::AcceptMismatch);
         }
         // RFC 6455 §4.1: the client fails the connection on an extension it did not ask for;
-        // this client offers none.
-        if !extensions.is_empty() {
-            return Err(HandshakeError::UnofferedExtension);
-        }
-        Ok(Some((ServerResponse { protocol, extensions }, used)))
+        // this client offers permessage-deflate at most, and RFC 7692 §5 accepts one offer.
+        let deflate = match (&extensions[..], &self.deflate) {
+            ([], _) => None,
+            ([ext], Some(offer)) if ext.name.eq_ignore_ascii_case(PERMESSAGE_DEFLATE) => {
+                Some(DeflateParams::from_response(ext, offer)?)
+            }
+            _ => return Err(HandshakeError::UnofferedExtension),
+        };
+        Ok(Some((ServerResponse { protocol, extensions, deflate }, used)))
     }
 }
 
@@ -519,7 +554,10 @@ fn parse_protocols(value: &[u8], out: &mut Vec<String>) -> Result<(), HandshakeE
 }
 
 /// Parses `extension *( ";" param [ "=" (token | quoted-string) ] )` lists in one pass.
-fn parse_extensions(value: &[u8], out: &mut Vec<Extension>) -> Result<(), HandshakeError> {
+pub(crate) fn parse_extensions(
+    value: &[u8],
+    out: &mut Vec<Extension>,
+) -> Result<(), HandshakeError> {
     let err = HandshakeError::InvalidExtensions;
     let mut p = Cursor { buf: value, pos: 0 };
     loop {
@@ -824,6 +862,48 @@ mod tests {
             client.verify(b"HTTP/1.1 403 Forbidden\r\n\r\n", &HandshakeLimits::default()),
             Err(HandshakeError::UnexpectedStatus(403))
         );
+    }
+
+    #[test]
+    fn client_negotiates_deflate_with_the_server() {
+        let config = DeflateConfig { enabled: true, ..Default::default() };
+        let client = ClientHandshake::with_key(*b"the sample nonce").with_deflate(&config);
+        let req = client.request("example.com", "/", &[]);
+        assert!(
+            String::from_utf8_lossy(&req).contains(
+                "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n"
+            )
+        );
+        let hs = ServerHandshake::parse(&req, &HandshakeLimits::default()).unwrap().unwrap().0;
+        let server_config = DeflateConfig { server_no_context_takeover: true, ..config };
+        let params = hs.negotiate_deflate(&server_config).expect("accepted");
+        let resp = hs.response(None, Some(&params.to_response_value()));
+        let (accepted, _) = client.verify(&resp, &HandshakeLimits::default()).unwrap().unwrap();
+        assert_eq!(accepted.deflate, Some(params));
+
+        let limits = HandshakeLimits::default();
+        let answer = |ext: &str| hs.response(None, Some(ext));
+        // RFC 7692 §5: one accepted offer at most; RFC 6455 §4.1: nothing not offered.
+        for bad in
+            ["permessage-deflate, permessage-deflate", "x-other", "permessage-deflate, x-other"]
+        {
+            assert_eq!(
+                client.verify(&answer(bad), &limits),
+                Err(HandshakeError::UnofferedExtension)
+            );
+        }
+        assert!(matches!(
+            client.verify(&answer("permessage-deflate; foo"), &limits),
+            Err(HandshakeError::InvalidDeflateResponse(_))
+        ));
+        let plain = ClientHandshake::with_key(*b"the sample nonce");
+        assert_eq!(
+            plain.verify(&answer("permessage-deflate"), &limits),
+            Err(HandshakeError::UnofferedExtension)
+        );
+        // Declining is the server's right: no extension, no deflate.
+        let (accepted, _) = client.verify(&hs.response(None, None), &limits).unwrap().unwrap();
+        assert_eq!(accepted.deflate, None);
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! Switchboard's WebSocket engine: RFC 6455 without I/O.
 //!
 //! This crate owns the opening handshake ([`ServerHandshake`], [`ClientHandshake`]), frame
-//! headers, masking, fragmentation, incremental UTF-8 validation, the close handshake and
-//! keepalive timers ([`Connection`]). It owns no sockets and reads no clock: bytes and `now`
+//! headers, masking, fragmentation, incremental UTF-8 validation, the close handshake,
+//! keepalive timers ([`Connection`]) and permessage-deflate (RFC 7692: negotiation in
+//! [`deflate`], compression in [`Connection::with_deflate`]). It owns no sockets and reads no clock: bytes and `now`
 //! go in, events and bytes come out, so every behaviour can be tested byte by byte and the
 //! same engine drives both the server and the client.
 //!
@@ -23,7 +24,9 @@
 //! # Ok::<(), switchboard_codec::Error>(())
 //! ```
 
+mod compress;
 mod connection;
+pub mod deflate;
 mod error;
 mod frame;
 pub mod handshake;
@@ -33,8 +36,9 @@ mod utf8;
 pub use connection::{
     CloseCause, CloseFrame, Connection, Event, Limits, Message, Role, State, Timeouts,
 };
+pub use deflate::{DeflateConfig, DeflateParams};
 pub use error::{CloseCode, Error};
-pub use frame::{FrameHeader, MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN, OpCode, PreparedMessage};
+pub use frame::{FrameHeader, MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN, OpCode, PreparedMessage, RSV1};
 pub use handshake::{ClientHandshake, HandshakeError, HandshakeLimits, ServerHandshake};
 pub use mask::{apply_mask, apply_mask_bytewise};
 pub use utf8::Utf8Validator;
