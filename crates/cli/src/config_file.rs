@@ -386,6 +386,18 @@ const DOCS: &[Doc] = &[
         "Allow requests without an Origin header (non-browser clients).",
     ),
     Doc::key(
+        "compression",
+        "ws",
+        "Negotiate permessage-deflate on /ws with clients that offer it (--ws-compression).",
+    ),
+    Doc::key(
+        "compression",
+        "echo",
+        "Negotiate permessage-deflate on /echo with clients that offer it (--echo-compression).",
+    ),
+    Doc::key("compression", "level", "zlib level, 0 (store) to 9 (smallest)."),
+    Doc::key("compression", "min_size", "Messages shorter than this many bytes go uncompressed."),
+    Doc::key(
         "transports",
         "disabled",
         "Transports turned off: \"websocket\", \"sse\", \"longpoll\" (--disable-transport).",

@@ -171,6 +171,26 @@ struct ServeArgs {
         value_name = "BOOL"
     )]
     no_localhost_origins: Option<bool>,
+    /// Negotiate permessage-deflate (RFC 7692) on /ws with clients that offer it.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_WS_COMPRESSION",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        value_name = "BOOL"
+    )]
+    ws_compression: Option<bool>,
+    /// Negotiate permessage-deflate (RFC 7692) on /echo with clients that offer it.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_ECHO_COMPRESSION",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        value_name = "BOOL"
+    )]
+    echo_compression: Option<bool>,
     /// Turn a transport off (repeat): websocket, sse or longpoll. Its opening path answers
     /// 404; clients fall back to the others.
     #[arg(
@@ -385,6 +405,10 @@ impl ServeArgs {
         set(&mut o.allowed, self.allowed_origins.as_ref());
         set(&mut o.allow_localhost, not(self.no_localhost_origins).as_ref());
         set(&mut o.allow_missing, not(self.require_origin).as_ref());
+
+        let c = &mut s.compression;
+        set(&mut c.ws, self.ws_compression.as_ref());
+        set(&mut c.echo, self.echo_compression.as_ref());
 
         let tr = &mut s.transports;
         set(&mut tr.disabled, self.disable_transports.as_ref());

@@ -13,7 +13,8 @@ use anyhow::Context as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use switchboard_broker_redis::RedisConfig;
 use switchboard_server::{
-    Config, HubOptions, NamespaceOptions, OriginOptions, Rate, Secret, TlsSource, TransportOptions,
+    CompressionOptions, Config, HubOptions, NamespaceOptions, OriginOptions, Rate, Secret,
+    TlsSource, TransportOptions,
 };
 
 /// Every setting of `switchboard serve`. Each key of the file is optional: `serde(default)`
@@ -48,6 +49,8 @@ pub(crate) struct Settings {
     pub(crate) origins: OriginOptions,
     /// `[transports]`: the server's own options.
     pub(crate) transports: TransportOptions,
+    /// `[compression]`: the server's own options.
+    pub(crate) compression: CompressionOptions,
     /// `[tls]`.
     pub(crate) tls: Tls,
     /// `[broker]`.
@@ -206,6 +209,7 @@ impl Default for Settings {
             },
             origins: c.origins.clone(),
             transports: c.transports.clone(),
+            compression: c.compression.clone(),
             tls: match &c.tls {
                 Some(TlsSource::Files { cert, key }) => {
                     Tls { cert: Some(cert.clone()), key: Some(key.clone()), dev: false }
@@ -308,6 +312,7 @@ impl Settings {
         config.auth.token_cookie.clone_from(&a.token_cookie);
         config.origins = self.origins.clone();
         config.transports = self.transports.clone();
+        config.compression = self.compression.clone();
         config.tls = match (&self.tls.cert, &self.tls.key) {
             (Some(cert), Some(key)) => {
                 Some(TlsSource::Files { cert: cert.clone(), key: key.clone() })

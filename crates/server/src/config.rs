@@ -79,6 +79,46 @@ pub struct Config {
     /// Which transports clients may use, and the timings of the HTTP ones (Server-Sent
     /// Events and long-polling, `docs/transports.md`).
     pub transports: TransportOptions,
+    /// permessage-deflate (RFC 7692) on the WebSocket endpoints.
+    pub compression: CompressionOptions,
+}
+
+/// permessage-deflate (RFC 7692): which WebSocket endpoints negotiate it, and how they
+/// compress.
+///
+/// With serde: the `[compression]` table of a configuration file, every key optional.
+#[derive(Clone, Debug, Deserialize, Eq, PartialEq, Serialize)]
+#[non_exhaustive]
+#[serde(default, deny_unknown_fields)]
+pub struct CompressionOptions {
+    /// Negotiate it on `/ws` when the client offers it. Default off: each connection
+    /// compresses its own copy of every publication, which costs CPU per delivery.
+    pub ws: bool,
+    /// Negotiate it on `/echo` when the client offers it. Default off, so that the
+    /// engine's raw figures stay comparable; on for the Autobahn compression cases.
+    pub echo: bool,
+    /// zlib level, 0 (store) to 9 (smallest). Default 1: most of the gain on JSON for a
+    /// fraction of the CPU of higher levels.
+    pub level: u32,
+    /// Messages shorter than this many bytes go uncompressed. Default 128.
+    pub min_size: usize,
+}
+
+impl Default for CompressionOptions {
+    fn default() -> Self {
+        Self { ws: false, echo: false, level: 1, min_size: 128 }
+    }
+}
+
+impl CompressionOptions {
+    /// The codec's settings for an endpoint that negotiates it.
+    pub(crate) fn deflate(&self) -> switchboard_codec::DeflateConfig {
+        let mut config = switchboard_codec::DeflateConfig::default();
+        config.enabled = true;
+        config.level = self.level.min(9);
+        config.min_size = self.min_size;
+        config
+    }
 }
 
 /// A way for clients to reach the hub.
@@ -449,6 +489,7 @@ impl Default for Config {
             rate_limits: LimitOptions::default(),
             api_key: None,
             transports: TransportOptions::default(),
+            compression: CompressionOptions::default(),
         }
     }
 }

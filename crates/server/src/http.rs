@@ -12,7 +12,9 @@ use bytes::Bytes;
 use futures_util::future::Either;
 use http::{HeaderValue, StatusCode, Version, header};
 use hyper_util::rt::TokioIo;
-use switchboard_codec::{Connection, HandshakeError, Limits, Role, ServerHandshake};
+use switchboard_codec::{
+    Connection, DeflateConfig, DeflateParams, HandshakeError, Limits, Role, ServerHandshake,
+};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_rustls::server::TlsStream;
@@ -123,6 +125,17 @@ pub(crate) fn upgrade(mut req: Request, shared: &Arc<Shared>, endpoint: WsRoute)
         }
         None => Identity::anonymous(),
     };
+    // RFC 7692: permessage-deflate where this endpoint negotiates it and the client offers it
+    // acceptably; otherwise the connection goes on without it.
+    let compression = &shared.config.compression;
+    let wanted = match endpoint {
+        WsRoute::Echo => compression.echo,
+        WsRoute::Hub => compression.ws,
+    };
+    let deflate = wanted.then(|| compression.deflate()).and_then(|config| {
+        handshake.negotiate_deflate(&config).map(|params| Box::new((params, config)))
+    });
+    let extensions = deflate.as_ref().map(|d| d.0.to_response_value());
     let offered_format = format.filter(|_| !offered.is_empty());
     let info = ConnInfo { peer, subprotocol: offered_format.map(Format::subprotocol) };
     let on_upgrade = hyper::upgrade::on(&mut req);
@@ -142,7 +155,7 @@ pub(crate) fn upgrade(mut req: Request, shared: &Arc<Shared>, endpoint: WsRoute)
         // Built in a block that ends before the await: what the driver took over must not
         // keep its own room in the task next to the driver's.
         let driving = {
-            let (conn, app) = connection_app(&task_shared, format, identity, ip);
+            let (conn, app) = connection_app(&task_shared, format, identity, ip, deflate);
             drive_upgraded(upgraded, conn, app, info, &task_shared)
         };
         driving.await;
@@ -157,6 +170,9 @@ pub(crate) fn upgrade(mut req: Request, shared: &Arc<Shared>, endpoint: WsRoute)
     }
     if let Some(format) = offered_format {
         h.insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(format.subprotocol()));
+    }
+    if let Some(value) = extensions.and_then(|v| HeaderValue::from_str(&v).ok()) {
+        h.insert(header::SEC_WEBSOCKET_EXTENSIONS, value);
     }
     resp
 }
@@ -192,16 +208,24 @@ fn connection_app(
     format: Option<Format>,
     identity: Box<Identity>,
     ip: Option<std::net::IpAddr>,
+    deflate: Option<Box<(DeflateParams, DeflateConfig)>>,
 ) -> (Connection, App) {
     let config = &shared.config;
+    let connection = |limits| match deflate {
+        Some(deflate) => {
+            let (params, config) = *deflate;
+            Connection::with_deflate(Role::Server, limits, params, &config)
+        }
+        None => Connection::new(Role::Server, limits),
+    };
     let Some(format) = format else {
-        return (Connection::new(Role::Server, config.limits.clone()), App::Echo);
+        return (connection(config.limits.clone()), App::Echo);
     };
     let node = &shared.node;
     let limits = Limits::with_max_message_size(node.options.max_message_size);
     let session = Session::new(node, *identity, format, ip, tokio::time::Instant::now());
     let app = App::Hub(Box::new(HubApp::new(session)));
-    (Connection::new(Role::Server, limits), app)
+    (connection(limits), app)
 }
 
 /// The driver of an upgraded connection, on the raw socket taken back from hyper. Plain TCP,

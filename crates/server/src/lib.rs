@@ -38,8 +38,8 @@ mod tls;
 mod ws;
 
 pub use config::{
-    Anonymous, AuthOptions, Config, HubOptions, LimitOptions, NamespaceOptions, OriginOptions,
-    Rate, Secret, Transport, TransportOptions, duration_str,
+    Anonymous, AuthOptions, CompressionOptions, Config, HubOptions, LimitOptions, NamespaceOptions,
+    OriginOptions, Rate, Secret, Transport, TransportOptions, duration_str,
 };
 pub use error::Error;
 pub use server::{Publisher, Server, ShutdownHandle, TlsReloader};

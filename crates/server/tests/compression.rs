@@ -1,0 +1,154 @@
+//! permessage-deflate (RFC 7692) at the server's door and on the wire: negotiated only where
+//! it is turned on, messages echoed compressed, and a decompression bomb cut off with 1009.
+
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use switchboard_codec::{
+    CloseCode, Connection, DeflateConfig, DeflateParams, Event, Limits, Message, Role,
+};
+use switchboard_test_support::http::upgrade;
+use switchboard_test_support::metrics::{sample, scrape};
+use switchboard_test_support::server::{TestServer, open_config};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
+
+const LIMIT: Duration = Duration::from_secs(10);
+const OFFER: &str = "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n";
+
+/// The value of `name` in a response head.
+fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+    head.lines().skip(1).find_map(|line| {
+        let (key, value) = line.split_once(':')?;
+        key.trim().eq_ignore_ascii_case(name).then(|| value.trim())
+    })
+}
+
+/// Sends an upgrade of `/echo` offering permessage-deflate; the socket and the 101 head.
+async fn upgrade_head(addr: std::net::SocketAddr) -> (TcpStream, String) {
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    stream.write_all(upgrade(addr, "/echo", OFFER).as_bytes()).await.expect("write");
+    let mut raw = Vec::new();
+    let end = loop {
+        if let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+            break end;
+        }
+        let mut buf = [0u8; 1024];
+        let n = stream.read(&mut buf).await.expect("read the head");
+        assert!(n > 0, "closed before the head");
+        raw.extend_from_slice(&buf[..n]);
+    };
+    let head = String::from_utf8(raw[..end].to_vec()).expect("a UTF-8 head");
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    assert_eq!(end + 4, raw.len(), "nothing follows the head before we send");
+    (stream, head)
+}
+
+/// Opens `/echo` offering permessage-deflate; the socket, the 101 head and a client
+/// connection with what the server accepted.
+async fn open(addr: std::net::SocketAddr) -> (TcpStream, String, Connection) {
+    let (stream, head) = upgrade_head(addr).await;
+    let accepted = header(&head, "sec-websocket-extensions").expect("deflate accepted");
+    let value = accepted.strip_prefix("permessage-deflate").expect("permessage-deflate");
+    let mut params = DeflateParams::default();
+    for param in value.split(';').map(str::trim).filter(|p| !p.is_empty()) {
+        match param.split_once('=') {
+            Some(("client_max_window_bits", bits)) => {
+                params.client_max_window_bits = Some(bits.parse().expect("window bits"));
+            }
+            Some(("server_max_window_bits", bits)) => {
+                params.server_max_window_bits = Some(bits.parse().expect("window bits"));
+            }
+            None if param == "server_no_context_takeover" => {
+                params.server_no_context_takeover = true;
+            }
+            None if param == "client_no_context_takeover" => {
+                params.client_no_context_takeover = true;
+            }
+            _ => panic!("unexpected parameter {param:?}"),
+        }
+    }
+    let mut config = DeflateConfig::default();
+    config.enabled = true;
+    config.min_size = 0;
+    let conn = Connection::with_deflate(Role::Client, Limits::default(), params, &config);
+    (stream, head, conn)
+}
+
+/// Writes what `conn` queued.
+async fn flush(stream: &mut TcpStream, conn: &mut Connection) {
+    while let Some(bytes) = conn.poll_transmit() {
+        stream.write_all(&bytes).await.expect("write");
+    }
+}
+
+/// The next event, reading as needed.
+async fn next_event(stream: &mut TcpStream, conn: &mut Connection) -> Option<Event> {
+    let read = async {
+        let mut buf = BytesMut::new();
+        loop {
+            if let Some(event) = conn.poll_event() {
+                return Some(event);
+            }
+            let mut chunk = [0u8; 64 * 1024];
+            let n = stream.read(&mut chunk).await.unwrap_or(0);
+            if n == 0 {
+                return None;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            let _ = conn.handle_read(&mut buf, Instant::now());
+        }
+    };
+    tokio::time::timeout(LIMIT, read).await.expect("an event in time")
+}
+
+#[tokio::test]
+async fn echo_negotiates_deflate_only_when_turned_on() {
+    let server = TestServer::start(open_config()).await;
+    let (_stream, plain) = upgrade_head(server.addr).await;
+    assert_eq!(header(&plain, "sec-websocket-extensions"), None, "off by default: {plain}");
+
+    let mut config = open_config();
+    config.compression.echo = true;
+    let server = TestServer::start(config).await;
+    let (mut stream, head, mut conn) = open(server.addr).await;
+    assert_eq!(
+        header(&head, "sec-websocket-extensions"),
+        Some("permessage-deflate"),
+        "the offer had no parameters the server needs to answer: {head}"
+    );
+    // A compressible message goes compressed both ways and comes back intact.
+    let text = "{\"text\":\"hello\"}".repeat(200);
+    conn.send(Message::text(text.clone())).expect("send");
+    flush(&mut stream, &mut conn).await;
+    match next_event(&mut stream, &mut conn).await {
+        Some(Event::Text(echoed)) => assert_eq!(echoed, text.as_bytes()),
+        other => panic!("expected the echo, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_decompression_bomb_is_cut_off_with_1009() {
+    let mut config = open_config();
+    config.compression.echo = true;
+    config.limits = Limits::with_max_message_size(1 << 20);
+    let server = TestServer::start(config).await;
+    let (mut stream, _, mut conn) = open(server.addr).await;
+    // 32 MiB of zeros deflate to about 32 KiB: 32 times the 1 MiB limit once inflated.
+    conn.send(Message::binary(vec![0u8; 32 << 20])).expect("send");
+    flush(&mut stream, &mut conn).await;
+    let close = loop {
+        match next_event(&mut stream, &mut conn).await {
+            Some(Event::Close(frame)) => break frame.map(|f| f.code),
+            Some(_) => {}
+            None => panic!("the server closed without a close frame"),
+        }
+    };
+    assert_eq!(close, Some(CloseCode::MESSAGE_TOO_BIG));
+    let text = scrape(server.addr).await;
+    let closed = sample(
+        &text,
+        "switchboard_connections_closed_total{transport=\"echo\",code=\"1009\",cause=\"protocol_error\"}",
+    );
+    assert_eq!(closed, Some(1.0), "{text}");
+}
