@@ -18,14 +18,13 @@ cat >"$spec" <<JSON
 {
   "url": "ws://127.0.0.1:$port",
   "outdir": "$out",
-  "webport": 0,
   "cases": ["1.*", "2.*", "3.*", "4.*", "5.*", "6.*", "7.*", "9.*", "10.*"],
   "exclude-cases": [],
   "exclude-agent-cases": {}
 }
 JSON
 
-"$WSTEST" -m fuzzingserver -s "$spec" >"$out/wstest.log" 2>&1 &
+"$WSTEST" -m fuzzingserver -u 0 -s "$spec" >"$out/wstest.log" 2>&1 &
 wstest_pid=$!
 trap 'kill "$wstest_pid" 2>/dev/null || true; rm -f "$spec"' EXIT
 wait_port "$port" 60

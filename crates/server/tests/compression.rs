@@ -152,3 +152,24 @@ async fn a_decompression_bomb_is_cut_off_with_1009() {
     );
     assert_eq!(closed, Some(1.0), "{text}");
 }
+
+#[tokio::test]
+async fn the_engines_client_negotiates_deflate_and_speaks_it() {
+    let mut config = open_config();
+    config.compression.echo = true;
+    let server = TestServer::start(config).await;
+    let mut deflate = DeflateConfig::default();
+    deflate.enabled = true;
+    deflate.min_size = 0;
+    let mut ws =
+        switchboard_test_support::client::WsClient::connect_deflate(server.addr, "/echo", &deflate)
+            .await
+            .expect("connect");
+    assert!(ws.connection().deflate_params().is_some(), "the server accepted the offer");
+    let text = "compress me ".repeat(100);
+    ws.send(Message::text(text.clone())).await.expect("send");
+    match ws.recv().await.expect("recv") {
+        Some(Event::Text(echoed)) => assert_eq!(echoed, text.as_bytes()),
+        other => panic!("expected the echo, got {other:?}"),
+    }
+}

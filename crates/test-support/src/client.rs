@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use switchboard_client::ServerUrl;
 use switchboard_client::connect::{Handshake, UpgradeError};
-use switchboard_codec::{CloseCode, Connection, Event, Limits, Message, Role};
+use switchboard_codec::{CloseCode, Connection, DeflateConfig, Event, Limits, Message, Role};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -54,11 +54,39 @@ impl WsClient {
         protocols: &[&str],
         headers: &[(&str, &str)],
     ) -> io::Result<Self> {
+        Self::connect_offering(addr, path, protocols, headers, None).await
+    }
+
+    /// Connects to `ws://addr{path}` offering permessage-deflate as `config` says, and
+    /// speaking it when the server accepts.
+    ///
+    /// # Errors
+    ///
+    /// As [`connect`](Self::connect); an answer that breaks RFC 7692 as
+    /// [`io::ErrorKind::InvalidData`].
+    pub async fn connect_deflate(
+        addr: SocketAddr,
+        path: &str,
+        config: &DeflateConfig,
+    ) -> io::Result<Self> {
+        Self::connect_offering(addr, path, &[], &[], Some(config)).await
+    }
+
+    async fn connect_offering(
+        addr: SocketAddr,
+        path: &str,
+        protocols: &[&str],
+        headers: &[(&str, &str)],
+        deflate: Option<&DeflateConfig>,
+    ) -> io::Result<Self> {
         let url = ServerUrl::parse(&format!("ws://{addr}{path}"))
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let mut stream = TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
         let mut handshake = Handshake::new(&url).protocols(protocols);
+        if let Some(config) = deflate {
+            handshake = handshake.deflate(config);
+        }
         for (name, value) in headers {
             handshake = handshake.header(name, value);
         }
@@ -68,7 +96,12 @@ impl WsClient {
             UpgradeError::Closed => io::Error::new(io::ErrorKind::UnexpectedEof, e.to_string()),
             other => io::Error::new(io::ErrorKind::InvalidData, other.to_string()),
         })?;
-        let conn = Connection::new(Role::Client, Limits::default());
+        let conn = match (accepted.deflate, deflate) {
+            (Some(params), Some(config)) => {
+                Connection::with_deflate(Role::Client, Limits::default(), params, config)
+            }
+            _ => Connection::new(Role::Client, Limits::default()),
+        };
         Ok(Self { stream, conn, buf, protocol: accepted.protocol })
     }
 

@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use bytes::{Buf as _, BytesMut};
 use serde_json::Value;
-use switchboard_codec::{ClientHandshake, HandshakeError, HandshakeLimits};
+use switchboard_codec::{
+    ClientHandshake, DeflateConfig, DeflateParams, HandshakeError, HandshakeLimits,
+};
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 
 use super::url::ServerUrl;
@@ -42,6 +44,7 @@ pub struct Handshake<'a> {
     key: Option<[u8; 16]>,
     protocols: Vec<String>,
     headers: Vec<(&'a str, &'a str)>,
+    deflate: Option<DeflateConfig>,
 }
 
 /// What the server accepted in its `101 Switching Protocols`.
@@ -50,6 +53,10 @@ pub struct Handshake<'a> {
 pub struct Accepted {
     /// The subprotocol the server chose, one of those offered; none when it named none.
     pub protocol: Option<String>,
+    /// The permessage-deflate parameters the server accepted (RFC 7692), when it was
+    /// offered ([`Handshake::deflate`]) and accepted; a connection made with
+    /// `Connection::with_deflate` speaks them.
+    pub deflate: Option<DeflateParams>,
 }
 
 /// Why an opening handshake failed.
@@ -106,7 +113,14 @@ impl<'a> Handshake<'a> {
     /// A handshake for `url` with a random key from the operating system, offering no
     /// subprotocol and sending no extra header.
     pub fn new(url: &'a ServerUrl) -> Self {
-        Self { url, key: None, protocols: Vec::new(), headers: Vec::new() }
+        Self { url, key: None, protocols: Vec::new(), headers: Vec::new(), deflate: None }
+    }
+
+    /// Offers permessage-deflate (RFC 7692) as `config` describes; the server's answer is
+    /// checked ([`Accepted::deflate`], or [`UpgradeError::Invalid`] when it breaks the RFC).
+    pub fn deflate(mut self, config: &DeflateConfig) -> Self {
+        self.deflate = config.enabled.then(|| config.clone());
+        self
     }
 
     /// Uses this nonce for `Sec-WebSocket-Key` instead of one from the operating system:
@@ -153,6 +167,10 @@ impl<'a> Handshake<'a> {
             None => ClientHandshake::new(),
         }
         .with_protocols(self.protocols.iter().map(String::as_str));
+        let codec = match &self.deflate {
+            Some(config) => codec.with_deflate(config),
+            None => codec,
+        };
         io.write_all(&codec.request(self.url.authority(), self.url.resource(), &self.headers))
             .await?;
         io.flush().await?;
@@ -165,7 +183,7 @@ impl<'a> Handshake<'a> {
                 Ok(None) => {}
                 Ok(Some((accepted, used))) => {
                     buf.advance(used);
-                    return Ok(Accepted { protocol: accepted.protocol });
+                    return Ok(Accepted { protocol: accepted.protocol, deflate: accepted.deflate });
                 }
                 Err(HandshakeError::UnexpectedStatus(status)) => {
                     let refusal = HttpRefusal::read(status, io, buf).await;

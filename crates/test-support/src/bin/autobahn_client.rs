@@ -3,22 +3,32 @@
 //! Asks the fuzzing server how many cases it has, runs each one by echoing every message it
 //! receives, then asks the server to write its reports.
 //!
-//! Usage: `autobahn-client [ADDR]` (default `127.0.0.1:9001`).
+//! Usage: `autobahn-client [ADDR] [--deflate]` (default `127.0.0.1:9001`). With
+//! `--deflate`, each case's connection offers permessage-deflate (RFC 7692), for cases 12
+//! and 13.
 
 use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use switchboard_codec::{Event, Message};
+use switchboard_codec::{DeflateConfig, Event, Message};
 use switchboard_test_support::client::WsClient;
 
 const AGENT: &str = "switchboard";
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> io::Result<()> {
-    let addr: SocketAddr = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| "127.0.0.1:9001".to_owned())
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let deflate = args.iter().any(|a| a == "--deflate").then(|| {
+        let mut config = DeflateConfig::default();
+        config.enabled = true;
+        config.min_size = 0;
+        config
+    });
+    let addr: SocketAddr = args
+        .iter()
+        .find(|a| !a.starts_with("--"))
+        .map_or("127.0.0.1:9001", String::as_str)
         .parse()
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
 
@@ -36,7 +46,7 @@ async fn main() -> io::Result<()> {
     eprintln!("running {count} cases");
 
     for case in 1..=count {
-        if let Err(e) = run_case(addr, case).await {
+        if let Err(e) = run_case(addr, case, deflate.as_ref()).await {
             eprintln!("case {case}: {e}");
         }
     }
@@ -48,8 +58,12 @@ async fn main() -> io::Result<()> {
 
 /// Echoes until the server closes. Protocol violations by the fuzzer are expected: the
 /// codec has already queued the right close frame, so they end the case, not the run.
-async fn run_case(addr: SocketAddr, case: u32) -> io::Result<()> {
-    let mut ws = WsClient::connect(addr, &format!("/runCase?case={case}&agent={AGENT}")).await?;
+async fn run_case(addr: SocketAddr, case: u32, deflate: Option<&DeflateConfig>) -> io::Result<()> {
+    let path = format!("/runCase?case={case}&agent={AGENT}");
+    let mut ws = match deflate {
+        Some(config) => WsClient::connect_deflate(addr, &path, config).await?,
+        None => WsClient::connect(addr, &path).await?,
+    };
     loop {
         match ws.recv().await {
             Ok(Some(Event::Text(data))) => {
