@@ -221,8 +221,28 @@ struct Deflate {
     params: DeflateParams,
     deflater: Deflater,
     inflater: Inflater,
+    stats: DeflateStats,
     /// Compressed bytes received for the message in progress.
     wire_len: usize,
+}
+
+/// Counts of what permessage-deflate did on one connection, for metrics. Messages sent as
+/// shared prepared frames are not counted here (they were compressed once, elsewhere).
+#[derive(Clone, Copy, Debug, Default, Eq, PartialEq)]
+#[non_exhaustive]
+pub struct DeflateStats {
+    /// Messages this end compressed and sent.
+    pub messages_compressed: u64,
+    /// Their bytes before compression.
+    pub compressed_input_bytes: u64,
+    /// Their bytes as sent (payloads, without frame headers).
+    pub compressed_bytes: u64,
+    /// Compressed messages received and inflated.
+    pub messages_inflated: u64,
+    /// Their bytes as received.
+    pub inflated_wire_bytes: u64,
+    /// Their bytes once inflated.
+    pub inflated_bytes: u64,
 }
 
 impl Connection {
@@ -299,6 +319,7 @@ impl Connection {
             deflater: Deflater::new(config.compression(), send_bits, config.min_size, send_reset),
             inflater: Inflater::new(recv_bits, recv_reset),
             wire_len: 0,
+            stats: DeflateStats::default(),
         }));
         conn
     }
@@ -318,6 +339,11 @@ impl Connection {
                 (Some(bits), Some(d)) => bits <= d.deflater.window_bits(),
                 (Some(_), None) => false,
             }
+    }
+
+    /// What permessage-deflate did on this connection so far; `None` without it.
+    pub fn deflate_stats(&self) -> Option<DeflateStats> {
+        self.deflate.as_ref().map(|d| d.stats)
     }
 
     /// Whether any compression state is allocated (for tests and memory accounting).
@@ -755,6 +781,9 @@ impl Connection {
             return Ok(());
         }
         let data = d.inflater.finish();
+        d.stats.messages_inflated += 1;
+        d.stats.inflated_wire_bytes += d.wire_len as u64;
+        d.stats.inflated_bytes += data.len() as u64;
         self.message = None;
         self.compressed = false;
         self.deliver(opcode, data)
@@ -844,7 +873,14 @@ impl Connection {
 
     /// Queues a data message, compressed when deflate was negotiated and it pays.
     fn write_message(&mut self, opcode: OpCode, data: Bytes) {
-        match self.deflate.as_mut().and_then(|d| d.deflater.compress(&data)) {
+        let compressed = self.deflate.as_mut().and_then(|d| {
+            let compressed = d.deflater.compress(&data)?;
+            d.stats.messages_compressed += 1;
+            d.stats.compressed_input_bytes += data.len() as u64;
+            d.stats.compressed_bytes += compressed.len() as u64;
+            Some(compressed)
+        });
+        match compressed {
             Some(compressed) => self.write_frame_rsv(opcode, Bytes::from(compressed), RSV1),
             None => self.write_frame(opcode, data),
         }

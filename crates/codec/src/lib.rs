@@ -34,7 +34,7 @@ mod mask;
 mod utf8;
 
 pub use connection::{
-    CloseCause, CloseFrame, Connection, Event, Limits, Message, Role, State, Timeouts,
+    CloseCause, CloseFrame, Connection, DeflateStats, Event, Limits, Message, Role, State, Timeouts,
 };
 pub use deflate::{DeflateConfig, DeflateParams};
 pub use error::{CloseCode, Error};

@@ -30,6 +30,14 @@ pub(crate) struct TransportLabel {
     pub(crate) transport: &'static str,
 }
 
+/// A `direction` label (`sent`, `received`) and a `form` label (`plain`: the message's own
+/// bytes; `deflated`: its bytes on the wire).
+#[derive(Clone, Debug, EncodeLabelSet, Eq, Hash, PartialEq)]
+pub(crate) struct DeflateLabel {
+    pub(crate) direction: &'static str,
+    pub(crate) form: &'static str,
+}
+
 /// The labels of a closed connection.
 #[derive(Clone, Debug, EncodeLabelSet, Eq, Hash, PartialEq)]
 pub(crate) struct Closed {
@@ -112,6 +120,10 @@ pub(crate) struct Metrics {
     pub(crate) session_requests_refused: Family<ReasonLabel, Counter>,
     /// Requests for sessions of other nodes, forwarded to them through the broker.
     pub(crate) session_requests_forwarded: Counter<u64, AtomicU64>,
+    /// Messages compressed with permessage-deflate, sent and received.
+    pub(crate) deflated_messages: Family<DeflateLabel, Counter>,
+    /// Their bytes, before and after compression.
+    pub(crate) deflated_bytes: Family<DeflateLabel, Counter>,
     /// Subscribes with a recovery position, by whether they recovered.
     pub(crate) recoveries: Family<ResultLabel, Counter>,
     /// Time from a publication reaching this node's hub to its hand-off to a subscriber's
@@ -141,6 +153,8 @@ impl Metrics {
             sessions_expired: Counter::default(),
             session_requests_refused: Family::default(),
             session_requests_forwarded: Counter::default(),
+            deflated_messages: Family::default(),
+            deflated_bytes: Family::default(),
             recoveries: Family::default(),
             delivery_latency: Arc::default(),
             broker: Arc::default(),
@@ -218,6 +232,16 @@ impl Metrics {
             metrics.session_requests_forwarded.clone(),
         );
         registry.register(
+            "deflate_messages",
+            "WebSocket messages compressed with permessage-deflate, by direction",
+            metrics.deflated_messages.clone(),
+        );
+        registry.register(
+            "deflate_bytes",
+            "Bytes of permessage-deflate messages, by direction and form (plain or deflated)",
+            metrics.deflated_bytes.clone(),
+        );
+        registry.register(
             "recoveries",
             "Subscribes with a recovery position, by result",
             metrics.recoveries.clone(),
@@ -233,6 +257,34 @@ impl Metrics {
     /// Counts a handshake refused for `reason`.
     pub(crate) fn handshake_failed(&self, reason: &'static str) {
         self.handshake_failures.get_or_create(&ReasonLabel { reason }).inc();
+    }
+
+    /// Counts what permessage-deflate did on a connection between two readings of its
+    /// statistics (`before`, `after`): once per read or write batch, not per message.
+    pub(crate) fn deflated(
+        &self,
+        before: Option<switchboard_codec::DeflateStats>,
+        after: Option<switchboard_codec::DeflateStats>,
+    ) {
+        let (Some(before), Some(after)) = (before, after) else { return };
+        let sent = after.messages_compressed - before.messages_compressed;
+        if sent > 0 {
+            let label = |form| DeflateLabel { direction: "sent", form };
+            self.deflated_messages.get_or_create(&label("deflated")).inc_by(sent);
+            let plain = after.compressed_input_bytes - before.compressed_input_bytes;
+            self.deflated_bytes.get_or_create(&label("plain")).inc_by(plain);
+            let deflated = after.compressed_bytes - before.compressed_bytes;
+            self.deflated_bytes.get_or_create(&label("deflated")).inc_by(deflated);
+        }
+        let received = after.messages_inflated - before.messages_inflated;
+        if received > 0 {
+            let label = |form| DeflateLabel { direction: "received", form };
+            self.deflated_messages.get_or_create(&label("deflated")).inc_by(received);
+            let plain = after.inflated_bytes - before.inflated_bytes;
+            self.deflated_bytes.get_or_create(&label("plain")).inc_by(plain);
+            let deflated = after.inflated_wire_bytes - before.inflated_wire_bytes;
+            self.deflated_bytes.get_or_create(&label("deflated")).inc_by(deflated);
+        }
     }
 
     /// Counts `messages` sent with `bytes` of payload: once per batch, not per message.

@@ -291,6 +291,7 @@ async fn on_read(
     metrics: &Metrics,
     counts: &mut Counts,
 ) {
+    let deflate_before = conn.deflate_stats();
     // A violation queues the close frame with the right code; the loop sends it after the
     // answers to any valid frames that preceded it.
     let _ = conn.handle_read(buf, Instant::now());
@@ -338,6 +339,7 @@ async fn on_read(
     counts.messages_in += messages;
     counts.messages_out += echoed;
     metrics.sent(echoed, echoed_bytes);
+    metrics.deflated(deflate_before, conn.deflate_stats());
     if messages > 0 {
         metrics.messages_in.inc_by(messages);
         metrics.bytes_in.inc_by(bytes);
@@ -368,6 +370,7 @@ fn take_pushes(
     counts: &mut Counts,
 ) {
     let App::Hub(hub) = app else { return };
+    let deflate_before = conn.deflate_stats();
     let mut taken = Taken::default();
     taken.push(conn, hub, first);
     let mut kick = None;
@@ -382,6 +385,7 @@ fn take_pushes(
         }
     }
     taken.count(metrics, counts);
+    metrics.deflated(deflate_before, conn.deflate_stats());
     if let Some(kick) = kick {
         kicked(conn, app, &kick, metrics, counts);
     }

@@ -125,6 +125,20 @@ async fn echo_negotiates_deflate_only_when_turned_on() {
         Some(Event::Text(echoed)) => assert_eq!(echoed, text.as_bytes()),
         other => panic!("expected the echo, got {other:?}"),
     }
+    let stats = conn.deflate_stats().expect("deflate on");
+    assert_eq!((stats.messages_compressed, stats.messages_inflated), (1, 1), "{stats:?}");
+    // The server counted both: received deflated, sent deflated, and what they saved.
+    let text_metrics = scrape(server.addr).await;
+    let metric = |name: &str, direction: &str, form: &str| {
+        let key = format!("{name}{{direction=\"{direction}\",form=\"{form}\"}}");
+        sample(&text_metrics, &key).unwrap_or_else(|| panic!("no {key}: {text_metrics}"))
+    };
+    assert_eq!(metric("switchboard_deflate_messages_total", "received", "deflated"), 1.0);
+    assert_eq!(metric("switchboard_deflate_messages_total", "sent", "deflated"), 1.0);
+    assert_eq!(metric("switchboard_deflate_bytes_total", "sent", "plain"), text.len() as f64);
+    let wire = metric("switchboard_deflate_bytes_total", "sent", "deflated");
+    assert_eq!(wire, stats.inflated_wire_bytes as f64);
+    assert!(wire < text.len() as f64 / 10.0, "{wire} bytes for {}", text.len());
 }
 
 #[tokio::test]
