@@ -1,0 +1,101 @@
+// permessage-deflate (RFC 7692) with a real browser: headless Chromium offers it on every
+// WebSocket; a server started with --ws-compression accepts it on /ws, and its metrics show
+// the messages it inflated from the browser and deflated to it.
+
+import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
+import http from 'node:http';
+import { after, before, describe, test } from 'node:test';
+
+import { channel, startServer } from '../test-support/harness.js';
+
+const chromiumPath = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
+const hasChromium = existsSync(chromiumPath);
+
+function page(server) {
+  return `<!doctype html>
+<html lang="en">
+<meta charset="utf-8">
+<title>Switchboard compression test</title>
+<script type="module">
+  import { Switchboard } from '${server}/switchboard.js';
+  window.run = async (url, name, text) => {
+    const client = new Switchboard(url, { transports: ['websocket'] });
+    let delivered;
+    const publication = new Promise((resolve) => { delivered = resolve; });
+    const sub = client.subscribe(name, { publication: (p) => delivered(p) });
+    await sub.ready;
+    const ack = await client.publish(name, { text });
+    const received = await publication;
+    client.close();
+    return { offset: ack.offset, echoed: received.data.text === text };
+  };
+  window.ready = true;
+</script>
+</html>
+`;
+}
+
+/** The value of the metric line `key` in `text`, or undefined. */
+function metric(text, key) {
+  const line = text.split('\n').find((l) => l.startsWith(key + ' '));
+  return line === undefined ? undefined : Number(line.slice(key.length + 1));
+}
+
+describe('permessage-deflate in Chromium', {
+  skip: !hasChromium && !process.env.CI && `no ${chromiumPath}`,
+}, () => {
+  let server;
+  let pages;
+  let browser;
+
+  before(async () => {
+    server = await startServer({ args: ['--ws-compression'] });
+    pages = http.createServer((req, res) => {
+      res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' });
+      res.end(page(server.http));
+    });
+    await new Promise((resolve) => pages.listen(0, '127.0.0.1', resolve));
+    const { chromium } = await import('playwright-core');
+    browser = await chromium.launch({
+      executablePath: chromiumPath,
+      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'],
+      timeout: 20000,
+    });
+  });
+
+  after(async () => {
+    await browser?.close();
+    await new Promise((resolve) => (pages ? pages.close(resolve) : resolve()));
+    await server?.stop();
+  });
+
+  test('the browser and /ws exchange compressed messages', async () => {
+    const tab = await browser.newPage();
+    tab.setDefaultTimeout(10000);
+    const errors = [];
+    tab.on('pageerror', (error) => errors.push(error.message));
+    await tab.goto(`http://localhost:${pages.address().port}/`);
+    await tab.waitForFunction(() => window.ready === true);
+    const text = 'a message the browser compresses, '.repeat(40);
+    const result = await tab.evaluate(
+      ([url, name, t]) => window.run(url, name, t),
+      [server.url, channel('deflate'), text],
+    );
+    assert.deepEqual(result, { offset: 1, echoed: true });
+    assert.deepEqual(errors, []);
+
+    const metrics = await (await fetch(`${server.http}/metrics`)).text();
+    const get = (direction, name, form) =>
+      metric(metrics, `switchboard_deflate_${name}_total{direction="${direction}",form="${form}"}`);
+    // From the browser: at least the publish (Chromium deflates what it sends).
+    assert.ok(get('received', 'messages', 'deflated') >= 1, metrics);
+    // To the browser: at least the publication, 1.4 KB of JSON, far smaller deflated.
+    assert.ok(get('sent', 'messages', 'deflated') >= 1, metrics);
+    const plain = get('sent', 'bytes', 'plain');
+    const deflated = get('sent', 'bytes', 'deflated');
+    assert.ok(plain >= text.length, metrics);
+    assert.ok(deflated * 5 < plain, `sent ${plain} bytes as ${deflated}`);
+    await tab.close();
+  });
+});
