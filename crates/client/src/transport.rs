@@ -5,6 +5,7 @@ use std::io;
 use std::sync::Arc;
 
 use bytes::BytesMut;
+use switchboard_codec::{DeflateConfig, DeflateParams};
 use switchboard_proto::Format;
 
 use crate::builder::{Settings, Transport};
@@ -21,6 +22,9 @@ pub(crate) enum Opened {
         buf: BytesMut,
         /// The wire format the server chose.
         format: Format,
+        /// The permessage-deflate parameters the server accepted, with the settings this end
+        /// offered them with.
+        deflate: Option<Box<(DeflateParams, DeflateConfig)>>,
     },
     /// An SSE session, its `session` event read.
     Sse(SseLink),
@@ -57,6 +61,14 @@ pub(crate) async fn open(
     })?;
     let bearer = token.map(|t| format!("Bearer {t}"));
     let mut handshake = Handshake::new(url).protocols(&[settings.format.subprotocol()]);
+    let deflate_config = settings.compression.then(|| {
+        let mut config = DeflateConfig::default();
+        config.enabled = true;
+        config
+    });
+    if let Some(config) = &deflate_config {
+        handshake = handshake.deflate(config);
+    }
     for (name, value) in &settings.headers {
         handshake = handshake.header(name, value);
     }
@@ -86,5 +98,6 @@ pub(crate) async fn open(
             settings.format.subprotocol()
         )));
     };
-    Ok(Opened::Ws { io, buf, format })
+    let deflate = accepted.deflate.zip(deflate_config).map(Box::new);
+    Ok(Opened::Ws { io, buf, format, deflate })
 }

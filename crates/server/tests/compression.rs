@@ -187,3 +187,28 @@ async fn the_engines_client_negotiates_deflate_and_speaks_it() {
         other => panic!("expected the echo, got {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn the_rust_client_compresses_with_ws_when_both_ask() {
+    use switchboard_test_support::rust_client::{connected, fast, next_event};
+    let mut config = open_config();
+    config.compression.ws = true;
+    let server = TestServer::start(config).await;
+    let url = format!("ws://{}/ws", server.addr);
+    let client = fast(&url).compression(true).build().expect("build");
+    connected(&client).await;
+    let mut sub = client.subscribe("chat:deflate").await.expect("subscribe");
+    let text = "a long and repetitive chat message ".repeat(30);
+    client.publish("chat:deflate", serde_json::json!({ "text": text })).await.expect("publish");
+    match next_event(&mut sub).await {
+        switchboard_client::SubscriptionEvent::Publication(p) => {
+            assert_eq!(p.data["text"], text.as_str());
+        }
+        other => panic!("expected the publication, got {other:?}"),
+    }
+    let metrics = scrape(server.addr).await;
+    let sent = "switchboard_deflate_messages_total{direction=\"sent\",form=\"deflated\"}";
+    let received = "switchboard_deflate_messages_total{direction=\"received\",form=\"deflated\"}";
+    assert!(sample(&metrics, sent).is_some_and(|n| n >= 1.0), "{metrics}");
+    assert!(sample(&metrics, received).is_some_and(|n| n >= 1.0), "{metrics}");
+}

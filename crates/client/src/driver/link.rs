@@ -43,11 +43,16 @@ pub(super) enum Incoming {
 impl Link {
     pub(super) fn new(opened: Opened) -> Self {
         match opened {
-            Opened::Ws { io, buf, .. } => Link::Ws {
-                io,
-                conn: Box::new(Connection::new(Role::Client, Limits::default())),
-                buf,
-            },
+            Opened::Ws { io, buf, deflate, .. } => {
+                let conn = match deflate {
+                    Some(deflate) => {
+                        let (params, config) = *deflate;
+                        Connection::with_deflate(Role::Client, Limits::default(), params, &config)
+                    }
+                    None => Connection::new(Role::Client, Limits::default()),
+                };
+                Link::Ws { io, conn: Box::new(conn), buf }
+            }
             Opened::Sse(link) => Link::Sse { link, ready: None, closed: false },
         }
     }
