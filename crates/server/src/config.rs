@@ -84,7 +84,8 @@ pub struct Config {
 }
 
 /// permessage-deflate (RFC 7692): which WebSocket endpoints negotiate it, and how they
-/// compress.
+/// compress. The server's answer always includes `server_no_context_takeover` and
+/// `client_no_context_takeover`: no compression state outlives a message.
 ///
 /// With serde: the `[compression]` table of a configuration file, every key optional.
 #[derive(Clone, Debug, Deserialize, Eq, PartialEq, Serialize)]
@@ -117,6 +118,12 @@ impl CompressionOptions {
         config.enabled = true;
         config.level = self.level.min(9);
         config.min_size = self.min_size;
+        // No context kept between messages in either direction: the (de)compressor is freed
+        // after each message, so an idle connection holds no zlib state (a compressor with
+        // a 32 KiB window holds about 256 KiB), and one compressed frame can be shared by
+        // every connection a broadcast goes to.
+        config.server_no_context_takeover = true;
+        config.client_no_context_takeover = true;
         config
     }
 }
