@@ -13,7 +13,7 @@ use switchboard_codec::{
     Message, OpCode, PreparedMessage, RSV1, Role, State,
 };
 use switchboard_test_support::pair::{
-    Frame, decode_frames, drain_transmit, feed_split, raw_frame, sent_frames,
+    Frame, decode_frames, deflate_bomb, drain_transmit, feed_split, raw_frame, sent_frames,
 };
 
 const KEY_A: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
@@ -314,32 +314,6 @@ fn corrupt_compressed_data_and_bad_inflated_utf8_fail_with_1007() {
     let (events, error, _) =
         server_outcome(&raw_frame(0xc2, Some(KEY_A), &stored), &[], DeflateParams::default());
     assert_eq!((events, error), (vec![Event::Binary(vec![0xff].into())], None));
-}
-
-/// A raw deflate stream (RFC 1951 §3.2.6, fixed Huffman codes) of one literal zero and
-/// `copies` back-references of 258 bytes at distance 1: 13 bits for 258 bytes of output.
-fn deflate_bomb(copies: usize) -> Vec<u8> {
-    let mut out = Vec::with_capacity(copies * 13 / 8 + 8);
-    let (mut acc, mut nbits) = (0u64, 0u32);
-    let mut put = |value: u64, bits: u32, out: &mut Vec<u8>| {
-        acc |= value << nbits;
-        nbits += bits;
-        while nbits >= 8 {
-            out.push(acc as u8);
-            acc >>= 8;
-            nbits -= 8;
-        }
-    };
-    // Huffman codes go most significant bit first (§3.1.1).
-    let code = |c: u64, len: u32| (0..len).fold(0, |r, i| r | ((c >> i) & 1) << (len - 1 - i));
-    put(0b010, 3, &mut out); // BFINAL 0, BTYPE 01
-    put(code(0b0011_0000, 8), 8, &mut out); // literal 0
-    for _ in 0..copies {
-        put(code(0b1100_0101, 8), 8, &mut out); // length 258 (code 285)
-        put(0, 5, &mut out); // distance 1 (code 0)
-    }
-    put(0, 7, &mut out); // end of block (code 256), then padding
-    out
 }
 
 #[test]

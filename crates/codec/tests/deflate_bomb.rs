@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use bytes::BytesMut;
 use switchboard_codec::{CloseCode, Connection, DeflateParams, Error, Limits, Role};
-use switchboard_test_support::pair::raw_frame;
+use switchboard_test_support::pair::{deflate_bomb, raw_frame};
 
 /// Counts live heap bytes and their peak. A reallocation counts as its net change, as it
 /// is what the process holds afterwards.
@@ -53,32 +53,6 @@ unsafe impl GlobalAlloc for Counting {
 
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
-
-/// A raw deflate stream (RFC 1951 §3.2.6, fixed Huffman codes) of one literal zero and
-/// `copies` back-references of 258 bytes at distance 1: 13 bits for 258 bytes of output.
-fn deflate_bomb(copies: usize) -> Vec<u8> {
-    let mut out = Vec::with_capacity(copies * 13 / 8 + 8);
-    let (mut acc, mut nbits) = (0u64, 0u32);
-    let mut put = |value: u64, bits: u32, out: &mut Vec<u8>| {
-        acc |= value << nbits;
-        nbits += bits;
-        while nbits >= 8 {
-            out.push(acc as u8);
-            acc >>= 8;
-            nbits -= 8;
-        }
-    };
-    // Huffman codes go most significant bit first (§3.1.1).
-    let code = |c: u64, len: u32| (0..len).fold(0, |r, i| r | ((c >> i) & 1) << (len - 1 - i));
-    put(0b010, 3, &mut out); // BFINAL 0, BTYPE 01
-    put(code(0b0011_0000, 8), 8, &mut out); // literal 0
-    for _ in 0..copies {
-        put(code(0b1100_0101, 8), 8, &mut out); // length 258 (code 285)
-        put(0, 5, &mut out); // distance 1 (code 0)
-    }
-    put(0, 7, &mut out); // end of block (code 256), then padding
-    out
-}
 
 #[test]
 fn a_gigabyte_bomb_holds_no_more_than_the_message_limit() {

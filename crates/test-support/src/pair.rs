@@ -282,3 +282,30 @@ fn transfer(
     }
     result
 }
+
+/// A raw deflate stream (RFC 1951 §3.2.6, fixed Huffman codes) of one literal zero and
+/// `copies` back-references of 258 bytes at distance 1: 13 bits for 258 bytes of output, a
+/// decompression bomb for the permessage-deflate tests.
+pub fn deflate_bomb(copies: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(copies * 13 / 8 + 8);
+    let (mut acc, mut nbits) = (0u64, 0u32);
+    let mut put = |value: u64, bits: u32, out: &mut Vec<u8>| {
+        acc |= value << nbits;
+        nbits += bits;
+        while nbits >= 8 {
+            out.push(acc as u8);
+            acc >>= 8;
+            nbits -= 8;
+        }
+    };
+    // Huffman codes go most significant bit first (§3.1.1).
+    let code = |c: u64, len: u32| (0..len).fold(0, |r, i| r | ((c >> i) & 1) << (len - 1 - i));
+    put(0b010, 3, &mut out); // BFINAL 0, BTYPE 01
+    put(code(0b0011_0000, 8), 8, &mut out); // literal 0
+    for _ in 0..copies {
+        put(code(0b1100_0101, 8), 8, &mut out); // length 258 (code 285)
+        put(0, 5, &mut out); // distance 1 (code 0)
+    }
+    put(0, 7, &mut out); // end of block (code 256), then padding
+    out
+}
