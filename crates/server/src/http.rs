@@ -29,6 +29,7 @@ use crate::metrics::Metrics;
 use crate::node::Session;
 use crate::refusal::Refusal;
 use crate::state::{PeerAddr, Shared};
+use crate::write_timeout::WriteTimeout;
 use crate::ws::{App, ConnInfo, HubApp, drive};
 use switchboard_proto::Format;
 
@@ -238,17 +239,18 @@ fn drive_upgraded<'a>(
     info: ConnInfo,
     shared: &'a Shared,
 ) -> impl Future<Output = ()> + Send + 'a {
-    let upgraded = match upgraded.downcast::<TokioIo<TcpStream>>() {
+    // The HTTP connection's write timeout goes: the WebSocket driver has its own.
+    let upgraded = match upgraded.downcast::<TokioIo<WriteTimeout<TcpStream>>>() {
         Ok(parts) => {
-            let io = parts.io.into_inner();
+            let io = parts.io.into_inner().into_inner();
             return Either::Left(drive(io, parts.read_buf, conn, app, info, shared));
         }
         Err(upgraded) => upgraded,
     };
     let boxed: Pin<Box<dyn Future<Output = ()> + Send + 'a>> =
-        match upgraded.downcast::<TokioIo<TlsStream<TcpStream>>>() {
+        match upgraded.downcast::<TokioIo<WriteTimeout<TlsStream<TcpStream>>>>() {
             Ok(parts) => {
-                let io = parts.io.into_inner();
+                let io = parts.io.into_inner().into_inner();
                 Box::pin(drive(io, parts.read_buf, conn, app, info, shared))
             }
             Err(upgraded) => {

@@ -35,6 +35,7 @@ mod state;
 mod status;
 mod timed;
 mod tls;
+mod write_timeout;
 mod ws;
 
 pub use config::{

@@ -16,6 +16,7 @@ use crate::error::Error;
 use crate::node::{self, Node};
 use crate::state::{PeerAddr, Shared};
 use crate::tls;
+use crate::write_timeout::WriteTimeout;
 use crate::{auth, exposition, fallback, limits, metrics, routes, timed};
 use switchboard_broker::{Broker, MemoryBroker, MemoryLimits};
 
@@ -336,14 +337,19 @@ fn serve_http(stream: TcpStream, peer: SocketAddr, shared: &Arc<Shared>, router:
     let task_shared = Arc::clone(shared);
     let router = router.clone();
     shared.tracker.spawn(async move {
+        let write_timeout = task_shared.config.write_timeout;
         let Some(tls) = &task_shared.tls else {
-            serve_connection(stream, peer, task_shared, router).await;
+            let io = WriteTimeout::new(stream, write_timeout);
+            serve_connection(io, peer, task_shared, router).await;
             return;
         };
         // The TLS handshake counts against the same deadline as the request head.
         let accept = tls.acceptor().accept(stream);
         match tokio::time::timeout(task_shared.config.handshake_timeout, accept).await {
-            Ok(Ok(stream)) => serve_connection(stream, peer, task_shared, router).await,
+            Ok(Ok(stream)) => {
+                let io = WriteTimeout::new(stream, write_timeout);
+                serve_connection(io, peer, task_shared, router).await;
+            }
             Ok(Err(e)) => {
                 task_shared.metrics.handshake_failed("tls_handshake");
                 tracing::debug!(%peer, error = %e, "tls handshake failed");

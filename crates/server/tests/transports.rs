@@ -580,3 +580,39 @@ async fn same_origin_gets_without_origin_pass_where_origin_is_required() {
     let cross = [("Sec-Fetch-Site", "cross-site")];
     request(server.addr, "POST", "/poll", &cross, "").await.refusal(403, "origin_not_allowed");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_its_stream_is_dropped() {
+    let mut config = open_config();
+    config.write_timeout = Duration::from_millis(300);
+    config.transports.session_timeout = Duration::from_millis(300);
+    config.hub.outbound_queue_bytes = 64 << 10;
+    config.api_key = tokens::config().api_key;
+    config.rate_limits.message_rate = None;
+    config.rate_limits.byte_rate = None;
+    config.rate_limits.address_message_rate = None;
+    config.rate_limits.address_byte_rate = None;
+    let server = TestServer::start(config).await;
+    let addr = server.addr;
+    let (mut stream, session) = open_sse(addr, &[]).await;
+    post(addr, &session, &subscribe(1, "chat:stall")).await;
+    // From here on the client reads nothing: its socket's buffers fill, then the stream's.
+    let key = format!("apikey {}", tokens::API_KEY);
+    let big = "x".repeat(30_000);
+    for _ in 0..300 {
+        let body = json!({"channel": "chat:stall", "data": {"text": big}}).to_string();
+        let auth = [("Authorization", key.as_str())];
+        let published = request(addr, "POST", "/api/publish", &auth, &body).await;
+        assert_eq!(published.status, 200, "{published}");
+    }
+    let gone = poll_until(LIMIT, || async {
+        let text = scrape(addr).await;
+        let active = sample(&text, "switchboard_connections_active{transport=\"sse\"}");
+        (active == Some(0.0)).then_some(())
+    })
+    .await;
+    assert!(gone.is_some(), "the stalled session was freed");
+    // Its stream was ended: what was sent before it comes, then the end.
+    while stream.next().await.is_some() {}
+    assert!(stream.ended);
+}

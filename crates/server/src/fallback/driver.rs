@@ -105,6 +105,8 @@ pub(crate) struct Driver {
     answered: u64,
     /// The server is stopping: a session that ended waits for no acknowledgement.
     stopping: bool,
+    /// Since when the stream has had no room for a write: a client that stopped reading.
+    stalled: Option<Instant>,
     /// The per-address connection slot, given back when the task ends.
     _slot: ConnectionGuard,
 }
@@ -137,6 +139,7 @@ impl Driver {
             ending: None,
             answered: 0,
             stopping: false,
+            stalled: None,
             _slot: slot,
         }
     }
@@ -171,6 +174,12 @@ impl Driver {
             if self.is_over() {
                 break;
             }
+            self.stalled = match &self.downlink {
+                Downlink::Stream { events, .. } if events.capacity() == 0 => {
+                    self.stalled.or(Some(Instant::now()))
+                }
+                _ => None,
+            };
             let wake = self.next_wake();
             let wants = self.wants_messages();
             let stream = match &self.downlink {
@@ -285,7 +294,10 @@ impl Driver {
         let session = self.session.as_ref().and_then(Session::poll_deadline);
         let downlink = match &self.downlink {
             Downlink::Detached { since } => *since + options.session_timeout,
-            Downlink::Stream { beat, .. } => *beat,
+            Downlink::Stream { beat, .. } => match self.stalled {
+                Some(since) => (*beat).min(since + self.shared.config.write_timeout),
+                None => *beat,
+            },
             Downlink::Poll { until, .. } => *until,
         };
         session.map_or(downlink, |at| at.min(downlink)).min(far)
@@ -523,6 +535,16 @@ impl Driver {
             self.finish(outbox, kick).await;
         }
         let timeout = self.shared.config.transports.session_timeout;
+        if let Some(since) = self.stalled
+            && since + self.shared.config.write_timeout <= now
+        {
+            // As a WebSocket whose socket takes nothing for `write_timeout`: the stream is
+            // dropped, and the session expires unless the client comes back for it.
+            tracing::debug!("event stream stalled: dropped");
+            self.stalled = None;
+            self.downlink = Downlink::Detached { since: now };
+            return;
+        }
         match &mut self.downlink {
             Downlink::Detached { since } if *since + timeout <= now => {
                 tracing::debug!("http session expired");
