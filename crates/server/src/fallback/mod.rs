@@ -210,12 +210,14 @@ fn preflight_or_origin(
 
 /// A refused request to a session, counted by `reason`.
 fn refused(shared: &Shared, reason: &'static str, refusal: impl FnOnce() -> Refusal) -> Response {
-    shared
-        .metrics
-        .session_requests_refused
-        .get_or_create(&crate::metrics::ReasonLabel { reason })
-        .inc();
+    count_refused(shared, reason);
     refusal().into_response()
+}
+
+/// Counts a request to a session refused for `reason`.
+fn count_refused(shared: &Shared, reason: &'static str) {
+    let label = crate::metrics::ReasonLabel { reason };
+    shared.metrics.session_requests_refused.get_or_create(&label).inc();
 }
 
 fn method_not_allowed(req: &Parts, allow: &'static str) -> Response {
@@ -329,11 +331,7 @@ async fn resume(last: Option<(&str, u64)>, shared: &Arc<Shared>) -> Response {
             Held::Nowhere => {}
         }
     }
-    shared
-        .metrics
-        .session_requests_refused
-        .get_or_create(&crate::metrics::ReasonLabel { reason: "session_not_found" })
-        .inc();
+    count_refused(shared, "session_not_found");
     let mut chunk = BytesMut::from(wire::STREAM_PREAMBLE);
     if let Some(push) = gone_push() {
         chunk.extend_from_slice(b"data: ");
@@ -443,11 +441,7 @@ pub(crate) async fn poll_here_or_there(shared: &Arc<Shared>, id: &str, ack: u64)
     match batch {
         Some(batch) if !batch.is_empty() => batch,
         _ => {
-            shared
-                .metrics
-                .session_requests_refused
-                .get_or_create(&crate::metrics::ReasonLabel { reason: "session_not_found" })
-                .inc();
+            count_refused(shared, "session_not_found");
             // Numbered past what the client has, so that it is not dropped as a repeat.
             wire::batch(ack.saturating_add(1), gone_push().as_ref())
         }
