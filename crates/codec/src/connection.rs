@@ -481,6 +481,27 @@ impl Connection {
         Ok(())
     }
 
+    /// Queues a text or binary message uncompressed even when permessage-deflate is
+    /// negotiated (RSV1 clear): for payloads the caller knows compress badly, or that its
+    /// settings keep plain. Without permessage-deflate it is [`send`](Self::send).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closing`] once the close handshake has begun;
+    /// [`Error::ControlPayloadTooLarge`] for a ping or pong over 125 bytes.
+    pub fn send_uncompressed(&mut self, msg: Message) -> Result<(), Error> {
+        if self.state != State::Open {
+            return Err(Error::Closing);
+        }
+        match msg {
+            // The compressor never saw it, so its context (if kept) is still the peer's.
+            Message::Text(data) => self.write_frame(OpCode::Text, data),
+            Message::Binary(data) => self.write_frame(OpCode::Binary, data),
+            control => return self.send(control),
+        }
+        Ok(())
+    }
+
     /// Queues a message encoded once for many connections (server role only).
     ///
     /// A compressed message is sent as it is, without compressing again. When this

@@ -275,6 +275,16 @@ impl PreparedMessage {
         &self.frame
     }
 
+    /// The payload's length on the wire (compressed, when it is).
+    pub fn payload_len(&self) -> usize {
+        let header = match self.frame[1] & 0x7f {
+            126 => 4,
+            127 => 10,
+            _ => 2,
+        };
+        self.frame.len() - header
+    }
+
     /// The encoded length, header included.
     pub fn len(&self) -> usize {
         self.frame.len()
@@ -348,6 +358,9 @@ mod tests {
         let (h, n) = FrameHeader::parse(msg.as_bytes()).unwrap().unwrap();
         assert_eq!(h, header(OpCode::Binary, 300, None));
         assert_eq!(msg.len(), n + 300);
+        for len in [0, 125, 126, 65_535, 65_536] {
+            assert_eq!(PreparedMessage::binary(vec![0u8; len]).payload_len(), len);
+        }
         assert_eq!(PreparedMessage::text_from_utf8(&[0xff]), Err(Error::InvalidUtf8));
     }
 }

@@ -347,6 +347,34 @@ fn compressed_bytes_count_against_the_message_limit_too() {
 }
 
 #[test]
+fn uncompressed_messages_leave_the_context_alone() {
+    // With context takeover both ways, plain messages between compressed ones must not
+    // disturb either end's window.
+    let text = Message::text("{\"channel\":\"prices\",\"data\":{\"bid\":101.25,\"ask\":101.5}}");
+    let (mut client, mut server) = pair(DeflateParams::default(), &config(0), Limits::default());
+    let binary = Message::binary(vec![7u8; 300]);
+    let mut expected = Vec::new();
+    for i in 0..6 {
+        if i % 2 == 0 {
+            server.send(text.clone()).unwrap();
+            expected.push(event_of(&text));
+        } else {
+            server.send_uncompressed(text.clone()).unwrap();
+            server.send_uncompressed(binary.clone()).unwrap();
+            expected.extend([event_of(&text), event_of(&binary)]);
+        }
+    }
+    server.send_uncompressed(Message::Ping(Bytes::from_static(b"p"))).unwrap();
+    let (frames, events) = carry(&mut server, &mut client);
+    let rsv: Vec<bool> = frames.iter().map(|f| f.header.rsv == RSV1).collect();
+    assert_eq!(rsv, [true, false, false, true, false, false, true, false, false, false]);
+    assert_eq!(events[..expected.len()], expected[..]);
+    assert_eq!(events[expected.len()], Event::Ping(Bytes::from_static(b"p")));
+    // Later compressed messages still refer back to the earlier ones: the context held.
+    assert!(frames[6].payload.len() < frames[0].payload.len());
+}
+
+#[test]
 fn shared_compressed_frames_go_out_unchanged() {
     let mut cfg = config(0);
     cfg.server_no_context_takeover = true;
