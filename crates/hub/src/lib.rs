@@ -43,6 +43,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Instant;
 
 use bytes::Bytes;
+use switchboard_codec::PreparedMessage;
 use switchboard_proto::{Format, Publication, PublicationPush, Push};
 
 /// A connection's id.
@@ -67,6 +68,10 @@ pub struct Delivery {
     created: Instant,
     json: OnceLock<Option<Bytes>>,
     msgpack: OnceLock<Option<Bytes>>,
+    /// The WebSocket frame shared by the connections that take it (compressed once for
+    /// every subscriber that negotiated permessage-deflate), per format.
+    json_frame: OnceLock<Option<PreparedMessage>>,
+    msgpack_frame: OnceLock<Option<PreparedMessage>>,
 }
 
 #[derive(Debug)]
@@ -87,7 +92,28 @@ impl Delivery {
     }
 
     fn new(body: Body) -> Self {
-        Self { body, created: Instant::now(), json: OnceLock::new(), msgpack: OnceLock::new() }
+        Self {
+            body,
+            created: Instant::now(),
+            json: OnceLock::new(),
+            msgpack: OnceLock::new(),
+            json_frame: OnceLock::new(),
+            msgpack_frame: OnceLock::new(),
+        }
+    }
+
+    /// The channel the push is about (`None` for a `disconnect`).
+    pub fn channel(&self) -> Option<&str> {
+        match &self.body {
+            Body::Publication { channel, .. } => Some(channel),
+            Body::Push(
+                Push::Publication { channel, .. }
+                | Push::Join { channel, .. }
+                | Push::Leave { channel, .. }
+                | Push::Unsubscribe { channel, .. },
+            ) => Some(channel),
+            Body::Push(_) => None,
+        }
     }
 
     /// When a publication reached the hub (`None` for other pushes): the start of its
@@ -122,6 +148,27 @@ impl Delivery {
             Body::Push(push) => format.encode(push).ok(),
         })
         .clone()
+    }
+
+    /// The push encoded in `format` as one WebSocket frame for every connection that can
+    /// send it (a compressed frame, in practice), made by `prepare` from the encoded bytes
+    /// on the first call per format; later calls share it whatever closure they pass.
+    /// `None` when `prepare` declined (the push goes out as each connection sends it) or
+    /// the push cannot be encoded.
+    ///
+    /// The first connection to take the push pays for `prepare`, outside the hub's locks;
+    /// a connection on another thread asking at the same moment waits for that result
+    /// rather than doing the work twice.
+    pub fn shared_frame(
+        &self,
+        format: Format,
+        prepare: impl FnOnce(&Bytes) -> Option<PreparedMessage>,
+    ) -> Option<&PreparedMessage> {
+        let cell = match format {
+            Format::Json => &self.json_frame,
+            Format::Msgpack => &self.msgpack_frame,
+        };
+        cell.get_or_init(|| self.encoded(format).and_then(|bytes| prepare(&bytes))).as_ref()
     }
 }
 
@@ -354,4 +401,58 @@ impl Hub {
 /// that matters more than losing it, so a poisoned lock is used as is.
 fn lock(shard: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
     shard.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use switchboard_proto::Value;
+
+    use super::*;
+
+    fn delivery() -> Delivery {
+        let publication = Publication { offset: 7, data: Value::from("x".repeat(300)), info: None };
+        Delivery::publication("feed:a".into(), Arc::new(publication))
+    }
+
+    #[test]
+    fn a_shared_frame_is_prepared_once_per_format() {
+        let d = delivery();
+        let calls = AtomicUsize::new(0);
+        let prepare = |bytes: &Bytes| {
+            calls.fetch_add(1, Ordering::Relaxed);
+            Some(PreparedMessage::binary(bytes))
+        };
+        let first = d.shared_frame(Format::Json, prepare).cloned();
+        let again = d.shared_frame(Format::Json, prepare).cloned();
+        assert_eq!(calls.load(Ordering::Relaxed), 1);
+        assert_eq!(first, again);
+        let encoded = d.encoded(Format::Json).unwrap();
+        assert_eq!(first.unwrap().payload_len(), encoded.len());
+        // MessagePack has its own.
+        let msgpack = d.shared_frame(Format::Msgpack, prepare).unwrap();
+        assert_eq!(calls.load(Ordering::Relaxed), 2);
+        assert_eq!(msgpack.payload_len(), d.encoded(Format::Msgpack).unwrap().len());
+        assert_eq!(d.channel(), Some("feed:a"));
+    }
+
+    #[test]
+    fn a_declined_frame_is_remembered_too() {
+        let d = delivery();
+        let calls = AtomicUsize::new(0);
+        let decline = |_: &Bytes| {
+            calls.fetch_add(1, Ordering::Relaxed);
+            None
+        };
+        assert!(d.shared_frame(Format::Json, decline).is_none());
+        assert!(d.shared_frame(Format::Json, decline).is_none());
+        assert_eq!(calls.load(Ordering::Relaxed), 1);
+        let disconnect = Push::Disconnect {
+            code: 4000,
+            reason: String::new(),
+            advice: switchboard_proto::advice(4000),
+        };
+        assert_eq!(Delivery::push(disconnect).channel(), None);
+    }
 }
