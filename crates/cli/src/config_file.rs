@@ -388,7 +388,8 @@ const DOCS: &[Doc] = &[
     Doc::key(
         "compression",
         "ws",
-        "Negotiate permessage-deflate on /ws with clients that offer it (--ws-compression).",
+        "Negotiate permessage-deflate on /ws with clients that offer it (--ws-compression=false\n\
+         turns it off).",
     ),
     Doc::key(
         "compression",
@@ -493,6 +494,12 @@ const DOCS: &[Doc] = &[
         NAMESPACES,
         "anonymous",
         "What connections without credentials may do: \"deny\", \"subscribe\" or \"publish\".",
+    ),
+    Doc::key(
+        NAMESPACES,
+        "compression",
+        "Compress pushes for WebSocket clients that negotiated permessage-deflate; off for\n\
+         data that does not compress.",
     ),
 ];
 

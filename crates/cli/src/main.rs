@@ -171,7 +171,8 @@ struct ServeArgs {
         value_name = "BOOL"
     )]
     no_localhost_origins: Option<bool>,
-    /// Negotiate permessage-deflate (RFC 7692) on /ws with clients that offer it.
+    /// Negotiate permessage-deflate (RFC 7692) on /ws with clients that offer it (the
+    /// default; `--ws-compression=false` turns it off).
     #[arg(
         long,
         env = "SWITCHBOARD_WS_COMPRESSION",

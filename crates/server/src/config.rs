@@ -92,8 +92,10 @@ pub struct Config {
 #[non_exhaustive]
 #[serde(default, deny_unknown_fields)]
 pub struct CompressionOptions {
-    /// Negotiate it on `/ws` when the client offers it. Default off: each connection
-    /// compresses its own copy of every publication, which costs CPU per delivery.
+    /// Negotiate it on `/ws` when the client offers it. Default on: a publication is
+    /// compressed once per format and the one frame is sent to every subscriber that
+    /// negotiated it; namespaces can opt out
+    /// ([`NamespaceOptions::compression`]).
     pub ws: bool,
     /// Negotiate it on `/echo` when the client offers it. Default off, so that the
     /// engine's raw figures stay comparable; on for the Autobahn compression cases.
@@ -107,7 +109,7 @@ pub struct CompressionOptions {
 
 impl Default for CompressionOptions {
     fn default() -> Self {
-        Self { ws: false, echo: false, level: 1, min_size: 128 }
+        Self { ws: true, echo: false, level: 1, min_size: 128 }
     }
 }
 
@@ -444,6 +446,11 @@ pub struct NamespaceOptions {
     /// What connections without credentials may do here. Default [`Anonymous::Deny`]:
     /// channels are for authenticated users whose token grants them.
     pub anonymous: Anonymous,
+    /// Compress this namespace's pushes for WebSocket connections that negotiated
+    /// permessage-deflate (see [`CompressionOptions`]). Default on; turn it off for data
+    /// that does not compress (images, already-compressed or encrypted payloads), where
+    /// deflate only spends CPU.
+    pub compression: bool,
 }
 
 /// What anonymous connections may do in a namespace. With serde: `"deny"`, `"subscribe"`
@@ -470,6 +477,7 @@ impl Default for NamespaceOptions {
             allow_publish: true,
             max_subscribers: 0,
             anonymous: Anonymous::Deny,
+            compression: true,
         }
     }
 }

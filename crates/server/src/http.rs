@@ -26,7 +26,7 @@ use crate::auth::{
 use crate::config::Transport;
 use crate::limits;
 use crate::metrics::Metrics;
-use crate::node::Session;
+use crate::node::{Pushes, Session};
 use crate::refusal::Refusal;
 use crate::state::{PeerAddr, Shared};
 use crate::write_timeout::WriteTimeout;
@@ -212,6 +212,9 @@ fn connection_app(
     deflate: Option<Box<(DeflateParams, DeflateConfig)>>,
 ) -> (Connection, App) {
     let config = &shared.config;
+    // With permessage-deflate, pushes come with their hub delivery, whose compressed frame
+    // is shared by every subscriber.
+    let pushes = if deflate.is_some() { Pushes::WithDelivery } else { Pushes::Encoded };
     let connection = |limits| match deflate {
         Some(deflate) => {
             let (params, config) = *deflate;
@@ -224,7 +227,8 @@ fn connection_app(
     };
     let node = &shared.node;
     let limits = Limits::with_max_message_size(node.options.max_message_size);
-    let session = Session::new(node, *identity, format, ip, tokio::time::Instant::now());
+    let session =
+        Session::with_pushes(node, *identity, format, ip, tokio::time::Instant::now(), pushes);
     let app = App::Hub(Box::new(HubApp::new(session)));
     (connection(limits), app)
 }

@@ -38,6 +38,33 @@ pub(crate) struct DeflateLabel {
     pub(crate) form: &'static str,
 }
 
+/// A `direction` label (`sent`, `received`) and a `compressor` label: `connection` for a
+/// message the connection compressed or inflated itself, `shared` for a frame compressed
+/// once and sent to every subscriber that negotiated permessage-deflate.
+#[derive(Clone, Debug, EncodeLabelSet, Eq, Hash, PartialEq)]
+pub(crate) struct DeflateMessageLabel {
+    pub(crate) direction: &'static str,
+    pub(crate) compressor: &'static str,
+}
+
+/// Pushes a connection sent as shared compressed frames, counted into the metrics once per
+/// batch.
+#[derive(Debug, Default)]
+pub(crate) struct SharedDeflate {
+    messages: u64,
+    plain: u64,
+    deflated: u64,
+}
+
+impl SharedDeflate {
+    /// Counts one push of `plain` bytes sent as `frame`.
+    pub(crate) fn add(&mut self, plain: usize, frame: &switchboard_codec::PreparedMessage) {
+        self.messages += 1;
+        self.plain += plain as u64;
+        self.deflated += frame.payload_len() as u64;
+    }
+}
+
 /// The labels of a closed connection.
 #[derive(Clone, Debug, EncodeLabelSet, Eq, Hash, PartialEq)]
 pub(crate) struct Closed {
@@ -121,9 +148,17 @@ pub(crate) struct Metrics {
     /// Requests for sessions of other nodes, forwarded to them through the broker.
     pub(crate) session_requests_forwarded: Counter<u64, AtomicU64>,
     /// Messages compressed with permessage-deflate, sent and received.
-    pub(crate) deflated_messages: Family<DeflateLabel, Counter>,
+    pub(crate) deflated_messages: Family<DeflateMessageLabel, Counter>,
     /// Their bytes, before and after compression.
     pub(crate) deflated_bytes: Family<DeflateLabel, Counter>,
+    /// Pushes compressed once to be shared by their subscribers (each counted once however
+    /// many connections sent it, and also when it did not shrink and went out plain).
+    pub(crate) deflate_shared_frames: Counter<u64, AtomicU64>,
+    /// WebSocket connections open with permessage-deflate negotiated.
+    pub(crate) deflate_connections: Gauge<i64, AtomicI64>,
+    /// Connections holding a zlib stream between reads: only while a compressed message
+    /// arrives in fragments, since no context is kept between messages.
+    pub(crate) deflate_streams: Gauge<i64, AtomicI64>,
     /// Subscribes with a recovery position, by whether they recovered.
     pub(crate) recoveries: Family<ResultLabel, Counter>,
     /// Time from a publication reaching this node's hub to its hand-off to a subscriber's
@@ -155,6 +190,9 @@ impl Metrics {
             session_requests_forwarded: Counter::default(),
             deflated_messages: Family::default(),
             deflated_bytes: Family::default(),
+            deflate_shared_frames: Counter::default(),
+            deflate_connections: Gauge::default(),
+            deflate_streams: Gauge::default(),
             recoveries: Family::default(),
             delivery_latency: Arc::default(),
             broker: Arc::default(),
@@ -233,13 +271,29 @@ impl Metrics {
         );
         registry.register(
             "deflate_messages",
-            "WebSocket messages compressed with permessage-deflate, by direction",
+            "WebSocket messages compressed with permessage-deflate, by direction and compressor \
+             (connection or shared)",
             metrics.deflated_messages.clone(),
         );
         registry.register(
             "deflate_bytes",
             "Bytes of permessage-deflate messages, by direction and form (plain or deflated)",
             metrics.deflated_bytes.clone(),
+        );
+        registry.register(
+            "deflate_shared_frames",
+            "Pushes compressed once for all their permessage-deflate subscribers",
+            metrics.deflate_shared_frames.clone(),
+        );
+        registry.register(
+            "deflate_connections",
+            "WebSocket connections with permessage-deflate negotiated",
+            metrics.deflate_connections.clone(),
+        );
+        registry.register(
+            "deflate_streams",
+            "zlib streams held between reads (compressed messages arriving in fragments)",
+            metrics.deflate_streams.clone(),
         );
         registry.register(
             "recoveries",
@@ -270,7 +324,8 @@ impl Metrics {
         let sent = after.messages_compressed - before.messages_compressed;
         if sent > 0 {
             let label = |form| DeflateLabel { direction: "sent", form };
-            self.deflated_messages.get_or_create(&label("deflated")).inc_by(sent);
+            let messages = DeflateMessageLabel { direction: "sent", compressor: "connection" };
+            self.deflated_messages.get_or_create(&messages).inc_by(sent);
             let plain = after.compressed_input_bytes - before.compressed_input_bytes;
             self.deflated_bytes.get_or_create(&label("plain")).inc_by(plain);
             let deflated = after.compressed_bytes - before.compressed_bytes;
@@ -279,11 +334,23 @@ impl Metrics {
         let received = after.messages_inflated - before.messages_inflated;
         if received > 0 {
             let label = |form| DeflateLabel { direction: "received", form };
-            self.deflated_messages.get_or_create(&label("deflated")).inc_by(received);
+            let messages = DeflateMessageLabel { direction: "received", compressor: "connection" };
+            self.deflated_messages.get_or_create(&messages).inc_by(received);
             let plain = after.inflated_bytes - before.inflated_bytes;
             self.deflated_bytes.get_or_create(&label("plain")).inc_by(plain);
             let deflated = after.inflated_wire_bytes - before.inflated_wire_bytes;
             self.deflated_bytes.get_or_create(&label("deflated")).inc_by(deflated);
+        }
+    }
+
+    /// Counts the pushes a connection sent as shared compressed frames.
+    pub(crate) fn shared_deflated(&self, shared: &SharedDeflate) {
+        if shared.messages > 0 {
+            let messages = DeflateMessageLabel { direction: "sent", compressor: "shared" };
+            self.deflated_messages.get_or_create(&messages).inc_by(shared.messages);
+            let label = |form| DeflateLabel { direction: "sent", form };
+            self.deflated_bytes.get_or_create(&label("plain")).inc_by(shared.plain);
+            self.deflated_bytes.get_or_create(&label("deflated")).inc_by(shared.deflated);
         }
     }
 

@@ -10,7 +10,10 @@ use std::task::{Poll, ready};
 use std::time::Instant;
 
 use bytes::{Buf as _, Bytes, BytesMut};
-use switchboard_codec::{CloseCause, CloseCode, Connection, Event, Message, Timeouts};
+use switchboard_codec::{
+    CloseCause, CloseCode, Connection, DeflateStats, Event, Message, PreparedMessage, Timeouts,
+};
+use switchboard_hub::Delivery;
 use switchboard_proto::codes;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::time::{Duration, sleep_until, timeout};
@@ -18,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::metrics::LatencyBatch;
-use crate::metrics::{Closed, CodeLabel, Metrics, ReasonLabel, TransportLabel};
+use crate::metrics::{Closed, CodeLabel, Metrics, ReasonLabel, SharedDeflate, TransportLabel};
 use crate::node::{Kick, Outbound, Outbox, Payload, Queued, Session};
 use crate::state::Shared;
 
@@ -133,7 +136,7 @@ pub(crate) async fn drive<S>(
     // A slice of hyper's request buffer: kept, it would pin all of that buffer.
     drop(early);
     if !buf.is_empty() {
-        Box::pin(on_read(&mut conn, &mut buf, &mut app, metrics, &mut counts)).await;
+        Box::pin(on_read(&mut conn, &mut buf, &mut app, shared, &mut counts)).await;
     }
 
     let far_future = tokio::time::Instant::now() + Duration::from_secs(86_400 * 365);
@@ -148,7 +151,9 @@ pub(crate) async fn drive<S>(
     let mut closing_now = pin!(closing.cancelled());
     let mut overflowed = pin!(overflow.cancelled());
     let mut slow = false;
+    let mut deflate = DeflateSeen::new(&conn, metrics);
     let error = loop {
+        deflate.update(&conn, metrics);
         let limits = WriteLimits { normal: config.write_timeout, slow: config.close_timeout };
         let flushed = flush(&mut io, &mut conn, limits, &overflow, &mut slow, |conn| {
             metrics.slow_consumers.inc();
@@ -180,7 +185,7 @@ pub(crate) async fn drive<S>(
                 draining = true;
                 if let App::Hub(_) = &app {
                     // Upgraded after the drain's batches were planned.
-                    take_queued(&mut conn, &mut app, metrics, &mut counts);
+                    take_queued(&mut conn, &mut app, shared, &mut counts);
                     disconnect(&mut conn, &app, codes::close::DRAINING, "server draining");
                 } else {
                     // RFC 6455 §7.4.1: echo clients speak no Switchboard protocol, 1001 is
@@ -201,15 +206,15 @@ pub(crate) async fn drive<S>(
                 }
                 // Boxed: the commands' futures are large and live only while a read is
                 // handled, so an idle connection's task does not carry their space.
-                Ok(_) => Box::pin(on_read(&mut conn, &mut buf, &mut app, metrics, &mut counts)).await,
+                Ok(_) => Box::pin(on_read(&mut conn, &mut buf, &mut app, shared, &mut counts)).await,
                 Err(e) => {
                     conn.handle_transport_closed();
                     break Some(e);
                 }
             },
             input = next_input(&app) => match input {
-                Queued::Payload(item) => take_pushes(&mut conn, &mut app, item, metrics, &mut counts),
-                Queued::Close(kick) => kicked(&mut conn, &mut app, &kick, metrics, &mut counts),
+                Queued::Payload(item) => take_pushes(&mut conn, &mut app, item, shared, &mut counts),
+                Queued::Close(kick) => kicked(&mut conn, &mut app, &kick, shared, &mut counts),
             },
             () = &mut session_timer, if session_armed.is_some() => {
                 session_armed = None;
@@ -220,7 +225,7 @@ pub(crate) async fn drive<S>(
                 if let Some(kick) = due {
                     tracing::debug!(code = kick.code, reason = %kick.reason, "session deadline");
                     // Replies already queued (the refusal of a `connect`, say) go out first.
-                    take_queued(&mut conn, &mut app, metrics, &mut counts);
+                    take_queued(&mut conn, &mut app, shared, &mut counts);
                     disconnect(&mut conn, &app, kick.code, &kick.reason);
                 }
             }
@@ -230,6 +235,7 @@ pub(crate) async fn drive<S>(
             }
         }
     };
+    deflate.end(&conn, metrics);
     if let Some(e) = error {
         tracing::debug!(error = %e, "connection i/o error");
     }
@@ -267,6 +273,56 @@ pub(crate) async fn drive<S>(
     Box::pin(linger(io, config)).await;
 }
 
+/// What permessage-deflate did on a connection, counted into the metrics as it changes:
+/// in one place, whichever path compressed or inflated.
+struct DeflateSeen {
+    stats: Option<DeflateStats>,
+    /// Whether the connection holds a zlib stream between reads (a compressed message
+    /// arriving in fragments).
+    holding: bool,
+}
+
+impl DeflateSeen {
+    fn new(conn: &Connection, metrics: &Metrics) -> Self {
+        let stats = conn.deflate_stats();
+        if stats.is_some() {
+            metrics.deflate_connections.inc();
+        }
+        Self { stats, holding: false }
+    }
+
+    fn update(&mut self, conn: &Connection, metrics: &Metrics) {
+        if self.stats.is_none() {
+            // Negotiated at the handshake or never.
+            return;
+        }
+        let stats = conn.deflate_stats();
+        if stats != self.stats {
+            metrics.deflated(self.stats, stats);
+            self.stats = stats;
+        }
+        let holding = conn.has_deflate_state();
+        if holding != self.holding {
+            self.holding = holding;
+            if holding {
+                metrics.deflate_streams.inc();
+            } else {
+                metrics.deflate_streams.dec();
+            }
+        }
+    }
+
+    fn end(mut self, conn: &Connection, metrics: &Metrics) {
+        self.update(conn, metrics);
+        if self.holding {
+            metrics.deflate_streams.dec();
+        }
+        if self.stats.is_some() {
+            metrics.deflate_connections.dec();
+        }
+    }
+}
+
 /// Reads what the socket has into `buf`, through the worker's shared buffer.
 async fn read_into<S>(io: &mut S, buf: &mut BytesMut) -> std::io::Result<usize>
 where
@@ -288,10 +344,10 @@ async fn on_read(
     conn: &mut Connection,
     buf: &mut BytesMut,
     app: &mut App,
-    metrics: &Metrics,
+    shared: &Shared,
     counts: &mut Counts,
 ) {
-    let deflate_before = conn.deflate_stats();
+    let metrics = &shared.metrics;
     // A violation queues the close frame with the right code; the loop sends it after the
     // answers to any valid frames that preceded it.
     let _ = conn.handle_read(buf, Instant::now());
@@ -332,14 +388,13 @@ async fn on_read(
         // Over the rate limit for too long; the session ignores whatever follows. The
         // replies to the commands before go out first, then the `disconnect` push.
         if let Some(kick) = kick {
-            take_queued(conn, app, metrics, counts);
+            take_queued(conn, app, shared, counts);
             disconnect(conn, app, kick.code, &kick.reason);
         }
     }
     counts.messages_in += messages;
     counts.messages_out += echoed;
     metrics.sent(echoed, echoed_bytes);
-    metrics.deflated(deflate_before, conn.deflate_stats());
     if messages > 0 {
         metrics.messages_in.inc_by(messages);
         metrics.bytes_in.inc_by(bytes);
@@ -366,17 +421,16 @@ fn take_pushes(
     conn: &mut Connection,
     app: &mut App,
     first: Outbound,
-    metrics: &Metrics,
+    shared: &Shared,
     counts: &mut Counts,
 ) {
     let App::Hub(hub) = app else { return };
-    let deflate_before = conn.deflate_stats();
     let mut taken = Taken::default();
-    taken.push(conn, hub, first);
+    taken.push(conn, hub, first, shared);
     let mut kick = None;
     while conn.queued_len() < PUSH_BATCH {
         match hub.sink.try_recv() {
-            Some(Queued::Payload(item)) => taken.push(conn, hub, item),
+            Some(Queued::Payload(item)) => taken.push(conn, hub, item, shared),
             Some(Queued::Close(k)) => {
                 kick = Some(k);
                 break;
@@ -384,37 +438,30 @@ fn take_pushes(
             None => break,
         }
     }
-    taken.count(metrics, counts);
-    metrics.deflated(deflate_before, conn.deflate_stats());
+    taken.count(&shared.metrics, counts);
     if let Some(kick) = kick {
-        kicked(conn, app, &kick, metrics, counts);
+        kicked(conn, app, &kick, shared, counts);
     }
 }
 
 /// Closes for `kick`, after everything queued so far.
-fn kicked(
-    conn: &mut Connection,
-    app: &mut App,
-    kick: &Kick,
-    metrics: &Metrics,
-    counts: &mut Counts,
-) {
+fn kicked(conn: &mut Connection, app: &mut App, kick: &Kick, shared: &Shared, counts: &mut Counts) {
     tracing::debug!(code = kick.code, reason = %kick.reason, "disconnect requested");
-    take_queued(conn, app, metrics, counts);
+    take_queued(conn, app, shared, counts);
     disconnect(conn, app, kick.code, &kick.reason);
 }
 
 /// Moves everything queued so far into the codec, ahead of a close.
-fn take_queued(conn: &mut Connection, app: &mut App, metrics: &Metrics, counts: &mut Counts) {
+fn take_queued(conn: &mut Connection, app: &mut App, shared: &Shared, counts: &mut Counts) {
     let App::Hub(hub) = app else { return };
     let mut taken = Taken::default();
     while let Some(input) = hub.sink.try_recv() {
         // Once closing, a further request to close changes nothing.
         if let Queued::Payload(item) = input {
-            taken.push(conn, hub, item);
+            taken.push(conn, hub, item, shared);
         }
     }
-    taken.count(metrics, counts);
+    taken.count(&shared.metrics, counts);
 }
 
 /// Payloads moved from the outbound queue into the codec, counted into the metrics once.
@@ -425,13 +472,19 @@ struct Taken {
     latency: LatencyBatch,
     /// Read once, on the first publication.
     now: Option<Instant>,
+    /// Pushes sent as a frame compressed once for every subscriber.
+    shared: SharedDeflate,
 }
 
 impl Taken {
-    fn push(&mut self, conn: &mut Connection, hub: &HubApp, item: Outbound) {
+    fn push(&mut self, conn: &mut Connection, hub: &HubApp, item: Outbound, shared: &Shared) {
         let len = item.bytes.len() as u64;
         // Fails only once closing, when pushes are owed to no one.
-        if conn.send(hub.frame(item.bytes)).is_ok() {
+        let sent = match &item.delivery {
+            Some(delivery) => self.send_delivery(conn, hub, delivery, item.bytes, shared),
+            None => conn.send(hub.frame(item.bytes)).is_ok(),
+        };
+        if sent {
             self.messages += 1;
             self.bytes += len;
             if let Some(since) = item.since {
@@ -441,11 +494,65 @@ impl Taken {
         }
     }
 
+    /// Sends a push on a connection with permessage-deflate: the frame compressed once for
+    /// every subscriber when it suits this connection; compressed by this connection when
+    /// it asked for a smaller window than the shared frame's; plain when the push stays
+    /// plain (its namespace does not compress, it is small, or it does not shrink).
+    fn send_delivery(
+        &mut self,
+        conn: &mut Connection,
+        hub: &HubApp,
+        delivery: &Delivery,
+        bytes: Bytes,
+        shared: &Shared,
+    ) -> bool {
+        let format = hub.session.format();
+        let frame = delivery.shared_frame(format, |encoded| {
+            prepare_shared(shared, delivery.channel(), format.is_binary(), encoded)
+        });
+        match frame {
+            Some(frame) if conn.accepts_prepared(frame) => {
+                let sent = conn.send_prepared(frame).is_ok();
+                if sent {
+                    self.shared.add(bytes.len(), frame);
+                }
+                sent
+            }
+            Some(_) => conn.send(hub.frame(bytes)).is_ok(),
+            None => conn.send_uncompressed(hub.frame(bytes)).is_ok(),
+        }
+    }
+
     fn count(&self, metrics: &Metrics, counts: &mut Counts) {
         counts.messages_out += self.messages;
         metrics.sent(self.messages, self.bytes);
         metrics.delivery_latency.add(&self.latency);
+        metrics.shared_deflated(&self.shared);
     }
+}
+
+/// The frame every subscriber with permessage-deflate shares for a push on `channel`:
+/// compressed once with the server's settings, or `None` to send the push plain (its
+/// namespace does not compress, it is under the minimum size, or it does not shrink).
+fn prepare_shared(
+    shared: &Shared,
+    channel: Option<&str>,
+    binary: bool,
+    encoded: &Bytes,
+) -> Option<PreparedMessage> {
+    let namespace = channel.and_then(|channel| shared.node.channel_namespace(channel).ok());
+    if namespace.is_some_and(|ns| !ns.compression) {
+        return None;
+    }
+    let config = shared.config.compression.deflate();
+    let frame = if binary {
+        PreparedMessage::deflated_binary(encoded, &config)
+    } else {
+        // JSON: UTF-8 by construction, checked once per publication rather than trusted.
+        PreparedMessage::deflated_text(std::str::from_utf8(encoded).ok()?, &config)
+    };
+    shared.metrics.deflate_shared_frames.inc();
+    frame.is_compressed().then_some(frame)
 }
 
 /// Tells the client why it is being closed (a `disconnect` push), then starts the close

@@ -4,12 +4,16 @@
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
+use serde_json::json;
 use switchboard_codec::{
     CloseCode, Connection, DeflateConfig, DeflateParams, Event, Limits, Message, Role,
 };
+use switchboard_proto::{Format, MSGPACK_SUBPROTOCOL};
+use switchboard_test_support::client::WsClient;
 use switchboard_test_support::http::upgrade;
 use switchboard_test_support::metrics::{sample, scrape};
-use switchboard_test_support::server::{TestServer, open_config};
+use switchboard_test_support::protocol::ProtocolClient;
+use switchboard_test_support::server::{TestServer, open_config, open_namespace};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
@@ -133,8 +137,14 @@ async fn echo_negotiates_deflate_only_when_turned_on() {
         let key = format!("{name}{{direction=\"{direction}\",form=\"{form}\"}}");
         sample(&text_metrics, &key).unwrap_or_else(|| panic!("no {key}: {text_metrics}"))
     };
-    assert_eq!(metric("switchboard_deflate_messages_total", "received", "deflated"), 1.0);
-    assert_eq!(metric("switchboard_deflate_messages_total", "sent", "deflated"), 1.0);
+    let messages = |direction: &str| {
+        let key = format!(
+            "switchboard_deflate_messages_total{{direction=\"{direction}\",compressor=\"connection\"}}"
+        );
+        sample(&text_metrics, &key).unwrap_or_else(|| panic!("no {key}: {text_metrics}"))
+    };
+    assert_eq!(messages("received"), 1.0);
+    assert_eq!(messages("sent"), 1.0);
     assert_eq!(metric("switchboard_deflate_bytes_total", "sent", "plain"), text.len() as f64);
     let wire = metric("switchboard_deflate_bytes_total", "sent", "deflated");
     assert_eq!(wire, stats.inflated_wire_bytes as f64);
@@ -191,9 +201,8 @@ async fn the_engines_client_negotiates_deflate_and_speaks_it() {
 #[tokio::test]
 async fn the_rust_client_compresses_with_ws_when_both_ask() {
     use switchboard_test_support::rust_client::{connected, fast, next_event};
-    let mut config = open_config();
-    config.compression.ws = true;
-    let server = TestServer::start(config).await;
+    // On by default on /ws.
+    let server = TestServer::start(open_config()).await;
     let url = format!("ws://{}/ws", server.addr);
     let client = fast(&url).compression(true).build().expect("build");
     connected(&client).await;
@@ -207,8 +216,95 @@ async fn the_rust_client_compresses_with_ws_when_both_ask() {
         other => panic!("expected the publication, got {other:?}"),
     }
     let metrics = scrape(server.addr).await;
-    let sent = "switchboard_deflate_messages_total{direction=\"sent\",form=\"deflated\"}";
-    let received = "switchboard_deflate_messages_total{direction=\"received\",form=\"deflated\"}";
+    // The publication went out as the shared frame; the publish command came in compressed.
+    let sent = "switchboard_deflate_messages_total{direction=\"sent\",compressor=\"shared\"}";
+    let received =
+        "switchboard_deflate_messages_total{direction=\"received\",compressor=\"connection\"}";
     assert!(sample(&metrics, sent).is_some_and(|n| n >= 1.0), "{metrics}");
     assert!(sample(&metrics, received).is_some_and(|n| n >= 1.0), "{metrics}");
+}
+
+/// A client's permessage-deflate settings: compress everything, and ask the server for a
+/// smaller window when `server_window_bits` is below 15.
+fn client_deflate(server_window_bits: u8) -> DeflateConfig {
+    let mut deflate = DeflateConfig::default();
+    deflate.enabled = true;
+    deflate.min_size = 0;
+    deflate.server_max_window_bits = server_window_bits;
+    deflate
+}
+
+/// Compressed messages a client received so far.
+fn inflated(client: &ProtocolClient) -> u64 {
+    client.ws.connection().deflate_stats().map_or(0, |s| s.messages_inflated)
+}
+
+#[tokio::test]
+async fn a_publication_is_compressed_once_for_all_its_subscribers() {
+    let mut config = open_config();
+    let mut quiet = open_namespace();
+    quiet.presence = false;
+    quiet.join_leave = false;
+    config.hub.namespaces.insert("feed".into(), quiet.clone());
+    // A namespace whose data does not compress: its pushes stay plain.
+    quiet.compression = false;
+    config.hub.namespaces.insert("raw".into(), quiet);
+    let server = TestServer::start(config).await;
+    let addr = server.addr;
+
+    let mut compressed = Vec::new();
+    for i in 0..6 {
+        let (protocols, format): (&[&str], _) =
+            if i < 4 { (&[], Format::Json) } else { (&[MSGPACK_SUBPROTOCOL], Format::Msgpack) };
+        let ws = WsClient::connect_deflate_with(addr, "/ws", protocols, &client_deflate(15))
+            .await
+            .expect("connect");
+        assert!(ws.connection().deflate_params().is_some(), "negotiated by default on /ws");
+        compressed.push(ProtocolClient::new(ws, format));
+    }
+    // One that asked the server to compress with a smaller window than the shared frame's.
+    let small = WsClient::connect_deflate(addr, "/ws", &client_deflate(10)).await.expect("connect");
+    assert_eq!(small.connection().deflate_params().unwrap().server_window_bits(), 10);
+    let mut small = ProtocolClient::new(small, Format::Json);
+    let mut plain = ProtocolClient::connect(addr).await;
+    assert!(plain.ws.connection().deflate_params().is_none());
+
+    let mut everyone: Vec<&mut ProtocolClient> = compressed.iter_mut().collect();
+    everyone.push(&mut small);
+    everyone.push(&mut plain);
+    let mut before = Vec::new();
+    for client in &mut everyone {
+        client.subscribe("feed:prices").await;
+        client.subscribe("raw:frames").await;
+        before.push(inflated(client));
+    }
+    let metrics = scrape(addr).await;
+    assert_eq!(sample(&metrics, "switchboard_deflate_connections"), Some(7.0), "{metrics}");
+
+    let data = json!({ "rows": vec!["bid 101.25 ask 101.50 volume 12000"; 40] });
+    let mut publisher = ProtocolClient::connect(addr).await;
+    publisher.publish("feed:prices", data.clone()).await;
+    publisher.publish("raw:frames", data.clone()).await;
+    for (client, before) in everyone.iter_mut().zip(before) {
+        for channel in ["feed:prices", "raw:frames"] {
+            let publication = client.next_publication().await;
+            assert_eq!((&publication["channel"], &publication["data"]), (&json!(channel), &data));
+        }
+        // Only the `feed` publication came compressed.
+        let expected = u64::from(client.ws.connection().deflate_params().is_some());
+        assert_eq!(inflated(client) - before, expected);
+    }
+
+    let metrics = scrape(addr).await;
+    let value = |key: &str| sample(&metrics, key).unwrap_or_else(|| panic!("no {key}: {metrics}"));
+    // Compressed once per format (JSON, MessagePack), sent as is to the six subscribers...
+    assert_eq!(value("switchboard_deflate_shared_frames_total"), 2.0);
+    let shared = "switchboard_deflate_messages_total{direction=\"sent\",compressor=\"shared\"}";
+    assert_eq!(value(shared), 6.0);
+    // ...and compressed by its own connection for the one with a smaller window.
+    let own = "switchboard_deflate_messages_total{direction=\"sent\",compressor=\"connection\"}";
+    assert!(value(own) >= 1.0);
+    let plain_bytes = value("switchboard_deflate_bytes_total{direction=\"sent\",form=\"plain\"}");
+    let wire = value("switchboard_deflate_bytes_total{direction=\"sent\",form=\"deflated\"}");
+    assert!(wire * 5.0 < plain_bytes, "{wire} bytes on the wire for {plain_bytes}");
 }

@@ -72,6 +72,20 @@ impl WsClient {
         Self::connect_offering(addr, path, &[], &[], Some(config)).await
     }
 
+    /// [`connect_deflate`](Self::connect_deflate), offering `protocols` too.
+    ///
+    /// # Errors
+    ///
+    /// As [`connect_deflate`](Self::connect_deflate).
+    pub async fn connect_deflate_with(
+        addr: SocketAddr,
+        path: &str,
+        protocols: &[&str],
+        config: &DeflateConfig,
+    ) -> io::Result<Self> {
+        Self::connect_offering(addr, path, protocols, &[], Some(config)).await
+    }
+
     async fn connect_offering(
         addr: SocketAddr,
         path: &str,

@@ -19,6 +19,21 @@ pub struct Outbound {
     pub bytes: Bytes,
     /// For a publication, when it reached the hub: the start of its delivery latency.
     pub since: Option<Instant>,
+    /// The hub's delivery the push came from, for an outbox that [keeps
+    /// them](Pushes::WithDelivery): its transport can send a frame shared by every
+    /// subscriber instead of `bytes` (a publication compressed once). `None` for replies.
+    pub delivery: Option<Arc<Delivery>>,
+}
+
+/// What a client's outbox hands its transport with each push.
+#[derive(Clone, Copy, Debug, Default, Eq, PartialEq)]
+pub enum Pushes {
+    /// The encoded bytes.
+    #[default]
+    Encoded,
+    /// The encoded bytes and the hub's delivery they came from, for a transport that sends
+    /// shared frames ([`Delivery::shared_frame`]): a WebSocket with permessage-deflate.
+    WithDelivery,
 }
 
 /// What a transport takes off a client's outbox.
@@ -68,6 +83,7 @@ pub struct Outbox {
     queued: AtomicUsize,
     limit: usize,
     format: Format,
+    pushes: Pushes,
     /// Cancelled when the queue overflowed: the connection is a slow consumer.
     overflow: CancellationToken,
     /// The same fact, for the fan-out path: a token's own check takes its lock.
@@ -85,13 +101,14 @@ impl std::fmt::Debug for Outbox {
 
 impl Outbox {
     /// An empty queue for a connection speaking `format`, holding at most `limit` bytes.
-    pub(crate) fn new(format: Format, limit: usize) -> Arc<Self> {
+    pub(crate) fn new(format: Format, limit: usize, pushes: Pushes) -> Arc<Self> {
         Arc::new(Self {
             queue: Mutex::default(),
             ready: Notify::new(),
             queued: AtomicUsize::new(0),
             limit,
             format,
+            pushes,
             overflow: CancellationToken::new(),
             overflowed: AtomicBool::new(false),
         })
@@ -139,6 +156,10 @@ impl Outbox {
     /// Queues a payload (a reply) behind the pushes already queued, within the same byte
     /// budget: a client that sends commands but never reads overflows it too.
     pub(crate) fn enqueue(&self, bytes: Bytes, since: Option<Instant>) {
+        self.enqueue_with(bytes, since, None);
+    }
+
+    fn enqueue_with(&self, bytes: Bytes, since: Option<Instant>, delivery: Option<Arc<Delivery>>) {
         if self.is_overflowed() {
             return;
         }
@@ -148,7 +169,7 @@ impl Outbox {
             self.overflow.cancel();
             return;
         }
-        self.push(Queued::Payload(Outbound { bytes, since }));
+        self.push(Queued::Payload(Outbound { bytes, since, delivery }));
     }
 
     /// Asks the connection to close, after what is queued.
@@ -183,7 +204,11 @@ impl Sink for Outbox {
         let Some(bytes) = delivery.encoded(self.format) else { return true };
         // Never block the publisher and never grow: past the budget this subscriber is cut
         // off.
-        self.enqueue(bytes, delivery.received_at());
+        let shared = match self.pushes {
+            Pushes::Encoded => None,
+            Pushes::WithDelivery => Some(Arc::clone(delivery)),
+        };
+        self.enqueue_with(bytes, delivery.received_at(), shared);
         !self.is_overflowed()
     }
 }

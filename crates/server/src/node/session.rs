@@ -19,7 +19,7 @@ use tokio::time::Instant;
 
 use super::registry::Registration;
 use super::subscribe::Membership;
-use super::{Node, Outbox, page};
+use super::{Node, Outbox, Pushes, page};
 use crate::auth::{AuthFailure, Identity};
 use crate::config::{Anonymous, LimitOptions, NamespaceOptions};
 use crate::limits::{ConnRate, Reason, Verdict};
@@ -110,7 +110,19 @@ impl Session {
         ip: Option<IpAddr>,
         now: Instant,
     ) -> Self {
-        let outbox = Outbox::new(format, node.options.outbound_queue_bytes);
+        Self::with_pushes(node, identity, format, ip, now, Pushes::Encoded)
+    }
+
+    /// [`new`](Self::new), with an outbox that hands its transport pushes as `pushes` says.
+    pub fn with_pushes(
+        node: &Arc<Node>,
+        identity: Identity,
+        format: Format,
+        ip: Option<IpAddr>,
+        now: Instant,
+        pushes: Pushes,
+    ) -> Self {
+        let outbox = Outbox::new(format, node.options.outbound_queue_bytes, pushes);
         let registration = Registration::new(node, outbox);
         let info =
             Arc::new(ClientInfo { id: registration.id().to_string(), user: None, info: None });
