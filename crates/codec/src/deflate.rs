@@ -25,7 +25,11 @@
 //!
 //! [`ServerHandshake::extensions`]: crate::ServerHandshake::extensions
 
+use bytes::Bytes;
+
+use crate::compress::Inflater;
 use crate::handshake::{Extension, HandshakeError};
+use crate::{Error, Role};
 
 /// The extension token (RFC 7692 §7).
 pub const PERMESSAGE_DEFLATE: &str = "permessage-deflate";
@@ -268,6 +272,56 @@ impl DeflateConfig {
     /// The compression level as flate2 takes it.
     pub(crate) fn compression(&self) -> flate2::Compression {
         flate2::Compression::new(self.level.min(9))
+    }
+}
+
+/// Inflates whole compressed messages received on a connection that negotiated
+/// permessage-deflate, for a reader that frames messages itself rather than through a
+/// [`Connection`](crate::Connection) (a load generator, say). The output is capped while
+/// inflating, as the connection caps it, and the stream is freed after each message when
+/// the sender keeps no context.
+///
+/// ```
+/// use switchboard_codec::deflate::MessageInflater;
+/// use switchboard_codec::{DeflateParams, Role};
+///
+/// let mut inflater = MessageInflater::new(&DeflateParams::default(), Role::Client);
+/// // RFC 7692 §7.2.3.1: "Hello", compressed.
+/// let hello = [0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00];
+/// assert_eq!(&inflater.inflate(&hello, 1024)?[..], b"Hello");
+/// # Ok::<(), switchboard_codec::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct MessageInflater {
+    inner: Inflater,
+}
+
+impl MessageInflater {
+    /// An inflater for the messages `role`'s peer sends under `params`.
+    pub fn new(params: &DeflateParams, role: Role) -> Self {
+        let (bits, reset) = match role {
+            Role::Server => (params.client_window_bits(), params.client_no_context_takeover),
+            Role::Client => (params.server_window_bits(), params.server_no_context_takeover),
+        };
+        Self { inner: Inflater::new(bits, reset) }
+    }
+
+    /// The message whose compressed payload (RSV1 set on its first frame; the fragments'
+    /// payloads joined) is `payload`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InflatedTooLarge`] once the output would pass `max` bytes;
+    /// [`Error::InvalidCompressedData`] for a stream zlib rejects. The inflater starts
+    /// afresh after either.
+    pub fn inflate(&mut self, payload: &[u8], max: usize) -> Result<Bytes, Error> {
+        match self.inner.inflate(payload, true, max) {
+            Ok(_) => Ok(self.inner.finish()),
+            Err(e) => {
+                self.inner.clear();
+                Err(e)
+            }
+        }
     }
 }
 

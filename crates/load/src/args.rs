@@ -75,6 +75,11 @@ pub struct CommonArgs {
     /// Echo only: run this long before measuring [default: 1s with --duration, else 0s].
     #[arg(long, value_parser = parse_duration)]
     pub warmup: Option<Duration>,
+    /// Offer permessage-deflate (RFC 7692) on every WebSocket and inflate what the server
+    /// compresses; a connection the server answers without it fails
+    /// (`deflate_declined`). Commands are sent uncompressed.
+    #[arg(long)]
+    pub compression: bool,
     /// A JWT sent as `Authorization: Bearer` on every upgrade request.
     #[arg(long, env = "SWITCHBOARD_BENCH_TOKEN", hide_env_values = true)]
     pub token: Option<String>,

@@ -38,6 +38,7 @@ impl Ctx {
         if let Some(token) = &common.token {
             target.headers.push(("Authorization".to_owned(), format!("Bearer {token}")));
         }
+        target.compression = common.compression;
         let worker = common.worker.unwrap_or(crate::WorkerId { index: 0, count: common.processes });
         let is_parent = worker.index == 0;
         Ok(Self {

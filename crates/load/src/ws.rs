@@ -16,7 +16,10 @@ use std::time::Duration;
 use bytes::{Buf as _, BufMut as _, Bytes, BytesMut};
 use switchboard_client::ServerUrl;
 use switchboard_client::connect::{Handshake, UpgradeError};
-use switchboard_codec::{FrameHeader, HandshakeError, MAX_HEADER_LEN, OpCode};
+use switchboard_codec::deflate::MessageInflater;
+use switchboard_codec::{
+    DeflateConfig, FrameHeader, HandshakeError, MAX_HEADER_LEN, OpCode, RSV1, Role,
+};
 use tokio::io::Interest;
 use tokio::net::{TcpSocket, TcpStream};
 
@@ -29,6 +32,8 @@ pub(crate) struct Target {
     pub(crate) url: ServerUrl,
     /// Extra request headers (`Authorization`).
     pub(crate) headers: Vec<(String, String)>,
+    /// Offer permessage-deflate, and require it.
+    pub(crate) compression: bool,
 }
 
 impl Target {
@@ -39,7 +44,7 @@ impl Target {
             return Err(format!("{url}: TLS is not supported by the load generator; use ws://"));
         }
         let addr = resolve(&parsed).await?;
-        Ok(Self { addr, url: parsed, headers: Vec::new() })
+        Ok(Self { addr, url: parsed, headers: Vec::new(), compression: false })
     }
 }
 
@@ -71,6 +76,8 @@ pub(crate) enum ConnError {
     Timeout,
     /// The server answered a command with an error reply carrying this code.
     Reply(String),
+    /// permessage-deflate was asked for (`--compression`) and the server did not accept it.
+    DeflateDeclined,
 }
 
 impl ConnError {
@@ -94,6 +101,7 @@ impl ConnError {
             ConnError::Eof => "eof".to_owned(),
             ConnError::Timeout => "timeout".to_owned(),
             ConnError::Reply(code) => format!("reply_{code}"),
+            ConnError::DeflateDeclined => "deflate_declined".to_owned(),
         }
     }
 }
@@ -110,6 +118,9 @@ impl std::fmt::Display for ConnError {
             ConnError::Eof => write!(f, "connection ended without a close frame"),
             ConnError::Timeout => write!(f, "timed out"),
             ConnError::Reply(code) => write!(f, "error reply {code:?}"),
+            ConnError::DeflateDeclined => {
+                write!(f, "the server accepted the upgrade without permessage-deflate")
+            }
         }
     }
 }
@@ -190,6 +201,10 @@ pub(crate) struct Ws {
     rbuf: BytesMut,
     outbox: Outbox,
     fragments: Option<BytesMut>,
+    /// With permessage-deflate: inflates compressed messages.
+    inflater: Option<Box<MessageInflater>>,
+    /// Whether the fragmented message in progress is compressed.
+    compressed: bool,
 }
 
 impl Ws {
@@ -203,20 +218,32 @@ impl Ws {
         for (name, value) in &target.headers {
             handshake = handshake.header(name, value);
         }
+        if target.compression {
+            let mut offer = DeflateConfig::default();
+            offer.enabled = true;
+            handshake = handshake.deflate(&offer);
+        }
         let mut rbuf = BytesMut::with_capacity(FIRST_READ_BUFFER);
-        handshake.perform(&mut stream, &mut rbuf).await.map_err(|e| match e {
+        let accepted = handshake.perform(&mut stream, &mut rbuf).await.map_err(|e| match e {
             UpgradeError::Io(e) => ConnError::Io(e),
             UpgradeError::Closed => ConnError::Eof,
             UpgradeError::Refused(refusal) => ConnError::Status(refusal.status),
             UpgradeError::Invalid(e) => ConnError::Handshake(e),
             _ => ConnError::Protocol("opening handshake"),
         })?;
+        let inflater = match accepted.deflate {
+            Some(params) => Some(Box::new(MessageInflater::new(&params, Role::Client))),
+            None if target.compression => return Err(ConnError::DeflateDeclined),
+            None => None,
+        };
         // Bytes past the response head stay in `rbuf`: the first frames.
         Ok(Ws {
             stream,
             rbuf,
             outbox: Outbox { out: BytesMut::new(), mask: rand_bytes(), sent_close: false },
             fragments: None,
+            inflater,
+            compressed: false,
         })
     }
 
@@ -228,6 +255,8 @@ impl Ws {
             rbuf: BytesMut::with_capacity(FIRST_READ_BUFFER),
             outbox: Outbox { out: BytesMut::new(), mask: [0; 4], sent_close: true },
             fragments: None,
+            inflater: None,
+            compressed: false,
         }
     }
 
@@ -347,8 +376,11 @@ impl Ws {
                 // RFC 6455 §5.1: a client must close on a masked frame from the server.
                 return Err(ConnError::Protocol("masked server frame"));
             }
-            if header.rsv != 0 {
-                // RFC 6455 §5.2: no extension was negotiated.
+            // RFC 7692 §6: RSV1 marks the first frame of a compressed data message, when
+            // permessage-deflate was negotiated; RFC 6455 §5.2: any other reserved bit fails.
+            let first_data = matches!(header.opcode, OpCode::Text | OpCode::Binary);
+            let compressed = header.rsv == RSV1 && first_data && self.inflater.is_some();
+            if header.rsv != 0 && !compressed {
                 return Err(ConnError::Protocol("reserved bits set"));
             }
             if header.payload_len > MAX_MESSAGE as u64 {
@@ -384,10 +416,14 @@ impl Ws {
                     if self.fragments.is_some() {
                         return Err(ConnError::Protocol("new message inside a fragmented one"));
                     }
-                    if header.fin {
-                        step = handle(payload, &mut self.outbox)?;
-                    } else {
+                    if !header.fin {
                         self.fragments = Some(BytesMut::from(payload));
+                        self.compressed = compressed;
+                    } else if let (true, Some(inflater)) = (compressed, &mut self.inflater) {
+                        let message = inflate(inflater, payload)?;
+                        step = handle(&message, &mut self.outbox)?;
+                    } else {
+                        step = handle(payload, &mut self.outbox)?;
                     }
                 }
                 OpCode::Continuation => {
@@ -399,8 +435,15 @@ impl Ws {
                     }
                     partial.extend_from_slice(payload);
                     if header.fin {
-                        step = handle(partial, &mut self.outbox)?;
+                        match (self.compressed, &mut self.inflater) {
+                            (true, Some(inflater)) => {
+                                let message = inflate(inflater, partial)?;
+                                step = handle(&message, &mut self.outbox)?;
+                            }
+                            _ => step = handle(partial, &mut self.outbox)?,
+                        }
                         self.fragments = None;
+                        self.compressed = false;
                     }
                 }
             }
@@ -455,6 +498,13 @@ impl Ws {
         };
         tokio::time::timeout(timeout, closing).await.map_err(|_| ConnError::Timeout)?
     }
+}
+
+/// A compressed message's payload, inflated within the message size bound.
+fn inflate(inflater: &mut MessageInflater, payload: &[u8]) -> Result<Bytes, ConnError> {
+    inflater
+        .inflate(payload, MAX_MESSAGE)
+        .map_err(|_| ConnError::Protocol("bad compressed message"))
 }
 
 /// Encodes one masked frame with `mask`, for sending the same bytes many times.

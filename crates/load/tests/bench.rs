@@ -409,3 +409,52 @@ async fn refuses_options_that_conflict() {
     let result = try_bench(&raw).await;
     assert!(matches!(result, Err(Error::Usage(_))), "{result:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fanout_with_compression_inflates_the_shared_frames() {
+    use switchboard_test_support::metrics::{sample, scrape};
+    let server = server().await;
+    let url = format!("ws://{}/ws", server.addr);
+    let report = bench(&[
+        "fanout",
+        "--url",
+        &url,
+        "--compression",
+        "--subscribers",
+        "6",
+        "--channels",
+        "2",
+        "--rate",
+        "40",
+        "--duration",
+        "500ms",
+        "--size",
+        "1024",
+        "--grace",
+        "5s",
+    ])
+    .await;
+    assert_eq!(report["publishes"], 20, "{report:#}");
+    assert_eq!(report["deliveries"], 60, "{report:#}");
+    assert_no_errors(&report);
+    assert_latency(&report, "latency_us");
+    // Every delivery went out as the frame compressed once per publication.
+    let metrics = scrape(server.addr).await;
+    let shared = "switchboard_deflate_messages_total{direction=\"sent\",compressor=\"shared\"}";
+    assert_eq!(sample(&metrics, shared), Some(60.0), "{metrics}");
+    assert_eq!(sample(&metrics, "switchboard_deflate_shared_frames_total"), Some(20.0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compression_asked_of_a_server_that_declines_fails_each_connection() {
+    let mut config = bench_config();
+    config.compression.ws = false;
+    let server = TestServer::start(config).await;
+    let url = format!("ws://{}/ws", server.addr);
+    let report =
+        bench(&["connect", "--url", &url, "--compression", "--connections", "3", "--hold", "0s"])
+            .await;
+    assert_eq!(report["connections"], 0, "{report:#}");
+    let kinds = serde_json::json!({ "setup_deflate_declined": 3 });
+    assert_eq!(report["error_kinds"], kinds, "{report:#}");
+}
