@@ -1,6 +1,6 @@
 // permessage-deflate (RFC 7692) with a real browser: headless Chromium offers it on every
-// WebSocket; a server started with --ws-compression accepts it on /ws, and its metrics show
-// the messages it inflated from the browser and deflated to it.
+// WebSocket; the server accepts it on /ws by default, and its metrics show the messages it
+// inflated from the browser and the publication it compressed once and sent to it.
 
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
@@ -50,7 +50,7 @@ describe('permessage-deflate in Chromium', {
   let browser;
 
   before(async () => {
-    server = await startServer({ args: ['--ws-compression'] });
+    server = await startServer();
     pages = http.createServer((req, res) => {
       res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' });
       res.end(page(server.http));
@@ -86,14 +86,21 @@ describe('permessage-deflate in Chromium', {
     assert.deepEqual(errors, []);
 
     const metrics = await (await fetch(`${server.http}/metrics`)).text();
-    const get = (direction, name, form) =>
-      metric(metrics, `switchboard_deflate_${name}_total{direction="${direction}",form="${form}"}`);
+    const messages = (direction, compressor) =>
+      metric(
+        metrics,
+        `switchboard_deflate_messages_total{direction="${direction}",compressor="${compressor}"}`,
+      );
+    const bytes = (form) =>
+      metric(metrics, `switchboard_deflate_bytes_total{direction="sent",form="${form}"}`);
     // From the browser: at least the publish (Chromium deflates what it sends).
-    assert.ok(get('received', 'messages', 'deflated') >= 1, metrics);
-    // To the browser: at least the publication, 1.4 KB of JSON, far smaller deflated.
-    assert.ok(get('sent', 'messages', 'deflated') >= 1, metrics);
-    const plain = get('sent', 'bytes', 'plain');
-    const deflated = get('sent', 'bytes', 'deflated');
+    assert.ok(messages('received', 'connection') >= 1, metrics);
+    // To the browser: the publication, 1.4 KB of JSON, as the frame compressed once for every
+    // subscriber, far smaller than the JSON.
+    assert.equal(messages('sent', 'shared'), 1, metrics);
+    assert.equal(metric(metrics, 'switchboard_deflate_shared_frames_total'), 1, metrics);
+    const plain = bytes('plain');
+    const deflated = bytes('deflated');
     assert.ok(plain >= text.length, metrics);
     assert.ok(deflated * 5 < plain, `sent ${plain} bytes as ${deflated}`);
     await tab.close();
