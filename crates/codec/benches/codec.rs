@@ -8,11 +8,12 @@
 use std::hint::black_box;
 use std::time::Instant;
 
+use bytes::Bytes;
 use bytes::BytesMut;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use switchboard_codec::{
-    Connection, Limits, Message, PreparedMessage, Role, ServerHandshake, apply_mask,
-    apply_mask_bytewise, handshake::HandshakeLimits,
+    Connection, DeflateConfig, DeflateParams, Limits, Message, PreparedMessage, Role,
+    ServerHandshake, apply_mask, apply_mask_bytewise, handshake::HandshakeLimits,
 };
 
 const SIZES: [usize; 4] = [16, 125, 1024, 16 * 1024];
@@ -116,6 +117,86 @@ fn encode(c: &mut Criterion) {
     group.finish();
 }
 
+/// A publication push as a live dashboard sends it: `rows` quotes of JSON.
+fn dashboard_push(rows: usize) -> Bytes {
+    let quotes: Vec<String> = (0..rows)
+        .map(|i| {
+            format!(
+                "{{\"symbol\":\"SYM{i:03}\",\"price\":{}.{:02},\"change\":-0.{:02},\"volume\":{}}}",
+                100 + i * 7 % 53,
+                i * 13 % 100,
+                i * 29 % 100,
+                10_000 + i * 997
+            )
+        })
+        .collect();
+    let data = format!("[{}]", quotes.join(","));
+    format!(
+        "{{\"push\":\"publication\",\"channel\":\"prices:live\",\"offset\":48213,\"data\":{data}}}"
+    )
+    .into()
+}
+
+/// One publication to 1,000 server connections, per delivery: plain, compressed by each
+/// connection, and compressed once into a frame every connection sends (the server's
+/// `server_no_context_takeover` answer allows that).
+fn deflate_fanout(c: &mut Criterion) {
+    const SUBSCRIBERS: usize = 1000;
+    let mut config = DeflateConfig::default();
+    config.enabled = true;
+    config.level = 1;
+    config.min_size = 128;
+    config.server_no_context_takeover = true;
+    config.client_no_context_takeover = true;
+    let params = DeflateParams {
+        server_no_context_takeover: true,
+        client_no_context_takeover: true,
+        ..Default::default()
+    };
+    let plain = || Connection::new(Role::Server, Limits::default());
+    let deflate = || Connection::with_deflate(Role::Server, Limits::default(), params, &config);
+    let mut group = c.benchmark_group("deflate_fanout_1000");
+    group.sample_size(20);
+    for rows in [8usize, 200] {
+        let push = dashboard_push(rows);
+        let size = push.len();
+        group.throughput(Throughput::Elements(SUBSCRIBERS as u64));
+        let fanout = |conns: &mut Vec<Connection>, send: &mut dyn FnMut(&mut Connection)| {
+            for conn in conns.iter_mut() {
+                send(conn);
+                while let Some(out) = conn.poll_transmit() {
+                    black_box(out);
+                }
+            }
+        };
+        let mut conns: Vec<Connection> = (0..SUBSCRIBERS).map(|_| plain()).collect();
+        group.bench_function(BenchmarkId::new("off", size), |b| {
+            b.iter(|| {
+                fanout(&mut conns, &mut |conn| {
+                    conn.send(Message::Text(push.clone())).expect("open")
+                });
+            });
+        });
+        let mut conns: Vec<Connection> = (0..SUBSCRIBERS).map(|_| deflate()).collect();
+        group.bench_function(BenchmarkId::new("per_connection", size), |b| {
+            b.iter(|| {
+                fanout(&mut conns, &mut |conn| {
+                    conn.send(Message::Text(push.clone())).expect("open")
+                });
+            });
+        });
+        group.bench_function(BenchmarkId::new("shared", size), |b| {
+            let text = std::str::from_utf8(&push).expect("JSON");
+            b.iter(|| {
+                let frame = PreparedMessage::deflated_text(text, &config);
+                assert!(frame.is_compressed());
+                fanout(&mut conns, &mut |conn| conn.send_prepared(&frame).expect("open"));
+            });
+        });
+    }
+    group.finish();
+}
+
 fn handshake(c: &mut Criterion) {
     let req = b"GET /echo HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nUpgrade: websocket\r\n\
         Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
@@ -133,5 +214,5 @@ fn handshake(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, mask, decode, encode, handshake);
+criterion_group!(benches, mask, decode, encode, deflate_fanout, handshake);
 criterion_main!(benches);
