@@ -70,17 +70,6 @@ for i in 0 1; do
     }
 done
 rm -f "$spec".12 "$spec".13
-# One index for both halves.
-python3 - "$out" <<'PY'
-import json, sys
-out = sys.argv[1]
-merged = {}
-for part in ("12", "13"):
-    with open("%s/%s/index.json" % (out, part)) as f:
-        for agent, cases in json.load(f).items():
-            merged.setdefault(agent, {}).update(cases)
-with open("%s/index.json" % out, "w") as f:
-    json.dump(merged, f)
-PY
+python3 autobahn/merge.py "$out" 12 13
 python3 autobahn/summarize.py "$out/index.json" switchboard \
     autobahn/expected-results-server-deflate.json "$@"
