@@ -466,19 +466,7 @@ impl Connection {
     /// [`Error::Closing`] once the close handshake has begun;
     /// [`Error::ControlPayloadTooLarge`] for a ping or pong over 125 bytes.
     pub fn send(&mut self, msg: Message) -> Result<(), Error> {
-        if self.state != State::Open {
-            return Err(Error::Closing);
-        }
-        match msg {
-            Message::Text(data) => self.write_message(OpCode::Text, data),
-            Message::Binary(data) => self.write_message(OpCode::Binary, data),
-            Message::Ping(data) | Message::Pong(data) if data.len() > MAX_CONTROL_PAYLOAD => {
-                return Err(Error::ControlPayloadTooLarge(data.len()));
-            }
-            Message::Ping(data) => self.write_frame(OpCode::Ping, data),
-            Message::Pong(data) => self.write_frame(OpCode::Pong, data),
-        }
-        Ok(())
+        self.send_message(msg, true)
     }
 
     /// Queues a text or binary message uncompressed even when permessage-deflate is
@@ -487,17 +475,23 @@ impl Connection {
     ///
     /// # Errors
     ///
-    /// [`Error::Closing`] once the close handshake has begun;
-    /// [`Error::ControlPayloadTooLarge`] for a ping or pong over 125 bytes.
+    /// As [`send`](Self::send).
     pub fn send_uncompressed(&mut self, msg: Message) -> Result<(), Error> {
+        self.send_message(msg, false)
+    }
+
+    fn send_message(&mut self, msg: Message, compress: bool) -> Result<(), Error> {
         if self.state != State::Open {
             return Err(Error::Closing);
         }
         match msg {
-            // The compressor never saw it, so its context (if kept) is still the peer's.
-            Message::Text(data) => self.write_frame(OpCode::Text, data),
-            Message::Binary(data) => self.write_frame(OpCode::Binary, data),
-            control => return self.send(control),
+            Message::Text(data) => self.write_message(OpCode::Text, data, compress),
+            Message::Binary(data) => self.write_message(OpCode::Binary, data, compress),
+            Message::Ping(data) | Message::Pong(data) if data.len() > MAX_CONTROL_PAYLOAD => {
+                return Err(Error::ControlPayloadTooLarge(data.len()));
+            }
+            Message::Ping(data) => self.write_frame(OpCode::Ping, data),
+            Message::Pong(data) => self.write_frame(OpCode::Pong, data),
         }
         Ok(())
     }
@@ -893,8 +887,12 @@ impl Connection {
     }
 
     /// Queues a data message, compressed when deflate was negotiated and it pays.
-    fn write_message(&mut self, opcode: OpCode, data: Bytes) {
-        let compressed = self.deflate.as_mut().and_then(|d| {
+    /// Queues a data message, compressed when `compress`, permessage-deflate is negotiated
+    /// and it shrinks. Uncompressed, the compressor never sees it, so its context (if kept)
+    /// is still the peer's.
+    fn write_message(&mut self, opcode: OpCode, data: Bytes, compress: bool) {
+        let deflate = self.deflate.as_mut().filter(|_| compress);
+        let compressed = deflate.and_then(|d| {
             let compressed = d.deflater.compress(&data)?;
             d.stats.messages_compressed += 1;
             d.stats.compressed_input_bytes += data.len() as u64;
