@@ -1,13 +1,17 @@
 //! The worst-case memory bound of `docs/security.md` held by the real binary: hostile
 //! publishers on many channels, reconnecting between floods, cannot take the server's
-//! resident memory past the bound computed for its configuration.
+//! resident memory past the bound computed for its configuration, and decompression bombs
+//! cost it no more than the message limit.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use serde_json::{Value, json};
+use switchboard_codec::{CloseCode, DeflateConfig};
 use switchboard_test_support::cli::{Serve, Served};
 use switchboard_test_support::client::WsClient;
 use switchboard_test_support::metrics::{sample, scrape};
+use switchboard_test_support::pair::{deflate_bomb, raw_frame};
 use switchboard_test_support::protocol::call;
 
 const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
@@ -82,6 +86,55 @@ async fn issue_12_hostile_publishers_stay_under_the_documented_worst_case() {
     server.stop();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_15_decompression_bombs_are_cut_off_without_the_memory_they_declare() {
+    // `/echo` with compression, at its 16 MiB message limit: the largest a message may be.
+    let server = Server::start_with(&["--no-demo", "--echo-compression"]);
+    let addr = server.addr;
+    let baseline = server.peak_rss();
+    // 10 MiB of deflate that inflates to 1.7 GB, from four connections at once.
+    let bomb = deflate_bomb(6_450_000);
+    assert!(bomb.len() < ECHO_LIMIT as usize);
+    let frame = raw_frame(0xc2, Some([0x37, 0xfa, 0x21, 0x3d]), &bomb).freeze();
+    let mut config = DeflateConfig::default();
+    config.enabled = true;
+    let bombers: Vec<_> = (0..BOMBERS)
+        .map(|_| {
+            let (frame, config) = (frame.clone(), config.clone());
+            tokio::spawn(async move {
+                let mut ws =
+                    WsClient::connect_deflate(addr, "/echo", &config).await.expect("connect");
+                assert!(ws.connection().deflate_params().is_some(), "compression negotiated");
+                // The server may fail the connection before it has read the whole frame.
+                let _ = ws.send_raw(&frame).await;
+                ws.expect_close(Duration::from_secs(30)).await.expect("a close frame")
+            })
+        })
+        .collect();
+    for bomber in bombers {
+        assert_eq!(bomber.await.expect("a bomber failed"), Some(CloseCode::MESSAGE_TOO_BIG));
+    }
+    // At its peak the server held, per connection, at most the frame being read (the read
+    // buffer may have doubled past it) and the message inflated up to the limit.
+    let peak = server.peak_rss();
+    let bound = baseline + BOMBERS * (2 * bomb.len() as u64 + ECHO_LIMIT + (4 << 20));
+    eprintln!(
+        "baseline {} KiB, peak {} KiB, bound {} KiB",
+        baseline >> 10,
+        peak >> 10,
+        bound >> 10
+    );
+    assert!(peak < bound, "peak resident memory {} KiB over {} KiB", peak >> 10, bound >> 10);
+    let metrics = server.metrics().await;
+    let closed = "switchboard_connections_closed_total{transport=\"echo\",code=\"1009\",cause=\"protocol_error\"}";
+    assert_eq!(sample(&metrics, closed), Some(BOMBERS as f64), "{metrics}");
+}
+
+/// `/echo`'s message limit (the default).
+const ECHO_LIMIT: u64 = 16 << 20;
+/// Connections sending a bomb at once.
+const BOMBERS: u64 = 4;
+
 /// `docs/security.md`, "Worst-case memory", for this configuration, above the process's
 /// baseline `M0`: the history budget `H`, as much again of allocator slack `F`, a decoded
 /// command and a publication over the budget per worker thread (`W·P`), the channels'
@@ -105,9 +158,13 @@ struct Server {
 
 impl Server {
     fn start() -> Self {
+        Self::start_with(&["--no-demo", "--no-echo"])
+    }
+
+    fn start_with(args: &[&str]) -> Self {
         let n = |v: u64| v.to_string();
         let served = Serve::new(BIN)
-            .args(["--no-demo", "--no-echo"])
+            .args(args)
             .args(["--history-memory", &n(HISTORY_MEMORY), "--max-channels", &n(MAX_CHANNELS)])
             .args(["--max-connections", &n(MAX_CONNECTIONS)])
             .args(["--outbound-queue-bytes", &n(OUTBOUND_QUEUE)])
@@ -118,14 +175,22 @@ impl Server {
 
     /// The server's resident memory in bytes, from `/proc/<pid>/status`.
     fn rss(&self) -> u64 {
+        self.status_kib("VmRSS:") * 1024
+    }
+
+    /// The most resident memory the server has held so far, in bytes.
+    fn peak_rss(&self) -> u64 {
+        self.status_kib("VmHWM:") * 1024
+    }
+
+    fn status_kib(&self, field: &str) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.served.pid()))
             .expect("the server's status");
-        let kib = status
+        status
             .lines()
-            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .find_map(|line| line.strip_prefix(field))
             .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            .expect("VmRSS");
-        kib * 1024
+            .unwrap_or_else(|| panic!("no {field} in {status}"))
     }
 
     async fn metrics(&self) -> String {
