@@ -317,10 +317,9 @@ impl Metrics {
     /// statistics (`before`, `after`): once per read or write batch, not per message.
     pub(crate) fn deflated(
         &self,
-        before: Option<switchboard_codec::DeflateStats>,
-        after: Option<switchboard_codec::DeflateStats>,
+        before: switchboard_codec::DeflateStats,
+        after: switchboard_codec::DeflateStats,
     ) {
-        let (Some(before), Some(after)) = (before, after) else { return };
         let sent = after.messages_compressed - before.messages_compressed;
         if sent > 0 {
             let label = |form| DeflateLabel { direction: "sent", form };

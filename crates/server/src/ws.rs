@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::metrics::LatencyBatch;
 use crate::metrics::{Closed, CodeLabel, Metrics, ReasonLabel, SharedDeflate, TransportLabel};
-use crate::node::{Kick, Outbound, Outbox, Payload, Queued, Session};
+use crate::node::{Kick, Outbound, Outbox, Payload, Queued, Session, Source};
 use crate::state::Shared;
 
 /// Bytes taken from the socket per read, through a buffer each worker thread shares among
@@ -151,9 +151,12 @@ pub(crate) async fn drive<S>(
     let mut closing_now = pin!(closing.cancelled());
     let mut overflowed = pin!(overflow.cancelled());
     let mut slow = false;
+    // Boxed, and only with permessage-deflate: an idle connection's task carries 8 bytes.
     let mut deflate = DeflateSeen::new(&conn, metrics);
     let error = loop {
-        deflate.update(&conn, metrics);
+        if let Some(deflate) = &mut deflate {
+            deflate.update(&conn, metrics);
+        }
         let limits = WriteLimits { normal: config.write_timeout, slow: config.close_timeout };
         let flushed = flush(&mut io, &mut conn, limits, &overflow, &mut slow, |conn| {
             metrics.slow_consumers.inc();
@@ -235,7 +238,9 @@ pub(crate) async fn drive<S>(
             }
         }
     };
-    deflate.end(&conn, metrics);
+    if let Some(deflate) = &mut deflate {
+        deflate.end(&conn, metrics);
+    }
     if let Some(e) = error {
         tracing::debug!(error = %e, "connection i/o error");
     }
@@ -276,28 +281,25 @@ pub(crate) async fn drive<S>(
 /// What permessage-deflate did on a connection, counted into the metrics as it changes:
 /// in one place, whichever path compressed or inflated.
 struct DeflateSeen {
-    stats: Option<DeflateStats>,
+    stats: DeflateStats,
     /// Whether the connection holds a zlib stream between reads (a compressed message
     /// arriving in fragments).
     holding: bool,
 }
 
 impl DeflateSeen {
-    fn new(conn: &Connection, metrics: &Metrics) -> Self {
-        let stats = conn.deflate_stats();
-        if stats.is_some() {
-            metrics.deflate_connections.inc();
-        }
-        Self { stats, holding: false }
+    /// `None` for a connection without permessage-deflate (negotiated at the handshake or
+    /// never).
+    fn new(conn: &Connection, metrics: &Metrics) -> Option<Box<Self>> {
+        let stats = conn.deflate_stats()?;
+        metrics.deflate_connections.inc();
+        Some(Box::new(Self { stats, holding: false }))
     }
 
     fn update(&mut self, conn: &Connection, metrics: &Metrics) {
-        if self.stats.is_none() {
-            // Negotiated at the handshake or never.
-            return;
-        }
-        let stats = conn.deflate_stats();
-        if stats != self.stats {
+        if let Some(stats) = conn.deflate_stats()
+            && stats != self.stats
+        {
             metrics.deflated(self.stats, stats);
             self.stats = stats;
         }
@@ -312,14 +314,12 @@ impl DeflateSeen {
         }
     }
 
-    fn end(mut self, conn: &Connection, metrics: &Metrics) {
+    fn end(&mut self, conn: &Connection, metrics: &Metrics) {
         self.update(conn, metrics);
         if self.holding {
             metrics.deflate_streams.dec();
         }
-        if self.stats.is_some() {
-            metrics.deflate_connections.dec();
-        }
+        metrics.deflate_connections.dec();
     }
 }
 
@@ -479,15 +479,18 @@ struct Taken {
 impl Taken {
     fn push(&mut self, conn: &mut Connection, hub: &HubApp, item: Outbound, shared: &Shared) {
         let len = item.bytes.len() as u64;
+        let since = item.since();
         // Fails only once closing, when pushes are owed to no one.
-        let sent = match &item.delivery {
-            Some(delivery) => self.send_delivery(conn, hub, delivery, item.bytes, shared),
-            None => conn.send(hub.frame(item.bytes)).is_ok(),
+        let sent = match &item.source {
+            Source::Delivery(delivery) => {
+                self.send_delivery(conn, hub, delivery, item.bytes, shared)
+            }
+            Source::Direct | Source::Published(_) => conn.send(hub.frame(item.bytes)).is_ok(),
         };
         if sent {
             self.messages += 1;
             self.bytes += len;
-            if let Some(since) = item.since {
+            if let Some(since) = since {
                 let now = *self.now.get_or_insert_with(Instant::now);
                 self.latency.observe(now.saturating_duration_since(since));
             }

@@ -54,7 +54,7 @@ mod session;
 mod subscribe;
 
 pub use crate::auth::Identity;
-pub use outbox::{Kick, Outbound, Outbox, Pushes, Queued};
+pub use outbox::{Kick, Outbound, Outbox, Pushes, Queued, Source};
 pub use registry::Registration;
 pub use session::{MAX_CONSECUTIVE_ERRORS, Payload, Session};
 pub use subscribe::Membership;

@@ -17,12 +17,35 @@ use tokio_util::sync::CancellationToken;
 pub struct Outbound {
     /// The encoded push or reply.
     pub bytes: Bytes,
-    /// For a publication, when it reached the hub: the start of its delivery latency.
-    pub since: Option<Instant>,
-    /// The hub's delivery the push came from, for an outbox that [keeps
+    /// Where it came from.
+    pub source: Source,
+}
+
+/// Where a queued payload came from. One word and a tag, whichever it is: every queued
+/// payload carries one.
+#[derive(Debug)]
+pub enum Source {
+    /// A reply, or a push other than a publication, from an outbox that does not keep the
+    /// hub's deliveries.
+    Direct,
+    /// A publication, from an outbox that does not keep the hub's deliveries: when it
+    /// reached the hub, the start of its delivery latency.
+    Published(Instant),
+    /// A push with the hub's delivery it came from, for an outbox that [keeps
     /// them](Pushes::WithDelivery): its transport can send a frame shared by every
-    /// subscriber instead of `bytes` (a publication compressed once). `None` for replies.
-    pub delivery: Option<Arc<Delivery>>,
+    /// subscriber instead of the bytes (a publication compressed once).
+    Delivery(Arc<Delivery>),
+}
+
+impl Outbound {
+    /// For a publication, when it reached the hub: the start of its delivery latency.
+    pub fn since(&self) -> Option<Instant> {
+        match &self.source {
+            Source::Direct => None,
+            Source::Published(at) => Some(*at),
+            Source::Delivery(delivery) => delivery.received_at(),
+        }
+    }
 }
 
 /// What a client's outbox hands its transport with each push.
@@ -155,11 +178,11 @@ impl Outbox {
 
     /// Queues a payload (a reply) behind the pushes already queued, within the same byte
     /// budget: a client that sends commands but never reads overflows it too.
-    pub(crate) fn enqueue(&self, bytes: Bytes, since: Option<Instant>) {
-        self.enqueue_with(bytes, since, None);
+    pub(crate) fn enqueue(&self, bytes: Bytes) {
+        self.enqueue_from(bytes, Source::Direct);
     }
 
-    fn enqueue_with(&self, bytes: Bytes, since: Option<Instant>, delivery: Option<Arc<Delivery>>) {
+    fn enqueue_from(&self, bytes: Bytes, source: Source) {
         if self.is_overflowed() {
             return;
         }
@@ -169,7 +192,7 @@ impl Outbox {
             self.overflow.cancel();
             return;
         }
-        self.push(Queued::Payload(Outbound { bytes, since, delivery }));
+        self.push(Queued::Payload(Outbound { bytes, source }));
     }
 
     /// Asks the connection to close, after what is queued.
@@ -204,11 +227,12 @@ impl Sink for Outbox {
         let Some(bytes) = delivery.encoded(self.format) else { return true };
         // Never block the publisher and never grow: past the budget this subscriber is cut
         // off.
-        let shared = match self.pushes {
-            Pushes::Encoded => None,
-            Pushes::WithDelivery => Some(Arc::clone(delivery)),
+        let source = match (self.pushes, delivery.received_at()) {
+            (Pushes::WithDelivery, _) => Source::Delivery(Arc::clone(delivery)),
+            (Pushes::Encoded, Some(at)) => Source::Published(at),
+            (Pushes::Encoded, None) => Source::Direct,
         };
-        self.enqueue_with(bytes, delivery.received_at(), shared);
+        self.enqueue_from(bytes, source);
         !self.is_overflowed()
     }
 }

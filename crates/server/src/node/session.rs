@@ -578,7 +578,7 @@ impl Session {
             _ => {}
         }
         match self.format.encode(reply) {
-            Ok(bytes) => self.outbox().enqueue(bytes, None),
+            Ok(bytes) => self.outbox().enqueue(bytes),
             Err(e) => tracing::error!(error = %e, "cannot encode a reply"),
         }
     }
