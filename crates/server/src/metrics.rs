@@ -320,37 +320,45 @@ impl Metrics {
         before: switchboard_codec::DeflateStats,
         after: switchboard_codec::DeflateStats,
     ) {
-        let sent = after.messages_compressed - before.messages_compressed;
-        if sent > 0 {
-            let label = |form| DeflateLabel { direction: "sent", form };
-            let messages = DeflateMessageLabel { direction: "sent", compressor: "connection" };
-            self.deflated_messages.get_or_create(&messages).inc_by(sent);
-            let plain = after.compressed_input_bytes - before.compressed_input_bytes;
-            self.deflated_bytes.get_or_create(&label("plain")).inc_by(plain);
-            let deflated = after.compressed_bytes - before.compressed_bytes;
-            self.deflated_bytes.get_or_create(&label("deflated")).inc_by(deflated);
-        }
-        let received = after.messages_inflated - before.messages_inflated;
-        if received > 0 {
-            let label = |form| DeflateLabel { direction: "received", form };
-            let messages = DeflateMessageLabel { direction: "received", compressor: "connection" };
-            self.deflated_messages.get_or_create(&messages).inc_by(received);
-            let plain = after.inflated_bytes - before.inflated_bytes;
-            self.deflated_bytes.get_or_create(&label("plain")).inc_by(plain);
-            let deflated = after.inflated_wire_bytes - before.inflated_wire_bytes;
-            self.deflated_bytes.get_or_create(&label("deflated")).inc_by(deflated);
-        }
+        self.count_deflate(
+            "sent",
+            "connection",
+            after.messages_compressed - before.messages_compressed,
+            after.compressed_input_bytes - before.compressed_input_bytes,
+            after.compressed_bytes - before.compressed_bytes,
+        );
+        self.count_deflate(
+            "received",
+            "connection",
+            after.messages_inflated - before.messages_inflated,
+            after.inflated_bytes - before.inflated_bytes,
+            after.inflated_wire_bytes - before.inflated_wire_bytes,
+        );
     }
 
     /// Counts the pushes a connection sent as shared compressed frames.
     pub(crate) fn shared_deflated(&self, shared: &SharedDeflate) {
-        if shared.messages > 0 {
-            let messages = DeflateMessageLabel { direction: "sent", compressor: "shared" };
-            self.deflated_messages.get_or_create(&messages).inc_by(shared.messages);
-            let label = |form| DeflateLabel { direction: "sent", form };
-            self.deflated_bytes.get_or_create(&label("plain")).inc_by(shared.plain);
-            self.deflated_bytes.get_or_create(&label("deflated")).inc_by(shared.deflated);
+        self.count_deflate("sent", "shared", shared.messages, shared.plain, shared.deflated);
+    }
+
+    /// Counts `messages` compressed messages of `plain` bytes that were `deflated` bytes on
+    /// the wire.
+    fn count_deflate(
+        &self,
+        direction: &'static str,
+        compressor: &'static str,
+        messages: u64,
+        plain: u64,
+        deflated: u64,
+    ) {
+        if messages == 0 {
+            return;
         }
+        let label = DeflateMessageLabel { direction, compressor };
+        self.deflated_messages.get_or_create(&label).inc_by(messages);
+        let label = |form| DeflateLabel { direction, form };
+        self.deflated_bytes.get_or_create(&label("plain")).inc_by(plain);
+        self.deflated_bytes.get_or_create(&label("deflated")).inc_by(deflated);
     }
 
     /// Counts `messages` sent with `bytes` of payload: once per batch, not per message.
