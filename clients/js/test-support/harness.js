@@ -14,6 +14,31 @@ export const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)
 export const serverBinary =
   process.env.SWITCHBOARD_BIN ?? path.join(repoRoot, 'target', 'debug', 'switchboard');
 
+/** Debian's Chromium, or `$CHROMIUM_PATH`. */
+export const chromiumPath = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
+
+/**
+ * Why a browser suite is skipped: no Chromium on this machine (outside CI, where its absence
+ * is a failure), or `false` to run it.
+ */
+export const chromiumSkip = !existsSync(chromiumPath) && !process.env.CI && `no ${chromiumPath}`;
+
+/** Headless Chromium through `playwright-core`, with `extraArgs` after the usual switches. */
+export async function launchChromium(extraArgs = []) {
+  const { chromium } = await import('playwright-core');
+  return chromium.launch({
+    executablePath: chromiumPath,
+    args: [
+      '--headless',
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-background-networking',
+      ...extraArgs,
+    ],
+    timeout: 20000,
+  });
+}
+
 /** A port that was free a moment ago. */
 export async function freePort() {
   const server = net.createServer();

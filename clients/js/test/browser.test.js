@@ -5,17 +5,22 @@
 // comes back by itself after the server restarts, reporting the lost history.
 
 import assert from 'node:assert/strict';
-import { existsSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import http from 'node:http';
 import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import WebSocket from 'ws';
 
 import { Switchboard, TRANSPORTS } from '../switchboard.js';
-import { channel, startProxy, startServer, stateReached } from '../test-support/harness.js';
+import {
+  channel,
+  chromiumSkip,
+  launchChromium,
+  startProxy,
+  startServer,
+  stateReached,
+} from '../test-support/harness.js';
 
-const chromiumPath = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
-const hasChromium = existsSync(chromiumPath);
 /** Where the screenshot goes; outside the repository. */
 const screenshotPath = process.env.SWITCHBOARD_SCREENSHOT ?? '/tmp/switchboard-browser-test.png';
 const source = readFileSync(fileURLToPath(new URL('../switchboard.js', import.meta.url)), 'utf8');
@@ -83,7 +88,7 @@ function page(server) {
 `;
 }
 
-describe('in Chromium', { skip: !hasChromium && !process.env.CI && `no ${chromiumPath}` }, () => {
+describe('in Chromium', { skip: chromiumSkip }, () => {
   let server;
   let proxy;
   let pages;
@@ -100,21 +105,12 @@ describe('in Chromium', { skip: !hasChromium && !process.env.CI && `no ${chromiu
       res.end(page(server.http));
     });
     await new Promise((resolve) => pages.listen(0, '127.0.0.1', resolve));
-    const { chromium } = await import('playwright-core');
-    browser = await chromium.launch({
-      executablePath: chromiumPath,
-      args: [
-        '--headless',
-        '--no-sandbox',
-        '--disable-gpu',
-        '--disable-background-networking',
-        '--disable-component-update',
-        '--disable-quic',
-        '--disable-sync',
-        '--no-first-run',
-      ],
-      timeout: 20000,
-    });
+    browser = await launchChromium([
+      '--disable-component-update',
+      '--disable-quic',
+      '--disable-sync',
+      '--no-first-run',
+    ]);
     tab = await browser.newPage();
     tab.setDefaultTimeout(10000);
     tab.on('pageerror', (error) => errors.push(error.message));

@@ -3,14 +3,11 @@
 // inflated from the browser and the publication it compressed once and sent to it.
 
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
 import http from 'node:http';
 import { after, before, describe, test } from 'node:test';
 
-import { channel, startServer } from '../test-support/harness.js';
+import { channel, chromiumSkip, launchChromium, startServer } from '../test-support/harness.js';
 
-const chromiumPath = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
-const hasChromium = existsSync(chromiumPath);
 
 function page(server) {
   return `<!doctype html>
@@ -43,7 +40,7 @@ function metric(text, key) {
 }
 
 describe('permessage-deflate in Chromium', {
-  skip: !hasChromium && !process.env.CI && `no ${chromiumPath}`,
+  skip: chromiumSkip,
 }, () => {
   let server;
   let pages;
@@ -56,12 +53,7 @@ describe('permessage-deflate in Chromium', {
       res.end(page(server.http));
     });
     await new Promise((resolve) => pages.listen(0, '127.0.0.1', resolve));
-    const { chromium } = await import('playwright-core');
-    browser = await chromium.launch({
-      executablePath: chromiumPath,
-      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'],
-      timeout: 20000,
-    });
+    browser = await launchChromium();
   });
 
   after(async () => {

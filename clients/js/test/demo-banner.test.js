@@ -4,7 +4,7 @@
 // says so. Leaves screenshots in target/screenshots/.
 
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -12,11 +12,15 @@ import WebSocket from 'ws';
 
 import { Switchboard } from '../switchboard.js';
 import {
-  repoRoot, startProxy, startServer, stateReached, waitFor,
+  chromiumSkip as skip,
+  launchChromium,
+  repoRoot,
+  startProxy,
+  startServer,
+  stateReached,
+  waitFor,
 } from '../test-support/harness.js';
 
-const chromiumPath = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
-const skip = !existsSync(chromiumPath) && !process.env.CI && `no ${chromiumPath}`;
 const shots = path.join(repoRoot, 'target', 'screenshots');
 
 // Only the `chat` namespace: without `ticker` the server runs no price feed, so every
@@ -69,12 +73,7 @@ describe('the demo banner across cuts and restarts', { skip }, () => {
     args = ['--config', file];
     server = await startServer({ args });
     proxy = await startProxy(server.port);
-    const { chromium } = await import('playwright-core');
-    browser = await chromium.launch({
-      executablePath: chromiumPath,
-      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'],
-      timeout: 20000,
-    });
+    browser = await launchChromium();
     // One window through the proxy, the other straight to the server: only the first is
     // cut, so nothing the second sends on its own reconnection lands in the first's count.
     cut = await open(proxy.port);

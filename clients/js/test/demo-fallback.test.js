@@ -3,13 +3,10 @@
 // and the banner says which transport carries the connection. Leaves a screenshot in /tmp.
 
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
 import { after, before, describe, test } from 'node:test';
 
-import { startServer } from '../test-support/harness.js';
+import { chromiumSkip as skip, launchChromium, startServer } from '../test-support/harness.js';
 
-const chromiumPath = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
-const skip = !existsSync(chromiumPath) && !process.env.CI && `no ${chromiumPath}`;
 
 const cases = [
   { disabled: ['websocket'], banner: 'Connected over SSE', shot: 'sse' },
@@ -29,12 +26,7 @@ for (const { disabled, banner, shot } of cases) {
       server = await startServer({
         args: disabled.flatMap((name) => ['--disable-transport', name]),
       });
-      const { chromium } = await import('playwright-core');
-      browser = await chromium.launch({
-        executablePath: chromiumPath,
-        args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'],
-        timeout: 20000,
-      });
+      browser = await launchChromium();
       for (let i = 0; i < 2; i += 1) {
         const page = await browser.newPage({ viewport: { width: 1360, height: 860 } });
         page.setDefaultTimeout(15000);

@@ -3,17 +3,13 @@
 // screenshots of the demo and the status page in /tmp.
 
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
 import { after, before, describe, test } from 'node:test';
 
-import { startServer } from '../test-support/harness.js';
+import { chromiumSkip as skip, launchChromium, startServer } from '../test-support/harness.js';
 
-const chromiumPath = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
-const hasChromium = existsSync(chromiumPath);
 const demoShot = process.env.SWITCHBOARD_DEMO_SCREENSHOT ?? '/tmp/switchboard-demo.png';
 const statusShot = process.env.SWITCHBOARD_STATUS_SCREENSHOT ?? '/tmp/switchboard-status.png';
 
-const skip = !hasChromium && !process.env.CI && `no ${chromiumPath}`;
 
 describe('the demo in Chromium', { skip }, () => {
   let server;
@@ -37,12 +33,7 @@ describe('the demo in Chromium', { skip }, () => {
 
   before(async () => {
     server = await startServer();
-    const { chromium } = await import('playwright-core');
-    browser = await chromium.launch({
-      executablePath: chromiumPath,
-      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'],
-      timeout: 20000,
-    });
+    browser = await launchChromium();
     one = await open();
     two = await open();
   });
