@@ -416,6 +416,11 @@ impl Broker for RedisBroker {
         Ok(clients)
     }
 
+    async fn presence_count(&self, channel: &str) -> Result<usize, BrokerError> {
+        let size = self.shared.sweep(channel, &[], false, List::Size).await?;
+        Ok(size.first().and_then(|n| n.parse().ok()).unwrap_or(0))
+    }
+
     async fn listen_as(&self, node: &str) -> Result<(), BrokerError> {
         if !is_node_name(node) {
             return Err(BrokerError::Internal(format!("invalid node name {node:?}")));
@@ -498,8 +503,8 @@ impl Shared {
     }
 
     /// Runs the presence script on `channel`: drops expired entries (announcing their
-    /// leaves), refreshes `ids`, keeps the stream alive when `keep_stream`, and returns the
-    /// remaining entries when asked to.
+    /// leaves), refreshes `ids`, keeps the stream alive when `keep_stream`, and returns what
+    /// `list` asks for: the remaining entries, or one number (present or expired) as text.
     async fn sweep(
         &self,
         channel: &str,
@@ -511,15 +516,16 @@ impl Shared {
         let mode = match list {
             List::Entries => "list",
             List::Count => "count",
+            List::Size => "size",
         };
         let mut args = vec![keys.topic.as_str(), &self.lifetime_ms, mode, flag(keep_stream)];
         args.extend_from_slice(ids);
         let key_names = [keys.presence.as_str(), &keys.presence_expiry, &keys.meta];
         match list {
             List::Entries => self.commands.eval(&self.scripts.presence, &key_names, &args).await,
-            List::Count => {
-                let _: i64 = self.commands.eval(&self.scripts.presence, &key_names, &args).await?;
-                Ok(Vec::new())
+            List::Count | List::Size => {
+                let n: i64 = self.commands.eval(&self.scripts.presence, &key_names, &args).await?;
+                Ok(vec![n.to_string()])
             }
         }
     }
@@ -536,6 +542,8 @@ enum List {
     Entries,
     /// Only how many expired.
     Count,
+    /// Only how many are present.
+    Size,
 }
 
 /// Where events go, once set.

@@ -234,11 +234,13 @@ return 1
 /// The presence sweep: removes expired entries (a crashed node's clients), announcing the
 /// leave of those joined with announcements; refreshes the given clients of this node when
 /// they are still present (never re-adding one that left); keeps the stream's meta key alive
-/// while a node is subscribed; and optionally lists who is present.
+/// while a node is subscribed; and optionally lists or counts who is present.
 ///
 /// KEYS: presence, presence-expiry, meta.
-/// ARGV: topic, lifetime ms, "list" or "count", keep the stream ("1" or "0"), client ids…
-/// Returns the entries (announce flag + client JSON) with "list", else how many expired.
+/// ARGV: topic, lifetime ms, "list", "size" or "count", keep the stream ("1" or "0"), client
+/// ids…
+/// Returns the entries (announce flag + client JSON) with "list", how many are present with
+/// "size", else how many expired.
 const PRESENCE: &str = r#"
 if redis.replicate_commands then redis.replicate_commands() end
 local presence, expiry, meta = KEYS[1], KEYS[2], KEYS[3]
@@ -278,6 +280,9 @@ if ARGV[4] == '1' then
 end
 if ARGV[3] == 'list' then
   return redis.call('HVALS', presence)
+end
+if ARGV[3] == 'size' then
+  return redis.call('HLEN', presence)
 end
 return #expired
 "#;

@@ -311,10 +311,12 @@ pub async fn presence_lists_joined_clients<B: Broker>(broker: &B) {
     let channel = unique("presence");
     subscribe(broker, &channel).await;
     assert!(presence(broker, &channel).await.is_empty(), "nobody is present at first");
+    assert_eq!(presence_count(broker, &channel).await, 0, "nobody is counted at first");
 
     join(broker, &channel, &client("b"), JoinLeave::Silent).await;
     join(broker, &channel, &client("a"), JoinLeave::Silent).await;
     assert_eq!(presence(broker, &channel).await, [client("a"), client("b")], "sorted by id");
+    assert_eq!(presence_count(broker, &channel).await, 2, "the count is the list's length");
 
     let renamed = ClientInfo { user: Some("alice".to_owned()), ..client("a") };
     join(broker, &channel, &renamed, JoinLeave::Silent).await;
@@ -323,13 +325,16 @@ pub async fn presence_lists_joined_clients<B: Broker>(broker: &B) {
         [renamed.clone(), client("b")],
         "joining again replaces the entry"
     );
+    assert_eq!(presence_count(broker, &channel).await, 2, "a replaced entry counts once");
 
     leave(broker, &channel, &client("b"), JoinLeave::Silent).await;
     leave(broker, &channel, &client("b"), JoinLeave::Silent).await;
     let present = presence(broker, &channel).await;
     assert_eq!(present, std::slice::from_ref(&renamed), "leave removes the client");
+    assert_eq!(presence_count(broker, &channel).await, 1, "leave uncounts the client");
     leave(broker, &channel, &renamed, JoinLeave::Silent).await;
     assert!(presence(broker, &channel).await.is_empty(), "everyone left");
+    assert_eq!(presence_count(broker, &channel).await, 0, "everyone left");
 
     join(broker, &channel, &client("sentinel"), JoinLeave::Announced).await;
     let done = handler.wait_until(WAIT, |events| !joins(events, &channel).is_empty()).await;
@@ -800,6 +805,10 @@ async fn leave<B: Broker>(broker: &B, channel: &str, client: &ClientInfo, announ
 
 async fn presence<B: Broker>(broker: &B, channel: &str) -> Vec<ClientInfo> {
     broker.presence(channel).await.unwrap_or_else(|e| failed("presence", &e))
+}
+
+async fn presence_count<B: Broker>(broker: &B, channel: &str) -> usize {
+    broker.presence_count(channel).await.unwrap_or_else(|e| failed("presence_count", &e))
 }
 
 fn failed<T>(operation: &str, error: &BrokerError) -> T {

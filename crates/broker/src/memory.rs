@@ -340,6 +340,10 @@ impl Broker for MemoryBroker {
         Ok(clients)
     }
 
+    async fn presence_count(&self, channel: &str) -> Result<usize, BrokerError> {
+        Ok(self.shard(channel).channels.get(channel).map_or(0, |state| state.presence.len()))
+    }
+
     async fn listen_as(&self, node: &str) -> Result<(), BrokerError> {
         if !is_node_name(node) {
             return Err(BrokerError::Internal(format!("invalid node name {node:?}")));

@@ -110,6 +110,7 @@ impl Delivery {
                 Push::Publication { channel, .. }
                 | Push::Join { channel, .. }
                 | Push::Leave { channel, .. }
+                | Push::PresenceCount { channel, .. }
                 | Push::Unsubscribe { channel, .. },
             ) => Some(channel),
             Body::Push(_) => None,
@@ -367,6 +368,11 @@ impl Hub {
             .channels
             .get(channel)
             .is_some_and(|ch| ch.subscribers.contains_key(client))
+    }
+
+    /// How many live and pending subscribers `channel` has on this node.
+    pub fn subscriber_count(&self, channel: &str) -> usize {
+        self.shard(channel).channels.get(channel).map_or(0, |ch| ch.subscribers.len())
     }
 
     /// The live and pending subscribers of `channel` on this node.

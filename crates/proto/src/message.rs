@@ -361,6 +361,21 @@ pub enum Push {
         /// Who left.
         client: ClientInfo,
     },
+    /// On a channel too large for one `join` or `leave` per change (more subscribers on
+    /// the node than the namespace's `join_leave_limit`): the joins and leaves since the
+    /// last announcement, summed, at most once per `join_leave_interval`.
+    PresenceCount {
+        /// The channel.
+        channel: String,
+        /// How many connections are present in the channel, on every node, when this push
+        /// was sent; absent when the broker could not be asked.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        count: Option<u64>,
+        /// Joins since the last announcement.
+        joined: u64,
+        /// Leaves since the last announcement.
+        left: u64,
+    },
     /// The server ended a subscription on its own.
     Unsubscribe {
         /// The channel.

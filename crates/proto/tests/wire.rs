@@ -217,6 +217,7 @@ const JOIN: &str =
     r#"{"push": "join", "channel": "chat:lobby", "client": {"client": "c2b44", "user": "bob"}}"#;
 const LEAVE: &str =
     r#"{"push": "leave", "channel": "chat:lobby", "client": {"client": "c2b44", "user": "bob"}}"#;
+const PRESENCE_COUNT: &str = r#"{"push": "presence_count", "channel": "stadium:final", "count": 9412, "joined": 37, "left": 2}"#;
 const UNSUBSCRIBE_PUSH: &str = r#"{
   "push": "unsubscribe",
   "channel": "chat:lobby",
@@ -228,7 +229,7 @@ const DISCONNECT: &str =
     r#"{"push": "disconnect", "code": 4001, "reason": "slow consumer", "advice": "reconnect"}"#;
 
 /// Every JSON block of the document.
-const EXAMPLES: [&str; 37] = [
+const EXAMPLES: [&str; 38] = [
     CONNECT,
     CONNECT_BARE,
     CONNECT_RESULT,
@@ -263,6 +264,7 @@ const EXAMPLES: [&str; 37] = [
     PUBLICATION_FROM_SERVER,
     JOIN,
     LEAVE,
+    PRESENCE_COUNT,
     UNSUBSCRIBE_PUSH,
     UNSUBSCRIBE_PUSH_AFTER_REFRESH,
     DISCONNECT,
@@ -572,6 +574,15 @@ fn pushes_encode_as_documented() {
         (JOIN, Push::Join { channel: "chat:lobby".into(), client: bob() }),
         (LEAVE, Push::Leave { channel: "chat:lobby".into(), client: bob() }),
         (
+            PRESENCE_COUNT,
+            Push::PresenceCount {
+                channel: "stadium:final".into(),
+                count: Some(9412),
+                joined: 37,
+                left: 2,
+            },
+        ),
+        (
             UNSUBSCRIBE_PUSH,
             Push::Unsubscribe {
                 channel: "chat:lobby".into(),
@@ -659,6 +670,8 @@ fn every_message_survives_msgpack() {
         Push::Publication { channel: "chat:lobby".into(), publication: publications[0].clone() },
         Push::Join { channel: "chat:lobby".into(), client: bob() },
         Push::Leave { channel: "chat:lobby".into(), client: bob() },
+        Push::PresenceCount { channel: "big:room".into(), count: Some(10_000), joined: 3, left: 0 },
+        Push::PresenceCount { channel: "big:room".into(), count: None, joined: 0, left: 1 },
         Push::Unsubscribe {
             channel: "chat:lobby".into(),
             code: ErrorCode::Unavailable,
@@ -908,7 +921,7 @@ fn docs_show_exactly_the_tested_examples() {
         }
     }
     assert_eq!(types, switchboard_proto::COMMAND_TYPES.iter().map(|t| t.to_string()).collect());
-    let kinds = ["publication", "join", "leave", "unsubscribe", "disconnect"];
+    let kinds = ["publication", "join", "leave", "presence_count", "unsubscribe", "disconnect"];
     assert_eq!(pushes, kinds.iter().map(|k| k.to_string()).collect());
 }
 
