@@ -175,6 +175,12 @@ export interface SubscribeOptions<T = unknown> {
   publication?: (publication: Publication<T>) => void;
   join?: (event: { channel: string; client: ClientInfo }) => void;
   leave?: (event: { channel: string; client: ClientInfo }) => void;
+  /**
+   * Instead of `join` and `leave` on a channel with more subscribers on the server than its
+   * namespace's `join_leave_limit` (protocol.md §4): the changes since the last announcement,
+   * summed, and the channel's presence count (absent when the server could not read it).
+   */
+  presenceCount?: (event: { channel: string; count?: number; joined: number; left: number }) => void;
   /** After each successful subscribe, the first and every resubscription. */
   subscribed?: (context: SubscribeContext) => void;
   /**

@@ -965,6 +965,14 @@ export class Switchboard {
         }
         break;
       }
+      case 'presence_count': {
+        const rec = this.#subs.get(push.channel);
+        if (rec?.status === 'subscribed') {
+          const { channel, count, joined, left } = push;
+          call(rec.handlers.presenceCount, { channel, count, joined, left });
+        }
+        break;
+      }
       case 'unsubscribe': {
         const rec = this.#subs.get(push.channel);
         if (rec) this.#subscriptionFailed(rec, push.code, push.reason);

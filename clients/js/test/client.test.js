@@ -229,3 +229,39 @@ describe('while disconnected', () => {
     });
   });
 });
+
+describe('on a channel past its join_leave_limit', () => {
+  let server;
+  const clients = [];
+
+  before(async () => {
+    const big = 'big:anonymous=publish,join_leave_limit=1,join_leave_interval=100ms';
+    server = await startServer({ args: ['--namespace', big] });
+  });
+
+  after(async () => {
+    for (const client of clients) client.close();
+    await server?.stop();
+  });
+
+  test('joins and leaves arrive summed, as presenceCount events', async () => {
+    const name = `big:room-${process.pid}`;
+    const events = [];
+    const joins = [];
+    const first = new Switchboard(server.url, FAST);
+    clients.push(first);
+    await first.subscribe(name, {
+      presenceCount: (event) => events.push(event),
+      join: (event) => joins.push(event),
+    }).ready;
+    const others = [0, 1].map(() => new Switchboard(server.url, FAST));
+    clients.push(...others);
+    await Promise.all(others.map((c) => c.subscribe(name).ready));
+    // Both joins, in one event or (on a slow machine) two.
+    const joined = () => events.reduce((sum, event) => sum + event.joined, 0);
+    await waitFor(() => joined() === 2, 5000, () => `two joins summed: ${JSON.stringify(events)}`);
+    assert.deepEqual(events.at(-1), { channel: name, count: 3, joined: events.at(-1).joined, left: 0 });
+    assert.ok(events.every((event) => event.channel === name && event.left === 0));
+    assert.deepEqual(joins, [], 'no join of its own past the limit');
+  });
+});

@@ -484,6 +484,17 @@ const DOCS: &[Doc] = &[
     Doc::key(NAMESPACES, "history_ttl", "How long publications stay in history."),
     Doc::key(NAMESPACES, "presence", "Keep a presence list (who is subscribed)."),
     Doc::key(NAMESPACES, "join_leave", "Push join and leave events to subscribers."),
+    Doc::key(
+        NAMESPACES,
+        "join_leave_limit",
+        "Above this many subscribers of a channel on a node, its joins and leaves are summed\n\
+         into one presence_count push per join_leave_interval (0: always summed).",
+    ),
+    Doc::key(
+        NAMESPACES,
+        "join_leave_interval",
+        "How often a channel past join_leave_limit gets its presence_count push.",
+    ),
     Doc::key(NAMESPACES, "allow_publish", "Let clients publish (the HTTP API always may)."),
     Doc::key(
         NAMESPACES,

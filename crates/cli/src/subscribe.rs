@@ -233,6 +233,12 @@ async fn forward(
                     leave: Some(&client),
                 }))
             }
+            SubscriptionEvent::PresenceCount { count, joined, left } if presence_events => {
+                Report::Line(to_json(&CountLine {
+                    channel: &channel,
+                    presence_count: Count { count, joined, left },
+                }))
+            }
             SubscriptionEvent::Recovered { recovered: false } => {
                 let current = subscription
                     .position()
@@ -287,6 +293,22 @@ struct PresenceLine<'a> {
     join: Option<&'a ClientInfo>,
     #[serde(skip_serializing_if = "Option::is_none")]
     leave: Option<&'a ClientInfo>,
+}
+
+/// The summed joins and leaves of a large channel on standard output.
+#[derive(Serialize)]
+struct CountLine<'a> {
+    channel: &'a str,
+    presence_count: Count,
+}
+
+/// What a `presence_count` push says.
+#[derive(Serialize)]
+struct Count {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    count: Option<u64>,
+    joined: u64,
+    left: u64,
 }
 
 fn to_json(line: &impl Serialize) -> String {

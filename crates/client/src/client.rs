@@ -573,6 +573,17 @@ pub enum SubscriptionEvent {
     Join(ClientInfo),
     /// A connection left the channel.
     Leave(ClientInfo),
+    /// On a channel too large for a join or leave each (protocol §4, `presence_count`): the
+    /// joins and leaves since the last announcement, summed, and the channel's presence
+    /// count when the server could read it.
+    PresenceCount {
+        /// Connections present on the channel, on every node.
+        count: Option<u64>,
+        /// Joins since the last announcement.
+        joined: u64,
+        /// Leaves since the last announcement.
+        left: u64,
+    },
     /// The client subscribed again with `since` (after a reconnection, or the first time
     /// with [`Client::subscribe_since`]). With `recovered: true` the missed publications
     /// follow, then live ones, with no gap. With `false` the gap could not be filled

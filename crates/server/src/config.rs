@@ -439,6 +439,17 @@ pub struct NamespaceOptions {
     pub presence: bool,
     /// Push join and leave events to subscribers. Default on.
     pub join_leave: bool,
+    /// The most subscribers a channel may have on a node for its joins and leaves to be
+    /// announced one by one there (`join` and `leave` pushes). On a larger channel each
+    /// announcement would go to every member, so n members joining cost n² pushes: there
+    /// they are summed instead, into one `presence_count` push per
+    /// [`join_leave_interval`](Self::join_leave_interval) with the channel's presence
+    /// count. Default 1,000; 0 sums them on every channel.
+    pub join_leave_limit: usize,
+    /// How often a channel past [`join_leave_limit`](Self::join_leave_limit) gets its
+    /// `presence_count` push while members come and go. Default 1 second.
+    #[serde(with = "duration_str")]
+    pub join_leave_interval: Duration,
     /// Let clients publish (the HTTP API always may). Default on.
     pub allow_publish: bool,
     /// Most subscribers per channel on one node; 0 for no limit. Default 0.
@@ -474,6 +485,8 @@ impl Default for NamespaceOptions {
             history_ttl: Duration::from_secs(300),
             presence: true,
             join_leave: true,
+            join_leave_limit: 1_000,
+            join_leave_interval: Duration::from_secs(1),
             allow_publish: true,
             max_subscribers: 0,
             anonymous: Anonymous::Deny,

@@ -302,13 +302,13 @@ impl<L: Link> ProtocolClient<L> {
         message
     }
 
-    /// The next publication push, skipping joins and leaves.
+    /// The next publication push, skipping joins, leaves and presence counts.
     pub async fn next_publication(&mut self) -> Value {
         loop {
             let push = self.next_push().await;
             match push["push"].as_str() {
                 Some("publication") => return push,
-                Some("join" | "leave") => {}
+                Some("join" | "leave" | "presence_count") => {}
                 _ => panic!("unexpected push {push}"),
             }
         }

@@ -131,6 +131,10 @@ impl Driver {
             Push::Leave { channel, client } => {
                 self.deliver_if_active(&channel, SubscriptionEvent::Leave(client));
             }
+            Push::PresenceCount { channel, count, joined, left } => {
+                let event = SubscriptionEvent::PresenceCount { count, joined, left };
+                self.deliver_if_active(&channel, event);
+            }
             Push::Unsubscribe { channel, code, reason } => {
                 let Some(sub) = self.subs.get_mut(channel.as_str()) else { return };
                 if !sub.is_live() {

@@ -49,6 +49,7 @@ use prometheus_client::metrics::family::Family;
 
 mod outbox;
 mod page;
+mod presence;
 mod registry;
 mod session;
 mod subscribe;
@@ -130,10 +131,16 @@ impl Node {
         let hub = Arc::new(Hub::new(options.shards));
         let deliveries = Arc::new(AtomicU64::new(0));
         let inbox = Arc::new(OnceLock::new());
+        let tallies = presence::Tallies::new(
+            Arc::clone(&hub),
+            Arc::downgrade(&broker),
+            options.namespaces.clone(),
+        );
         let handler = HubHandler {
             hub: Arc::clone(&hub),
             deliveries: Arc::clone(&deliveries),
             inbox: Arc::clone(&inbox),
+            tallies,
         };
         broker.set_handler(Arc::new(handler));
         let channel_locks = (0..CHANNEL_LOCKS).map(|_| tokio::sync::Mutex::new(())).collect();
@@ -359,6 +366,8 @@ struct HubHandler {
     deliveries: Arc<AtomicU64>,
     /// Shared with [`Node::inbox`].
     inbox: Arc<OnceLock<NodeInbox>>,
+    /// Joins and leaves of large channels, summed.
+    tallies: presence::Tallies,
 }
 
 /// Where the messages other nodes send to this one go (see [`Node::set_node_inbox`]).
@@ -379,11 +388,17 @@ impl BrokerHandler for HubHandler {
     }
 
     fn on_join(&self, channel: &str, client: &ClientInfo) {
-        self.hub.push(channel, Push::Join { channel: channel.to_owned(), client: client.clone() });
+        if !self.tallies.count(channel, presence::Change::Join) {
+            let push = Push::Join { channel: channel.to_owned(), client: client.clone() };
+            self.hub.push(channel, push);
+        }
     }
 
     fn on_leave(&self, channel: &str, client: &ClientInfo) {
-        self.hub.push(channel, Push::Leave { channel: channel.to_owned(), client: client.clone() });
+        if !self.tallies.count(channel, presence::Change::Leave) {
+            let push = Push::Leave { channel: channel.to_owned(), client: client.clone() };
+            self.hub.push(channel, push);
+        }
     }
 
     fn on_resync(&self, channel: &str) {

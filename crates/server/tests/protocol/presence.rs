@@ -1,8 +1,11 @@
 //! `presence`, and the joins and leaves subscribers hear.
 
+use std::time::Duration;
+
 use serde_json::json;
 use switchboard_test_support::memory::TestNode;
 use switchboard_test_support::server::{open_config, open_namespace};
+use tokio::time::Instant;
 
 use crate::fixtures::config_with;
 
@@ -92,4 +95,65 @@ async fn no_joins_or_leaves_where_announcements_are_off() {
     b.publish("calm:room", json!("end")).await;
     let push = a.next_push().await;
     assert_eq!(push["push"], "publication", "no join or leave came first: {push}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_large_channel_sums_its_joins_and_leaves_into_presence_count_pushes() {
+    let mut options = open_namespace();
+    options.join_leave_limit = 2;
+    options.join_leave_interval = Duration::from_secs(1);
+    let node = TestNode::new(&config_with("big", options));
+    let channel = "big:room";
+    let [mut a, mut b, mut c, mut d] = [node.client(), node.client(), node.client(), node.client()];
+    let (b_id, c_id) = (b.connect_id().await, c.connect_id().await);
+    a.subscribe(channel).await;
+    b.subscribe(channel).await;
+    let join = json!({"push": "join", "channel": channel, "client": {"client": b_id}});
+    assert_eq!(a.next_push().await, join, "two subscribers: announced one by one");
+
+    // Three and four subscribers: past the limit, summed.
+    let first = Instant::now();
+    c.subscribe(channel).await;
+    d.subscribe(channel).await;
+    let count =
+        json!({"push": "presence_count", "channel": channel, "count": 4, "joined": 2, "left": 0});
+    for client in [&mut a, &mut b, &mut c, &mut d] {
+        assert_eq!(client.next_push().await, count);
+    }
+    assert_eq!(first.elapsed(), Duration::from_secs(1), "one push, an interval after the first");
+
+    b.ok("unsubscribe", json!({"channel": channel})).await;
+    let count =
+        json!({"push": "presence_count", "channel": channel, "count": 3, "joined": 0, "left": 1});
+    for client in [&mut a, &mut c, &mut d] {
+        assert_eq!(client.next_push().await, count);
+    }
+
+    // Back to two: announced one by one again.
+    c.ok("unsubscribe", json!({"channel": channel})).await;
+    let leave = json!({"push": "leave", "channel": channel, "client": {"client": c_id}});
+    for client in [&mut a, &mut d] {
+        assert_eq!(client.next_push().await, leave);
+    }
+    // Nothing else was pushed: the next push is this publication.
+    a.publish(channel, json!("end")).await;
+    for client in [&mut a, &mut d] {
+        assert_eq!(client.next_push().await["data"], "end");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_zero_limit_sums_every_change() {
+    let mut options = open_namespace();
+    options.join_leave_limit = 0;
+    let node = TestNode::new(&config_with("sum", options));
+    let mut a = node.client();
+    let mut b = node.client();
+    a.subscribe("sum:room").await;
+    b.subscribe("sum:room").await;
+    let push = a.next_push().await;
+    assert_eq!(
+        push,
+        json!({"push": "presence_count", "channel": "sum:room", "count": 2, "joined": 2, "left": 0}),
+    );
 }
