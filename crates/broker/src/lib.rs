@@ -250,10 +250,8 @@ pub trait Broker: Send + Sync + 'static {
     async fn presence(&self, channel: &str) -> Result<Vec<ClientInfo>, BrokerError>;
 
     /// How many are present in the channel: the length of [`presence`](Self::presence),
-    /// which brokers answer without listing everyone when they can.
-    async fn presence_count(&self, channel: &str) -> Result<usize, BrokerError> {
-        Ok(self.presence(channel).await?.len())
-    }
+    /// without listing everyone.
+    async fn presence_count(&self, channel: &str) -> Result<usize, BrokerError>;
 
     /// Starts receiving the messages sent to the node named `node` (this process's node name:
     /// short, `[a-z0-9]` only, chosen by the caller; see [`is_node_name`]). Called at most

@@ -444,7 +444,7 @@ pub struct NamespaceOptions {
     /// announcement would go to every member, so n members joining cost n² pushes: there
     /// they are summed instead, into one `presence_count` push per
     /// [`join_leave_interval`](Self::join_leave_interval) with the channel's presence
-    /// count. Default 1,000; 0 sums them on every channel.
+    /// count. Default 250; 0 sums them on every channel.
     pub join_leave_limit: usize,
     /// How often a channel past [`join_leave_limit`](Self::join_leave_limit) gets its
     /// `presence_count` push while members come and go. Default 1 second.
@@ -485,7 +485,7 @@ impl Default for NamespaceOptions {
             history_ttl: Duration::from_secs(300),
             presence: true,
             join_leave: true,
-            join_leave_limit: 1_000,
+            join_leave_limit: 250,
             join_leave_interval: Duration::from_secs(1),
             allow_publish: true,
             max_subscribers: 0,
