@@ -215,6 +215,8 @@ export class Subscription<T = unknown> {
   readonly ready: Promise<SubscribeContext>;
   unsubscribe(): void;
   presence(): Promise<ClientInfo[]>;
+  /** How many connections are subscribed to the channel, without listing them. */
+  presenceCount(): Promise<number>;
   history(options?: HistoryOptions): Promise<HistoryResult<T>>;
 }
 
@@ -262,6 +264,8 @@ export class Switchboard {
   subscribe<T = unknown>(channel: string, options?: SubscribeOptions<T>): Subscription<T>;
   publish(channel: string, data: unknown): Promise<Position>;
   presence(channel: string): Promise<ClientInfo[]>;
+  /** How many connections are subscribed to `channel`, without listing them. */
+  presenceCount(channel: string): Promise<number>;
   history<T = unknown>(channel: string, options?: HistoryOptions): Promise<HistoryResult<T>>;
   ping(): Promise<void>;
 }

@@ -326,6 +326,15 @@ export class Switchboard {
   }
 
   /**
+   * How many connections are subscribed to `channel`, without listing them.
+   * @returns {Promise<number>}
+   */
+  async presenceCount(channel) {
+    const result = await this.#request('presence_count', { channel });
+    return result.count;
+  }
+
+  /**
    * `channel`'s history: the newest `limit` publications, or those after `since`.
    *
    * A history larger than one reply comes from the server in pages (protocol.md, `history`):
@@ -1277,6 +1286,11 @@ export class Subscription {
   /** The connections subscribed to the channel. */
   presence() {
     return this.#client.presence(this.#rec.channel);
+  }
+
+  /** How many connections are subscribed to the channel. */
+  presenceCount() {
+    return this.#client.presenceCount(this.#rec.channel);
   }
 
   /** The channel's history, see `Switchboard.history`. */

@@ -263,5 +263,6 @@ describe('on a channel past its join_leave_limit', () => {
     assert.deepEqual(events.at(-1), { channel: name, count: 3, joined: events.at(-1).joined, left: 0 });
     assert.ok(events.every((event) => event.channel === name && event.left === 0));
     assert.deepEqual(joins, [], 'no join of its own past the limit');
+    assert.equal(await first.presenceCount(name), 3);
   });
 });

@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use futures_util::Stream;
 use switchboard_proto::{
     ChannelRequest, ClientInfo, CommandKind, Empty, ErrorCode, HistoryRequest, HistoryResult,
-    PresenceResult, Publication, PublishRequest, PublishResult, StreamPosition, Value,
+    PresenceCountResult, PresenceResult, Publication, PublishRequest, PublishResult,
+    StreamPosition, Value,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -287,6 +288,18 @@ impl Client {
         let kind = CommandKind::Presence(ChannelRequest { channel: channel.into() });
         let result: PresenceResult = self.request(kind).await?;
         Ok(result.clients)
+    }
+
+    /// How many connections are subscribed to `channel`, on every node, without listing
+    /// them (protocol §3, `presence_count`). Errors as [`presence`](Self::presence).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: the reply is discarded.
+    pub async fn presence_count(&self, channel: impl Into<String>) -> Result<u64, Error> {
+        let kind = CommandKind::PresenceCount(ChannelRequest { channel: channel.into() });
+        let result: PresenceCountResult = self.request(kind).await?;
+        Ok(result.count)
     }
 
     /// Reads `channel`'s history: the newest `limit` publications, or with `since` every

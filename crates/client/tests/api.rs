@@ -42,6 +42,7 @@ async fn round_trip(format: Format) {
 
     let present = client.presence("room").await.expect("presence");
     assert_eq!(present.len(), 1);
+    assert_eq!(client.presence_count("room").await.expect("presence_count"), 1);
     let history = client.history("room", Some(10), None).await.expect("history");
     assert_eq!(history.publications.len(), 1);
     assert_eq!(history.epoch, ack.epoch);

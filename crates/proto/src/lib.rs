@@ -24,9 +24,10 @@ pub use codes::{Advice, ErrorCode, advice};
 pub use format::{DecodeError, EncodeError, Format, JSON_SUBPROTOCOL, MSGPACK_SUBPROTOCOL};
 pub use message::{
     COMMAND_TYPES, ChannelRequest, ClientInfo, ClientLimits, Command, CommandKind, CommandResult,
-    ConnectRequest, ConnectResult, Empty, ErrorBody, HistoryRequest, HistoryResult, PresenceResult,
-    Publication, PublicationPush, PublishRequest, PublishResult, Push, RefreshRequest,
-    RefreshResult, Reply, ServerMessage, StreamPosition, SubscribeRequest, SubscribeResult,
+    ConnectRequest, ConnectResult, Empty, ErrorBody, HistoryRequest, HistoryResult,
+    PresenceCountResult, PresenceResult, Publication, PublicationPush, PublishRequest,
+    PublishResult, Push, RefreshRequest, RefreshResult, Reply, ServerMessage, StreamPosition,
+    SubscribeRequest, SubscribeResult,
 };
 pub use serde_json::Value;
 pub use strict::{MAX_DEPTH, TooDeep, check_data_depth};

@@ -65,6 +65,8 @@ pub enum CommandKind {
     Publish(PublishRequest),
     /// Lists who is in a channel.
     Presence(ChannelRequest),
+    /// Counts who is in a channel, without listing them.
+    PresenceCount(ChannelRequest),
     /// Reads a channel's history.
     History(HistoryRequest),
     /// Application-level keepalive; answered with an empty result.
@@ -82,6 +84,7 @@ impl CommandKind {
             CommandKind::Unsubscribe(_) => "unsubscribe",
             CommandKind::Publish(_) => "publish",
             CommandKind::Presence(_) => "presence",
+            CommandKind::PresenceCount(_) => "presence_count",
             CommandKind::History(_) => "history",
             CommandKind::Ping(_) => "ping",
             CommandKind::Refresh(_) => "refresh",
@@ -90,8 +93,17 @@ impl CommandKind {
 }
 
 /// The command types a server understands.
-pub const COMMAND_TYPES: [&str; 8] =
-    ["connect", "subscribe", "unsubscribe", "publish", "presence", "history", "ping", "refresh"];
+pub const COMMAND_TYPES: [&str; 9] = [
+    "connect",
+    "subscribe",
+    "unsubscribe",
+    "publish",
+    "presence",
+    "presence_count",
+    "history",
+    "ping",
+    "refresh",
+];
 
 /// Nothing: for commands and results without fields.
 #[derive(Clone, Debug, Default, Deserialize, Eq, PartialEq, Serialize)]
@@ -219,6 +231,8 @@ pub enum CommandResult {
     History(HistoryResult),
     /// For `refresh`.
     Refresh(RefreshResult),
+    /// For `presence_count`.
+    PresenceCount(PresenceCountResult),
     /// For `unsubscribe` and `ping`.
     Empty(Empty),
 }
@@ -302,6 +316,13 @@ pub struct RefreshResult {
 pub struct PresenceResult {
     /// Every connection subscribed to the channel.
     pub clients: Vec<ClientInfo>,
+}
+
+/// What `presence_count` returns.
+#[derive(Clone, Debug, Default, Deserialize, Eq, PartialEq, Serialize)]
+pub struct PresenceCountResult {
+    /// How many connections are subscribed to the channel.
+    pub count: u64,
 }
 
 /// What `history` returns.

@@ -17,9 +17,9 @@ use switchboard_proto::codes::close;
 use switchboard_proto::{
     Advice, ChannelRequest, ClientInfo, ClientLimits, Command, CommandKind, CommandResult,
     ConnectRequest, ConnectResult, Empty, ErrorCode, Format, HistoryRequest, HistoryResult,
-    PresenceResult, Publication, PublicationPush, PublishRequest, PublishResult, Push,
-    RefreshRequest, RefreshResult, Reply, ServerMessage, StreamPosition, SubscribeRequest,
-    SubscribeResult, Value, advice,
+    PresenceCountResult, PresenceResult, Publication, PublicationPush, PublishRequest,
+    PublishResult, Push, RefreshRequest, RefreshResult, Reply, ServerMessage, StreamPosition,
+    SubscribeRequest, SubscribeResult, Value, advice,
 };
 
 // Commands.
@@ -43,6 +43,8 @@ const UNSUBSCRIBE: &str = r#"{"id": 5, "type": "unsubscribe", "channel": "chat:l
 const PUBLISH: &str =
     r#"{"id": 3, "type": "publish", "channel": "chat:lobby", "data": {"text": "hello"}}"#;
 const PRESENCE: &str = r#"{"id": 4, "type": "presence", "channel": "chat:lobby"}"#;
+const PRESENCE_COUNT_COMMAND: &str =
+    r#"{"id": 9, "type": "presence_count", "channel": "stadium:final"}"#;
 const HISTORY: &str = r#"{"id": 6, "type": "history", "channel": "chat:lobby", "limit": 2}"#;
 const HISTORY_SINCE: &str = r#"{
   "id": 7,
@@ -120,6 +122,7 @@ const PRESENCE_RESULT: &str = r#"{
     ]
   }
 }"#;
+const PRESENCE_COUNT_RESULT: &str = r#"{"id": 9, "result": {"count": 9412}}"#;
 const HISTORY_RESULT: &str = r#"{
   "id": 6,
   "result": {
@@ -229,7 +232,7 @@ const DISCONNECT: &str =
     r#"{"push": "disconnect", "code": 4001, "reason": "slow consumer", "advice": "reconnect"}"#;
 
 /// Every JSON block of the document.
-const EXAMPLES: [&str; 38] = [
+const EXAMPLES: [&str; 40] = [
     CONNECT,
     CONNECT_BARE,
     CONNECT_RESULT,
@@ -246,6 +249,8 @@ const EXAMPLES: [&str; 38] = [
     PUBLISH_RESULT,
     PRESENCE,
     PRESENCE_RESULT,
+    PRESENCE_COUNT_COMMAND,
+    PRESENCE_COUNT_RESULT,
     HISTORY,
     HISTORY_RESULT,
     HISTORY_SINCE,
@@ -349,6 +354,15 @@ fn commands_decode_to_the_documented_structs() {
             Command { id: 4, kind: CommandKind::Presence(ChannelRequest { channel: lobby() }) },
         ),
         (
+            PRESENCE_COUNT_COMMAND,
+            Command {
+                id: 9,
+                kind: CommandKind::PresenceCount(ChannelRequest {
+                    channel: "stadium:final".into(),
+                }),
+            },
+        ),
+        (
             HISTORY,
             Command {
                 id: 6,
@@ -396,7 +410,7 @@ fn results_encode_as_documented() {
     let lobby_history = vec![publication(41, "anyone?", bob()), publication(42, "hello", ann())];
     let recovered =
         vec![publication(44, "still there?", bob()), publication(45, "ok, later", bob())];
-    let cases: [(&str, CommandResult, u64); 13] = [
+    let cases: [(&str, CommandResult, u64); 14] = [
         (CONNECT_RESULT, CommandResult::Connect(connect_result("c1a9f", Some("ann"))), 1),
         (CONNECT_RESULT_ANONYMOUS, CommandResult::Connect(connect_result("c1a9f", None)), 1),
         (
@@ -472,6 +486,11 @@ fn results_encode_as_documented() {
             4,
         ),
         (
+            PRESENCE_COUNT_RESULT,
+            CommandResult::PresenceCount(PresenceCountResult { count: 9412 }),
+            9,
+        ),
+        (
             HISTORY_RESULT,
             CommandResult::History(HistoryResult {
                 epoch: "b3e1f0a9".into(),
@@ -514,6 +533,7 @@ fn results_encode_as_documented() {
             CommandResult::Subscribe(r) => assert_typed_reply(doc, &Reply::ok(id, r)),
             CommandResult::Publish(r) => assert_typed_reply(doc, &Reply::ok(id, r)),
             CommandResult::Presence(r) => assert_typed_reply(doc, &Reply::ok(id, r)),
+            CommandResult::PresenceCount(r) => assert_typed_reply(doc, &Reply::ok(id, r)),
             CommandResult::History(r) => assert_typed_reply(doc, &Reply::ok(id, r)),
             CommandResult::Empty(r) => assert_typed_reply(doc, &Reply::ok(id, r)),
             CommandResult::Refresh(r) => assert_typed_reply(doc, &Reply::ok(id, r)),

@@ -41,6 +41,7 @@ pub(crate) fn router(shared: &Arc<Shared>) -> Router {
         .route("/api/disconnect", only(MethodFilter::POST, "POST", disconnect_route))
         .route("/api/ticket", only(MethodFilter::POST, "POST", ticket))
         .route("/api/presence", only(MethodFilter::GET, "GET", presence_route))
+        .route("/api/presence_count", only(MethodFilter::GET, "GET", presence_count_route))
         .route("/api/history", only(MethodFilter::GET, "GET", history_route))
         .fallback(not_found)
         .with_state(Arc::clone(shared))
@@ -113,6 +114,11 @@ async fn broadcast_route(State(shared): State<Arc<Shared>>, req: Request) -> Api
 async fn presence_route(State(shared): State<Arc<Shared>>, req: Request) -> ApiResult {
     let query = Query::parse(req.uri().query())?;
     Ok(json(&shared.node.presence(query.required("channel")?).await?))
+}
+
+async fn presence_count_route(State(shared): State<Arc<Shared>>, req: Request) -> ApiResult {
+    let query = Query::parse(req.uri().query())?;
+    Ok(json(&shared.node.presence_count(query.required("channel")?).await?))
 }
 
 async fn history_route(State(shared): State<Arc<Shared>>, req: Request) -> ApiResult {

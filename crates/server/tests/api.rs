@@ -180,6 +180,12 @@ async fn presence_lists_ws_subscribers() {
     assert_eq!(resp.json(), json!({"clients": [{"client": id}]}));
     let resp = get(server.addr, "/api/presence?channel=chat:empty").await;
     assert_eq!(resp.json(), json!({"clients": []}));
+
+    let resp = get(server.addr, "/api/presence_count?channel=chat%3Alobby").await;
+    assert_eq!(resp.status, 200, "{resp:?}");
+    assert_eq!(resp.json(), json!({"count": 1}));
+    let resp = get(server.addr, "/api/presence_count?channel=chat:empty").await;
+    assert_eq!(resp.json(), json!({"count": 0}));
 }
 
 #[tokio::test]
@@ -407,7 +413,7 @@ async fn from_other_loopback(addr: SocketAddr) -> TcpStream {
 async fn refuses_malformed_requests() {
     let server = TestServer::start(config()).await;
     let addr = server.addr;
-    let cases: [(&str, &str, &str, u16, &str); 13] = [
+    let cases: [(&str, &str, &str, u16, &str); 15] = [
         ("POST", "/api/publish", r#"{"channel": "a", "data": "#, 400, "bad_request"),
         ("POST", "/api/publish", r#"{"data": 1}"#, 400, "bad_request"),
         ("POST", "/api/publish", r#"{"channel": "a"}"#, 400, "bad_request"),
@@ -418,6 +424,8 @@ async fn refuses_malformed_requests() {
         ("POST", "/api/broadcast", r#"{"channels": "a", "data": 1}"#, 400, "bad_request"),
         ("GET", "/api/presence", "", 400, "bad_request"),
         ("GET", "/api/presence?channel=quiet:a", "", 400, "permission_denied"),
+        ("GET", "/api/presence_count", "", 400, "bad_request"),
+        ("GET", "/api/presence_count?channel=quiet:a", "", 400, "permission_denied"),
         ("GET", "/api/history?channel=quiet:a", "", 400, "permission_denied"),
         ("GET", "/api/history?channel=a&since_offset=1", "", 400, "bad_request"),
         ("GET", "/api/history?channel=a&limit=-1", "", 400, "bad_request"),

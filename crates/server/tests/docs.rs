@@ -24,11 +24,11 @@ fn api_contents_list_every_endpoint() {
         .collect();
     assert!(endpoints.len() >= 6, "{endpoints:?}");
     for endpoint in endpoints {
-        // GitHub's anchors: lower case, without the punctuation but `-`.
+        // GitHub's anchors: lower case, without the punctuation but `-` and `_`.
         let anchor: String = endpoint
             .to_lowercase()
             .chars()
-            .filter(|c| c.is_alphanumeric() || *c == ' ' || *c == '-')
+            .filter(|c| c.is_alphanumeric() || matches!(c, ' ' | '-' | '_'))
             .map(|c| if c == ' ' { '-' } else { c })
             .collect();
         let entry = format!("[`{endpoint}`](#{anchor})");

@@ -37,7 +37,8 @@ use switchboard_broker::{
 use switchboard_hub::{ClientId, Hub};
 use switchboard_proto::channel::namespace_of;
 use switchboard_proto::{
-    ErrorBody, ErrorCode, Format, HistoryRequest, HistoryResult, PresenceResult, Push,
+    ErrorBody, ErrorCode, Format, HistoryRequest, HistoryResult, PresenceCountResult,
+    PresenceResult, Push,
 };
 
 use crate::auth::Authenticator;
@@ -265,6 +266,24 @@ impl Node {
         }
         let clients = self.broker.presence(channel).await.map_err(|e| broker_error(&e))?;
         Ok(PresenceResult { clients })
+    }
+
+    /// How many are present in `channel`, on every node (`presence_count`, for clients and
+    /// the API): what [`presence`](Self::presence) would list, without the list.
+    ///
+    /// # Errors
+    ///
+    /// As [`presence`](Self::presence).
+    pub async fn presence_count(&self, channel: &str) -> Result<PresenceCountResult, ErrorBody> {
+        let ns = self.channel_namespace(channel)?;
+        if !ns.presence {
+            return Err(ErrorBody::new(
+                ErrorCode::PermissionDenied,
+                "presence is off in this namespace",
+            ));
+        }
+        let count = self.broker.presence_count(channel).await.map_err(|e| broker_error(&e))?;
+        Ok(PresenceCountResult { count: count as u64 })
     }
 
     /// Reads history (`history`, for clients and the API): `limit` is capped at the

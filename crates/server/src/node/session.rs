@@ -315,6 +315,7 @@ impl Session {
             CommandKind::Unsubscribe(req) => self.unsubscribe(&req).await,
             CommandKind::Publish(req) => self.publish(req).await,
             CommandKind::Presence(req) => self.presence(&req).await,
+            CommandKind::PresenceCount(req) => self.presence_count(&req).await,
             CommandKind::History(req) => self.history(&req).await,
             CommandKind::Ping(Empty {}) => Ok(CommandResult::Empty(Empty {})),
         };
@@ -450,6 +451,12 @@ impl Session {
         let node = self.node();
         self.may_read(&req.channel, node.channel_namespace(&req.channel)?)?;
         node.presence(&req.channel).await.map(CommandResult::Presence)
+    }
+
+    async fn presence_count(&self, req: &ChannelRequest) -> Result<CommandResult, CommandError> {
+        let node = self.node();
+        self.may_read(&req.channel, node.channel_namespace(&req.channel)?)?;
+        node.presence_count(&req.channel).await.map(CommandResult::PresenceCount)
     }
 
     async fn history(&self, req: &HistoryRequest) -> Result<CommandResult, CommandError> {

@@ -27,6 +27,7 @@ async fn anonymous_connections_are_unauthorized_in_the_default_namespace() {
         ("subscribe", json!({"channel": "room"})),
         ("publish", json!({"channel": "room", "data": 1})),
         ("presence", json!({"channel": "room"})),
+        ("presence_count", json!({"channel": "room"})),
         ("history", json!({"channel": "room"})),
     ] {
         assert_eq!(anonymous.error(kind, fields).await, "unauthorized", "{kind}");
@@ -50,7 +51,7 @@ async fn channel_patterns_limit_what_a_token_may_read() {
     alice.ok("subscribe", json!({"channel": "news:a"})).await;
     alice.ok("presence", json!({"channel": "news:a"})).await;
     alice.ok("history", json!({"channel": "news:a"})).await;
-    for kind in ["subscribe", "presence", "history"] {
+    for kind in ["subscribe", "presence", "presence_count", "history"] {
         let code = alice.error(kind, json!({"channel": "sports:a"})).await;
         assert_eq!(code, "permission_denied", "{kind}");
     }

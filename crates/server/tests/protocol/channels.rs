@@ -12,7 +12,7 @@ async fn invalid_channel_names_are_refused() {
     let mut a = node.client();
     let long = "x".repeat(256);
     for channel in ["", "chat:", ":lobby", "ch@t:lobby", "chat:a b", "tab\there", long.as_str()] {
-        for kind in ["subscribe", "presence", "history"] {
+        for kind in ["subscribe", "presence", "presence_count", "history"] {
             let code = a.error(kind, json!({"channel": channel})).await;
             assert_eq!(code, "invalid_channel", "{kind} {channel:?}");
         }
@@ -32,7 +32,7 @@ async fn unsubscribe_from_an_invalid_channel_is_not_subscribed() {
 async fn unknown_namespaces_are_refused() {
     let node = TestNode::new(&open_config());
     let mut a = node.client();
-    for kind in ["subscribe", "presence", "history"] {
+    for kind in ["subscribe", "presence", "presence_count", "history"] {
         assert_eq!(a.error(kind, json!({"channel": "nope:room"})).await, "unknown_namespace");
     }
     let code = a.error("publish", json!({"channel": "nope:room", "data": 1})).await;

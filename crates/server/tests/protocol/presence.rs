@@ -22,8 +22,10 @@ async fn presence_lists_the_subscribers() {
     let mut expected = vec![a_id.clone(), b_id];
     expected.sort();
     assert_eq!(c.presence("room").await, expected, "sorted by client id");
+    assert_eq!(c.ok("presence_count", json!({"channel": "room"})).await, json!({"count": 2}));
     b.ok("unsubscribe", json!({"channel": "room"})).await;
     assert_eq!(c.presence("room").await, vec![a_id]);
+    assert_eq!(c.ok("presence_count", json!({"channel": "room"})).await, json!({"count": 1}));
 }
 
 #[tokio::test]
@@ -34,6 +36,8 @@ async fn presence_is_denied_where_presence_is_off() {
     let mut a = node.client();
     a.subscribe("anon:room").await;
     assert_eq!(a.error("presence", json!({"channel": "anon:room"})).await, "permission_denied");
+    let code = a.error("presence_count", json!({"channel": "anon:room"})).await;
+    assert_eq!(code, "permission_denied");
 }
 
 #[tokio::test]
