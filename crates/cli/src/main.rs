@@ -450,13 +450,15 @@ fn duration(s: &str) -> Result<Duration, humantime::DurationError> {
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(parsed) => parsed,
-        Err(e) if !e.use_stderr() => e.exit(),
         Err(e) => {
-            // One line with the reason; `--help` has the rest.
-            let rendered = e.to_string();
-            let reason = rendered.lines().next().unwrap_or_default();
-            eprintln!("switchboard: {}", reason.trim_start_matches("error: "));
-            return ExitCode::from(2);
+            // Clap's own rendering, whole: a usage error names what is missing or wrong, shows
+            // the usage line and suggests a near name ("did you mean"), on standard error
+            // with exit code 2; `--help` and `--version` go to standard output with 0. With
+            // no subcommand at all clap shows the help (the command list) as a usage error:
+            // 2, so that a script that ran nothing does not look successful.
+            // A closed standard output (`--help | head`) is not worth a message.
+            let _ = e.print();
+            return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2));
         }
     };
     match cli.command {
