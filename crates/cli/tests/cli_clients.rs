@@ -314,6 +314,38 @@ fn a_401_says_why_the_server_refused() {
 }
 
 #[test]
+fn a_ticket_given_as_token_works_once_for_publish_subscribe_and_connect() {
+    let key = "an-api-key-for-the-ticket-tests";
+    // Credentials required, no token verifier: only tickets from the API get in.
+    let server = server(&["--require-auth", "--api-key", key]);
+    let first = mint_ticket(&server, key);
+    let sub =
+        Proc::spawn(&["subscribe", &ws(&server), "chat:tickets"], &[("SWITCHBOARD_TOKEN", &first)]);
+    sub.stderr_until("subscribed to chat:tickets");
+
+    let second = mint_ticket(&server, key);
+    let out = run(&["publish", "--token", &second, &ws(&server), "chat:tickets", "hi"], "");
+    assert_eq!(ok_json(&out)["offset"], 1);
+    let line = sub.json_line();
+    assert_eq!(line["data"], "hi", "{line}");
+    assert_eq!(line["info"]["user"], "ann", "the ticket's user published: {line}");
+
+    // Spent: a second use is refused at the door, with what to do about it.
+    let out = run(&["publish", "--token", &second, &ws(&server), "chat:tickets", "again"], "");
+    assert_failed_with(&out, &["401 ticket_invalid", "already used", "POST /api/ticket"]);
+    let out = run(&["connect", "--token", &first, &ws(&server)], "");
+    assert_failed_with(&out, &["401 ticket_invalid", "POST /api/ticket"]);
+
+    // `connect` sends what is typed: a `connect` without a token, as the ticket is spent.
+    let third = mint_ticket(&server, key);
+    let out = run(&["connect", "--token", &third, &ws(&server)], "{\"type\":\"connect\"}\n");
+    assert!(out.status.success(), "{}", out.stderr);
+    assert_eq!(parse(out.stdout.trim())["result"]["user"], "ann", "{}", out.stdout);
+    sub.signal("TERM");
+    assert!(sub.finish().0.success());
+}
+
+#[test]
 fn refused_commands_are_errors_with_the_servers_code() {
     let server = server(&["--jwt-secret", SECRET]);
     // The default namespace is closed to anonymous connections: `unauthorized`, and to a
@@ -355,6 +387,25 @@ fn mint_token() -> String {
         .expect("mint a token");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).expect("a UTF-8 token").trim().to_owned()
+}
+
+/// A one-time ticket for `ann`, who may subscribe and publish to `chat:*`, from
+/// `POST /api/ticket` with the API key `key`.
+fn mint_ticket(server: &Served, key: &str) -> String {
+    let authorization = format!("apikey {key}");
+    let headers = [("Authorization", authorization.as_str()), ("Content-Type", "application/json")];
+    let body = json!({"user": "ann", "channels": ["chat:*"], "publish": ["chat:*"]}).to_string();
+    let runtime =
+        tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
+    let response = runtime.block_on(switchboard_test_support::http::request(
+        server.addr,
+        "POST",
+        "/api/ticket",
+        &headers,
+        &body,
+    ));
+    assert_eq!(response.status, 200, "{response:?}");
+    response.json()["ticket"].as_str().expect("a ticket").to_owned()
 }
 
 /// A `switchboard serve` on a free port that takes no API key from the test's environment;
