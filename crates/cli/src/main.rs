@@ -574,42 +574,48 @@ fn serve(settings: &Settings) -> anyhow::Result<()> {
                 path.display()
             );
         }
+        let handle = server.shutdown_handle();
+        let signal = shutdown_signal();
+        tokio::spawn(async move {
+            let signal = signal.await;
+            tracing::info!(signal, "shutdown requested");
+            handle.shutdown();
+        });
         if echo {
             tracing::info!("switchboard listening on {http}://{addr} (echo at {ws}://{addr}/echo)");
         } else {
             tracing::info!("switchboard listening on {http}://{addr}");
         }
-        let handle = server.shutdown_handle();
-        tokio::spawn(async move {
-            let signal = shutdown_signal().await;
-            tracing::info!(signal, "shutdown requested");
-            handle.shutdown();
-        });
         server.run().await?;
         tracing::info!("stopped");
         Ok(())
     })
 }
 
-/// Resolves on SIGINT or SIGTERM, naming the signal.
-async fn shutdown_signal() -> &'static str {
-    let interrupt = tokio::signal::ctrl_c();
+/// Resolves on SIGINT or SIGTERM, naming the signal. Both are caught from the call on,
+/// not from the first poll, so that a signal sent as soon as the server has said where it
+/// listens stops it gracefully instead of killing it. Call it within the runtime.
+fn shutdown_signal() -> impl Future<Output = &'static str> {
     #[cfg(unix)]
     {
-        let Ok(mut term) =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        else {
-            let _ = interrupt.await;
-            return "SIGINT";
-        };
-        tokio::select! {
-            _ = interrupt => "SIGINT",
-            _ = term.recv() => "SIGTERM",
+        use tokio::signal::unix::{SignalKind, signal};
+        let caught = signal(SignalKind::interrupt()).and_then(|interrupt| {
+            signal(SignalKind::terminate()).map(|terminate| (interrupt, terminate))
+        });
+        async move {
+            let Ok((mut interrupt, mut terminate)) = caught else {
+                let _ = tokio::signal::ctrl_c().await;
+                return "SIGINT";
+            };
+            tokio::select! {
+                _ = interrupt.recv() => "SIGINT",
+                _ = terminate.recv() => "SIGTERM",
+            }
         }
     }
     #[cfg(not(unix))]
-    {
-        let _ = interrupt.await;
+    async {
+        let _ = tokio::signal::ctrl_c().await;
         "SIGINT"
     }
 }
