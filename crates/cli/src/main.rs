@@ -16,6 +16,7 @@ mod connect;
 mod demo;
 mod publish;
 mod settings;
+mod startup;
 mod subscribe;
 mod token;
 
@@ -480,6 +481,10 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
+            if let Some(why) = startup::refusal(&settings) {
+                eprintln!("switchboard: {why}");
+                return ExitCode::FAILURE;
+            }
             init_logging(settings.log_format);
             match serve(&settings) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -534,7 +539,8 @@ fn serve(settings: &Settings) -> anyhow::Result<()> {
         .context("cannot start the async runtime")?;
     runtime.block_on(async {
         let config = settings.to_config()?;
-        let echo = config.echo;
+        // What the block at start describes: the server takes `config` by value.
+        let served = config.clone();
         let server = match &settings.broker.url {
             BrokerArg::Memory => Server::bind(config).await?,
             BrokerArg::Redis(url) => {
@@ -547,7 +553,6 @@ fn serve(settings: &Settings) -> anyhow::Result<()> {
         };
         let server = if settings.demo { demo::add(server) } else { server };
         let addr = server.local_addr();
-        let (http, ws) = if server.is_tls() { ("https", "wss") } else { ("http", "ws") };
         // Installed before the URL is logged, so a SIGHUP from anyone who saw it reloads
         // instead of killing the process.
         #[cfg(unix)]
@@ -581,10 +586,12 @@ fn serve(settings: &Settings) -> anyhow::Result<()> {
             tracing::info!(signal, "shutdown requested");
             handle.shutdown();
         });
-        if echo {
-            tracing::info!("switchboard listening on {http}://{addr} (echo at {ws}://{addr}/echo)");
-        } else {
-            tracing::info!("switchboard listening on {http}://{addr}");
+        // The first line names the URL; scripts and tests wait for it.
+        for line in startup::summary(settings, &served, addr, server.is_tls()) {
+            tracing::info!("{line}");
+        }
+        for warning in startup::warnings(settings) {
+            tracing::warn!("{warning}");
         }
         server.run().await?;
         tracing::info!("stopped");

@@ -147,3 +147,14 @@ async fn serve_with_redis_wait_starts_once_redis_answers() {
     let ack = client.publish(CHANNEL, 1).await.expect("publish");
     assert_eq!(ack.offset, 1);
 }
+
+#[test]
+fn the_start_up_block_names_the_redis_broker() {
+    let redis = RedisServer::start();
+    let node = Node::start_with(&["--broker", &redis.url(), "--redis-key-prefix", "blocks"]);
+    let line = node.next_line(LIMIT, |line| line.contains("  broker "));
+    assert!(
+        line.ends_with(&format!("broker     {} (key prefix \"blocks\")", redis.url())),
+        "{line}"
+    );
+}
