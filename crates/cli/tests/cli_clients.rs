@@ -280,6 +280,37 @@ fn bad_urls_are_usage_errors() {
 }
 
 #[test]
+fn a_websocket_that_is_not_the_hub_is_called_so() {
+    let server = server(&[]);
+    let echo = format!("{}/echo", ws(&server));
+    for args in
+        [vec!["publish", echo.as_str(), "chat:x", "1"], vec!["subscribe", echo.as_str(), "chat:x"]]
+    {
+        // The echo endpoint sends the client's `connect` back: what was received is shown.
+        let needles = ["not a Switchboard /ws endpoint", "answer to `connect` was {\"id\":1,"];
+        assert_failed_with(&run(&args, ""), &needles);
+    }
+}
+
+#[test]
+fn another_server_s_html_error_page_is_summed_up_in_one_line() {
+    let addr = html_not_found_server();
+    let (ws_url, http_url) = (format!("ws://{addr}"), format!("http://{addr}"));
+    for args in [
+        vec!["connect", ws_url.as_str()],
+        vec!["connect", "--raw", ws_url.as_str()],
+        vec!["subscribe", ws_url.as_str(), "chat:x"],
+        vec!["subscribe", "--transport", "sse", ws_url.as_str(), "chat:x"],
+        vec!["publish", ws_url.as_str(), "chat:x", "1"],
+        vec!["publish", http_url.as_str(), "chat:x", "1", "--api-key", "k"],
+    ] {
+        let out = run(&args, "");
+        assert_failed_with(&out, &["404: an HTML page titled \"404 Not Found\""]);
+        assert!(!out.stderr.contains('<'), "{args:?}: {}", out.stderr);
+    }
+}
+
+#[test]
 fn a_refused_connection_names_the_address() {
     let addr = free_addr();
     let url = format!("ws://{addr}");
@@ -612,6 +643,35 @@ fn assert_failed_with(out: &Output, needles: &[&str]) {
         assert!(out.stderr.contains(needle), "{needle:?} in {}", out.stderr);
     }
     assert!(out.stdout.is_empty(), "{}", out.stdout);
+}
+
+/// A loopback HTTP server that is not Switchboard: it answers every request with a 404 HTML
+/// page, as a web server's default error page does. It serves until the test process ends.
+fn html_not_found_server() -> std::net::SocketAddr {
+    const PAGE: &str = "<html>\r\n<head><title>404 Not Found</title></head>\r\n<body>\r\n\
+                        <center><h1>404 Not Found</h1></center>\r\n<hr><center>web</center>\r\n\
+                        </body>\r\n</html>\r\n";
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    let addr = listener.local_addr().expect("its address");
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let _ = stream.set_read_timeout(Some(WAIT));
+            // The request head, to its blank line; the body of a POST is left unread.
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).is_ok_and(|n| n == 1) {
+                head.push(byte[0]);
+            }
+            let response = format!(
+                "HTTP/1.1 404 Not Found\r\nContent-Type: text/html\r\nContent-Length: {}\r\n\
+                 Connection: close\r\n\r\n{PAGE}",
+                PAGE.len()
+            );
+            let _ = stream.write_all(response.as_bytes());
+        }
+    });
+    addr
 }
 
 /// A loopback address where nothing listens.
