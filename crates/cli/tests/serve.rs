@@ -3,10 +3,11 @@
 use std::ffi::OsStr;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 use switchboard_test_support::cli::{LIMIT, Serve, Served};
 use switchboard_test_support::http::upgrade;
+use switchboard_test_support::wait;
 
 const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
 
@@ -153,16 +154,32 @@ fn serve_help_names_the_close_code_rate_offenders_get() {
 }
 
 /// `switchboard serve ARGS` with none of the credential variables the test's environment may
-/// hold: its exit code and standard error, when it refuses to start.
+/// hold: its exit code and standard error once it has refused to start.
+///
+/// # Panics
+///
+/// When it is still running after [`LIMIT`]: it started instead of refusing.
 fn refused(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
     let mut command = Command::new(BIN);
     command.args(["serve", "--listen", "127.0.0.1:0"]).args(args);
     for name in ["SWITCHBOARD_API_KEY", "SWITCHBOARD_JWT_SECRET", "SWITCHBOARD_CONFIG"] {
         command.env_remove(name);
     }
-    command.envs(env.iter().copied());
-    let out = command.output().expect("run switchboard serve");
-    (out.status.code(), String::from_utf8(out.stderr).expect("UTF-8 standard error"))
+    command.envs(env.iter().copied()).stdout(Stdio::null()).stderr(Stdio::piped());
+    let mut child = command.spawn().expect("spawn switchboard serve");
+    let mut status = None;
+    wait::wait_until_blocking(LIMIT, || {
+        status = child.try_wait().expect("wait for switchboard serve");
+        status.is_some()
+    });
+    let Some(status) = status else {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("switchboard serve {args:?} started instead of refusing");
+    };
+    let mut stderr = String::new();
+    child.stderr.take().expect("piped").read_to_string(&mut stderr).expect("UTF-8 standard error");
+    (status.code(), stderr)
 }
 
 #[test]
