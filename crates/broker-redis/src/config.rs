@@ -72,7 +72,7 @@ impl RedisConfig {
     }
 
     /// The URL without its password, for messages and logs.
-    pub(crate) fn redacted_url(&self) -> String {
+    pub fn redacted_url(&self) -> String {
         redact(&self.url)
     }
 }

@@ -23,8 +23,9 @@ pub(crate) const CONNECT_MARGIN: Duration = Duration::from_secs(2);
 /// Flags every client command takes.
 #[derive(Debug, clap::Args)]
 pub(crate) struct CommonArgs {
-    /// Token (a JWT or a ticket) sent as `Authorization: Bearer`. Prefer the environment
-    /// variable: a command-line argument is visible to every user of the machine.
+    /// Token sent as `Authorization: Bearer`: a JWT, or a one-time ticket from
+    /// `POST /api/ticket`, which serves one connection. Prefer the environment variable: a
+    /// command-line argument is visible to every user of the machine.
     #[arg(long, env = "SWITCHBOARD_TOKEN", hide_env_values = true)]
     pub(crate) token: Option<String>,
     /// `Origin` header, for servers that restrict origins.
@@ -186,9 +187,21 @@ pub(crate) fn describe(reason: &DisconnectReason, target: &ServerUrl) -> String 
         }
         DisconnectReason::Refused { status, code, message, .. } => {
             let refusal = HttpRefusal::new(*status, code.clone(), message.clone());
-            format!("{target} refused the connection: {refusal}")
+            let hint = refusal_hint(code.as_deref());
+            format!("{target} refused the connection: {refusal}{hint}")
         }
         other => format!("cannot connect to {target}: {other}"),
+    }
+}
+
+/// What to do about a refused credential, when the refusal's code says more than its
+/// message: a ticket is redeemed once and lives 30 s (docs/api.md, `POST /api/ticket`).
+pub(crate) fn refusal_hint(code: Option<&str>) -> &'static str {
+    match code {
+        Some("ticket_invalid" | "ticket_expired") => {
+            " (a ticket serves one connection, within 30 s: get a new one from POST /api/ticket)"
+        }
+        _ => "",
     }
 }
 

@@ -21,7 +21,8 @@ use switchboard_proto::{Format, Value};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use crate::common::{
-    CommonArgs, ProtocolArg, open_stream, print_line, runtime, server_url, stdin_lines, tls_config,
+    CommonArgs, ProtocolArg, open_stream, print_line, refusal_hint, runtime, server_url,
+    stdin_lines, tls_config,
 };
 
 /// Flags of `switchboard connect`.
@@ -94,7 +95,8 @@ async fn open_websocket(
                 bail!("{} closed the connection during the opening handshake", target.addr())
             }
             Err(UpgradeError::Refused(refusal)) => {
-                bail!("{target} refused the connection: {refusal}")
+                let hint = refusal_hint(refusal.code.as_deref());
+                bail!("{target} refused the connection: {refusal}{hint}")
             }
             Err(UpgradeError::Invalid(e)) => bail!("{target} is not a WebSocket server: {e}"),
             Err(e) => bail!("{target}: {e}"),

@@ -16,6 +16,7 @@ mod connect;
 mod demo;
 mod publish;
 mod settings;
+mod startup;
 mod subscribe;
 mod token;
 
@@ -450,13 +451,15 @@ fn duration(s: &str) -> Result<Duration, humantime::DurationError> {
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(parsed) => parsed,
-        Err(e) if !e.use_stderr() => e.exit(),
         Err(e) => {
-            // One line with the reason; `--help` has the rest.
-            let rendered = e.to_string();
-            let reason = rendered.lines().next().unwrap_or_default();
-            eprintln!("switchboard: {}", reason.trim_start_matches("error: "));
-            return ExitCode::from(2);
+            // Clap's own rendering, whole: a usage error names what is missing or wrong, shows
+            // the usage line and suggests a near name ("did you mean"), on standard error
+            // with exit code 2; `--help` and `--version` go to standard output with 0. With
+            // no subcommand at all clap shows the help (the command list) as a usage error:
+            // 2, so that a script that ran nothing does not look successful.
+            // A closed standard output (`--help | head`) is not worth a message.
+            let _ = e.print();
+            return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2));
         }
     };
     match cli.command {
@@ -478,6 +481,10 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
+            if let Some(why) = startup::refusal(&settings) {
+                eprintln!("switchboard: {why}");
+                return ExitCode::FAILURE;
+            }
             init_logging(settings.log_format);
             match serve(&settings) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -532,7 +539,8 @@ fn serve(settings: &Settings) -> anyhow::Result<()> {
         .context("cannot start the async runtime")?;
     runtime.block_on(async {
         let config = settings.to_config()?;
-        let echo = config.echo;
+        // What the block at start describes: the server takes `config` by value.
+        let served = config.clone();
         let server = match &settings.broker.url {
             BrokerArg::Memory => Server::bind(config).await?,
             BrokerArg::Redis(url) => {
@@ -545,7 +553,6 @@ fn serve(settings: &Settings) -> anyhow::Result<()> {
         };
         let server = if settings.demo { demo::add(server) } else { server };
         let addr = server.local_addr();
-        let (http, ws) = if server.is_tls() { ("https", "wss") } else { ("http", "ws") };
         // Installed before the URL is logged, so a SIGHUP from anyone who saw it reloads
         // instead of killing the process.
         #[cfg(unix)]
@@ -572,42 +579,50 @@ fn serve(settings: &Settings) -> anyhow::Result<()> {
                 path.display()
             );
         }
-        if echo {
-            tracing::info!("switchboard listening on {http}://{addr} (echo at {ws}://{addr}/echo)");
-        } else {
-            tracing::info!("switchboard listening on {http}://{addr}");
-        }
         let handle = server.shutdown_handle();
+        let signal = shutdown_signal();
         tokio::spawn(async move {
-            let signal = shutdown_signal().await;
+            let signal = signal.await;
             tracing::info!(signal, "shutdown requested");
             handle.shutdown();
         });
+        // The first line names the URL; scripts and tests wait for it.
+        for line in startup::summary(settings, &served, addr, server.is_tls()) {
+            tracing::info!("{line}");
+        }
+        for warning in startup::warnings(settings) {
+            tracing::warn!("{warning}");
+        }
         server.run().await?;
         tracing::info!("stopped");
         Ok(())
     })
 }
 
-/// Resolves on SIGINT or SIGTERM, naming the signal.
-async fn shutdown_signal() -> &'static str {
-    let interrupt = tokio::signal::ctrl_c();
+/// Resolves on SIGINT or SIGTERM, naming the signal. Both are caught from the call on,
+/// not from the first poll, so that a signal sent as soon as the server has said where it
+/// listens stops it gracefully instead of killing it. Call it within the runtime.
+fn shutdown_signal() -> impl Future<Output = &'static str> {
     #[cfg(unix)]
     {
-        let Ok(mut term) =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        else {
-            let _ = interrupt.await;
-            return "SIGINT";
-        };
-        tokio::select! {
-            _ = interrupt => "SIGINT",
-            _ = term.recv() => "SIGTERM",
+        use tokio::signal::unix::{SignalKind, signal};
+        let caught = signal(SignalKind::interrupt()).and_then(|interrupt| {
+            signal(SignalKind::terminate()).map(|terminate| (interrupt, terminate))
+        });
+        async move {
+            let Ok((mut interrupt, mut terminate)) = caught else {
+                let _ = tokio::signal::ctrl_c().await;
+                return "SIGINT";
+            };
+            tokio::select! {
+                _ = interrupt.recv() => "SIGINT",
+                _ = terminate.recv() => "SIGTERM",
+            }
         }
     }
     #[cfg(not(unix))]
-    {
-        let _ = interrupt.await;
+    async {
+        let _ = tokio::signal::ctrl_c().await;
         "SIGINT"
     }
 }

@@ -259,7 +259,7 @@ fn wss_works_with_a_trusted_certificate() {
 }
 
 #[test]
-fn bad_urls_are_one_line_usage_errors() {
+fn bad_urls_are_usage_errors() {
     for (url, why) in [
         ("ftp://127.0.0.1/", "ws://, wss://, http:// or https://"),
         ("127.0.0.1:8080", "ws://, wss://, http:// or https://"),
@@ -272,9 +272,41 @@ fn bad_urls_are_one_line_usage_errors() {
         ] {
             let out = run(&args, "");
             assert_eq!(out.status.code(), Some(2), "{args:?}: {}", out.stderr);
-            assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
-            assert!(out.stderr.contains(why), "{args:?}: {}", out.stderr);
+            let first = out.stderr.lines().next().unwrap_or_default();
+            assert!(first.starts_with(&format!("error: invalid value '{url}'")), "{first}");
+            assert!(first.contains(why), "{args:?}: {}", out.stderr);
         }
+    }
+}
+
+#[test]
+fn a_websocket_that_is_not_the_hub_is_called_so() {
+    let server = server(&[]);
+    let echo = format!("{}/echo", ws(&server));
+    for args in
+        [vec!["publish", echo.as_str(), "chat:x", "1"], vec!["subscribe", echo.as_str(), "chat:x"]]
+    {
+        // The echo endpoint sends the client's `connect` back: what was received is shown.
+        let needles = ["not a Switchboard /ws endpoint", "answer to `connect` was {\"id\":1,"];
+        assert_failed_with(&run(&args, ""), &needles);
+    }
+}
+
+#[test]
+fn another_server_s_html_error_page_is_summed_up_in_one_line() {
+    let addr = html_not_found_server();
+    let (ws_url, http_url) = (format!("ws://{addr}"), format!("http://{addr}"));
+    for args in [
+        vec!["connect", ws_url.as_str()],
+        vec!["connect", "--raw", ws_url.as_str()],
+        vec!["subscribe", ws_url.as_str(), "chat:x"],
+        vec!["subscribe", "--transport", "sse", ws_url.as_str(), "chat:x"],
+        vec!["publish", ws_url.as_str(), "chat:x", "1"],
+        vec!["publish", http_url.as_str(), "chat:x", "1", "--api-key", "k"],
+    ] {
+        let out = run(&args, "");
+        assert_failed_with(&out, &["404: an HTML page titled \"404 Not Found\""]);
+        assert!(!out.stderr.contains('<'), "{args:?}: {}", out.stderr);
     }
 }
 
@@ -310,6 +342,38 @@ fn a_401_says_why_the_server_refused() {
     let out =
         run_env(&["publish", &ws(&server), "chat:x", "1"], "", &[("SWITCHBOARD_TOKEN", &token)]);
     assert_eq!(ok_json(&out)["offset"], 1);
+}
+
+#[test]
+fn a_ticket_given_as_token_works_once_for_publish_subscribe_and_connect() {
+    let key = "an-api-key-for-the-ticket-tests";
+    // Credentials required, no token verifier: only tickets from the API get in.
+    let server = server(&["--require-auth", "--api-key", key]);
+    let first = mint_ticket(&server, key);
+    let sub =
+        Proc::spawn(&["subscribe", &ws(&server), "chat:tickets"], &[("SWITCHBOARD_TOKEN", &first)]);
+    sub.stderr_until("subscribed to chat:tickets");
+
+    let second = mint_ticket(&server, key);
+    let out = run(&["publish", "--token", &second, &ws(&server), "chat:tickets", "hi"], "");
+    assert_eq!(ok_json(&out)["offset"], 1);
+    let line = sub.json_line();
+    assert_eq!(line["data"], "hi", "{line}");
+    assert_eq!(line["info"]["user"], "ann", "the ticket's user published: {line}");
+
+    // Spent: a second use is refused at the door, with what to do about it.
+    let out = run(&["publish", "--token", &second, &ws(&server), "chat:tickets", "again"], "");
+    assert_failed_with(&out, &["401 ticket_invalid", "already used", "POST /api/ticket"]);
+    let out = run(&["connect", "--token", &first, &ws(&server)], "");
+    assert_failed_with(&out, &["401 ticket_invalid", "POST /api/ticket"]);
+
+    // `connect` sends what is typed: a `connect` without a token, as the ticket is spent.
+    let third = mint_ticket(&server, key);
+    let out = run(&["connect", "--token", &third, &ws(&server)], "{\"type\":\"connect\"}\n");
+    assert!(out.status.success(), "{}", out.stderr);
+    assert_eq!(parse(out.stdout.trim())["result"]["user"], "ann", "{}", out.stdout);
+    sub.signal("TERM");
+    assert!(sub.finish().0.success());
 }
 
 #[test]
@@ -354,6 +418,25 @@ fn mint_token() -> String {
         .expect("mint a token");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).expect("a UTF-8 token").trim().to_owned()
+}
+
+/// A one-time ticket for `ann`, who may subscribe and publish to `chat:*`, from
+/// `POST /api/ticket` with the API key `key`.
+fn mint_ticket(server: &Served, key: &str) -> String {
+    let authorization = format!("apikey {key}");
+    let headers = [("Authorization", authorization.as_str()), ("Content-Type", "application/json")];
+    let body = json!({"user": "ann", "channels": ["chat:*"], "publish": ["chat:*"]}).to_string();
+    let runtime =
+        tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
+    let response = runtime.block_on(switchboard_test_support::http::request(
+        server.addr,
+        "POST",
+        "/api/ticket",
+        &headers,
+        &body,
+    ));
+    assert_eq!(response.status, 200, "{response:?}");
+    response.json()["ticket"].as_str().expect("a ticket").to_owned()
 }
 
 /// A `switchboard serve` on a free port that takes no API key from the test's environment;
@@ -560,6 +643,35 @@ fn assert_failed_with(out: &Output, needles: &[&str]) {
         assert!(out.stderr.contains(needle), "{needle:?} in {}", out.stderr);
     }
     assert!(out.stdout.is_empty(), "{}", out.stdout);
+}
+
+/// A loopback HTTP server that is not Switchboard: it answers every request with a 404 HTML
+/// page, as a web server's default error page does. It serves until the test process ends.
+fn html_not_found_server() -> std::net::SocketAddr {
+    const PAGE: &str = "<html>\r\n<head><title>404 Not Found</title></head>\r\n<body>\r\n\
+                        <center><h1>404 Not Found</h1></center>\r\n<hr><center>web</center>\r\n\
+                        </body>\r\n</html>\r\n";
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    let addr = listener.local_addr().expect("its address");
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let _ = stream.set_read_timeout(Some(WAIT));
+            // The request head, to its blank line; the body of a POST is left unread.
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).is_ok_and(|n| n == 1) {
+                head.push(byte[0]);
+            }
+            let response = format!(
+                "HTTP/1.1 404 Not Found\r\nContent-Type: text/html\r\nContent-Length: {}\r\n\
+                 Connection: close\r\n\r\n{PAGE}",
+                PAGE.len()
+            );
+            let _ = stream.write_all(response.as_bytes());
+        }
+    });
+    addr
 }
 
 /// A loopback address where nothing listens.

@@ -105,15 +105,19 @@ fn serve_without_redis_fails_fast_with_one_line() {
 }
 
 #[test]
-fn bad_broker_urls_are_one_line_and_a_failure() {
+fn bad_broker_urls_are_usage_errors() {
     let out = Command::new(BIN)
         .args(["serve", "--broker", "http://127.0.0.1:6379"])
         .output()
         .expect("run switchboard");
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8(out.stderr).expect("utf-8");
-    assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    assert!(stderr.contains("--broker"), "{stderr}");
+    let first = stderr.lines().next().unwrap_or_default();
+    assert!(
+        first.starts_with("error: invalid value 'http://127.0.0.1:6379' for '--broker"),
+        "{stderr}"
+    );
+    assert!(first.contains("redis://"), "{stderr}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -142,4 +146,15 @@ async fn serve_with_redis_wait_starts_once_redis_answers() {
     connected(&client).await;
     let ack = client.publish(CHANNEL, 1).await.expect("publish");
     assert_eq!(ack.offset, 1);
+}
+
+#[test]
+fn the_start_up_block_names_the_redis_broker() {
+    let redis = RedisServer::start();
+    let node = Node::start_with(&["--broker", &redis.url(), "--redis-key-prefix", "blocks"]);
+    let line = node.next_line(LIMIT, |line| line.contains("  broker "));
+    assert!(
+        line.ends_with(&format!("broker     {} (key prefix \"blocks\")", redis.url())),
+        "{line}"
+    );
 }

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::{Command, Output};
 
 use serde_json::json;
-use switchboard_test_support::cli::{Serve, Served};
+use switchboard_test_support::cli::{LIMIT, Serve, Served};
 use switchboard_test_support::client::WsClient;
 use switchboard_test_support::protocol::call;
 
@@ -131,6 +131,30 @@ fn serve_applies_namespaces_and_listen_from_the_file() {
 }
 
 #[test]
+fn a_file_leaving_out_the_demo_s_namespaces_is_warned_about() {
+    let path = write_file(
+        "namespaces-warning",
+        "listen = \"127.0.0.1:0\"\n[namespaces.news]\nanonymous = \"subscribe\"\n",
+    );
+    let config = path.to_str().unwrap();
+    let served = serve(&["--config", config], &[]);
+    let warning = served.next_line(LIMIT, |line| line.contains("WARN"));
+    for needed in ["leave out chat and ticker", "in effect: news;", "add [namespaces.chat] and"] {
+        assert!(warning.contains(needed), "{needed:?} in {warning}");
+    }
+    drop(served);
+
+    // Without the demo nothing uses them: the block says what is served, no warning.
+    let mut served = serve(&["--config", config, "--no-demo"], &[]);
+    assert!(served.terminate(LIMIT).success());
+    let rest = served.rest_of_lines(LIMIT).join("\n");
+    let log = served.log();
+    assert!(!log.contains("WARN"), "{log}{rest}");
+    assert!(log.contains("  namespaces news\n"), "{log}");
+    std::fs::remove_file(&path).unwrap();
+}
+
+#[test]
 fn namespaces_from_the_environment_set_keys_over_the_file() {
     let port = free_port();
     let path = write_file(
@@ -193,9 +217,9 @@ fn a_boolean_variable_set_to_false_still_overrides_the_file() {
     let path = write_file("bool-env", "listen = \"127.0.0.1:0\"\necho = false\n");
     let config = path.to_str().unwrap();
     let echo = |env: &[(&str, &str)]| {
-        let log = serve(&["--config", config], env).log();
-        assert!(log.contains("listening on"), "{log}");
-        log.contains("echo at")
+        let served = serve(&["--config", config], env);
+        let echo = served.next_line(LIMIT, |line| line.contains("  echo "));
+        echo.contains(&format!("ws://{}/echo", served.addr))
     };
     assert!(!echo(&[]), "the file turns echo off");
     assert!(echo(&[("SWITCHBOARD_NO_ECHO", "false")]), "the variable is set: echo stays on");

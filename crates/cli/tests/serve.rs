@@ -3,10 +3,11 @@
 use std::ffi::OsStr;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::Command;
+use std::process::{Command, Stdio};
 
-use switchboard_test_support::cli::{LIMIT, Serve};
+use switchboard_test_support::cli::{LIMIT, Serve, Served};
 use switchboard_test_support::http::upgrade;
+use switchboard_test_support::wait;
 
 const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
 
@@ -16,7 +17,8 @@ fn serve_logs_its_url_serves_health_and_stops_on_sigterm() {
     let addr = served.addr;
     let log = served.log();
     assert!(log.contains(&format!("http://{addr} ")), "{log}");
-    assert!(log.contains(&format!("ws://{addr}/echo")), "{log}");
+    let echo = served.next_line(LIMIT, |line| line.contains("  echo "));
+    assert!(echo.contains(&format!("ws://{addr}/echo")), "{echo}");
 
     let mut stream = TcpStream::connect(addr).unwrap();
     stream.set_read_timeout(Some(LIMIT)).unwrap();
@@ -44,12 +46,12 @@ fn port_in_use_is_one_line_and_a_failure() {
 }
 
 #[test]
-fn bad_flags_are_one_line_and_a_failure() {
+fn bad_flags_are_usage_errors_naming_the_flag() {
     let out = Command::new(BIN).args(["serve", "--listen", "not-an-address"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8(out.stderr).unwrap();
-    assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    assert!(stderr.contains("--listen"), "{stderr}");
+    assert!(stderr.starts_with("error: invalid value 'not-an-address' for '--listen"), "{stderr}");
+    assert!(stderr.contains("--help"), "{stderr}");
 }
 
 #[test]
@@ -77,8 +79,11 @@ fn sighup_reloads_the_tls_certificate() {
     let tls =
         [OsStr::new("--tls-cert"), cert.as_os_str(), OsStr::new("--tls-key"), key.as_os_str()];
     let mut served = Serve::new(BIN).args(tls).start();
-    let log = served.log();
-    assert!(log.contains("https://") && log.contains("wss://"), "{log}");
+    assert!(served.log().contains("https://"), "{}", served.log());
+    let hub = served.next_line(LIMIT, |line| line.contains("  hub "));
+    assert!(hub.contains("wss://"), "{hub}");
+    // The rest of the block, before the reload's line.
+    served.next_line(LIMIT, |line| line.contains("  namespaces "));
     let hup = || {
         let pid = served.pid().to_string();
         let status = Command::new("kill").args(["-HUP", &pid]).status().unwrap();
@@ -146,4 +151,135 @@ fn serve_help_names_the_close_code_rate_offenders_get() {
     let code = switchboard_codec::CloseCode::POLICY_VIOLATION.0;
     assert!(text.contains(&format!("a close with {code} (policy violation)")), "{text}");
     assert!(!help.contains("4100"), "{help}");
+}
+
+/// `switchboard serve ARGS` with none of the credential variables the test's environment may
+/// hold: its exit code and standard error once it has refused to start.
+///
+/// # Panics
+///
+/// When it is still running after [`LIMIT`]: it started instead of refusing.
+fn refused(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let mut command = Command::new(BIN);
+    command.args(["serve", "--listen", "127.0.0.1:0"]).args(args);
+    for name in ["SWITCHBOARD_API_KEY", "SWITCHBOARD_JWT_SECRET", "SWITCHBOARD_CONFIG"] {
+        command.env_remove(name);
+    }
+    command.envs(env.iter().copied()).stdout(Stdio::null()).stderr(Stdio::piped());
+    let mut child = command.spawn().expect("spawn switchboard serve");
+    let mut status = None;
+    wait::wait_until_blocking(LIMIT, || {
+        status = child.try_wait().expect("wait for switchboard serve");
+        status.is_some()
+    });
+    let Some(status) = status else {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("switchboard serve {args:?} started instead of refusing");
+    };
+    let mut stderr = String::new();
+    child.stderr.take().expect("piped").read_to_string(&mut stderr).expect("UTF-8 standard error");
+    (status.code(), stderr)
+}
+
+#[test]
+fn required_credentials_with_no_way_to_accept_any_refuse_to_start() {
+    let (code, stderr) = refused(&["--require-auth"], &[]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    for fix in ["--require-auth", "--jwt-secret", "--jwks", "--api-key", "POST /api/ticket"] {
+        assert!(stderr.contains(fix), "{fix} in {stderr}");
+    }
+    let (code, stderr) = refused(&[], &[("SWITCHBOARD_FIRST_MESSAGE_AUTH", "true")]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("--first-message-auth") && stderr.contains("--jwt-secret"), "{stderr}");
+}
+
+#[test]
+fn required_credentials_with_tickets_start_and_warn_that_the_demo_cannot_connect() {
+    let mut served = Serve::new(BIN)
+        .args(["--require-auth", "--api-key", "a-key"])
+        .env_remove("SWITCHBOARD_JWT_SECRET")
+        .start();
+    let warning = served.next_line(LIMIT, |line| line.contains("WARN"));
+    assert!(warning.contains("the demo at /") && warning.contains("--no-demo"), "{warning}");
+    assert!(served.terminate(LIMIT).success());
+
+    // Without the demo, nothing to warn about.
+    let args = ["--require-auth", "--api-key", "a-key", "--no-demo"];
+    let mut served = Serve::new(BIN).args(args).env_remove("SWITCHBOARD_JWT_SECRET").start();
+    assert!(served.terminate(LIMIT).success());
+    let rest = served.rest_of_lines(LIMIT).join("\n");
+    assert!(!served.log().contains("WARN"), "{rest}");
+}
+
+/// The start-up block of a server started with `args`, once it is whole (its last line,
+/// the namespaces, logged), with the server.
+fn start_up_block(args: &[&str]) -> (Served, String) {
+    let served = Serve::new(BIN).args(args).env_remove("SWITCHBOARD_API_KEY").start();
+    served.next_line(LIMIT, |line| line.contains("  namespaces "));
+    let log = served.log();
+    (served, log)
+}
+
+/// The text of the block's line labelled `label`.
+fn block_line<'a>(log: &'a str, label: &str) -> &'a str {
+    let needle = format!("  {label:<10} ");
+    let line = log.lines().find(|line| line.contains(&needle));
+    let line = line.unwrap_or_else(|| panic!("no {label:?} line in {log}"));
+    line.split_once(&needle).map_or("", |(_, text)| text)
+}
+
+#[test]
+fn the_start_up_block_lists_what_the_defaults_serve() {
+    let (served, log) = start_up_block(&[]);
+    let addr = served.addr;
+    assert!(log.contains(&format!("switchboard listening on http://{addr} ")), "{log}");
+    assert_eq!(block_line(&log, "hub"), format!("ws://{addr}/ws (protocol v1, docs/protocol.md)"));
+    let fallbacks = block_line(&log, "fallbacks");
+    assert!(fallbacks.contains(&format!("http://{addr}/sse")) && fallbacks.contains("/poll"));
+    assert_eq!(block_line(&log, "echo"), format!("ws://{addr}/echo"));
+    assert_eq!(block_line(&log, "demo"), format!("http://{addr}/"));
+    assert!(block_line(&log, "status").starts_with(&format!("http://{addr}/status ")), "{log}");
+    assert_eq!(block_line(&log, "metrics"), format!("http://{addr}/metrics"));
+    let api = block_line(&log, "http api");
+    assert!(api.starts_with("off") && api.contains("--api-key"), "{api}");
+    let auth = block_line(&log, "auth");
+    assert!(auth.contains("publish in chat") && auth.contains("subscribe in ticker"), "{auth}");
+    assert!(block_line(&log, "tokens").starts_with("off"), "{log}");
+    assert!(block_line(&log, "tickets").starts_with("off"), "{log}");
+    assert!(block_line(&log, "broker").starts_with("memory"), "{log}");
+    let namespaces = block_line(&log, "namespaces");
+    assert!(namespaces.starts_with("\"\" (the default") && namespaces.ends_with(", chat, ticker"));
+}
+
+#[test]
+fn the_start_up_block_follows_the_configuration() {
+    let secret = "a-development-secret-of-32-bytes!";
+    let args = [
+        "--api-key",
+        "k3y-for-the-block",
+        "--jwt-secret",
+        secret,
+        "--require-auth",
+        "--no-echo",
+        "--no-demo",
+        "--disable-transport",
+        "longpoll",
+        "--namespace",
+        "news:anonymous=subscribe",
+    ];
+    let (served, log) = start_up_block(&args);
+    let addr = served.addr;
+    assert!(block_line(&log, "http api").starts_with(&format!("http://{addr}/api/ ")), "{log}");
+    let fallbacks = block_line(&log, "fallbacks");
+    assert!(fallbacks.contains("/sse") && !fallbacks.contains("/poll"), "{fallbacks}");
+    assert_eq!(block_line(&log, "echo"), "off (--no-echo)");
+    assert_eq!(block_line(&log, "demo"), "off (--no-demo)");
+    assert!(block_line(&log, "auth").starts_with("credentials required"), "{log}");
+    assert!(block_line(&log, "tokens").starts_with("JWT, HS256"), "{log}");
+    let tickets = block_line(&log, "tickets");
+    assert!(tickets.contains("with the API key or a user's token"), "{tickets}");
+    assert!(block_line(&log, "namespaces").ends_with(", chat, news, ticker"), "{log}");
+    assert!(!log.contains(secret) && !log.contains("k3y-for-the-block"), "{log}");
 }

@@ -192,7 +192,14 @@ impl ClientBuilder {
     }
 
     /// A static token (a JWT or a ticket), sent as `Authorization: Bearer` in the handshake
-    /// and in the `connect` command. Default none: anonymous.
+    /// (the opening `GET /sse` with [`Transport::Sse`]). Default none: anonymous.
+    ///
+    /// A JWT goes again in the `connect` command. A one-time ticket from `POST /api/ticket`
+    /// (a token without dots) does not: the opening request redeems it, and a second
+    /// redemption would be refused (protocol §3, `connect`). So a static ticket serves one
+    /// connection: a reconnection is refused with 401 `ticket_invalid` and the client
+    /// closes; a [`token_provider`](Self::token_provider) returning tickets is asked for a
+    /// new one before every connection.
     ///
     /// With only a static token, a server asking for a new one (close code 4200) ends the
     /// client (state [`Closed`](ConnectionState::Closed)); use
@@ -211,7 +218,8 @@ impl ClientBuilder {
     /// A callback that fetches a token: the `get_token` of other Switchboard clients.
     ///
     /// Called before connecting when there is no usable token, after the server asks for
-    /// a new one (close code 4200, a 401 `token_expired` refusal), and, for a JWT with
+    /// a new one (close code 4200, a 401 `token_expired` refusal), before every connection
+    /// after one made with a ticket (a token without dots, spent by it), and, for a JWT with
     /// `exp`, 30 s (or a tenth of its lifetime, if shorter) before expiry, to send `refresh`
     /// on the open connection. A failure counts as a failed connection attempt (backoff).
     ///

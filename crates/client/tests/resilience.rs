@@ -1,5 +1,5 @@
 //! Reconnection against a real server: cut connections, a restarted server, a fleet cut at
-//! once, refused and expiring credentials.
+//! once, refused and expiring credentials, one-time tickets.
 
 mod support;
 
@@ -11,11 +11,12 @@ use serde_json::json;
 use switchboard_auth::{Algorithm, Claims, VerifierBuilder, mint_hs256};
 use switchboard_client::{
     BoxError, Client, ConnectionState, DisconnectReason, Error, SubscriptionEvent, TokenProvider,
+    Transport,
 };
 use switchboard_server::{Config, Server};
 use switchboard_test_support::rust_client::expect_every_publication;
 use switchboard_test_support::server::{TestServer, open_config};
-use switchboard_test_support::{poll_until, wait_until};
+use switchboard_test_support::{http, poll_until, tokens, wait_until};
 use tokio::time::timeout;
 
 use support::{LIMIT, Proxy, connected, fast, next_non_presence, next_publication, wait_state};
@@ -225,4 +226,79 @@ async fn a_token_provider_refreshes_before_expiry() {
     assert_eq!(state.state, ConnectionState::Connected, "{state:?}");
     assert_eq!(state.connections, 1, "the connection was replaced: {state:?}");
     assert!(calls.load(Ordering::SeqCst) >= 2, "no refresh");
+}
+
+/// `switchboard_test_support::tokens::config` (a verifier, the API key, `news` for token
+/// holders only) requiring credentials.
+fn ticket_config() -> Config {
+    let mut config = tokens::config();
+    config.auth.required = true;
+    config
+}
+
+/// A one-time ticket for `ann`, who may read and publish `news:*`, from `POST /api/ticket`
+/// with the API key.
+async fn ticket(server: &TestServer) -> String {
+    let authorization = format!("apikey {}", tokens::API_KEY);
+    let headers = [("Authorization", authorization.as_str()), ("Content-Type", "application/json")];
+    let body = json!({"user": "ann", "channels": ["news:*"], "publish": ["news:*"]}).to_string();
+    let response = http::request(server.addr, "POST", "/api/ticket", &headers, &body).await;
+    assert_eq!(response.status, 200, "{response:?}");
+    response.json()["ticket"].as_str().expect("a ticket").to_owned()
+}
+
+#[tokio::test]
+async fn a_static_ticket_authenticates_one_connection_over_each_transport() {
+    let server = TestServer::start(ticket_config()).await;
+    for transport in [Transport::WebSocket, Transport::Sse] {
+        let client = fast(&format!("ws://{}/ws", server.addr))
+            .transport(transport)
+            .token(ticket(&server).await)
+            .build()
+            .expect("build");
+        // Redeemed by the opening request; sent again in `connect` it would be refused.
+        connected(&client).await;
+        let ack = client.publish("news:tickets", json!({"over": format!("{transport:?}")})).await;
+        assert!(ack.is_ok(), "{transport:?}: {ack:?}");
+        client.close().await;
+    }
+}
+
+#[tokio::test]
+async fn a_spent_static_ticket_closes_the_client_with_the_servers_reason() {
+    let server = TestServer::start(ticket_config()).await;
+    let proxy = Proxy::start(server.addr).await;
+    let client = fast(&proxy.url()).token(ticket(&server).await).build().expect("build");
+    connected(&client).await;
+    proxy.cut();
+    let state = wait_state(&client, |s| s.state == ConnectionState::Closed).await;
+    match &state.reason {
+        Some(DisconnectReason::Refused { status: 401, code: Some(code), .. }) => {
+            assert_eq!(code, "ticket_invalid", "{state:?}");
+        }
+        other => panic!("expected a 401 ticket_invalid refusal, got {other:?}"),
+    }
+    assert_eq!(proxy.accepted(), 2, "one connection, one refused attempt");
+}
+
+#[tokio::test]
+async fn a_provider_of_tickets_is_asked_for_a_new_one_per_connection() {
+    let server = Arc::new(TestServer::start(ticket_config()).await);
+    let proxy = Proxy::start(server.addr).await;
+    let calls = Arc::new(AtomicUsize::new(0));
+    let provider: TokenProvider = Arc::new({
+        let (calls, server) = (Arc::clone(&calls), Arc::clone(&server));
+        move || {
+            calls.fetch_add(1, Ordering::SeqCst);
+            let server = Arc::clone(&server);
+            Box::pin(async move { Ok::<_, BoxError>(ticket(&server).await) })
+        }
+    });
+    let client = fast(&proxy.url()).token_provider(provider).build().expect("build");
+    connected(&client).await;
+    proxy.cut();
+    let state = wait_state(&client, |s| s.connections == 2).await;
+    assert_eq!(state.state, ConnectionState::Connected, "{state:?}");
+    assert_eq!(calls.load(Ordering::SeqCst), 2, "one ticket per connection");
+    client.publish("news:tickets", 1).await.expect("publish on the second connection");
 }

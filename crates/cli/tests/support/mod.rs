@@ -8,6 +8,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use switchboard_test_support::cli::{Serve, Served};
 use tokio::net::{TcpListener, TcpStream};
@@ -60,6 +61,11 @@ impl Node {
     /// Everything the node logged so far.
     pub(crate) fn log(&self) -> String {
         self.served.log()
+    }
+
+    /// The next line the node logs for which `wanted` holds, within `limit`.
+    pub(crate) fn next_line(&self, limit: Duration, wanted: impl FnMut(&str) -> bool) -> String {
+        self.served.next_line(limit, wanted)
     }
 }
 

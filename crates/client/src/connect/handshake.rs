@@ -102,7 +102,9 @@ pub struct HttpRefusal {
     pub status: u16,
     /// The body's `error.code`, when it had one.
     pub code: Option<String>,
-    /// The body's `error.message`, else the first 200 characters of the body, trimmed.
+    /// The body's `error.message`; else, for an HTML page (another server's error page),
+    /// `an HTML page titled "…"` with its `<title>`; else the body's first 200 characters
+    /// on one line.
     pub message: String,
     /// The `Retry-After` header in seconds (RFC 9110 §10.2.3; an HTTP date is ignored), at
     /// most a day.
@@ -201,16 +203,23 @@ impl HttpRefusal {
         Self { status, code, message, retry_after: None }
     }
 
-    /// A refusal with `status` whose body is `body`: the JSON error's code and message,
-    /// else the start of the text. No `Retry-After`.
+    /// A refusal with `status` whose body is `body`: the JSON error's code and message, else
+    /// a summary of the body on one line (an HTML page by its title, never whole). No
+    /// `Retry-After`.
+    ///
+    /// ```
+    /// use switchboard_client::connect::HttpRefusal;
+    ///
+    /// let page = b"<html>\r\n<head><title>404 Not Found</title></head>\r\n<body>...</body>\r\n</html>";
+    /// let refusal = HttpRefusal::from_body(404, page);
+    /// assert_eq!(refusal.to_string(), "404: an HTML page titled \"404 Not Found\"");
+    /// ```
     pub fn from_body(status: u16, body: &[u8]) -> Self {
         let json: Option<Value> = serde_json::from_slice(body).ok();
         let error = json.as_ref().and_then(|j| j.get("error"));
         let text =
             |key: &str| error.and_then(|e| e.get(key)).and_then(Value::as_str).map(str::to_owned);
-        let message = text("message").unwrap_or_else(|| {
-            String::from_utf8_lossy(body).trim().chars().take(MAX_MESSAGE_CHARS).collect()
-        });
+        let message = text("message").unwrap_or_else(|| summary(&String::from_utf8_lossy(body)));
         Self::new(status, text("code"), message)
     }
 
@@ -268,6 +277,32 @@ impl std::fmt::Display for HttpRefusal {
     }
 }
 
+/// A body that is not a JSON error, on one line: an HTML page (markup from its first
+/// character) by its `<title>`, other text by its first [`MAX_MESSAGE_CHARS`] characters.
+fn summary(body: &str) -> String {
+    let body = body.trim();
+    if !body.starts_with('<') {
+        return one_line(body, MAX_MESSAGE_CHARS);
+    }
+    let lower = body.to_ascii_lowercase();
+    let title = lower.find("<title").and_then(|open| {
+        let start = open + lower[open..].find('>')? + 1;
+        let end = start + lower[start..].find("</title")?;
+        // ASCII lowercasing keeps byte offsets: the same range of the original.
+        Some(one_line(body.get(start..end)?, MAX_TITLE_CHARS))
+    });
+    match title {
+        Some(title) if !title.is_empty() => format!("an HTML page titled {title:?}"),
+        _ => "an HTML page".to_owned(),
+    }
+}
+
+/// `text` with its runs of whitespace (line breaks included) as single spaces, cut to `max`
+/// characters.
+fn one_line(text: &str, max: usize) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ").chars().take(max).collect()
+}
+
 /// How much of a refusal's body is read.
 const MAX_REFUSAL_BODY: usize = 4096;
 /// How long to wait for a refusal's body after its head.
@@ -276,6 +311,8 @@ const REFUSAL_BODY_WAIT: Duration = Duration::from_secs(1);
 const MAX_RETRY_AFTER_SECS: u64 = 86_400;
 /// How much of a body that is not a JSON error becomes the message.
 const MAX_MESSAGE_CHARS: usize = 200;
+/// How much of an HTML page's title becomes the message.
+const MAX_TITLE_CHARS: usize = 100;
 
 #[cfg(test)]
 mod tests {
@@ -295,6 +332,22 @@ mod tests {
         assert_eq!((r.code, r.message), (None, "not found".to_owned()));
         let long = "x".repeat(300);
         assert_eq!(HttpRefusal::from_body(500, long.as_bytes()).message.len(), 200);
+        let lines = HttpRefusal::from_body(502, b"bad\r\ngateway\n\n  upstream\n");
+        assert_eq!(lines.message, "bad gateway upstream");
+    }
+
+    #[test]
+    fn html_pages_are_summed_up_by_their_title() {
+        let message = |body: &str| HttpRefusal::from_body(404, body.as_bytes()).message;
+        let page = "<!DOCTYPE HTML>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
+                    <TITLE>Error\n  response</TITLE>\n</head>\n<body><h1>Error response</h1>\n\
+                    <p>Error code: 404</p></body></html>\n";
+        assert_eq!(message(page), "an HTML page titled \"Error response\"");
+        assert_eq!(message("<html><body><h1>Not Found</h1></body></html>"), "an HTML page");
+        assert_eq!(message("<html><title></title></html>"), "an HTML page");
+        assert_eq!(message("<title>unclosed"), "an HTML page");
+        let long = format!("<title>{}</title>", "é".repeat(300));
+        assert_eq!(message(&long).chars().count(), "an HTML page titled \"\"".len() + 100);
     }
 
     /// Runs `handshake` against a scripted server that answers `response` to the request.

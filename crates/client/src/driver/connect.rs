@@ -10,7 +10,7 @@ use tokio::time::{Instant, timeout};
 
 use super::commands::Queued;
 use super::live::{DEFAULT_PING_INTERVAL, Live};
-use super::token::is_usable_token;
+use super::token::{is_ticket, is_usable_token};
 use super::{Driver, Wait};
 use crate::client::ConnectionState;
 use crate::error::DisconnectReason;
@@ -42,6 +42,12 @@ impl Driver {
                     return Wait::Done(Err(DisconnectReason::Token(why)));
                 }
             }
+        }
+        if self.token.as_deref().is_some_and(is_ticket) {
+            // The opening request redeems the ticket, whatever comes of it: a provider is
+            // asked for a new one before the next attempt. A static ticket serves one
+            // connection; the server refuses it the next time (401 `ticket_invalid`).
+            self.token_stale = true;
         }
         let open = transport::open(Arc::clone(&self.settings), self.token.clone());
         match self.offline(timeout(limit, open)).await {

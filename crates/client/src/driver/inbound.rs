@@ -2,7 +2,7 @@
 //! what waits for it.
 
 use switchboard_proto::{
-    ConnectResult, ErrorBody, Push, RefreshResult, Reply, ServerMessage, Value,
+    ConnectResult, ErrorBody, Format, Push, RefreshResult, Reply, ServerMessage, Value,
 };
 
 use super::Driver;
@@ -41,7 +41,7 @@ impl Driver {
                         self.on_publication(live, &channel, Entry::Undecodable { offset, reason });
                     }
                     Some(Salvaged::Reply { reply, undecodable }) => {
-                        self.on_reply(live, reply, undecodable);
+                        self.on_reply(live, reply, undecodable, bytes);
                     }
                     // Forward compatibility: a message this version cannot read is skipped.
                     None => tracing::debug!(error = %e, "undecodable server message"),
@@ -51,13 +51,19 @@ impl Driver {
         };
         match message {
             ServerMessage::Push(push) => self.on_push(live, push),
-            ServerMessage::Reply(reply) => self.on_reply(live, reply, Vec::new()),
+            ServerMessage::Reply(reply) => self.on_reply(live, reply, Vec::new(), bytes),
         }
     }
 
     /// A reply; `undecodable` holds the publications taken out of its result because their
-    /// data could not be decoded.
-    fn on_reply(&mut self, live: &mut Live, reply: Reply<Value>, undecodable: Vec<Entry>) {
+    /// data could not be decoded; `bytes` is the message as it came.
+    fn on_reply(
+        &mut self,
+        live: &mut Live,
+        reply: Reply<Value>,
+        undecodable: Vec<Entry>,
+        bytes: &[u8],
+    ) {
         let Some(pending) = live.pending.remove(&reply.id) else { return };
         let result = match (reply.result, reply.error) {
             (_, Some(error)) => Err(error),
@@ -69,7 +75,13 @@ impl Driver {
                 Ok(result) => match serde_json::from_value::<ConnectResult>(result) {
                     Ok(connected) => self.on_connected(live, &connected),
                     Err(e) => {
-                        let why = format!("bad connect result: {e}");
+                        // What answered is no Switchboard hub: an echo server sends the
+                        // command back, another protocol something else with an `id`.
+                        tracing::debug!(error = %e, "undecodable connect result");
+                        let why = format!(
+                            "not a Switchboard /ws endpoint: the answer to `connect` was {}",
+                            preview(live.format, bytes)
+                        );
                         live.ended = Some(DisconnectReason::Protocol(why));
                     }
                 },
@@ -157,5 +169,43 @@ impl Driver {
             Push::Disconnect { code, reason, .. } => live.disconnect_push = Some((code, reason)),
             Push::Unknown => {}
         }
+    }
+}
+
+/// A message as text for an error, on one line and shortened: JSON as it came, MessagePack
+/// as JSON.
+fn preview(format: Format, bytes: &[u8]) -> String {
+    let text = match format {
+        Format::Msgpack => match format.decode::<Value>(bytes) {
+            Ok(value) => value.to_string(),
+            Err(_) => return format!("{} bytes of MessagePack", bytes.len()),
+        },
+        Format::Json => String::from_utf8_lossy(bytes).into_owned(),
+    };
+    let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    match text.char_indices().nth(PREVIEW_CHARS) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text,
+    }
+}
+
+/// How much of a message an error shows.
+const PREVIEW_CHARS: usize = 80;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn previews_are_one_short_line() {
+        let echoed = br#"{"id":1,"type":"connect","name":"switchboard-rust"}"#;
+        assert_eq!(preview(Format::Json, echoed), String::from_utf8_lossy(echoed));
+        let long = format!("{{\n  \"id\": 1,\n  \"text\": \"{}\"\n}}", "x".repeat(200));
+        let shown = preview(Format::Json, long.as_bytes());
+        assert!(shown.starts_with(r#"{ "id": 1, "text": "xxx"#), "{shown}");
+        assert_eq!(shown.chars().count(), PREVIEW_CHARS + 1, "{shown}");
+        let packed = Format::Msgpack.encode(&serde_json::json!({"id": 1})).unwrap();
+        assert_eq!(preview(Format::Msgpack, &packed), r#"{"id":1}"#);
+        assert_eq!(preview(Format::Msgpack, &[0xc1]), "1 bytes of MessagePack");
     }
 }

@@ -55,7 +55,8 @@ pub(crate) struct Driver {
     /// Commands waiting for a connection, in call order.
     outbox: VecDeque<Queued>,
     token: Option<String>,
-    /// The server asked for a new token: fetch one before the next attempt.
+    /// The server asked for a new token, or the ticket was spent: fetch one before the next
+    /// attempt.
     token_stale: bool,
     connections: u64,
     last_reason: Option<DisconnectReason>,
@@ -124,7 +125,8 @@ impl Driver {
     async fn serve(&mut self, opened: Opened) -> Option<Outcome> {
         let mut live = Live::new(opened);
         let connect = ConnectRequest {
-            token: self.token.clone(),
+            // A ticket authenticated the opening request and is spent: only a JWT goes again.
+            token: self.token.clone().filter(|token| !token::is_ticket(token)),
             name: Some(CLIENT_NAME.to_owned()),
             version: Some(env!("CARGO_PKG_VERSION").to_owned()),
         };

@@ -61,5 +61,25 @@ pub(super) fn is_usable_token(token: &str) -> bool {
     !token.is_empty() && token.bytes().all(|b| b.is_ascii_graphic())
 }
 
+/// Whether `token` is a one-time ticket (`POST /api/ticket`, docs/api.md) rather than a JWT:
+/// it has no dots, where a JWT has three dot-separated parts (RFC 7515 §7.1). The server
+/// redeems a ticket once, at the opening request that carries it; sent again in `connect`
+/// it would be refused as already used.
+pub(super) fn is_ticket(token: &str) -> bool {
+    !token.is_empty() && !token.contains('.')
+}
+
 /// How soon a failed token refresh is tried again (at most half the time left).
 const REFRESH_RETRY: Duration = Duration::from_secs(5);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tickets_are_tokens_without_dots() {
+        assert!(is_ticket("XqdMb9DI6s0ni2hPHkU6c0y5zBJYWuvHvWq_XsTeEOA"));
+        assert!(!is_ticket("eyJhbGciOiJIUzI1NiJ9.e30.c2ln"));
+        assert!(!is_ticket(""));
+    }
+}
