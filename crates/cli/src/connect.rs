@@ -140,6 +140,9 @@ async fn session(args: &ConnectArgs) -> anyhow::Result<ExitCode> {
         // Protocol §1: a server that names no subprotocol speaks JSON.
         bail!("{target} did not accept {}", format.subprotocol());
     }
+    // Caught from here on: a signal sent on reading "connected to" must end the command
+    // gracefully, not kill it.
+    let mut signal = pin!(crate::shutdown_signal());
     if std::io::stdin().is_terminal() {
         let what = match mode {
             Mode::Raw => "lines are sent as text messages",
@@ -163,7 +166,6 @@ async fn session(args: &ConnectArgs) -> anyhow::Result<ExitCode> {
     let mut input_failed = false;
     // Set at the end of input: when it came, to bound the wait for replies.
     let mut draining: Option<Instant> = None;
-    let mut signal = pin!(crate::shutdown_signal());
     let mut signalled = false;
     loop {
         while let Some(event) = conn.poll_event() {

@@ -112,6 +112,9 @@ async fn subscribe(
             }
         }
     }
+    // Caught from here on: a signal sent on reading "subscribed to" must end the command
+    // gracefully, not kill it.
+    let mut signal = std::pin::pin!(crate::shutdown_signal());
     for subscription in subscriptions {
         if !args.quiet {
             eprintln!("switchboard: subscribed to {}", subscription.channel());
@@ -123,7 +126,6 @@ async fn subscribe(
     let mut states = client.state_changes();
     let mut connections = states.borrow_and_update().connections;
     let mut connected = true;
-    let mut signal = std::pin::pin!(crate::shutdown_signal());
     let mut ended = 0;
     loop {
         tokio::select! {
