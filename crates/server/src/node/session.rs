@@ -745,7 +745,7 @@ mod tests {
     #[test]
     fn anonymous_refusals_name_the_namespace_and_the_ways_out() {
         let closed = NamespaceOptions::default();
-        let read_only = NamespaceOptions { anonymous: Anonymous::Subscribe, ..closed.clone() };
+        let read_only = NamespaceOptions { anonymous: Anonymous::Subscribe, ..Default::default() };
 
         let message = anonymous_refusal("room", &closed, Access::Read, Some("chat"));
         assert_eq!(
