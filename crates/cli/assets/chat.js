@@ -7,8 +7,13 @@
 //   {type: 'typing', name}                     "X is typing…" for a few seconds
 //   {type: 'hello', name}                      sent on entering a room: "X joined"
 //   {type: 'here', name}                       the answer to a hello, so newcomers learn names
-// Anonymous connections carry no user name, so names travel in the data. Everything a
-// person typed is shown with textContent, never parsed as HTML.
+// Anonymous connections carry no user name, so names travel in the data.
+//
+// Anything else published to the room (from a backend through the HTTP API or
+// `switchboard publish`, from another program) is shown too: data with a string `text` as a
+// message from its publisher (the token's user, a guest, or "server" for the HTTP API,
+// whose publications carry no `info`), any other data as a card of pretty-printed JSON.
+// Everything a person or a program sent is shown with textContent, never parsed as HTML.
 
 const DEFAULT_ROOMS = ['lobby', 'random', 'help'];
 /** The `chat` namespace's history size: the most a room can show after a reload. */
@@ -16,6 +21,10 @@ const HISTORY_LIMIT = 100;
 /** Send "typing" at most this often, and show it this long. */
 const TYPING_EVERY = 2000;
 const TYPING_SHOWN = 3000;
+/** The `type`s of the chat's own publications (above). */
+const OWN_TYPES = new Set(['message', 'typing', 'hello', 'here']);
+/** The most characters of pretty-printed JSON a card shows. */
+const CARD_CHARS = 4000;
 const NAME_KEY = 'switchboard-demo:name';
 const ROOMS_KEY = 'switchboard-demo:rooms';
 const TAB_KEY = 'switchboard-demo:tab';
@@ -201,7 +210,11 @@ export function startChat(client, subscribe) {
 
   function receive(state, publication, live) {
     const { data, info, offset, epoch } = publication;
-    if (room !== state || !data || typeof data !== 'object') return;
+    if (room !== state) return;
+    if (!OWN_TYPES.has(data?.type)) {
+      receiveOther(state, publication);
+      return;
+    }
     const id = info?.client;
     const name = typeof data.name === 'string' && data.name ? data.name.slice(0, 24) : null;
     const previous = id ? names.get(id) : undefined;
@@ -249,6 +262,25 @@ export function startChat(client, subscribe) {
     }
   }
 
+  /**
+   * A publication not in the chat's own shape: a message when its data has a string
+   * `text`, else a JSON card. The sender is the token's user, else the connection's name
+   * as far as this window knows it, else "server" (the HTTP API's publications have no
+   * `info`).
+   */
+  function receiveOther(state, { data, info, offset, epoch }) {
+    const id = info?.client;
+    const from = info?.user ?? (id ? nameOf(id) : 'server');
+    const mine = id !== undefined && id === client.session?.client;
+    if (id) state.typers.delete(id);
+    if (typeof data?.text === 'string') {
+      showMessage(state, { name: from, text: data.text, epoch, offset, mine });
+    } else {
+      showCard(state, { name: from, data, epoch, offset, mine });
+    }
+    renderTyping();
+  }
+
   function publish(state, data) {
     client.publish(state.channel, data).catch((error) => {
       if (data.type === 'message') notice(state, `Not sent: ${error.message}`);
@@ -268,6 +300,20 @@ export function startChat(client, subscribe) {
       meta.append(stamp);
     }
     item.append(meta, element('p', 'text', text));
+    state.shown.push({ epoch, offset, item });
+    ui.messages.append(item);
+    scrollToEnd(atEnd);
+  }
+
+  /** Any JSON value, pretty-printed as text (never HTML), cut at `CARD_CHARS`. */
+  function showCard(state, { name, data, epoch, offset, mine }) {
+    const atEnd = isAtEnd();
+    const item = element('li', mine ? 'message card mine' : 'message card');
+    const meta = element('div', 'meta');
+    meta.append(element('span', 'who', name), element('span', 'kind', 'JSON'));
+    let json = JSON.stringify(data, null, 2) ?? 'null';
+    if (json.length > CARD_CHARS) json = `${json.slice(0, CARD_CHARS)}\n…`;
+    item.append(meta, element('pre', 'json', json));
     state.shown.push({ epoch, offset, item });
     ui.messages.append(item);
     scrollToEnd(atEnd);

@@ -83,4 +83,11 @@ async fn anonymous_unauthorized_in_the_default_namespace_is_explained_by_protoco
     };
     let reply: serde_json::Value = serde_json::from_slice(&reply).unwrap();
     assert_eq!(reply["error"]["code"], "unauthorized", "{reply}");
+    // The reply the section shows, message and all, is the one the server sends.
+    let shown = options
+        .lines()
+        .find(|line| line.starts_with(r#"{"id": 1, "error": {"code": "unauthorized""#))
+        .expect("an example reply");
+    let shown: serde_json::Value = serde_json::from_str(shown).expect("JSON");
+    assert_eq!(reply, shown);
 }

@@ -521,7 +521,7 @@ impl Session {
         if open || self.identity.permissions().can_subscribe(channel) {
             Ok(())
         } else {
-            Err(self.denied("subscribe to"))
+            Err(self.denied(channel, ns, Access::Read))
         }
     }
 
@@ -537,22 +537,31 @@ impl Session {
         if open || self.identity.permissions().can_publish(channel) {
             Ok(())
         } else {
-            Err(self.denied("publish to"))
+            Err(self.denied(channel, ns, Access::Publish))
         }
     }
 
-    fn denied(&self, what: &str) -> ErrorBody {
+    /// The refusal of `access` to `channel`: `permission_denied` for a token that does not
+    /// grant it, `unauthorized` without a token, saying why and what would let it in.
+    fn denied(&self, channel: &str, ns: &NamespaceOptions, access: Access) -> ErrorBody {
         if self.identity.is_authenticated() {
-            ErrorBody::new(
+            return ErrorBody::new(
                 ErrorCode::PermissionDenied,
-                format!("the token does not allow to {what} this channel"),
-            )
-        } else {
-            ErrorBody::new(
-                ErrorCode::Unauthorized,
-                format!("anonymous connections may not {what} this channel"),
-            )
+                format!("the token does not allow to {} this channel", access.verb()),
+            );
         }
+        // A namespace to suggest instead: `chat`, the built-in one for trying things out,
+        // or else the first by name that lets anonymous connections in.
+        let namespaces = &self.node().options.namespaces;
+        let open = if namespaces.get("chat").is_some_and(|ns| access.is_open(ns)) {
+            Some("chat")
+        } else {
+            namespaces
+                .iter()
+                .find(|(name, ns)| !name.is_empty() && access.is_open(ns))
+                .map(|(name, _)| name.as_str())
+        };
+        ErrorBody::new(ErrorCode::Unauthorized, anonymous_refusal(channel, ns, access, open))
     }
 
     fn namespace(&self, channel: &str) -> Result<&NamespaceOptions, CommandError> {
@@ -628,6 +637,87 @@ fn rate_message(reason: Reason, options: &LimitOptions) -> String {
 /// otherwise costs a decode and an error reply per message for as long as it likes.
 pub const MAX_CONSECUTIVE_ERRORS: u32 = 100;
 
+/// What a command asks of a channel, as far as permissions go.
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+enum Access {
+    /// `subscribe`, `presence`, `presence_count`, `history`.
+    Read,
+    /// `publish`.
+    Publish,
+}
+
+impl Access {
+    /// The words for it in a refusal: "may not {verb} this channel".
+    fn verb(self) -> &'static str {
+        match self {
+            Self::Read => "subscribe to",
+            Self::Publish => "publish to",
+        }
+    }
+
+    /// The `anonymous` value that opens a namespace to it.
+    fn anonymous(self) -> &'static str {
+        match self {
+            Self::Read => "subscribe",
+            Self::Publish => "publish",
+        }
+    }
+
+    /// Whether `ns` lets connections without a token do it.
+    fn is_open(self, ns: &NamespaceOptions) -> bool {
+        match self {
+            Self::Read => ns.anonymous != Anonymous::Deny,
+            Self::Publish => ns.anonymous == Anonymous::Publish && ns.allow_publish,
+        }
+    }
+}
+
+/// The message of an `unauthorized` refusal of `access` to `channel` (in namespace `ns`)
+/// for a connection without a token: why, and what to do instead. `open` names a namespace
+/// that allows it to anonymous connections, if the server has one.
+///
+/// A newcomer's first channel is often a bare name such as `room`, in the default namespace,
+/// which is closed to anonymous connections by default: a bare "unauthorized" leaves them
+/// guessing, so the message names the namespace and the three ways out.
+fn anonymous_refusal(
+    channel: &str,
+    ns: &NamespaceOptions,
+    access: Access,
+    open: Option<&str>,
+) -> String {
+    let verb = access.verb();
+    if channel.contains('#') {
+        // Opening the namespace would not help: docs/security.md §8.
+        return format!(
+            "anonymous connections may not {verb} `{channel}`: a channel with `#` is \
+             user-limited, open only to the users it names; connect with a token for one of them"
+        );
+    }
+    // The channel's name was checked before its namespace was found.
+    let (namespace, name) = channel.split_once(':').unwrap_or(("", channel));
+    let why = match (namespace, ns.anonymous) {
+        ("", Anonymous::Deny) => "it is in the default namespace (no `namespace:` prefix), which \
+                                  is closed to connections without a token"
+            .to_owned(),
+        ("", _) => "it is in the default namespace (no `namespace:` prefix), where connections \
+                    without a token may read but not publish"
+            .to_owned(),
+        (_, Anonymous::Deny) => {
+            format!("namespace `{namespace}` is closed to connections without a token")
+        }
+        _ => {
+            format!("namespace `{namespace}` lets connections without a token read but not publish")
+        }
+    };
+    let instead =
+        open.map(|open| format!("use a channel such as `{open}:{name}`, ")).unwrap_or_default();
+    let flag = format!("--namespace '{namespace}:anonymous={}'", access.anonymous());
+    format!(
+        "anonymous connections may not {verb} `{channel}`: {why}; {instead}connect with a \
+         token, or open the namespace with `{flag}`"
+    )
+}
+
 /// The reply error for a refused token.
 pub(super) fn auth_error(failure: &AuthFailure) -> ErrorBody {
     let code = if failure.expired { ErrorCode::TokenExpired } else { ErrorCode::Unauthorized };
@@ -650,5 +740,34 @@ mod tests {
         for garbage in [&b"not json"[..], b"{\"id\": -1}", b"{\"type\": \"ping\"}", b""] {
             assert_eq!(command_id(Format::Json, garbage), 0);
         }
+    }
+
+    #[test]
+    fn anonymous_refusals_name_the_namespace_and_the_ways_out() {
+        let closed = NamespaceOptions::default();
+        let read_only = NamespaceOptions { anonymous: Anonymous::Subscribe, ..Default::default() };
+
+        let message = anonymous_refusal("room", &closed, Access::Read, Some("chat"));
+        assert_eq!(
+            message,
+            "anonymous connections may not subscribe to `room`: it is in the default namespace \
+             (no `namespace:` prefix), which is closed to connections without a token; use a \
+             channel such as `chat:room`, connect with a token, or open the namespace with \
+             `--namespace ':anonymous=subscribe'`"
+        );
+        let message = anonymous_refusal("room", &read_only, Access::Publish, None);
+        assert!(message.contains("may read but not publish"), "{message}");
+        assert!(message.ends_with("`--namespace ':anonymous=publish'`"), "{message}");
+        assert!(!message.contains("such as"), "no open namespace to suggest: {message}");
+
+        let message = anonymous_refusal("news:world", &closed, Access::Read, Some("chat"));
+        assert!(message.contains("namespace `news` is closed"), "{message}");
+        assert!(message.contains("`chat:world`"), "{message}");
+        assert!(message.ends_with("`--namespace 'news:anonymous=subscribe'`"), "{message}");
+
+        // Opening the namespace would not open a user-limited channel.
+        let message = anonymous_refusal("chat:#ann", &read_only, Access::Publish, Some("chat"));
+        assert!(message.contains("user-limited"), "{message}");
+        assert!(!message.contains("--namespace"), "{message}");
     }
 }

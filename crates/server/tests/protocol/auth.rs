@@ -35,6 +35,53 @@ async fn anonymous_connections_are_unauthorized_in_the_default_namespace() {
 }
 
 #[tokio::test]
+async fn anonymous_refusals_in_the_default_namespace_say_why_and_what_to_do() {
+    let node = TestNode::new(&Config::default());
+    let mut anonymous = node.client();
+    for (kind, fields, opened_by) in [
+        ("subscribe", json!({"channel": "room"}), "subscribe"),
+        ("history", json!({"channel": "room"}), "subscribe"),
+        ("publish", json!({"channel": "room", "data": 1}), "publish"),
+    ] {
+        let reply = anonymous.call(kind, fields).await;
+        assert_eq!(reply["error"]["code"], "unauthorized", "{kind}: the code clients act on");
+        let message = reply["error"]["message"].as_str().expect("a message");
+        // Why: the namespace and its rule; what to do: each of the three ways out.
+        for part in [
+            "anonymous",
+            "`room`",
+            "default namespace",
+            "closed to connections without a token",
+            "use a channel such as `chat:room`",
+            "connect with a token",
+            &format!("--namespace ':anonymous={opened_by}'"),
+        ] {
+            assert!(message.contains(part), "{kind}: no {part:?} in {message:?}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn anonymous_refusals_suggest_only_a_namespace_the_server_opens() {
+    let mut config = Config::default();
+    config.hub.namespaces.remove("chat");
+    let read_only = config.hub.namespaces["ticker"].clone();
+    config.hub.namespaces.insert("public".to_owned(), read_only);
+    let node = TestNode::new(&config);
+    let mut anonymous = node.client();
+
+    let reply = anonymous.call("subscribe", json!({"channel": "room"})).await;
+    let message = reply["error"]["message"].as_str().expect("a message");
+    assert!(message.contains("such as `public:room`"), "{message}");
+    // No namespace lets anonymous connections publish here: nothing to suggest.
+    let reply = anonymous.call("publish", json!({"channel": "room", "data": 1})).await;
+    assert_eq!(reply["error"]["code"], "unauthorized", "{reply}");
+    let message = reply["error"]["message"].as_str().expect("a message");
+    assert!(!message.contains("such as"), "{message}");
+    assert!(message.contains("--namespace ':anonymous=publish'"), "{message}");
+}
+
+#[tokio::test]
 async fn chat_namespace_is_open_to_anonymous_connections() {
     let node = TestNode::new(&Config::default());
     let mut anonymous = node.client();
