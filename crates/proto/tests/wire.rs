@@ -161,6 +161,7 @@ const PERMISSION_DENIED: &str = r#"{
     "temporary": false
   }
 }"#;
+const UNAUTHORIZED_ANONYMOUS: &str = r#"{"id": 1, "error": {"code": "unauthorized", "message": "anonymous connections may not subscribe to `news`: it is in the default namespace (no `namespace:` prefix), which is closed to connections without a token; use a channel such as `chat:news`, connect with a token, or open the namespace with `--namespace ':anonymous=subscribe'`", "temporary": false}}"#;
 const UNAVAILABLE: &str = r#"{
   "id": 3,
   "error": {
@@ -232,7 +233,7 @@ const DISCONNECT: &str =
     r#"{"push": "disconnect", "code": 4001, "reason": "slow consumer", "advice": "reconnect"}"#;
 
 /// Every JSON block of the document.
-const EXAMPLES: [&str; 40] = [
+const EXAMPLES: [&str; 41] = [
     CONNECT,
     CONNECT_BARE,
     CONNECT_RESULT,
@@ -260,6 +261,7 @@ const EXAMPLES: [&str; 40] = [
     REFRESH,
     REFRESH_RESULT,
     PERMISSION_DENIED,
+    UNAUTHORIZED_ANONYMOUS,
     UNAVAILABLE,
     BAD_SUBSCRIBE_ERROR,
     BAD_TYPE_ERROR,
@@ -549,6 +551,13 @@ fn error_replies_encode_as_documented() {
         "clients may not publish in this namespace",
     );
     assert_wire(&permission, PERMISSION_DENIED);
+    // The server's wording (pinned against the server by its docs test), for the shape.
+    let anonymous = Reply::<Empty>::err(
+        1,
+        ErrorCode::Unauthorized,
+        "anonymous connections may not subscribe to `news`: it is in the default namespace (no `namespace:` prefix), which is closed to connections without a token; use a channel such as `chat:news`, connect with a token, or open the namespace with `--namespace ':anonymous=subscribe'`",
+    );
+    assert_wire(&anonymous, UNAUTHORIZED_ANONYMOUS);
     let unavailable =
         Reply::<Empty>::err(3, ErrorCode::Unavailable, "broker unavailable: connection refused");
     assert_wire(&unavailable, UNAVAILABLE);
