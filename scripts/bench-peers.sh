@@ -4,29 +4,38 @@
 # all of them. Writes the raw results under --out, then docs/benchmarks.md and
 # docs/images/bench-*.png (docs/benchmarks.md says how to read them).
 #
-# Usage: scripts/bench-peers.sh [--runs N] [--quick] [--only CASE,...] [--out DIR]
+# Usage: scripts/bench-peers.sh [--runs N] [--quick] [--only CASE,...] [--servers SERVER,...]
+#                               [--out DIR]
 #
-#   --runs N     runs of every (case, server); the report shows medians (default 3)
-#   --quick      1 run with short durations and fewer connections, to try the script; its
-#                report goes to DIR/report/ instead of docs/
-#   --only LIST  comma-separated cases (default: all); results of other cases kept from
-#                earlier runs in DIR are reported too
-#   --out DIR    raw results, logs and machine info (default target/bench-peers, with
-#                --quick target/bench-peers-quick)
+#   --runs N        runs of every (case, server); the report shows medians (default 3)
+#   --quick         1 run with short durations and fewer connections, to try the script;
+#                   its report goes to DIR/report/ instead of docs/
+#   --only LIST     comma-separated cases (default: all); results of other cases kept from
+#                   earlier runs in DIR are reported too
+#   --servers LIST  comma-separated servers (default: all); the cases' results of the others
+#                   are left out
+#   --out DIR       raw results, logs and machine info (default target/bench-peers, with
+#                   --quick target/bench-peers-quick)
 #
 # Cases: echo-64 echo-16k fanout-1k fanout-10k fanout-max idle-memory open-rate.
-# Needs cargo, node and npm, taskset and 2 cores. About 20 minutes from a fresh clone
-# (builds included) on 2 cores, 9 once built; --quick about 2 once built.
+# Servers: switchboard switchboard-wss tungstenite fastwebsockets ws uws socketio
+# (switchboard-wss: Switchboard over TLS, in echo-64 and fanout-1k only).
+# Needs cargo, node and npm (for the Node servers), taskset and 2 cores. About 20 minutes
+# from a fresh clone (builds included) on 2 cores, 9 once built; --quick about 2 once built.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PEERS=$ROOT/benches/peers
 ALL_CASES=(echo-64 echo-16k fanout-1k fanout-10k fanout-max idle-memory open-rate)
 ALL_SERVERS=(switchboard tungstenite fastwebsockets ws uws socketio)
+# Switchboard again, over TLS: only where the report compares wss with ws.
+TLS_SERVER=switchboard-wss
+TLS_CASES=(echo-64 fanout-1k)
 
 RUNS=3
 QUICK=0
 ONLY=""
+SERVERS=""
 OUT=""
 
 usage() {
@@ -39,6 +48,7 @@ while [[ $# -gt 0 ]]; do
         --runs) RUNS=${2:?--runs needs a number}; shift 2 ;;
         --quick) QUICK=1; shift ;;
         --only) ONLY=${2:?--only needs a list of cases}; shift 2 ;;
+        --servers) SERVERS=${2:?--servers needs a list of servers}; shift 2 ;;
         --out) OUT=${2:?--out needs a directory}; shift 2 ;;
         -h | --help) usage 0 ;;
         *) echo "unknown argument: $1" >&2; usage ;;
@@ -58,6 +68,18 @@ if [[ -n $ONLY ]]; then
         [[ " ${ALL_CASES[*]} " == *" $c "* ]] || { echo "unknown case: $c" >&2; exit 2; }
     done
 fi
+SELECTED=("${ALL_SERVERS[@]}" "$TLS_SERVER")
+if [[ -n $SERVERS ]]; then
+    IFS=, read -r -a SELECTED <<<"$SERVERS"
+    for s in "${SELECTED[@]}"; do
+        [[ " ${ALL_SERVERS[*]} $TLS_SERVER " == *" $s "* ]] || { echo "unknown server: $s" >&2; exit 2; }
+    done
+fi
+# The Node servers need node and their packages; the others do not.
+NEED_NODE=0
+for s in "${SELECTED[@]}"; do
+    case $s in ws | uws | socketio) NEED_NODE=1 ;; esac
+done
 
 log() { printf '%s %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -72,7 +94,9 @@ while read -r var; do unset "$var"; done < <(compgen -e | grep '^SWITCHBOARD_' |
 # ---------------------------------------------------------------------------------------------
 # Tools, dependencies and builds.
 
-for tool in cargo node npm taskset; do
+TOOLS=(cargo taskset)
+[[ $NEED_NODE == 0 ]] || TOOLS+=(node npm)
+for tool in "${TOOLS[@]}"; do
     command -v "$tool" >/dev/null || die "$tool not found"
 done
 CORES=$(nproc)
@@ -94,8 +118,8 @@ if [[ ! -f $FONT ]]; then
     fi
 fi
 
-if [[ ! -f $PEERS/node/node_modules/.package-lock.json ||
-    $PEERS/node/package-lock.json -nt $PEERS/node/node_modules/.package-lock.json ]]; then
+if [[ $NEED_NODE == 1 && ( ! -f $PEERS/node/node_modules/.package-lock.json ||
+    $PEERS/node/package-lock.json -nt $PEERS/node/node_modules/.package-lock.json ) ]]; then
     log "npm ci (benches/peers/node)"
     (cd "$PEERS/node" && npm ci --no-audit --no-fund --loglevel=error >&2)
 fi
@@ -162,16 +186,26 @@ free_port() {
     done
 }
 
+# Where switchboard-wss writes its certificate: `serve --dev-tls` writes a certificate it
+# generates for localhost and 127.0.0.1 to $TMPDIR/switchboard-dev-cert.pem, and the load tool
+# trusts it with --ca.
+TLS_DIR=$OUT/tls
+TLS_CA=$TLS_DIR/switchboard-dev-cert.pem
+
 # start_server SERVER PORT CPUS LOG: starts it in the background, sets SERVER_PID.
 start_server() {
     local server=$1 port=$2 cpus=$3 log=$4
     local pin=(taskset -c "$cpus")
+    local sb_serve=(serve --config "$SB_CONFIG" --listen "127.0.0.1:$port" --no-demo
+        --max-connections 0 --max-connections-per-ip 0 --handshake-rate off
+        --rate-limit-messages off --rate-limit-bytes off)
     case $server in
-        switchboard)
-            SWITCHBOARD_LOG=warn "${pin[@]}" "$SB" serve --config "$SB_CONFIG" \
-                --listen "127.0.0.1:$port" --no-demo --max-connections 0 \
-                --max-connections-per-ip 0 --handshake-rate off --rate-limit-messages off \
-                --rate-limit-bytes off >"$log" 2>&1 &
+        switchboard) SWITCHBOARD_LOG=warn "${pin[@]}" "$SB" "${sb_serve[@]}" >"$log" 2>&1 & ;;
+        switchboard-wss)
+            mkdir -p "$TLS_DIR"
+            rm -f "$TLS_CA"
+            TMPDIR=$TLS_DIR SWITCHBOARD_LOG=warn "${pin[@]}" "$SB" "${sb_serve[@]}" --dev-tls \
+                >"$log" 2>&1 &
             ;;
         tungstenite) "${pin[@]}" "$PEER_BIN/peer-tungstenite" --port "$port" >"$log" 2>&1 & ;;
         fastwebsockets) "${pin[@]}" "$PEER_BIN/peer-fastwebsockets" --port "$port" >"$log" 2>&1 & ;;
@@ -188,6 +222,15 @@ start_server() {
         ((++tries < 300)) || return 1
         sleep 0.05
     done
+    # The port accepts once bound; the certificate is whole once the warning that names its
+    # file is logged.
+    if [[ $server == "$TLS_SERVER" ]]; then
+        until grep -q 'DEVELOPMENT TLS' "$log" && [[ -s $TLS_CA ]]; do
+            kill -0 "$SERVER_PID" 2>/dev/null || return 1
+            ((++tries < 300)) || return 1
+            sleep 0.05
+        done
+    fi
 }
 
 # Stops the server started last: SIGTERM, then SIGKILL if it is still there after 5 s.
@@ -217,12 +260,18 @@ else
     IDLE_CONNS=10000 OPEN_CONNS=5000
 fi
 
+# case_servers CASE: the servers of the case that --servers selected.
 case_servers() {
+    local servers=() s
     case $1 in
         # Only Switchboard acknowledges publishes, which --rate 0 paces itself by.
-        fanout-max) echo switchboard ;;
-        *) echo "${ALL_SERVERS[@]}" ;;
+        fanout-max) servers=(switchboard) ;;
+        *) servers=("${ALL_SERVERS[@]}") ;;
     esac
+    [[ " ${TLS_CASES[*]} " != *" $1 "* ]] || servers+=("$TLS_SERVER")
+    for s in "${servers[@]}"; do
+        [[ " ${SELECTED[*]} " != *" $s "* ]] || printf '%s ' "$s"
+    done
 }
 
 # The server gets core 0, the load tool core 1; with 10,000 subscribers the server may use
@@ -264,10 +313,10 @@ endpoint() {
     case $case in
         echo-*) echo "/echo raw" ;;
         idle-memory)
-            if [[ $server == switchboard ]]; then echo "/ws switchboard --subscribe"; else echo "/broadcast raw"; fi
+            if [[ $server == switchboard* ]]; then echo "/ws switchboard --subscribe"; else echo "/broadcast raw"; fi
             ;;
         *)
-            if [[ $server == switchboard ]]; then echo "/ws switchboard"; else echo "/broadcast raw"; fi
+            if [[ $server == switchboard* ]]; then echo "/ws switchboard"; else echo "/broadcast raw"; fi
             ;;
     esac
 }
@@ -329,6 +378,10 @@ run_one() {
     # server's backlog measures the kernel's 1 s SYN retransmission instead of the server.
     args+=(--concurrency 100)
     [[ -z $extra ]] || args+=("$extra")
+    if [[ $server == "$TLS_SERVER" ]]; then
+        url="wss://127.0.0.1:$port$path"
+        args+=(--ca "$TLS_CA")
+    fi
     tag="$case/$server/run$run"
     out=$OUT/logs/$case-$server-$run.json
     err=$OUT/logs/$case-$server-$run.err
@@ -379,9 +432,13 @@ log "loopback-probe"
 PHYSICAL=$(taskset -c "$BOTH_CPUS" "$PEER_BIN/loopback-probe")
 
 for case in "${CASES[@]}"; do
+    read -r -a servers <<<"$(case_servers "$case")"
+    if ((${#servers[@]} == 0)); then
+        log "$case: no server selected"
+        continue
+    fi
     results=$OUT/results-$case.jsonl
     : >"$results"
-    read -r -a servers <<<"$(case_servers "$case")"
     case_start=$SECONDS
     for ((run = 1; run <= RUNS; run++)); do
         # Interleaved: every server once per run, starting one further each run so that no
@@ -406,7 +463,7 @@ cat >"$OUT/machine.json" <<EOF
   "memory": $(json_string "$((mem_kib / 1024 / 1024)) GiB"),
   "kernel": $(json_string "$(uname -sr)"),
   "rustc": $(json_string "$(rustc --version)"),
-  "node": $(json_string "$(node --version)"),
+  "node": $(json_string "$(if [[ $NEED_NODE == 1 ]]; then node --version; else echo "not used"; fi)"),
   "switchboard": $(json_string "$("$SB" --version)"),
   "runs": $RUNS,
   "quick": $([[ $QUICK == 1 ]] && echo true || echo false),

@@ -5,7 +5,7 @@ use std::io::Read as _;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use serde_json::Value;
+use serde_json::{Value, json};
 use switchboard_test_support::server::{TestServer, bench_config};
 use switchboard_test_support::wait_until_blocking;
 
@@ -145,6 +145,38 @@ async fn processes_merge_fanout_and_connect_counts_exactly() {
     assert_eq!(report["connections"], 21, "{report:#}");
     assert_eq!(report["failures"], 0, "{report:#}");
     assert!(report["server_rss_per_conn_bytes"].is_u64(), "{report:#}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn processes_trust_the_ca_file_over_wss() {
+    let mut config = bench_config();
+    config.tls = Some(switchboard_server::TlsSource::DevSelfSigned);
+    let server = TestServer::start(config).await;
+    let dir = std::env::temp_dir().join(format!("switchboard-bench-wss-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("create the test directory");
+    let ca = dir.join("ca.pem");
+    let pem = server.dev_certificate.as_deref().expect("a development certificate");
+    std::fs::write(&ca, pem).expect("write the certificate");
+    let url = format!("wss://127.0.0.1:{}/echo", server.addr.port());
+    let out = run(&[
+        "echo",
+        "--url",
+        &url,
+        "--ca",
+        ca.to_str().expect("a UTF-8 path"),
+        "--connections",
+        "4",
+        "--messages",
+        "30",
+        "--processes",
+        "2",
+        "--json",
+    ])
+    .await;
+    let report = json_report(&out);
+    assert_eq!((report["tls"].clone(), report["processes"].clone()), (json!(true), json!(2)));
+    assert_eq!(report["messages"], 120, "{report:#}");
+    assert_eq!(report["errors"], 0, "{report:#}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,6 +1,7 @@
 //! Command-line arguments of `switchboard bench`.
 
 use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -50,9 +51,19 @@ impl Scenario {
 /// Options of every scenario.
 #[derive(Clone, Debug, clap::Args)]
 pub struct CommonArgs {
-    /// WebSocket URL of the server (`ws://host:port/path?query`).
+    /// WebSocket URL of the server (`ws://host:port/path?query`, or `wss://` over TLS: the
+    /// TLS handshake then counts in connect and churn's opening times).
     #[arg(long)]
     pub url: String,
+    /// PEM file of CA certificates to trust for wss:// (and https://) besides the built-in
+    /// roots: a private CA, or the certificate `switchboard serve --dev-tls` writes.
+    #[arg(long, value_name = "FILE", visible_alias = "cacert", conflicts_with = "insecure")]
+    pub ca: Option<PathBuf>,
+    /// Accept any server certificate for wss:// (and https://), checking only the
+    /// handshake's signature. For benchmarks against a development certificate only: it
+    /// gives up the protection TLS gives against whoever sits between client and server.
+    #[arg(long)]
+    pub insecure: bool,
     /// What to speak after the upgrade [default: switchboard when the URL path is /ws, else
     /// raw].
     #[arg(long, value_enum)]
@@ -161,7 +172,8 @@ pub struct FanoutArgs {
     /// Publish over one extra WebSocket connection, or to the HTTP API.
     #[arg(long, value_enum, default_value_t = PublishVia::Ws)]
     pub publish_via: PublishVia,
-    /// Base URL of the HTTP API [default: http://<host:port of --url>].
+    /// Base URL of the HTTP API, `http://` or `https://` [default: http://<host:port of
+    /// --url>, https:// for a wss:// --url].
     #[arg(long)]
     pub api_url: Option<String>,
     /// The server's API key, for --publish-via http.

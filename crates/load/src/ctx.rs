@@ -5,9 +5,13 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::IpAddr;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
-use crate::args::{CommonArgs, Protocol, Transport, WorkerId};
+use rustls::ClientConfig;
+use switchboard_client::ServerUrl;
+
+use crate::args::{BenchArgs, Protocol, PublishVia, Scenario, Transport, WorkerId};
 use crate::http::Conn;
 use crate::stats::{Meter, Partial};
 use crate::ws::{ConnError, Target, Ws};
@@ -17,6 +21,9 @@ use crate::{Error, protocol};
 #[derive(Debug)]
 pub(crate) struct Ctx {
     pub(crate) target: Rc<Target>,
+    /// The TLS client configuration, when the target or the HTTP API is `wss://` or
+    /// `https://`.
+    pub(crate) tls: Option<Arc<ClientConfig>>,
     pub(crate) protocol: Protocol,
     /// How subscribers and held connections reach the server.
     pub(crate) transport: Transport,
@@ -32,9 +39,17 @@ pub(crate) struct Ctx {
 }
 
 impl Ctx {
-    /// Resolves the target for `common`.
-    pub(crate) async fn new(common: &CommonArgs, protocol: Protocol) -> Result<Self, Error> {
-        let mut target = Target::resolve(&common.url).await.map_err(Error::Usage)?;
+    /// Resolves the target of `args`, and reads the certificates to trust if it needs TLS.
+    pub(crate) async fn new(args: &BenchArgs, protocol: Protocol) -> Result<Self, Error> {
+        let common = args.scenario.common();
+        let url = parse_url(&common.url)?;
+        let tls = if uses_tls(args) {
+            let config = crate::tls::client_config(common.ca.as_deref(), common.insecure);
+            Some(config.map_err(Error::Usage)?)
+        } else {
+            None
+        };
+        let mut target = Target::resolve(url, tls.as_ref()).await.map_err(Error::Usage)?;
         if let Some(token) = &common.token {
             target.headers.push(("Authorization".to_owned(), format!("Bearer {token}")));
         }
@@ -43,6 +58,7 @@ impl Ctx {
         let is_parent = worker.index == 0;
         Ok(Self {
             target: Rc::new(target),
+            tls,
             protocol,
             transport: common.transport,
             worker,
@@ -149,6 +165,20 @@ impl Ctx {
         }
         (opened.into_inner(), first)
     }
+}
+
+/// `--url`, parsed.
+pub(crate) fn parse_url(url: &str) -> Result<ServerUrl, Error> {
+    ServerUrl::parse(url).map_err(|e| Error::Usage(format!("{url}: {e}")))
+}
+
+/// Whether the run opens TLS: to a `wss://` URL, or to an `https://` HTTP API.
+pub(crate) fn uses_tls(args: &BenchArgs) -> bool {
+    let common = args.scenario.common();
+    let is_tls = |url: &str| ServerUrl::parse_accepting_http(url).is_ok_and(|u| u.is_tls());
+    is_tls(&common.url)
+        || matches!(&args.scenario, Scenario::Fanout(f)
+            if f.publish_via == PublishVia::Http && f.api_url.as_deref().is_some_and(is_tls))
 }
 
 /// Fails the run when more than a few of `total` connections failed to open.

@@ -10,7 +10,6 @@ use bytes::BytesMut;
 use hdrhistogram::Histogram;
 use switchboard_client::ServerUrl;
 use switchboard_codec::OpCode;
-use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -19,7 +18,7 @@ use crate::ctx::{Ctx, check_setup};
 use crate::http::Conn;
 use crate::protocol::{Kind, classify, payload, timestamp};
 use crate::stats::{Partial, encode_histogram, histogram, unix_nanos};
-use crate::ws::{ConnError, Drained, Step, Ws, tcp_connect};
+use crate::ws::{ConnError, Drained, Step, Target, Ws};
 use crate::{Error, Job};
 
 /// The fanout scenario's state in one worker.
@@ -164,11 +163,7 @@ impl Job for Fanout {
                         .map_err(|e| Error::Setup(format!("publisher: {e}")))?,
                     ctx.protocol,
                 ),
-                PublishVia::Http => Publisher::Http(
-                    Http::connect(&self.args, ctx)
-                        .await
-                        .map_err(|e| Error::Setup(format!("HTTP publisher: {e}")))?,
-                ),
+                PublishVia::Http => Publisher::Http(Http::connect(&self.args, ctx).await?),
             };
             self.publisher = Some(publisher);
         }
@@ -383,28 +378,31 @@ struct Http {
 }
 
 impl Http {
-    async fn connect(args: &FanoutArgs, ctx: &Ctx) -> Result<Self, ConnError> {
+    /// Opens the connection to `--api-url` (by default, `--url`'s server with `http://`, or
+    /// `https://` for `wss://`).
+    async fn connect(args: &FanoutArgs, ctx: &Ctx) -> Result<Self, Error> {
         let base = match &args.api_url {
             Some(url) => url.clone(),
-            None => format!("http://{}", ctx.target.url.authority()),
+            None => ctx.target.url.http_url(""),
         };
-        let url = base
-            .get(..HTTP.len())
-            .filter(|scheme| scheme.eq_ignore_ascii_case(HTTP))
-            .and_then(|_| ServerUrl::parse_accepting_http(&base).ok())
-            .ok_or(ConnError::Protocol("--api-url must be an http:// URL"))?;
-        let (host, path) = (url.authority(), url.resource());
+        let is_scheme =
+            |scheme: &str| base.get(..scheme.len()).is_some_and(|s| s.eq_ignore_ascii_case(scheme));
+        let url = (is_scheme("http://") || is_scheme("https://"))
+            .then(|| ServerUrl::parse_accepting_http(&base).ok())
+            .flatten()
+            .ok_or_else(|| Error::Usage("--api-url must be an http:// or https:// URL".into()))?;
+        let target = Target::resolve(url, ctx.tls.as_ref()).await.map_err(Error::Usage)?;
+        let (host, path) = (target.url.authority(), target.url.resource());
         let path = if path == "/" { "/api/publish" } else { path };
-        let addr = tokio::net::lookup_host((url.host(), url.port()))
-            .await?
-            .next()
-            .ok_or(ConnError::Protocol("--api-url resolves to no address"))?;
         let key = args.api_key.as_deref().unwrap_or_default();
         let head = format!(
             "POST {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: apikey {key}\r\n\
              Content-Type: application/json\r\nContent-Length: "
         );
-        let stream: TcpStream = tcp_connect(addr, ctx.local_addr(args.subscribers)).await?;
+        let stream = target
+            .connect(ctx.local_addr(args.subscribers))
+            .await
+            .map_err(|e| Error::Setup(format!("HTTP publisher: {e}")))?;
         Ok(Self { io: Ws::plain(stream), head: head.into_bytes() })
     }
 
@@ -457,5 +455,3 @@ fn json_string(out: &mut Vec<u8>, s: &str) {
     // serde_json writes into a Vec without failing.
     let _ = serde_json::to_writer(&mut *out, s);
 }
-/// The HTTP API's scheme: the load generator speaks no TLS.
-const HTTP: &str = "http://";

@@ -1,9 +1,9 @@
 //! The HTTP transports, client side (`docs/transports.md`): a session's downlink as a
 //! `GET /sse` event stream or as `GET /poll` batches, its commands by `POST /session`.
 //!
-//! Raw HTTP/1.1 over the same byte pipe as the WebSocket ([`Ws::plain`]); the response
-//! framing (chunked coding included) and the event-stream reader are
-//! `switchboard-client`'s. Every protocol message is handed over once, as the WebSocket
+//! Raw HTTP/1.1 over the same byte pipe as the WebSocket ([`Ws::plain`]), over TLS
+//! (`https://`) when `--url` is `wss://`; the response framing (chunked coding included)
+//! and the event-stream reader are `switchboard-client`'s. Every protocol message is handed over once, as the WebSocket
 //! reader hands over a frame: a delivery is a parsed event or batch entry, never a count
 //! of bytes. Only the switchboard protocol speaks these transports.
 
@@ -20,7 +20,7 @@ use switchboard_client::connect::sse::EventParser;
 
 use crate::args::Transport;
 use crate::protocol::{Kind, classify_switchboard};
-use crate::ws::{ConnError, Drained, Msg, Outbox, Step, Target, Ws, tcp_connect};
+use crate::ws::{ConnError, Drained, Msg, Outbox, Step, Target, Ws};
 
 /// One client connection over any transport: what a subscriber or a held connection reads.
 #[derive(Debug)]
@@ -177,8 +177,7 @@ impl Uplink {
         headers: &[(&str, &str)],
         body: Option<&[u8]>,
     ) -> Result<(u16, Bytes), ConnError> {
-        let stream = tcp_connect(self.target.addr, self.local).await?;
-        let mut io = Ws::plain(stream);
+        let mut io = Ws::plain(self.target.connect(self.local).await?);
         let mut all: Vec<(&str, &str)> = vec![("Connection", "close")];
         all.extend(self.target.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())));
         all.extend_from_slice(headers);
@@ -244,8 +243,7 @@ impl Sse {
     /// Opens the stream and reads up to its `session` event.
     async fn open(uplink: Uplink) -> Result<Self, ConnError> {
         let target = &uplink.target;
-        let stream = tcp_connect(target.addr, uplink.local).await?;
-        let mut io = Ws::plain(stream);
+        let mut io = Ws::plain(target.connect(uplink.local).await?);
         let mut headers: Vec<(&str, &str)> = vec![("Accept", "text/event-stream")];
         headers.extend(target.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())));
         let path = http_target(target, "/sse");
@@ -360,8 +358,7 @@ impl Poll {
     /// and sends the first poll.
     async fn open(mut uplink: Uplink) -> Result<Self, ConnError> {
         let target = &uplink.target;
-        let stream = tcp_connect(target.addr, uplink.local).await?;
-        let mut io = Ws::plain(stream);
+        let mut io = Ws::plain(target.connect(uplink.local).await?);
         let headers: Vec<(&str, &str)> =
             target.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
         let path = http_target(target, "/poll");
@@ -397,8 +394,7 @@ impl Poll {
 
     async fn fill(&mut self) -> Result<usize, ConnError> {
         if self.reopen {
-            let stream = tcp_connect(self.uplink.target.addr, self.uplink.local).await?;
-            self.io = Ws::plain(stream);
+            self.io = Ws::plain(self.uplink.target.connect(self.uplink.local).await?);
             self.reopen = false;
             self.queue_poll();
         }

@@ -9,8 +9,10 @@
 //! To stay out of the way it pre-encodes and masks each connection's frames once, reads
 //! server frames with no copy, runs each process on one thread without locks, and spreads
 //! connections over several processes (`--processes`) and source addresses
-//! (`--local-addrs`) past the open-files limit and the ephemeral port range. It owns no
-//! server and no TLS.
+//! (`--local-addrs`) past the open-files limit and the ephemeral port range. It speaks
+//! `wss://` and `https://` over rustls with `switchboard-client`'s TLS configuration (and
+//! `--ca`, or `--insecure`), driving the TLS session by the socket's readiness like a plain
+//! one. It owns no server.
 //!
 //! ```no_run
 //! use clap::Parser as _;
@@ -34,6 +36,8 @@ mod fanout;
 mod http;
 mod protocol;
 mod stats;
+mod stream;
+mod tls;
 mod ws;
 
 use std::io::{IsTerminal as _, Write as _};
@@ -87,8 +91,8 @@ impl Report {
     /// A human-readable summary, one `key  value` line per figure: what ran, the
     /// scenario's figures, errors and CPU, then the parameters.
     pub fn to_table(&self) -> String {
-        const HEAD: [&str; 6] =
-            ["scenario", "url", "protocol", "transport", "processes", "duration_s"];
+        const HEAD: [&str; 7] =
+            ["scenario", "url", "tls", "protocol", "transport", "processes", "duration_s"];
         const TAIL: [&str; 9] = [
             "errors",
             "error_kinds",
@@ -232,7 +236,7 @@ async fn drive<J: Job>(
 /// The parent: checks the target, starts the workers, runs its own share, merges.
 async fn parent(args: &BenchArgs, protocol: Protocol) -> Result<Report, Error> {
     let common = args.scenario.common();
-    let ctx = Ctx::new(common, protocol).await?;
+    let ctx = Ctx::new(args, protocol).await?;
     let probe =
         tokio::time::timeout(common.connect_timeout, ws::tcp_connect(ctx.target.addr, None));
     match probe.await {
@@ -261,7 +265,7 @@ async fn parent(args: &BenchArgs, protocol: Protocol) -> Result<Report, Error> {
         child.reap().await;
     }
     let (merged, server) = result?;
-    report(args, protocol, &merged, &server)
+    report(args, protocol, ctx.target.is_tls(), &merged, &server)
 }
 
 /// A worker process (`--worker I/N`): its share, driven by the parent over stdin/stdout.
@@ -289,7 +293,7 @@ async fn serve_worker<J: Job>(
     protocol: Protocol,
     make: impl FnOnce(&Ctx) -> J,
 ) -> Result<(), Error> {
-    let ctx = Ctx::new(args.scenario.common(), protocol).await?;
+    let ctx = Ctx::new(args, protocol).await?;
     let mut job = make(&ctx);
     let mut stdin = BufReader::new(tokio::io::stdin()).lines();
     job.setup(&ctx).await?;
@@ -403,6 +407,10 @@ fn validate(args: &BenchArgs) -> Result<Protocol, Error> {
         if path == "/ws" { Protocol::Switchboard } else { Protocol::Raw }
     });
     let usage = |msg: &str| Err(Error::Usage(msg.to_owned()));
+    if (common.ca.is_some() || common.insecure) && !ctx::uses_tls(args) {
+        // A ws:// URL with --ca is more likely a mistyped scheme than a wish for plain TCP.
+        return usage("--ca and --insecure are for wss:// URLs (and an https:// --api-url)");
+    }
     if common.transport != Transport::Ws {
         if !matches!(args.scenario, Scenario::Fanout(_) | Scenario::Connect(_)) {
             return usage("--transport sse|longpoll works with fanout and connect");
@@ -443,6 +451,7 @@ fn validate(args: &BenchArgs) -> Result<Protocol, Error> {
 fn report(
     args: &BenchArgs,
     protocol: Protocol,
+    tls: bool,
     merged: &Partial,
     server: &Server,
 ) -> Result<Report, Error> {
@@ -501,6 +510,7 @@ fn report(
                 "grace": humantime::format_duration(a.grace).to_string(),
                 "in_flight": a.in_flight,
                 "publish_via": match a.publish_via { PublishVia::Ws => "ws", PublishVia::Http => "http" },
+                "api_url": a.api_url.as_ref().filter(|_| a.publish_via == PublishVia::Http),
                 "channel_prefix": common.channel_prefix,
             });
             (d, params)
@@ -549,6 +559,7 @@ fn report(
     let mut json = serde_json::Map::new();
     json.insert("scenario".into(), json!(args.scenario.name()));
     json.insert("url".into(), json!(common.url));
+    json.insert("tls".into(), json!(tls));
     json.insert("protocol".into(), json!(protocol.as_str()));
     json.insert("transport".into(), json!(common.transport.as_str()));
     let mut params = params;

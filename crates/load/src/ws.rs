@@ -7,13 +7,19 @@
 //! reader still checks what a broken server could get wrong: header encoding and control
 //! frame rules ([`FrameHeader::parse`]), masking, reserved bits and a length bound. It does
 //! not validate UTF-8: the tool measures the server, it does not police it.
+//!
+//! The bytes travel over plain TCP or TLS ([`Stream`]); a `wss://` connection's TLS
+//! handshake is part of opening it, so the connect and churn scenarios time it.
 
 use std::collections::VecDeque;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf as _, BufMut as _, Bytes, BytesMut};
+use rustls::ClientConfig;
+use rustls::pki_types::ServerName;
 use switchboard_client::ServerUrl;
 use switchboard_client::connect::{Handshake, UpgradeError};
 use switchboard_codec::deflate::MessageInflater;
@@ -22,6 +28,9 @@ use switchboard_codec::{
 };
 use tokio::io::Interest;
 use tokio::net::{TcpSocket, TcpStream};
+use tokio_rustls::TlsConnector;
+
+use crate::stream::Stream;
 
 /// Where to connect and what to ask for.
 #[derive(Clone, Debug)]
@@ -34,17 +43,56 @@ pub(crate) struct Target {
     pub(crate) headers: Vec<(String, String)>,
     /// Offer permessage-deflate, and require it.
     pub(crate) compression: bool,
+    /// With `wss://` (or `https://`): TLS over the TCP connection.
+    tls: Option<TlsTarget>,
+}
+
+/// How a target's connections open TLS.
+#[derive(Clone)]
+struct TlsTarget {
+    connector: TlsConnector,
+    /// The name the server's certificate must carry: the URL's host.
+    name: ServerName<'static>,
+}
+
+impl std::fmt::Debug for TlsTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsTarget").field("name", &self.name).finish_non_exhaustive()
+    }
 }
 
 impl Target {
-    /// Parses `ws://host[:port]/path?query` and resolves the host.
-    pub(crate) async fn resolve(url: &str) -> Result<Self, String> {
-        let parsed = ServerUrl::parse(url).map_err(|e| format!("{url}: {e}"))?;
-        if parsed.is_tls() {
-            return Err(format!("{url}: TLS is not supported by the load generator; use ws://"));
-        }
-        let addr = resolve(&parsed).await?;
-        Ok(Self { addr, url: parsed, headers: Vec::new(), compression: false })
+    /// Resolves `url`'s host. A `wss://` (or `https://`) URL needs `tls`, the client
+    /// configuration its connections open TLS with.
+    pub(crate) async fn resolve(
+        url: ServerUrl,
+        tls: Option<&Arc<ClientConfig>>,
+    ) -> Result<Self, String> {
+        let tls = match (url.is_tls(), tls) {
+            (false, _) => None,
+            (true, None) => return Err(format!("{url}: no TLS configuration for it")),
+            (true, Some(config)) => {
+                let name = ServerName::try_from(url.host().to_owned())
+                    .map_err(|e| format!("{url}: a host TLS cannot verify: {e}"))?;
+                Some(TlsTarget { connector: TlsConnector::from(Arc::clone(config)), name })
+            }
+        };
+        let addr = resolve(&url).await?;
+        Ok(Self { addr, url, headers: Vec::new(), compression: false, tls })
+    }
+
+    /// Whether connections to the target speak TLS.
+    pub(crate) fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// Opens TCP (from `local` when given), then TLS when the target has it: the stream
+    /// a request or an opening handshake goes over.
+    pub(crate) async fn connect(&self, local: Option<IpAddr>) -> Result<Stream, ConnError> {
+        let tcp = tcp_connect(self.addr, local).await?;
+        let Some(tls) = &self.tls else { return Ok(Stream::Plain(tcp)) };
+        let (tcp, session) = tls.connector.connect(tls.name.clone(), tcp).await?.into_inner();
+        Ok(Stream::tls(tcp, session))
     }
 }
 
@@ -78,6 +126,8 @@ pub(crate) enum ConnError {
     Reply(String),
     /// permessage-deflate was asked for (`--compression`) and the server did not accept it.
     DeflateDeclined,
+    /// TLS failed: the certificate, the handshake or a record.
+    Tls(Box<rustls::Error>),
 }
 
 impl ConnError {
@@ -102,6 +152,7 @@ impl ConnError {
             ConnError::Timeout => "timeout".to_owned(),
             ConnError::Reply(code) => format!("reply_{code}"),
             ConnError::DeflateDeclined => "deflate_declined".to_owned(),
+            ConnError::Tls(e) => crate::tls::error_kind(e).to_owned(),
         }
     }
 }
@@ -121,12 +172,18 @@ impl std::fmt::Display for ConnError {
             ConnError::DeflateDeclined => {
                 write!(f, "the server accepted the upgrade without permessage-deflate")
             }
+            ConnError::Tls(e) => write!(f, "tls: {e}{}", crate::tls::hint(e)),
         }
     }
 }
 
 impl From<io::Error> for ConnError {
+    /// An I/O error, or the TLS error rustls and tokio-rustls carry in one.
     fn from(e: io::Error) -> Self {
+        let tls = e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>());
+        if let (io::ErrorKind::InvalidData, Some(tls)) = (e.kind(), tls) {
+            return ConnError::Tls(Box::new(tls.clone()));
+        }
         ConnError::Io(e)
     }
 }
@@ -197,7 +254,7 @@ impl Outbox {
 /// One open WebSocket connection.
 #[derive(Debug)]
 pub(crate) struct Ws {
-    stream: TcpStream,
+    stream: Stream,
     rbuf: BytesMut,
     outbox: Outbox,
     fragments: Option<BytesMut>,
@@ -208,11 +265,12 @@ pub(crate) struct Ws {
 }
 
 impl Ws {
-    /// Connects (from `local` if given), sends the upgrade and waits for the 101.
+    /// Connects (from `local` if given, over TLS for `wss://`), sends the upgrade and
+    /// waits for the 101.
     ///
     /// Returns the connection; bytes that followed the response head are kept as frames.
     pub(crate) async fn connect(target: &Target, local: Option<IpAddr>) -> Result<Self, ConnError> {
-        let mut stream = tcp_connect(target.addr, local).await?;
+        let mut stream = target.connect(local).await?;
         // A nonce from the cheap per-connection source, not a system call per connection.
         let mut handshake = Handshake::new(&target.url).key(rand_bytes());
         for (name, value) in &target.headers {
@@ -225,7 +283,7 @@ impl Ws {
         }
         let mut rbuf = BytesMut::with_capacity(FIRST_READ_BUFFER);
         let accepted = handshake.perform(&mut stream, &mut rbuf).await.map_err(|e| match e {
-            UpgradeError::Io(e) => ConnError::Io(e),
+            UpgradeError::Io(e) => ConnError::from(e),
             UpgradeError::Closed => ConnError::Eof,
             UpgradeError::Refused(refusal) => ConnError::Status(refusal.status),
             UpgradeError::Invalid(e) => ConnError::Handshake(e),
@@ -236,7 +294,9 @@ impl Ws {
             None if target.compression => return Err(ConnError::DeflateDeclined),
             None => None,
         };
-        // Bytes past the response head stay in `rbuf`: the first frames.
+        // Bytes past the response head stay in `rbuf`: the first frames. A TLS session may
+        // hold more of them, decrypted along with the head.
+        stream.take_decrypted(&mut rbuf)?;
         Ok(Ws {
             stream,
             rbuf,
@@ -248,8 +308,8 @@ impl Ws {
     }
 
     /// A plain byte pipe over `stream`, for HTTP/1.1: [`Ws::fill`], [`Ws::queue_raw`] and
-    /// [`Ws::read_buf`] without frames.
-    pub(crate) fn plain(stream: TcpStream) -> Self {
+    /// [`Ws::read_buf`] without frames. The stream is fresh: nothing was read from it yet.
+    pub(crate) fn plain(stream: Stream) -> Self {
         Ws {
             stream,
             rbuf: BytesMut::with_capacity(FIRST_READ_BUFFER),
@@ -310,14 +370,21 @@ impl Ws {
         while !out.is_empty() {
             match self.stream.try_write(out) {
                 Ok(n) => out.advance(n),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
                 Err(e) => return Err(e.into()),
             }
         }
-        if out.is_empty() && out.capacity() > MAX_IDLE_CAPACITY {
+        if out.capacity() > MAX_IDLE_CAPACITY {
             *out = BytesMut::new();
         }
+        // TLS records the socket did not take at the last write.
+        self.stream.try_write_records()?;
         Ok(())
+    }
+
+    /// Whether bytes wait to be written: queued frames, or TLS records sealed from them.
+    fn has_output(&self) -> bool {
+        !self.outbox.out.is_empty() || self.stream.has_pending_records()
     }
 
     /// Waits until more bytes have been read, writing queued bytes meanwhile.
@@ -331,10 +398,10 @@ impl Ws {
             if self.rbuf.capacity() - self.rbuf.len() < FIRST_READ_BUFFER / 2 {
                 self.rbuf.reserve(READ_CHUNK);
             }
-            let interest = if self.outbox.out.is_empty() {
-                Interest::READABLE
-            } else {
+            let interest = if self.has_output() {
                 Interest::READABLE | Interest::WRITABLE
+            } else {
+                Interest::READABLE
             };
             let ready = self.stream.ready(interest).await?;
             if ready.is_readable() {
@@ -352,7 +419,7 @@ impl Ws {
     pub(crate) async fn flush(&mut self) -> Result<(), ConnError> {
         loop {
             self.try_flush()?;
-            if self.outbox.out.is_empty() {
+            if !self.has_output() {
                 return Ok(());
             }
             self.stream.ready(Interest::WRITABLE).await?;
@@ -575,18 +642,25 @@ const MAX_IDLE_CAPACITY: usize = 1 << 20;
 mod tests {
     use super::*;
 
+    async fn resolve(url: &str, tls: Option<&Arc<ClientConfig>>) -> Result<Target, String> {
+        Target::resolve(ServerUrl::parse(url).expect("a ws URL"), tls).await
+    }
+
     #[tokio::test]
-    async fn resolve_takes_ws_urls_and_refuses_tls() {
-        let t = Target::resolve("ws://127.0.0.1:9/socket.io/?EIO=4").await.expect("valid");
+    async fn resolve_takes_ws_and_wss_urls() {
+        let t = resolve("ws://127.0.0.1:9/socket.io/?EIO=4", None).await.expect("valid");
         assert_eq!(
             (t.addr.to_string().as_str(), t.url.resource()),
             ("127.0.0.1:9", "/socket.io/?EIO=4")
         );
-        let t = Target::resolve("ws://[::1]?x=1").await.expect("valid");
+        assert!(!t.is_tls());
+        let t = resolve("ws://[::1]?x=1", None).await.expect("valid");
         assert_eq!((t.addr.port(), t.url.authority(), t.url.resource()), (80, "[::1]", "/?x=1"));
-        let err = Target::resolve("wss://h/ws").await.expect_err("tls");
-        assert!(err.contains("TLS is not supported"), "{err}");
-        assert!(Target::resolve("http://h/ws").await.is_err());
+        let config = crate::tls::client_config(None, false).expect("a config");
+        let t = resolve("wss://[::1]/ws", Some(&config)).await.expect("valid");
+        assert_eq!((t.addr.port(), t.is_tls()), (443, true));
+        let err = resolve("wss://127.0.0.1/ws", None).await.expect_err("no configuration");
+        assert!(err.contains("no TLS configuration"), "{err}");
     }
 
     #[test]
@@ -605,7 +679,7 @@ mod tests {
         let client =
             TcpStream::connect(listener.local_addr().expect("addr")).await.expect("connect");
         let (server, _) = listener.accept().await.expect("accept");
-        let mut ws = Ws::plain(client);
+        let mut ws = Ws::plain(Stream::Plain(client));
         ws.outbox.sent_close = false;
         ws.read_buf().extend_from_slice(bytes);
         (ws, server)
@@ -674,6 +748,114 @@ mod tests {
         });
         ws.flush().await.expect("flush");
         assert!(reading.await.expect("reader"));
+    }
+
+    /// A TLS connection over loopback and the server's end (tokio-rustls, with a
+    /// certificate for `localhost` made for the test). Both sockets get small buffers, so
+    /// that a write of a few hundred KB must wait for the peer to read.
+    async fn tls_pair() -> (Ws, tokio_rustls::server::TlsStream<TcpStream>) {
+        use rustls::pki_types::PrivateKeyDer;
+        let generated =
+            rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("a cert");
+        let cert = generated.cert.der().clone();
+        let key = PrivateKeyDer::try_from(generated.signing_key.serialize_der()).expect("a key");
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let server = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_no_client_auth()
+            .with_single_cert(vec![cert.clone()], key)
+            .expect("a server config");
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+        let listening = TcpSocket::new_v4().expect("socket");
+        listening.set_recv_buffer_size(SMALL_BUFFER).expect("receive buffer");
+        listening.bind(SocketAddr::from(([127, 0, 0, 1], 0))).expect("bind");
+        let addr = listening.local_addr().expect("addr");
+        let listener = listening.listen(1).expect("listen");
+        let socket = TcpSocket::new_v4().expect("socket");
+        socket.set_send_buffer_size(SMALL_BUFFER).expect("send buffer");
+        let config = switchboard_client::connect::tls_config(&[cert]).expect("a client config");
+        let name = ServerName::try_from("localhost").expect("a name");
+        let connecting = async {
+            let tcp = socket.connect(addr).await.expect("connect");
+            TlsConnector::from(config).connect(name, tcp).await.expect("client handshake")
+        };
+        let accepting = async {
+            let (tcp, _) = listener.accept().await.expect("accept");
+            acceptor.accept(tcp).await.expect("server handshake")
+        };
+        let (client, server) = tokio::join!(connecting, accepting);
+        let (tcp, session) = client.into_inner();
+        let mut ws = Ws::plain(Stream::tls(tcp, session));
+        ws.outbox.sent_close = false;
+        (ws, server)
+    }
+
+    /// Socket buffer size asked for in [`tls_pair`] (Linux doubles it).
+    const SMALL_BUFFER: u32 = 8 << 10;
+    /// Bounds a socket test that would otherwise hang on a lost wake-up.
+    const LIMIT: Duration = Duration::from_secs(10);
+
+    #[tokio::test]
+    async fn tls_carries_large_writes_and_reads_in_order() {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let (mut ws, mut server) = tls_pair().await;
+        // Past rustls's 64 KiB of sealed records and the sockets' buffers: the session and
+        // the outbox both fill, and flushing waits for the socket.
+        let frame = encode(OpCode::Binary, &vec![7u8; 300_000], [1, 2, 3, 4]);
+        ws.send_frames(&frame, 3).expect("send");
+        let down: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
+        let expected = down.clone();
+        let serving = tokio::spawn(async move {
+            let mut got = vec![0u8; frame.len() * 3];
+            server.read_exact(&mut got).await.expect("read");
+            assert!(got == frame.repeat(3), "the frames arrive whole and in order");
+            server.write_all(&down).await.expect("write");
+            // close_notify, then the end of TCP.
+            server.shutdown().await.expect("shutdown");
+        });
+        let exchange = async {
+            ws.flush().await.expect("flush");
+            loop {
+                if let Err(e) = ws.fill().await {
+                    break e;
+                }
+            }
+        };
+        let end = tokio::time::timeout(LIMIT, exchange).await.expect("no stall");
+        serving.await.expect("server");
+        assert!(matches!(end, ConnError::Eof), "{end:?}");
+        assert!(ws.read_buf()[..] == expected[..], "{} bytes read", ws.read_buf().len());
+    }
+
+    #[tokio::test]
+    async fn tls_ends_at_the_end_of_tcp_without_close_notify() {
+        use tokio::io::AsyncWriteExt as _;
+        let (mut ws, mut server) = tls_pair().await;
+        server.write_all(b"last words").await.expect("write");
+        server.flush().await.expect("flush");
+        let (tcp, _) = server.into_inner();
+        drop(tcp);
+        let reading = async {
+            loop {
+                if let Err(e) = ws.fill().await {
+                    break e;
+                }
+            }
+        };
+        let end = tokio::time::timeout(LIMIT, reading).await.expect("no stall");
+        assert!(matches!(end, ConnError::Eof), "{end:?}");
+        assert_eq!(&ws.read_buf()[..], b"last words");
+    }
+
+    #[test]
+    fn tls_errors_in_io_errors_are_told_apart() {
+        let unknown = rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
+        let err = ConnError::from(io::Error::new(io::ErrorKind::InvalidData, unknown));
+        assert_eq!(err.kind(), "tls_untrusted");
+        assert!(err.to_string().contains("--insecure"), "{err}");
+        let other = ConnError::from(io::Error::new(io::ErrorKind::InvalidData, "not tls"));
+        assert_eq!(other.kind(), "io");
     }
 
     #[test]

@@ -10,6 +10,9 @@ use tokio::task::JoinHandle;
 pub struct TestServer {
     /// Where it listens.
     pub addr: SocketAddr,
+    /// The certificate it serves in PEM, when it serves TLS with
+    /// [`TlsSource::DevSelfSigned`](switchboard_server::TlsSource::DevSelfSigned).
+    pub dev_certificate: Option<String>,
     handle: ShutdownHandle,
     task: Option<JoinHandle<()>>,
 }
@@ -24,11 +27,12 @@ impl TestServer {
         config.listen = SocketAddr::from(([127, 0, 0, 1], 0));
         let server = Server::bind(config).await.expect("bind 127.0.0.1:0");
         let addr = server.local_addr();
+        let dev_certificate = server.dev_certificate().map(str::to_owned);
         let handle = server.shutdown_handle();
         let task = tokio::spawn(async move {
             let _ = server.run().await;
         });
-        Self { addr, handle, task: Some(task) }
+        Self { addr, dev_certificate, handle, task: Some(task) }
     }
 
     /// Starts a graceful shutdown and waits for `run` to return.

@@ -8,7 +8,8 @@
 //! Each results line is one `switchboard bench --json` object plus the fields the script adds:
 //! `server`, `case`, `run`, `command` and `server_cpus` (or `error` when the run failed). Per
 //! (case, server) every figure is the median over the runs that succeeded. The template's
-//! `<!-- results -->` line is replaced by the results.
+//! `<!-- results -->` line is replaced by the results. Switchboard over TLS
+//! (`switchboard-wss`) has a table of its own, against Switchboard over plain TCP.
 
 // A command-line tool: it says what it wrote on standard output.
 #![allow(clippy::print_stdout)]
@@ -119,6 +120,10 @@ const SERVERS: &[(&str, &str)] = &[
     ("socketio", "Socket.IO"),
 ];
 const OURS: &str = "switchboard";
+/// Switchboard over `wss://`, compared with itself over `ws://` only.
+const OURS_TLS: &str = "switchboard-wss";
+/// The share of its plain figure Switchboard should keep over TLS.
+const TLS_KEEPS: f64 = 0.6;
 
 /// How one case is read: its main figure and what else its table shows.
 struct Case {
@@ -392,6 +397,7 @@ fn write_results(md: &mut String, results: &Results<'_>, machine: &Value, images
     for case in CASES {
         write_case(md, results, case, images);
     }
+    write_tls(md, results);
     write_physical(md, results, &machine["physical"]);
 }
 
@@ -558,7 +564,7 @@ fn write_case(md: &mut String, results: &Results<'_>, case: &Case, images: &str)
         );
     }
     for ((case_key, server), errors) in &results.failures {
-        if case_key == case.key {
+        if case_key == case.key && servers.contains(&server.as_str()) {
             let mut unique = errors.clone();
             unique.dedup();
             let _ = writeln!(
@@ -571,6 +577,98 @@ fn write_case(md: &mut String, results: &Results<'_>, case: &Case, images: &str)
     }
     for plot in plots(case, results) {
         let _ = writeln!(md, "![{}]({images}/{})\n", plot.title, plot.file);
+    }
+}
+
+/// Switchboard over `wss://` against itself over `ws://`, from the same runs.
+fn write_tls(md: &mut String, results: &Results<'_>) {
+    let cases = ["echo-64", "fanout-1k"];
+    let measured = |case: &str, server: &str| {
+        let key = (case.to_owned(), server.to_owned());
+        results.runs.contains_key(&key) || results.failures.contains_key(&key)
+    };
+    if !cases.iter().any(|case| measured(case, OURS_TLS)) {
+        return;
+    }
+    let _ = writeln!(md, "### TLS\n");
+    let _ = writeln!(
+        md,
+        "Switchboard over `wss://` (`serve --dev-tls`, the load tool trusting its certificate \
+         with `--ca`) against Switchboard over `ws://`, in the same runs and with the same \
+         commands. TLS costs both ends: the load tool encrypts and decrypts every message too. \
+         Target: wss keeps at least {TLS_KEEPS} × the plain figure, that is wss ÷ ws ≥ \
+         {TLS_KEEPS} for messages/s and ≤ 1 / {TLS_KEEPS} ≈ {:.2} for latency and CPU.\n",
+        1.0 / TLS_KEEPS
+    );
+    let _ = writeln!(md, "| Figure | ws | wss | wss ÷ ws | Met |\n| --- | --- | --- | --- | --- |");
+    // (case, figure, whether it has a target): the server's CPU is a figure only where the
+    // load is fixed, and the load tool's says whether the load tool was the limit.
+    let rows: &[(&str, Metric, bool)] = &[
+        ("echo-64", MSG_PER_S, true),
+        ("echo-64", LOAD_CPU, false),
+        ("fanout-1k", P50, true),
+        ("fanout-1k", P99, true),
+        ("fanout-1k", SERVER_CPU, true),
+        ("fanout-1k", LOAD_CPU, false),
+    ];
+    for &(case, metric, has_target) in rows {
+        if !measured(case, OURS_TLS) {
+            continue;
+        }
+        let ws = results.median(case, OURS, metric.path);
+        let wss = results.median(case, OURS_TLS, metric.path);
+        let ratio = ws.zip(wss).and_then(|(ws, wss)| (ws > 0.0).then(|| wss / ws));
+        let met = ratio
+            .map(|r| if metric.higher_is_better { r >= TLS_KEEPS } else { r <= 1.0 / TLS_KEEPS });
+        let value = |v: Option<f64>| v.map_or("failed".into(), |v| format_value(v, metric.unit));
+        let _ = writeln!(
+            md,
+            "| {case} {} | {} | {} | {} | {} |",
+            metric.label,
+            value(ws),
+            value(wss),
+            ratio.map_or("n/a".into(), |r| format!("{r:.2}")),
+            if has_target { yes_no(met) } else { "" },
+        );
+    }
+    let _ = writeln!(md);
+    let saturated: Vec<_> = cases
+        .iter()
+        .filter(|case| results.median(case, OURS_TLS, LOAD_CPU.path).is_some_and(|c| c >= 90.0))
+        .copied()
+        .collect();
+    if !saturated.is_empty() {
+        let _ = writeln!(
+            md,
+            "The load tool used 90 % of its core or more over wss in {}: there the wss figure \
+             is the load tool's limit as much as the server's.\n",
+            saturated.join(", ")
+        );
+    }
+    let disturbed: Vec<_> = cases
+        .iter()
+        .filter(|case| {
+            [OURS, OURS_TLS].iter().any(|server| {
+                results.median(case, server, OTHER_CPU.path).is_some_and(|c| c >= 10.0)
+            })
+        })
+        .copied()
+        .collect();
+    if !disturbed.is_empty() {
+        let _ = writeln!(
+            md,
+            "Other processes of the shared machine took 10 % of the server's core or more \
+             during {}: the ratio there is less trustworthy.\n",
+            disturbed.join(", ")
+        );
+    }
+    for case in cases {
+        if let Some(errors) = results.failures.get(&(case.to_owned(), OURS_TLS.to_owned())) {
+            let mut unique = errors.clone();
+            unique.dedup();
+            let _ =
+                writeln!(md, "{case} over wss failed: {}\n", unique.join("; ").replace('|', "\\|"));
+        }
     }
 }
 
