@@ -68,7 +68,7 @@ pub(crate) fn load(path: &Path) -> anyhow::Result<Settings> {
 }
 
 /// Parses a file's text; an error is its byte offset and reason.
-fn parse(text: &str) -> Result<Settings, (usize, String)> {
+pub(crate) fn parse(text: &str) -> Result<Settings, (usize, String)> {
     let error = |e: toml::de::Error| (e.span().map_or(0, |s| s.start), e.message().to_owned());
     let settings: Settings = toml::from_str(text).map_err(error)?;
     if let Some((section, key, message)) = settings.conflict() {
@@ -155,19 +155,35 @@ impl std::str::FromStr for NamespaceSpec {
 pub(crate) fn default_file() -> String {
     // Serializing plain data into a table cannot fail; a test runs this.
     let defaults = toml::Table::try_from(Settings::default()).expect("settings serialize");
-    let mut out = String::from(HEADER);
+    render(HEADER, &defaults, |_| None)
+}
+
+/// A configuration file holding `values` (the serialized [`Settings`], with secrets put in
+/// as plain strings where wanted): `header`, then each key of [`DOCS`] under its comment,
+/// with its value in `values` or else commented out with its example, then each namespace
+/// of `values` under the comment `namespace_comment` gives its name, if any.
+pub(crate) fn render(
+    header: &str,
+    values: &toml::Table,
+    namespace_comment: impl Fn(&str) -> Option<&'static str>,
+) -> String {
+    let mut out = String::from(header);
     let mut section = "";
     for doc in DOCS.iter().filter(|doc| doc.section != NAMESPACES) {
         if doc.section != section {
             section = doc.section;
             let _ = write!(out, "\n[{section}]\n");
         }
-        let table = if section.is_empty() { Some(&defaults) } else { table(&defaults, section) };
+        let table = if section.is_empty() { Some(values) } else { table(values, section) };
         doc.write(&mut out, table);
     }
     out.push_str(NAMESPACES_HEADER);
-    for (name, options) in table(&defaults, NAMESPACES).into_iter().flatten() {
-        let _ = write!(out, "\n[{NAMESPACES}.{name:?}]\n");
+    for (name, options) in table(values, NAMESPACES).into_iter().flatten() {
+        out.push('\n');
+        for line in namespace_comment(name).iter().flat_map(|comment| comment.lines()) {
+            let _ = writeln!(out, "# {line}");
+        }
+        let _ = writeln!(out, "[{NAMESPACES}.{name:?}]");
         for doc in DOCS.iter().filter(|doc| doc.section == NAMESPACES) {
             doc.write(&mut out, options.as_table());
         }

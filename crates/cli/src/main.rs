@@ -14,6 +14,7 @@ mod common;
 mod config_file;
 mod connect;
 mod demo;
+mod init;
 mod publish;
 mod settings;
 mod startup;
@@ -36,6 +37,9 @@ struct Cli {
 enum Command {
     /// Run the server (defaults need no configuration: http://127.0.0.1:8080).
     Serve(Box<ServeArgs>),
+    /// Write a configuration file with new secrets and typical namespaces, and print what to
+    /// run next.
+    Init(init::InitArgs),
     /// Mint a development token (HS256) for a server started with --jwt-secret.
     Token(token::TokenArgs),
     /// Open a WebSocket session: send each line of input, print each message received.
@@ -495,6 +499,7 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Init(args) => exit_code(init::run(&args)),
         Command::Connect(args) => exit_code(connect::run(&args)),
         Command::Subscribe(args) => exit_code(subscribe::run(&args)),
         Command::Publish(args) => exit_code(publish::run(&args)),

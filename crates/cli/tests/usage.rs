@@ -36,7 +36,8 @@ fn no_subcommand_lists_the_commands_as_a_usage_error() {
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     let stderr = text(&out.stderr);
     assert!(stderr.contains("Usage: switchboard <COMMAND>"), "{stderr}");
-    for command in ["serve", "token", "connect", "subscribe", "publish", "config", "bench"] {
+    for command in ["serve", "init", "token", "connect", "subscribe", "publish", "config", "bench"]
+    {
         let listed =
             stderr.lines().any(|line| line.trim_start().starts_with(&format!("{command} ")));
         assert!(listed, "{command} in {stderr}");
