@@ -377,6 +377,10 @@ run_one() {
     # At most 100 handshakes at a time: tokio's listen backlog is 128, and a burst past a
     # server's backlog measures the kernel's 1 s SYN retransmission instead of the server.
     args+=(--concurrency 100)
+    # Switchboard's channels in the configuration's `bench` namespace (the load tool's default
+    # prefix is in `chat`, which keeps history and presence); the raw and Socket.IO peers
+    # have no channels and ignore it, so the command stays the same for every server.
+    args+=(--channel-prefix bench:)
     [[ -z $extra ]] || args+=("$extra")
     if [[ $server == "$TLS_SERVER" ]]; then
         url="wss://127.0.0.1:$port$path"

@@ -97,8 +97,12 @@ pub struct CommonArgs {
     /// The server's process id: report its CPU use over the measured period and its RSS.
     #[arg(long)]
     pub pid: Option<u32>,
-    /// Prefix of the channel names (`bench:0`, `bench:1`, ...).
-    #[arg(long, default_value = "bench:")]
+    /// Prefix of the channel names (`chat:bench-0`, `chat:bench-1`, ...). The default is in
+    /// the `chat` namespace, which a server with the built-in configuration opens to
+    /// anonymous subscribers and publishers; a server configured for benchmarks (an open
+    /// namespace without history or presence, `docs/benchmarks.md`) takes its own, such as
+    /// `--channel-prefix bench:`.
+    #[arg(long, default_value = "chat:bench-")]
     pub channel_prefix: String,
     /// Most connections being opened at once (in all processes together); for churn with
     /// --rate 0, the number of cycles under way at once.

@@ -46,6 +46,7 @@ impl Job for Churn {
             cycles: Rc::clone(&cycles),
             failures: Rc::clone(&failures),
             progress: Rc::clone(&ctx.progress),
+            refused: RefCell::new(None),
         });
         ctx.meter.borrow_mut().begin();
         self.partial.first_ns = unix_nanos();
@@ -55,7 +56,7 @@ impl Job for Churn {
         let (mut launched, step) = (0u64, u64::from(ctx.worker.count));
         loop {
             let now = Instant::now();
-            if now >= end {
+            if now >= end || ctx_target.refused.borrow().is_some() {
                 break;
             }
             if rate > 0.0 {
@@ -92,6 +93,12 @@ impl Job for Churn {
         let failed = std::mem::take(&mut *failures.borrow_mut());
         self.partial.failures = failed.failures;
         self.partial.errors = failed.errors;
+        // A refused channel is a wrong option or server setting, not load: the run stops at
+        // the first and says which.
+        if let Some(e) = ctx_target.refused.take() {
+            let failed = self.partial.failures;
+            return Err(Error::Setup(format!("{failed} cycles failed, first: {e}")));
+        }
         Ok(())
     }
 
@@ -114,6 +121,8 @@ struct CycleCtx {
     cycles: Rc<Cell<u64>>,
     failures: Rc<RefCell<Partial>>,
     progress: Rc<Cell<u64>>,
+    /// The first refusal of a channel ([`ConnError::Refused`]), which ends the run.
+    refused: RefCell<Option<ConnError>>,
 }
 
 impl CycleCtx {
@@ -127,6 +136,9 @@ impl CycleCtx {
                 let mut failures = self.failures.borrow_mut();
                 failures.failures += 1;
                 failures.error(e.kind());
+                if matches!(e, ConnError::Refused(_)) {
+                    self.refused.borrow_mut().get_or_insert(e);
+                }
             }
         }
     }

@@ -10,7 +10,7 @@ use crate::ctx::Ctx;
 use crate::http::Conn;
 use crate::protocol::classify;
 use crate::stats::{Partial, unix_nanos};
-use crate::ws::{Drained, Step};
+use crate::ws::{ConnError, Drained, Step};
 use crate::{Error, Job};
 
 /// The connect scenario's state in one worker.
@@ -48,9 +48,18 @@ impl Job for Connect {
         };
         ctx.meter.borrow_mut().begin();
         self.partial.first_ns = unix_nanos();
-        let (open, _) = ctx.open_many(&numbers, open_one, &mut self.partial).await;
+        let (open, first) = ctx.open_many(&numbers, open_one, &mut self.partial).await;
         self.partial.last_ns = unix_nanos();
         ctx.meter.borrow_mut().end();
+        // Failures are what connect measures, but a refused channel is a wrong option or
+        // server setting, not load: the run stops and says which.
+        if let Some(e @ ConnError::Refused(_)) = first {
+            let failed = self.partial.failures;
+            let total = numbers.len();
+            return Err(Error::Setup(format!(
+                "{failed} of {total} connections failed, first: {e}"
+            )));
+        }
         self.partial.count = open.len() as u64;
         for (_, ws) in open {
             self.tasks.push(tokio::task::spawn_local(hold(

@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 use crate::args::{FanoutArgs, Protocol, PublishVia};
 use crate::ctx::{Ctx, check_setup};
 use crate::http::Conn;
-use crate::protocol::{Kind, classify, payload, timestamp};
+use crate::protocol::{Kind, classify, command_error, is_channel_refusal, payload, timestamp};
 use crate::stats::{Partial, encode_histogram, histogram, unix_nanos};
 use crate::ws::{ConnError, Drained, Step, Target, Ws};
 use crate::{Error, Job};
@@ -102,7 +102,7 @@ impl Fanout {
             tokio::select! {
                 read = publisher.fill() => {
                     read?;
-                    answered += publisher.answers(&mut self.partial)?;
+                    answered += publisher.answers(&mut self.partial, &channels[0])?;
                 }
                 () = tokio::time::sleep_until(next.min(end).into()) => {}
             }
@@ -121,7 +121,7 @@ impl Fanout {
             tokio::select! {
                 read = publisher.fill() => {
                     read?;
-                    answered += publisher.answers(&mut self.partial)?;
+                    answered += publisher.answers(&mut self.partial, &channels[0])?;
                 }
                 () = tokio::time::sleep(Duration::from_millis(10)) => {}
             }
@@ -173,8 +173,10 @@ impl Job for Fanout {
 
     async fn phase(&mut self, ctx: &Ctx) -> Result<(), Error> {
         ctx.meter.borrow_mut().begin();
-        if let Err(e) = self.publish(ctx).await {
-            self.partial.error(format!("publisher_{}", e.kind()));
+        match self.publish(ctx).await {
+            Ok(()) => {}
+            Err(e @ ConnError::Refused(_)) => return Err(Error::Setup(format!("publisher: {e}"))),
+            Err(e) => self.partial.error(format!("publisher_{}", e.kind())),
         }
         if ctx.is_parent() {
             ctx.meter.borrow_mut().end();
@@ -336,8 +338,12 @@ impl Publisher {
     }
 
     /// Publishes answered in the bytes read so far; error answers are counted in `partial`.
-    fn answers(&mut self, partial: &mut Partial) -> Result<u64, ConnError> {
+    /// A refusal of the channel itself ([`is_channel_refusal`]) ends the run instead: every
+    /// publish to the same prefix would meet it. `channel` names one of the channels
+    /// published to, for the error.
+    fn answers(&mut self, partial: &mut Partial, channel: &str) -> Result<u64, ConnError> {
         let mut answered = 0;
+        let mut refused = None::<String>;
         match self {
             Publisher::Ws(ws, protocol) => {
                 let drained = ws.drain(|data, out| {
@@ -347,11 +353,17 @@ impl Publisher {
                         Kind::Error(code) => {
                             answered += 1;
                             partial.error(format!("publish_{code}"));
+                            if is_channel_refusal(&code) {
+                                refused.get_or_insert(code);
+                            }
                         }
                         Kind::Payload | Kind::Other => {}
                     }
                     Ok(Step::Continue)
                 })?;
+                if let Some(code) = refused {
+                    return Err(command_error("publish", channel, code));
+                }
                 if let Drained::Closed(code) = drained {
                     return Err(ConnError::Closed(code));
                 }

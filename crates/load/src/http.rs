@@ -58,7 +58,9 @@ impl Conn {
                     Msg::Close(code) => return Err(ConnError::Closed(code)),
                     Msg::Data(data) => match classify_switchboard(&data) {
                         Kind::Ack => break,
-                        Kind::Error(code) => return Err(ConnError::Reply(code)),
+                        Kind::Error(code) => {
+                            return Err(crate::protocol::command_error("subscribe", channel, code));
+                        }
                         Kind::Payload | Kind::Other => {}
                     },
                 }

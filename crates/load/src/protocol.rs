@@ -85,7 +85,7 @@ pub(crate) async fn establish(
                     Msg::Close(code) => return Err(ConnError::Closed(code)),
                     Msg::Data(data) => match classify_switchboard(&data) {
                         Kind::Ack => return Ok(()),
-                        Kind::Error(code) => return Err(ConnError::Reply(code)),
+                        Kind::Error(code) => return Err(command_error("subscribe", channel, code)),
                         Kind::Payload | Kind::Other => {}
                     },
                 }
@@ -111,6 +111,73 @@ pub(crate) async fn establish(
                     _ => {}
                 }
             }
+        }
+    }
+}
+
+/// The error a refused command becomes: [`ConnError::Refused`] when `code` says the channel
+/// is not open to this connection ([`is_channel_refusal`]), else [`ConnError::Reply`].
+pub(crate) fn command_error(command: &'static str, channel: &str, code: String) -> ConnError {
+    if is_channel_refusal(&code) {
+        ConnError::Refused(Box::new(Refusal { command, channel: channel.to_owned(), code }))
+    } else {
+        ConnError::Reply(code)
+    }
+}
+
+/// Whether an error code says the server does not open the channel to this connection: no
+/// such namespace, no anonymous access there, or the token or namespace forbids the
+/// command (`docs/protocol.md` §3). More load cannot help; other options or another
+/// server configuration can.
+pub(crate) fn is_channel_refusal(code: &str) -> bool {
+    matches!(code, "unknown_namespace" | "unauthorized" | "permission_denied")
+}
+
+/// A command the server refused on a channel, and what to do about it: its `Display` names
+/// the channel and suggests `--channel-prefix`, `--token` or the `switchboard serve
+/// --namespace` setting that would let the command through.
+#[derive(Debug)]
+pub(crate) struct Refusal {
+    /// `subscribe` or `publish`.
+    pub(crate) command: &'static str,
+    /// The channel refused.
+    pub(crate) channel: String,
+    /// The error reply's code.
+    pub(crate) code: String,
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let Refusal { command, channel, code } = self;
+        let (name, namespace) = match channel.split_once(':') {
+            Some((name, _)) => (name, format!("namespace {name:?}")),
+            None => ("", "the default namespace".to_owned()),
+        };
+        // What a default server lets anyone do: its `chat` namespace takes anonymous
+        // subscribers and publishers (crates/server/src/config.rs, `HubOptions::default`).
+        let prefix = "--channel-prefix chat:bench- (a default server's chat namespace is open to \
+                      anonymous subscribers and publishers)";
+        let anonymous = if *command == "publish" { "publish" } else { "subscribe" };
+        write!(f, "{command} to {channel:?} refused with {code}: ")?;
+        match code.as_str() {
+            "unknown_namespace" => write!(
+                f,
+                "the server declares no {namespace}; pass {prefix}, or declare it on the server \
+                 (switchboard serve --namespace '{name}:anonymous=publish')"
+            ),
+            "unauthorized" => write!(
+                f,
+                "{namespace} is closed to anonymous connections; pass --token with a JWT that \
+                 grants {channel:?}, or {prefix}, or open it on the server (switchboard serve \
+                 --namespace '{name}:anonymous={anonymous}')"
+            ),
+            _ => write!(
+                f,
+                "{namespace} does not let this connection {command} there; pass --token with a \
+                 JWT that grants it, or {prefix}, or allow it on the server (switchboard serve \
+                 --namespace '{name}:anonymous={anonymous}{}')",
+                if *command == "publish" { ",allow_publish=true" } else { "" }
+            ),
         }
     }
 }

@@ -30,6 +30,7 @@ use tokio::io::Interest;
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_rustls::TlsConnector;
 
+use crate::protocol::Refusal;
 use crate::stream::Stream;
 
 /// Where to connect and what to ask for.
@@ -124,6 +125,9 @@ pub(crate) enum ConnError {
     Timeout,
     /// The server answered a command with an error reply carrying this code.
     Reply(String),
+    /// The server refused a channel to this connection: the options or the server's
+    /// configuration must change, not the load. Boxed: rare, and three fields wide.
+    Refused(Box<Refusal>),
     /// permessage-deflate was asked for (`--compression`) and the server did not accept it.
     DeflateDeclined,
     /// TLS failed: the certificate, the handshake or a record.
@@ -151,6 +155,7 @@ impl ConnError {
             ConnError::Eof => "eof".to_owned(),
             ConnError::Timeout => "timeout".to_owned(),
             ConnError::Reply(code) => format!("reply_{code}"),
+            ConnError::Refused(refusal) => format!("reply_{}", refusal.code),
             ConnError::DeflateDeclined => "deflate_declined".to_owned(),
             ConnError::Tls(e) => crate::tls::error_kind(e).to_owned(),
         }
@@ -169,6 +174,7 @@ impl std::fmt::Display for ConnError {
             ConnError::Eof => write!(f, "connection ended without a close frame"),
             ConnError::Timeout => write!(f, "timed out"),
             ConnError::Reply(code) => write!(f, "error reply {code:?}"),
+            ConnError::Refused(refusal) => write!(f, "{refusal}"),
             ConnError::DeflateDeclined => {
                 write!(f, "the server accepted the upgrade without permessage-deflate")
             }

@@ -30,9 +30,13 @@ async fn bench(args: &[&str]) -> Value {
     try_bench(args).await.expect("the run succeeds").json().clone()
 }
 
+/// Runs `bench <args>` on the server's `bench` namespace, as `scripts/bench-peers.sh` does,
+/// unless `args` name their own `--channel-prefix`.
 async fn try_bench(args: &[&str]) -> Result<switchboard_load::Report, Error> {
-    let cli = Cli::try_parse_from(std::iter::once("bench").chain(args.iter().copied()))
-        .expect("valid arguments");
+    let prefix: &[&str] =
+        if args.contains(&"--channel-prefix") { &[] } else { &["--channel-prefix", "bench:"] };
+    let args = std::iter::once("bench").chain(args.iter().copied()).chain(prefix.iter().copied());
+    let cli = Cli::try_parse_from(args).expect("valid arguments");
     tokio::time::timeout(LIMIT, execute(&cli.bench)).await.expect("the run ends in time")
 }
 
