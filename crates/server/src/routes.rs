@@ -112,5 +112,6 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
     resp
 }
 
-/// The browser client: `clients/js/switchboard.js` is a link to this file, the one copy.
-const JS_CLIENT: &str = include_str!("../assets/switchboard.js");
+/// The browser client: `clients/js/switchboard.js`, the npm package's module, through the
+/// `switchboard-js` crate that wraps it.
+const JS_CLIENT: &str = switchboard_js::SOURCE;

@@ -3,7 +3,7 @@
 use switchboard_test_support::client::WsClient;
 use switchboard_test_support::server::TestServer;
 
-const CLIENT: &str = include_str!("../assets/switchboard.js");
+const CLIENT: &str = switchboard_js::SOURCE;
 
 fn request(method: &str, addr: std::net::SocketAddr) -> String {
     format!("{method} /switchboard.js HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")
