@@ -73,9 +73,10 @@ const UPDATES_PER_SECOND: u32 = 20;
 /// The namespace of the feed's channels.
 const TICKER_NAMESPACE: &str = "ticker";
 
-/// The namespaces the demo uses: its chat's rooms (`chat:<room>`, in `assets/chat.js`) and
-/// its feed's instruments.
-pub(crate) const NAMESPACES: [&str; 2] = ["chat", TICKER_NAMESPACE];
+/// The namespaces the demo uses: its whiteboard's strokes and cursors (`board:<name>` and
+/// `cursor:<name>`, in `assets/board.js`), its chat's rooms (`chat:<room>`, in
+/// `assets/chat.js`) and its feed's instruments.
+pub(crate) const NAMESPACES: [&str; 4] = ["board", "chat", "cursor", TICKER_NAMESPACE];
 
 /// Standard deviation of one price move, relative to the price: with 4 moves a second per
 /// instrument, about 1.5 % a minute, enough to see the chart move.
