@@ -13,8 +13,11 @@ use switchboard_test_support::http::{self, Response};
 use switchboard_test_support::protocol::{self, call, next_json};
 
 /// Every page and file the demo loads, its own and the status page's, with its content type.
-const ASSETS: [(&str, &str); 9] = [
+const ASSETS: [(&str, &str); 12] = [
     ("/", "text/html; charset=utf-8"),
+    ("/board", "text/html; charset=utf-8"),
+    ("/assets/banner.js", "text/javascript; charset=utf-8"),
+    ("/assets/board.js", "text/javascript; charset=utf-8"),
     ("/status", "text/html; charset=utf-8"),
     ("/assets/style.css", "text/css; charset=utf-8"),
     ("/assets/demo.js", "text/javascript; charset=utf-8"),
@@ -98,6 +101,7 @@ async fn without_the_demo_there_is_no_feed_and_no_demo_page() {
     let node = Node::start_with(&["--no-demo"]);
     assert_eq!(page(node.addr, "GET", "/").await.status, 404);
     assert_eq!(page(node.addr, "GET", "/assets/demo.js").await.status, 404);
+    assert_eq!(page(node.addr, "GET", "/board").await.status, 404);
     assert_eq!(page(node.addr, "GET", "/status").await.status, 200);
     assert_eq!(page(node.addr, "GET", "/status.json").await.status, 200);
 

@@ -1,0 +1,192 @@
+// The demo's whiteboard at /board, in headless Chromium: one window draws with pointer
+// events, another sees the stroke on its canvas, the first window's pointer and its name in
+// the list of who is drawing; a window opened later sees the drawing from history. Leaves
+// screenshots of the board at 1280 and 375 pixels wide in /work/shots (or
+// $SWITCHBOARD_SHOTS).
+
+import assert from 'node:assert/strict';
+import { mkdirSync } from 'node:fs';
+import path from 'node:path';
+import { after, before, describe, test } from 'node:test';
+
+import { chromiumSkip as skip, launchChromium, startServer } from '../test-support/harness.js';
+
+const shots = process.env.SWITCHBOARD_SHOTS ?? '/work/shots';
+
+describe('the whiteboard in Chromium', { skip }, () => {
+  let server;
+  let browser;
+  let one;
+  let two;
+  const errors = [];
+  // A board of its own, in case the server is shared.
+  const board = `test-${process.pid}-${Math.random().toString(36).slice(2, 8)}`;
+  /** The stroke window one draws, in fractions of the canvas: a diagonal line. */
+  const stroke = [[0.2, 0.3], [0.35, 0.45], [0.5, 0.6], [0.65, 0.75]];
+
+  /** Opens the board in a new window and waits until it is connected. */
+  async function open(width = 1280, height = 860) {
+    const page = await browser.newPage({ viewport: { width, height } });
+    page.setDefaultTimeout(10000);
+    page.on('pageerror', (error) => errors.push(error.message));
+    await page.goto(`http://localhost:${server.port}/board#${board}`);
+    await page.waitForFunction(() => document.getElementById('banner').textContent
+      === 'Connected over WebSocket');
+    // A helper in the page, for the tests' `waitForFunction` calls: the colour `[r, g, b]`
+    // of the canvas at `[x, y]` (fractions of it).
+    await page.evaluate(() => {
+      window.boardPixel = ([x, y]) => {
+        const canvas = document.getElementById('canvas');
+        const context = canvas.getContext('2d');
+        const data = context.getImageData(Math.round(x * canvas.width),
+          Math.round(y * canvas.height), 1, 1).data;
+        return [data[0], data[1], data[2]];
+      };
+    });
+    return page;
+  }
+
+  before(async () => {
+    mkdirSync(shots, { recursive: true });
+    server = await startServer();
+    browser = await launchChromium();
+    one = await open();
+    two = await open();
+  });
+
+  after(async () => {
+    await browser?.close();
+    await server?.stop();
+  });
+
+  test('both windows list each other, by name', async () => {
+    const names = await Promise.all([one, two].map((page) => page.inputValue('#board-name')));
+    for (const page of [one, two]) {
+      await page.waitForFunction(() => document.querySelectorAll('#artists li').length === 2);
+    }
+    await two.waitForFunction(
+      (name) => [...document.querySelectorAll('#artists .who')].some((w) => w.textContent === name),
+      names[0],
+    );
+  });
+
+  test('a stroke drawn in one window shows in the other, with its pointer', async () => {
+    // The first point on the canvas is still white everywhere.
+    assert.deepEqual(await pixel(two, stroke[1]), [255, 255, 255]);
+    // The widest pen, so that the points looked at are well inside the line at any scale.
+    await one.fill('#pen-size', '24');
+    await draw(one, stroke);
+    const drawn = await pixel(one, stroke[1]);
+    assert.notDeepEqual(drawn, [255, 255, 255], 'the drawing window shows its own stroke');
+    // The other window draws the same colour at the same place once the stroke arrives.
+    await two.waitForFunction(
+      ([at, colour]) => window.boardPixel(at).join() === colour.join(),
+      [stroke[1], drawn],
+    );
+    assert.deepEqual(await pixel(two, stroke[2]), drawn);
+    // Off the stroke, nothing.
+    assert.deepEqual(await pixel(two, [0.8, 0.2]), [255, 255, 255]);
+
+    // Window one's pointer, labelled with its name, near where it stopped.
+    const name = await one.inputValue('#board-name');
+    await two.waitForFunction(
+      (expected) => [...document.querySelectorAll('#cursors .cursor-name')]
+        .some((label) => label.textContent === expected),
+      name,
+    );
+    // The pointer's updates are throttled, the last one sent after a pause: it ends where
+    // the stroke ended.
+    await two.waitForFunction(([lastX, lastY]) => {
+      const cursor = document.querySelector('#cursors .cursor');
+      const box = document.getElementById('surface').getBoundingClientRect();
+      const at = cursor.getBoundingClientRect();
+      const [x, y] = [(at.left - box.left) / box.width, (at.top - box.top) / box.height];
+      return Math.abs(x - lastX) < 0.01 && Math.abs(y - lastY) < 0.01;
+    }, stroke.at(-1));
+    // A window does not show its own pointer.
+    assert.equal(await one.evaluate(() => document.querySelectorAll('#cursors .cursor').length),
+      0);
+  });
+
+  test('a window opened later sees the drawing from history', async () => {
+    const drawn = await pixel(one, stroke[1]);
+    const late = await open();
+    await late.waitForFunction(
+      ([at, colour]) => window.boardPixel(at).join() === colour.join(),
+      [stroke[1], drawn],
+    );
+    assert.deepEqual(await pixel(late, stroke[3]), drawn);
+    await late.waitForFunction(() => document.querySelectorAll('#artists li').length === 3);
+    await late.close();
+  });
+
+  test('the board fits a 1280 and a 375 pixel wide window', async () => {
+    // Window two, which shows window one's pointer where the stroke ended.
+    await two.screenshot({ path: path.join(shots, 'board-1280.png') });
+    const narrow = await open(375, 667);
+    const drawn = await pixel(one, stroke[1]);
+    await narrow.waitForFunction(
+      ([at, colour]) => window.boardPixel(at).join() === colour.join(),
+      [stroke[1], drawn],
+    );
+    // The others answer its hello with their names.
+    await narrow.waitForFunction(() => {
+      const names = [...document.querySelectorAll('#artists .who')].map((w) => w.textContent);
+      return names.length === 3 && !names.some((name) => name.startsWith('guest '));
+    });
+    const fits = await narrow.evaluate(() => {
+      const inView = (id) => {
+        const box = document.getElementById(id).getBoundingClientRect();
+        return box.width > 0 && box.left >= 0 && box.right <= innerWidth && box.top >= 0
+          && box.bottom <= innerHeight;
+      };
+      return {
+        scrollsSideways: document.documentElement.scrollWidth > innerWidth,
+        canvas: inView('canvas'),
+        palette: inView('palette'),
+        size: inView('pen-size'),
+        clear: inView('clear'),
+      };
+    });
+    assert.deepEqual(fits, {
+      scrollsSideways: false, canvas: true, palette: true, size: true, clear: true,
+    });
+    await narrow.screenshot({ path: path.join(shots, 'board-375.png') });
+    await narrow.close();
+    assert.deepEqual(errors, []);
+  });
+});
+
+/**
+ * Draws `points` (fractions of the canvas) with a pressed mouse, as pointer events, one
+ * animation frame apart so that the page sends them in several batches.
+ */
+async function draw(page, points) {
+  await page.evaluate(async (fractions) => {
+    const canvas = document.getElementById('canvas');
+    const box = canvas.getBoundingClientRect();
+    const at = ([x, y]) => ({
+      clientX: box.left + x * box.width,
+      clientY: box.top + y * box.height,
+      pointerId: 1,
+      pointerType: 'mouse',
+      isPrimary: true,
+      bubbles: true,
+      button: 0,
+      buttons: 1,
+    });
+    const frame = () => new Promise((resolve) => requestAnimationFrame(resolve));
+    canvas.dispatchEvent(new PointerEvent('pointerdown', at(fractions[0])));
+    for (const point of fractions.slice(1)) {
+      await frame();
+      // Intermediate points, as a real mouse would report them.
+      canvas.dispatchEvent(new PointerEvent('pointermove', at(point)));
+    }
+    canvas.dispatchEvent(new PointerEvent('pointerup', { ...at(fractions.at(-1)), buttons: 0 }));
+  }, points);
+}
+
+/** The colour `[r, g, b]` of the canvas at `[x, y]` (fractions of it). */
+function pixel(page, at) {
+  return page.evaluate((point) => window.boardPixel(point), at);
+}
