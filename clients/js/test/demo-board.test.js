@@ -1,15 +1,25 @@
 // The demo's whiteboard at /board, in headless Chromium: one window draws with pointer
 // events, another sees the stroke on its canvas, the first window's pointer and its name in
-// the list of who is drawing; a window opened later sees the drawing from history. Leaves
-// screenshots of the board at 1280 and 375 pixels wide in /work/shots (or
+// the list of who is drawing; a window opened later sees the drawing from history; a window
+// behind a proxy that cuts its connection recovers what was drawn meanwhile, and the
+// banner counts it; what does not have the board's shapes is not drawn, and names are text.
+// Leaves screenshots of the board at 1280 and 375 pixels wide in /work/shots (or
 // $SWITCHBOARD_SHOTS).
 
 import assert from 'node:assert/strict';
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import WebSocket from 'ws';
 
-import { chromiumSkip as skip, launchChromium, startServer } from '../test-support/harness.js';
+import { Switchboard } from '../switchboard.js';
+import {
+  chromiumSkip as skip,
+  launchChromium,
+  startProxy,
+  startServer,
+  stateReached,
+} from '../test-support/harness.js';
 
 const shots = process.env.SWITCHBOARD_SHOTS ?? '/work/shots';
 
@@ -18,6 +28,8 @@ describe('the whiteboard in Chromium', { skip }, () => {
   let browser;
   let one;
   let two;
+  let proxy;
+  let publisher;
   const errors = [];
   // A board of its own, in case the server is shared.
   const board = `test-${process.pid}-${Math.random().toString(36).slice(2, 8)}`;
@@ -25,16 +37,17 @@ describe('the whiteboard in Chromium', { skip }, () => {
   const stroke = [[0.2, 0.3], [0.35, 0.45], [0.5, 0.6], [0.65, 0.75]];
 
   /** Opens the board in a new window and waits until it is connected. */
-  async function open(width = 1280, height = 860) {
+  async function open(width = 1280, height = 860, port = server.port) {
     const page = await browser.newPage({ viewport: { width, height } });
     page.setDefaultTimeout(10000);
     page.on('pageerror', (error) => errors.push(error.message));
-    await page.goto(`http://localhost:${server.port}/board#${board}`);
+    await page.goto(`http://localhost:${port}/board#${board}`);
     await page.waitForFunction(() => document.getElementById('banner').textContent
       === 'Connected over WebSocket');
-    // A helper in the page, for the tests' `waitForFunction` calls: the colour `[r, g, b]`
-    // of the canvas at `[x, y]` (fractions of it).
+    // Helpers in the page, for the tests' `waitForFunction` calls: an element's text, and
+    // the colour `[r, g, b]` of the canvas at `[x, y]` (fractions of it).
     await page.evaluate(() => {
+      window.text = (selector) => document.querySelector(selector).textContent;
       window.boardPixel = ([x, y]) => {
         const canvas = document.getElementById('canvas');
         const context = canvas.getContext('2d');
@@ -56,6 +69,8 @@ describe('the whiteboard in Chromium', { skip }, () => {
 
   after(async () => {
     await browser?.close();
+    await proxy?.close();
+    publisher?.close();
     await server?.stop();
   });
 
@@ -155,6 +170,61 @@ describe('the whiteboard in Chromium', { skip }, () => {
     await narrow.close();
     assert.deepEqual(errors, []);
   });
+
+  test('a cut window recovers what was drawn meanwhile, and only the board\'s shapes', async () => {
+    proxy = await startProxy(server.port);
+    const cut = await open(1280, 860, proxy.port);
+    publisher = new Switchboard(server.url, { WebSocket, minReconnectDelay: 100 });
+    await stateReached(publisher, 'connected');
+    const channel = `board:${board}`;
+    // Board units: the board is 1600 × 1000 (board.js).
+    const line = (x0, y0, x1, y1, color) =>
+      ({ type: 'draw', stroke: 'test-1', color, size: 24, points: [x0, y0, x1, y1] });
+
+    proxy.dropAll({ holdMs: 1500 });
+    await cut.waitForFunction(() => /^Connection lost/.test(text('#banner')));
+    // Two segments of one stroke along y = 800, from another program; then publications
+    // the page must not draw: a colour outside its pens, a point off the board, no type.
+    await publisher.publish(channel, line(100, 800, 400, 800, '#2563eb'));
+    await publisher.publish(channel, line(400, 800, 700, 800, '#2563eb'));
+    await publisher.publish(channel, line(100, 900, 700, 900, '#ff0000'));
+    await publisher.publish(channel, line(100, 950, 1700, 950, '#2563eb'));
+    await publisher.publish(channel, { points: [0, 0, 1600, 1000] });
+    await cut.waitForFunction(() => /^Recovered/.test(text('#banner')), null, { timeout: 15000 });
+    assert.equal(await cut.textContent('#banner'), 'Recovered 5 missed messages');
+    const blue = [0x25, 0x63, 0xeb];
+    assert.deepEqual(await pixel(cut, [250 / 1600, 0.8]), blue);
+    assert.deepEqual(await pixel(cut, [550 / 1600, 0.8]), blue);
+    for (const at of [[400 / 1600, 0.9], [400 / 1600, 0.95], [0.5, 0.5]]) {
+      assert.deepEqual(await pixel(cut, at), [255, 255, 255], `at ${at}`);
+    }
+    // The windows that were not cut drew it live.
+    assert.deepEqual(await pixel(two, [550 / 1600, 0.8]), blue);
+    await cut.close();
+  });
+
+  test('names and pointers from the network are shown as text', async () => {
+    // Within the 24 characters a name may have.
+    const name = '<img src=x onerror=1>';
+    const channel = `cursor:${board}`;
+    await publisher.publish(channel, { type: 'hello', name, color: '#9333ea' });
+    await publisher.publish(channel, { type: 'cursor', x: 800, y: 500 });
+    // Off the board, or of no known type: ignored.
+    await publisher.publish(channel, { type: 'cursor', x: -5, y: 500 });
+    await publisher.publish(channel, { type: 'cursor', x: '800', y: 500 });
+    await two.waitForFunction(
+      (expected) => [...document.querySelectorAll('#cursors .cursor-name')]
+        .some((label) => label.textContent === expected),
+      name,
+    );
+    assert.equal(await two.evaluate(() => document.querySelectorAll('#cursors img').length), 0);
+    const colour = await two.evaluate((id) => document
+      .querySelector(`#cursors .cursor[data-client="${id}"]`).style.getPropertyValue('--cursor'),
+    publisher.session.client);
+    assert.equal(colour, '#9333ea');
+    assert.deepEqual(errors, []);
+  });
+
 });
 
 /**
