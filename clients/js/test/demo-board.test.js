@@ -31,6 +31,8 @@ describe('the whiteboard in Chromium', { skip }, () => {
   let proxy;
   let publisher;
   const errors = [];
+  /** WebSocket frames each window sent: `{text, binary}`. */
+  const sent = new Map();
   // A board of its own, in case the server is shared.
   const board = `test-${process.pid}-${Math.random().toString(36).slice(2, 8)}`;
   /** The stroke window one draws, in fractions of the canvas: a diagonal line. */
@@ -41,6 +43,12 @@ describe('the whiteboard in Chromium', { skip }, () => {
     const page = await browser.newPage({ viewport: { width, height } });
     page.setDefaultTimeout(10000);
     page.on('pageerror', (error) => errors.push(error.message));
+    const frames = { text: 0, binary: 0 };
+    sent.set(page, frames);
+    page.on('websocket', (ws) => ws.on('framesent', ({ payload }) => {
+      if (typeof payload === 'string') frames.text += 1;
+      else frames.binary += 1;
+    }));
     await page.goto(`http://localhost:${port}/board#${board}`);
     await page.waitForFunction(() => document.getElementById('banner').textContent
       === 'Connected over WebSocket');
@@ -118,9 +126,45 @@ describe('the whiteboard in Chromium', { skip }, () => {
       const [x, y] = [(at.left - box.left) / box.width, (at.top - box.top) / box.height];
       return Math.abs(x - lastX) < 0.01 && Math.abs(y - lastY) < 0.01;
     }, stroke.at(-1));
+    // The pointer goes in MessagePack (binary frames), the drawing in JSON (text).
+    assert.ok(sent.get(one).binary > 0 && sent.get(one).text > 0, JSON.stringify(sent.get(one)));
     // A window does not show its own pointer.
     assert.equal(await one.evaluate(() => document.querySelectorAll('#cursors .cursor').length),
       0);
+  });
+
+  test('the pointer is sent at most 30 times a second', async () => {
+    const before = sent.get(one).binary;
+    // A pointer moving every animation frame (about 60 a second) for about a second.
+    const seconds = await one.evaluate(async () => {
+      const canvas = document.getElementById('canvas');
+      const box = canvas.getBoundingClientRect();
+      const frame = () => new Promise((resolve) => requestAnimationFrame(resolve));
+      const start = performance.now();
+      for (let i = 0; i < 60; i += 1) {
+        await frame();
+        canvas.dispatchEvent(new PointerEvent('pointermove', {
+          clientX: box.left + (0.1 + i / 100) * box.width,
+          clientY: box.top + 0.1 * box.height,
+          pointerId: 1,
+          pointerType: 'mouse',
+          bubbles: true,
+        }));
+      }
+      return (performance.now() - start) / 1000;
+    });
+    const last = [0.69, 0.1];
+    await two.waitForFunction(([x, y]) => {
+      const cursor = document.querySelector('#cursors .cursor');
+      const box = document.getElementById('surface').getBoundingClientRect();
+      const at = cursor?.getBoundingClientRect();
+      return at && Math.abs((at.left - box.left) / box.width - x) < 0.01
+        && Math.abs((at.top - box.top) / box.height - y) < 0.01;
+    }, last);
+    const updates = sent.get(one).binary - before;
+    // The trailing update after the last move is sent once the 33 ms have passed.
+    assert.ok(updates <= Math.ceil(seconds * 30) + 2, `${updates} updates in ${seconds} s`);
+    assert.ok(updates >= Math.floor(seconds * 10), `${updates} updates in ${seconds} s`);
   });
 
   test('a window opened later sees the drawing from history', async () => {
@@ -207,7 +251,9 @@ describe('the whiteboard in Chromium', { skip }, () => {
     // Within the 24 characters a name may have.
     const name = '<img src=x onerror=1>';
     const channel = `cursor:${board}`;
-    await publisher.publish(channel, { type: 'hello', name, color: '#9333ea' });
+    // `id` ties the pointer to an entry of who is there; this one has none on the board.
+    const id = publisher.session.client;
+    await publisher.publish(channel, { type: 'hello', name, color: '#9333ea', id });
     await publisher.publish(channel, { type: 'cursor', x: 800, y: 500 });
     // Off the board, or of no known type: ignored.
     await publisher.publish(channel, { type: 'cursor', x: -5, y: 500 });
@@ -218,13 +264,12 @@ describe('the whiteboard in Chromium', { skip }, () => {
       name,
     );
     assert.equal(await two.evaluate(() => document.querySelectorAll('#cursors img').length), 0);
-    const colour = await two.evaluate((id) => document
-      .querySelector(`#cursors .cursor[data-client="${id}"]`).style.getPropertyValue('--cursor'),
-    publisher.session.client);
+    const colour = await two.evaluate((client) => document
+      .querySelector(`#cursors .cursor[data-client="${client}"]`).style
+      .getPropertyValue('--cursor'), id);
     assert.equal(colour, '#9333ea');
     assert.deepEqual(errors, []);
   });
-
 });
 
 /**

@@ -1,18 +1,24 @@
 // The whiteboard at /board: a canvas everyone on the page draws on together, with each
 // person's pointer shown live to the others and a list of who is there.
 //
-// Two channels per board (`#name` in the address, `main` without one):
+// Two channels per board (`#name` in the address, `main` without one), on two connections:
 //   board:<name>   the drawing, kept in history (the `board` namespace keeps 1,000 for an
-//                  hour), so a late joiner sees it and a cut is recovered; with presence
-//   cursor:<name>  pointers and names, not kept (the `cursor` namespace has no history)
+//                  hour), so a late joiner sees it and a cut is recovered; with presence.
+//                  JSON, on a connection that falls back to SSE or long-polling if need be.
+//   cursor:<name>  pointers and names, not kept (the `cursor` namespace has no history).
+//                  MessagePack, on a second connection (a WebSocket: MessagePack needs
+//                  binary frames), for the busiest stream: smaller frames, no text to parse.
 //
 // Publications are JSON objects with a `type`:
 //   board:   {type: 'draw', stroke, color, size, points: [x0, y0, x1, y1, …]}
 //            {type: 'clear'}
 //   cursor:  {type: 'cursor', x, y}   where this page's pointer is
 //            {type: 'away'}           the pointer left the board
-//            {type: 'hello', name, color} on arriving and on a change of name or pen
-//            {type: 'here', name, color}  the answer to a hello, so newcomers learn names
+//            {type: 'hello', name, color, id} on arriving, on a change of name or pen,
+//                                             and on each new board connection
+//            {type: 'here', name, color, id}  the answer to a hello, so newcomers learn names
+// `id` is the sender's board connection's client id: it ties the pointer (sent from the
+// other connection) to the entry of who is there (from the board channel's presence).
 // Coordinates are integers on a board of `WIDTH` × `HEIGHT` units, whatever the size of the
 // canvas showing it. A stroke's points are sent once per animation frame (at most about 60
 // publications a second while drawing), each batch starting at the previous batch's last
@@ -71,6 +77,7 @@ $('cursors-channel').textContent = cursorsChannel;
 
 const client = new Switchboard('/ws');
 const subscribe = startBanner(client, $('banner'));
+const pointers = new Switchboard('/ws', { format: 'msgpack' });
 
 // The chat's name, so that a person is called the same on both pages.
 let me = sessionStorage.getItem(NAME_KEY) ?? localStorage.getItem(NAME_KEY) ?? randomName();
@@ -86,9 +93,11 @@ let strokeCount = 0;
 let segments = [];
 /** Who is on the board (client ids, from presence) and what they are called. */
 const people = new Set();
-/** Name and pen by client id, from `hello` and `here`. */
+/** Name and pen by board connection id, from `hello` and `here`. */
 const names = new Map();
-/** Pointer elements by client id: `{element, seen}`. */
+/** The board connection id of each pointer connection, from `hello` and `here`. */
+const owners = new Map();
+/** Pointer elements by pointer connection id: `{element, x, y, seen}`. */
 const cursors = new Map();
 let strokesSub = null;
 let cursorsSub = null;
@@ -102,7 +111,7 @@ start();
 
 /** History first, then live from the position it ended at; pointers meanwhile. */
 async function start() {
-  cursorsSub = client.subscribe(cursorsChannel, {
+  cursorsSub = pointers.subscribe(cursorsChannel, {
     publication: receiveCursor,
     subscribed: () => sendHello('hello'),
   });
@@ -123,10 +132,16 @@ async function start() {
     },
     leave: ({ client: left }) => {
       people.delete(left.client);
-      removeCursor(left.client);
+      for (const [id, owner] of owners) {
+        if (owner !== left.client) continue;
+        removeCursor(id);
+        owners.delete(id);
+      }
       renderPeople();
     },
     subscribed: async () => {
+      // A new board connection has a new id: tell the others.
+      sendHello('hello');
       try {
         const clients = await strokesSub.presence();
         people.clear();
@@ -378,9 +393,9 @@ function setUpCursor() {
     timer = null;
     last = performance.now();
     // Pointers are worth nothing late: none is queued while disconnected.
-    if (client.state !== 'connected') return;
+    if (pointers.state !== 'connected') return;
     const data = position ? { type: 'cursor', x: position[0], y: position[1] } : { type: 'away' };
-    client.publish(cursorsChannel, data).catch(() => {});
+    pointers.publish(cursorsChannel, data).catch(() => {});
   };
   const update = (point) => {
     position = point;
@@ -396,7 +411,7 @@ function setUpCursor() {
 /** A publication on the pointers' channel. */
 function receiveCursor({ data, info }) {
   const id = info?.client;
-  if (!id || id === client.session?.client) return;
+  if (!id || id === pointers.session?.client) return;
   switch (data?.type) {
     case 'cursor': {
       if (!onBoard(data.x, data.y)) return;
@@ -418,9 +433,11 @@ function receiveCursor({ data, info }) {
     case 'here': {
       const name = typeof data.name === 'string' ? data.name.trim().slice(0, MAX_NAME) : '';
       const color = validColor(data.color);
-      if (!name || !color) return;
-      const known = names.has(id);
-      names.set(id, { name, color });
+      const owner = typeof data.id === 'string' && data.id.length <= 64 ? data.id : null;
+      if (!name || !color || !owner) return;
+      const known = owners.get(id) === owner;
+      names.set(owner, { name, color });
+      owners.set(id, owner);
       if (data.type === 'hello' && !known) {
         // Let the newcomer learn this page's name; spread out so answers do not collide.
         setTimeout(() => sendHello('here'), Math.random() * 500);
@@ -435,9 +452,14 @@ function receiveCursor({ data, info }) {
   }
 }
 
+/**
+ * Says who this page is, once the board connection has its id and the pointers' channel is
+ * subscribed (so that the answers arrive); each of the two calls it when it gets there.
+ */
 function sendHello(type) {
-  if (!cursorsSub) return;
-  client.publish(cursorsChannel, { type, name: me, color: pen }).catch(() => {});
+  const id = client.session?.client;
+  if (!id || cursorsSub?.state !== 'subscribed') return;
+  pointers.publish(cursorsChannel, { type, name: me, color: pen, id }).catch(() => {});
 }
 
 function newCursor() {
@@ -450,7 +472,8 @@ function newCursor() {
 }
 
 function styleCursor(id, { element }) {
-  const { name, color } = names.get(id) ?? { name: guestName(id), color: PALETTE[0] };
+  const owner = owners.get(id);
+  const { name, color } = names.get(owner) ?? { name: guestName(owner ?? id), color: PALETTE[0] };
   element.style.setProperty('--cursor', color);
   element.firstChild.textContent = name;
   element.dataset.client = id;
