@@ -1,9 +1,12 @@
-// Types of switchboard.js: the Switchboard client for browsers and Node (protocol v1, JSON).
+// Types of switchboard.js: the Switchboard client for browsers and Node (protocol v1, JSON or
+// MessagePack).
 
 /** The client library's version, sent in `connect`. */
 export const VERSION: string;
-/** `switchboard.v1.json`: the only wire format this client speaks. */
+/** `switchboard.v1.json`: the JSON wire format, the default. */
 export const SUBPROTOCOL: 'switchboard.v1.json';
+/** `switchboard.v1.msgpack`: the MessagePack wire format, with `format: 'msgpack'`. */
+export const MSGPACK_SUBPROTOCOL: 'switchboard.v1.msgpack';
 /** `switchboard.bearer.`: the subprotocol entry that carries a token in the upgrade. */
 export const BEARER_PREFIX: 'switchboard.bearer.';
 /** The defaults of `Options`. */
@@ -98,8 +101,11 @@ export interface Options {
    * the client; a rejection is reported on `error` and retried with backoff.
    */
   getToken?: () => Promise<string | null | undefined>;
-  /** Wire format; only `json`. Default `json`. */
-  format?: 'json';
+  /**
+   * Wire format: `json`, or `msgpack` (binary frames, so over a WebSocket only: `transports`
+   * is then `['websocket']` whatever it says). Default `json`.
+   */
+  format?: 'json' | 'msgpack';
   /** First backoff bound in ms; doubles per failed attempt. Default 500. */
   minReconnectDelay?: number;
   /** Largest backoff bound in ms. Default 30000. */
@@ -277,6 +283,10 @@ export function adviceFor(code: number): Advice;
  * whose publications' data are parsed one by one; null when not even that can be read.
  */
 export function salvage(text: string): object | null;
+/** `value` as MessagePack, holding what JSON can express (NaN and infinities as nil). */
+export function encodeMsgpack(value: unknown): Uint8Array;
+/** One MessagePack value; throws on truncated input, trailing bytes and ext types. */
+export function decodeMsgpack(data: ArrayBuffer | ArrayBufferView): unknown;
 /** The full-jitter delay before reconnection attempt `attempt`, in ms. */
 export function reconnectDelay(
   advice: Exclude<Advice, 'stop'>,

@@ -1,5 +1,6 @@
 // Switchboard client for browsers and Node: protocol v1 over JSON (docs/protocol.md), carried
-// by a WebSocket, Server-Sent Events or HTTP long-polling (docs/transports.md).
+// by a WebSocket, Server-Sent Events or HTTP long-polling (docs/transports.md), or over
+// MessagePack on a WebSocket (`format: 'msgpack'`).
 //
 // One ES module, no dependencies, no build step. Reconnects with backoff and full jitter,
 // falls back to the next transport when one does not work and returns to the first later,
@@ -10,8 +11,11 @@
 /** The client library's version, sent in `connect`. */
 export const VERSION = '0.1.0';
 
-/** The only wire format this client speaks (protocol.md §1). */
+/** The JSON wire format's subprotocol (protocol.md §1), the default. */
 export const SUBPROTOCOL = 'switchboard.v1.json';
+
+/** The MessagePack wire format's subprotocol (protocol.md §1), with `format: 'msgpack'`. */
+export const MSGPACK_SUBPROTOCOL = 'switchboard.v1.msgpack';
 
 /** Prefix of the subprotocol entry that carries a token in the upgrade (security.md §4). */
 export const BEARER_PREFIX = 'switchboard.bearer.';
@@ -174,8 +178,8 @@ export class Switchboard {
   constructor(url, options = {}) {
     this.#options = { ...DEFAULTS, ...options };
     const format = this.#options.format;
-    if (format !== 'json') {
-      throw new TypeError(`unsupported format ${JSON.stringify(format)}: this client speaks json`);
+    if (format !== 'json' && format !== 'msgpack') {
+      throw new TypeError(`unsupported format ${JSON.stringify(format)}: use json or msgpack`);
     }
     for (const name of ['WebSocket', 'EventSource', 'fetch']) {
       if (options[name] !== undefined && typeof options[name] !== 'function') {
@@ -185,10 +189,12 @@ export class Switchboard {
     this.#WebSocket = options.WebSocket ?? globalThis.WebSocket;
     this.#EventSource = options.EventSource ?? globalThis.EventSource;
     this.#fetch = options.fetch ?? globalThis.fetch?.bind(globalThis);
-    this.#transports = availableTransports(this.#options.transports, {
+    // MessagePack travels in binary frames, which only the WebSocket carries (protocol.md §1).
+    const binary = format === 'msgpack';
+    this.#transports = availableTransports(binary ? ['websocket'] : this.#options.transports, {
       websocket: typeof this.#WebSocket === 'function',
-      sse: typeof this.#EventSource === 'function' && typeof this.#fetch === 'function',
-      longpoll: typeof this.#fetch === 'function',
+      sse: !binary && typeof this.#EventSource === 'function' && typeof this.#fetch === 'function',
+      longpoll: !binary && typeof this.#fetch === 'function',
     });
     this.#active = this.#transports[0];
     this.#url = wsUrl(url);
@@ -469,9 +475,12 @@ export class Switchboard {
     const ticket = isTicket(token) ? token : undefined;
     const bearer = token && !ticket && this.#options.bearerProtocol ? token : undefined;
     if (name === 'websocket') {
-      const protocols = [SUBPROTOCOL];
+      const binary = this.#options.format === 'msgpack';
+      const protocols = [binary ? MSGPACK_SUBPROTOCOL : SUBPROTOCOL];
       if (bearer) protocols.push(BEARER_PREFIX + bearer);
-      return new this.#WebSocket(ticket ? withTicket(this.#url, ticket) : this.#url, protocols);
+      const ws = new this.#WebSocket(ticket ? withTicket(this.#url, ticket) : this.#url, protocols);
+      if (binary) ws.binaryType = 'arraybuffer';
+      return ws;
     }
     const endpoint = (path, query) => httpEndpoint(this.#url, path, query ? ticket : null);
     if (name === 'sse') {
@@ -808,12 +817,12 @@ export class Switchboard {
     this.#probe = { connection: probe, timer };
     probe.onopen = () => {
       const fields = { token: isTicket(token) ? undefined : token, name: this.#options.name };
-      probe.send(JSON.stringify({ id: 1, type: 'connect', ...fields, version: VERSION }));
+      probe.send(this.#encode({ id: 1, type: 'connect', ...fields, version: VERSION }));
     };
     probe.onmessage = (event) => {
       let msg = event.parsed;
       try {
-        msg ??= JSON.parse(event.data);
+        msg ??= this.#decode(event.data);
       } catch {
         return;
       }
@@ -920,17 +929,39 @@ export class Switchboard {
       }, this.#options.ackTimeout);
     }
     try {
-      this.#ws.send(JSON.stringify({ id, type, ...fields }));
+      this.#ws.send(this.#encode({ id, type, ...fields }));
     } catch (error) {
       // The socket is closing: its close event fails every pending command.
       this.#lastError = error.message;
     }
   }
 
-  /** One message from the server: its text, or (long-polling) the message already parsed. */
+  /** A command in the connection's format: JSON text, or MessagePack bytes. */
+  #encode(message) {
+    return this.#options.format === 'msgpack' ? encodeMsgpack(message) : JSON.stringify(message);
+  }
+
+  /** A server message in the connection's format. */
+  #decode(data) {
+    if (this.#options.format === 'msgpack') return decodeMsgpack(data);
+    return JSON.parse(typeof data === 'string' ? data : new TextDecoder().decode(data));
+  }
+
+  /**
+   * One message from the server: its text (or MessagePack bytes), or (long-polling) the
+   * message already parsed.
+   */
   #onMessage(data, parsed) {
     this.#lastReceived = Date.now();
     let msg = parsed;
+    if (msg === undefined && this.#options.format === 'msgpack') {
+      try {
+        msg = decodeMsgpack(data);
+      } catch (error) {
+        this.#emit('error', new SwitchboardError('bad_message', `undecodable message: ${error.message}`));
+        return;
+      }
+    }
     if (msg === undefined) {
       const text = typeof data === 'string' ? data : new TextDecoder().decode(data);
       try {
@@ -1871,6 +1902,232 @@ function expect(text, i, c) {
 function refusalStatus(message) {
   const match = /Unexpected server response: (\d{3})/.exec(message ?? '');
   return match ? Number(match[1]) : undefined;
+}
+
+/**
+ * `value` as MessagePack (the format of `switchboard.v1.msgpack`), holding what JSON can
+ * express (protocol.md, MessagePack): `null` and `undefined` as nil, booleans, integers in the
+ * safe range as the smallest integer type, other finite numbers as float 64 (NaN and
+ * infinities as nil, as `JSON.stringify` writes null), strings, arrays, and other objects as
+ * maps of their own enumerable string keys (those whose value is `undefined` left out).
+ * @param {unknown} value
+ * @returns {Uint8Array}
+ */
+export function encodeMsgpack(value) {
+  const out = new MsgpackWriter();
+  out.value(value, 0);
+  return out.bytes();
+}
+
+/**
+ * The value of one MessagePack message (an `ArrayBuffer` or a typed array): maps become
+ * plain objects, bin a `Uint8Array`, 64-bit integers numbers. Throws on truncated input,
+ * trailing bytes, ext types (the server sends none) and nesting past `MAX_DEPTH`.
+ * @param {ArrayBuffer | ArrayBufferView} data
+ * @returns {unknown}
+ */
+export function decodeMsgpack(data) {
+  const bytes = data instanceof ArrayBuffer
+    ? new Uint8Array(data)
+    : new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+  const reader = new MsgpackReader(bytes);
+  const value = reader.value(0);
+  if (reader.at !== bytes.length) throw new Error('trailing bytes after a MessagePack value');
+  return value;
+}
+
+/** Deepest nesting `encodeMsgpack` and `decodeMsgpack` accept. */
+const MAX_DEPTH = 128;
+
+class MsgpackWriter {
+  #buffer = new Uint8Array(256);
+  #view = new DataView(this.#buffer.buffer);
+  #length = 0;
+
+  bytes() {
+    return this.#buffer.slice(0, this.#length);
+  }
+
+  value(value, depth) {
+    if (depth > MAX_DEPTH) throw new TypeError('value nested too deeply for MessagePack');
+    if (value === null || value === undefined) this.#byte(0xc0);
+    else if (value === false) this.#byte(0xc2);
+    else if (value === true) this.#byte(0xc3);
+    else if (typeof value === 'number') this.#number(value);
+    else if (typeof value === 'string') this.#string(value);
+    else if (Array.isArray(value)) {
+      this.#header(value.length, 0x90, 15, 0xdc);
+      for (const item of value) this.value(item, depth + 1);
+    } else if (typeof value === 'object') {
+      const entries = Object.entries(value).filter(([, v]) => v !== undefined);
+      this.#header(entries.length, 0x80, 15, 0xde);
+      for (const [key, item] of entries) {
+        this.#string(key);
+        this.value(item, depth + 1);
+      }
+    } else {
+      throw new TypeError(`cannot encode a ${typeof value} as MessagePack`);
+    }
+  }
+
+  #number(n) {
+    if (Number.isSafeInteger(n)) {
+      if (n >= 0 && n < 0x80) this.#byte(n);
+      else if (n < 0 && n >= -32) this.#byte(n & 0xff);
+      else if (n >= 0) {
+        if (n <= 0xff) this.#fixed(0xcc, 1, (v, at) => v.setUint8(at, n));
+        else if (n <= 0xffff) this.#fixed(0xcd, 2, (v, at) => v.setUint16(at, n));
+        else if (n <= 0xffffffff) this.#fixed(0xce, 4, (v, at) => v.setUint32(at, n));
+        else this.#fixed(0xcf, 8, (v, at) => v.setBigUint64(at, BigInt(n)));
+      } else if (n >= -0x80) this.#fixed(0xd0, 1, (v, at) => v.setInt8(at, n));
+      else if (n >= -0x8000) this.#fixed(0xd1, 2, (v, at) => v.setInt16(at, n));
+      else if (n >= -0x80000000) this.#fixed(0xd2, 4, (v, at) => v.setInt32(at, n));
+      else this.#fixed(0xd3, 8, (v, at) => v.setBigInt64(at, BigInt(n)));
+      return;
+    }
+    if (!Number.isFinite(n)) {
+      this.#byte(0xc0);
+      return;
+    }
+    this.#fixed(0xcb, 8, (v, at) => v.setFloat64(at, n));
+  }
+
+  #string(text) {
+    const bytes = new TextEncoder().encode(text);
+    if (bytes.length < 32) this.#byte(0xa0 | bytes.length);
+    else this.#length32(bytes.length, 0xd9);
+    this.#raw(bytes);
+  }
+
+  /** An array or map header: fix form up to `fixMax`, else 16 or 32 bits. */
+  #header(length, fix, fixMax, code16) {
+    if (length <= fixMax) this.#byte(fix | length);
+    else if (length <= 0xffff) this.#fixed(code16, 2, (v, at) => v.setUint16(at, length));
+    else this.#fixed(code16 + 1, 4, (v, at) => v.setUint32(at, length));
+  }
+
+  /** A str length: 8, 16 or 32 bits after `code8`, `code8 + 1`, `code8 + 2`. */
+  #length32(length, code8) {
+    if (length <= 0xff) this.#fixed(code8, 1, (v, at) => v.setUint8(at, length));
+    else if (length <= 0xffff) this.#fixed(code8 + 1, 2, (v, at) => v.setUint16(at, length));
+    else this.#fixed(code8 + 2, 4, (v, at) => v.setUint32(at, length));
+  }
+
+  #fixed(code, size, write) {
+    this.#byte(code);
+    this.#reserve(size);
+    write(this.#view, this.#length);
+    this.#length += size;
+  }
+
+  #byte(b) {
+    this.#reserve(1);
+    this.#buffer[this.#length++] = b;
+  }
+
+  #raw(bytes) {
+    this.#reserve(bytes.length);
+    this.#buffer.set(bytes, this.#length);
+    this.#length += bytes.length;
+  }
+
+  #reserve(n) {
+    if (this.#length + n <= this.#buffer.length) return;
+    const grown = new Uint8Array(Math.max(this.#buffer.length * 2, this.#length + n));
+    grown.set(this.#buffer.subarray(0, this.#length));
+    this.#buffer = grown;
+    this.#view = new DataView(grown.buffer);
+  }
+}
+
+class MsgpackReader {
+  at = 0;
+  #bytes;
+  #view;
+
+  constructor(bytes) {
+    this.#bytes = bytes;
+    this.#view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  }
+
+  value(depth) {
+    if (depth > MAX_DEPTH) throw new Error('MessagePack nested too deeply');
+    const b = this.#u(1);
+    if (b < 0x80) return b;
+    if (b >= 0xe0) return b - 0x100;
+    if (b >= 0xa0 && b < 0xc0) return this.#string(b & 0x1f);
+    if (b >= 0x90 && b < 0xa0) return this.#array(b & 0x0f, depth);
+    if (b >= 0x80 && b < 0x90) return this.#map(b & 0x0f, depth);
+    switch (b) {
+      case 0xc0: return null;
+      case 0xc2: return false;
+      case 0xc3: return true;
+      case 0xc4: return this.#take(this.#u(1)).slice();
+      case 0xc5: return this.#take(this.#u(2)).slice();
+      case 0xc6: return this.#take(this.#u(4)).slice();
+      case 0xca: return this.#read(4, (v, at) => v.getFloat32(at));
+      case 0xcb: return this.#read(8, (v, at) => v.getFloat64(at));
+      case 0xcc: return this.#u(1);
+      case 0xcd: return this.#u(2);
+      case 0xce: return this.#u(4);
+      case 0xcf: return Number(this.#read(8, (v, at) => v.getBigUint64(at)));
+      case 0xd0: return this.#read(1, (v, at) => v.getInt8(at));
+      case 0xd1: return this.#read(2, (v, at) => v.getInt16(at));
+      case 0xd2: return this.#read(4, (v, at) => v.getInt32(at));
+      case 0xd3: return Number(this.#read(8, (v, at) => v.getBigInt64(at)));
+      case 0xd9: return this.#string(this.#u(1));
+      case 0xda: return this.#string(this.#u(2));
+      case 0xdb: return this.#string(this.#u(4));
+      case 0xdc: return this.#array(this.#u(2), depth);
+      case 0xdd: return this.#array(this.#u(4), depth);
+      case 0xde: return this.#map(this.#u(2), depth);
+      case 0xdf: return this.#map(this.#u(4), depth);
+      default: throw new Error(`unsupported MessagePack type 0x${b.toString(16)}`);
+    }
+  }
+
+  #array(length, depth) {
+    const items = [];
+    for (let i = 0; i < length; i += 1) items.push(this.value(depth + 1));
+    return items;
+  }
+
+  #map(length, depth) {
+    const object = {};
+    for (let i = 0; i < length; i += 1) {
+      const key = this.value(depth + 1);
+      if (typeof key !== 'string') throw new Error('MessagePack map key is not a string');
+      // Defined as an own property, so that a key such as `__proto__` is only data.
+      Object.defineProperty(object, key, {
+        value: this.value(depth + 1), enumerable: true, writable: true, configurable: true,
+      });
+    }
+    return object;
+  }
+
+  #string(length) {
+    return new TextDecoder('utf-8', { fatal: true }).decode(this.#take(length));
+  }
+
+  #u(size) {
+    if (size === 1) return this.#read(1, (v, at) => v.getUint8(at));
+    if (size === 2) return this.#read(2, (v, at) => v.getUint16(at));
+    return this.#read(4, (v, at) => v.getUint32(at));
+  }
+
+  #read(size, get) {
+    if (this.at + size > this.#bytes.length) throw new Error('truncated MessagePack');
+    const value = get(this.#view, this.at);
+    this.at += size;
+    return value;
+  }
+
+  #take(length) {
+    if (this.at + length > this.#bytes.length) throw new Error('truncated MessagePack');
+    const bytes = this.#bytes.subarray(this.at, this.at + length);
+    this.at += length;
+    return bytes;
+  }
 }
 
 /**

@@ -1,6 +1,7 @@
 // The demo the server serves at `/`, in headless Chromium: two windows chat with each other,
-// the ticker table moves, and a reload shows the conversation again from history. Leaves
-// screenshots of the demo and the status page in /tmp.
+// the ticker table moves, a reload shows the conversation again from history, and on a
+// phone the message box is on the first screen. Leaves screenshots of the demo (wide and
+// 375 pixels wide) and the status page in /tmp.
 
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
@@ -8,6 +9,7 @@ import { after, before, describe, test } from 'node:test';
 import { chromiumSkip as skip, launchChromium, startServer } from '../test-support/harness.js';
 
 const demoShot = process.env.SWITCHBOARD_DEMO_SCREENSHOT ?? '/tmp/switchboard-demo.png';
+const phoneShot = process.env.SWITCHBOARD_PHONE_SCREENSHOT ?? '/tmp/switchboard-demo-375.png';
 const statusShot = process.env.SWITCHBOARD_STATUS_SCREENSHOT ?? '/tmp/switchboard-status.png';
 
 
@@ -80,6 +82,28 @@ describe('the demo in Chromium', { skip }, () => {
     await one.waitForFunction((expected) => messages().includes(expected), text);
     assert.equal(await one.textContent('#room-title'), `#${room}`);
     await one.screenshot({ path: demoShot });
+  });
+
+  test('on a phone, the message box is on the first screen', async () => {
+    const phone = await browser.newPage({ viewport: { width: 375, height: 667 } });
+    phone.on('pageerror', (error) => errors.push(error.message));
+    await phone.goto(`http://localhost:${server.port}/#${room}`);
+    await connected(phone);
+    await phone.waitForFunction((expected) => messages().includes(expected), text);
+    const layout = await phone.evaluate(() => {
+      const box = document.getElementById('text').getBoundingClientRect();
+      const send = document.querySelector('#send button').getBoundingClientRect();
+      return {
+        scrolled: scrollY,
+        scrollsSideways: document.documentElement.scrollWidth > innerWidth,
+        textInView: box.top >= 0 && box.bottom <= innerHeight && box.width > 150,
+        sendInView: send.right <= innerWidth && send.bottom <= innerHeight,
+      };
+    });
+    await phone.screenshot({ path: phoneShot });
+    assert.deepEqual(layout,
+      { scrolled: 0, scrollsSideways: false, textInView: true, sendInView: true });
+    await phone.close();
   });
 
   test('the status page shows live counts', async () => {

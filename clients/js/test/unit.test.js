@@ -50,7 +50,7 @@ test('a JWT expiry is read from its payload; anything else has none', () => {
 });
 
 test('the constructor refuses what it cannot speak', () => {
-  assert.throws(() => new Switchboard('ws://127.0.0.1:1/ws', { format: 'msgpack' }), TypeError);
+  assert.throws(() => new Switchboard('ws://127.0.0.1:1/ws', { format: 'cbor' }), TypeError);
   assert.throws(() => new Switchboard('ws://127.0.0.1:1/ws', { WebSocket: {} }), TypeError);
 });
 

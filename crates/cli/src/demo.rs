@@ -1,5 +1,5 @@
-//! The demo `switchboard serve` shows at `/` (unless `--no-demo`), and the simulated price
-//! feed it charts (see `docs/demo.md`).
+//! The demo `switchboard serve` shows at `/` (unless `--no-demo`), the simulated price feed
+//! it charts, and the whiteboard at `/board` (see `docs/demo.md`).
 //!
 //! The page is static files from `crates/cli/assets/`, built into the binary, added to the
 //! server's routes; it shares the style sheet, chart and icon of the server's status page.
@@ -22,7 +22,7 @@ pub(crate) fn add(server: Server) -> Server {
     server.with_routes(routes())
 }
 
-/// The demo's page and scripts, for `GET` and `HEAD`; other methods get the server's 405.
+/// The demo's pages and scripts, for `GET` and `HEAD`; other methods get the server's 405.
 fn routes() -> Router {
     let mut router = Router::new();
     for &(path, content_type, body) in &ASSETS {
@@ -73,9 +73,10 @@ const UPDATES_PER_SECOND: u32 = 20;
 /// The namespace of the feed's channels.
 const TICKER_NAMESPACE: &str = "ticker";
 
-/// The namespaces the demo uses: its chat's rooms (`chat:<room>`, in `assets/chat.js`) and
-/// its feed's instruments.
-pub(crate) const NAMESPACES: [&str; 2] = ["chat", TICKER_NAMESPACE];
+/// The namespaces the demo uses: its whiteboard's strokes and cursors (`board:<name>` and
+/// `cursor:<name>`, in `assets/board.js`), its chat's rooms (`chat:<room>`, in
+/// `assets/chat.js`) and its feed's instruments.
+pub(crate) const NAMESPACES: [&str; 4] = ["board", "chat", "cursor", TICKER_NAMESPACE];
 
 /// Standard deviation of one price move, relative to the price: with 4 moves a second per
 /// instrument, about 1.5 % a minute, enough to see the chart move.
@@ -123,9 +124,12 @@ fn unix_millis() -> u64 {
 }
 
 /// The demo's files: path, content type, content.
-static ASSETS: [(&str, &str, &[u8]); 4] = [
+static ASSETS: [(&str, &str, &[u8]); 7] = [
     ("/", "text/html; charset=utf-8", include_bytes!("../assets/index.html")),
+    ("/board", "text/html; charset=utf-8", include_bytes!("../assets/board.html")),
     ("/assets/demo.js", "text/javascript; charset=utf-8", include_bytes!("../assets/demo.js")),
+    ("/assets/banner.js", "text/javascript; charset=utf-8", include_bytes!("../assets/banner.js")),
+    ("/assets/board.js", "text/javascript; charset=utf-8", include_bytes!("../assets/board.js")),
     ("/assets/chat.js", "text/javascript; charset=utf-8", include_bytes!("../assets/chat.js")),
     ("/assets/ticker.js", "text/javascript; charset=utf-8", include_bytes!("../assets/ticker.js")),
 ];

@@ -91,7 +91,7 @@ fn file(listen: SocketAddr, secrets: &Secrets) -> anyhow::Result<String> {
 }
 
 /// The built-in namespaces (the default one closed to anonymous connections, the demo's
-/// `chat` and `ticker`), with `rooms` for signed-in users and `news` for feeds the backend
+/// `chat`, `ticker`, `board` and `cursor`), with `rooms` for signed-in users and `news` for feeds the backend
 /// publishes.
 fn namespaces() -> std::collections::BTreeMap<NamespaceName, NamespaceOptions> {
     let mut namespaces = Settings::default().namespaces;
@@ -119,6 +119,14 @@ fn namespace_comment(name: &str) -> Option<&'static str> {
         "chat" => Some(
             "The demo's chat at /: anyone may read and publish, even without a token. Set\n\
              anonymous = \"deny\" (or remove this table) before the server faces the public.",
+        ),
+        "board" => Some(
+            "The demo's whiteboard at /board: anyone may draw, even without a token; the last\n\
+             1,000 strokes stay an hour for late joiners. Remove it with the demo (demo = false).",
+        ),
+        "cursor" => Some(
+            "The whiteboard's live pointers: anyone may publish, nothing is kept (no history,\n\
+             no presence). Remove it with the demo (demo = false).",
         ),
         "ticker" => Some(
             "The demo's simulated price feed: published by the server, readable by anyone.\n\
@@ -253,7 +261,10 @@ mod tests {
         assert_eq!(jwt, Some("a".repeat(64).as_str()));
         let config = settings.to_config().unwrap();
         let ns = &config.hub.namespaces;
-        assert_eq!(ns.keys().collect::<Vec<_>>(), ["", "chat", "news", "rooms", "ticker"]);
+        assert_eq!(
+            ns.keys().collect::<Vec<_>>(),
+            ["", "board", "chat", "cursor", "news", "rooms", "ticker"]
+        );
         assert_eq!(ns[""].anonymous, Anonymous::Deny);
         assert_eq!(ns["chat"].anonymous, Anonymous::Publish);
         assert_eq!(ns["ticker"].anonymous, Anonymous::Subscribe);

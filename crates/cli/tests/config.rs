@@ -139,7 +139,11 @@ fn a_file_leaving_out_the_demo_s_namespaces_is_warned_about() {
     let config = path.to_str().unwrap();
     let served = serve(&["--config", config], &[]);
     let warning = served.next_line(LIMIT, |line| line.contains("WARN"));
-    for needed in ["leave out chat and ticker", "in effect: news;", "add [namespaces.chat] and"] {
+    for needed in [
+        "leave out board, chat, cursor and ticker",
+        "in effect: news;",
+        "add [namespaces.board], [namespaces.chat],",
+    ] {
         assert!(warning.contains(needed), "{needed:?} in {warning}");
     }
     drop(served);

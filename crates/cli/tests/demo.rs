@@ -1,5 +1,5 @@
-//! The demo `switchboard serve` shows at `/`, its simulated price feed on `ticker:`
-//! channels, and `--no-demo`.
+//! The demo `switchboard serve` shows at `/` and `/board`, its simulated price feed on
+//! `ticker:` channels, the whiteboard's `board:` and `cursor:` channels, and `--no-demo`.
 
 mod support;
 
@@ -13,8 +13,11 @@ use switchboard_test_support::http::{self, Response};
 use switchboard_test_support::protocol::{self, call, next_json};
 
 /// Every page and file the demo loads, its own and the status page's, with its content type.
-const ASSETS: [(&str, &str); 9] = [
+const ASSETS: [(&str, &str); 12] = [
     ("/", "text/html; charset=utf-8"),
+    ("/board", "text/html; charset=utf-8"),
+    ("/assets/banner.js", "text/javascript; charset=utf-8"),
+    ("/assets/board.js", "text/javascript; charset=utf-8"),
     ("/status", "text/html; charset=utf-8"),
     ("/assets/style.css", "text/css; charset=utf-8"),
     ("/assets/demo.js", "text/javascript; charset=utf-8"),
@@ -94,10 +97,40 @@ async fn anonymous_clients_may_read_but_not_publish_the_ticker() {
 }
 
 #[tokio::test]
+async fn anonymous_clients_draw_on_the_whiteboard_and_its_cursors_are_not_kept() {
+    let node = Node::start_with(&[]);
+    let mut ws = WsClient::connect(node.addr, "/ws").await.expect("connect");
+    let stroke = json!({"type": "draw", "stroke": "t-1", "color": "#e11d48", "size": 4,
+        "points": [0, 0, 1600, 1000]});
+    let cursor = json!({"type": "cursor", "x": 800, "y": 500});
+    for (id, channel, data) in [(1, "board:t", &stroke), (2, "cursor:t", &cursor)] {
+        let publish = json!({"id": id, "type": "publish", "channel": channel, "data": data});
+        let reply = call(&mut ws, &publish).await;
+        assert!(reply.get("result").is_some(), "{channel}: {reply}");
+    }
+    let subscribe = json!({"id": 3, "type": "subscribe", "channel": "board:t"});
+    assert!(call(&mut ws, &subscribe).await.get("result").is_some());
+    let presence = call(&mut ws, &json!({"id": 4, "type": "presence", "channel": "board:t"})).await;
+    assert_eq!(presence["result"]["clients"].as_array().map(Vec::len), Some(1), "{presence}");
+
+    // A late joiner reads the drawing back; pointers are worth nothing later, and not kept.
+    let history = json!({"id": 5, "type": "history", "channel": "board:t"});
+    let reply = call(&mut ws, &history).await;
+    assert_eq!(reply["result"]["publications"][0]["data"], stroke, "{reply}");
+    let history = json!({"id": 6, "type": "history", "channel": "cursor:t"});
+    let reply = call(&mut ws, &history).await;
+    assert_eq!(reply["error"]["code"], "permission_denied", "{reply}");
+    let presence = json!({"id": 7, "type": "presence", "channel": "cursor:t"});
+    let reply = call(&mut ws, &presence).await;
+    assert_eq!(reply["error"]["code"], "permission_denied", "{reply}");
+}
+
+#[tokio::test]
 async fn without_the_demo_there_is_no_feed_and_no_demo_page() {
     let node = Node::start_with(&["--no-demo"]);
     assert_eq!(page(node.addr, "GET", "/").await.status, 404);
     assert_eq!(page(node.addr, "GET", "/assets/demo.js").await.status, 404);
+    assert_eq!(page(node.addr, "GET", "/board").await.status, 404);
     assert_eq!(page(node.addr, "GET", "/status").await.status, 200);
     assert_eq!(page(node.addr, "GET", "/status.json").await.status, 200);
 

@@ -250,7 +250,10 @@ fn the_start_up_block_lists_what_the_defaults_serve() {
     assert!(block_line(&log, "tickets").starts_with("off"), "{log}");
     assert!(block_line(&log, "broker").starts_with("memory"), "{log}");
     let namespaces = block_line(&log, "namespaces");
-    assert!(namespaces.starts_with("\"\" (the default") && namespaces.ends_with(", chat, ticker"));
+    assert!(
+        namespaces.starts_with("\"\" (the default")
+            && namespaces.ends_with(", board, chat, cursor, ticker")
+    );
 }
 
 #[test]
@@ -280,6 +283,6 @@ fn the_start_up_block_follows_the_configuration() {
     assert!(block_line(&log, "tokens").starts_with("JWT, HS256"), "{log}");
     let tickets = block_line(&log, "tickets");
     assert!(tickets.contains("with the API key or a user's token"), "{tickets}");
-    assert!(block_line(&log, "namespaces").ends_with(", chat, news, ticker"), "{log}");
+    assert!(block_line(&log, "namespaces").ends_with(", chat, cursor, news, ticker"), "{log}");
     assert!(!log.contains(secret) && !log.contains("k3y-for-the-block"), "{log}");
 }

@@ -353,7 +353,10 @@ pub struct HubOptions {
     /// Default: the default namespace, for authenticated users only; `chat`, where
     /// anonymous connections may subscribe and publish (for trying things out); and
     /// `ticker`, the demo's price feed, which anonymous connections may read but only the
-    /// server publishes to (history 50, no presence).
+    /// server publishes to (history 50, no presence); `board`, the demo whiteboard's strokes,
+    /// where anonymous connections may publish (history 1,000 for an hour, so that a late
+    /// joiner sees a drawing); and `cursor`, its live pointers, where anonymous connections may publish
+    /// (no history, no presence).
     #[serde(skip)]
     pub namespaces: BTreeMap<String, NamespaceOptions>,
     /// Most channels one connection may subscribe to. Default 128.
@@ -394,6 +397,25 @@ impl Default for HubOptions {
                 (
                     "chat".to_owned(),
                     NamespaceOptions {
+                        anonymous: Anonymous::Publish,
+                        ..NamespaceOptions::default()
+                    },
+                ),
+                (
+                    "board".to_owned(),
+                    NamespaceOptions {
+                        history_size: 1000,
+                        history_ttl: Duration::from_secs(3600),
+                        anonymous: Anonymous::Publish,
+                        ..NamespaceOptions::default()
+                    },
+                ),
+                (
+                    "cursor".to_owned(),
+                    NamespaceOptions {
+                        history_size: 0,
+                        presence: false,
+                        join_leave: false,
                         anonymous: Anonymous::Publish,
                         ..NamespaceOptions::default()
                     },
@@ -672,7 +694,8 @@ mod tests {
     fn namespace_options_read_back_what_they_write() {
         for (name, options) in HubOptions::default().namespaces {
             let json = serde_json::to_value(&options).unwrap();
-            assert_eq!(json["history_ttl"], "5m", "{name}");
+            let ttl = if name == "board" { "1h" } else { "5m" };
+            assert_eq!(json["history_ttl"], ttl, "{name}");
             let back: NamespaceOptions = serde_json::from_value(json).unwrap();
             assert_eq!(back, options, "{name}");
         }
