@@ -54,6 +54,13 @@ impl Serve {
         self
     }
 
+    /// Runs the server in `dir` (where a relative `--config` path is read from).
+    #[must_use]
+    pub fn current_dir(mut self, dir: impl AsRef<std::path::Path>) -> Self {
+        self.command.current_dir(dir);
+        self
+    }
+
     /// Sets an environment variable (`SWITCHBOARD_LOG` too, which defaults to `info`).
     #[must_use]
     pub fn env(mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> Self {
