@@ -83,6 +83,9 @@ class ApiError extends Error {
 /** The session ended under us (401 from /admin/api/): back to the login form. */
 class SessionExpired extends Error {}
 
+/** No answer: the server is down, or the network between. */
+class Unreachable extends Error {}
+
 ui.loginForm.addEventListener('submit', (event) => {
   event.preventDefault();
   login();
@@ -95,6 +98,12 @@ ui.channelForm.addEventListener('submit', (event) => {
 ui.publishForm.addEventListener('submit', (event) => {
   event.preventDefault();
   publish();
+});
+ui.publishData.addEventListener('keydown', (event) => {
+  if (event.key === 'Enter' && (event.ctrlKey || event.metaKey)) {
+    event.preventDefault();
+    ui.publishForm.requestSubmit();
+  }
 });
 ui.disconnectForm.addEventListener('submit', (event) => {
   event.preventDefault();
@@ -211,6 +220,9 @@ function showLogin(message = '', tone = 'bad') {
   ui.login.hidden = false;
   ui.loginError.textContent = message;
   ui.loginError.dataset.tone = tone;
+  // Nothing of the last session stays in the page (the open channel does, in the address).
+  for (const list of [ui.nodes, ui.channels, ui.presence, ui.history]) list.replaceChildren();
+  for (const result of [ui.publishResult, ui.disconnectResult]) result.textContent = '';
   banner('Logged out', 'idle');
   ui.secret.focus();
 }
@@ -220,7 +232,7 @@ function showLogin(message = '', tone = 'bad') {
 /**
  * Calls `/admin/api/<endpoint>`: `GET` with `query`, or `POST` with `body`. Resolves to the
  * answer's JSON; rejects with an `ApiError` for a refusal, a `SessionExpired` for 401 (after
- * showing the login form), or a `TypeError` when the server cannot be reached.
+ * showing the login form), or `Unreachable` when the server cannot be reached.
  */
 async function api(endpoint, { query, body } = {}) {
   const session = generation;
@@ -236,7 +248,12 @@ async function api(endpoint, { query, body } = {}) {
     init.headers['Content-Type'] = 'application/json';
     init.body = JSON.stringify(body);
   }
-  const response = await fetch(url, init);
+  let response;
+  try {
+    response = await fetch(url, init);
+  } catch (error) {
+    throw new Unreachable(error.message);
+  }
   if (session !== generation) throw new SessionExpired();
   if (response.status === 401) {
     showLogin('Your session has expired: log in again.');
@@ -271,12 +288,17 @@ async function refresh() {
   if (session !== generation || mine !== refreshes) return;
   const failures = results.filter((r) => r.status === 'rejected').map((r) => r.reason);
   if (failures.some((e) => e instanceof SessionExpired)) return;
-  const unreachable = failures.find((e) => !(e instanceof ApiError));
+  const unreachable = failures.find((e) => e instanceof Unreachable);
   const refused = failures.find((e) => e instanceof ApiError);
+  const broken = failures.find((e) => !(e instanceof Unreachable || e instanceof ApiError));
   if (unreachable) {
     banner('Server unreachable, retrying', 'bad');
   } else if (refused) {
     banner(sentence(refused.message), 'bad');
+  } else if (broken) {
+    // An answer of a shape this page does not know (a newer or older server).
+    console.error(broken);
+    banner(`Unexpected answer: ${broken.message}`, 'bad');
   } else {
     banner(`Live · updated ${new Date().toLocaleTimeString()}`, 'ok');
   }
@@ -367,9 +389,7 @@ function open(channel) {
   }
   if (csrf) {
     loadChannel().catch((error) => {
-      if (!(error instanceof ApiError) && !(error instanceof SessionExpired)) {
-        banner('Server unreachable, retrying', 'bad');
-      }
+      if (error instanceof Unreachable) banner('Server unreachable, retrying', 'bad');
     });
   }
 }
@@ -567,9 +587,14 @@ function refreshChannel() {
 
 function showFailure(result, error) {
   if (error instanceof SessionExpired) return;
-  result.textContent = error instanceof ApiError
-    ? sentence(error.message)
-    : 'Server unreachable: nothing was sent, or it may have been; check before trying again.';
+  if (error instanceof ApiError) {
+    result.textContent = sentence(error.message);
+  } else if (error instanceof Unreachable) {
+    result.textContent = 'No answer from the server: check whether it was done before trying '
+      + 'again.';
+  } else {
+    result.textContent = `Unexpected answer: ${error.message}`;
+  }
   result.dataset.tone = 'bad';
 }
 
@@ -606,7 +631,7 @@ function compact(value) {
 }
 
 function count(n) {
-  return n.toLocaleString('en-US');
+  return typeof n === 'number' ? n.toLocaleString('en-US') : '—';
 }
 
 function plural(n, noun) {
@@ -621,6 +646,7 @@ function bytes(n) {
 }
 
 function duration(seconds) {
+  if (typeof seconds !== 'number') return '—';
   const d = Math.floor(seconds / 86400);
   const h = Math.floor((seconds % 86400) / 3600);
   const m = Math.floor((seconds % 3600) / 60);
@@ -633,6 +659,7 @@ function duration(seconds) {
 
 /** How long ago a node reported: "now" within the refresh period's rounding. */
 function age(ms) {
+  if (typeof ms !== 'number') return '—';
   if (ms < 1000) return 'now';
   return `${duration(Math.round(ms / 1000))} ago`;
 }
