@@ -53,6 +53,13 @@ impl Keys {
         format!("{{{}:node:{node}}}:inbox", self.prefix)
     }
 
+    /// The node registry's keys: records (name → info) and expiries, under one hash tag of
+    /// their own; the suffixes `:records` and `:expiry` end no channel's key.
+    pub(crate) fn registry(&self) -> [String; 2] {
+        let tag = format!("{{{}:nodes}}", self.prefix);
+        [format!("{tag}:records"), format!("{tag}:expiry")]
+    }
+
     fn tag(&self, channel: &str) -> String {
         format!("{{{}:{channel}}}", self.prefix)
     }
@@ -80,6 +87,18 @@ mod tests {
         let channel = keys.channel("node:n1");
         let all = [&channel.meta, &channel.history, &channel.presence, &channel.topic];
         assert!(all.iter().all(|key| **key != keys.inbox("n1")), "no channel key is an inbox");
+    }
+
+    #[test]
+    fn the_registry_shares_no_key_with_a_channel() {
+        let keys = Keys::new("switchboard");
+        assert_eq!(
+            keys.registry(),
+            ["{switchboard:nodes}:records".to_owned(), "{switchboard:nodes}:expiry".to_owned()]
+        );
+        let channel = keys.channel("nodes");
+        let all = [&channel.meta, &channel.history, &channel.presence, &channel.presence_expiry];
+        assert!(all.iter().all(|key| !keys.registry().contains(key)));
     }
 
     #[test]

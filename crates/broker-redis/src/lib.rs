@@ -42,9 +42,16 @@
 //! - `{P:node:N}:inbox`, pub/sub: the messages sent to `N`, each exactly the bytes given to
 //!   `send_to_node`, nothing added. Subscribed by node `N` only.
 //!
+//! The node registry ([`Broker::register_node`]), under the hash tag `{P:nodes}`:
+//!
+//! - `{P:nodes}:records`, hash: node name → the info it registered last;
+//! - `{P:nodes}:expiry`, sorted set: node names scored by expiry, in Redis time (ms); listing
+//!   the nodes first drops the expired ones.
+//!
 //! `meta` and `history` expire `history_ttl` after the last publication (`meta` lives on
 //! while a node is subscribed); presence keys expire two entry lifetimes after the last
-//! refresh. Nothing else is stored, and nothing outside the prefix is touched.
+//! refresh; the registry's two keys two record lifetimes after the last registration. Nothing
+//! else is stored, and nothing outside the prefix is touched.
 //!
 //! # For the integrator
 //!
@@ -90,8 +97,8 @@ use futures_util::StreamExt;
 use rand::Rng;
 use redis::{AsyncConnectionConfig, Client};
 use switchboard_broker::{
-    Broker, BrokerError, BrokerHandler, ClientInfo, History, HistoryQuery, JoinLeave, Publication,
-    StreamOptions, StreamPosition, Value, is_node_name,
+    Broker, BrokerError, BrokerHandler, ClientInfo, History, HistoryQuery, JoinLeave, NodeRecord,
+    Publication, StreamOptions, StreamPosition, Value, is_node_name,
 };
 use tokio::task::AbortHandle;
 
@@ -419,6 +426,35 @@ impl Broker for RedisBroker {
     async fn presence_count(&self, channel: &str) -> Result<usize, BrokerError> {
         let size = self.shared.sweep(channel, &[], false, List::Size).await?;
         Ok(size.first().and_then(|n| n.parse().ok()).unwrap_or(0))
+    }
+
+    async fn register_node(
+        &self,
+        node: &str,
+        info: &str,
+        ttl: Duration,
+    ) -> Result<(), BrokerError> {
+        if !is_node_name(node) {
+            return Err(BrokerError::Internal(format!("invalid node name {node:?}")));
+        }
+        let [records, expiry] = self.shared.keys.registry();
+        let ttl_ms = ttl.as_millis().max(u128::from(!ttl.is_zero())).to_string();
+        let _: i64 = self
+            .shared
+            .commands
+            .eval(&self.shared.scripts.register_node, &[&records, &expiry], &[node, info, &ttl_ms])
+            .await?;
+        Ok(())
+    }
+
+    async fn nodes(&self) -> Result<Vec<NodeRecord>, BrokerError> {
+        let [records, expiry] = self.shared.keys.registry();
+        let flat: Vec<String> = self
+            .shared
+            .commands
+            .eval(&self.shared.scripts.nodes, &[&records, &expiry], &[])
+            .await?;
+        Ok(flat.chunks_exact(2).map(|pair| NodeRecord::new(&pair[0], &pair[1])).collect())
     }
 
     async fn listen_as(&self, node: &str) -> Result<(), BrokerError> {

@@ -17,6 +17,8 @@ pub(crate) struct Scripts {
     pub(crate) join: Lua,
     pub(crate) leave: Lua,
     pub(crate) presence: Lua,
+    pub(crate) register_node: Lua,
+    pub(crate) nodes: Lua,
 }
 
 /// One script's source and digest.
@@ -34,6 +36,8 @@ impl Scripts {
             join: Lua::new(JOIN),
             leave: Lua::new(LEAVE),
             presence: Lua::new(PRESENCE),
+            register_node: Lua::new(REGISTER_NODE),
+            nodes: Lua::new(NODES),
         }
     }
 }
@@ -285,4 +289,42 @@ if ARGV[3] == 'size' then
   return redis.call('HLEN', presence)
 end
 return #expired
+"#;
+
+/// Records a node as live: `KEYS` = the registry's records (hash: name → info) and expiries
+/// (sorted set: name → expiry in ms, by Redis's clock); `ARGV` = name, info, time to live in
+/// ms (0 removes the record). Both keys expire when no node renews them for two lifetimes.
+pub(crate) const REGISTER_NODE: &str = r#"
+if redis.replicate_commands then redis.replicate_commands() end
+local records, expiry = KEYS[1], KEYS[2]
+local ttl = tonumber(ARGV[3])
+if ttl == 0 then
+  redis.call('HDEL', records, ARGV[1])
+  redis.call('ZREM', expiry, ARGV[1])
+  return 0
+end
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+redis.call('HSET', records, ARGV[1], ARGV[2])
+redis.call('ZADD', expiry, now + ttl, ARGV[1])
+for _, key in ipairs({records, expiry}) do
+  if redis.call('PTTL', key) < 2 * ttl then
+    redis.call('PEXPIRE', key, 2 * ttl)
+  end
+end
+return 1
+"#;
+
+/// Lists the live nodes, dropping the expired records first: `KEYS` as [`REGISTER_NODE`];
+/// returns name, info, name, info, ….
+pub(crate) const NODES: &str = r#"
+if redis.replicate_commands then redis.replicate_commands() end
+local records, expiry = KEYS[1], KEYS[2]
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+for _, name in ipairs(redis.call('ZRANGEBYSCORE', expiry, '-inf', now)) do
+  redis.call('HDEL', records, name)
+  redis.call('ZREM', expiry, name)
+end
+return redis.call('HGETALL', records)
 "#;

@@ -37,8 +37,8 @@ use bytes::Bytes;
 use rand::Rng;
 
 use crate::{
-    Broker, BrokerError, BrokerHandler, ClientInfo, History, HistoryQuery, JoinLeave, Publication,
-    StreamOptions, StreamPosition, Value,
+    Broker, BrokerError, BrokerHandler, ClientInfo, History, HistoryQuery, JoinLeave, NodeRecord,
+    Publication, StreamOptions, StreamPosition, Value,
 };
 
 /// A boxed task: what a spawner runs, and the future it returns to wait for the task.
@@ -63,6 +63,7 @@ pub async fn run_all<B: Broker>(make: impl Fn() -> B, spawn: impl Fn(Task) -> Ta
     announces_joins_and_leaves(&make()).await;
     channels_are_independent(&make()).await;
     node_messages_reach_the_named_node(&make()).await;
+    nodes_are_listed_until_their_record_expires(&make()).await;
     concurrent_publishers_are_delivered_in_offset_order(make(), spawn).await;
 }
 
@@ -448,6 +449,61 @@ pub async fn node_messages_reach_the_named_node<B: Broker>(broker: &B) {
     assert_eq!(handler.node_messages().len(), messages.len() + 1);
 }
 
+/// A registered node is listed with its latest info until its record expires or is removed
+/// with a zero time to live; a name that is not a node name is refused.
+pub async fn nodes_are_listed_until_their_record_expires<B: Broker>(broker: &B) {
+    let (lasting, brief, removed) = (unique_node(), unique_node(), unique_node());
+    let register = |node: &str, info: &str, ttl: Duration| {
+        let node = node.to_owned();
+        let info = info.to_owned();
+        async move {
+            broker
+                .register_node(&node, &info, ttl)
+                .await
+                .unwrap_or_else(|e| failed("register_node", &e));
+        }
+    };
+    register(&lasting, "first", Duration::from_secs(60)).await;
+    register(&lasting, r#"{"connections": 3, "text": "é ✓"}"#, Duration::from_secs(60)).await;
+    register(&brief, "brief", Duration::from_millis(300)).await;
+    register(&removed, "removed", Duration::from_secs(60)).await;
+    register(&removed, "", Duration::ZERO).await;
+
+    let ours = |records: Vec<NodeRecord>| {
+        let mut ours: Vec<_> = records
+            .into_iter()
+            .filter(|r| [&lasting, &brief, &removed].contains(&&r.name))
+            .map(|r| (r.name, r.info))
+            .collect();
+        ours.sort();
+        ours
+    };
+    let mut expected = vec![
+        (lasting.clone(), r#"{"connections": 3, "text": "é ✓"}"#.to_owned()),
+        (brief.clone(), "brief".to_owned()),
+    ];
+    expected.sort();
+    let listed = broker.nodes().await.unwrap_or_else(|e| failed("nodes", &e));
+    assert_eq!(ours(listed), expected, "live records, latest info, the removed one gone");
+
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let listed = ours(broker.nodes().await.unwrap_or_else(|e| failed("nodes", &e)));
+        if listed.iter().all(|(name, _)| *name != brief) {
+            assert_eq!(listed.len(), 1, "only the brief record expires: {listed:?}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "an expired record must go: {listed:?}");
+        // Nothing announces an expiry: look again shortly.
+        delay(Duration::from_millis(20)).await;
+    }
+
+    for name in ["Not-A-Name", ""] {
+        let refused = broker.register_node(name, "x", Duration::from_secs(1)).await;
+        assert!(matches!(refused, Err(BrokerError::Internal(_))), "{name:?}: {refused:?}");
+    }
+}
+
 /// Several publishers at once on one channel: offsets are unique and consecutive, each
 /// publisher sees its own offsets increase, and delivery is in offset order with no gap and
 /// no duplicate, matching history. `spawn` is as for [`run_all`]; run it on a multi-threaded
@@ -688,6 +744,32 @@ struct Recorded {
 }
 
 /// A channel name no other check (or run sharing a backing store) uses.
+/// Waits `duration` on any executor: a thread wakes the task, as in
+/// [`RecordingHandler::wait_until`].
+async fn delay(duration: Duration) {
+    let deadline = Instant::now() + duration;
+    let mut timer: Option<Arc<Mutex<Waker>>> = None;
+    poll_fn(|cx| {
+        if Instant::now() >= deadline {
+            return Poll::Ready(());
+        }
+        match &timer {
+            Some(waker) => lock(waker).clone_from(cx.waker()),
+            None => {
+                let waker = Arc::new(Mutex::new(cx.waker().clone()));
+                let wake = waker.clone();
+                std::thread::spawn(move || {
+                    std::thread::sleep(deadline.saturating_duration_since(Instant::now()));
+                    lock(&wake).wake_by_ref();
+                });
+                timer = Some(waker);
+            }
+        }
+        Poll::Pending
+    })
+    .await;
+}
+
 fn unique(name: &str) -> String {
     let suffix: u64 = rand::rng().random();
     format!("conformance-{name}-{suffix:016x}")

@@ -114,6 +114,23 @@ pub fn is_node_name(name: &str) -> bool {
 /// backing store's key names.
 pub const MAX_NODE_NAME: usize = 64;
 
+/// A live node, as [`Broker::nodes`] lists it.
+#[derive(Clone, Debug, Eq, PartialEq)]
+#[non_exhaustive]
+pub struct NodeRecord {
+    /// The node's name.
+    pub name: String,
+    /// What it said about itself last, as given to [`Broker::register_node`].
+    pub info: String,
+}
+
+impl NodeRecord {
+    /// A record of `name` with `info`.
+    pub fn new(name: impl Into<String>, info: impl Into<String>) -> Self {
+        Self { name: name.into(), info: info.into() }
+    }
+}
+
 /// What a broker holds in this process, for metrics.
 #[derive(Clone, Debug, Default, Eq, PartialEq)]
 #[non_exhaustive]
@@ -199,6 +216,13 @@ pub enum JoinLeave {
 /// - **Names are the caller's.** A node name is 1 to 64 lowercase ASCII letters and digits
 ///   ([`is_node_name`]); brokers do not check that names are unique across nodes. Two nodes
 ///   listening under one name may both receive its messages.
+///
+/// # Node registry
+///
+/// Each node records itself as live, with what it says about itself, for a time it chooses
+/// ([`register_node`](Self::register_node)), and renews the record before it expires; any
+/// node lists the live ones ([`nodes`](Self::nodes)), to know whom to send node messages to
+/// and to show operators every node. A node that dies stays listed until its record expires.
 #[async_trait::async_trait]
 pub trait Broker: Send + Sync + 'static {
     /// Sets where events go. Called once, before `subscribe`.
@@ -283,6 +307,22 @@ pub trait Broker: Send + Sync + 'static {
     ///
     /// Cancelling may leave the message sent or not sent, never sent twice.
     async fn send_to_node(&self, node: &str, message: Bytes) -> Result<(), BrokerError>;
+
+    /// Records the node named `node` as live until `ttl` from now, with `info`: what the node
+    /// says about itself (text; the server writes JSON), replacing the record it had. A zero
+    /// `ttl` removes the record (a node shutting down). Nodes call this periodically, more
+    /// often than `ttl`, so that [`nodes`](Self::nodes) lists the live ones.
+    ///
+    /// # Errors
+    ///
+    /// [`BrokerError::Internal`] when `node` is not a node name ([`is_node_name`]);
+    /// [`BrokerError::Unavailable`] when the backing store can't be reached.
+    async fn register_node(&self, node: &str, info: &str, ttl: Duration)
+    -> Result<(), BrokerError>;
+
+    /// The nodes whose record has not expired, each with its latest `info`, in no particular
+    /// order. Expiry is by the backing store's clock, so nodes with skewed clocks agree.
+    async fn nodes(&self) -> Result<Vec<NodeRecord>, BrokerError>;
 
     /// Whether the backing store is reachable now.
     fn is_ready(&self) -> bool {

@@ -14,8 +14,8 @@ use rand::Rng;
 
 use crate::cost::publication_cost;
 use crate::{
-    Broker, BrokerError, BrokerHandler, ClientInfo, History, HistoryQuery, JoinLeave, Publication,
-    StreamOptions, StreamPosition, Usage, Value, is_node_name,
+    Broker, BrokerError, BrokerHandler, ClientInfo, History, HistoryQuery, JoinLeave, NodeRecord,
+    Publication, StreamOptions, StreamPosition, Usage, Value, is_node_name,
 };
 
 /// How much a [`MemoryBroker`] may hold, whatever its clients do.
@@ -99,6 +99,8 @@ pub struct MemoryBroker {
     handler: RwLock<Option<Arc<dyn BrokerHandler>>>,
     /// The name given to `listen_as`.
     node: OnceLock<String>,
+    /// [`Broker::register_node`]'s records: name → (info, expiry).
+    registry: Mutex<HashMap<String, (String, Instant)>>,
     clock: Clock,
     limits: MemoryLimits,
     accounts: Arc<Accounts>,
@@ -119,6 +121,7 @@ impl MemoryBroker {
             hasher: RandomState::new(),
             handler: RwLock::new(None),
             node: OnceLock::new(),
+            registry: Mutex::default(),
             clock,
             limits: MemoryLimits::default(),
             accounts,
@@ -363,6 +366,32 @@ impl Broker for MemoryBroker {
             handler.on_node_message(message);
         }
         Ok(())
+    }
+
+    async fn register_node(
+        &self,
+        node: &str,
+        info: &str,
+        ttl: Duration,
+    ) -> Result<(), BrokerError> {
+        if !is_node_name(node) {
+            return Err(BrokerError::Internal(format!("invalid node name {node:?}")));
+        }
+        let mut registry = self.registry.lock().unwrap_or_else(PoisonError::into_inner);
+        if ttl.is_zero() {
+            registry.remove(node);
+        } else {
+            let expiry = (self.clock)() + ttl;
+            registry.insert(node.to_owned(), (info.to_owned(), expiry));
+        }
+        Ok(())
+    }
+
+    async fn nodes(&self) -> Result<Vec<NodeRecord>, BrokerError> {
+        let now = (self.clock)();
+        let mut registry = self.registry.lock().unwrap_or_else(PoisonError::into_inner);
+        registry.retain(|_, (_, expiry)| *expiry > now);
+        Ok(registry.iter().map(|(name, (info, _))| NodeRecord::new(name, info)).collect())
     }
 
     fn usage(&self) -> Option<Usage> {

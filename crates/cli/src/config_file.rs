@@ -270,6 +270,12 @@ const DOCS: &[Doc] = &[
         "Key for the HTTP API under /api/ (`Authorization: apikey <key>`); unset: API off.",
         "\"a long random key\"",
     ),
+    Doc::example(
+        "",
+        "admin_secret",
+        "Secret to log in to the admin page at /admin; unset: the api_key, or the page is off.",
+        "\"another long random secret\"",
+    ),
     Doc::key("", "log_format", "Log output format: \"human\" or \"json\" (--log-format)."),
     Doc::key("timeouts", "ping_interval", "Interval between server pings (\"0s\" disables pings)."),
     Doc::key("timeouts", "pong_timeout", "Close a connection whose pong is this late."),

@@ -116,6 +116,10 @@ struct ServeArgs {
     /// command-line argument is visible to every user of the machine.
     #[arg(long, env = "SWITCHBOARD_API_KEY", hide_env_values = true)]
     api_key: Option<Secret>,
+    /// Secret operators log in to the admin page at /admin with. Without one the page takes
+    /// the API key, and is off when neither is set. Prefer the environment variable.
+    #[arg(long, env = "SWITCHBOARD_ADMIN_SECRET", hide_env_values = true)]
+    admin_secret: Option<Secret>,
     /// HMAC secret verifying HS256 tokens (at least 32 bytes).
     #[arg(long, env = "SWITCHBOARD_JWT_SECRET", hide_env_values = true, conflicts_with_all = ["jwt_public_key", "jwks"])]
     jwt_secret: Option<Secret>,
@@ -367,6 +371,7 @@ impl ServeArgs {
         set(&mut s.echo, not(self.no_echo).as_ref());
         set(&mut s.demo, not(self.no_demo).as_ref());
         set(&mut s.api_key, self.api_key.clone().map(Some).as_ref());
+        set(&mut s.admin_secret, self.admin_secret.clone().map(Some).as_ref());
         set(&mut s.log_format, self.log_format.as_ref());
 
         let t = &mut s.timeouts;

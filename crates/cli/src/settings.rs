@@ -37,6 +37,8 @@ pub(crate) struct Settings {
     pub(crate) demo: bool,
     /// The key of the HTTP API under `/api/`; none: the API is off.
     pub(crate) api_key: Option<Secret>,
+    /// The secret of the admin page at `/admin`; none: the API key, or the page is off.
+    pub(crate) admin_secret: Option<Secret>,
     /// Log output format.
     pub(crate) log_format: LogFormat,
     /// `[timeouts]`.
@@ -175,6 +177,7 @@ impl Default for Settings {
             // The demo is the binary's own: on unless turned off.
             demo: true,
             api_key: c.api_key.clone(),
+            admin_secret: c.admin_secret.clone(),
             log_format: LogFormat::default(),
             timeouts: Timeouts {
                 ping_interval: c.ping_interval.unwrap_or_default(),
@@ -289,6 +292,7 @@ impl Settings {
         config.listen = self.listen;
         config.echo = self.echo;
         config.api_key.clone_from(&self.api_key);
+        config.admin_secret.clone_from(&self.admin_secret);
         config.ping_interval = nonzero(t.ping_interval);
         config.pong_timeout = t.pong_timeout;
         config.idle_timeout = nonzero(t.idle_timeout);

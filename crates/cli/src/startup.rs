@@ -8,7 +8,7 @@
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 
-use switchboard_server::{Anonymous, Config, Transport};
+use switchboard_server::{Anonymous, Config, Secret, Transport};
 
 use crate::settings::{BrokerArg, NamespaceName, Settings};
 
@@ -114,6 +114,7 @@ pub(crate) fn summary(
     line("status", format!("{base}/status (/status.json, /healthz, /readyz)"));
     line("metrics", format!("{base}/metrics"));
     line("http api", api(settings, &base));
+    line("admin", admin(settings, &base));
     line("auth", admission(config));
     line("tokens", tokens(settings));
     line("tickets", tickets(settings, config));
@@ -135,6 +136,18 @@ fn api(settings: &Settings, base: &str) -> String {
         text.push_str("; POST /api/ticket still trades a user's token for a ticket");
     }
     text
+}
+
+/// The admin page: where and how to log in, or how to turn it on.
+fn admin(settings: &Settings, base: &str) -> String {
+    let set = |secret: &Option<Secret>| secret.as_ref().is_some_and(|s| !s.expose().is_empty());
+    if set(&settings.admin_secret) {
+        format!("{base}/admin (log in with the admin secret, docs/admin.md)")
+    } else if set(&settings.api_key) {
+        format!("{base}/admin (log in with the API key, or set --admin-secret; docs/admin.md)")
+    } else {
+        "off: --admin-secret (SWITCHBOARD_ADMIN_SECRET) or --api-key turns on /admin".to_owned()
+    }
 }
 
 /// Who may connect without credentials.

@@ -389,6 +389,35 @@ impl Hub {
         self.shards.iter().map(|s| lock(s).channels.len()).sum()
     }
 
+    /// Up to `n` of the channels with the most subscribers (live and pending) on this node,
+    /// with their counts: the busiest first, ties by name. One pass over the channels, holding
+    /// one shard at a time and never more than `n` entries.
+    pub fn busiest(&self, n: usize) -> Vec<(Arc<str>, usize)> {
+        use std::cmp::Reverse;
+        use std::collections::BinaryHeap;
+        if n == 0 {
+            return Vec::new();
+        }
+        // A min-heap of the best `n` so far: its top is the first to give way.
+        let mut best: BinaryHeap<Reverse<(usize, Reverse<Arc<str>>)>> = BinaryHeap::new();
+        for shard in &self.shards {
+            for channel in lock(shard).channels.values() {
+                let entry =
+                    Reverse((channel.subscribers.len(), Reverse(Arc::clone(&channel.name))));
+                if best.len() < n {
+                    best.push(entry);
+                } else if best.peek().is_some_and(|least| entry < *least) {
+                    best.pop();
+                    best.push(entry);
+                }
+            }
+        }
+        best.into_sorted_vec()
+            .into_iter()
+            .map(|Reverse((count, Reverse(name)))| (name, count))
+            .collect()
+    }
+
     /// How many subscriptions this node holds, over all channels.
     pub fn subscription_count(&self) -> usize {
         self.shards
@@ -460,5 +489,37 @@ mod tests {
             advice: switchboard_proto::advice(4000),
         };
         assert_eq!(Delivery::push(disconnect).channel(), None);
+    }
+
+    struct Ignore;
+
+    impl Sink for Ignore {
+        fn deliver(&self, _: &Arc<Delivery>) -> bool {
+            true
+        }
+    }
+
+    #[test]
+    fn the_busiest_channels_come_first_ties_by_name() {
+        let hub = Hub::new(4);
+        let counts = [("a", 2), ("b", 5), ("c", 2), ("d", 1), ("e", 5), ("f", 3)];
+        for (channel, count) in counts {
+            for n in 0..count {
+                let client: ClientId = Arc::from(format!("{channel}{n}"));
+                hub.add(channel, &client, Arc::new(Ignore), 0).unwrap();
+            }
+        }
+        let busiest = |n| -> Vec<(String, usize)> {
+            hub.busiest(n).into_iter().map(|(name, count)| (name.to_string(), count)).collect()
+        };
+        let all: Vec<(String, usize)> =
+            [("b", 5), ("e", 5), ("f", 3), ("a", 2), ("c", 2), ("d", 1)]
+                .map(|(name, count)| (name.to_owned(), count))
+                .to_vec();
+        assert_eq!(busiest(10), all);
+        assert_eq!(busiest(6), all);
+        assert_eq!(busiest(4), all[..4]);
+        assert_eq!(busiest(1), all[..1]);
+        assert!(busiest(0).is_empty());
     }
 }

@@ -25,6 +25,7 @@ use switchboard_proto::{
     codes,
 };
 
+use crate::cluster::{self, Target};
 use crate::limits::Reason;
 use crate::node::{Kick, Node};
 use crate::refusal::{Refusal, not_found, only};
@@ -43,6 +44,8 @@ pub(crate) fn router(shared: &Arc<Shared>) -> Router {
         .route("/api/presence", only(MethodFilter::GET, "GET", presence_route))
         .route("/api/presence_count", only(MethodFilter::GET, "GET", presence_count_route))
         .route("/api/history", only(MethodFilter::GET, "GET", history_route))
+        .route("/api/nodes", only(MethodFilter::GET, "GET", nodes_route))
+        .route("/api/channels", only(MethodFilter::GET, "GET", channels_route))
         .fallback(not_found)
         .with_state(Arc::clone(shared))
 }
@@ -50,7 +53,7 @@ pub(crate) fn router(shared: &Arc<Shared>) -> Router {
 /// Answers one API request: the checks every request goes through (the rate without the
 /// key, then the key, but for `/api/ticket`, which takes a token instead), then `api`'s
 /// routes (the path, then the method).
-pub(crate) async fn handle(req: Request, shared: &Shared, mut api: Router) -> Response {
+pub(crate) async fn handle(req: Request, shared: &Shared, api: Router) -> Response {
     if let Err(refusal) = check_rate(&req, shared) {
         return refusal.into_response();
     }
@@ -60,6 +63,11 @@ pub(crate) async fn handle(req: Request, shared: &Shared, mut api: Router) -> Re
     {
         return refusal.into_response();
     }
+    serve(req, api).await
+}
+
+/// Answers an API request already authenticated (by the key, or by an admin session).
+pub(crate) async fn serve(req: Request, mut api: Router) -> Response {
     match tower_service::Service::call(&mut api, req).await {
         Ok(resp) => resp,
         Err(never) => match never {},
@@ -70,7 +78,7 @@ pub(crate) async fn handle(req: Request, shared: &Shared, mut api: Router) -> Re
 /// hold the key (a user asking for a ticket, a guesser, anyone while the API is disabled)
 /// can cost the server only so many requests, each of which may verify a signature or
 /// issue a ticket.
-fn check_rate(req: &Request, shared: &Shared) -> Result<(), Refusal> {
+pub(crate) fn check_rate(req: &Request, shared: &Shared) -> Result<(), Refusal> {
     if authenticate(req.headers(), shared.config.api_key.as_ref().map(crate::Secret::expose))
         .is_ok()
     {
@@ -128,7 +136,30 @@ async fn history_route(State(shared): State<Arc<Shared>>, req: Request) -> ApiRe
 
 async fn disconnect_route(State(shared): State<Arc<Shared>>, req: Request) -> ApiResult {
     let req: DisconnectRequest = read_json(req).await?;
-    Ok(json(&disconnect(&shared.node, req)?))
+    let (target, kick) = disconnect_request(req)?;
+    Ok(json(&cluster::disconnect(&shared, &target, &kick).await))
+}
+
+async fn nodes_route(State(shared): State<Arc<Shared>>) -> ApiResult {
+    let nodes = cluster::nodes(&shared).await.map_err(|e| unavailable(&e))?;
+    Ok(json(&serde_json::json!({ "nodes": nodes })))
+}
+
+async fn channels_route(State(shared): State<Arc<Shared>>, req: Request) -> ApiResult {
+    let query = Query::parse(req.uri().query())?;
+    let limit = query
+        .number("limit")?
+        .map_or(cluster::REPORTED_CHANNELS, |n| usize::try_from(n).unwrap_or(usize::MAX));
+    Ok(json(&cluster::channels(&shared, limit).await.map_err(|e| unavailable(&e))?))
+}
+
+/// The broker could not list the nodes.
+fn unavailable(e: &switchboard_broker::BrokerError) -> Refusal {
+    Refusal::coded(
+        StatusCode::SERVICE_UNAVAILABLE,
+        ErrorCode::Unavailable,
+        format!("cannot list the nodes: {e}"),
+    )
 }
 
 /// `POST /api/broadcast`.
@@ -170,13 +201,6 @@ struct DisconnectRequest {
     reason: Option<String>,
 }
 
-/// What `POST /api/disconnect` returns.
-#[derive(Debug, Serialize)]
-struct DisconnectResponse {
-    /// How many connections were asked to close.
-    disconnected: usize,
-}
-
 /// Checks the `Authorization: apikey <key>` header against the configured key.
 fn authenticate(headers: &HeaderMap, key: Option<&str>) -> Result<(), Refusal> {
     let Some(key) = key.filter(|k| !k.is_empty()) else {
@@ -209,7 +233,7 @@ fn api_key_of(value: &[u8]) -> Option<&[u8]> {
 /// Compares without stopping at the first differing byte, so the response time does not
 /// tell a guesser how long a prefix of the key it got right. Only the length can leak,
 /// and a long random key has nothing to learn from its length.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
     }
@@ -381,7 +405,7 @@ fn history_request(query: &Query) -> Result<HistoryRequest, Refusal> {
 }
 
 /// Asks the connections on this node to close; they get a `disconnect` push first.
-fn disconnect(node: &Node, req: DisconnectRequest) -> Result<DisconnectResponse, Refusal> {
+fn disconnect_request(req: DisconnectRequest) -> Result<(Target, Kick), Refusal> {
     let code = req.code.unwrap_or(codes::close::RECONNECT);
     // RFC 6455 §7.4.2: 4000–4999 are for applications; the rest mean something else.
     if !(4000..=4999).contains(&code) {
@@ -394,20 +418,19 @@ fn disconnect(node: &Node, req: DisconnectRequest) -> Result<DisconnectResponse,
             reason.len()
         )));
     }
-    let kick = Kick { code, reason };
-    let disconnected = match (req.client, req.user) {
-        (Some(client), None) => usize::from(node.disconnect_client(&client, kick)),
-        (None, Some(user)) => node.disconnect_user(&user, &kick),
+    let target = match (req.client, req.user) {
+        (Some(client), None) => Target::Client(client),
+        (None, Some(user)) => Target::User(user),
         (Some(_), Some(_)) => {
             return Err(Refusal::bad_request("give `client` or `user`, not both"));
         }
         (None, None) => return Err(Refusal::bad_request("give `client` or `user`")),
     };
-    Ok(DisconnectResponse { disconnected })
+    Ok((target, Kick { code, reason }))
 }
 
 /// Reads a JSON body of at most [`MAX_BODY_BYTES`].
-async fn read_json<T: DeserializeOwned>(req: Request) -> Result<T, Refusal> {
+pub(crate) async fn read_json<T: DeserializeOwned>(req: Request) -> Result<T, Refusal> {
     check_content_type(req.headers())?;
     let body = req.into_body();
     // A declared Content-Length over the limit is refused before reading any of it.

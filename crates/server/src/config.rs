@@ -76,6 +76,11 @@ pub struct Config {
     /// who reaches its port. An empty key counts as none. Use a long random key (32 bytes
     /// or more): it is the only thing between the network and publishing to every channel.
     pub api_key: Option<Secret>,
+    /// The secret operators log in to the admin page at `/admin` with (`docs/admin.md`).
+    /// Default `None`: the page takes the API key instead, and is off (404) when neither is
+    /// set. An empty secret counts as none. A separate secret lets people use the page
+    /// without holding the key backends use; either grants the same powers as the API.
+    pub admin_secret: Option<Secret>,
     /// Which transports clients may use, and the timings of the HTTP ones (Server-Sent
     /// Events and long-polling, `docs/transports.md`).
     pub transports: TransportOptions,
@@ -538,6 +543,7 @@ impl Default for Config {
             tls: None,
             rate_limits: LimitOptions::default(),
             api_key: None,
+            admin_secret: None,
             transports: TransportOptions::default(),
             compression: CompressionOptions::default(),
         }

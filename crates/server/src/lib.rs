@@ -18,8 +18,10 @@
 //! # }
 //! ```
 
+mod admin;
 mod api;
 mod auth;
+mod cluster;
 mod config;
 mod error;
 mod exposition;

@@ -147,6 +147,10 @@ pub(crate) struct Metrics {
     pub(crate) session_requests_refused: Family<ReasonLabel, Counter>,
     /// Requests for sessions of other nodes, forwarded to them through the broker.
     pub(crate) session_requests_forwarded: Counter<u64, AtomicU64>,
+    /// Admin page logins refused: a wrong secret.
+    pub(crate) admin_logins_refused: Counter<u64, AtomicU64>,
+    /// Admin API requests with a valid session refused: a missing or wrong CSRF token.
+    pub(crate) admin_csrf_refused: Counter<u64, AtomicU64>,
     /// Messages compressed with permessage-deflate, sent and received.
     pub(crate) deflated_messages: Family<DeflateMessageLabel, Counter>,
     /// Their bytes, before and after compression.
@@ -188,6 +192,8 @@ impl Metrics {
             sessions_expired: Counter::default(),
             session_requests_refused: Family::default(),
             session_requests_forwarded: Counter::default(),
+            admin_logins_refused: Counter::default(),
+            admin_csrf_refused: Counter::default(),
             deflated_messages: Family::default(),
             deflated_bytes: Family::default(),
             deflate_shared_frames: Counter::default(),
@@ -268,6 +274,16 @@ impl Metrics {
             "http_session_requests_forwarded",
             "Requests for SSE and long-polling sessions of other nodes, forwarded through the broker",
             metrics.session_requests_forwarded.clone(),
+        );
+        registry.register(
+            "admin_logins_refused",
+            "Admin page logins refused for a wrong secret",
+            metrics.admin_logins_refused.clone(),
+        );
+        registry.register(
+            "admin_requests_refused_csrf",
+            "Admin API requests refused for a missing or wrong CSRF token",
+            metrics.admin_csrf_refused.clone(),
         );
         registry.register(
             "deflate_messages",

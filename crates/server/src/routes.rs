@@ -26,7 +26,7 @@ use crate::http::{WsRoute, upgrade};
 use crate::refusal::{not_found, read_only};
 use crate::state::Shared;
 use crate::status::json_text;
-use crate::{api, fallback, status};
+use crate::{admin, api, fallback, status};
 
 /// The server's routes, with `shared` as their state.
 pub(crate) fn router(shared: &Arc<Shared>) -> Router {
@@ -57,6 +57,7 @@ pub(crate) fn router(shared: &Arc<Shared>) -> Router {
             }),
         );
     }
+    router = router.merge(admin::router(&api));
     router.fallback(not_found).with_state(Arc::clone(shared))
 }
 

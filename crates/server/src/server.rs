@@ -17,7 +17,7 @@ use crate::node::{self, Node};
 use crate::state::{PeerAddr, Shared};
 use crate::tls;
 use crate::write_timeout::WriteTimeout;
-use crate::{auth, exposition, fallback, limits, metrics, routes, timed};
+use crate::{auth, cluster, exposition, fallback, limits, metrics, routes, timed};
 use switchboard_broker::{Broker, MemoryBroker, MemoryLimits};
 
 /// Connections the kernel may hold before `accept` (it caps this at `somaxconn`): a burst
@@ -262,6 +262,8 @@ impl Server {
     pub async fn run(self) -> Result<(), Error> {
         let Server { listener, shared, extra, .. } = self;
         let router = routes::router(&shared).merge(extra);
+        // Tracked: the shutdown waits for it to remove this node from the registry.
+        shared.tracker.spawn(cluster::keep_registered(Arc::clone(&shared)));
         loop {
             tokio::select! {
                 () = shared.shutdown.cancelled() => break,

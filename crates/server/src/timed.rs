@@ -2,11 +2,11 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use switchboard_broker::{
-    Broker, BrokerError, BrokerHandler, ClientInfo, History, HistoryQuery, JoinLeave,
+    Broker, BrokerError, BrokerHandler, ClientInfo, History, HistoryQuery, JoinLeave, NodeRecord,
     StreamOptions, StreamPosition, Usage,
 };
 use switchboard_proto::Value;
@@ -95,6 +95,20 @@ impl Broker for TimedBroker {
     // Timed as `presence`: the same read, without the list.
     async fn presence_count(&self, channel: &str) -> Result<usize, BrokerError> {
         self.timed(BrokerOp::Presence, self.inner.presence_count(channel)).await
+    }
+
+    // Not timed: the registry is not among the operations `/metrics` reports.
+    async fn register_node(
+        &self,
+        node: &str,
+        info: &str,
+        ttl: Duration,
+    ) -> Result<(), BrokerError> {
+        self.inner.register_node(node, info, ttl).await
+    }
+
+    async fn nodes(&self) -> Result<Vec<NodeRecord>, BrokerError> {
+        self.inner.nodes().await
     }
 
     // Not timed: node messages are not among the operations `/metrics` reports.

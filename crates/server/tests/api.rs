@@ -257,7 +257,7 @@ async fn disconnect_by_client_closes_only_that_connection() {
     let body = json!({"client": a_id, "code": 4403, "reason": "banned"});
     let resp = post(server.addr, "/api/disconnect", &body).await;
     assert_eq!(resp.status, 200, "{resp:?}");
-    assert_eq!(resp.json(), json!({"disconnected": 1}));
+    assert_eq!(resp.json(), json!({"disconnected": 1, "complete": true}));
     let push = next_json(&mut a).await;
     assert_eq!(
         push,
@@ -270,7 +270,7 @@ async fn disconnect_by_client_closes_only_that_connection() {
 
     // Gone now: nothing left to disconnect.
     let resp = post(server.addr, "/api/disconnect", &json!({"client": a_id})).await;
-    assert_eq!(resp.json(), json!({"disconnected": 0}));
+    assert_eq!(resp.json(), json!({"disconnected": 0, "complete": true}));
 }
 
 #[tokio::test]
@@ -278,7 +278,7 @@ async fn disconnect_defaults_to_reconnect() {
     let server = TestServer::start(config()).await;
     let (mut ws, id) = connected(server.addr).await;
     let resp = post(server.addr, "/api/disconnect", &json!({"client": id})).await;
-    assert_eq!(resp.json(), json!({"disconnected": 1}));
+    assert_eq!(resp.json(), json!({"disconnected": 1, "complete": true}));
     let push = next_json(&mut ws).await;
     let expected = json!({
         "push": "disconnect",
@@ -296,7 +296,7 @@ async fn disconnect_by_user_without_a_match_returns_zero() {
     let (mut ws, _) = connected(server.addr).await;
     let resp = post(server.addr, "/api/disconnect", &json!({"user": "nobody"})).await;
     assert_eq!(resp.status, 200, "{resp:?}");
-    assert_eq!(resp.json(), json!({"disconnected": 0}));
+    assert_eq!(resp.json(), json!({"disconnected": 0, "complete": true}));
     let pong = call(&mut ws, &json!({"id": 9, "type": "ping"})).await;
     assert_eq!(pong["id"], 9);
 }
@@ -320,7 +320,7 @@ async fn disconnect_refuses_bad_requests() {
     let resp =
         post(server.addr, "/api/disconnect", &json!({"client": "x", "reason": "r".repeat(100)}))
             .await;
-    assert_eq!(resp.json(), json!({"disconnected": 0}));
+    assert_eq!(resp.json(), json!({"disconnected": 0, "complete": true}));
 }
 
 #[tokio::test]

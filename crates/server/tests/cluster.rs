@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use switchboard_broker_redis::{RedisBroker, RedisConfig};
-use switchboard_client::{Client, ErrorCode, Subscription, SubscriptionEvent};
+use switchboard_client::{Client, DisconnectReason, ErrorCode, Subscription, SubscriptionEvent};
 use switchboard_server::{Config, Server, ShutdownHandle};
 use switchboard_test_support::redis::RedisServer;
 use switchboard_test_support::rust_client::{LIMIT, fast, next_event, next_publication};
@@ -76,6 +76,78 @@ async fn presence_lists_clients_from_every_node() {
             other => panic!("expected joins, got {other:?}"),
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn any_node_lists_every_node_and_channel_and_disconnects_everywhere() {
+    let redis = RedisServer::start();
+    let (a, b) = (Node::start(&redis).await, Node::start(&redis).await);
+    let mut clients = Vec::new();
+    let mut subs = Vec::new();
+    for (node, channel) in [(&a, "room"), (&b, "room"), (&b, "room"), (&b, "hall")] {
+        let client = fast(&node.url()).build().expect("build");
+        subs.push(client.subscribe(channel).await.expect("subscribe"));
+        clients.push(client);
+    }
+
+    // Each node lists both, itself first and current; B's counts as B reported them.
+    let listed = poll_until(LIMIT, || async {
+        let nodes = api(a.addr, "GET", "/api/nodes", "").await.json()["nodes"].clone();
+        let connections: Vec<u64> =
+            nodes.as_array()?.iter().filter_map(|n| n["connections"].as_u64()).collect();
+        (connections == [1, 3]).then_some(nodes)
+    });
+    let nodes = listed.await.expect("node A lists A with 1 connection, then B with 3");
+    assert_eq!(nodes[0]["current"], true);
+    assert_eq!(nodes[1]["current"], false);
+    assert_eq!(
+        (nodes[0]["subscriptions"].clone(), nodes[1]["subscriptions"].clone()),
+        (json!(1), json!(3))
+    );
+    assert_eq!(nodes[1]["channels"], 2);
+    assert!(nodes[0].get("busiest").is_none(), "channels are listed by /api/channels: {nodes}");
+    let from_b = api(b.addr, "GET", "/api/nodes", "").await.json();
+    assert_eq!(from_b["nodes"][0]["name"], nodes[1]["name"], "B answers for itself first");
+
+    // Subscribers summed over the nodes, busiest first.
+    let summed = poll_until(LIMIT, || async {
+        let body = api(a.addr, "GET", "/api/channels", "").await.json();
+        let expected = json!({"channels": [
+            {"channel": "room", "subscribers": 3},
+            {"channel": "hall", "subscribers": 1},
+        ], "truncated": false});
+        (body == expected).then_some(())
+    });
+    summed.await.expect("room: 1 on A + 2 on B, hall: 1 on B");
+    let one = api(a.addr, "GET", "/api/channels?limit=1", "").await.json();
+    assert_eq!(
+        one,
+        json!({"channels": [{"channel": "room", "subscribers": 3}], "truncated": true})
+    );
+
+    // A client of node B, disconnected through node A.
+    let presence = api(a.addr, "GET", "/api/presence?channel=hall", "").await.json();
+    let id = presence["clients"][0]["client"].as_str().expect("the client in hall").to_owned();
+    let body = json!({"client": id, "code": 4403, "reason": "banned"}).to_string();
+    let resp = api(a.addr, "POST", "/api/disconnect", &body).await;
+    assert_eq!(resp.json(), json!({"disconnected": 1, "complete": true}), "{resp}");
+    let mut states = clients[3].state_changes();
+    let closed = timeout(LIMIT, states.wait_for(|change| change.state.is_final())).await;
+    let reason = closed.expect("closed in time").expect("state").reason.clone();
+    assert!(
+        matches!(&reason, Some(DisconnectReason::Closed { code: 4403, reason }) if reason == "banned"),
+        "{reason:?}"
+    );
+    let again = api(a.addr, "POST", "/api/disconnect", &body).await;
+    assert_eq!(again.json(), json!({"disconnected": 0, "complete": true}));
+
+    // A node that shuts down leaves the list at once.
+    drop(b);
+    let gone = poll_until(LIMIT, || async {
+        let nodes = api(a.addr, "GET", "/api/nodes", "").await.json()["nodes"].clone();
+        (nodes.as_array()?.len() == 1).then_some(())
+    });
+    gone.await.expect("B removed its record when it shut down");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

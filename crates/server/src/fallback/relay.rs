@@ -21,10 +21,15 @@ use serde::{Deserialize, Serialize};
 use switchboard_broker::BrokerError;
 use tokio::sync::oneshot;
 
+use crate::cluster::{self, Target};
+use crate::node::Kick;
 use crate::state::Shared;
 
 /// How long a forwarded command body or end may take to be answered.
 const COMMANDS_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a node may take to confirm a disconnect.
+const DISCONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// How long past the poll timeout a forwarded poll may take to be answered.
 const POLL_MARGIN: Duration = Duration::from_secs(5);
@@ -53,6 +58,8 @@ enum Message {
     Poll { from: String, request: u64, session: String, ack: u64 },
     /// End `session`; answer with the status, unless `request` is 0 (nobody waits).
     End { from: String, request: u64, session: String },
+    /// Ask `target`'s connections on this node to close; answer with how many there were.
+    Disconnect { from: String, request: u64, target: Target, code: u16, reason: String },
     /// The answer to request `request`.
     Answer { request: u64, status: u16, body: String },
 }
@@ -71,7 +78,6 @@ impl Relay {
         timeout: Duration,
         make: impl FnOnce(u64) -> Message,
     ) -> Result<Answer, BrokerError> {
-        shared.metrics.session_requests_forwarded.inc();
         let request = self.next.fetch_add(1, Ordering::Relaxed) + 1;
         let (tx, rx) = oneshot::channel();
         self.waiting().insert(request, tx);
@@ -115,6 +121,7 @@ pub(crate) async fn commands(
     };
     let from = shared.sessions.node().to_owned();
     let session = id.to_owned();
+    shared.metrics.session_requests_forwarded.inc();
     let asked = shared
         .relay
         .ask(shared, node, COMMANDS_TIMEOUT, |request| Message::Commands {
@@ -133,6 +140,7 @@ pub(crate) async fn poll(shared: &Arc<Shared>, node: &str, id: &str, ack: u64) -
     let from = shared.sessions.node().to_owned();
     let session = id.to_owned();
     let timeout = shared.config.transports.poll_timeout + POLL_MARGIN;
+    shared.metrics.session_requests_forwarded.inc();
     let asked = shared
         .relay
         .ask(shared, node, timeout, |request| Message::Poll { from, request, session, ack })
@@ -152,11 +160,36 @@ pub(crate) async fn poll(shared: &Arc<Shared>, node: &str, id: &str, ack: u64) -
 pub(crate) async fn end(shared: &Arc<Shared>, node: &str, id: &str) -> StatusCode {
     let from = shared.sessions.node().to_owned();
     let session = id.to_owned();
+    shared.metrics.session_requests_forwarded.inc();
     let asked = shared
         .relay
         .ask(shared, node, COMMANDS_TIMEOUT, |request| Message::End { from, request, session })
         .await;
     status_of(asked)
+}
+
+/// Asks `node` to close `target`'s connections there with `kick`: how many it had.
+pub(crate) async fn disconnect(
+    shared: &Arc<Shared>,
+    node: &str,
+    target: &Target,
+    kick: &Kick,
+) -> Result<usize, BrokerError> {
+    let from = shared.sessions.node().to_owned();
+    let answer = shared
+        .relay
+        .ask(shared, node, DISCONNECT_TIMEOUT, |request| Message::Disconnect {
+            from,
+            request,
+            target: target.clone(),
+            code: kick.code,
+            reason: kick.reason.clone(),
+        })
+        .await?;
+    answer
+        .body
+        .parse()
+        .map_err(|_| BrokerError::Internal(format!("node {node} answered {:?}", answer.body)))
 }
 
 /// Tells the node holding a session that its client has moved on, without waiting.
@@ -218,6 +251,10 @@ pub(crate) fn receive(shared: &Weak<Shared>, bytes: &[u8]) {
             Message::End { from, request, session } => {
                 let status = super::end_here_or_there(&shared, &session).await;
                 (from, request, status.as_u16(), String::new())
+            }
+            Message::Disconnect { from, request, target, code, reason } => {
+                let count = cluster::disconnect_here(&shared, &target, &Kick { code, reason });
+                (from, request, StatusCode::OK.as_u16(), count.to_string())
             }
             Message::Answer { .. } => return,
         };
