@@ -157,6 +157,7 @@ async function login() {
       body: JSON.stringify({ secret: ui.secret.value }),
     });
     if (!response.ok) {
+      // The server's message, not the status: 401 says the secret is wrong, 429 to wait.
       const error = await errorOf(response);
       const wait = error.retryAfter ? ` Try again in ${duration(error.retryAfter)}.` : '';
       ui.loginError.textContent = `${sentence(error.message)}${wait}`;
@@ -313,7 +314,8 @@ async function loadNodes() {
     if (node.current) name.append(el('span', 'tag', 'this node'));
     const cell = el('th');
     cell.scope = 'row';
-    cell.append(name, el('div', 'sub', `${node.version} · ${node.broker}`));
+    const about = [node.version, node.broker].filter((part) => typeof part === 'string');
+    cell.append(name, el('div', 'sub', about.join(' · ')));
     const row = el('tr');
     if (node.current) row.dataset.current = 'true';
     row.append(
@@ -620,9 +622,11 @@ function num(text, field) {
   return cell;
 }
 
-/** A server message as a sentence: capital first letter (the API's are lowercase). */
+/** A server message as a sentence (the API's start lowercase and end without a period). */
 function sentence(message) {
-  return message ? message[0].toUpperCase() + message.slice(1) : message;
+  if (!message) return message;
+  const stop = /[.!?]$/.test(message) ? '' : '.';
+  return `${message[0].toUpperCase()}${message.slice(1)}${stop}`;
 }
 
 function compact(value) {
