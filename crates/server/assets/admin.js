@@ -551,9 +551,18 @@ async function disconnect() {
   ui.disconnectButton.disabled = true;
   ui.disconnectResult.dataset.tone = '';
   try {
-    const { disconnected } = await api('disconnect', { body });
-    ui.disconnectResult.textContent = `disconnected ${plural(disconnected, 'connection')}`;
-    ui.disconnectResult.dataset.tone = 'ok';
+    const answer = await api('disconnect', { body });
+    const done = `disconnected ${plural(answer.disconnected, 'connection')}`;
+    if (answer.complete === false) {
+      // Some node did not confirm: its connections of this user may still be open.
+      const which = answer.unreachable?.length ? ` (${answer.unreachable.join(', ')})` : '';
+      ui.disconnectResult.textContent = `${done}; not every node answered${which}, so some `
+        + 'may still be connected: try again';
+      ui.disconnectResult.dataset.tone = 'bad';
+    } else {
+      ui.disconnectResult.textContent = done;
+      ui.disconnectResult.dataset.tone = 'ok';
+    }
     refreshChannel();
   } catch (error) {
     showFailure(ui.disconnectResult, error);
