@@ -6,6 +6,7 @@
 // connections with the code given; a reload keeps the session, logging out ends it, and an
 // ended session brings the login form back. Outside the browser: the API under /admin/api/
 // wants the session cookie and the CSRF token, and without an API key there is no /admin.
+// Over two nodes sharing a Redis, the page on one shows both and reaches the other's clients.
 // With $SHOTS_DIR set, leaves screenshots there: admin-1280.png, admin-375.png and
 // admin-login-375.png.
 
@@ -21,6 +22,8 @@ import {
   chromiumSkip as skip,
   launchChromium,
   mintToken,
+  redisSkip,
+  startRedis,
   startServer,
   stateReached,
   waitFor,
@@ -29,6 +32,18 @@ import {
 const KEY = 'an-admin-test-api-key-0123456789';
 const SECRET = 'a-test-secret-of-at-least-32-bytes!';
 const shots = process.env.SHOTS_DIR;
+
+/** A token of `user` for the `chat` namespace, with `info` shown in presence. */
+function tokenOf(user) {
+  const now = Math.floor(Date.now() / 1000);
+  return mintToken(SECRET, {
+    sub: user,
+    exp: now + 3600,
+    channels: ['chat:*'],
+    publish: ['chat:*'],
+    info: { name: user.toUpperCase() },
+  });
+}
 
 describe('the admin page in Chromium', { skip }, () => {
   let server;
@@ -44,15 +59,7 @@ describe('the admin page in Chromium', { skip }, () => {
 
   /** A client of `user` subscribed to the room, connected and subscribed. */
   async function member(user) {
-    const now = Math.floor(Date.now() / 1000);
-    const token = mintToken(SECRET, {
-      sub: user,
-      exp: now + 3600,
-      channels: ['chat:*'],
-      publish: ['chat:*'],
-      info: { name: user.toUpperCase() },
-    });
-    const client = new Switchboard(server.url, { WebSocket, token });
+    const client = new Switchboard(server.url, { WebSocket, token: tokenOf(user) });
     clients.push(client);
     client.on('state', (event) => states[user].push(event));
     const subscription = client.subscribe(room, {
@@ -340,6 +347,91 @@ describe('too many login attempts', { skip }, () => {
     assert.match(message, /^\S.*\. Try again in \d+ s\.$/);
     assert.doesNotMatch(message, /HTTP 429|wrong/i);
     assert.equal(await page.isHidden('#console'), true);
+  });
+});
+
+// Two nodes sharing a Redis: the page on one node shows both, and what it does reaches the
+// clients of the other.
+describe('the admin page over two nodes', { skip: skip || redisSkip }, () => {
+  let redis;
+  let one;
+  let two;
+  let browser;
+  let page;
+  let ann;
+  let bob;
+  const room = channel('admin-cluster');
+  const annSaw = [];
+  const annStates = [];
+
+  before(async () => {
+    redis = await startRedis();
+    const args = ['--api-key', KEY, '--jwt-secret', SECRET, '--broker', redis.url];
+    one = await startServer({ args });
+    two = await startServer({ args });
+    // Ann on the second node, bob on the first; the page on the first.
+    ann = new Switchboard(two.url, { WebSocket, token: tokenOf('ann') });
+    ann.on('state', (event) => annStates.push(event));
+    bob = new Switchboard(one.url, { WebSocket, token: tokenOf('bob') });
+    const subscribed = [
+      ann.subscribe(room, { publication: (publication) => annSaw.push(publication) }),
+      bob.subscribe(room),
+    ];
+    await Promise.all(subscribed.map((subscription) => subscription.ready));
+    browser = await launchChromium();
+    page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
+    page.setDefaultTimeout(10000);
+    await page.goto(`${one.http}/admin`);
+    await page.waitForSelector('#login:not([hidden])');
+    await page.fill('#secret', KEY);
+    await page.click('#login-button');
+    await page.waitForSelector('#console:not([hidden])');
+  });
+
+  after(async () => {
+    ann?.close();
+    bob?.close();
+    await browser?.close();
+    await one?.stop();
+    await two?.stop();
+    await redis?.stop();
+  });
+
+  test('both nodes are listed, this one marked, with a connection each', async () => {
+    // Each node reports itself every few seconds: wait for the reports with both clients.
+    await page.waitForFunction(() => {
+      const cells = [...document.querySelectorAll('#nodes [data-field="connections"]')];
+      return cells.length === 2 && cells.every((cell) => cell.textContent === '1');
+    }, undefined, { timeout: 20000 });
+    assert.equal(await page.$$eval('#nodes tr[data-current="true"]', (rows) => rows.length), 1);
+    assert.equal(await page.textContent('#totals [data-field="connections"]'), '2');
+    assert.match(await page.textContent('#nodes-summary'), /^2 nodes · 2 connections$/);
+  });
+
+  test('the room counts the subscribers of both nodes; presence lists both', async () => {
+    const row = `#channels tr[data-channel="${room}"]`;
+    await page.waitForFunction((s) => document.querySelector(`${s} [data-field="subscribers"]`)
+      ?.textContent === '2', row, { timeout: 20000 });
+    await page.click(`${row} button`);
+    await page.waitForFunction(() => document.querySelectorAll('#presence tr').length === 2);
+  });
+
+  test('a publication and a disconnect reach a client of the other node', async () => {
+    await page.fill('#publish-data', 'to both nodes');
+    await page.click('#publish-button');
+    await waitFor(() => annSaw.length === 1, 5000, () => 'the publication on the other node');
+    assert.deepEqual(annSaw[0].data, { text: 'to both nodes' });
+
+    await page.selectOption('#disconnect-by', 'user');
+    await page.fill('#disconnect-target', 'ann');
+    await page.fill('#disconnect-code', '4401');
+    await page.click('#disconnect-button');
+    await page.waitForFunction(() => document.getElementById('disconnect-result').textContent
+      === 'disconnected 1 connection');
+    await waitFor(() => annStates.some((e) => e.state === 'closed'), 5000,
+      () => 'ann\'s client on the other node to close');
+    assert.equal(annStates.find((e) => e.state === 'closed').code, 4401);
+    assert.equal(bob.state, 'connected');
   });
 });
 
