@@ -1,7 +1,7 @@
 //! `switchboard init [PATH]`: write a configuration file to start from, with a freshly
-//! generated JWT secret and API key, the namespaces a typical application needs, and the
-//! comment of every key (the same comments as `switchboard config default`); then print the
-//! commands that use it.
+//! generated JWT secret, API key and admin secret, the namespaces a typical application
+//! needs, and the comment of every key (the same comments as `switchboard config default`);
+//! then print the commands that use it.
 
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -54,11 +54,13 @@ struct Secrets {
     jwt_secret: String,
     /// `api_key`: the key of the HTTP API.
     api_key: String,
+    /// `admin_secret`: the login of the admin page.
+    admin_secret: String,
 }
 
 impl Secrets {
     fn generate() -> anyhow::Result<Self> {
-        Ok(Self { jwt_secret: random_hex()?, api_key: random_hex()? })
+        Ok(Self { jwt_secret: random_hex()?, api_key: random_hex()?, admin_secret: random_hex()? })
     }
 }
 
@@ -82,6 +84,7 @@ fn file(listen: SocketAddr, secrets: &Secrets) -> anyhow::Result<String> {
         toml::Table::try_from(&settings).context("cannot serialize the configuration")?;
     // Settings serialize secrets redacted; the file is where they are kept, in full.
     values.insert("api_key".to_owned(), secrets.api_key.clone().into());
+    values.insert("admin_secret".to_owned(), secrets.admin_secret.clone().into());
     let auth = values
         .get_mut("auth")
         .and_then(toml::Value::as_table_mut)
@@ -182,10 +185,10 @@ fn write_private(path: &Path, contents: &[u8], force: bool) -> anyhow::Result<()
 fn next_steps(path: &Path, listen: SocketAddr, secrets: &Secrets) -> String {
     let path = shell_quote(&path.to_string_lossy());
     let addr = reachable(listen);
-    let Secrets { jwt_secret, api_key } = secrets;
+    let Secrets { jwt_secret, api_key, .. } = secrets;
     format!(
         "\
-Wrote {path}: a new JWT secret and API key, readable by you only. Next:
+Wrote {path}: a new JWT secret, API key and admin secret, readable by you only. Next:
 
 1. Run the server with it:
 
@@ -200,6 +203,8 @@ Wrote {path}: a new JWT secret and API key, readable by you only. Next:
 3. Publish to news:headlines as your backend would, through the HTTP API:
 
    SWITCHBOARD_API_KEY={api_key} switchboard publish http://{addr} news:headlines '{{\"title\":\"hello\"}}'
+
+The admin page is at http://{addr}/admin: log in with the file's admin_secret.
 "
     )
 }
@@ -229,8 +234,8 @@ fn shell_quote(word: &str) -> String {
 const HEADER: &str = "\
 # Switchboard configuration written by `switchboard init`, for
 # `switchboard serve --config FILE` (docs/configuration.md). It holds secrets (api_key,
-# auth.jwt_secret): keep it readable by the server's user only. Every key is optional; a
-# flag or SWITCHBOARD_* variable overrides the key it names.
+# admin_secret, auth.jwt_secret): keep it readable by the server's user only. Every key is
+# optional; a flag or SWITCHBOARD_* variable overrides the key it names.
 
 ";
 
@@ -247,7 +252,11 @@ mod tests {
     use super::*;
 
     fn secrets() -> Secrets {
-        Secrets { jwt_secret: "a".repeat(64), api_key: "b".repeat(64) }
+        Secrets {
+            jwt_secret: "a".repeat(64),
+            api_key: "b".repeat(64),
+            admin_secret: "c".repeat(64),
+        }
     }
 
     #[test]
@@ -257,6 +266,8 @@ mod tests {
         let settings = config_file::parse(&text).unwrap();
         assert_eq!(settings.listen, listen);
         assert_eq!(settings.api_key.as_ref().map(|k| k.expose()), Some("b".repeat(64).as_str()));
+        let admin = settings.admin_secret.as_ref().map(|k| k.expose());
+        assert_eq!(admin, Some("c".repeat(64).as_str()));
         let jwt = settings.auth.jwt_secret.as_ref().map(|k| k.expose());
         assert_eq!(jwt, Some("a".repeat(64).as_str()));
         let config = settings.to_config().unwrap();
@@ -289,6 +300,7 @@ mod tests {
             }
         }
         assert!(text.contains(&format!("\napi_key = \"{}\"\n", "b".repeat(64))), "{text}");
+        assert!(text.contains(&format!("\nadmin_secret = \"{}\"\n", "c".repeat(64))), "{text}");
         assert!(text.contains(&format!("\njwt_secret = \"{}\"\n", "a".repeat(64))), "{text}");
     }
 
