@@ -224,7 +224,7 @@ function showLogin(message = '', tone = 'bad') {
   // Nothing of the last session stays in the page (the open channel does, in the address).
   for (const list of [ui.nodes, ui.channels, ui.presence, ui.history]) list.replaceChildren();
   for (const result of [ui.publishResult, ui.disconnectResult]) result.textContent = '';
-  banner('Logged out', 'idle');
+  banner('Not logged in', 'idle');
   ui.secret.focus();
 }
 
