@@ -39,6 +39,61 @@ export async function launchChromium(extraArgs = []) {
   });
 }
 
+/** `redis-server`: `$REDIS_SERVER`, or the one on `PATH`. */
+const redisBinary = process.env.REDIS_SERVER ?? 'redis-server';
+
+/**
+ * Why a suite that needs `redis-server` is skipped: none on this machine (outside CI, where
+ * its absence is a failure), or `false` to run it.
+ */
+export const redisSkip = !process.env.CI && !onPath(redisBinary) && `no ${redisBinary}`;
+
+function onPath(name) {
+  if (name.includes('/')) return existsSync(name);
+  const dirs = (process.env.PATH ?? '').split(path.delimiter);
+  return dirs.some((dir) => existsSync(path.join(dir, name)));
+}
+
+/**
+ * A private `redis-server` on a free port of 127.0.0.1 (never the machine's own on 6379),
+ * persistence off, answering `PING`; `stop()` kills it by PID. `url` is
+ * `redis://127.0.0.1:PORT/0`.
+ */
+export async function startRedis() {
+  const port = await freePort();
+  const child = spawn(redisBinary, ['--port', String(port), '--bind', '127.0.0.1', '--save', '',
+    '--appendonly', 'no'], { stdio: 'ignore' });
+  const exited = new Promise((resolve) => child.once('exit', resolve));
+  const stop = async () => {
+    if (child.exitCode !== null || child.signalCode !== null) return;
+    process.kill(child.pid, 'SIGKILL');
+    await withTimeout(exited, 5000, () => `redis-server ${child.pid} did not exit`);
+  };
+  try {
+    await waitFor(() => ping(port), 5000, () => `redis-server on port ${port} to answer PING`);
+  } catch (error) {
+    await stop();
+    throw error;
+  }
+  return { port, url: `redis://127.0.0.1:${port}/0`, stop };
+}
+
+/** Whether a Redis server answers `PING` on `port`. */
+function ping(port) {
+  return new Promise((resolve) => {
+    const socket = net.connect(port, '127.0.0.1');
+    let answer = '';
+    socket.setEncoding('utf8');
+    socket.once('connect', () => socket.write('PING\r\n'));
+    socket.on('data', (chunk) => {
+      answer += chunk;
+      if (answer.includes('\r\n')) socket.end();
+    });
+    socket.once('error', () => resolve(false));
+    socket.once('close', () => resolve(answer.startsWith('+PONG')));
+  });
+}
+
 /** A port that was free a moment ago. */
 export async function freePort() {
   const server = net.createServer();

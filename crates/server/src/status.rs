@@ -86,12 +86,16 @@ macro_rules! assets {
     };
 }
 
-/// Every file of the status page, by the path it is served at. The style sheet, chart and
-/// icon are shared with pages the embedding program adds (the demo).
-pub(crate) static ASSETS: [Asset; 5] = assets![
+/// Every file of the status page, and the admin page's script and style sheet, by the path
+/// it is served at. The admin page itself is served at `/admin` only when it is enabled;
+/// its script and style hold nothing secret. The style sheet, chart and icon are shared
+/// with pages the embedding program adds (the demo).
+pub(crate) static ASSETS: [Asset; 7] = assets![
     ("/status", "status.html", "text/html; charset=utf-8"),
     ("/assets/style.css", "style.css", "text/css; charset=utf-8"),
     ("/assets/chart.js", "chart.js", "text/javascript; charset=utf-8"),
     ("/assets/status.js", "status.js", "text/javascript; charset=utf-8"),
     ("/assets/favicon.svg", "favicon.svg", "image/svg+xml"),
+    ("/assets/admin.js", "admin.js", "text/javascript; charset=utf-8"),
+    ("/assets/admin.css", "admin.css", "text/css; charset=utf-8"),
 ];
