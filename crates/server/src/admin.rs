@@ -105,7 +105,10 @@ struct Login {
 /// cookie; 401 for a wrong secret; 429 past the address's allowance.
 async fn login(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     let Some(secret) = secret(&shared.config) else { return off().into_response() };
-    if let Err(refusal) = api::check_rate(&req, &shared) {
+    // Shared with the API's requests without the key: whoever guesses one guesses the other.
+    if let Err(refusal) =
+        api::check_rate_of(&req, &shared, "logins and requests without the API key")
+    {
         return refusal.into_response();
     }
     let https = shared.tls.is_some();

@@ -79,6 +79,11 @@ pub(crate) async fn serve(req: Request, mut api: Router) -> Response {
 /// can cost the server only so many requests, each of which may verify a signature or
 /// issue a ticket.
 pub(crate) fn check_rate(req: &Request, shared: &Shared) -> Result<(), Refusal> {
+    check_rate_of(req, shared, "requests without the API key")
+}
+
+/// [`check_rate`], naming what is counted (`what`) in the refusal.
+pub(crate) fn check_rate_of(req: &Request, shared: &Shared, what: &str) -> Result<(), Refusal> {
     if authenticate(req.headers(), shared.config.api_key.as_ref().map(crate::Secret::expose))
         .is_ok()
     {
@@ -91,11 +96,11 @@ pub(crate) fn check_rate(req: &Request, shared: &Shared) -> Result<(), Refusal> 
     shared.limits.check_api(ip, options, tokio::time::Instant::now()).map_err(|wait| {
         let message = match options.api_rate {
             Some(rate) => format!(
-                "too many requests without the API key from this address: at most {} a \
-                 second, in bursts of {}; slow down",
+                "too many {what} from this address: at most {} a second, in bursts of {}; \
+                 slow down",
                 rate.per_second, rate.burst
             ),
-            None => "too many requests without the API key from this address".to_owned(),
+            None => format!("too many {what} from this address"),
         };
         Refusal::coded(StatusCode::TOO_MANY_REQUESTS, ErrorCode::RateLimited, message)
             .with_retry_after(wait)

@@ -12,12 +12,14 @@ use switchboard_test_support::protocol::{self, call};
 use switchboard_test_support::server::TestServer;
 
 /// Every page and file of the status page, with its content type.
-const ASSETS: [(&str, &str); 5] = [
+const ASSETS: [(&str, &str); 7] = [
     ("/status", "text/html; charset=utf-8"),
     ("/assets/style.css", "text/css; charset=utf-8"),
     ("/assets/chart.js", "text/javascript; charset=utf-8"),
     ("/assets/status.js", "text/javascript; charset=utf-8"),
     ("/assets/favicon.svg", "image/svg+xml"),
+    ("/assets/admin.js", "text/javascript; charset=utf-8"),
+    ("/assets/admin.css", "text/css; charset=utf-8"),
 ];
 
 #[tokio::test]
