@@ -157,8 +157,10 @@ impl Format {
         let data = fields.get_mut("data").map(serde_json::Value::take);
         let mut kind: CommandKind = serde_json::from_value(serde_json::Value::Object(fields))
             .map_err(|e| bad(e.to_string()))?;
-        if let (CommandKind::Publish(publish), Some(data)) = (&mut kind, data) {
-            publish.data = data;
+        match (&mut kind, data) {
+            (CommandKind::Publish(publish), Some(data)) => publish.data = data,
+            (CommandKind::Rpc(rpc), Some(data)) => rpc.data = data,
+            _ => {}
         }
         Ok(Command { id, kind })
     }

@@ -26,8 +26,8 @@ pub use message::{
     COMMAND_TYPES, ChannelRequest, ClientInfo, ClientLimits, Command, CommandKind, CommandResult,
     ConnectRequest, ConnectResult, Empty, ErrorBody, HistoryRequest, HistoryResult,
     PresenceCountResult, PresenceResult, Publication, PublicationPush, PublishRequest,
-    PublishResult, Push, RefreshRequest, RefreshResult, Reply, ServerMessage, StreamPosition,
-    SubscribeRequest, SubscribeResult,
+    PublishResult, Push, RefreshRequest, RefreshResult, Reply, RpcRequest, RpcResult,
+    ServerMessage, StreamPosition, SubscribeRequest, SubscribeResult,
 };
 pub use serde_json::Value;
 pub use strict::{MAX_DEPTH, TooDeep, check_data_depth};

@@ -73,6 +73,8 @@ pub enum CommandKind {
     Ping(Empty),
     /// Replaces the connection's token before it expires.
     Refresh(RefreshRequest),
+    /// Calls a method of the application's backend; answered with [`RpcResult`].
+    Rpc(RpcRequest),
 }
 
 impl CommandKind {
@@ -88,12 +90,13 @@ impl CommandKind {
             CommandKind::History(_) => "history",
             CommandKind::Ping(_) => "ping",
             CommandKind::Refresh(_) => "refresh",
+            CommandKind::Rpc(_) => "rpc",
         }
     }
 }
 
 /// The command types a server understands.
-pub const COMMAND_TYPES: [&str; 9] = [
+pub const COMMAND_TYPES: [&str; 10] = [
     "connect",
     "subscribe",
     "unsubscribe",
@@ -103,6 +106,7 @@ pub const COMMAND_TYPES: [&str; 9] = [
     "history",
     "ping",
     "refresh",
+    "rpc",
 ];
 
 /// Nothing: for commands and results without fields.
@@ -147,6 +151,16 @@ pub struct PublishRequest {
     /// The channel.
     pub channel: String,
     /// The payload, any JSON value.
+    pub data: Value,
+}
+
+/// `rpc`: a call to the application's backend, through the server.
+#[derive(Clone, Debug, Deserialize, Eq, PartialEq, Serialize)]
+pub struct RpcRequest {
+    /// Which of the backend's methods, 1 to 128 bytes.
+    pub method: String,
+    /// Its argument, any JSON value; `null` when left out.
+    #[serde(default)]
     pub data: Value,
 }
 
@@ -233,6 +247,8 @@ pub enum CommandResult {
     Refresh(RefreshResult),
     /// For `presence_count`.
     PresenceCount(PresenceCountResult),
+    /// For `rpc`.
+    Rpc(RpcResult),
     /// For `unsubscribe` and `ping`.
     Empty(Empty),
 }
@@ -316,6 +332,13 @@ pub struct RefreshResult {
 pub struct PresenceResult {
     /// Every connection subscribed to the channel.
     pub clients: Vec<ClientInfo>,
+}
+
+/// What `rpc` returns: the backend's answer.
+#[derive(Clone, Debug, Default, Deserialize, Eq, PartialEq, Serialize)]
+pub struct RpcResult {
+    /// What the backend answered, any JSON value.
+    pub data: Value,
 }
 
 /// What `presence_count` returns.

@@ -18,8 +18,8 @@ use switchboard_proto::{
     Advice, ChannelRequest, ClientInfo, ClientLimits, Command, CommandKind, CommandResult,
     ConnectRequest, ConnectResult, Empty, ErrorCode, Format, HistoryRequest, HistoryResult,
     PresenceCountResult, PresenceResult, Publication, PublicationPush, PublishRequest,
-    PublishResult, Push, RefreshRequest, RefreshResult, Reply, ServerMessage, StreamPosition,
-    SubscribeRequest, SubscribeResult, Value, advice,
+    PublishResult, Push, RefreshRequest, RefreshResult, Reply, RpcRequest, RpcResult,
+    ServerMessage, StreamPosition, SubscribeRequest, SubscribeResult, Value, advice,
 };
 
 // Commands.
@@ -55,6 +55,7 @@ const HISTORY_SINCE: &str = r#"{
 }"#;
 const PING: &str = r#"{"id": 8, "type": "ping"}"#;
 const REFRESH: &str = r#"{"id": 11, "type": "refresh", "token": "eyJhbGciOiJIUzI1NiJ9.e30.c2ln"}"#;
+const RPC: &str = r#"{"id": 12, "type": "rpc", "method": "order.status", "data": {"order": 1042}}"#;
 
 // Results.
 
@@ -150,6 +151,7 @@ const HISTORY_PAGED: &str = r#"{
 }"#;
 const PING_RESULT: &str = r#"{"id": 8, "result": {}}"#;
 const REFRESH_RESULT: &str = r#"{"id": 11, "result": {"expires_at": 1795000000}}"#;
+const RPC_RESULT: &str = r#"{"id": 12, "result": {"data": {"order": 1042, "status": "shipped"}}}"#;
 
 // Error replies, and the inputs of those that answer undecodable commands.
 
@@ -233,7 +235,7 @@ const DISCONNECT: &str =
     r#"{"push": "disconnect", "code": 4001, "reason": "slow consumer", "advice": "reconnect"}"#;
 
 /// Every JSON block of the document.
-const EXAMPLES: [&str; 41] = [
+const EXAMPLES: [&str; 43] = [
     CONNECT,
     CONNECT_BARE,
     CONNECT_RESULT,
@@ -260,6 +262,8 @@ const EXAMPLES: [&str; 41] = [
     PING_RESULT,
     REFRESH,
     REFRESH_RESULT,
+    RPC,
+    RPC_RESULT,
     PERMISSION_DENIED,
     UNAUTHORIZED_ANONYMOUS,
     UNAVAILABLE,
@@ -396,6 +400,16 @@ fn commands_decode_to_the_documented_structs() {
                 }),
             },
         ),
+        (
+            RPC,
+            Command {
+                id: 12,
+                kind: CommandKind::Rpc(RpcRequest {
+                    method: "order.status".into(),
+                    data: json!({"order": 1042}),
+                }),
+            },
+        ),
     ];
     for (doc, expected) in cases {
         let decoded = Format::Json.decode_command(doc.as_bytes()).unwrap();
@@ -412,7 +426,7 @@ fn results_encode_as_documented() {
     let lobby_history = vec![publication(41, "anyone?", bob()), publication(42, "hello", ann())];
     let recovered =
         vec![publication(44, "still there?", bob()), publication(45, "ok, later", bob())];
-    let cases: [(&str, CommandResult, u64); 14] = [
+    let cases: [(&str, CommandResult, u64); 15] = [
         (CONNECT_RESULT, CommandResult::Connect(connect_result("c1a9f", Some("ann"))), 1),
         (CONNECT_RESULT_ANONYMOUS, CommandResult::Connect(connect_result("c1a9f", None)), 1),
         (
@@ -518,6 +532,11 @@ fn results_encode_as_documented() {
         ),
         (PING_RESULT, CommandResult::Empty(Empty {}), 8),
         (REFRESH_RESULT, CommandResult::Refresh(RefreshResult { expires_at: 1_795_000_000 }), 11),
+        (
+            RPC_RESULT,
+            CommandResult::Rpc(RpcResult { data: json!({"order": 1042, "status": "shipped"}) }),
+            12,
+        ),
     ];
     for (doc, result, id) in cases {
         // The server's path (one enum for every result) and a typed reply agree.
@@ -539,6 +558,7 @@ fn results_encode_as_documented() {
             CommandResult::History(r) => assert_typed_reply(doc, &Reply::ok(id, r)),
             CommandResult::Empty(r) => assert_typed_reply(doc, &Reply::ok(id, r)),
             CommandResult::Refresh(r) => assert_typed_reply(doc, &Reply::ok(id, r)),
+            CommandResult::Rpc(r) => assert_typed_reply(doc, &Reply::ok(id, r)),
         }
     }
 }
