@@ -86,6 +86,38 @@ pub struct Config {
     pub transports: TransportOptions,
     /// permessage-deflate (RFC 7692) on the WebSocket endpoints.
     pub compression: CompressionOptions,
+    /// The application backend's HTTP endpoints the server asks (`docs/hooks.md`), by name;
+    /// namespaces name theirs in [`NamespaceOptions::subscribe_proxy`] and
+    /// [`NamespaceOptions::publish_proxy`]. Default none.
+    pub proxies: BTreeMap<String, ProxyEndpoint>,
+    /// The proxy `rpc` commands are sent to. Default `None`: `rpc` is refused.
+    pub rpc_proxy: Option<String>,
+}
+
+/// One HTTP endpoint of the application's backend: the server POSTs JSON to `url` and waits
+/// at most `timeout` for the answer (`docs/hooks.md`).
+///
+/// With serde: a `[proxies.NAME]` table, `url` required, `timeout` a duration such as `"2s"`.
+#[derive(Clone, Debug, Deserialize, Eq, PartialEq, Serialize)]
+#[non_exhaustive]
+#[serde(deny_unknown_fields)]
+pub struct ProxyEndpoint {
+    /// `http://` or `https://` (trusted by the built-in web roots).
+    pub url: String,
+    /// How long an answer may take. Default 3 seconds.
+    #[serde(with = "duration_str", default = "ProxyEndpoint::default_timeout")]
+    pub timeout: Duration,
+}
+
+impl ProxyEndpoint {
+    /// An endpoint at `url` with the default timeout.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self { url: url.into(), timeout: Self::default_timeout() }
+    }
+
+    fn default_timeout() -> Duration {
+        Duration::from_secs(3)
+    }
 }
 
 /// permessage-deflate (RFC 7692): which WebSocket endpoints negotiate it, and how they
@@ -489,6 +521,12 @@ pub struct NamespaceOptions {
     /// that does not compress (images, already-compressed or encrypted payloads), where
     /// deflate only spends CPU.
     pub compression: bool,
+    /// The proxy (a name in [`Config::proxies`]) that decides each client's `subscribe`
+    /// here, after the namespace's own rules allowed it. Default none.
+    pub subscribe_proxy: Option<String>,
+    /// The proxy that allows, refuses or rewrites each client's `publish` here before it is
+    /// stored and broadcast (the HTTP API's publications do not go through it). Default none.
+    pub publish_proxy: Option<String>,
 }
 
 /// What anonymous connections may do in a namespace. With serde: `"deny"`, `"subscribe"`
@@ -518,6 +556,8 @@ impl Default for NamespaceOptions {
             max_subscribers: 0,
             anonymous: Anonymous::Deny,
             compression: true,
+            subscribe_proxy: None,
+            publish_proxy: None,
         }
     }
 }
@@ -546,6 +586,8 @@ impl Default for Config {
             admin_secret: None,
             transports: TransportOptions::default(),
             compression: CompressionOptions::default(),
+            proxies: BTreeMap::new(),
+            rpc_proxy: None,
         }
     }
 }

@@ -17,6 +17,10 @@ pub enum Error {
     /// The TLS certificate or key cannot be used.
     #[error("tls: {0}")]
     Tls(String),
+    /// The configuration contradicts itself (a namespace naming a proxy that is not
+    /// configured, a proxy URL that is not `http://` or `https://`).
+    #[error("configuration: {0}")]
+    Config(String),
     /// Another I/O failure of the listener.
     #[error("listener failed: {0}")]
     Io(#[from] std::io::Error),

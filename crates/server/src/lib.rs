@@ -26,6 +26,7 @@ mod config;
 mod error;
 mod exposition;
 mod fallback;
+mod hooks;
 mod http;
 mod limits;
 mod metrics;
@@ -42,7 +43,7 @@ mod ws;
 
 pub use config::{
     Anonymous, AuthOptions, CompressionOptions, Config, HubOptions, LimitOptions, NamespaceOptions,
-    OriginOptions, Rate, Secret, Transport, TransportOptions, duration_str,
+    OriginOptions, ProxyEndpoint, Rate, Secret, Transport, TransportOptions, duration_str,
 };
 pub use error::Error;
 pub use server::{Publisher, Server, ShutdownHandle, TlsReloader};

@@ -170,6 +170,8 @@ pub(crate) struct Metrics {
     pub(crate) delivery_latency: Arc<LatencyHistogram>,
     /// Broker operations: latency and failures, by operation.
     pub(crate) broker: Arc<BrokerStats>,
+    /// Calls to the application's backend: latency and outcomes, by hook.
+    pub(crate) hooks: crate::hooks::HookMetrics,
 }
 
 impl Metrics {
@@ -202,6 +204,7 @@ impl Metrics {
             recoveries: Family::default(),
             delivery_latency: Arc::default(),
             broker: Arc::default(),
+            hooks: crate::hooks::HookMetrics::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -315,6 +318,18 @@ impl Metrics {
             "recoveries",
             "Subscribes with a recovery position, by result",
             metrics.recoveries.clone(),
+        );
+        registry.register(
+            "hook_duration_seconds",
+            "Time calls to the application's backend took, from sending to the whole answer, by \
+             hook (calls that reached it)",
+            metrics.hooks.latency.clone(),
+        );
+        registry.register(
+            "hook_calls",
+            "Calls to the application's backend by hook and outcome: allowed, refused, timeout, \
+             unreachable, bad_status, malformed, paused",
+            metrics.hooks.calls.clone(),
         );
         Self { registry, ..metrics }
     }

@@ -114,7 +114,8 @@ impl Server {
     ///
     /// # Errors
     ///
-    /// [`Error::Bind`] when the address is in use or cannot be bound.
+    /// [`Error::Bind`] when the address is in use or cannot be bound; [`Error::Config`] when
+    /// the configuration contradicts itself (proxies).
     pub async fn bind(config: Config) -> Result<Self, Error> {
         let limits = MemoryLimits::new(config.hub.history_memory, config.hub.max_channels);
         let broker = Arc::new(MemoryBroker::new().with_limits(limits));
@@ -137,17 +138,26 @@ impl Server {
     ///
     /// # Errors
     ///
-    /// [`Error::Bind`] when the address is in use or cannot be bound.
+    /// [`Error::Bind`] when the address is in use or cannot be bound; [`Error::Config`] when
+    /// the configuration contradicts itself (proxies).
     pub async fn bind_with_broker(config: Config, broker: Arc<dyn Broker>) -> Result<Self, Error> {
+        // The configuration first: a contradiction is reported before the port is taken.
+        let mut metrics = metrics::Metrics::new();
+        let hooks = crate::hooks::Hooks::new(&config, metrics.hooks.clone())?;
         let addr = config.listen;
         let listener = listen(addr).map_err(|source| Error::Bind { addr, source })?;
         let local_addr = listener.local_addr()?;
-        let mut metrics = metrics::Metrics::new();
         let broker = Arc::new(timed::TimedBroker::new(broker, Arc::clone(&metrics.broker)));
         let auth = Arc::new(auth::Authenticator::new(&config.auth));
         let limits = Arc::<limits::Limiter>::default();
-        let node =
-            Node::with_parts(broker, &config, Arc::clone(&auth), Arc::clone(&limits), &metrics);
+        let node = Node::with_parts(
+            broker,
+            &config,
+            Arc::clone(&auth),
+            Arc::clone(&limits),
+            &metrics,
+            hooks,
+        );
         let node = Arc::new(node);
         exposition::register(&mut metrics, Arc::clone(&node), Arc::clone(&limits));
         let tls = config.tls.clone().map(tls::TlsState::load).transpose()?;

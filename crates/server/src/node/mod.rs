@@ -82,6 +82,8 @@ pub struct Node {
     deliveries: Arc<AtomicU64>,
     /// Where node messages go, once the server set it.
     inbox: Arc<OnceLock<NodeInbox>>,
+    /// The application backend's proxies (`docs/hooks.md`).
+    pub(crate) hooks: crate::hooks::Hooks,
 }
 
 /// What every session of a node follows, taken from [`Config`].
@@ -115,9 +117,18 @@ impl Node {
     /// A node on `broker` with `config`'s hub, authentication and rate settings, on its own:
     /// its counters are not exposed anywhere (the server builds its nodes with its
     /// registry's). From now on `broker` delivers this node's channels to its hub.
+    ///
+    /// # Panics
+    ///
+    /// When `config` names a proxy it does not configure, or gives a proxy a URL that is not
+    /// `http://` or `https://` ([`Server::bind`](crate::Server::bind) answers
+    /// [`Error::Config`](crate::Error::Config) instead).
     pub fn new(broker: Arc<dyn Broker>, config: &Config) -> Self {
         let auth = Arc::new(Authenticator::new(&config.auth));
-        Self::with_parts(broker, config, auth, Arc::default(), &Metrics::new())
+        let metrics = Metrics::new();
+        let hooks = crate::hooks::Hooks::new(config, metrics.hooks.clone())
+            .unwrap_or_else(|e| panic!("{e}"));
+        Self::with_parts(broker, config, auth, Arc::default(), &metrics, hooks)
     }
 
     /// A node sharing the server's authenticator, limiter and metrics registry.
@@ -127,6 +138,7 @@ impl Node {
         auth: Arc<Authenticator>,
         limiter: Arc<Limiter>,
         metrics: &Metrics,
+        hooks: crate::hooks::Hooks,
     ) -> Self {
         let options = config.hub.clone();
         let hub = Arc::new(Hub::new(options.shards));
@@ -169,6 +181,7 @@ impl Node {
             lock_hasher: std::collections::hash_map::RandomState::new(),
             deliveries,
             inbox,
+            hooks,
         }
     }
 

@@ -7,13 +7,14 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use switchboard_codec::CloseCode;
 use switchboard_hub::{Delivery, Sink as _};
 use switchboard_proto::{
     ChannelRequest, ClientInfo, ClientLimits, Command, CommandKind, CommandResult, ConnectRequest,
     ConnectResult, Empty, ErrorBody, ErrorCode, Format, HistoryRequest, PublishRequest,
-    PublishResult, Push, RefreshRequest, RefreshResult, Reply, SubscribeRequest, codes,
+    PublishResult, Push, RefreshRequest, RefreshResult, Reply, RpcRequest, RpcResult,
+    SubscribeRequest, Value, check_data_depth, codes,
 };
 use tokio::time::Instant;
 
@@ -22,6 +23,7 @@ use super::subscribe::Membership;
 use super::{Node, Outbox, Pushes, page};
 use crate::auth::{AuthFailure, Identity};
 use crate::config::{Anonymous, LimitOptions, NamespaceOptions};
+use crate::hooks::{Answer, Hook};
 use crate::limits::{ConnRate, Reason, Verdict};
 use crate::metrics::{ReasonLabel, ResultLabel};
 
@@ -318,6 +320,7 @@ impl Session {
             CommandKind::PresenceCount(req) => self.presence_count(&req).await,
             CommandKind::History(req) => self.history(&req).await,
             CommandKind::Ping(Empty {}) => Ok(CommandResult::Empty(Empty {})),
+            CommandKind::Rpc(req) => self.rpc(req).await,
         };
         let reply = match result {
             Ok(result) => Reply::ok(id, result),
@@ -391,6 +394,16 @@ impl Session {
             Ok(ns) => ns,
             Err(error) => return self.reply(&Reply { id, result: None, error: Some(error) }),
         };
+        if let Some(proxy) = &ns.subscribe_proxy {
+            let call =
+                HookCall { client: &self.info, channel: Some(&channel), method: None, data: None };
+            match node.hooks.call(proxy, Hook::Subscribe, &call).await {
+                Ok(Answer::Allow(_)) => {}
+                Ok(Answer::Refuse(error)) | Err(error) => {
+                    return self.reply(&Reply { id, result: None, error: Some(error) });
+                }
+            }
+        }
         let answer = |result: Result<_, ErrorBody>| {
             let reply = match result {
                 Ok(result) => Reply::ok(id, CommandResult::Subscribe(result)),
@@ -442,9 +455,57 @@ impl Session {
 
     async fn publish(&self, req: PublishRequest) -> Result<CommandResult, CommandError> {
         let node = self.node();
-        self.may_publish(&req.channel, node.channel_namespace(&req.channel)?)?;
-        let position = node.publish(&req.channel, req.data, Some(Arc::clone(&self.info))).await?;
+        let ns = node.channel_namespace(&req.channel)?;
+        self.may_publish(&req.channel, ns)?;
+        let mut data = req.data;
+        if let Some(proxy) = &ns.publish_proxy {
+            let call = HookCall {
+                client: &self.info,
+                channel: Some(&req.channel),
+                method: None,
+                data: Some(&data),
+            };
+            match node.hooks.call(proxy, Hook::Publish, &call).await? {
+                Answer::Allow(mut result) => {
+                    if let Some(replaced) = result.remove("data") {
+                        check_replaced(&replaced, node.options.max_message_size)?;
+                        data = replaced;
+                    }
+                }
+                Answer::Refuse(error) => return Err(error),
+            }
+        }
+        let position = node.publish(&req.channel, data, Some(Arc::clone(&self.info))).await?;
         Ok(CommandResult::Publish(PublishResult { offset: position.offset, epoch: position.epoch }))
+    }
+
+    async fn rpc(&self, req: RpcRequest) -> Result<CommandResult, CommandError> {
+        if req.method.is_empty() || req.method.len() > MAX_METHOD_BYTES {
+            return Err(ErrorBody::new(
+                ErrorCode::BadRequest,
+                format!("`method` must be 1 to {MAX_METHOD_BYTES} bytes"),
+            ));
+        }
+        let node = self.node();
+        let Some(proxy) = node.hooks.rpc_proxy() else {
+            return Err(ErrorBody::new(
+                ErrorCode::BadRequest,
+                "this server sends `rpc` nowhere: its operator sets `rpc_proxy` (docs/hooks.md)",
+            ));
+        };
+        let call = HookCall {
+            client: &self.info,
+            channel: None,
+            method: Some(&req.method),
+            data: Some(&req.data),
+        };
+        match node.hooks.call(proxy, Hook::Rpc, &call).await? {
+            Answer::Allow(mut result) => {
+                let data = result.remove("data").unwrap_or(Value::Null);
+                Ok(CommandResult::Rpc(RpcResult { data }))
+            }
+            Answer::Refuse(error) => Err(error),
+        }
     }
 
     async fn presence(&self, req: &ChannelRequest) -> Result<CommandResult, CommandError> {
@@ -602,6 +663,40 @@ impl Session {
 
 /// The id of a command refused before decoding, to answer it by: read without building the
 /// rest of the command. 0 when there is none.
+/// The longest `rpc` method name, in bytes.
+const MAX_METHOD_BYTES: usize = 128;
+
+/// What a hook call tells the backend: the client, and the command's fields.
+#[derive(Debug, Serialize)]
+struct HookCall<'a> {
+    /// The connection: `client` (its id), `user` and `info` when it has them.
+    #[serde(flatten)]
+    client: &'a ClientInfo,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    channel: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    method: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<&'a Value>,
+}
+
+/// Checks data a publish hook put in place of the client's: the rules the client's own had
+/// to follow (nesting, size), so that every subscriber can still decode it.
+fn check_replaced(data: &Value, max_message_size: usize) -> Result<(), ErrorBody> {
+    let bad = |why: String| {
+        ErrorBody::new(
+            ErrorCode::Unavailable,
+            format!("the application's backend replaced the data with {why}"),
+        )
+    };
+    check_data_depth(data).map_err(|e| bad(e.to_string()))?;
+    let size = serde_json::to_vec(data).map_or(usize::MAX, |bytes| bytes.len());
+    if size > max_message_size {
+        return Err(bad(format!("{size} bytes, over the {max_message_size} a message may have")));
+    }
+    Ok(())
+}
+
 fn command_id(format: Format, data: &[u8]) -> u64 {
     #[derive(Deserialize)]
     struct Id {
