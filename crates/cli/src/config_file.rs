@@ -177,6 +177,13 @@ pub(crate) fn render(
         let table = if section.is_empty() { Some(values) } else { table(values, section) };
         doc.write(&mut out, table);
     }
+    out.push_str(PROXIES_HEADER);
+    for (name, proxy) in table(values, PROXIES).into_iter().flatten() {
+        let _ = writeln!(out, "[{PROXIES}.{name:?}]");
+        for (key, value) in proxy.as_table().into_iter().flatten() {
+            let _ = writeln!(out, "{key} = {value}");
+        }
+    }
     out.push_str(NAMESPACES_HEADER);
     for (name, options) in table(values, NAMESPACES).into_iter().flatten() {
         out.push('\n');
@@ -241,6 +248,17 @@ fn line_column(text: &str, offset: usize) -> (usize, usize) {
     (line, column)
 }
 
+/// The `[proxies]` table: rendered as a whole, after the sections of [`DOCS`].
+const PROXIES: &str = "proxies";
+
+const PROXIES_HEADER: &str = "
+# The application backend's HTTP endpoints, by name, that the server asks (docs/hooks.md):
+# namespaces name theirs in subscribe_proxy and publish_proxy, rpc_proxy the one for `rpc`.
+# [proxies.backend]
+# url = \"http://127.0.0.1:3000/switchboard/rpc\"
+# timeout = \"3s\"
+";
+
 /// The `[namespaces]` table, and the section of its keys in [`DOCS`].
 const NAMESPACES: &str = "namespaces";
 
@@ -277,6 +295,12 @@ const DOCS: &[Doc] = &[
         "\"another long random secret\"",
     ),
     Doc::key("", "log_format", "Log output format: \"human\" or \"json\" (--log-format)."),
+    Doc::example(
+        "",
+        "rpc_proxy",
+        "The proxy (see [proxies] below) that clients' `rpc` calls go to; unset: `rpc` refused.",
+        "\"backend\"",
+    ),
     Doc::key("timeouts", "ping_interval", "Interval between server pings (\"0s\" disables pings)."),
     Doc::key("timeouts", "pong_timeout", "Close a connection whose pong is this late."),
     Doc::key(
@@ -533,6 +557,18 @@ const DOCS: &[Doc] = &[
         "compression",
         "Compress pushes for WebSocket clients that negotiated permessage-deflate; off for\n\
          data that does not compress.",
+    ),
+    Doc::example(
+        NAMESPACES,
+        "subscribe_proxy",
+        "The proxy that allows or refuses each client's subscribe here (docs/hooks.md).",
+        "\"backend\"",
+    ),
+    Doc::example(
+        NAMESPACES,
+        "publish_proxy",
+        "The proxy that allows, refuses or rewrites each client's publish here.",
+        "\"backend\"",
     ),
 ];
 

@@ -13,8 +13,8 @@ use anyhow::Context as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use switchboard_broker_redis::RedisConfig;
 use switchboard_server::{
-    CompressionOptions, Config, HubOptions, NamespaceOptions, OriginOptions, Rate, Secret,
-    TlsSource, TransportOptions,
+    CompressionOptions, Config, HubOptions, NamespaceOptions, OriginOptions, ProxyEndpoint, Rate,
+    Secret, TlsSource, TransportOptions,
 };
 
 /// Every setting of `switchboard serve`. Each key of the file is optional: `serde(default)`
@@ -61,6 +61,10 @@ pub(crate) struct Settings {
     pub(crate) hub: HubOptions,
     /// `[namespaces.NAME]`: a file's set replaces the built-in one whole.
     pub(crate) namespaces: BTreeMap<NamespaceName, NamespaceOptions>,
+    /// `[proxies.NAME]`: the application backend's endpoints hooks call.
+    pub(crate) proxies: BTreeMap<String, ProxyEndpoint>,
+    /// The proxy `rpc` goes to; none: `rpc` is refused.
+    pub(crate) rpc_proxy: Option<String>,
 }
 
 /// `[timeouts]`: durations such as `"25s"`, `"2m"`.
@@ -213,6 +217,8 @@ impl Default for Settings {
             origins: c.origins.clone(),
             transports: c.transports.clone(),
             compression: c.compression.clone(),
+            proxies: c.proxies.clone(),
+            rpc_proxy: c.rpc_proxy.clone(),
             tls: match &c.tls {
                 Some(TlsSource::Files { cert, key }) => {
                     Tls { cert: Some(cert.clone()), key: Some(key.clone()), dev: false }
@@ -317,6 +323,8 @@ impl Settings {
         config.origins = self.origins.clone();
         config.transports = self.transports.clone();
         config.compression = self.compression.clone();
+        config.proxies = self.proxies.clone();
+        config.rpc_proxy.clone_from(&self.rpc_proxy);
         config.tls = match (&self.tls.cert, &self.tls.key) {
             (Some(cert), Some(key)) => {
                 Some(TlsSource::Files { cert: cert.clone(), key: key.clone() })

@@ -115,6 +115,7 @@ pub(crate) fn summary(
     line("metrics", format!("{base}/metrics"));
     line("http api", api(settings, &base));
     line("admin", admin(settings, &base));
+    line("hooks", hooks(config));
     line("auth", admission(config));
     line("tokens", tokens(settings));
     line("tickets", tickets(settings, config));
@@ -136,6 +137,30 @@ fn api(settings: &Settings, base: &str) -> String {
         text.push_str("; POST /api/ticket still trades a user's token for a ticket");
     }
     text
+}
+
+/// Which commands the application's backend decides, and where they go.
+fn hooks(config: &Config) -> String {
+    let url = |name: &str| config.proxies.get(name).map_or("?", |p| p.url.as_str()).to_owned();
+    let mut hooked = Vec::new();
+    if let Some(name) = &config.rpc_proxy {
+        hooked.push(format!("rpc → {}", url(name)));
+    }
+    for (ns, options) in &config.hub.namespaces {
+        let ns = if ns.is_empty() { "\"\"".to_owned() } else { ns.clone() };
+        if let Some(name) = &options.subscribe_proxy {
+            hooked.push(format!("subscribe in {ns} → {}", url(name)));
+        }
+        if let Some(name) = &options.publish_proxy {
+            hooked.push(format!("publish in {ns} → {}", url(name)));
+        }
+    }
+    if hooked.is_empty() {
+        return "off: [proxies.NAME] with rpc_proxy or a namespace's subscribe_proxy or \
+                publish_proxy (docs/hooks.md)"
+            .to_owned();
+    }
+    hooked.join("; ")
 }
 
 /// The admin page: where and how to log in, or how to turn it on.
