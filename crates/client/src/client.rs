@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use futures_util::Stream;
 use switchboard_proto::{
     ChannelRequest, ClientInfo, CommandKind, Empty, ErrorCode, HistoryRequest, HistoryResult,
-    PresenceCountResult, PresenceResult, Publication, PublishRequest, PublishResult,
-    StreamPosition, Value,
+    PresenceCountResult, PresenceResult, Publication, PublishRequest, PublishResult, RpcRequest,
+    RpcResult, StreamPosition, Value,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -300,6 +300,37 @@ impl Client {
         let kind = CommandKind::PresenceCount(ChannelRequest { channel: channel.into() });
         let result: PresenceCountResult = self.request(kind).await?;
         Ok(result.count)
+    }
+
+    /// Calls `method` of the application's backend with `data`, through the server
+    /// (protocol §3, `rpc`; the server's `rpc_proxy`, `docs/hooks.md`): the backend's answer.
+    ///
+    /// Like a publish, a call is queued while disconnected (as the builder's
+    /// [`publish_queue`](crate::ClientBuilder::publish_queue) says) and not sent again when
+    /// the connection is lost after it was sent: the backend may have carried it out.
+    ///
+    /// ```no_run
+    /// # async fn f(client: switchboard_client::Client) -> Result<(), switchboard_client::Error> {
+    /// let status = client.rpc("order.status", serde_json::json!({"order": 1042})).await?;
+    /// println!("{status}");
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Command`] with `bad_request` (an empty method, one over 128 bytes, a server
+    /// without `rpc_proxy`), the backend's own refusal (its code and message), or
+    /// `unavailable` (temporary: the backend failed or did not answer in time); the
+    /// connection errors of [`publish`](Self::publish).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancelling before the call is written cancels it; after, the reply is discarded.
+    pub async fn rpc(&self, method: impl Into<String>, data: Value) -> Result<Value, Error> {
+        let kind = CommandKind::Rpc(RpcRequest { method: method.into(), data });
+        let result: RpcResult = self.request(kind).await?;
+        Ok(result.data)
     }
 
     /// Reads `channel`'s history: the newest `limit` publications, or with `since` every

@@ -11,9 +11,11 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde_json::{Value, json};
+use switchboard_client::ErrorCode;
 use switchboard_server::{Config, ProxyEndpoint, Server};
 use switchboard_test_support::metrics::{sample, scrape};
 use switchboard_test_support::protocol::ProtocolClient;
+use switchboard_test_support::rust_client::fast;
 use switchboard_test_support::server::{TestServer, open_config, open_namespace};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
@@ -200,6 +202,23 @@ async fn rpc_is_answered_by_the_backend() {
     let mut client = ProtocolClient::connect(plain.addr).await;
     let reply = client.call("rpc", json!({"method": "echo"})).await;
     assert!(reply["error"]["message"].as_str().unwrap().contains("rpc_proxy"), "{reply}");
+}
+
+#[tokio::test]
+async fn the_rust_client_calls_rpc() {
+    let backend = Backend::default();
+    let server =
+        TestServer::start(config(backend.clone().start().await, Duration::from_secs(5))).await;
+    let client = fast(&format!("ws://{}/ws", server.addr)).build().expect("build");
+    let answer = client.rpc("echo", json!(["a", 1])).await.expect("rpc");
+    assert_eq!(answer, json!({"got": ["a", 1], "user": null}));
+    let refused = client.rpc("unknown", Value::Null).await.expect_err("refused");
+    assert_eq!(refused.code(), Some(ErrorCode::BadRequest));
+    assert!(refused.to_string().contains("no such method"), "{refused}");
+    let failed = client.rpc("crash", Value::Null).await.expect_err("failed");
+    assert_eq!(failed.code(), Some(ErrorCode::Unavailable));
+    assert!(failed.is_temporary());
+    client.close().await;
 }
 
 #[tokio::test]

@@ -101,9 +101,10 @@ impl Driver {
             // The caller gave up before the command was written: it is cancelled.
             return;
         }
-        // Reads are sent again after a lost connection; a publish is not (it may have
-        // happened, protocol §3).
-        let retry = (!matches!(kind, CommandKind::Publish(_))).then(|| kind.clone());
+        // Reads are sent again after a lost connection; a publish or an rpc is not (it may
+        // have happened, protocol §3).
+        let retry =
+            (!matches!(kind, CommandKind::Publish(_) | CommandKind::Rpc(_))).then(|| kind.clone());
         let what = Awaiting::Request { retry, done };
         if let Err((e, what)) = live.send(kind, self.settings.ack_timeout, what) {
             what.fail(e);
