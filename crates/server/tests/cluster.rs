@@ -138,6 +138,12 @@ async fn any_node_lists_every_node_and_channel_and_disconnects_everywhere() {
         matches!(&reason, Some(DisconnectReason::Closed { code: 4403, reason }) if reason == "banned"),
         "{reason:?}"
     );
+    // Once node B has let the connection go (it leaves presence then), there is nothing left.
+    let left = poll_until(LIMIT, || async {
+        let presence = api(a.addr, "GET", "/api/presence?channel=hall", "").await.json();
+        (presence["clients"].as_array()?.is_empty()).then_some(())
+    });
+    left.await.expect("the disconnected client left presence");
     let again = api(a.addr, "POST", "/api/disconnect", &body).await;
     assert_eq!(again.json(), json!({"disconnected": 0, "complete": true}));
 
