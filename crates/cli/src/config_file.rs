@@ -253,10 +253,12 @@ const PROXIES: &str = "proxies";
 
 const PROXIES_HEADER: &str = "
 # The application backend's HTTP endpoints, by name, that the server asks (docs/hooks.md):
-# namespaces name theirs in subscribe_proxy and publish_proxy, rpc_proxy the one for `rpc`.
-# [proxies.backend]
-# url = \"http://127.0.0.1:3000/switchboard/rpc\"
+# namespaces name theirs in subscribe_proxy and publish_proxy, rpc_proxy the one for `rpc`,
+# connect_proxy the one for connections without credentials.
+# [proxies.login]
+# url = \"http://127.0.0.1:3000/switchboard/connect\"
 # timeout = \"3s\"
+# forward_headers = [\"cookie\"]
 ";
 
 /// The `[namespaces]` table, and the section of its keys in [`DOCS`].
@@ -300,6 +302,12 @@ const DOCS: &[Doc] = &[
         "rpc_proxy",
         "The proxy (see [proxies] below) that clients' `rpc` calls go to; unset: `rpc` refused.",
         "\"backend\"",
+    ),
+    Doc::example(
+        "",
+        "connect_proxy",
+        "The proxy that says who a connection without credentials is (a cookie session).",
+        "\"login\"",
     ),
     Doc::key("timeouts", "ping_interval", "Interval between server pings (\"0s\" disables pings)."),
     Doc::key("timeouts", "pong_timeout", "Close a connection whose pong is this late."),

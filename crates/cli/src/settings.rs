@@ -65,6 +65,8 @@ pub(crate) struct Settings {
     pub(crate) proxies: BTreeMap<String, ProxyEndpoint>,
     /// The proxy `rpc` goes to; none: `rpc` is refused.
     pub(crate) rpc_proxy: Option<String>,
+    /// The proxy that says who a connection without credentials is.
+    pub(crate) connect_proxy: Option<String>,
 }
 
 /// `[timeouts]`: durations such as `"25s"`, `"2m"`.
@@ -219,6 +221,7 @@ impl Default for Settings {
             compression: c.compression.clone(),
             proxies: c.proxies.clone(),
             rpc_proxy: c.rpc_proxy.clone(),
+            connect_proxy: c.connect_proxy.clone(),
             tls: match &c.tls {
                 Some(TlsSource::Files { cert, key }) => {
                     Tls { cert: Some(cert.clone()), key: Some(key.clone()), dev: false }
@@ -325,6 +328,7 @@ impl Settings {
         config.compression = self.compression.clone();
         config.proxies = self.proxies.clone();
         config.rpc_proxy.clone_from(&self.rpc_proxy);
+        config.connect_proxy.clone_from(&self.connect_proxy);
         config.tls = match (&self.tls.cert, &self.tls.key) {
             (Some(cert), Some(key)) => {
                 Some(TlsSource::Files { cert: cert.clone(), key: key.clone() })

@@ -143,6 +143,9 @@ fn api(settings: &Settings, base: &str) -> String {
 fn hooks(config: &Config) -> String {
     let url = |name: &str| config.proxies.get(name).map_or("?", |p| p.url.as_str()).to_owned();
     let mut hooked = Vec::new();
+    if let Some(name) = &config.connect_proxy {
+        hooked.push(format!("connect → {}", url(name)));
+    }
     if let Some(name) = &config.rpc_proxy {
         hooked.push(format!("rpc → {}", url(name)));
     }
@@ -156,8 +159,8 @@ fn hooks(config: &Config) -> String {
         }
     }
     if hooked.is_empty() {
-        return "off: [proxies.NAME] with rpc_proxy or a namespace's subscribe_proxy or \
-                publish_proxy (docs/hooks.md)"
+        return "off: [proxies.NAME] with connect_proxy, rpc_proxy or a namespace's \
+                subscribe_proxy or publish_proxy (docs/hooks.md)"
             .to_owned();
     }
     hooked.join("; ")

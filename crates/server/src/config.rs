@@ -92,6 +92,9 @@ pub struct Config {
     pub proxies: BTreeMap<String, ProxyEndpoint>,
     /// The proxy `rpc` commands are sent to. Default `None`: `rpc` is refused.
     pub rpc_proxy: Option<String>,
+    /// The proxy that says who a connection without credentials is, at its opening
+    /// handshake (`docs/hooks.md`). Default `None`.
+    pub connect_proxy: Option<String>,
 }
 
 /// One HTTP endpoint of the application's backend: the server POSTs JSON to `url` and waits
@@ -107,12 +110,16 @@ pub struct ProxyEndpoint {
     /// How long an answer may take. Default 3 seconds.
     #[serde(with = "duration_str", default = "ProxyEndpoint::default_timeout")]
     pub timeout: Duration,
+    /// Headers of the opening request passed on to the connect hook (`cookie`, say).
+    /// Default none.
+    #[serde(default)]
+    pub forward_headers: Vec<String>,
 }
 
 impl ProxyEndpoint {
     /// An endpoint at `url` with the default timeout.
     pub fn new(url: impl Into<String>) -> Self {
-        Self { url: url.into(), timeout: Self::default_timeout() }
+        Self { url: url.into(), timeout: Self::default_timeout(), forward_headers: Vec::new() }
     }
 
     fn default_timeout() -> Duration {
@@ -588,6 +595,7 @@ impl Default for Config {
             compression: CompressionOptions::default(),
             proxies: BTreeMap::new(),
             rpc_proxy: None,
+            connect_proxy: None,
         }
     }
 }

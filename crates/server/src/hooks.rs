@@ -21,8 +21,10 @@ use serde::{Deserialize, Serialize};
 use switchboard_proto::{ErrorBody, ErrorCode, Value};
 use tokio::time::Instant;
 
+use crate::auth::Identity;
 use crate::config::{Config, ProxyEndpoint};
 use crate::error::Error;
+use crate::refusal::Refusal;
 
 /// Failures in a row after which a proxy is paused.
 pub(crate) const BREAKER_FAILURES: u32 = 5;
@@ -39,6 +41,7 @@ const MAX_MESSAGE_BYTES: usize = 256;
 /// Which hook a call is for.
 #[derive(Clone, Copy, Debug, Eq, PartialEq)]
 pub(crate) enum Hook {
+    Connect,
     Subscribe,
     Publish,
     Rpc,
@@ -47,6 +50,7 @@ pub(crate) enum Hook {
 impl Hook {
     fn as_str(self) -> &'static str {
         match self {
+            Hook::Connect => "connect",
             Hook::Subscribe => "subscribe",
             Hook::Publish => "publish",
             Hook::Rpc => "rpc",
@@ -101,6 +105,7 @@ pub(crate) struct Hooks {
     client: reqwest::Client,
     proxies: HashMap<String, Proxy>,
     rpc: Option<String>,
+    connect: Option<String>,
     metrics: HookMetrics,
 }
 
@@ -109,6 +114,8 @@ pub(crate) struct Hooks {
 struct Proxy {
     url: reqwest::Url,
     timeout: Duration,
+    /// Request headers passed on to the connect hook, lowercase.
+    forward_headers: Vec<http::HeaderName>,
     breaker: Mutex<Breaker>,
 }
 
@@ -138,7 +145,8 @@ impl Hooks {
                         Some((format!("namespace {ns:?} {key}"), name.as_ref()?))
                     })
             })
-            .chain(config.rpc_proxy.as_ref().map(|name| ("rpc_proxy".to_owned(), name)));
+            .chain(config.rpc_proxy.as_ref().map(|name| ("rpc_proxy".to_owned(), name)))
+            .chain(config.connect_proxy.as_ref().map(|name| ("connect_proxy".to_owned(), name)));
         for (what, name) in named {
             if !proxies.contains_key(name) {
                 return Err(Error::Config(format!(
@@ -163,7 +171,63 @@ impl Hooks {
             .pool_idle_timeout(Duration::from_secs(60))
             .build()
             .map_err(|e| Error::Config(format!("hooks' HTTP client: {e}")))?;
-        Ok(Self { client, proxies, rpc: config.rpc_proxy.clone(), metrics })
+        Ok(Self {
+            client,
+            proxies,
+            rpc: config.rpc_proxy.clone(),
+            connect: config.connect_proxy.clone(),
+            metrics,
+        })
+    }
+
+    /// Who a new connection without credentials is, as the connect proxy says: `None` when
+    /// there is no connect proxy; else the identity it gave (anonymous when it named no
+    /// user), or the refusal to answer the request with (the backend's own, or 503 when it
+    /// failed). `headers` are the request's, of which the proxy's `forward_headers` are
+    /// passed on; `transport` is `websocket`, `sse` or `long_polling`.
+    pub(crate) async fn connect(
+        &self,
+        headers: &http::HeaderMap,
+        transport: &'static str,
+    ) -> Option<Result<Identity, Refusal>> {
+        let name = self.connect.as_deref()?;
+        let forwarded: serde_json::Map<String, Value> = self
+            .proxies
+            .get(name)
+            .map(|proxy| proxy.forward_headers.as_slice())
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|header| {
+                let values: Vec<&str> =
+                    headers.get_all(header).iter().filter_map(|v| v.to_str().ok()).collect();
+                let joined = values.join(if *header == http::header::COOKIE { "; " } else { ", " });
+                (!values.is_empty()).then(|| (header.as_str().to_owned(), Value::String(joined)))
+            })
+            .collect();
+        let call = serde_json::json!({"transport": transport, "headers": forwarded});
+        let refused = |error: ErrorBody| {
+            let status = match error.code {
+                ErrorCode::PermissionDenied => http::StatusCode::FORBIDDEN,
+                code => crate::refusal::status_of(code),
+            };
+            let mut refusal = Refusal::coded(status, error.code, error.message);
+            if status == http::StatusCode::SERVICE_UNAVAILABLE {
+                refusal = refusal.with_retry_after(Duration::from_secs(1));
+            }
+            refusal
+        };
+        Some(match self.call(name, Hook::Connect, &call).await {
+            Ok(Answer::Allow(result)) => identity(result).map_err(|message| {
+                self.count(Hook::Connect, "malformed");
+                tracing::warn!(proxy = name, "connect hook: {message}");
+                refused(unavailable(message))
+            }),
+            Ok(Answer::Refuse(error)) | Err(error) => Err(refused(error)),
+        })
+    }
+
+    fn count(&self, hook: Hook, outcome: &'static str) {
+        self.metrics.calls.get_or_create(&HookOutcomeLabel { hook: hook.as_str(), outcome }).inc();
     }
 
     /// Whether `rpc` has a proxy.
@@ -301,7 +365,18 @@ impl Proxy {
         if endpoint.timeout.is_zero() {
             return Err(Error::Config(format!("proxies.{name}.timeout must be above 0")));
         }
-        Ok(Self { url, timeout: endpoint.timeout, breaker: Mutex::default() })
+        let forward_headers = endpoint
+            .forward_headers
+            .iter()
+            .map(|header| {
+                http::HeaderName::from_bytes(header.to_ascii_lowercase().as_bytes()).map_err(|_| {
+                    Error::Config(format!(
+                        "proxies.{name}.forward_headers: {header:?} is not a header name"
+                    ))
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Self { url, timeout: endpoint.timeout, forward_headers, breaker: Mutex::default() })
     }
 
     fn breaker(&self) -> std::sync::MutexGuard<'_, Breaker> {
@@ -383,6 +458,49 @@ fn parse_answer(bytes: &[u8]) -> Result<Answer, String> {
                 .to_owned())
         }
     }
+}
+
+/// The connect hook's `result`: who the connection is.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConnectResult {
+    user: Option<String>,
+    #[serde(default)]
+    info: Option<Value>,
+    #[serde(default)]
+    channels: Vec<String>,
+    #[serde(default)]
+    publish: Vec<String>,
+    /// Seconds since the Unix epoch.
+    #[serde(default)]
+    expires_at: Option<u64>,
+}
+
+/// The identity a connect hook's result gives; why it cannot be used otherwise.
+fn identity(result: serde_json::Map<String, Value>) -> Result<Identity, String> {
+    let result: ConnectResult = serde_json::from_value(Value::Object(result))
+        .map_err(|e| format!("the connect hook's result cannot be read: {e}"))?;
+    let Some(user) = result.user else {
+        if result.channels.is_empty() && result.publish.is_empty() && result.info.is_none() {
+            return Ok(Identity::anonymous());
+        }
+        return Err("the connect hook's result grants channels but names no `user`".to_owned());
+    };
+    if user.is_empty() || user.len() > switchboard_auth::MAX_USER_LEN {
+        return Err(format!(
+            "the connect hook's `user` must be 1 to {} bytes",
+            switchboard_auth::MAX_USER_LEN
+        ));
+    }
+    let mut claims =
+        switchboard_auth::Claims::new(user, Duration::MAX, std::time::SystemTime::now());
+    if let Some(expires_at) = result.expires_at {
+        claims.exp = expires_at;
+    }
+    claims.info = result.info;
+    claims.channels = result.channels;
+    claims.publish = result.publish;
+    Ok(Identity::from_claims(claims))
 }
 
 fn unavailable(message: String) -> ErrorBody {

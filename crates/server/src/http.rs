@@ -44,7 +44,7 @@ pub(crate) enum WsRoute {
 
 /// Validates the upgrade with the codec, answers 101 and spawns the connection driver, or
 /// answers with the refusal's status before any upgrade.
-pub(crate) fn upgrade(mut req: Request, shared: &Arc<Shared>, endpoint: WsRoute) -> Response {
+pub(crate) async fn upgrade(mut req: Request, shared: &Arc<Shared>, endpoint: WsRoute) -> Response {
     // A draining node takes no new connections; the listener is closed, but keep-alive
     // connections opened before may still ask.
     if shared.shutdown.is_cancelled() {
@@ -121,6 +121,13 @@ pub(crate) fn upgrade(mut req: Request, shared: &Arc<Shared>, endpoint: WsRoute)
             Ok(identity) => identity,
             Err(failure) => return refuse_auth(&failure, &shared.metrics),
         },
+        // Without credentials, the application's backend may know the client (a cookie).
+        None if endpoint == WsRoute::Hub => {
+            match without_credentials(req.headers(), shared, "websocket", deferred).await {
+                Ok(identity) => identity,
+                Err(resp) => return resp,
+            }
+        }
         None if auth.required && !deferred => {
             return refuse_auth(&AuthFailure::required(), &shared.metrics);
         }
@@ -276,6 +283,30 @@ pub(crate) fn refuse_limit(refusal: limits::Refusal, metrics: &Metrics) -> Respo
 
 /// The answer to refused credentials: 401 with a challenge, or 503 when tickets cannot be
 /// checked.
+/// Who a client that brought no credentials is: what the connect hook says when there is
+/// one, else anonymous; refused where credentials are required (unless `deferred` to the
+/// `connect` command) and nobody vouched for it.
+pub(crate) async fn without_credentials(
+    headers: &http::HeaderMap,
+    shared: &Shared,
+    transport: &'static str,
+    deferred: bool,
+) -> Result<Identity, Response> {
+    let identity = match shared.node.hooks.connect(headers, transport).await {
+        None => Identity::anonymous(),
+        Some(Ok(identity)) => identity,
+        Some(Err(refusal)) => {
+            shared.metrics.handshake_failed("connect_hook");
+            tracing::debug!(status = %refusal.status(), "handshake refused by the connect hook");
+            return Err(refusal.closing().into_response());
+        }
+    };
+    if !identity.is_authenticated() && shared.config.auth.required && !deferred {
+        return Err(refuse_auth(&AuthFailure::required(), &shared.metrics));
+    }
+    Ok(identity)
+}
+
 pub(crate) fn refuse_auth(failure: &AuthFailure, metrics: &Metrics) -> Response {
     metrics.handshake_failed(failure.code);
     tracing::debug!(code = failure.code, "handshake refused: credentials");

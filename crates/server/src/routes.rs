@@ -36,12 +36,15 @@ pub(crate) fn router(shared: &Arc<Shared>) -> Router {
         .route("/metrics", read_only(metrics))
         .route("/switchboard.js", read_only(js_client))
         .route("/status.json", read_only(status::json))
-        .route("/ws", any(|State(shared), req| async move { upgrade(req, &shared, WsRoute::Hub) }))
+        .route(
+            "/ws",
+            any(|State(shared), req| async move { upgrade(req, &shared, WsRoute::Hub).await }),
+        )
         .route("/sse", any(|State(shared), req| fallback::sse(req, shared)))
         .route("/poll", any(|State(shared), req| fallback::poll(req, shared)))
         .route("/session", any(|State(shared), req| fallback::session(req, shared)));
     if shared.config.echo {
-        let echo = |State(shared), req| async move { upgrade(req, &shared, WsRoute::Echo) };
+        let echo = |State(shared), req| async move { upgrade(req, &shared, WsRoute::Echo).await };
         router = router.route("/echo", any(echo));
     }
     for asset in &status::ASSETS {

@@ -13,6 +13,7 @@ use axum::routing::post;
 use serde_json::{Value, json};
 use switchboard_client::ErrorCode;
 use switchboard_server::{Config, ProxyEndpoint, Server};
+use switchboard_test_support::http;
 use switchboard_test_support::metrics::{sample, scrape};
 use switchboard_test_support::protocol::ProtocolClient;
 use switchboard_test_support::rust_client::fast;
@@ -36,6 +37,7 @@ impl Backend {
             .route("/subscribe", post(subscribe))
             .route("/publish", post(publish))
             .route("/rpc", post(rpc))
+            .route("/connect", post(connect))
             .with_state(self);
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind the backend");
         let addr = listener.local_addr().expect("its address");
@@ -72,6 +74,28 @@ async fn publish(State(backend): State<Backend>, body: axum::Json<Value>) -> Res
         Some(text) if text.contains("darn") => {
             let clean = text.replace("darn", "****");
             answer(json!({"result": {"data": {"text": clean, "filtered": true}}}))
+        }
+        _ => answer(json!({"result": {}})),
+    }
+}
+
+async fn connect(State(backend): State<Backend>, body: axum::Json<Value>) -> Response {
+    backend.record("connect", &body);
+    match body["headers"]["cookie"].as_str() {
+        Some(cookie) if cookie.contains("session=ann") => answer(json!({"result": {
+            "user": "ann", "info": {"name": "Ann"}, "channels": ["private:*"], "publish": [],
+        }})),
+        Some(cookie) if cookie.contains("session=banned") => {
+            answer(json!({"error": {"code": "permission_denied", "message": "banned"}}))
+        }
+        Some(cookie) if cookie.contains("session=old") => {
+            answer(json!({"error": {"code": "unauthorized", "message": "log in again"}}))
+        }
+        Some(cookie) if cookie.contains("session=crash") => {
+            (StatusCode::SERVICE_UNAVAILABLE, "down").into_response()
+        }
+        Some(cookie) if cookie.contains("session=odd") => {
+            answer(json!({"result": {"channels": ["private:*"]}}))
         }
         _ => answer(json!({"result": {}})),
     }
@@ -294,6 +318,71 @@ async fn a_slow_backend_does_not_slow_other_connections() {
     assert_eq!(reader.next_push().await["data"], "still flowing");
     backend.hang.notify_waiters();
     assert_eq!(waiting.reply(100).await["result"], json!({"data": null}));
+}
+
+#[tokio::test]
+async fn the_connect_hook_says_who_a_cookie_is() {
+    let backend = Backend::default();
+    let addr = backend.clone().start().await;
+    let mut config = config(addr, Duration::from_secs(5));
+    let mut endpoint = ProxyEndpoint::new(format!("http://{addr}/connect"));
+    endpoint.forward_headers = vec!["Cookie".to_owned(), "X-Request-Id".to_owned()];
+    config.proxies.insert("connect".to_owned(), endpoint);
+    config.connect_proxy = Some("connect".to_owned());
+    config.hub.namespaces.insert("private".to_owned(), Default::default());
+    let server = TestServer::start(config).await;
+
+    // A signed-in user: the backend's user, info and grants, as a token would give them.
+    let headers =
+        [("Cookie", "theme=dark; session=ann"), ("X-Request-Id", "r1"), ("X-Other", "no")];
+    let mut ann = ProtocolClient::open(server.addr, "/ws", &[], &headers).await;
+    assert_eq!(ann.user().await.as_deref(), Some("ann"));
+    assert_eq!(
+        backend.calls("connect"),
+        [
+            json!({"transport": "websocket", "headers": {"cookie": "theme=dark; session=ann", "x-request-id": "r1"}})
+        ]
+    );
+    ann.subscribe("private:notes").await;
+    let presence = ann.ok("presence", json!({"channel": "private:notes"})).await;
+    assert_eq!(presence["clients"][0]["user"], "ann");
+    assert_eq!(presence["clients"][0]["info"], json!({"name": "Ann"}));
+    let denied = ann.call("publish", json!({"channel": "private:notes", "data": 1})).await;
+    assert_eq!(denied["error"]["code"], "permission_denied", "no publish grant: {denied}");
+
+    // No session: anonymous, with what the namespaces open to anonymous connections.
+    let mut guest = ProtocolClient::connect(server.addr).await;
+    assert_eq!(guest.user().await, None);
+    assert_eq!(guest.error("subscribe", json!({"channel": "private:notes"})).await, "unauthorized");
+
+    // Refusals before the upgrade, with the backend's code and message.
+    for (cookie, status, code, message) in [
+        ("session=banned", 403, "permission_denied", "banned"),
+        ("session=old", 401, "unauthorized", "log in again"),
+        ("session=crash", 503, "unavailable", "answered 503 Service Unavailable"),
+        ("session=odd", 503, "unavailable", "names no `user`"),
+    ] {
+        let request = http::upgrade(server.addr, "/ws", &format!("Cookie: {cookie}\r\n"));
+        let refused = http::exchange(server.addr, request.as_bytes()).await;
+        let error = refused.refusal(status, code);
+        assert!(error["message"].as_str().unwrap().contains(message), "{cookie}: {error}");
+    }
+    // The long-polling door asks too.
+    let banned = http::request(
+        server.addr,
+        "POST",
+        "/poll",
+        &[("Cookie", "session=banned"), ("Content-Type", "application/json")],
+        "",
+    )
+    .await;
+    assert_eq!(banned.status, 403, "{banned}");
+    assert_eq!(backend.calls("connect").last().unwrap()["transport"], "long_polling");
+    let metrics = scrape(server.addr).await;
+    assert_eq!(
+        sample(&metrics, "switchboard_handshake_failures_total{reason=\"connect_hook\"}"),
+        Some(5.0)
+    );
 }
 
 #[tokio::test]

@@ -32,9 +32,9 @@ use switchboard_proto::{Format, Push, codes};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use crate::auth::{AuthFailure, Identity, check_origin, find_credential};
+use crate::auth::{check_origin, find_credential};
 use crate::config::Transport;
-use crate::http::{refuse_auth, refuse_limit};
+use crate::http::{refuse_auth, refuse_limit, without_credentials};
 use crate::node::Session;
 use crate::refusal::Refusal;
 use crate::state::{PeerAddr, Shared};
@@ -111,7 +111,7 @@ pub(crate) async fn sse(req: Request, shared: Arc<Shared>) -> Response {
         let last = last.to_str().ok().and_then(wire::parse_event_id);
         resume(last, &shared).await
     } else {
-        open_sse(&req, &shared)
+        open_sse(&req, &shared).await
     };
     cors.apply(response)
 }
@@ -124,7 +124,7 @@ pub(crate) async fn poll(req: Request, shared: Arc<Shared>) -> Response {
         Err(response) => return response,
     };
     let response = match req.method {
-        Method::POST => open_poll(&req, &shared),
+        Method::POST => open_poll(&req, &shared).await,
         Method::GET => wait_poll(&req, &shared).await,
         _ => method_not_allowed(&req, "GET, POST, OPTIONS"),
     };
@@ -227,8 +227,7 @@ fn method_not_allowed(req: &Parts, allow: &'static str) -> Response {
 /// The checks at the door of a new session, in the order of `/ws`: draining, the transport
 /// turned off, the address's handshake rate and connection slots, credentials. (The origin
 /// was checked before.) Returns the session, its slot and the client's address.
-#[expect(clippy::result_large_err, reason = "the error is the answer, sent as it is")]
-fn admit(
+async fn admit(
     req: &Parts,
     shared: &Arc<Shared>,
     transport: Transport,
@@ -261,10 +260,13 @@ fn admit(
             .auth
             .authenticate(credential)
             .map_err(|failure| refuse_auth(&failure, &shared.metrics))?,
-        None if auth.required && !auth.first_message => {
-            return Err(refuse_auth(&AuthFailure::required(), &shared.metrics));
+        None => {
+            let name = match transport {
+                Transport::Sse => "sse",
+                _ => "long_polling",
+            };
+            without_credentials(&req.headers, shared, name, auth.first_message).await?
         }
-        None => Identity::anonymous(),
     };
     let session = Session::new(&shared.node, identity, Format::Json, ip, Instant::now());
     Ok((session, slot))
@@ -293,8 +295,8 @@ fn start(
 }
 
 /// `GET /sse` without `Last-Event-ID`: a new session and its stream.
-fn open_sse(req: &Parts, shared: &Arc<Shared>) -> Response {
-    let (session, slot) = match admit(req, shared, Transport::Sse) {
+async fn open_sse(req: &Parts, shared: &Arc<Shared>) -> Response {
+    let (session, slot) = match admit(req, shared, Transport::Sse).await {
         Ok(admitted) => admitted,
         Err(response) => return response,
     };
@@ -369,8 +371,8 @@ fn event_stream(mut stream: mpsc::Receiver<Bytes>) -> Response {
 }
 
 /// `POST /poll`: a new long-polling session.
-fn open_poll(req: &Parts, shared: &Arc<Shared>) -> Response {
-    let (session, slot) = match admit(req, shared, Transport::LongPoll) {
+async fn open_poll(req: &Parts, shared: &Arc<Shared>) -> Response {
+    let (session, slot) = match admit(req, shared, Transport::LongPoll).await {
         Ok(admitted) => admitted,
         Err(response) => return response,
     };
