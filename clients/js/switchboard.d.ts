@@ -273,6 +273,13 @@ export class Switchboard {
   /** How many connections are subscribed to `channel`, without listing them. */
   presenceCount(channel: string): Promise<number>;
   history<T = unknown>(channel: string, options?: HistoryOptions): Promise<HistoryResult<T>>;
+  /**
+   * Calls `method` of the application's backend with `data` (`null` when left out), through
+   * the server's `rpc_proxy` (docs/hooks.md). Resolves with the backend's answer; rejects with
+   * its refusal (its code and message), `unavailable` (temporary) when it failed, or
+   * `bad_request` from a server without `rpc_proxy`. Queued while disconnected.
+   */
+  rpc<T = unknown>(method: string, data?: unknown): Promise<T>;
   ping(): Promise<void>;
 }
 

@@ -384,6 +384,21 @@ export class Switchboard {
     return result;
   }
 
+  /**
+   * Calls `method` of the application's backend with `data` (any JSON value; `null` when left
+   * out) through the server (protocol.md `rpc`, hooks.md). Resolves with the backend's answer,
+   * any JSON value; rejects with the backend's refusal (its code and message), `unavailable`
+   * (temporary) when the backend failed, or `bad_request` from a server without `rpc_proxy`.
+   * While disconnected the call waits in the queue, like every command.
+   * @param {string} method
+   * @param {unknown} [data]
+   * @returns {Promise<unknown>}
+   */
+  async rpc(method, data) {
+    const result = await this.#request('rpc', { method, data: data === undefined ? null : data });
+    return result.data;
+  }
+
   /** A round trip to the server. */
   async ping() {
     await this.#request('ping', {});
