@@ -281,8 +281,6 @@ pub(crate) fn refuse_limit(refusal: limits::Refusal, metrics: &Metrics) -> Respo
         .into_response()
 }
 
-/// The answer to refused credentials: 401 with a challenge, or 503 when tickets cannot be
-/// checked.
 /// Who a client that brought no credentials is: what the connect hook says when there is
 /// one, else anonymous; refused where credentials are required (unless `deferred` to the
 /// `connect` command) and nobody vouched for it.
@@ -307,6 +305,8 @@ pub(crate) async fn without_credentials(
     Ok(identity)
 }
 
+/// The answer to refused credentials: 401 with a challenge, or 503 when tickets cannot be
+/// checked.
 pub(crate) fn refuse_auth(failure: &AuthFailure, metrics: &Metrics) -> Response {
     metrics.handshake_failed(failure.code);
     tracing::debug!(code = failure.code, "handshake refused: credentials");

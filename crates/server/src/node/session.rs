@@ -661,8 +661,6 @@ impl Session {
     }
 }
 
-/// The id of a command refused before decoding, to answer it by: read without building the
-/// rest of the command. 0 when there is none.
 /// The longest `rpc` method name, in bytes.
 const MAX_METHOD_BYTES: usize = 128;
 
@@ -697,6 +695,8 @@ fn check_replaced(data: &Value, max_message_size: usize) -> Result<(), ErrorBody
     Ok(())
 }
 
+/// The id of a command refused before decoding, to answer it by: read without building the
+/// rest of the command. 0 when there is none.
 fn command_id(format: Format, data: &[u8]) -> u64 {
     #[derive(Deserialize)]
     struct Id {
