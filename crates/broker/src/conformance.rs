@@ -670,7 +670,7 @@ impl RecordingHandler {
     /// Cancel safe: it only reads.
     pub async fn wait_until(&self, timeout: Duration, done: impl Fn(&[Event]) -> bool) -> bool {
         let deadline = Instant::now() + timeout;
-        let mut timer: Option<Arc<Mutex<Waker>>> = None;
+        let mut alarm = Alarm::default();
         poll_fn(|cx| {
             let mut recorded = self.lock();
             if done(&recorded.events) {
@@ -681,18 +681,7 @@ impl RecordingHandler {
             }
             recorded.wakers.push(cx.waker().clone());
             drop(recorded);
-            match &timer {
-                Some(waker) => lock(waker).clone_from(cx.waker()),
-                None => {
-                    let waker = Arc::new(Mutex::new(cx.waker().clone()));
-                    let wake = waker.clone();
-                    std::thread::spawn(move || {
-                        std::thread::sleep(deadline.saturating_duration_since(Instant::now()));
-                        lock(&wake).wake_by_ref();
-                    });
-                    timer = Some(waker);
-                }
-            }
+            alarm.set(deadline, cx.waker());
             Poll::Pending
         })
         .await
@@ -744,30 +733,42 @@ struct Recorded {
 }
 
 /// A channel name no other check (or run sharing a backing store) uses.
-/// Waits `duration` on any executor: a thread wakes the task, as in
-/// [`RecordingHandler::wait_until`].
+/// Waits `duration` on any executor.
 async fn delay(duration: Duration) {
     let deadline = Instant::now() + duration;
-    let mut timer: Option<Arc<Mutex<Waker>>> = None;
+    let mut alarm = Alarm::default();
     poll_fn(|cx| {
         if Instant::now() >= deadline {
             return Poll::Ready(());
         }
-        match &timer {
-            Some(waker) => lock(waker).clone_from(cx.waker()),
+        alarm.set(deadline, cx.waker());
+        Poll::Pending
+    })
+    .await;
+}
+
+/// Wakes a task at a deadline without a runtime's timer: a thread sleeps until then and
+/// wakes the waker it was last given.
+#[derive(Default)]
+struct Alarm(Option<Arc<Mutex<Waker>>>);
+
+impl Alarm {
+    /// Wakes `waker` (in place of the one given before) at `deadline`; the first call starts
+    /// the thread, later ones only change whom it wakes.
+    fn set(&mut self, deadline: Instant, waker: &Waker) {
+        match &self.0 {
+            Some(current) => lock(current).clone_from(waker),
             None => {
-                let waker = Arc::new(Mutex::new(cx.waker().clone()));
-                let wake = waker.clone();
+                let current = Arc::new(Mutex::new(waker.clone()));
+                let wake = Arc::clone(&current);
                 std::thread::spawn(move || {
                     std::thread::sleep(deadline.saturating_duration_since(Instant::now()));
                     lock(&wake).wake_by_ref();
                 });
-                timer = Some(waker);
+                self.0 = Some(current);
             }
         }
-        Poll::Pending
-    })
-    .await;
+    }
 }
 
 fn unique(name: &str) -> String {
