@@ -441,89 +441,6 @@ fn mint_ticket(server: &Served, key: &str) -> String {
 
 /// A `switchboard serve` on a free port that takes no API key from the test's environment;
 /// killed (by its PID) when dropped.
-/// The README's "From the command line" examples, as pasted: `cargo run --release --`
-/// stands for this build's binary and 127.0.0.1:8080 for the test server's address.
-#[test]
-fn the_readme_command_line_examples_run_as_pasted() {
-    let readme = include_str!("../../../README.md");
-    let section = readme
-        .split("\n## From the command line\n")
-        .nth(1)
-        .and_then(|rest| rest.split("\n## ").next())
-        .expect("README.md has a section \"From the command line\"");
-    let commands = sh_lines(section);
-    let names: Vec<&str> = commands
-        .iter()
-        .map(|c| c.split("cargo run --release -- ").nth(1).and_then(|r| r.split(' ').next()))
-        .map(|name| name.expect("a `cargo run --release --` command"))
-        .collect();
-    assert_eq!(names, ["subscribe", "publish", "connect", "token", "init"], "{commands:#?}");
-    let plain = server(&[]);
-    let pasted = |command: &str| {
-        command
-            .replace("cargo run --release --", &format!("'{BIN}'"))
-            .replace("127.0.0.1:8080", &plain.addr.to_string())
-    };
-
-    // The subscriber prints what the publisher publishes, and the publisher its ack.
-    let sub = Proc::spawn_shell(&format!("exec {}", pasted(commands[0])));
-    sub.stderr_until("subscribed to chat:lobby");
-    let published = run_shell(&pasted(commands[1]));
-    assert!(published.status.success(), "{}", published.stderr);
-    let ack = parse(published.stdout.trim());
-    assert_eq!((ack["offset"].clone(), ack["epoch"].is_string()), (json!(1), true), "{ack}");
-    let line = sub.json_line();
-    assert_eq!(line["data"], json!({"text": "hello"}), "{line}");
-    sub.signal("TERM");
-    assert!(sub.finish().0.success());
-
-    // `connect` prints what the README says it prints.
-    let connected = run_shell(&pasted(commands[2]));
-    assert!(connected.status.success(), "{}", connected.stderr);
-    assert_eq!(connected.stdout.trim(), r#"{"id":1,"result":{}}"#);
-    assert!(section.contains("This one prints `{\"id\":1,\"result\":{}}`"), "{section}");
-
-    // `token` mints a JWT that a server with the README's secret accepts, and this one
-    // refuses as the README says.
-    let minted = run_shell(&pasted(commands[3]));
-    assert!(minted.status.success(), "{}", minted.stderr);
-    let token = minted.stdout.trim();
-    assert_eq!(token.split('.').count(), 3, "a JWT: {token}");
-    let secret = section
-        .split("--jwt-secret '")
-        .nth(1)
-        .and_then(|rest| rest.split('\'').next())
-        .expect("the README names the server's --jwt-secret");
-    assert!(commands[3].contains(&format!("--secret '{secret}'")), "{}", commands[3]);
-    let secured = server(&["--jwt-secret", secret]);
-    let args = ["publish", "--token", token, &ws(&secured), "chat:lobby", "hi"];
-    let accepted = run(&args, "");
-    assert!(accepted.status.success(), "{}", accepted.stderr);
-    let refused = run(&["publish", "--token", token, &ws(&plain), "chat:lobby", "hi"], "");
-    assert!(!refused.status.success());
-    assert!(refused.stderr.contains("401 tokens_not_accepted"), "{}", refused.stderr);
-    assert!(section.contains("401 `tokens_not_accepted`"), "{section}");
-
-    // `init` writes switchboard.toml in the current directory.
-    let dir = std::env::temp_dir().join(format!("switchboard-readme-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("a temp dir");
-    let init = run_shell(&format!("cd '{}' && {}", dir.display(), pasted(commands[4])));
-    assert!(init.status.success(), "{}", init.stderr);
-    assert!(dir.join("switchboard.toml").is_file(), "{}", init.stdout);
-    std::fs::remove_dir_all(&dir).expect("remove the temp dir");
-}
-
-/// The command lines of the ```sh blocks in `markdown`, comments kept.
-fn sh_lines(markdown: &str) -> Vec<&str> {
-    markdown
-        .split("```sh\n")
-        .skip(1)
-        .filter_map(|block| block.split("\n```").next())
-        .flat_map(str::lines)
-        .collect()
-}
-
 fn server(args: &[&str]) -> Served {
     Serve::new(BIN).args(args).env_remove("SWITCHBOARD_API_KEY").start()
 }
@@ -551,19 +468,6 @@ impl Proc {
         let stdout = proc.child.stdout.take().expect("stdout");
         proc.stdout = Some(lines(stdout));
         proc
-    }
-
-    /// `script` run by `sh -c` (`exec` the client in it, so that signals reach it).
-    fn spawn_shell(script: &str) -> Self {
-        let mut child = shell(script)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn sh");
-        let stderr = lines(child.stderr.take().expect("stderr"));
-        let stdout = Some(lines(child.stdout.take().expect("stdout")));
-        Self { child, stdout, stderr }
     }
 
     fn spawn_without_stdout_reader(args: &[&str]) -> Self {
@@ -645,11 +549,6 @@ fn run_env(args: &[&str], input: &str, env: &[(&str, &str)]) -> Output {
     finish(command(args, env), input)
 }
 
-/// Runs `script` with `sh -c`, with nothing on standard input, to its end, within [`WAIT`].
-fn run_shell(script: &str) -> Output {
-    finish(shell(script), "")
-}
-
 /// Runs `command` with `input` on standard input, to its end, within [`WAIT`].
 fn finish(mut command: Command, input: &str) -> Output {
     let mut child = command
@@ -669,13 +568,6 @@ fn finish(mut command: Command, input: &str) -> Output {
     let status = wait_bounded(&mut child);
     let text = |rx: Receiver<String>| rx.recv_timeout(WAIT).expect("the output");
     Output { status, stdout: text(stdout), stderr: text(stderr) }
-}
-
-/// `sh -c script`, with the client's credentials variables cleared as in [`command`].
-fn shell(script: &str) -> Command {
-    let mut command = Command::new("sh");
-    command.args(["-c", script]).env_remove("SWITCHBOARD_TOKEN").env_remove("SWITCHBOARD_API_KEY");
-    command
 }
 
 fn command(args: &[&str], env: &[(&str, &str)]) -> Command {

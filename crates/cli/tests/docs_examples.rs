@@ -1,11 +1,11 @@
-//! The command lines of `docs/clients.md`'s command-line section, run as pasted against a
-//! real server: only the program (`switchboard` → this build), the address and the example
-//! host are replaced. The README's are run in `cli_clients.rs`.
+//! The command lines of the README's "From the command line" and of `docs/clients.md`'s
+//! command-line section, run as pasted against a real server: only the program (this build),
+//! the address and the example host are replaced.
 
 use std::io::{BufRead, BufReader, Read};
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
 
@@ -15,19 +15,76 @@ use switchboard_test_support::cli::Serve;
 const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
 const WAIT: Duration = Duration::from_secs(10);
 
+/// The README's examples: `cargo run --release --` stands for this build's binary and
+/// 127.0.0.1:8080 for the test server's address.
+#[test]
+fn the_readme_command_line_examples_run_as_pasted() {
+    let section = section(include_str!("../../../README.md"), "From the command line");
+    let commands = sh_lines(section);
+    let names: Vec<&str> = commands
+        .iter()
+        .map(|c| c.split("cargo run --release -- ").nth(1).and_then(|r| r.split(' ').next()))
+        .map(|name| name.expect("a `cargo run --release --` command"))
+        .collect();
+    assert_eq!(names, ["subscribe", "publish", "connect", "token", "init"], "{commands:#?}");
+    let dir = Scratch::new("readme");
+    let plain = Serve::new(BIN).env_remove("SWITCHBOARD_API_KEY").start();
+    let addr = plain.addr.to_string();
+    let pasted = |command: &str| {
+        command
+            .replace("cargo run --release --", &format!("'{BIN}'"))
+            .replace("127.0.0.1:8080", &addr)
+    };
+
+    // The subscriber prints what the publisher publishes, and the publisher its ack.
+    let sub = Shell::spawn(&format!("exec {}", pasted(commands[0])), &dir.0, &[]);
+    sub.stderr_until("subscribed to chat:lobby");
+    let ack = run(&pasted(commands[1]), &dir.0, &[]);
+    assert_eq!((ack["offset"].clone(), ack["epoch"].is_string()), (json!(1), true), "{ack}");
+    let line = parse(&sub.line());
+    assert_eq!(line["data"], json!({"text": "hello"}), "{line}");
+    drop(sub);
+
+    // `connect` prints what the README says it prints.
+    let connected = output(&pasted(commands[2]), &dir.0, &[]);
+    assert!(connected.status.success(), "{}", String::from_utf8_lossy(&connected.stderr));
+    assert_eq!(String::from_utf8_lossy(&connected.stdout).trim(), r#"{"id":1,"result":{}}"#);
+    assert!(section.contains("This one prints `{\"id\":1,\"result\":{}}`"), "{section}");
+
+    // `token` mints a JWT that a server with the README's secret accepts, and this one
+    // refuses as the README says.
+    let minted = output(&pasted(commands[3]), &dir.0, &[]);
+    assert!(minted.status.success(), "{}", String::from_utf8_lossy(&minted.stderr));
+    let token = String::from_utf8_lossy(&minted.stdout).trim().to_owned();
+    assert_eq!(token.split('.').count(), 3, "a JWT: {token}");
+    let secret = section
+        .split("--jwt-secret '")
+        .nth(1)
+        .and_then(|rest| rest.split('\'').next())
+        .expect("the README names the server's --jwt-secret");
+    assert!(commands[3].contains(&format!("--secret '{secret}'")), "{}", commands[3]);
+    let secured =
+        Serve::new(BIN).args(["--jwt-secret", secret]).env_remove("SWITCHBOARD_API_KEY").start();
+    let publish =
+        |addr: &str| format!("'{BIN}' publish --token '{token}' ws://{addr} chat:lobby hi");
+    run(&publish(&secured.addr.to_string()), &dir.0, &[]);
+    let refused = output(&publish(&addr), &dir.0, &[]);
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("401 tokens_not_accepted"), "{stderr}");
+    assert!(section.contains("401 `tokens_not_accepted`"), "{section}");
+
+    // `init` writes switchboard.toml in the current directory.
+    let init = output(&pasted(commands[4]), &dir.0, &[]);
+    assert!(init.status.success(), "{}", String::from_utf8_lossy(&init.stderr));
+    assert!(dir.0.join("switchboard.toml").is_file());
+}
+
 #[test]
 fn the_clients_md_command_line_examples_run_as_pasted() {
-    let doc = include_str!("../../../docs/clients.md");
-    let section = doc
-        .split("\n## Command line\n")
-        .nth(1)
-        .and_then(|rest| rest.split("\n## ").next())
-        .expect("docs/clients.md has a section \"Command line\"");
-    let lines: Vec<&str> = section
-        .split("```sh\n")
-        .skip(1)
-        .filter_map(|block| block.split("\n```").next())
-        .flat_map(str::lines)
+    let section = section(include_str!("../../../docs/clients.md"), "Command line");
+    let lines: Vec<&str> = sh_lines(section)
+        .into_iter()
         .filter(|line| !line.trim().is_empty() && !line.starts_with('#'))
         .collect();
     assert_eq!(lines.len(), 6, "{lines:#?}");
@@ -35,7 +92,7 @@ fn the_clients_md_command_line_examples_run_as_pasted() {
 
     // A server as `switchboard init` configures one: it has the `news` namespace and an API
     // key, as the example host of the last line does.
-    let dir = Scratch::new();
+    let dir = Scratch::new("clients-md");
     let init = Command::new(BIN).arg("init").current_dir(&dir.0).output().expect("init");
     assert!(init.status.success(), "{}", String::from_utf8_lossy(&init.stderr));
     let file = std::fs::read_to_string(dir.0.join("switchboard.toml")).expect("the file");
@@ -176,9 +233,28 @@ impl Drop for Shell {
     }
 }
 
-/// Runs `script` to its end; its standard output, one JSON line.
-fn run(script: &str, dir: &Path, env: &[(&str, &str)]) -> Value {
-    let out = Command::new("sh")
+/// The section of `markdown` under the heading `## {heading}`, to the next such heading.
+fn section<'a>(markdown: &'a str, heading: &str) -> &'a str {
+    markdown
+        .split(&format!("\n## {heading}\n"))
+        .nth(1)
+        .and_then(|rest| rest.split("\n## ").next())
+        .unwrap_or_else(|| panic!("no section {heading:?}"))
+}
+
+/// The lines of the ```sh blocks in `markdown`, comments kept.
+fn sh_lines(markdown: &str) -> Vec<&str> {
+    markdown
+        .split("```sh\n")
+        .skip(1)
+        .filter_map(|block| block.split("\n```").next())
+        .flat_map(str::lines)
+        .collect()
+}
+
+/// Runs `script` to its end.
+fn output(script: &str, dir: &Path, env: &[(&str, &str)]) -> Output {
+    Command::new("sh")
         .args(["-c", script])
         .current_dir(dir)
         .envs(env.iter().copied())
@@ -186,7 +262,12 @@ fn run(script: &str, dir: &Path, env: &[(&str, &str)]) -> Value {
         .env_remove("SWITCHBOARD_API_KEY")
         .stdin(Stdio::null())
         .output()
-        .expect("run sh");
+        .expect("run sh")
+}
+
+/// Runs `script` to its end, which must be a success; its standard output, one JSON line.
+fn run(script: &str, dir: &Path, env: &[(&str, &str)]) -> Value {
+    let out = output(script, dir, env);
     assert!(out.status.success(), "{script}: {}", String::from_utf8_lossy(&out.stderr));
     parse(String::from_utf8_lossy(&out.stdout).trim())
 }
@@ -222,9 +303,8 @@ fn wait_for(done: impl Fn() -> bool, describe: impl Fn() -> String) {
 struct Scratch(PathBuf);
 
 impl Scratch {
-    fn new() -> Self {
-        let path =
-            std::env::temp_dir().join(format!("switchboard-clients-md-{}", std::process::id()));
+    fn new(name: &str) -> Self {
+        let path = std::env::temp_dir().join(format!("switchboard-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&path);
         std::fs::create_dir_all(&path).expect("a scratch directory");
         Self(path)
