@@ -40,7 +40,8 @@
 //! - `P.live.T`, core NATS: the republished messages, and joins and leaves (header
 //!   `Sb-Event: join` or `leave`, the client's JSON as payload);
 //! - bucket `P-presence`, key `T`: a JSON object, client id → the client, whether to
-//!   announce its leave, and when it expires (ms since the Unix epoch, node clocks);
+//!   announce its leave, and when it expires (ms since the Unix epoch, node clocks); key
+//!   `w.T`: until when a subscribed node keeps the channel's stream alive past its TTL;
 //! - `P.node.N`, core NATS requests: the messages sent to node `N`;
 //! - bucket `P-nodes`: key `n.N` holds node `N`'s record (its info and time to live, the
 //!   entry's own timestamp says when it was written), key `clock` is written before each
@@ -48,8 +49,9 @@
 //!
 //! A channel's epoch is the one of its last stored message. When that message is gone (the
 //! stream was deleted or purged, the server lost its storage, the stream's own limits
-//! dropped it) or is older than the namespace's `history_ttl`, the next publication or
-//! history read starts a new random epoch at offset 1 (or 0): old positions never recover.
+//! dropped it), or is older than the namespace's `history_ttl` while no node is subscribed,
+//! the next publication or history read starts a new random epoch at offset 1 (or 0): old
+//! positions never recover.
 //! History is trimmed per channel to `history_size` (a purge keeping the newest, every few
 //! publications), aged by `history_ttl` and capped by
 //! [`max_history_bytes`](NatsConfig::max_history_bytes) when read.
@@ -104,7 +106,7 @@ use tokio::task::AbortHandle;
 pub use config::NatsConfig;
 
 use crate::live::Live;
-use crate::names::Names;
+use crate::names::{ChannelNames, Names};
 use crate::stored::Top;
 
 /// A [`Broker`] on NATS JetStream, for running several nodes behind one channel namespace.
@@ -272,7 +274,12 @@ impl Broker for NatsBroker {
     async fn subscribe(&self, channel: &str) -> Result<(), BrokerError> {
         self.shared.check_connected()?;
         let names = self.shared.names.channel(channel)?;
-        Live::subscribe(&self.shared, channel, &names.live).await
+        Live::subscribe(&self.shared, channel, &names.live).await?;
+        // Kept alive past its TTL from now on, not only from the next heartbeat.
+        if let Err(e) = self.shared.watch(channel).await {
+            tracing::debug!(channel, error = %e, "marking the channel watched failed");
+        }
+        Ok(())
     }
 
     async fn unsubscribe(&self, channel: &str) -> Result<(), BrokerError> {
@@ -299,10 +306,12 @@ impl Broker for NatsBroker {
                 Some(cached) => Some(cached),
                 None => self.shared.last_stored(&names.stored).await?.map(|s| s.top()),
             };
+            let kept = match &last {
+                Some(last) => !self.shared.is_forgotten(&names, last, ttl).await?,
+                None => false,
+            };
             let (epoch, offset, expected) = match &last {
-                Some(last) if !last.is_expired(ttl, now_ms()) => {
-                    (last.epoch.clone(), last.offset + 1, last.sequence)
-                }
+                Some(last) if kept => (last.epoch.clone(), last.offset + 1, last.sequence),
                 other => (new_epoch(), 1, other.as_ref().map_or(0, |last| last.sequence)),
             };
             let publication =
@@ -335,7 +344,7 @@ impl Broker for NatsBroker {
         self.shared.check_connected()?;
         let names = self.shared.names.channel(channel)?;
         let ttl = millis(options.history_ttl);
-        let top = self.shared.current_top(&names.stored, ttl).await?;
+        let top = self.shared.current_top(&names, ttl).await?;
         let position = StreamPosition { offset: top.offset, epoch: top.epoch.clone() };
         let size = u64::try_from(options.history_size).unwrap_or(u64::MAX);
         let incomplete =
@@ -577,12 +586,16 @@ impl Shared {
         }
     }
 
-    /// Waits until the server has seen everything sent so far on this connection.
+    /// Waits until the server has read everything sent so far on this connection: a
+    /// request nobody answers comes back "no responders" from the server itself, after it
+    /// processed what came before it. (The client's own flush only writes the socket.)
     pub(crate) async fn flush(&self) -> Result<(), BrokerError> {
-        match tokio::time::timeout(self.config.request_timeout, self.client.flush()).await {
-            Ok(Ok(())) => Ok(()),
+        let request = self.client.request(self.names.sync(), Bytes::new());
+        match tokio::time::timeout(self.config.request_timeout, request).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) if e.kind() == async_nats::RequestErrorKind::NoResponders => Ok(()),
             Ok(Err(e)) => Err(unavailable(e)),
-            Err(_) => Err(BrokerError::Unavailable("nats flush timed out".into())),
+            Err(_) => Err(BrokerError::Unavailable("nats round trip timed out".into())),
         }
     }
 
@@ -645,7 +658,14 @@ impl Shared {
             ensure_storage(&self.js, &self.names, &self.config).await?;
         *self.storage.write().unwrap_or_else(PoisonError::into_inner) =
             Storage { stream, presence, registry };
+        self.forget_tops();
         Ok(())
+    }
+
+    /// Forgets every cached top: after a reconnection or a recreated stream, sequences
+    /// remembered from before may mean something else now.
+    fn forget_tops(&self) {
+        self.tops.lock().unwrap_or_else(PoisonError::into_inner).clear();
     }
 
     /// Every `slack + 1` publications past `history_size`, drops the channel's older ones,
@@ -697,13 +717,43 @@ impl Shared {
         }
     }
 
+    /// Whether a channel whose last stored message is `last` is forgotten: that message is
+    /// older than `ttl_ms` and no node keeps the channel watched.
+    async fn is_forgotten(
+        &self,
+        names: &ChannelNames,
+        last: &Top,
+        ttl_ms: u64,
+    ) -> Result<bool, BrokerError> {
+        if !last.is_expired(ttl_ms, now_ms()) {
+            return Ok(false);
+        }
+        let presence = self.storage().presence;
+        let watched = presence.entry(&names.watch_key).await.map_err(unavailable)?;
+        let watched_until = watched
+            .filter(|entry| entry.operation == kv::Operation::Put)
+            .and_then(|entry| std::str::from_utf8(&entry.value).ok()?.parse::<u64>().ok());
+        Ok(watched_until.is_none_or(|until| until <= now_ms()))
+    }
+
+    /// Marks `channel` as watched by a subscribed node for a presence lifetime, so its
+    /// stream outlives its TTL (as the in-memory broker keeps a subscribed channel).
+    pub(crate) async fn watch(&self, channel: &str) -> Result<(), BrokerError> {
+        let key = self.names.channel(channel)?.watch_key;
+        let until = now_ms().saturating_add(millis(self.config.presence_lifetime()));
+        let presence = self.storage().presence;
+        presence.put(&key, Bytes::from(until.to_string())).await.map_err(unavailable)?;
+        Ok(())
+    }
+
     /// The channel's top, creating its stream (a marker at offset 0 under a new epoch) when
-    /// it has none or its last message is older than `ttl_ms`.
-    async fn current_top(&self, subject: &str, ttl_ms: u64) -> Result<Top, BrokerError> {
+    /// it has none or it is forgotten ([`is_forgotten`](Self::is_forgotten)).
+    async fn current_top(&self, names: &ChannelNames, ttl_ms: u64) -> Result<Top, BrokerError> {
+        let subject = names.stored.as_str();
         for _ in 0..MAX_ATTEMPTS {
             let last = self.last_stored(subject).await?.map(|s| s.top());
             if let Some(last) = &last
-                && !last.is_expired(ttl_ms, now_ms())
+                && !self.is_forgotten(names, last, ttl_ms).await?
             {
                 return Ok(last.clone());
             }
@@ -738,6 +788,7 @@ impl Shared {
                 Event::Connected if was_down => {
                     was_down = false;
                     tracing::info!("nats connection back");
+                    self.forget_tops();
                     if let Err(e) = self.recreate_storage().await {
                         tracing::warn!(error = %e, "checking the stream and buckets failed");
                     }
@@ -764,20 +815,26 @@ impl Shared {
             if self.check_connected().is_err() {
                 continue;
             }
-            let mut work: HashMap<String, Vec<String>> = self
+            let mut work: HashMap<String, (Vec<String>, bool)> = self
                 .joined()
                 .iter()
-                .map(|(channel, ids)| (channel.clone(), ids.iter().cloned().collect()))
+                .map(|(channel, ids)| (channel.clone(), (ids.iter().cloned().collect(), false)))
                 .collect();
             for channel in self.live.channels() {
-                work.entry(channel).or_default();
+                work.entry(channel).or_default().1 = true;
             }
             futures_util::stream::iter(work)
-                .for_each_concurrent(HEARTBEAT_CONCURRENCY, |(channel, ids)| async move {
-                    if let Err(e) = self.refresh(&channel, &ids).await {
-                        tracing::debug!(channel, error = %e, "presence heartbeat failed");
-                    }
-                })
+                .for_each_concurrent(
+                    HEARTBEAT_CONCURRENCY,
+                    |(channel, (ids, is_subscribed))| async move {
+                        let watched =
+                            if is_subscribed { self.watch(&channel).await } else { Ok(()) };
+                        let refreshed = watched.and(self.refresh(&channel, &ids).await);
+                        if let Err(e) = refreshed {
+                            tracing::debug!(channel, error = %e, "presence heartbeat failed");
+                        }
+                    },
+                )
                 .await;
         }
     }

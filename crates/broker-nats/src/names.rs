@@ -49,8 +49,14 @@ impl Names {
         Ok(ChannelNames {
             stored: format!("{}.ch.{token}", self.prefix),
             live: format!("{}.live.{token}", self.prefix),
+            watch_key: format!("w.{token}"),
             presence_key: token,
         })
+    }
+
+    /// A subject nobody subscribes to, for round trips to the server: `P.sync`.
+    pub(crate) fn sync(&self) -> String {
+        format!("{}.sync", self.prefix)
     }
 
     /// Node `node`'s inbox subject: `P.node.N` (node names are `[a-z0-9]+`).
@@ -68,6 +74,9 @@ pub(crate) struct ChannelNames {
     pub(crate) live: String,
     /// Its key in the presence bucket: `<token>`.
     pub(crate) presence_key: String,
+    /// Its key in the presence bucket saying until when a subscribed node keeps its stream
+    /// alive: `w.<token>` (tokens hold no dot, so it is no channel's presence key).
+    pub(crate) watch_key: String,
 }
 
 /// A channel name as one subject token and key: base64url without padding, so any name
