@@ -368,33 +368,19 @@ impl Broker for NatsBroker {
             None if query.limit == Some(0) || size == 0 => return Ok(empty()),
             None => {}
         }
-        let all = self.shared.all_stored(&names.stored).await?;
-        let window = stored::window(all, size, ttl, now_ms(), self.shared.config.max_history_bytes);
-        // Publications stored since the top was read extend the window: serve what was read.
-        let (top_offset, epoch) = match window.last() {
-            Some(last) if last.epoch == top.epoch && last.offset >= top.offset => {
-                (last.offset, last.epoch.clone())
-            }
-            _ => (top.offset, top.epoch.clone()),
+        // Served as of `top`: what was stored since comes live, and a read that followed
+        // it could be cut short by a `limit` that `top` was within.
+        let wanted = match &query.since {
+            Some(since) => top.offset - since.offset,
+            None => query.limit.map_or(u64::MAX, |limit| limit as u64).min(size).min(top.offset),
         };
-        let position = StreamPosition { offset: top_offset, epoch };
-        let window: Vec<_> = window.into_iter().filter(|s| s.epoch == position.epoch).collect();
-        let oldest = window.first().map_or(top_offset + 1, |s| s.offset);
-        let publications = match &query.since {
-            Some(since) => {
-                let missed = top_offset.saturating_sub(since.offset);
-                let over_limit = query.limit.is_some_and(|limit| (limit as u64) < missed);
-                if since.epoch != position.epoch || since.offset + 1 < oldest || over_limit {
-                    return Ok(History { position, publications: Vec::new(), complete: false });
-                }
-                window.into_iter().filter(|s| s.offset > since.offset).collect::<Vec<_>>()
-            }
-            None => {
-                let skip = query.limit.map_or(0, |limit| window.len().saturating_sub(limit));
-                window.into_iter().skip(skip).collect()
-            }
-        };
-        let publications = publications
+        let cap = self.shared.config.max_history_bytes;
+        let walk = stored::Walk::new(&top, wanted, ttl, now_ms(), cap);
+        let run = self.shared.read_back(&names.stored, &top, walk).await?;
+        if query.since.is_some() && (run.len() as u64) < wanted {
+            return Ok(incomplete());
+        }
+        let publications = run
             .into_iter()
             .map(|s| s.publication().map(Arc::new))
             .collect::<Result<Vec<_>, _>>()?;
@@ -630,6 +616,7 @@ impl Shared {
             .payload(payload)
             .header(stored::OFFSET_HEADER, offset.to_string().as_str())
             .header(stored::EPOCH_HEADER, epoch)
+            .header(stored::PREVIOUS_HEADER, expected.to_string().as_str())
             .expected_last_subject_sequence(expected);
         let acked = match self.js.send_publish(subject.to_owned(), message).await {
             Ok(ack) => ack.await,
@@ -696,25 +683,34 @@ impl Shared {
         }
     }
 
-    /// Every message stored for the channel, oldest first: one request each.
-    async fn all_stored(&self, subject: &str) -> Result<Vec<stored::Message>, BrokerError> {
+    /// The run of publications ending at `top` that `walk` accepts, oldest first: from
+    /// `top` back along each message's link to the one stored before it in the channel, one
+    /// request each, until the walk is done or the link is gone (trimmed, purged, deleted).
+    async fn read_back(
+        &self,
+        subject: &str,
+        top: &Top,
+        mut walk: stored::Walk,
+    ) -> Result<Vec<stored::Message>, BrokerError> {
         let stream = self.storage().stream;
-        let mut messages = Vec::new();
-        let mut next = 1;
-        loop {
-            let read =
-                stream.raw_message_builder().sequence(next).next_by_subject(subject).send().await;
-            match read {
-                Ok(message) => {
-                    next = message.sequence + 1;
-                    messages.push(stored::Message::parse(message)?);
-                }
-                Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => {
-                    return Ok(messages);
-                }
+        let mut run = Vec::new();
+        let mut next = Some(top.sequence);
+        while let Some(sequence) = next.filter(|&sequence| sequence > 0 && !walk.is_done()) {
+            let message = match stream.get_raw_message(sequence).await {
+                Ok(message) if message.subject.as_str() == subject => message,
+                Ok(_) => break,
+                Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => break,
                 Err(e) => return Err(unavailable(e)),
+            };
+            let message = stored::Message::parse(message)?;
+            if !walk.take(&message) {
+                break;
             }
+            next = message.previous;
+            run.push(message);
         }
+        run.reverse();
+        Ok(run)
     }
 
     /// Whether a channel whose last stored message is `last` is forgotten: that message is

@@ -15,6 +15,9 @@ pub(crate) struct Message {
     pub(crate) epoch: String,
     /// When the server stored it, in ms since the Unix epoch.
     pub(crate) time_ms: u64,
+    /// The stream sequence of the message stored before it in the channel (as the publish
+    /// expected it), if any.
+    pub(crate) previous: Option<u64>,
     payload: Bytes,
 }
 
@@ -34,6 +37,7 @@ impl Message {
             offset,
             epoch,
             time_ms: datetime_ms(message.time),
+            previous: header(PREVIOUS_HEADER).and_then(|p| p.parse().ok()).filter(|&p| p > 0),
             payload: message.payload,
         })
     }
@@ -79,38 +83,60 @@ impl Top {
     }
 }
 
-/// What of a channel's stored messages (oldest first) history may serve: the consecutive
-/// run of publications in the last one's epoch ending at it, at most `size` of them, none
-/// older than `ttl_ms`, and at most `max_bytes` of payload (0: no cap). Oldest first.
-pub(crate) fn window(
-    messages: Vec<Message>,
-    size: u64,
-    ttl_ms: u64,
-    now_ms: u64,
-    max_bytes: usize,
-) -> Vec<Message> {
-    let Some(last) = messages.last() else { return Vec::new() };
-    let (epoch, mut expected) = (last.epoch.clone(), last.offset);
-    let lowest = last.offset.saturating_sub(size) + 1;
-    let mut bytes = 0usize;
-    let mut kept = Vec::new();
-    for message in messages.into_iter().rev() {
-        bytes = bytes.saturating_add(message.payload.len());
-        let fits = max_bytes == 0 || bytes <= max_bytes;
-        let fresh = message.time_ms.saturating_add(ttl_ms) >= now_ms;
-        if message.epoch != epoch
-            || message.offset != expected
-            || message.offset < lowest.max(1)
-            || !fresh
-            || !fits
-        {
-            break;
+/// Which messages, read from a channel's top backwards, history may serve: the
+/// consecutive run of publications in the top's epoch, at most `wanted` of them, none
+/// older than the TTL, and at most the byte cap of payload.
+#[derive(Debug)]
+pub(crate) struct Walk {
+    epoch: String,
+    /// The offset the next message must have.
+    expected: u64,
+    /// How many more to take.
+    remaining: u64,
+    /// Payload bytes left under the cap; `None`: no cap.
+    bytes_left: Option<usize>,
+    /// Messages stored before this (ms since the Unix epoch) have aged out.
+    oldest_ms: u64,
+}
+
+impl Walk {
+    /// A walk back from `top` for `wanted` publications, with the namespace's TTL and the
+    /// byte cap (0: none).
+    pub(crate) fn new(top: &Top, wanted: u64, ttl_ms: u64, now_ms: u64, max_bytes: usize) -> Self {
+        Self {
+            epoch: top.epoch.clone(),
+            expected: top.offset,
+            remaining: wanted,
+            bytes_left: (max_bytes > 0).then_some(max_bytes),
+            oldest_ms: now_ms.saturating_sub(ttl_ms),
         }
-        expected -= 1;
-        kept.push(message);
     }
-    kept.reverse();
-    kept
+
+    /// Whether it has all it wants (or nothing is left to want).
+    pub(crate) fn is_done(&self) -> bool {
+        self.remaining == 0 || self.expected == 0
+    }
+
+    /// Takes `message` if it continues the run: the offset before the last one taken, in
+    /// the same epoch, fresh enough and within the byte cap.
+    pub(crate) fn take(&mut self, message: &Message) -> bool {
+        if self.is_done()
+            || message.epoch != self.epoch
+            || message.offset != self.expected
+            || message.time_ms < self.oldest_ms
+        {
+            return false;
+        }
+        if let Some(left) = &mut self.bytes_left {
+            match left.checked_sub(message.payload.len()) {
+                Some(rest) => *left = rest,
+                None => return false,
+            }
+        }
+        self.expected -= 1;
+        self.remaining -= 1;
+        true
+    }
 }
 
 /// A server timestamp in ms since the Unix epoch (0 before it).
@@ -124,6 +150,10 @@ pub(crate) const OFFSET_HEADER: &str = "Sb-Offset";
 /// The header holding a message's epoch.
 pub(crate) const EPOCH_HEADER: &str = "Sb-Epoch";
 
+/// The header holding the stream sequence of the channel's message before this one (0 for
+/// none): history reads walk back along it, reading only what they serve.
+pub(crate) const PREVIOUS_HEADER: &str = "Sb-Previous";
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -134,30 +164,37 @@ mod tests {
             offset,
             epoch: epoch.to_owned(),
             time_ms,
+            previous: offset.checked_sub(1).map(|o| o * 10),
             payload: Bytes::from(vec![b'x'; bytes]),
         }
     }
 
-    fn offsets(window: &[Message]) -> Vec<u64> {
-        window.iter().map(|m| m.offset).collect()
+    /// The offsets a walk from the last of `messages` takes, going back.
+    fn walk(messages: &[Message], wanted: u64, ttl_ms: u64, max_bytes: usize) -> Vec<u64> {
+        let top = messages.last().expect("a top").top();
+        let mut walk = Walk::new(&top, wanted, ttl_ms, 1000, max_bytes);
+        let mut taken: Vec<u64> =
+            messages.iter().rev().take_while(|m| walk.take(m)).map(|m| m.offset).collect();
+        taken.reverse();
+        taken
     }
 
     #[test]
-    fn the_window_is_the_consecutive_run_ending_at_the_top() {
+    fn a_walk_takes_the_consecutive_run_ending_at_the_top() {
         let run: Vec<_> = (0..=5).map(|o| message(o, "e", 1000, 10)).collect();
-        assert_eq!(offsets(&window(run.clone(), 10, 100, 1000, 0)), [1, 2, 3, 4, 5], "no marker");
-        assert_eq!(offsets(&window(run.clone(), 2, 100, 1000, 0)), [4, 5], "history size");
-        assert!(window(run.clone(), 0, 100, 1000, 0).is_empty(), "history size 0");
-        assert_eq!(offsets(&window(run.clone(), 10, 100, 1000, 30)), [3, 4, 5], "byte cap");
+        assert_eq!(walk(&run, 10, 100, 0), [1, 2, 3, 4, 5], "never the marker");
+        assert_eq!(walk(&run, 2, 100, 0), [4, 5], "as many as wanted");
+        assert!(walk(&run, 0, 100, 0).is_empty(), "none wanted");
+        assert_eq!(walk(&run, 10, 100, 30), [3, 4, 5], "within the byte cap");
         let mut holed = run;
         holed.remove(3);
-        assert_eq!(offsets(&window(holed, 10, 100, 1000, 0)), [4, 5], "after a hole");
+        assert_eq!(walk(&holed, 10, 100, 0), [4, 5], "up to a hole");
         let mut reset = vec![message(7, "old", 1000, 10), message(8, "old", 1000, 10)];
         reset.extend([message(0, "e", 1000, 0), message(1, "e", 1000, 10)]);
-        assert_eq!(offsets(&window(reset, 10, 100, 1000, 0)), [1], "the last epoch only");
+        assert_eq!(walk(&reset, 10, 100, 0), [1], "the top's epoch only");
         let mut aging = vec![message(1, "e", 100, 10), message(2, "e", 900, 10)];
         aging.push(message(3, "e", 950, 10));
-        assert_eq!(offsets(&window(aging, 10, 100, 1000, 0)), [2, 3], "aged out by ttl");
+        assert_eq!(walk(&aging, 10, 100, 0), [2, 3], "aged out by the ttl");
     }
 
     #[test]
