@@ -3,8 +3,8 @@
 //! Never touches the machine's own NATS on 4222: each [`NatsServer`] spawns its own child
 //! process (`nats-server -js -a 127.0.0.1 -p <port> -sd <dir>`) with its JetStream storage in
 //! a temporary directory of its own, kills exactly that child's PID when stopped or dropped,
-//! and removes the directory on drop. The binary is `nats-server` from `PATH`, or the path
-//! in the `NATS_SERVER` environment variable.
+//! and removes the directory on drop. The binary is `nats-server` from `PATH` (else
+//! `/usr/sbin/nats-server`), or the path in the `NATS_SERVER` environment variable.
 //!
 //! Starting and restarting block the calling thread until the server greets a connection
 //! with an `INFO` naming it (each server gets a unique name) and offering JetStream, bounded
@@ -153,16 +153,24 @@ impl Drop for NatsServer {
 /// Spawns `nats-server` on `port` storing in `store` and waits for its greeting; kills it
 /// if it does not come up.
 fn spawn(port: u16, store: &std::path::Path) -> Result<Child, String> {
-    let binary = std::env::var("NATS_SERVER").unwrap_or_else(|_| "nats-server".to_owned());
     let name = unique_name();
     let store = store.to_str().ok_or("the storage path is not UTF-8")?;
-    let mut child = Command::new(&binary)
-        .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd", store, "-n", &name])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| format!("spawning {binary}: {e}"))?;
+    let run = |binary: &str| {
+        Command::new(binary)
+            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd", store, "-n", &name])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+    };
+    let spawned = match std::env::var("NATS_SERVER") {
+        Ok(binary) => run(&binary).map_err(|e| format!("spawning {binary}: {e}")),
+        // Debian installs it in /usr/sbin, which a user's PATH may not hold.
+        Err(_) => run("nats-server")
+            .or_else(|_| run(DEBIAN_BINARY))
+            .map_err(|e| format!("spawning nats-server (nor {DEBIAN_BINARY}): {e}")),
+    };
+    let mut child = spawned?;
     let deadline = Instant::now() + START_TIMEOUT;
     loop {
         if let Ok(Some(status)) = child.try_wait() {
@@ -227,6 +235,9 @@ fn free_port() -> u16 {
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("binding 127.0.0.1:0");
     listener.local_addr().expect("a bound listener has an address").port()
 }
+
+/// Where the Debian package puts the server.
+const DEBIAN_BINARY: &str = "/usr/sbin/nats-server";
 
 /// How long a server may take to greet its first connection.
 pub const START_TIMEOUT: Duration = Duration::from_secs(10);
