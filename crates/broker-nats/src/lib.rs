@@ -132,6 +132,11 @@ use crate::stored::Top;
 ///   the message to its handler, or [`BrokerError::UnknownNode`] when nobody listens under
 ///   that name (also while the receiver is reconnecting).
 ///
+/// # Cancel safety
+///
+/// A publish is one conditional store: cancelling it may leave the publication stored or
+/// not, never stored twice. Presence changes are one compare-and-set each.
+///
 /// # Handler calls
 ///
 /// Each subscribed channel's publications, joins and leaves come from that channel's reader
@@ -895,6 +900,7 @@ async fn connect_options(
         .name("switchboard")
         .connection_timeout(config.connect_timeout)
         .request_timeout(Some(config.request_timeout))
+        .ping_interval(PING_INTERVAL)
         .max_reconnects(None)
         .reconnect_delay_callback(|attempts| {
             let exponent = u32::try_from(attempts.min(8)).unwrap_or(8);
@@ -1058,6 +1064,11 @@ const PRESENCE_KEY_MAX_AGE: Duration = Duration::from_secs(3600);
 
 /// The registry key written to learn the server's time.
 const CLOCK_KEY: &str = "clock";
+
+/// How often the client pings the server; it gives the connection up (and reconnects,
+/// resyncing every channel) after two unanswered pings, so a hung server is noticed within
+/// about three of these.
+const PING_INTERVAL: Duration = Duration::from_secs(2);
 
 const BACKOFF_FIRST: Duration = Duration::from_millis(50);
 

@@ -222,7 +222,7 @@ async fn operations_fail_fast_while_nats_is_down() {
 #[tokio::test]
 async fn operations_time_out_while_nats_hangs() {
     let mut nats = NatsServer::start();
-    let (broker, _) = node(&nats).await;
+    let (broker, events) = node(&nats).await;
     broker.subscribe("c").await.unwrap();
     nats.pause();
 
@@ -234,7 +234,12 @@ async fn operations_time_out_while_nats_hangs() {
     expect_unavailable("join", within, broker.join("c", &x, JoinLeave::Announced)).await;
     expect_unavailable("presence", within, broker.presence("c")).await;
 
+    // Pings go unanswered: the client gives the connection up, so the node resyncs once
+    // NATS answers again.
+    eventually("is_ready turns false", || !broker.is_ready()).await;
     nats.resume();
+    assert!(events.wait_until(RECONNECT, |e| resyncs(e, "c") == 1).await, "resynced");
+    eventually("is_ready turns true", || broker.is_ready()).await;
     let works = switchboard_test_support::poll_until(RECONNECT, || {
         let (broker, options) = (&broker, &options);
         async move { broker.publish("c", Value::from(2), None, options).await.ok() }
