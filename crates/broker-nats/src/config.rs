@@ -11,7 +11,8 @@ use switchboard_broker::BrokerError;
 #[derive(Clone, Eq, PartialEq)]
 #[non_exhaustive]
 pub struct NatsConfig {
-    /// The server: `nats://[user:password@]host:port`, or `tls://…` to require TLS
+    /// The server: `nats://[user:password@]host:port` (or `nats://token@host:port`), or
+    /// `tls://…` to require TLS
     /// (certificates checked against the system's roots plus
     /// [`tls_root_certificates`](Self::tls_root_certificates)). Several servers of one cluster
     /// may be given, separated by commas. Default `nats://127.0.0.1:4222`. All nodes of a

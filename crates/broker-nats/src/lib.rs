@@ -176,7 +176,7 @@ impl NatsBroker {
         let (events_tx, events) = mpsc::unbounded_channel();
         let mut backoff = Backoff::new();
         let client = loop {
-            let options = connect_options(&config, events_tx.clone()).await?;
+            let options = connect_options(&config, &addresses, events_tx.clone()).await?;
             match options.connect(addresses.clone()).await {
                 Ok(client) => break client,
                 Err(why) if config.wait_for_nats => {
@@ -894,6 +894,7 @@ impl Backoff {
 /// The client's options from the config; events go to `events`.
 async fn connect_options(
     config: &NatsConfig,
+    addresses: &[ServerAddr],
     events: mpsc::UnboundedSender<Event>,
 ) -> Result<ConnectOptions, BrokerError> {
     let mut options = ConnectOptions::new()
@@ -916,6 +917,15 @@ async fn connect_options(
         options = options.credentials_file(path).await.map_err(|e| {
             BrokerError::Internal(format!("reading nats credentials {}: {e}", path.display()))
         })?;
+    }
+    // Credentials in the URL, as NATS URLs carry them: `user:password@`, or `token@`.
+    let from_url = addresses.iter().find_map(|a| Some((a.username()?, a.password())));
+    match from_url {
+        Some((user, Some(password))) => {
+            options = options.user_and_password(user.to_owned(), password.to_owned());
+        }
+        Some((token, None)) => options = options.token(token.to_owned()),
+        None => {}
     }
     if let Some(token) = &config.token {
         options = options.token(token.clone());

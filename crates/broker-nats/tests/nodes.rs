@@ -508,6 +508,57 @@ async fn connect_fails_fast_without_nats_unless_told_to_wait() {
 }
 
 #[tokio::test]
+async fn a_password_in_the_url_is_used_and_needed() {
+    let nats = NatsServer::start_with(&["--user", "switchboard", "--pass", "s3cret"]);
+    let with = format!("nats://switchboard:s3cret@127.0.0.1:{}", nats.port());
+    let broker = NatsBroker::connect(NatsConfig::new(&with)).await.expect("the password works");
+    assert_eq!(broker.publish("c", Value::from(1), None, &options(10)).await.unwrap().offset, 1);
+    assert!(!format!("{broker:?}").contains("s3cret"), "the password stays out of logs");
+
+    let without = NatsBroker::connect(NatsConfig::new(nats.url())).await;
+    let Err(BrokerError::Unavailable(why)) = without else { panic!("{without:?}") };
+    assert!(why.contains("authorization"), "{why}");
+    let wrong = format!("nats://switchboard:wrong@127.0.0.1:{}", nats.port());
+    let wrong = NatsBroker::connect(NatsConfig::new(wrong)).await;
+    let Err(BrokerError::Unavailable(why)) = wrong else { panic!("{wrong:?}") };
+    assert!(!why.contains("wrong"), "the password stays out of errors: {why}");
+}
+
+#[tokio::test]
+async fn a_token_in_the_url_or_the_config_is_used() {
+    let nats = NatsServer::start_with(&["--auth", "t0ken"]);
+    let in_url = format!("nats://t0ken@127.0.0.1:{}", nats.port());
+    let broker = NatsBroker::connect(NatsConfig::new(in_url)).await.expect("the token works");
+    assert_eq!(broker.publish("c", Value::from(1), None, &options(10)).await.unwrap().offset, 1);
+    let mut in_config = NatsConfig::new(nats.url());
+    in_config.token = Some("t0ken".to_owned());
+    NatsBroker::connect(in_config).await.expect("the token works from the config too");
+}
+
+#[tokio::test]
+async fn tls_with_a_private_root() {
+    let generated =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("a certificate");
+    let dir = std::env::temp_dir().join(format!("switchboard-nats-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert, generated.cert.pem()).unwrap();
+    std::fs::write(&key, generated.signing_key.serialize_pem()).unwrap();
+    let (cert_arg, key_arg) = (cert.to_str().unwrap(), key.to_str().unwrap());
+    let nats = NatsServer::start_with(&["--tls", "--tlscert", cert_arg, "--tlskey", key_arg]);
+    let url = format!("tls://localhost:{}", nats.port());
+
+    let mut trusting = NatsConfig::new(&url);
+    trusting.tls_root_certificates = Some(cert.clone());
+    let broker = NatsBroker::connect(trusting).await.expect("a trusted certificate");
+    assert_eq!(broker.publish("c", Value::from(1), None, &options(10)).await.unwrap().offset, 1);
+
+    let untrusting = NatsBroker::connect(NatsConfig::new(&url)).await;
+    assert!(matches!(untrusting, Err(BrokerError::Unavailable(_))), "{untrusting:?}");
+    drop(std::fs::remove_dir_all(&dir));
+}
+
+#[tokio::test]
 async fn bad_configs_are_refused() {
     let bad_url = NatsBroker::connect(NatsConfig::new("http://nope:1")).await;
     assert!(matches!(bad_url, Err(BrokerError::Internal(_))), "{bad_url:?}");

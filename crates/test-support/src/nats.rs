@@ -34,6 +34,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 pub struct NatsServer {
     port: u16,
     store: PathBuf,
+    /// Arguments given to every start of this server besides the usual ones.
+    extra: Vec<String>,
     child: Option<Child>,
 }
 
@@ -46,14 +48,25 @@ impl NatsServer {
     /// When no server comes up within [`START_TIMEOUT`] after a few tries (no `nats-server`
     /// binary, or ports keep being taken), or the directory cannot be made.
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// As [`start`](Self::start), with more arguments for `nats-server` (authentication,
+    /// TLS), kept for restarts.
+    ///
+    /// # Panics
+    ///
+    /// As [`start`](Self::start).
+    pub fn start_with(extra: &[&str]) -> Self {
+        let extra: Vec<String> = extra.iter().map(|&arg| arg.to_owned()).collect();
         let store = std::env::temp_dir().join(unique_name());
         std::fs::create_dir_all(&store)
             .unwrap_or_else(|e| panic!("creating {}: {e}", store.display()));
         let mut last_error = String::new();
         for _ in 0..START_ATTEMPTS {
             let port = free_port();
-            match spawn(port, &store) {
-                Ok(child) => return Self { port, store, child: Some(child) },
+            match spawn(port, &store, &extra) {
+                Ok(child) => return Self { port, store, extra, child: Some(child) },
                 // Another process may have taken the port between probing and binding.
                 Err(e) => last_error = e,
             }
@@ -113,7 +126,7 @@ impl NatsServer {
     /// When the new server does not come up within [`START_TIMEOUT`].
     pub fn restart(&mut self) {
         self.stop();
-        match spawn(self.port, &self.store) {
+        match spawn(self.port, &self.store, &self.extra) {
             Ok(child) => self.child = Some(child),
             Err(e) => panic!("could not restart nats-server on port {}: {e}", self.port),
         }
@@ -150,14 +163,15 @@ impl Drop for NatsServer {
     }
 }
 
-/// Spawns `nats-server` on `port` storing in `store` and waits for its greeting; kills it
+/// Spawns `nats-server` on `port` storing in `store`, with `extra` arguments, and waits for its greeting; kills it
 /// if it does not come up.
-fn spawn(port: u16, store: &std::path::Path) -> Result<Child, String> {
+fn spawn(port: u16, store: &std::path::Path, extra: &[String]) -> Result<Child, String> {
     let name = unique_name();
     let store = store.to_str().ok_or("the storage path is not UTF-8")?;
     let run = |binary: &str| {
         Command::new(binary)
             .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd", store, "-n", &name])
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
