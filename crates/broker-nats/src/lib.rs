@@ -790,10 +790,17 @@ impl Shared {
                     was_down = false;
                     tracing::info!("nats connection back");
                     self.forget_tops();
-                    if let Err(e) = self.recreate_storage().await {
-                        tracing::warn!(error = %e, "checking the stream and buckets failed");
-                    }
                     self.live.resync_all(self.handler.get().as_deref());
+                    // A server back without its storage lost the stream and buckets: make
+                    // them again, retrying while JetStream is still starting.
+                    let mut backoff = Backoff::new();
+                    while let Err(e) = self.recreate_storage().await {
+                        tracing::warn!(error = %e, "checking the stream and buckets failed");
+                        if self.check_connected().is_err() {
+                            break;
+                        }
+                        tokio::time::sleep(backoff.next()).await;
+                    }
                 }
                 Event::SlowConsumer(_) => {
                     tracing::warn!("nats dropped messages for a slow subscription");
