@@ -34,7 +34,8 @@
 //! so any channel name makes a valid, distinct token):
 //!
 //! - stream `P-channels`, subjects `P.ch.>`, file storage: publication `n` of `C` is a
-//!   message on `P.ch.T` with headers `Sb-Offset: n` and `Sb-Epoch: <epoch>` and the
+//!   message on `P.ch.T` with headers `Sb-Offset: n`, `Sb-Epoch: <epoch>` and
+//!   `Sb-Previous: <stream sequence of the channel's message before it>` and the
 //!   publication's JSON as payload. A message with `Sb-Offset: 0` and no payload marks a
 //!   stream created by a history read. The stream republishes to `P.live.>`;
 //! - `P.live.T`, core NATS: the republished messages, and joins and leaves (header
@@ -42,7 +43,8 @@
 //! - bucket `P-presence`, key `T`: a JSON object, client id → the client, whether to
 //!   announce its leave, and when it expires (ms since the Unix epoch, node clocks); key
 //!   `w.T`: until when a subscribed node keeps the channel's stream alive past its TTL;
-//! - `P.node.N`, core NATS requests: the messages sent to node `N`;
+//! - `P.node.N`, core NATS requests: the messages sent to node `N`; `P.sync`, requests
+//!   nobody answers, for round trips to the server;
 //! - bucket `P-nodes`: key `n.N` holds node `N`'s record (its info and time to live, the
 //!   entry's own timestamp says when it was written), key `clock` is written before each
 //!   listing to learn the server's time.
@@ -54,7 +56,8 @@
 //! positions never recover.
 //! History is trimmed per channel to `history_size` (a purge keeping the newest, every few
 //! publications), aged by `history_ttl` and capped by
-//! [`max_history_bytes`](NatsConfig::max_history_bytes) when read.
+//! [`max_history_bytes`](NatsConfig::max_history_bytes) when read. A read walks back from
+//! the channel's last message along `Sb-Previous`, one request per publication it serves.
 //!
 //! # For the integrator
 //!
