@@ -22,7 +22,7 @@ echo "== packages: the crates a client or a server depends on, each whole"
 # alone: a symbolic link, or a file included from outside the crate's directory in code the
 # crate compiles (tests and benches are the workspace's: they use the unpublished test support).
 packaged=(clients/js crates/codec crates/proto crates/auth crates/broker crates/hub crates/server
-    crates/client crates/broker-redis)
+    crates/client crates/broker-redis crates/broker-nats)
 names=()
 for dir in "${packaged[@]}"; do
     names+=(-p "$(sed -n 's/^name = "\(.*\)"$/\1/p' "$dir/Cargo.toml" | head -n 1)")

@@ -482,8 +482,8 @@ const DOCS: &[Doc] = &[
     Doc::key(
         "broker",
         "url",
-        "The backplane: \"memory\" (one node) or a redis:// or rediss:// URL shared by every \
-         node.",
+        "The backplane: \"memory\" (one node), or a redis:// or rediss:// URL, or a nats:// or \
+         tls:// URL (JetStream on) shared by every node.",
     ),
     Doc::key(
         "broker",
@@ -500,6 +500,34 @@ const DOCS: &[Doc] = &[
         "redis_max_history_bytes",
         "Bytes of history one channel keeps in Redis; past it its oldest publications go. 0: \
          no cap.",
+    ),
+    Doc::key(
+        "broker",
+        "nats_subject_prefix",
+        "Prefix of every NATS subject, stream and bucket; the same on every node of a deployment.",
+    ),
+    Doc::key(
+        "broker",
+        "nats_wait",
+        "At start, wait until NATS answers instead of exiting with an error.",
+    ),
+    Doc::key(
+        "broker",
+        "nats_max_history_bytes",
+        "Bytes of history one channel serves from NATS; past it its oldest publications go. 0: \
+         no cap.",
+    ),
+    Doc::example(
+        "broker",
+        "nats_credentials",
+        "A NATS .creds file (user JWT and NKey seed) to authenticate with.",
+        "\"/etc/switchboard/nats.creds\"",
+    ),
+    Doc::example(
+        "broker",
+        "nats_tls_ca",
+        "PEM root certificates to trust for a NATS server with a private CA.",
+        "\"/etc/switchboard/nats-ca.pem\"",
     ),
     Doc::key("hub", "max_subscriptions", "Most channels one connection may subscribe to."),
     Doc::key(

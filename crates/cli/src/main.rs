@@ -21,6 +21,7 @@ mod startup;
 mod subscribe;
 mod token;
 
+use switchboard_broker_nats::NatsBroker;
 use switchboard_broker_redis::RedisBroker;
 use switchboard_server::{Secret, Server};
 
@@ -315,9 +316,10 @@ struct ServeArgs {
         value_name = "NAME:KEY=VALUE,…"
     )]
     namespaces: Vec<config_file::NamespaceSpec>,
-    /// The backplane: "memory" (one node, nothing else to run) or a Redis URL,
-    /// `redis://[[user]:password@]host[:port][/db]` or `rediss://…` for TLS, shared by every
-    /// node of a deployment (docs/scaling.md).
+    /// The backplane: "memory" (one node, nothing else to run), a Redis URL,
+    /// `redis://[[user]:password@]host[:port][/db]` or `rediss://…` for TLS, or a NATS URL
+    /// (JetStream on), `nats://[user:password@]host:port` or `tls://…` for TLS, shared by
+    /// every node of a deployment (docs/scaling.md).
     #[arg(long, env = "SWITCHBOARD_BROKER", hide_env_values = true, value_name = "memory|URL")]
     broker: Option<BrokerArg>,
     /// Prefix of every Redis key and pub/sub topic, so several deployments can share one
@@ -339,6 +341,32 @@ struct ServeArgs {
     /// (their recoveries answer `recovered: false`). 0 for no cap.
     #[arg(long, env = "SWITCHBOARD_REDIS_MAX_HISTORY_BYTES")]
     redis_max_history_bytes: Option<usize>,
+    /// Prefix of every NATS subject, stream and bucket name (letters, digits, `-`, `_`), so
+    /// several deployments can share one NATS account; every node of a deployment needs the
+    /// same one.
+    #[arg(long, env = "SWITCHBOARD_NATS_SUBJECT_PREFIX")]
+    nats_subject_prefix: Option<String>,
+    /// At start, wait (retrying with backoff) until NATS answers instead of exiting with an
+    /// error.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_NATS_WAIT",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        value_name = "BOOL"
+    )]
+    nats_wait: Option<bool>,
+    /// Bytes of history one channel serves from NATS; past it its oldest publications go
+    /// (their recoveries answer `recovered: false`). 0 for no cap.
+    #[arg(long, env = "SWITCHBOARD_NATS_MAX_HISTORY_BYTES")]
+    nats_max_history_bytes: Option<usize>,
+    /// A NATS `.creds` file (user JWT and NKey seed) to authenticate with.
+    #[arg(long, env = "SWITCHBOARD_NATS_CREDENTIALS", value_name = "FILE")]
+    nats_credentials: Option<std::path::PathBuf>,
+    /// PEM root certificates to trust for a NATS server with a private CA.
+    #[arg(long, env = "SWITCHBOARD_NATS_TLS_CA", value_name = "FILE")]
+    nats_tls_ca: Option<std::path::PathBuf>,
     /// Log output format.
     #[arg(long, env = "SWITCHBOARD_LOG_FORMAT", value_enum)]
     log_format: Option<LogFormat>,
@@ -438,6 +466,15 @@ impl ServeArgs {
         set(&mut b.redis_key_prefix, self.redis_key_prefix.as_ref());
         set(&mut b.redis_wait, self.redis_wait.as_ref());
         set(&mut b.redis_max_history_bytes, self.redis_max_history_bytes.as_ref());
+        set(&mut b.nats_subject_prefix, self.nats_subject_prefix.as_ref());
+        set(&mut b.nats_wait, self.nats_wait.as_ref());
+        set(&mut b.nats_max_history_bytes, self.nats_max_history_bytes.as_ref());
+        if self.nats_credentials.is_some() {
+            b.nats_credentials.clone_from(&self.nats_credentials);
+        }
+        if self.nats_tls_ca.is_some() {
+            b.nats_tls_ca.clone_from(&self.nats_tls_ca);
+        }
 
         let h = &mut s.hub;
         set(&mut h.max_subscriptions, self.max_subscriptions.as_ref());
@@ -559,6 +596,13 @@ fn serve(settings: &Settings) -> anyhow::Result<()> {
                     .context("cannot start the redis broker")?;
                 tracing::info!(config = ?redis.config(), "redis broker connected");
                 Server::bind_with_broker(config, std::sync::Arc::new(redis)).await?
+            }
+            BrokerArg::Nats(url) => {
+                let nats = NatsBroker::connect(settings.nats_config(url.expose()))
+                    .await
+                    .context("cannot start the nats broker")?;
+                tracing::info!(config = ?nats.config(), "nats broker connected");
+                Server::bind_with_broker(config, std::sync::Arc::new(nats)).await?
             }
         };
         let server = if settings.demo { demo::add(server) } else { server };

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use switchboard_broker_nats::NatsConfig;
 use switchboard_broker_redis::RedisConfig;
 use switchboard_server::{
     CompressionOptions, Config, HubOptions, NamespaceOptions, OriginOptions, ProxyEndpoint, Rate,
@@ -158,7 +159,7 @@ pub(crate) struct Tls {
     pub(crate) dev: bool,
 }
 
-/// `[broker]`: the backplane and the Redis broker's settings.
+/// `[broker]`: the backplane and the Redis and NATS brokers' settings.
 #[derive(Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub(crate) struct Broker {
@@ -170,12 +171,23 @@ pub(crate) struct Broker {
     pub(crate) redis_wait: bool,
     /// Bytes of history one channel keeps in Redis; 0: no cap.
     pub(crate) redis_max_history_bytes: usize,
+    /// Prefix of every NATS subject, stream and bucket name.
+    pub(crate) nats_subject_prefix: String,
+    /// At start, wait until NATS answers.
+    pub(crate) nats_wait: bool,
+    /// Bytes of history one channel serves from NATS; 0: no cap.
+    pub(crate) nats_max_history_bytes: usize,
+    /// A NATS `.creds` file to authenticate with.
+    pub(crate) nats_credentials: Option<PathBuf>,
+    /// PEM root certificates for a NATS server with a private CA.
+    pub(crate) nats_tls_ca: Option<PathBuf>,
 }
 
 impl Default for Settings {
     fn default() -> Self {
         let c = Config::default();
         let redis = RedisConfig::default();
+        let nats = NatsConfig::default();
         let r = &c.rate_limits;
         Self {
             listen: c.listen,
@@ -234,6 +246,11 @@ impl Default for Settings {
                 redis_key_prefix: redis.key_prefix,
                 redis_wait: redis.wait_for_redis,
                 redis_max_history_bytes: redis.max_history_bytes,
+                nats_subject_prefix: nats.subject_prefix,
+                nats_wait: nats.wait_for_nats,
+                nats_max_history_bytes: nats.max_history_bytes,
+                nats_credentials: nats.credentials_file,
+                nats_tls_ca: nats.tls_root_certificates,
             },
             namespaces: c
                 .hub
@@ -348,6 +365,17 @@ impl Settings {
         config.key_prefix.clone_from(&self.broker.redis_key_prefix);
         config.wait_for_redis = self.broker.redis_wait;
         config.max_history_bytes = self.broker.redis_max_history_bytes;
+        config
+    }
+
+    /// The NATS broker's settings, for `url`.
+    pub(crate) fn nats_config(&self, url: &str) -> NatsConfig {
+        let mut config = NatsConfig::new(url);
+        config.subject_prefix.clone_from(&self.broker.nats_subject_prefix);
+        config.wait_for_nats = self.broker.nats_wait;
+        config.max_history_bytes = self.broker.nats_max_history_bytes;
+        config.credentials_file.clone_from(&self.broker.nats_credentials);
+        config.tls_root_certificates.clone_from(&self.broker.nats_tls_ca);
         config
     }
 }
@@ -499,8 +527,8 @@ impl std::fmt::Display for Quantity {
     }
 }
 
-/// The backplane: the in-memory broker, or Redis at a URL (which may hold a password, so it
-/// is kept as a secret).
+/// The backplane: the in-memory broker, or Redis or NATS at a URL (which may hold a
+/// password, so it is kept as a secret).
 #[derive(Clone, Debug, Deserialize)]
 #[serde(try_from = "String")]
 pub(crate) enum BrokerArg {
@@ -508,6 +536,8 @@ pub(crate) enum BrokerArg {
     Memory,
     /// `redis://` or `rediss://`.
     Redis(Secret),
+    /// `nats://` or `tls://`, possibly several separated by commas.
+    Nats(Secret),
 }
 
 impl std::str::FromStr for BrokerArg {
@@ -518,8 +548,11 @@ impl std::str::FromStr for BrokerArg {
             Ok(Self::Memory)
         } else if s.starts_with("redis://") || s.starts_with("rediss://") {
             Ok(Self::Redis(s.into()))
+        } else if s.starts_with("nats://") || s.starts_with("tls://") {
+            Ok(Self::Nats(s.into()))
         } else {
-            Err("expected \"memory\" or a redis:// or rediss:// URL".to_owned())
+            Err("expected \"memory\", a redis:// or rediss:// URL, or a nats:// or tls:// URL"
+                .to_owned())
         }
     }
 }
@@ -536,7 +569,7 @@ impl Serialize for BrokerArg {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         match self {
             Self::Memory => s.serialize_str("memory"),
-            Self::Redis(url) => url.serialize(s),
+            Self::Redis(url) | Self::Nats(url) => url.serialize(s),
         }
     }
 }

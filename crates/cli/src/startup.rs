@@ -257,10 +257,17 @@ fn tickets(settings: &Settings, config: &Config) -> String {
 /// The broker, its URL without a password.
 fn broker(settings: &Settings) -> String {
     match &settings.broker.url {
-        BrokerArg::Memory => "memory: this node alone (--broker redis://… for several)".to_owned(),
+        BrokerArg::Memory => {
+            "memory: this node alone (--broker redis://… or nats://… for several)".to_owned()
+        }
         BrokerArg::Redis(url) => {
             let redis = settings.redis_config(url.expose());
             format!("{} (key prefix {:?})", redis.redacted_url(), settings.broker.redis_key_prefix)
+        }
+        BrokerArg::Nats(url) => {
+            let nats = settings.nats_config(url.expose());
+            let prefix = &settings.broker.nats_subject_prefix;
+            format!("{} (JetStream, subject prefix {prefix:?})", nats.redacted_url())
         }
     }
 }

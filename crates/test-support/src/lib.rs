@@ -11,6 +11,8 @@
 //! - [`memory`]: a node on the in-memory broker and its clients, no socket: protocol tests.
 //! - [`tokens`]: the test secret, tokens signed with it and configurations verifying them.
 //! - [`redis`]: a private `redis-server` on a free port, killed by PID when dropped.
+//! - [`nats`]: a private `nats-server` with JetStream on a free port and its own storage
+//!   directory, killed by PID when dropped.
 //! - [`http`]: one HTTP/1.1 request, read to the end.
 //! - [`rust_client`]: bounded waits on the Rust client's connection state and streams.
 //! - [`cli`]: the `switchboard serve` binary as a child, waited for until it listens.
@@ -33,6 +35,7 @@ pub mod hub_model;
 pub mod memory;
 #[cfg(feature = "server")]
 pub mod metrics;
+pub mod nats;
 pub mod pair;
 #[cfg(feature = "server")]
 pub mod protocol;
