@@ -1,6 +1,7 @@
-//! Several nodes in this process sharing one channel space over their own `redis-server`:
-//! cross-node fan-out, presence from every node, `/readyz` following Redis, and a Redis
-//! restart mid-stream that fails publishes loudly and never leaves a silent gap.
+//! Several nodes in this process sharing one channel space over their own backplane, a
+//! private `redis-server` or `nats-server` (each test runs on both): cross-node fan-out,
+//! presence from every node, the node registry, `/readyz` following the backplane, and a
+//! backplane restart mid-stream that fails publishes loudly and never leaves a silent gap.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -9,24 +10,107 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::json;
+use switchboard_broker_nats::{NatsBroker, NatsConfig};
 use switchboard_broker_redis::{RedisBroker, RedisConfig};
 use switchboard_client::{Client, DisconnectReason, ErrorCode, Subscription, SubscriptionEvent};
+use switchboard_server::Broker;
 use switchboard_server::{Config, Server, ShutdownHandle};
+use switchboard_test_support::nats::NatsServer;
 use switchboard_test_support::redis::RedisServer;
 use switchboard_test_support::rust_client::{LIMIT, fast, next_event, next_publication};
 use switchboard_test_support::server::{TestServer, open_config};
 use switchboard_test_support::{http, poll_until, wait_until};
 use tokio::time::timeout;
 
+/// Which backplane a test runs on.
+#[derive(Clone, Copy, Debug)]
+enum Kind {
+    Redis,
+    Nats,
+}
+
+/// Two tests of `$body`: on Redis and on NATS.
+macro_rules! on_both {
+    ($body:ident, $threads:literal) => {
+        mod $body {
+            #[tokio::test(flavor = "multi_thread", worker_threads = $threads)]
+            async fn redis() {
+                super::$body(super::Kind::Redis).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = $threads)]
+            async fn nats() {
+                super::$body(super::Kind::Nats).await;
+            }
+        }
+    };
+}
+
+on_both!(publications_on_one_node_reach_subscribers_on_the_others_in_order, 4);
+on_both!(presence_lists_clients_from_every_node, 4);
+on_both!(any_node_lists_every_node_and_channel_and_disconnects_everywhere, 4);
+on_both!(readyz_follows_the_backplane_and_healthz_does_not, 2);
+on_both!(a_backplane_restart_fails_publishes_loudly_and_never_leaves_a_silent_gap, 4);
+
+/// A private backplane server, killed (by its PID) when dropped.
+enum Backplane {
+    Redis(RedisServer),
+    Nats(NatsServer),
+}
+
+impl Backplane {
+    fn start(kind: Kind) -> Self {
+        match kind {
+            Kind::Redis => Self::Redis(RedisServer::start()),
+            Kind::Nats => Self::Nats(NatsServer::start()),
+        }
+    }
+
+    fn stop(&mut self) {
+        match self {
+            Self::Redis(redis) => redis.stop(),
+            Self::Nats(nats) => nats.stop(),
+        }
+    }
+
+    /// Starts it again on the same port, empty: everything it held is lost (a NATS restart
+    /// that keeps its storage is tested in `switchboard-broker-nats`).
+    fn restart(&mut self) {
+        match self {
+            Self::Redis(redis) => redis.restart(),
+            Self::Nats(nats) => nats.restart_empty(),
+        }
+    }
+
+    /// A broker on it, with presence refreshed every half second.
+    async fn broker(&self) -> Arc<dyn Broker> {
+        let heartbeat = Duration::from_millis(500);
+        match self {
+            Self::Redis(redis) => {
+                let mut config = RedisConfig::new(redis.url());
+                config.presence_heartbeat = heartbeat;
+                Arc::new(RedisBroker::connect(config).await.expect("connect to redis"))
+            }
+            Self::Nats(nats) => {
+                let mut config = NatsConfig::new(nats.url());
+                config.presence_heartbeat = heartbeat;
+                Arc::new(NatsBroker::connect(config).await.expect("connect to nats"))
+            }
+        }
+    }
+}
+
 /// The HTTP API key of every node.
 const API_KEY: &str = "cluster-tests-api-key-0123456789abcdef";
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn publications_on_one_node_reach_subscribers_on_the_others_in_order() {
+async fn publications_on_one_node_reach_subscribers_on_the_others_in_order(kind: Kind) {
     const N: u64 = 300;
-    let redis = RedisServer::start();
-    let (a, b, c) =
-        (Node::start(&redis).await, Node::start(&redis).await, Node::start(&redis).await);
+    let backplane = Backplane::start(kind);
+    let (a, b, c) = (
+        Node::start(&backplane).await,
+        Node::start(&backplane).await,
+        Node::start(&backplane).await,
+    );
     let on_b = fast(&b.url()).build().expect("build");
     let on_c = fast(&c.url()).build().expect("build");
     let mut subs = vec![
@@ -49,10 +133,13 @@ async fn publications_on_one_node_reach_subscribers_on_the_others_in_order() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn presence_lists_clients_from_every_node() {
-    let redis = RedisServer::start();
-    let nodes = [Node::start(&redis).await, Node::start(&redis).await, Node::start(&redis).await];
+async fn presence_lists_clients_from_every_node(kind: Kind) {
+    let backplane = Backplane::start(kind);
+    let nodes = [
+        Node::start(&backplane).await,
+        Node::start(&backplane).await,
+        Node::start(&backplane).await,
+    ];
     let mut clients = Vec::new();
     let mut subs = Vec::new();
     for node in &nodes {
@@ -78,10 +165,9 @@ async fn presence_lists_clients_from_every_node() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn any_node_lists_every_node_and_channel_and_disconnects_everywhere() {
-    let redis = RedisServer::start();
-    let (a, b) = (Node::start(&redis).await, Node::start(&redis).await);
+async fn any_node_lists_every_node_and_channel_and_disconnects_everywhere(kind: Kind) {
+    let backplane = Backplane::start(kind);
+    let (a, b) = (Node::start(&backplane).await, Node::start(&backplane).await);
     let mut clients = Vec::new();
     let mut subs = Vec::new();
     for (node, channel) in [(&a, "room"), (&b, "room"), (&b, "room"), (&b, "hall")] {
@@ -156,19 +242,18 @@ async fn any_node_lists_every_node_and_channel_and_disconnects_everywhere() {
     gone.await.expect("B removed its record when it shut down");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn readyz_follows_redis_and_healthz_does_not() {
-    let mut redis = RedisServer::start();
-    let node = Node::start(&redis).await;
+async fn readyz_follows_the_backplane_and_healthz_does_not(kind: Kind) {
+    let mut backplane = Backplane::start(kind);
+    let node = Node::start(&backplane).await;
     assert_eq!(readyz(node.addr).await, (200, json!({"status": "ready"})));
 
-    redis.stop();
+    backplane.stop();
     let unready = wait_readyz(node.addr, 503).await;
     assert_eq!(unready, json!({"status": "unready", "reason": "broker unreachable"}));
     let health = http::get(node.addr, "/healthz").await;
     assert_eq!(health.status, 200, "the process is alive: {health}");
 
-    redis.restart();
+    backplane.restart();
     assert_eq!(wait_readyz(node.addr, 200).await, json!({"status": "ready"}));
 
     // The in-memory broker is always ready.
@@ -180,10 +265,9 @@ async fn readyz_follows_redis_and_healthz_does_not() {
     assert_eq!(post.status, 405, "{post}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_redis_restart_fails_publishes_loudly_and_never_leaves_a_silent_gap() {
-    let mut redis = RedisServer::start();
-    let (a, b) = (Node::start(&redis).await, Node::start(&redis).await);
+async fn a_backplane_restart_fails_publishes_loudly_and_never_leaves_a_silent_gap(kind: Kind) {
+    let mut backplane = Backplane::start(kind);
+    let (a, b) = (Node::start(&backplane).await, Node::start(&backplane).await);
     let (target, targets) = tokio::sync::watch::channel(None);
     let mut readers = Vec::new();
     let mut latest = Vec::new();
@@ -205,10 +289,10 @@ async fn a_redis_restart_fails_publishes_loudly_and_never_leaves_a_silent_gap() 
         move || progress.acked.load(Ordering::SeqCst) >= at_least
     };
     assert!(wait_until(LIMIT, flowing(20)).await, "publishing before the outage");
-    redis.stop();
+    backplane.stop();
     let refusing = || progress.refused.load(Ordering::SeqCst) >= 3;
     assert!(wait_until(LIMIT, refusing).await, "publishes refused during the outage");
-    redis.restart();
+    backplane.restart();
     wait_readyz(a.addr, 200).await;
     wait_readyz(b.addr, 200).await;
     // The subscribers come back and see live publications again: each has seen one of
@@ -225,7 +309,7 @@ async fn a_redis_restart_fails_publishes_loudly_and_never_leaves_a_silent_gap() 
 
     // Loud: every publish during the outage was refused with `unavailable`.
     let refused = acks.iter().filter(|ack| ack.is_err()).count();
-    assert!(refused > 0, "no publish failed while redis was down");
+    assert!(refused > 0, "no publish failed while the backplane was down");
     assert!(
         acks.iter()
             .all(|ack| ack.as_ref().err().is_none_or(|code| *code == ErrorCode::Unavailable))
@@ -240,7 +324,7 @@ async fn a_redis_restart_fails_publishes_loudly_and_never_leaves_a_silent_gap() 
     assert_eq!(errors, refused, "{metrics}");
     let done: Vec<&(u64, String)> = acks.iter().filter_map(|ack| ack.as_ref().ok()).collect();
     let (first, last) = (done[0].clone(), done[done.len() - 1].clone());
-    assert_ne!(first.1, last.1, "a restarted, empty redis starts a new epoch");
+    assert_ne!(first.1, last.1, "a restarted, empty backplane starts a new epoch");
     target.send(Some(last.clone())).expect("readers are running");
 
     for reader in readers {
@@ -365,17 +449,14 @@ struct Node {
 }
 
 impl Node {
-    async fn start(redis: &RedisServer) -> Self {
-        let mut redis_config = RedisConfig::new(redis.url());
-        redis_config.presence_heartbeat = Duration::from_millis(500);
-        let broker = RedisBroker::connect(redis_config).await.expect("connect to redis");
+    async fn start(backplane: &Backplane) -> Self {
+        let broker = backplane.broker().await;
         let mut config: Config = open_config();
         config.listen = SocketAddr::from(([127, 0, 0, 1], 0));
         config.shutdown_timeout = Duration::from_secs(1);
         config.hub.namespaces.get_mut("").expect("the default namespace").history_size = 10_000;
         config.api_key = Some(API_KEY.into());
-        let server =
-            Server::bind_with_broker(config, Arc::new(broker)).await.expect("bind 127.0.0.1:0");
+        let server = Server::bind_with_broker(config, broker).await.expect("bind 127.0.0.1:0");
         let addr = server.local_addr();
         let handle = server.shutdown_handle();
         tokio::spawn(server.run());
