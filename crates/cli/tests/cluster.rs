@@ -7,84 +7,17 @@ mod support;
 use std::process::Command;
 use std::time::Instant;
 
-use switchboard_client::{ConnectionState, Subscription};
 use switchboard_test_support::redis::RedisServer;
 use switchboard_test_support::wait_until;
 use tokio::net::TcpListener;
 use tokio::time::timeout;
 
-use support::{BIN, Balancer, LIMIT, Node, connected, expect_every_publication, fast, wait_state};
-
-/// A channel of the `chat` namespace, which the default config opens to anonymous
-/// publishers, with a history of 100.
-const CHANNEL: &str = "chat:feed";
+use support::{BIN, CHANNEL, LIMIT, Node, connected, fast};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_killed_node_s_clients_reconnect_to_a_live_one_and_lose_nothing() {
-    const N: u64 = 400;
-    const THROUGH_BALANCER: usize = 4;
     let redis = RedisServer::start();
-    let mut doomed = Node::start(&redis.url());
-    let survivor = Node::start(&redis.url());
-    let balancer = Balancer::start(vec![doomed.addr, survivor.addr]).await;
-
-    // Clients of the doomed node come through the balancer; two more sit on the survivor.
-    let mut clients = Vec::new();
-    let mut subs: Vec<Subscription> = Vec::new();
-    for i in 0..THROUGH_BALANCER + 2 {
-        let url = if i < THROUGH_BALANCER { balancer.url() } else { survivor.url() };
-        let client = fast(&url).build().expect("build");
-        connected(&client).await;
-        subs.push(client.subscribe(CHANNEL).await.expect("subscribe"));
-        clients.push(client);
-    }
-    assert_eq!(balancer.forwarded(0), THROUGH_BALANCER, "all went to the first node");
-
-    // The publisher says when it is a third of the way in and goes on; at two thirds it
-    // waits for the kill, so the kill lands with publications in flight.
-    let (third, mut third_reached) = tokio::sync::oneshot::channel();
-    let (killed, kill_done) = tokio::sync::oneshot::channel::<()>();
-    let publisher = fast(&survivor.url()).build().expect("build");
-    let publishing = tokio::spawn(async move {
-        let (mut third, mut kill_done) = (Some(third), Some(kill_done));
-        for n in 1..=N {
-            let ack = publisher.publish(CHANNEL, n).await.expect("publish on the survivor");
-            assert_eq!(ack.offset, n);
-            if n == N / 3 {
-                third.take().expect("once").send(()).expect("the test is waiting");
-            }
-            if n == 2 * N / 3 {
-                kill_done.take().expect("once").await.expect("the node was killed");
-            }
-        }
-    });
-    let started = Instant::now();
-    let readers: Vec<_> = subs
-        .into_iter()
-        .map(|mut sub| tokio::spawn(async move { expect_every_publication(&mut sub, N).await }))
-        .collect();
-    timeout(LIMIT, &mut third_reached).await.expect("a third in time").expect("the publisher");
-    assert!(!publishing.is_finished(), "publishing ended before the kill");
-    doomed.kill9();
-    killed.send(()).expect("the publisher waits for the kill");
-
-    for client in &clients[..THROUGH_BALANCER] {
-        wait_state(client, |s| s.state == ConnectionState::Connected && s.connections >= 2).await;
-    }
-    assert!(balancer.forwarded(1) >= THROUGH_BALANCER, "reconnections went to the survivor");
-    timeout(LIMIT * 2, publishing).await.expect("publishing in time").expect("the publisher");
-    for (i, reader) in readers.into_iter().enumerate() {
-        let recoveries = timeout(LIMIT, reader).await.expect("reader in time").expect("reader");
-        if i < THROUGH_BALANCER {
-            assert!(recoveries >= 1, "client {i} of the dead node never recovered");
-        } else {
-            assert_eq!(recoveries, 0, "client {i} of the survivor was cut: {}", survivor.log());
-        }
-    }
-    for client in &clients[THROUGH_BALANCER..] {
-        assert_eq!(client.state().connections, 1);
-    }
-    assert!(started.elapsed() < LIMIT * 2);
+    support::a_killed_node_s_clients_reconnect_to_a_live_one_and_lose_nothing(&redis.url()).await;
 }
 
 #[test]
